@@ -1,0 +1,32 @@
+"""Fixtures for every test, doctests of sktransfer/ and README.md included."""
+
+import socket
+
+import pytest
+from _pytest.doctest import DoctestItem
+
+_connect = socket.socket.connect
+
+
+def _local_only_connect(sock, address):
+    """No test may reach the network; local (Unix) sockets, used by DataLoader workers, are fine."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        raise OSError(f"network access is disabled in tests (tried {address!r})")
+    return _connect(sock, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _local_only_connect)
+
+
+@pytest.fixture(autouse=True)
+def _private_torch_home(tmp_path_factory, monkeypatch):
+    """An empty torch cache per test, so nothing depends on what this machine downloaded before."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+
+
+@pytest.fixture(autouse=True)
+def _doctests_write_into_a_temporary_folder(request, tmp_path, monkeypatch):
+    if isinstance(request.node, DoctestItem):
+        monkeypatch.chdir(tmp_path)

@@ -1,0 +1,16 @@
+"""sktransfer: transfer learning for scikit-learn.
+
+Pretrained vision networks as scikit-learn estimators that work in Pipeline, GridSearchCV and
+cross_val_score.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .feature_extraction import PretrainedFeatureExtractor
+
+try:
+    __version__ = version("sktransfer")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = ["PretrainedFeatureExtractor", "__version__"]

@@ -1,0 +1,98 @@
+"""Where and how tensors are computed: device choice, precision, seeding, batched inference, progress."""
+
+import contextlib
+import itertools
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a :class:`torch.device`.
+
+    ``"auto"`` picks CUDA, then Apple's MPS, then the CPU. An explicit device that this machine lacks raises
+    a ``ValueError`` that names the parameter, so that a model fitted on a GPU machine can be moved with
+    ``set_params(device="cpu")``.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this machine; "
+            "use device='auto' or device='cpu' (set_params(device='cpu') on a fitted estimator)."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but MPS is not available; use device='auto'.")
+    return resolved
+
+
+def autocast(device, precision):
+    """Context manager running the forward pass at ``precision`` ("float32" runs as is)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+@contextlib.contextmanager
+def seeded(random_state):
+    """Run a block with torch's global generators seeded from ``random_state``, restoring them after.
+
+    ``None`` leaves the generators alone. This is how random initialisations inside third-party
+    constructors (torchvision's models) become reproducible without touching the user's global seed.
+    """
+    if random_state is None:
+        yield
+        return
+    seed = int(random_state.randint(2**31 - 1)) if hasattr(random_state, "randint") else int(random_state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def progress(iterable, *, verbose, total=None, desc=None):
+    """Wrap ``iterable`` in a tqdm progress bar when ``verbose`` is truthy."""
+    return tqdm(iterable, total=total, desc=desc, disable=not verbose, leave=False)
+
+
+def run_inference(model, batches, *, n_samples, device, precision="float32", verbose=0, desc=None):
+    """Run ``model`` over ``batches`` in inference mode and gather its outputs into one float32 array.
+
+    ``model`` must already be on ``device`` and in eval mode. Image batches are moved to ``device``
+    (asynchronously from pinned memory on CUDA) in channels-last layout, which the convolution kernels of
+    oneDNN and cuDNN prefer. The output array is allocated once, so memory does not grow with the number
+    of batches beyond the result itself.
+    """
+    out = None
+    start = 0
+    with torch.inference_mode(), autocast(device, precision):
+        for batch in progress(batches, verbose=verbose, total=len(batches), desc=desc):
+            batch = batch.to(device, non_blocking=True)
+            if batch.ndim == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            features = model(batch).float().cpu().numpy()
+            if out is None:
+                out = np.empty((n_samples, *features.shape[1:]), dtype=np.float32)
+            out[start : start + len(features)] = features
+            start += len(features)
+    return out
+
+
+def module_device(module):
+    """The device holding ``module``'s first parameter or buffer (the CPU for a module with neither)."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device

@@ -1,0 +1,349 @@
+"""Resolve a backbone: which network, which weights, what preprocessing, and which layer gives features.
+
+Every estimator of the library goes through :func:`load_backbone` and :func:`build_feature_model`, so a
+torchvision name with its weights API, a local checkpoint, a user ``nn.Module`` and the offline default all
+behave the same way.
+"""
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import feature_extraction
+from torchvision.transforms._presets import ImageClassification
+
+from . import _efficientnet_lite
+from ._runtime import seeded
+
+OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
+POOLINGS = ("avg", "max", None)
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights are neither in torch's cache nor downloadable from here."""
+
+
+@dataclass
+class Backbone:
+    """A resolved network: the module (in eval mode, on the CPU) and the preprocessing its weights expect.
+
+    ``preprocess`` takes one (3, H, W) image tensor, uint8 or float in [0, 1], and returns the float
+    tensor the network reads; ``None`` means the network reads the input as it is.
+    """
+
+    module: nn.Module
+    preprocess: object
+    description: str
+
+
+def torchvision_model_names():
+    """Names of torchvision's image classification models."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def available_model_names():
+    """Every name ``model`` accepts: the offline default and torchvision's classification models."""
+    return [OFFLINE_MODEL_NAME, *torchvision_model_names()]
+
+
+def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False):
+    """Resolve ``model`` and ``weights`` into a :class:`Backbone`.
+
+    Parameters
+    ----------
+    model : str, torch.nn.Module or callable
+        ``"efficientnet_lite0"`` (the offline default), a torchvision classification model name such as
+        ``"resnet50"``, a module (copied, never modified), or a module class or factory (called without
+        arguments, under ``random_state``).
+    weights : str, path or None
+        ``"DEFAULT"``, a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
+        state_dict, or ``None`` for a random initialisation (seeded by ``random_state``). For a module,
+        ``"DEFAULT"`` keeps the module's own weights.
+    random_state : int, RandomState or None
+        Seeds the random initialisation.
+    progress : bool
+        Show torchvision's download progress bar.
+
+    Returns
+    -------
+    Backbone
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> backbone = load_backbone(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()))
+    >>> backbone.module.training
+    False
+    """
+    with seeded(random_state):
+        if isinstance(model, nn.Module):
+            backbone = _from_module(model, weights)
+        elif callable(model):
+            backbone = _from_module(_build(model), weights)
+        elif model == OFFLINE_MODEL_NAME:
+            backbone = _offline_default(weights)
+        else:
+            backbone = _from_torchvision(model, weights, progress)
+    backbone.module.eval()
+    return backbone
+
+
+def _build(factory):
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"model={factory!r} returned a {type(module).__name__}, not a torch.nn.Module.")
+    return module
+
+
+def _from_module(model, weights):
+    module = copy.deepcopy(model).cpu()
+    if _is_checkpoint(weights):
+        _load_checkpoint(module, weights)
+    elif weights not in ("DEFAULT", None):
+        raise ValueError(
+            f"weights={weights!r} cannot apply to a torch.nn.Module model: pass weights='DEFAULT' to keep the "
+            "module's own weights, or the path of a state_dict file to load into it."
+        )
+    return Backbone(module, ImagenetNormalize(), type(model).__name__)
+
+
+def _offline_default(weights):
+    module = _efficientnet_lite.EfficientNetLite0()
+    if weights in ("DEFAULT", "IMAGENET1K_V1"):
+        module.load_state_dict(_efficientnet_lite.load_packaged_state_dict())
+    elif _is_checkpoint(weights):
+        _load_checkpoint(module, weights)
+    elif weights is not None:
+        raise ValueError(
+            f"weights={weights!r} is not available for model={OFFLINE_MODEL_NAME!r}: use 'DEFAULT' (ImageNet, "
+            "shipped offline), None (random initialisation) or the path of a state_dict file."
+        )
+    return Backbone(module, ImageClassification(crop_size=224, resize_size=256), OFFLINE_MODEL_NAME)
+
+
+def _check_model_name(name):
+    names = available_model_names()
+    if not isinstance(name, str) or name not in names:
+        close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise ValueError(
+            f"model={name!r} is not a known model.{hint} Pass a torchvision classification model name "
+            f"(sktransfer.backbones.available_model_names() lists all {len(names)}), or a torch.nn.Module."
+        )
+
+
+def _resolve_torchvision_weights(name, weights):
+    """The torchvision weights entry that ``weights`` names for model ``name`` (None for a random init)."""
+    if weights is None:
+        return None
+    enum = torchvision.models.get_model_weights(name)
+    key = weights.split(".")[-1]
+    if key in enum.__members__:
+        return enum[key]
+    raise ValueError(
+        f"weights={weights!r} is not available for model={name!r}; choose one of "
+        f"{list(enum.__members__)}, None, or the path of a state_dict file."
+    )
+
+
+def _from_torchvision(name, weights, progress):
+    _check_model_name(name)
+    if _is_checkpoint(weights):
+        module = torchvision.models.get_model(name, weights=None)
+        _load_checkpoint(module, weights)
+        resolved = _resolve_torchvision_weights(name, "DEFAULT")
+    else:
+        resolved = _resolve_torchvision_weights(name, weights)
+        module = _download_guarded(name, resolved, progress)
+    preprocess = resolved.transforms() if resolved is not None else ImageClassification(crop_size=224)
+    label = name if resolved is None else f"{name} ({resolved})"
+    return Backbone(module, preprocess, label)
+
+
+def expected_weights_path(weights_entry):
+    """Where torchvision keeps (or would download) the file of a weights entry: torch's hub cache."""
+    filename = os.path.basename(urlparse(weights_entry.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _download_guarded(name, weights_entry, progress):
+    """Build a torchvision model, downloading its weights into torch's cache if they are not there yet."""
+    if weights_entry is None:
+        return torchvision.models.get_model(name, weights=None)
+    try:
+        return torchvision.models.get_model(name, weights=weights_entry, progress=progress)
+    except OSError as exc:  # URLError, HTTPError, socket errors and a failed write to the cache
+        target = expected_weights_path(weights_entry)
+        raise WeightsUnavailableError(
+            f"could not obtain the weights {weights_entry} for model={name!r}: {exc}. torchvision looks "
+            f"for them at {target} (torch's cache; set TORCH_HOME to move it). Download {weights_entry.url} "
+            "there on a machine with internet access, or pass weights='<path to a state_dict file>'."
+        ) from exc
+
+
+def _is_checkpoint(weights):
+    if isinstance(weights, os.PathLike):
+        return True
+    if not isinstance(weights, str):
+        return False
+    return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
+
+
+def read_checkpoint(path):
+    """Read a state_dict saved with ``torch.save``; accepts the usual wrappers and DataParallel prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(path)!r}: no such checkpoint file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"weights={str(path)!r} could not be read as a torch state_dict: {exc}") from exc
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights={str(path)!r} does not hold a state_dict (a mapping of names to tensors).")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _load_checkpoint(module, path):
+    """Load a checkpoint; a classifier of another size (a model fine-tuned on other classes) is skipped."""
+    state = read_checkpoint(path)
+    own = module.state_dict()
+    classifier = _last_linear_name(module)
+    skipped = {
+        key
+        for key, tensor in state.items()
+        if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
+    }
+    state = {key: value for key, value in state.items() if key not in skipped}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights={str(path)!r} does not match the architecture: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]} (of {len(missing)} and {len(unexpected)})."
+        )
+
+
+def _last_linear_name(module):
+    names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
+    return names[-1] if names else None
+
+
+# Traced as single calls so that node names stay those of the modules.
+_TRACER_KWARGS = {"leaf_modules": [_efficientnet_lite.SameConv2d]}
+
+
+def layer_names(module):
+    """Names ``layer`` accepts for ``module``: its graph nodes and the modules that contain them.
+
+    A module name stands for the output of its last node, as in ``torchvision.models.feature_extraction``.
+    """
+    nodes = feature_extraction.get_graph_node_names(module, tracer_kwargs=_TRACER_KWARGS)[1]
+    prefixes = {node.rsplit(".", depth)[0] for node in nodes for depth in range(1, node.count(".") + 1)}
+    modules = [name for name, _ in module.named_modules() if name in prefixes]
+    return modules + [node for node in nodes if node not in prefixes]
+
+
+def cut_at_layer(module, layer):
+    """The sub-network of ``module`` whose output is ``layer``.
+
+    ``None`` gives the penultimate (pre-classifier) features: the last ``nn.Linear`` of the network is
+    replaced by an identity, so that the network's own pooling and flattening still apply. A name picks any
+    node or module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
+    """
+    if layer is None:
+        classifier = _last_linear_name(module)
+        if classifier is not None:
+            _replace_submodule(module, classifier)
+        return module
+    try:
+        valid = layer_names(module)
+    except Exception as exc:
+        raise ValueError(
+            f"layer={layer!r}: this model cannot be traced by torchvision.models.feature_extraction ({exc}); "
+            "use layer=None (penultimate features) or pass a module that returns the features you want."
+        ) from exc
+    if layer not in valid:
+        close = difflib.get_close_matches(layer, valid, n=5)
+        hint = f" Closest: {close}." if close else ""
+        raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} Valid layers: {valid}")
+    return feature_extraction.create_feature_extractor(
+        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
+    )
+
+
+def _replace_submodule(module, name):
+    parent_name, _, child_name = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, child_name, nn.Identity())
+
+
+class FeatureModel(nn.Module):
+    """A backbone cut at a layer, its output pooled to one vector per image and optionally L2-normalised.
+
+    Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L; ``pooling=None``
+    flattens instead.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> FeatureModel(nn.Conv2d(3, 4, 1), pooling="max")(torch.zeros(2, 3, 5, 5)).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, body, pooling="avg", normalize=False):
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, x):
+        out = self.body(x)
+        if isinstance(out, dict):
+            out = out["features"]
+        if out.ndim > 2 and self.pooling is not None:
+            dims = tuple(range(2, out.ndim)) if out.ndim == 4 else (1,)
+            out = out.mean(dim=dims) if self.pooling == "avg" else out.amax(dim=dims)
+        out = out.flatten(1).float()
+        if self.normalize:
+            out = nn.functional.normalize(out, dim=1)
+        return out
+
+
+def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
+    """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
+    body = cut_at_layer(backbone.module, layer)
+    model = FeatureModel(body, pooling=pooling, normalize=normalize).eval()
+    model.requires_grad_(False)
+    return model
+
+
+class ImagenetNormalize(nn.Module):
+    """Preprocessing for a module whose weights do not say: scale to [0, 1], ImageNet mean and std.
+
+    Images keep their size; pass ``preprocess`` to the estimator to resize them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.mean = (0.485, 0.456, 0.406)
+        self.std = (0.229, 0.224, 0.225)
+
+    def forward(self, image):
+        image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        mean = torch.tensor(self.mean, dtype=image.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=image.dtype).view(-1, 1, 1)
+        return (image - mean) / std
+
+    def __repr__(self):
+        return "ImagenetNormalize()"

@@ -1,0 +1,108 @@
+"""Offline data for examples, tests and benchmarks, and a reader for folders of labelled images."""
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TEXTURES = ("brick", "grass", "gravel", "moon", "cell")
+
+
+def _skimage_data():
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise ImportError(
+            "the offline sample images come from scikit-image: pip install 'sktransfer[offline]'"
+        ) from exc
+    return data
+
+
+def load_textures(n_per_class=40, patch_size=64, random_state=0):
+    """Labelled texture patches cut from scikit-image's bundled photographs, with no download.
+
+    Each class is one photograph (brick wall, grass, gravel, lunar surface, cell culture); each sample is
+    a random square patch of it, randomly flipped and rotated by a multiple of 90 degrees, as RGB.
+
+    Parameters
+    ----------
+    n_per_class : int, default=40
+        Patches per class.
+    patch_size : int, default=64
+        Side of a patch in pixels.
+    random_state : int, RandomState instance or None, default=0
+        Where the patches are cut.
+
+    Returns
+    -------
+    images : ndarray of shape (n_per_class * 5, patch_size, patch_size, 3), dtype uint8
+    labels : ndarray of shape (n_per_class * 5,), dtype str
+
+    Examples
+    --------
+    >>> images, labels = load_textures(n_per_class=2, patch_size=32)
+    >>> images.shape, labels[:3]
+    ((10, 32, 32, 3), array(['brick', 'brick', 'grass'], dtype='<U6'))
+    """
+    data = _skimage_data()
+    rng = check_random_state(random_state)
+    images, labels = [], []
+    for name in TEXTURES:
+        photo = getattr(data, name)()
+        for _ in range(n_per_class):
+            top = rng.randint(photo.shape[0] - patch_size + 1)
+            left = rng.randint(photo.shape[1] - patch_size + 1)
+            patch = np.rot90(photo[top : top + patch_size, left : left + patch_size], k=rng.randint(4))
+            if rng.rand() < 0.5:
+                patch = patch[:, ::-1]
+            images.append(np.repeat(patch[..., None], 3, axis=2))
+            labels.append(name)
+    return np.stack(images), np.array(labels)
+
+
+def load_sample_photo(name="chelsea"):
+    """One of scikit-image's bundled RGB photographs (``"chelsea"`` is a tabby cat), as uint8 H×W×3."""
+    return getattr(_skimage_data(), name)()
+
+
+def load_image_folder(path):
+    """Image file paths and their labels from a folder with one sub-folder per class (ImageFolder layout).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder; files whose suffix is not an image suffix are ignored.
+
+    Returns
+    -------
+    paths : list of str
+    labels : ndarray of str
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for label in ("cat", "dog"):
+    ...     (root / label).mkdir()
+    ...     Image.new("RGB", (8, 8)).save(root / label / "0.png")
+    >>> paths, labels = load_image_folder(root)
+    >>> labels
+    array(['cat', 'dog'], dtype='<U3')
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path={str(root)!r} is not a folder.")
+    paths, labels = [], []
+    for class_dir in sorted(child for child in root.iterdir() if child.is_dir()):
+        for file in sorted(class_dir.rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                paths.append(str(file))
+                labels.append(class_dir.name)
+    if not paths:
+        raise ValueError(
+            f"path={str(root)!r} holds no images in class sub-folders (expected {root}/<class>/<image>, "
+            f"with suffixes {', '.join(IMAGE_SUFFIXES)})."
+        )
+    return paths, np.array(labels)

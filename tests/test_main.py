@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sktransfer.__main__ import main
+from sktransfer.datasets import load_image_folder, load_textures
+
+
+def test_main_job_on_the_offline_default(capsys):
+    assert main(["--per-class", "4", "--cv", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "20 images, 5 classes" in out
+    assert "linear probe on efficientnet_lite0 embeddings" in out
+    assert "raw pixels" in out
+
+
+def test_main_job_on_an_image_folder(tmp_path, capsys):
+    images, labels = load_textures(n_per_class=3, patch_size=32)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / label / f"{index}.png")
+    (tmp_path / "notes.txt").write_text("not a class folder")
+    assert main([str(tmp_path), "--cv", "2", "--quiet", "--precision", "bfloat16"]) == 0
+    assert "15 images, 5 classes" in capsys.readouterr().out
+
+
+def test_main_job_refuses_too_small_classes(tmp_path):
+    (tmp_path / "only").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "only" / "a.png")
+    with pytest.raises(SystemExit, match="at least --cv=5 images"):
+        main([str(tmp_path), "--quiet"])
+
+
+def test_console_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "sktransfer", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "ImageFolder" in result.stdout
+
+
+def test_load_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_image_folder(tmp_path / "absent")
+    with pytest.raises(ValueError, match="holds no images"):
+        load_image_folder(tmp_path)
+
+
+def test_textures_are_reproducible():
+    first, labels = load_textures(n_per_class=2, patch_size=16, random_state=3)
+    again, _ = load_textures(n_per_class=2, patch_size=16, random_state=3)
+    np.testing.assert_array_equal(first, again)
+    assert first.dtype == np.uint8
+    assert first.shape == (10, 16, 16, 3)
+    assert list(labels[:2]) == ["brick", "brick"]
