@@ -35,8 +35,12 @@ class ImageSource:
 
     uniform = False  # True when every image has the same size, so batches can be preprocessed at once
 
+    def __init__(self, items, scale=None):
+        self.items = items  # the user's data, never written to
+        self.scale = scale  # 255 for floats given on the 0-255 scale, else None
+
     def __len__(self):
-        raise NotImplementedError
+        return len(self.items)
 
     def load(self, index):
         """The image at ``index`` as a (3, H, W) tensor, uint8 or float in [0, 1]."""
@@ -44,108 +48,65 @@ class ImageSource:
 
     def fingerprint(self):
         """A string that changes whenever the content of the images does (the key of the embedding cache)."""
-        raise NotImplementedError
+        return joblib.hash((self.items, self.scale))
 
 
 class ArrayImages(ImageSource):
-    """A 4-D array of images, channels-first, that is sliced batch by batch."""
+    """A (N, C, H, W) view of an array of images, sliced batch by batch."""
 
     uniform = True
 
-    def __init__(self, array, scale):
-        self.array = array  # (N, C, H, W) view of the user's array; never written to
-        self.scale = scale  # 255 for floats given in [0, 255], else None
-
-    def __len__(self):
-        return len(self.array)
-
     def load_batch(self, indices):
-        return _as_tensor(self.array[np.asarray(indices)], self.scale)  # fancy indexing copies
+        return _as_tensor(self.items[np.asarray(indices)], self.scale)  # fancy indexing copies
 
     def load(self, index):
         return self.load_batch([index])[0]
 
-    def fingerprint(self):
-        return joblib.hash((self.array, self.scale))
 
-
-class VectorRows(ImageSource):
+class VectorRows(ArrayImages):
     """A 2-D float array whose rows go to the network as they are (networks that read vectors)."""
 
-    uniform = True
-
-    def __init__(self, array):
-        self.array = array
-
-    def __len__(self):
-        return len(self.array)
-
     def load_batch(self, indices):
-        return torch.from_numpy(np.asarray(self.array[np.asarray(indices)], dtype=np.float32))
-
-    def load(self, index):
-        return self.load_batch([index])[0]
-
-    def fingerprint(self):
-        return joblib.hash(self.array)
+        return torch.from_numpy(np.asarray(self.items[np.asarray(indices)], dtype=np.float32))
 
 
 class ImageList(ImageSource):
-    """A sequence of in-memory images (arrays or tensors) that may differ in size."""
-
-    def __init__(self, images, scale):
-        self.images = images
-        self.scale = scale
-
-    def __len__(self):
-        return len(self.images)
+    """A sequence of in-memory (C, H, W) images that may differ in size."""
 
     def load(self, index):
-        return _as_tensor(np.array(self.images[index])[None], self.scale)[0]
-
-    def fingerprint(self):
-        return joblib.hash((self.images, self.scale))
+        return _as_tensor(np.array(self.items[index])[None], self.scale)[0]
 
 
 class PILImages(ImageSource):
     """A sequence of PIL images, converted to RGB when loaded."""
 
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
     def load(self, index):
-        rgb = np.asarray(self.images[index].convert("RGB"))
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+        return _pil_to_tensor(self.items[index])
 
     def fingerprint(self):
-        return joblib.hash([(image.mode, image.size, image.tobytes()) for image in self.images])
+        return joblib.hash([(image.mode, image.size, image.tobytes()) for image in self.items])
 
 
 class ImageFiles(ImageSource):
     """Image files decoded lazily by Pillow (torchvision's own decoders are deprecated since 0.29)."""
 
-    def __init__(self, paths):
-        self.paths = paths
-
-    def __len__(self):
-        return len(self.paths)
-
     def load(self, index):
-        path = self.paths[index]
+        path = self.items[index]
         try:
             with Image.open(path) as image:
-                return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+                return _pil_to_tensor(image)
         except Exception as exc:
             raise _sample_error(
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
             ) from exc
 
     def fingerprint(self):
-        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in self.paths]
+        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in self.items]
         return joblib.hash(stats)
+
+
+def _pil_to_tensor(image):
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
 def _as_tensor(batch, scale):

@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: describe the machine and write a script's section of RESULTS.md."""
+
+import datetime
+import platform
+import re
+from pathlib import Path
+
+import sklearn
+import torch
+import torchvision
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is written by the script it names; do not edit by hand.\n"
+
+
+def device_description(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = match.group(1).strip() if match else cpu
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def environment_line(device):
+    return (
+        f"{datetime.date.today().isoformat()}; {device_description(device)}; torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, scikit-learn {sklearn.__version__}, Python {platform.python_version()}"
+    )
+
+
+def write_section(script, body):
+    """Replace (or append) the section of RESULTS.md between this script's markers."""
+    start, end = f"<!-- {script}:start -->", f"<!-- {script}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    section = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(text)
+    print(f"wrote the {script} section of {RESULTS}")
