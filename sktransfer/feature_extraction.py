@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 from torch import nn
 
-from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference
+from ._runtime import PRECISIONS, autocast, fold_batchnorm, module_device, resolve_device, run_inference
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
 from .images import PreprocessedImages, VectorRows, as_image_source, batch_loader, is_vector_input
 
@@ -68,7 +68,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     Attributes
     ----------
     backbone_ : torch.nn.Module
-        The network cut at ``layer``, pooled, frozen and in evaluation mode.
+        The network cut at ``layer``, pooled, frozen and in evaluation mode, with BatchNorm layers folded
+        into the convolutions before them where the network can be traced.
     preprocess_ : callable or None
         The preprocessing applied to each image.
     device_ : torch.device
@@ -161,6 +162,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
         )
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
+        module.body = fold_batchnorm(module.body)
         self.backbone_ = module.to(device=device, memory_format=torch.channels_last)
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self.device_ = device

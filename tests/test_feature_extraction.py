@@ -53,13 +53,27 @@ def test_fit_loads_but_does_not_run_the_data(rgb_images, counting):
 
 def test_the_network_runs_in_eval_mode_and_batchnorm_is_untouched(rgb_images):
     module = TinyConvNet().train()
+    stats = module.features[1].running_mean.clone()
     extractor = PretrainedFeatureExtractor(model=module, device="cpu", batch_size=2).fit(rgb_images)
-    stats = extractor.backbone_.body.features[1].running_mean.clone()
     first = extractor.transform(rgb_images)
     assert not extractor.backbone_.training
-    assert torch.equal(extractor.backbone_.body.features[1].running_mean, stats)
+    assert not any(m.training for m in extractor.backbone_.modules())
     np.testing.assert_array_equal(first, extractor.transform(rgb_images))
+    # The embeddings are those of the eval-mode network (running statistics, no batch statistics).
+    reference = TinyConvNet().eval()
+    reference.fc = torch.nn.Identity()
+    pixels = torch.from_numpy(rgb_images).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    with torch.no_grad():
+        expected = reference((pixels - mean[:, None, None]) / std[:, None, None]).numpy()
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-5)
     assert module.training  # the user's module is left as it was
+    assert torch.equal(module.features[1].running_mean, stats)
+
+
+def test_batchnorm_is_folded_where_the_network_traces(rgb_images):
+    extractor = tiny().fit(rgb_images)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.backbone_.modules())
 
 
 def test_rows_do_not_depend_on_the_batch(rgb_images):
