@@ -106,7 +106,11 @@ def _from_module(model, weights):
     module = copy.deepcopy(model).cpu()
     if _is_checkpoint(weights):
         _load_checkpoint(module, weights)
-    elif weights not in ("DEFAULT", None):
+    elif weights is None:
+        for layer in module.modules():
+            if callable(getattr(layer, "reset_parameters", None)):
+                layer.reset_parameters()
+    elif weights != "DEFAULT":
         raise ValueError(
             f"weights={weights!r} cannot apply to a torch.nn.Module model: pass weights='DEFAULT' to keep the "
             "module's own weights, or the path of a state_dict file to load into it."
@@ -144,8 +148,8 @@ def _resolve_torchvision_weights(name, weights):
     if weights is None:
         return None
     enum = torchvision.models.get_model_weights(name)
-    key = weights.split(".")[-1]
-    if key in enum.__members__:
+    prefix, _, key = weights.rpartition(".")
+    if key in enum.__members__ and prefix in ("", enum.__name__):
         return enum[key]
     raise ValueError(
         f"weights={weights!r} is not available for model={name!r}; choose one of "
@@ -191,7 +195,7 @@ def _download_guarded(name, weights_entry, progress):
 def _is_checkpoint(weights):
     if isinstance(weights, os.PathLike):
         return True
-    if not isinstance(weights, str):
+    if not isinstance(weights, str) or weights == "DEFAULT":
         return False
     return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
 
@@ -233,9 +237,15 @@ def _load_checkpoint(module, path):
         )
 
 
+_CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
+
+
 def _last_linear_name(module):
+    """The classifier: the last ``nn.Linear``, else a top-level ``classifier`` (SqueezeNet's is convolutional)."""
     names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
-    return names[-1] if names else None
+    if names:
+        return names[-1]
+    return next((name for name, _ in module.named_children() if name in _CLASSIFIER_NAMES), None)
 
 
 # Traced as single calls so that node names stay those of the modules.
@@ -257,13 +267,16 @@ def cut_at_layer(module, layer):
     """The sub-network of ``module`` whose output is ``layer``.
 
     ``None`` gives the penultimate (pre-classifier) features: the last ``nn.Linear`` of the network is
-    replaced by an identity, so that the network's own pooling and flattening still apply. A name picks any
+    replaced by an identity, so that the network's own pooling and flattening still apply; a network without
+    one has its top-level convolutional ``classifier`` (SqueezeNet's) replaced by global average pooling, and
+    a network with neither is used whole. A name picks any
     node or module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
     """
     if layer is None:
         classifier = _last_linear_name(module)
         if classifier is not None:
-            _replace_submodule(module, classifier)
+            linear = isinstance(module.get_submodule(classifier), nn.Linear)
+            _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
         return module
     try:
         valid = layer_names(module)
@@ -281,10 +294,10 @@ def cut_at_layer(module, layer):
     )
 
 
-def _replace_submodule(module, name):
+def _replace_submodule(module, name, replacement):
     parent_name, _, child_name = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
-    setattr(parent, child_name, nn.Identity())
+    setattr(parent, child_name, replacement)
 
 
 class FeatureModel(nn.Module):
@@ -306,6 +319,9 @@ class FeatureModel(nn.Module):
         self.body = body
         self.pooling = pooling
         self.normalize = normalize
+
+    def extra_repr(self):
+        return f"pooling={self.pooling!r}, normalize={self.normalize}"
 
     def forward(self, x):
         out = self.body(x)

@@ -34,13 +34,15 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"`` (the best torchvision weights, downloaded into torch's cache on first use; for a
         module, its own weights), a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
-        state_dict, or ``None`` for a random initialisation.
+        state_dict, or ``None`` for a random initialisation (of a module too: its layers are reset).
     layer : str or None, default=None
         Node whose output is the embedding. ``None`` takes the penultimate (pre-classifier) features; any
         node name of ``torchvision.models.feature_extraction.get_graph_node_names`` works, e.g.
         ``"layer3"`` for a ResNet.
     pooling : {"avg", "max"} or None, default="avg"
-        How spatial maps (and token sequences) become vectors; ``None`` flattens them.
+        How spatial maps (and token sequences) become vectors; ``None`` flattens them. 4-D outputs are read
+        as (N, C, H, W) and 3-D ones as (N, tokens, D); for a channels-last map (Swin's ``features``) pick a
+        later node or ``pooling=None``.
     preprocess : callable or None, default=None
         Preprocessing applied to each (3, H, W) image tensor (uint8, or float in [0, 1]) instead of the
         weights' own (resize, centre crop, normalisation). Use it to resize images of different sizes for a
@@ -168,6 +170,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         self._backbone_key = None
+        self._fitted_settings = (self.layer, self.pooling, self.normalize)
         return self
 
     def transform(self, X):
@@ -201,9 +204,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 for name, tensor in self.backbone_.state_dict().items()
             ]
             self._backbone_key = joblib.hash(
-                (weights, repr(self.backbone_), repr(self.preprocess_), self.precision)
+                (weights, repr(self.backbone_), repr(self.preprocess_), self._fitted_settings)
             )
-        return self._backbone_key
+        return joblib.hash((self._backbone_key, self.precision))  # precision may change after fit
 
     @property
     def _n_features_out(self):

@@ -1,7 +1,7 @@
 """Every accepted form of X as a lazy, indexable torch Dataset of images, validated up front.
 
 Accepted X: numpy arrays and torch tensors of images (N×H×W×C, N×C×H×W, or grayscale N×H×W; uint8, other
-integers in [0, 255], or floats in [0, 1] or [0, 255]), a sequence of such images of any sizes, a sequence
+integers in [0, 255], or floats in [0, 1]), a sequence of such images of any sizes, a sequence
 of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series or
 one-column DataFrame of paths. A 2-D array is a batch of feature vectors, for networks that read vectors.
 
@@ -35,9 +35,8 @@ class ImageSource:
 
     uniform = False  # True when every image has the same size, so batches can be preprocessed at once
 
-    def __init__(self, items, scale=None):
+    def __init__(self, items):
         self.items = items  # the user's data, never written to
-        self.scale = scale  # 255 for floats given on the 0-255 scale, else None
 
     def __len__(self):
         return len(self.items)
@@ -48,7 +47,7 @@ class ImageSource:
 
     def fingerprint(self):
         """A string that changes whenever the content of the images does (the key of the embedding cache)."""
-        return joblib.hash((self.items, self.scale))
+        return joblib.hash(self.items)
 
 
 class ArrayImages(ImageSource):
@@ -57,7 +56,7 @@ class ArrayImages(ImageSource):
     uniform = True
 
     def load_batch(self, indices):
-        return _as_tensor(self.items[np.asarray(indices)], self.scale)  # fancy indexing copies
+        return _as_tensor(self.items[np.asarray(indices)])  # fancy indexing copies
 
     def load(self, index):
         return self.load_batch([index])[0]
@@ -74,7 +73,7 @@ class ImageList(ImageSource):
     """A sequence of in-memory (C, H, W) images that may differ in size."""
 
     def load(self, index):
-        return _as_tensor(np.array(self.items[index])[None], self.scale)[0]
+        return _as_tensor(np.array(self.items[index])[None])[0]
 
 
 class PILImages(ImageSource):
@@ -109,13 +108,13 @@ def _pil_to_tensor(image):
     return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
-def _as_tensor(batch, scale):
+def _as_tensor(batch):
     """A (N, C, H, W) array we own -> (N, 3, H, W) tensor, uint8 or float in [0, 1]."""
     if batch.dtype.kind in "ui":
         batch = batch.astype(np.uint8, copy=False)  # values were checked to lie in [0, 255]
     tensor = torch.from_numpy(np.ascontiguousarray(batch))
     if tensor.dtype != torch.uint8:
-        tensor = tensor.float() if scale is None else tensor.float() / scale
+        tensor = tensor.float()
     return _to_three_channels(tensor)
 
 
@@ -124,6 +123,11 @@ def _to_three_channels(batch):
     if batch.shape[1] == 1:
         return batch.expand(-1, 3, -1, -1)
     return batch[:, :3]
+
+
+def _tensor_to_numpy(tensor):
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def _is_path(value):
@@ -148,7 +152,7 @@ def as_image_source(X):
     if isinstance(X, list | tuple):
         return _from_sequence(X)
     if isinstance(X, torch.Tensor):
-        return _from_array(X.detach().cpu().numpy(), channels_first=True)
+        return _from_array(_tensor_to_numpy(X), channels_first=True)
     array = np.asarray(X)
     if array.ndim == 1 and array.dtype.kind in "OUS":
         return _from_sequence(list(array))
@@ -226,15 +230,15 @@ def _image_list(items):
         if not isinstance(item, np.ndarray | torch.Tensor):
             raise _sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is an array.")
         channels_first = isinstance(item, torch.Tensor)
-        array = item.detach().cpu().numpy() if channels_first else item
+        array = _tensor_to_numpy(item) if channels_first else item
         if array.ndim not in (2, 3):
             raise _sample_error(
                 f"sample {index} has shape {array.shape}; each image must be H×W, H×W×C or C×H×W."
             )
         array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
         images.append(array)
-    scale = _check_values(images)
-    return ImageList(images, scale)
+    _check_values(images)
+    return ImageList(images)
 
 
 def _from_array(array, channels_first):
@@ -251,8 +255,8 @@ def _from_array(array, channels_first):
         )
     if 0 in array.shape:
         raise ValueError(f"X has shape {array.shape}: images must have at least one pixel.")
-    scale = _check_values(array)
-    return ArrayImages(array, scale)
+    _check_values(array)
+    return ArrayImages(array)
 
 
 def _channels_first(array, prefer_channels_first, index):
@@ -270,9 +274,11 @@ def _channels_first(array, prefer_channels_first, index):
 
 
 def _check_values(images):
-    """Check dtypes and value ranges; return 255 when float images are given on the 0-255 scale.
+    """Check dtypes and value ranges: integers in [0, 255], floats finite and in [0, 1].
 
-    ``images`` is a 4-D array or a list of 3-D arrays; errors name the first sample at fault.
+    ``images`` is a 4-D array or a list of 3-D arrays; errors name the first sample at fault. Floats on the
+    0-255 scale are refused rather than guessed: a guess from the data would make an image's embedding
+    depend on the other images passed with it.
     """
     batch = isinstance(images, np.ndarray)
     dtypes = {images.dtype} if batch else {array.dtype for array in images}
@@ -280,23 +286,24 @@ def _check_values(images):
     if not kinds <= set("uif"):
         raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
     if dtypes == {np.dtype(np.uint8)}:
-        return None
+        return
     lows, highs, finite = _per_sample_ranges(images, batch)
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
         raise _sample_error(f"sample {index} contains NaN or infinity.")
     is_float = "f" in kinds
-    bad = (lows < 0) | (highs > 255)
+    bad = (lows < 0) | (highs > (1 if is_float else 255))
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
-        scale = "[0, 1] or [0, 255]" if is_float else "[0, 255]"
-        raise _sample_error(
-            f"sample {index} has values in [{lows[index]:g}, {highs[index]:g}]; images must lie in {scale} "
-            "(pass raw pixels: the backbone's own preprocessing normalises them)."
+        expected = (
+            "float images must lie in [0, 1] (pixel values 0-255 go in as integers: X.astype(np.uint8))"
+            if is_float
+            else "integer images must lie in [0, 255]"
         )
-    if not is_float:
-        return None
-    return 255 if highs.max() > 1 else None
+        raise _sample_error(
+            f"sample {index} has values in [{lows[index]:g}, {highs[index]:g}]; {expected}. Pass raw pixels: "
+            "the backbone's own preprocessing normalises them."
+        )
 
 
 def _per_sample_ranges(images, batch):

@@ -115,6 +115,21 @@ def test_checkpoint_into_a_module_and_bad_checkpoints(tmp_path):
         load_backbone(TinyConvNet(), weights=str(tmp_path / "other.pt"))
 
 
+def test_weights_none_resets_a_module_and_squeezenet_loses_its_classifier():
+    module = TinyConvNet()
+    reset = load_backbone(module, weights=None, random_state=0).module
+    assert not torch.equal(reset.fc.weight, module.fc.weight)
+    assert torch.equal(reset.fc.weight, load_backbone(module, weights=None, random_state=0).module.fc.weight)
+    squeezenet = load_backbone("squeezenet1_1", weights=None)
+    assert _features(squeezenet, torch.rand(1, 3, 64, 64)).shape == (1, 512)
+
+
+def test_weights_of_another_architecture_are_refused():
+    with pytest.raises(ValueError, match="is not available for model='resnet18'"):
+        load_backbone("resnet18", weights="ViT_B_16_Weights.IMAGENET1K_V1")
+    assert load_backbone("resnet18", weights=None).module is not None
+
+
 def test_a_module_is_copied_not_modified():
     module = TinyConvNet().train()
     before = {k: v.clone() for k, v in module.state_dict().items()}

@@ -32,11 +32,14 @@ def test_grayscale_is_replicated_to_three_channels(rgb_images):
     assert torch.equal(loaded[:, 1], torch.from_numpy(gray))
 
 
-def test_float_images_on_both_scales(rgb_images):
+def test_float_images_are_read_in_zero_one(rgb_images):
     unit = _loaded(rgb_images.astype(np.float32) / 255)
-    wide = _loaded(rgb_images.astype(np.float64))
     assert unit.dtype == torch.float32
-    torch.testing.assert_close(unit, wide)
+    torch.testing.assert_close(unit * 255, _loaded(rgb_images).float())
+    half = _loaded(torch.from_numpy(rgb_images).permute(0, 3, 1, 2).to(torch.bfloat16) / 255)
+    torch.testing.assert_close(half, unit, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match=r"sample 0 has values in \[.*\]; float images must lie in \[0, 1\]"):
+        as_image_source(rgb_images.astype(np.float64))
 
 
 def test_files_series_and_dataframe(tmp_path, rgb_images):
@@ -65,7 +68,7 @@ def test_images_of_different_sizes_need_a_resizing_preprocess():
 
 
 def test_nothing_the_user_passed_is_modified(rgb_images):
-    floats = rgb_images.astype(np.float32)
+    floats = rgb_images.astype(np.float32) / 255
     floats.setflags(write=False)
     before = floats.copy()
     dataset = PreprocessedImages(as_image_source(floats), preprocess=lambda batch: batch.mul_(2))
@@ -100,13 +103,15 @@ def test_bad_values_name_the_sample(rgb_images):
         as_image_source(floats)
     integers = rgb_images.astype(np.int32)
     integers[2, 1, 1, 1] = -3
-    with pytest.raises(ValueError, match=r"sample 2 has values in \[-3, .*\]; images must lie in \[0, 255\]"):
+    with pytest.raises(
+        ValueError, match=r"sample 2 has values in \[-3, .*\]; integer images must lie in \[0, 255\]"
+    ):
         as_image_source(integers)
     integers[2, 1, 1, 1] = 300
     with pytest.raises(ValueError, match="sample 2 has values in"):
         as_image_source(integers)
     with pytest.raises(ValueError, match="sample 1 has values"):
-        as_image_source([np.zeros((4, 4)), np.full((4, 4), 400.0)])
+        as_image_source([np.zeros((4, 4)), np.full((4, 4), 1.5)])
 
 
 def test_bad_files_name_the_path(tmp_path, rgb_images):
