@@ -221,7 +221,7 @@ def _load_checkpoint(module, path):
     """Load a checkpoint; a classifier of another size (a model fine-tuned on other classes) is skipped."""
     state = read_checkpoint(path)
     own = module.state_dict()
-    classifier = _last_linear_name(module)
+    classifier = _classifier_name(module)
     skipped = {
         key
         for key, tensor in state.items()
@@ -240,7 +240,7 @@ def _load_checkpoint(module, path):
 _CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
 
 
-def _last_linear_name(module):
+def _classifier_name(module):
     """The classifier: the last ``nn.Linear``, else a top-level ``classifier`` (SqueezeNet's is convolutional)."""
     names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
     if names:
@@ -269,11 +269,11 @@ def cut_at_layer(module, layer):
     ``None`` gives the penultimate (pre-classifier) features: the last ``nn.Linear`` of the network is
     replaced by an identity, so that the network's own pooling and flattening still apply; a network without
     one has its top-level convolutional ``classifier`` (SqueezeNet's) replaced by global average pooling, and
-    a network with neither is used whole. A name picks any
-    node or module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
+    a network with neither is used whole. A name picks any node or module of torchvision's
+    feature-extraction graph; an unknown name lists the valid ones.
     """
     if layer is None:
-        classifier = _last_linear_name(module)
+        classifier = _classifier_name(module)
         if classifier is not None:
             linear = isinstance(module.get_submodule(classifier), nn.Linear)
             _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
