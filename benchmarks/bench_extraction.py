@@ -26,6 +26,7 @@ from _results import environment_line, write_section
 
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._runtime import resolve_device
+from sktransfer.backbones import build_feature_model, load_backbone
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -84,8 +85,9 @@ def throughput_rows(args, device):
         )
         return extractor.fit(images[:batch_size])
 
-    # The baseline runs the very same network: the extractor's, with its classifier already cut off.
-    reference = fitted("float32", args.batch_size).backbone_.body.to(memory_format=torch.contiguous_format)
+    # The baselines run the same network with the same weights and the classifier cut off, as a user would
+    # write it: without the extractor's inference optimisations (BatchNorm folding, channels-last).
+    reference = build_feature_model(load_backbone(args.model, weights=None, random_state=0)).body
     pipelines = {
         ("hand-written batched loop, float32", args.batch_size): partial(
             handwritten_loop, reference, images, args.batch_size, device
