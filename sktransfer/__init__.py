@@ -7,10 +7,11 @@ cross_val_score.
 from importlib.metadata import PackageNotFoundError, version
 
 from .feature_extraction import PretrainedFeatureExtractor
+from .fine_tuning import FineTuneClassifier
 
 try:
     __version__ = version("sktransfer")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["PretrainedFeatureExtractor", "__version__"]
+__all__ = ["FineTuneClassifier", "PretrainedFeatureExtractor", "__version__"]

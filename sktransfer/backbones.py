@@ -344,6 +344,95 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     return model
 
 
+def feature_size(backbone, layer=None, pooling="avg"):
+    """Length of the feature vector that :func:`build_feature_model` gives for ``backbone``.
+
+    With ``layer=None`` this is the input size of the classifier being cut away, so no forward pass is
+    needed. Otherwise one blank image (224×224, or the size the preprocessing gives) runs through a copy.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> feature_size(Backbone(nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 2)), None, ""))
+    7
+    """
+    classifier = _classifier_name(backbone.module) if layer is None else None
+    if classifier is not None:
+        head = backbone.module.get_submodule(classifier)
+        first = (
+            head
+            if isinstance(head, nn.Linear | nn.Conv2d)
+            else next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
+        )
+        if isinstance(first, nn.Linear):
+            return first.in_features
+        if isinstance(first, nn.Conv2d):
+            return first.in_channels
+    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
+    image = torch.zeros(3, 224, 224, dtype=torch.uint8)
+    sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
+    try:
+        with torch.inference_mode():
+            return int(model(sample[None]).shape[1])
+    except Exception as exc:
+        raise ValueError(
+            f"could not find the feature size of layer={layer!r}: a blank {tuple(sample.shape)} input failed "
+            f"({exc}); use layer=None or a module that returns features for such images."
+        ) from exc
+
+
+def layer_groups(module, dominance=0.5):
+    """Names of ``module``'s stages, from the input to the output, for gradual unfreezing and per-layer rates.
+
+    Stages are the children that hold parameters. A child holding more than ``dominance`` of the parameters
+    (torchvision's ``features`` Sequential, a ViT's ``encoder.layers``) is replaced by its own stages, so
+    that a ResNet gives ``conv1, bn1, layer1, ..., layer4`` and an EfficientNet ``features.0, ...,
+    features.8``. Parameters that belong to no stage (a ViT's class token) go with the first one, see
+    :func:`group_parameters`.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layer_groups(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))
+    ['0', '2']
+    """
+
+    def size(part):
+        return sum(parameter.numel() for parameter in part.parameters())
+
+    def stages(prefix, part):
+        children = [(name, child) for name, child in part.named_children() if size(child) > 0]
+        total = size(part)
+        names = []
+        for name, child in children:
+            qualified = f"{prefix}{name}"
+            grandchildren = [c for c in child.children() if size(c) > 0]
+            dominant = len(children) == 1 or size(child) > dominance * total
+            if dominant and grandchildren and (len(children) == 1 or len(grandchildren) > 1):
+                names.extend(stages(f"{qualified}.", child))
+            else:
+                names.append(qualified)
+        return names
+
+    return stages("", module) or [""]
+
+
+def group_parameters(module, groups):
+    """The parameters of each of ``groups`` (names from :func:`layer_groups`); strays join the first group."""
+    owned = [[] for _ in groups]
+    for name, parameter in module.named_parameters():
+        index = next(
+            (
+                i
+                for i, group in enumerate(groups)
+                if group and (name == group or name.startswith(f"{group}."))
+            ),
+            0,
+        )
+        owned[index].append(parameter)
+    return owned
+
+
 class ImagenetNormalize(nn.Module):
     """Preprocessing for a module whose weights do not say: scale to [0, 1], ImageNet mean and std.
 

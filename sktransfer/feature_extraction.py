@@ -6,16 +6,15 @@ from functools import partial
 from numbers import Integral
 
 import joblib
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
+from sklearn.utils.validation import check_is_fitted, check_memory
 from torch import nn
 
 from ._runtime import PRECISIONS, autocast, fold_batchnorm, module_device, resolve_device, run_inference
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
-from .images import PreprocessedImages, VectorRows, as_image_source, batch_loader, is_vector_input
+from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -213,20 +212,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return self.n_features_out_
 
     def _image_source(self, X, *, reset):
-        fitted_on_vectors = not reset and hasattr(self, "n_features_in_")
-        if not (fitted_on_vectors or is_vector_input(X)):
-            if reset and hasattr(self, "n_features_in_"):
-                del self.n_features_in_
-            return as_image_source(X)
-        if isinstance(self.model, str):
-            raise ValueError(
-                f"X is 2-D (one feature vector per row), but model={self.model!r} reads images: pass images "
-                "as N×H×W×C, N×C×H×W or N×H×W arrays, file paths or PIL images."
-            )
-        if not reset and not hasattr(self, "n_features_in_"):
-            raise ValueError(f"{type(self).__name__} was fitted on images; X must hold images too.")
-        X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
-        return VectorRows(X)
+        return validated_source(self, X, reset=reset)
 
     def _dataset(self, source):
         preprocess = None if isinstance(source, VectorRows) else self.preprocess_

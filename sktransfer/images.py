@@ -16,6 +16,7 @@ import joblib
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.utils.validation import validate_data
 from torch.utils.data import DataLoader, Dataset
 
 _CHANNEL_COUNTS = (1, 3, 4)
@@ -157,6 +158,29 @@ def as_image_source(X):
     if array.ndim == 1 and array.dtype.kind in "OUS":
         return _from_sequence(list(array))
     return _from_array(array, channels_first=False)
+
+
+def validated_source(estimator, X, *, reset):
+    """X validated for ``estimator`` (which has a ``model`` parameter) as an :class:`ImageSource`.
+
+    2-D X is a batch of feature vectors, validated by scikit-learn's ``validate_data`` (which records
+    ``n_features_in_`` when ``reset``); it is refused for a model given by name, since those read images.
+    An estimator fitted on vectors expects vectors again, and one fitted on images expects images.
+    """
+    fitted_on_vectors = not reset and hasattr(estimator, "n_features_in_")
+    if not (fitted_on_vectors or is_vector_input(X)):
+        if reset and hasattr(estimator, "n_features_in_"):
+            del estimator.n_features_in_
+        return as_image_source(X)
+    if isinstance(estimator.model, str):
+        raise ValueError(
+            f"X is 2-D (one feature vector per row), but model={estimator.model!r} reads images: pass images "
+            "as N×H×W×C, N×C×H×W or N×H×W arrays, file paths or PIL images."
+        )
+    if not reset and not hasattr(estimator, "n_features_in_"):
+        raise ValueError(f"{type(estimator).__name__} was fitted on images; X must hold images too.")
+    X = validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
+    return VectorRows(X)
 
 
 def is_vector_input(X):
@@ -323,12 +347,19 @@ class PreprocessedImages(Dataset):
 
     Uniform sources with the library's own preprocessing are preprocessed a batch at a time; otherwise each
     image is preprocessed alone and the batch stacked, with an error naming two samples whose sizes differ.
+    ``augment`` (a random transform such as ``torchvision.transforms.v2.RandomHorizontalFlip()``) is applied
+    to each image before its preprocessing; training datasets get it through :meth:`with_augment`.
     """
 
-    def __init__(self, source, preprocess, batch_preprocess=False):
+    def __init__(self, source, preprocess, batch_preprocess=False, augment=None):
         self.source = source
         self.preprocess = preprocess
         self.batch_preprocess = batch_preprocess and source.uniform
+        self.augment = augment
+
+    def with_augment(self, augment):
+        """The same images with ``augment`` applied to each one as it is loaded."""
+        return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment)
 
     def __len__(self):
         return len(self.source)
@@ -337,10 +368,15 @@ class PreprocessedImages(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices):
-        if self.batch_preprocess or (self.source.uniform and self.preprocess is None):
+        per_image = self.augment is not None or not (
+            self.batch_preprocess or (self.source.uniform and self.preprocess is None)
+        )
+        if not per_image:
             batch = self.source.load_batch(indices)
             return batch if self.preprocess is None else self.preprocess(batch)
         images = [self.source.load(index) for index in indices]
+        if self.augment is not None:
+            images = [self.augment(image) for image in images]
         if self.preprocess is not None:
             images = [self.preprocess(image) for image in images]
         first = tuple(images[0].shape)

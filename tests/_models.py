@@ -61,3 +61,22 @@ class CountingNet(TinyConvNet):
     def image_rows(cls):
         """Rows of real images seen so far (the blank input that fixes the output size at fit has one)."""
         return sum(rows for rows in cls.calls if rows > 1)
+
+
+class PaddedVectorNet(nn.Module):
+    """Reads feature vectors of any length, zero-padded (or cut) to 16 values, through a small MLP.
+
+    Unlike :class:`VectorNet` it keeps the position of each feature, so a classifier on it can learn
+    scikit-learn's generic toy problems.
+    """
+
+    width = 16
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(self.width, 32)
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x):
+        x = nn.functional.pad(x[:, : self.width], (0, max(0, self.width - x.shape[1])))
+        return self.head(torch.relu(self.hidden(x)))

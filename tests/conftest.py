@@ -5,3 +5,14 @@ import pytest
 @pytest.fixture
 def rgb_images():
     return np.random.default_rng(0).integers(0, 256, size=(6, 20, 20, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def labelled_images():
+    """Two classes that differ in brightness, so that even a random network separates them."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, size=(12, 16, 16, 3))
+    bright = rng.integers(150, 256, size=(12, 16, 16, 3))
+    X = np.concatenate([dark, bright]).astype(np.uint8)
+    y = np.array(["dark"] * 12 + ["bright"] * 12)
+    return X, y

@@ -18,17 +18,6 @@ def tiny(**params):
     return PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu", **params)
 
 
-@pytest.fixture
-def labelled_images():
-    """Two classes that differ in brightness, so that even a random network separates them."""
-    rng = np.random.default_rng(0)
-    dark = rng.integers(0, 100, size=(12, 16, 16, 3))
-    bright = rng.integers(150, 256, size=(12, 16, 16, 3))
-    X = np.concatenate([dark, bright]).astype(np.uint8)
-    y = np.array(["dark"] * 12 + ["bright"] * 12)
-    return X, y
-
-
 def test_embeddings_are_float32_rows(rgb_images):
     extractor = tiny().fit(rgb_images)
     embeddings = extractor.transform(rgb_images)

@@ -1,0 +1,726 @@
+"""The skorch machinery the trainable estimators share.
+
+:class:`TransferNetwork` is a backbone with a new head. :class:`TransferNet` is the skorch classifier that
+trains it: it resolves the backbone (any form :func:`~sktransfer.backbones.load_backbone` accepts), turns
+any accepted X into batches, encodes labels of any type, freezes and unfreezes backbone stages on a schedule
+(:class:`StageUnfreezer`), gives the backbone its own learning rates (parameter groups), warms the learning
+rate up (:class:`WarmupLR`), runs in mixed precision, stops on a diverging loss, and trains only the head on
+features computed once when the backbone stays frozen. Estimators subclass it and choose the defaults.
+"""
+
+import contextlib
+import math
+import os
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, ProgressBar
+from skorch.callbacks.base import Callback
+from skorch.dataset import ValidSplit, unpack_data
+from skorch.utils import is_dataset
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
+from torch.utils.data import Dataset, Subset
+from torchvision.transforms import v2
+
+from ._runtime import PRECISIONS, autocast, resolve_device, run_inference, seeded
+from .backbones import FeatureModel, cut_at_layer, feature_size, group_parameters, layer_groups, load_backbone
+from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
+
+STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
+LR_SCHEDULES = ("cosine", "onecycle", "constant")
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss stopped being a finite number."""
+
+
+def default_augmentation():
+    """The ``augment="default"`` transform: flips, small shifts, rotations and zooms, and colour jitter.
+
+    Every step keeps the image size, so it works before any preprocessing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> default_augmentation()(torch.zeros(3, 32, 32, dtype=torch.uint8)).shape
+    torch.Size([3, 32, 32])
+    """
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ]
+    )
+
+
+class TransferNetwork(nn.Module):
+    """A feature backbone and a new linear head; backbone stages are frozen and unfrozen as wholes.
+
+    A stage whose parameters are all frozen stays in evaluation mode while the network trains, so its
+    BatchNorm statistics do not move and its dropout is off; a backbone frozen whole is in evaluation mode
+    whole. With ``frozen_statistics``, every BatchNorm layer of the backbone keeps its running statistics
+    (and uses them), even where its weights train. ``forward(features=...)`` runs the head alone, on
+    features computed beforehand.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        Maps a batch of inputs to (N, n_features) features.
+    n_features : int
+        Length of a feature vector.
+    n_classes : int
+        Outputs of the head (logits).
+    dropout : float, default=0.0
+        Dropout before the head.
+    frozen_statistics : bool, default=False
+        Keep every BatchNorm layer of the backbone in evaluation mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = TransferNetwork(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8)), 8, 3)
+    >>> net.stage_names
+    ['0', '2']
+    >>> net.set_trainable(1)  # the top stage and the head
+    >>> [p.requires_grad for p in net.backbone.parameters()]
+    [False, False, True, True]
+    >>> net(torch.zeros(2, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, backbone, n_features, n_classes, dropout=0.0, frozen_statistics=False):
+        super().__init__()
+        self.backbone = backbone
+        self.frozen_statistics = frozen_statistics
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_features, n_classes))
+        self.stage_names = layer_groups(backbone)
+
+    def forward(self, x=None, features=None):
+        if features is None:
+            if x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            features = self.backbone(x)
+        return self.head(features).float()
+
+    def stage_parameters(self):
+        """The parameters of each backbone stage, from the input to the output."""
+        return group_parameters(self.backbone, self.stage_names)
+
+    def set_trainable(self, n_top_stages, bitfit=False):
+        """Train the head, the top ``n_top_stages`` backbone stages and, with ``bitfit``, every bias and norm."""
+        stages = self.stage_parameters()
+        for index, parameters in enumerate(stages):
+            for parameter in parameters:
+                parameter.requires_grad_(index >= len(stages) - n_top_stages)
+        if bitfit:
+            for module in self.backbone.modules():
+                for name, parameter in module.named_parameters(recurse=False):
+                    if name == "bias" or isinstance(module, _NORM_LAYERS):
+                        parameter.requires_grad_(True)
+        self.head.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if not mode:
+            return self
+        if not any(parameter.requires_grad for parameter in self.backbone.parameters()):
+            self.backbone.eval()
+            return self
+        for name in self.stage_names:
+            stage = self.backbone.get_submodule(name)
+            if not any(parameter.requires_grad for parameter in stage.parameters()):
+                stage.eval()
+        if self.frozen_statistics:
+            for layer in self.backbone.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        return self
+
+
+def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epochs):
+    """How many of the ``n_stages`` backbone stages train during ``epoch`` (counted from 0).
+
+    ``"linear_probe"`` and ``"bitfit"`` train none (BitFit trains biases and norms on top), ``"full"`` all.
+    ``"lp_ft"`` trains the head alone for ``freeze_epochs`` epochs, then everything. ``"gradual"`` also
+    starts with the head alone, then unfreezes the stages from the top down in ``unfreeze_epochs`` equal
+    steps, one per epoch.
+
+    Examples
+    --------
+    >>> [trainable_stage_count("gradual", epoch, 9, 1, 3) for epoch in range(5)]
+    [0, 3, 6, 9, 9]
+    """
+    if strategy in ("linear_probe", "bitfit"):
+        return 0
+    if strategy == "full":
+        return n_stages
+    if epoch < freeze_epochs:
+        return 0
+    if strategy == "lp_ft":
+        return n_stages
+    steps = min(epoch - freeze_epochs + 1, unfreeze_epochs)
+    return math.ceil(n_stages * steps / unfreeze_epochs)
+
+
+class StageUnfreezer(Callback):
+    """Sets, at the start of each epoch, which backbone stages train, following the net's ``strategy``.
+
+    The count is recorded in the history as ``trainable_stages``.
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        count = net.trainable_stages(len(net.history) - 1)
+        net.module_.set_trainable(count, bitfit=net.strategy == "bitfit")
+        net.history.record("trainable_stages", count)
+
+
+class WarmupSchedule:
+    """Learning-rate factor at a step: linear warm-up to 1, then a cosine decay to 0 (or a constant 1)."""
+
+    def __init__(self, total_steps, warmup_steps, shape="cosine"):
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.shape = shape
+
+    def __call__(self, step):
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.shape == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class WarmupLR(LRScheduler):
+    """skorch's LRScheduler, stepped every batch, with a schedule sized to the training set.
+
+    The number of steps is only known once the training data is split, so the torch scheduler is made at
+    the first epoch. ``shape`` is ``"cosine"`` or ``"constant"`` (after a linear warm-up over the fraction
+    ``warmup`` of all steps), or ``"onecycle"`` (torch's OneCycleLR, warming up over the same fraction).
+    Each parameter group keeps its own peak rate.
+    """
+
+    def __init__(self, shape="cosine", warmup=0.1, event_name="event_lr"):
+        super().__init__(policy=LambdaLR, step_every="batch", event_name=event_name)
+        self.shape = shape
+        self.warmup = warmup
+
+    @property
+    def kwargs(self):
+        return {}
+
+    def on_train_begin(self, net, **kwargs):
+        self.lr_scheduler_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if self.lr_scheduler_ is not None:
+            return
+        batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+        total = net.max_epochs * math.ceil(len(dataset_train) / batch_size)
+        if self.shape == "onecycle" and total >= 4:  # OneCycleLR needs two steps in each phase
+            self.lr_scheduler_ = OneCycleLR(
+                net.optimizer_,
+                max_lr=[group["lr"] for group in net.optimizer_.param_groups],
+                total_steps=total,
+                pct_start=min(max(self.warmup, 2 / total), 0.5),
+            )
+        else:
+            warmup_steps = round(self.warmup * total)
+            self.lr_scheduler_ = LambdaLR(net.optimizer_, WarmupSchedule(total, warmup_steps, self.shape))
+
+    def on_train_end(self, net, **kwargs):
+        self.lr_scheduler_ = None  # it holds the optimizer; a fitted net pickles without a copy of it
+
+
+def encoded_accuracy(net, X, y):
+    """Accuracy of ``net`` against encoded labels: what skorch's validation scoring hands over."""
+    return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
+
+
+class LabelledImages(Dataset):
+    """Preprocessed images and their encoded labels, a whole batch per ``__getitems__`` call."""
+
+    def __init__(self, images, targets=None):
+        self.images = images
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        batch, targets = self.__getitems__([index])
+        return batch[0], None if targets is None else targets[0]
+
+    def __getitems__(self, indices):
+        return self.images.__getitems__(indices), None if self.targets is None else self.targets[indices]
+
+
+class PrecomputedFeatures(Dataset):
+    """Backbone features computed once, for training the head alone: batches are ``{"features": ...}``."""
+
+    def __init__(self, features, targets):
+        self.features = torch.from_numpy(features)
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, index):
+        batch, targets = self.__getitems__([index])
+        return {"features": batch["features"][0]}, targets[0]
+
+    def __getitems__(self, indices):
+        return {"features": self.features[indices]}, self.targets[indices]
+
+
+def _yields_batches(dataset):
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return isinstance(dataset, LabelledImages | PrecomputedFeatures)
+
+
+def _already_batched(batch):
+    return batch
+
+
+def _with_augment(dataset, augment):
+    """``dataset`` (possibly a Subset of a Subset) with ``augment`` applied to its images as they load."""
+    if isinstance(dataset, Subset):
+        return Subset(_with_augment(dataset.dataset, augment), dataset.indices)
+    if isinstance(dataset, LabelledImages) and not isinstance(dataset.images.source, VectorRows):
+        return LabelledImages(dataset.images.with_augment(augment), dataset.targets)
+    raise ValueError("augment applies to images passed as X; this training data holds no images to augment.")
+
+
+def _is_true(flag):
+    return isinstance(flag, bool | np.bool_) and bool(flag)
+
+
+def _missing_labels(y):
+    if y.dtype.kind == "f":
+        return np.flatnonzero(np.isnan(y))
+    if y.dtype.kind == "O":
+        return np.flatnonzero([value is None or (isinstance(value, float) and value != value) for value in y])
+    return np.array([], dtype=int)
+
+
+class TransferNet(NeuralNetClassifier):
+    """A skorch classifier that trains a :class:`TransferNetwork` built from the ``model`` parameter.
+
+    Not used directly: estimators subclass it, declare their parameters in ``__init__`` and document them.
+    Everything of skorch keeps working: dunder parameters (``optimizer__momentum``), ``callbacks``,
+    ``history``, ``train_split``, ``save_params`` / ``load_params``, ``warm_start``, ``partial_fit``.
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
+        "model": [str, nn.Module, callable],
+        "weights": [str, os.PathLike, None],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "layer": [str, None],
+        "pooling": [StrOptions({"avg", "max"}), None],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
+        "layer_decay": [Interval(Real, 0, 1, closed="right")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
+        "warmup": [Interval(Real, 0, 1, closed="left")],
+        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "unfreeze_epochs": [Interval(Integral, 1, None, closed="left")],
+        "augment": [StrOptions({"default"}), callable, None],
+        "precompute_features": ["boolean"],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "preprocess": [callable, None],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    # -- callbacks ------------------------------------------------------------------------------------
+
+    @property
+    def _default_callbacks(self):
+        # skorch also reads this in get_params, with whatever values set_params received: no validation here.
+        skorch_defaults = dict(super()._default_callbacks)
+        callbacks = [
+            *((name, skorch_defaults[name]) for name in ("epoch_timer", "train_loss", "valid_loss")),
+            ("valid_acc", EpochScoring(encoded_accuracy, name="valid_acc", lower_is_better=False)),
+            ("unfreezer", StageUnfreezer()),
+        ]
+        if isinstance(self.lr_schedule, str):
+            callbacks.append(("lr_schedule", WarmupLR(self.lr_schedule, self.warmup)))
+        if _is_true(self.early_stopping):
+            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
+        if isinstance(self.checkpoint_dir, str | os.PathLike):
+            monitor = "valid_loss_best" if self._validates() else "train_loss_best"
+            callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
+        if isinstance(self.verbose, Integral) and self.verbose > 0:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return [*callbacks, ("print_log", skorch_defaults["print_log"])]
+
+    def _validates(self):
+        return self.train_split is not None or _is_true(self.early_stopping)
+
+    def trainable_stages(self, epoch):
+        """How many backbone stages train during ``epoch`` (from 0) under this net's ``strategy``."""
+        return trainable_stage_count(
+            self.strategy, epoch, len(self.module_.stage_names), self.freeze_epochs, self.unfreeze_epochs
+        )
+
+    # -- initialisation -------------------------------------------------------------------------------
+
+    def initialize(self):
+        with self._on_device(), seeded(self.random_state):
+            super().initialize()
+        self.grad_scaler_ = self._new_grad_scaler()
+        return self
+
+    def initialize_module(self):
+        backbone = load_backbone(
+            self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
+        )
+        n_features = feature_size(backbone, self.layer, self.pooling)
+        features = FeatureModel(cut_at_layer(backbone.module, self.layer), pooling=self.pooling)
+        module = self.module(
+            backbone=features,
+            n_features=n_features,
+            n_classes=len(self.classes_),
+            dropout=self.dropout,
+            frozen_statistics=self.weights is not None
+            if self.freeze_batchnorm == "auto"
+            else self.freeze_batchnorm,
+            **self.get_params_for("module"),
+        )
+        n_stages = len(module.stage_names)
+        initial = trainable_stage_count(self.strategy, 0, n_stages, self.freeze_epochs, self.unfreeze_epochs)
+        module.set_trainable(initial, bitfit=self.strategy == "bitfit")
+        self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
+        self.module_ = module.to(memory_format=torch.channels_last)
+        return self
+
+    def initialize_criterion(self):
+        kwargs = self.get_params_for("criterion")
+        if self.criterion is nn.CrossEntropyLoss:
+            kwargs.setdefault("label_smoothing", self.label_smoothing)
+        self.criterion_ = self.initialized_instance(self.criterion, kwargs)
+        return self
+
+    def initialize_optimizer(self, triggered_directly=None):
+        """AdamW-style parameter groups: the head at ``lr``, each backbone stage at a smaller rate.
+
+        Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k``. A user's own
+        ``optimizer__param_groups`` replaces this.
+        """
+        named = list(self.module_.named_parameters())
+        _, kwargs = self.get_params_for_optimizer("optimizer", named)
+        if "param_groups" in self.get_params_for("optimizer"):
+            return super().initialize_optimizer()
+        kwargs.setdefault("weight_decay", self.weight_decay)
+        stages = self.module_.stage_parameters()
+        groups = [{"params": list(self.module_.head.parameters()), "lr": self.lr}]
+        for depth, parameters in enumerate(reversed(stages)):
+            if parameters:
+                rate = self.lr * self.backbone_lr_ratio * self.layer_decay**depth
+                groups.append({"params": parameters, "lr": rate})
+        kwargs.pop("lr", None)
+        self.optimizer_ = self.optimizer(groups, lr=self.lr, **kwargs)
+        return self
+
+    def _new_grad_scaler(self):
+        device = resolve_device(self.device)
+        return torch.amp.GradScaler(device.type, enabled=self.precision == "float16")
+
+    def _check_settings(self):
+        params = {name: getattr(self, name) for name in self._parameter_constraints}
+        validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
+        if self.precision == "float16" and resolve_device(self.device).type == "cpu":
+            raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+
+    @contextlib.contextmanager
+    def _on_device(self):
+        """skorch reads ``self.device`` as a torch device: resolve "auto" for the duration of a call."""
+        requested = self.device
+        self.device = str(resolve_device(requested))
+        try:
+            yield
+        finally:
+            self.device = requested
+
+    # -- data -----------------------------------------------------------------------------------------
+
+    def _encode_labels(self, y, n_samples, *, reset):
+        """Check y and turn it into class indices; with ``reset``, fix the classes first."""
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: pass the label of "
+                "each image."
+            )
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(np.empty(n_samples), y)
+        missing = _missing_labels(y)
+        if missing.size:
+            raise ValueError(f"y holds missing labels (NaN or None) at samples {missing[:10].tolist()}.")
+        check_classification_targets(y)
+        if reset and self.classes is None:
+            self.classes_inferred_ = np.unique(y)
+        classes = self.classes_
+        if len(classes) < 2:
+            raise ValueError(
+                f"y holds one class only ({classes[0]!r}); a classifier needs at least 2 classes."
+            )
+        index = {label: code for code, label in enumerate(classes.tolist())}
+        unknown = [label for label in np.unique(y).tolist() if label not in index]
+        if unknown:
+            raise ValueError(f"y holds labels that are not among classes {classes.tolist()}: {unknown[:10]}.")
+        return np.array([index[label] for label in y.tolist()], dtype=np.int64)
+
+    def _image_dataset(self, source, targets=None):
+        vectors = isinstance(source, VectorRows)
+        images = PreprocessedImages(
+            source, None if vectors else self.preprocess_, batch_preprocess=self.preprocess is None
+        )
+        return LabelledImages(images, targets)
+
+    def get_dataset(self, X, y=None):
+        if is_dataset(X):
+            return X
+        return self._image_dataset(validated_source(self, X, reset=False), y)
+
+    def _augmentation(self):
+        return default_augmentation() if self.augment == "default" else self.augment
+
+    def _backbone_stays_frozen(self):
+        return self.trainable_stages(self.max_epochs - 1) == 0 and self.strategy != "bitfit"
+
+    def _training_data(self, source, codes):
+        """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
+        dataset = self._image_dataset(source, codes)
+        if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
+            return dataset
+        device = torch.device(self.device)
+        self.module_.backbone.eval()
+        loader = batch_loader(dataset.images, self.batch_size, self.num_workers, device.type == "cuda")
+        # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
+        with torch.random.fork_rng(devices=[]):
+            features = run_inference(
+                self.module_.backbone,
+                loader,
+                n_samples=len(dataset),
+                device=device,
+                precision=self.precision,
+                verbose=self.verbose,
+                desc="features",
+            )
+        return PrecomputedFeatures(features, codes)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        if self.early_stopping and self.train_split is None:
+            seed = (
+                None if self.random_state is None else np.random.RandomState(self.random_state).randint(2**31)
+            )
+            split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
+            return split(self.get_dataset(X, y), y, **fit_params)
+        return super().get_split_datasets(X, y, **fit_params)
+
+    def get_iterator(self, dataset, training=False):
+        kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")
+        kwargs.setdefault("batch_size", self.batch_size)
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        if training:
+            kwargs.setdefault("shuffle", True)
+            if self.augment is not None:
+                dataset = _with_augment(dataset, self._augmentation())
+        if _yields_batches(dataset):
+            kwargs.setdefault("collate_fn", _already_batched)
+            kwargs.setdefault("num_workers", self.num_workers)
+            kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
+        iterator = self.iterator_train if training else self.iterator_valid
+        return iterator(dataset, **kwargs)
+
+    def check_data(self, X, y=None):
+        """Labels are checked and encoded by :meth:`fit` before skorch sees them."""
+
+    # -- training -------------------------------------------------------------------------------------
+
+    def fit(self, X, y, **fit_params):
+        """Load the backbone, build the head for the classes in ``y`` and train.
+
+        Parameters
+        ----------
+        X : images
+            Any form described in :mod:`sktransfer.images`.
+        y : array-like of shape (n_samples,)
+            Labels of any type (strings too).
+        **fit_params : dict
+            Passed to the module's ``forward`` and to ``train_split``, as in skorch.
+
+        Returns
+        -------
+        self
+        """
+        self._check_settings()
+        source = validated_source(self, X, reset=True)
+        codes = self._encode_labels(y, len(source), reset=True)
+        if not self.warm_start or not self.initialized_:
+            self.initialize()
+        return self._train(source, codes, "fit", fit_params)
+
+    def partial_fit(self, X, y, classes=None, **fit_params):
+        """Train for ``max_epochs`` more epochs without re-initialising (the first call initialises).
+
+        Parameters
+        ----------
+        X : images
+        y : array-like of shape (n_samples,)
+        classes : array-like or None
+            All the labels, on the first call when ``y`` does not hold every class.
+        **fit_params : dict
+
+        Returns
+        -------
+        self
+        """
+        fit_params.pop("_routing_method", None)
+        if not self.initialized_:
+            if classes is not None and self.classes is None:
+                self.classes_inferred_ = np.unique(np.asarray(classes))
+                self.classes = list(self.classes_inferred_)
+            return self.fit(X, y, **fit_params)
+        self._check_settings()
+        source = validated_source(self, X, reset=False)
+        return self._train(
+            source, self._encode_labels(y, len(source), reset=False), "partial_fit", fit_params
+        )
+
+    def _train(self, source, codes, routing_method, fit_params):
+        with self._on_device(), seeded(self.random_state):
+            data = self._training_data(source, codes)
+            super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
+        return self
+
+    def infer(self, x, **fit_params):
+        with autocast(torch.device(self.device), self.precision):
+            return super().infer(x, **fit_params)
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the training loss became {loss.item()} in epoch {len(self.history)}: training diverged. "
+                f"Try a smaller lr (now {self.lr}), precision='float32' (now {self.precision!r}), gradient "
+                "clipping (callbacks=[skorch.callbacks.GradientNormClipping(1.0)]), and check that no image "
+                "in X is corrupt."
+            )
+        self._grad_scaler().scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def _grad_scaler(self):
+        if getattr(self, "grad_scaler_", None) is None:
+            self.grad_scaler_ = self._new_grad_scaler()
+        return self.grad_scaler_
+
+    def _step_optimizer(self, step_fn):
+        scaler = self._grad_scaler()
+        if not scaler.is_enabled():
+            return super()._step_optimizer(step_fn)
+        step_fn()  # GradScaler cannot step with a closure
+        for name in self._optimizers:
+            scaler.step(getattr(self, name + "_"))
+        scaler.update()
+        return None
+
+    # -- prediction -----------------------------------------------------------------------------------
+
+    def forward_iter(self, X, training=False, device="cpu"):
+        with self._on_device():
+            yield from super().forward_iter(X, training=training, device=device)
+
+    def predict_proba(self, X):
+        """Class probabilities, one row per image, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self, "module_")
+        proba = np.asarray(super().predict_proba(X), dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+        if bad.size:
+            raise FloatingPointError(
+                f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
+                "diverged during training (refit with a smaller lr or precision='float32')."
+            )
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The most probable label of each image, of the type the labels had in ``fit``.
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        codes = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[codes]
+
+    def load_params(self, *args, **kwargs):
+        with self._on_device():
+            return super().load_params(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        if name == "model":  # a user's module is a parameter here, not a component skorch should register
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
+    def _get_param_names(self):
+        """skorch's parameters without its private bookkeeping (``_params_to_validate``)."""
+        return [name for name in super()._get_param_names() if not name.startswith("_")]
+
+    # -- persistence and tags -------------------------------------------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("grad_scaler_", None)  # may hold CUDA tensors; made again when training resumes
+        return state
+
+    def __setstate__(self, state):
+        requested = state["device"]
+        if requested == "auto":
+            state["device"] = str(resolve_device("auto"))
+        super().__setstate__(state)
+        if requested == "auto":
+            self.device = "auto"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        return tags

@@ -1,0 +1,263 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+
+from sktransfer import FineTuneClassifier
+from sktransfer.training import TrainingDivergedError
+
+from ._models import CountingNet, TinyConvNet
+
+
+def tiny(**params):
+    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 3, "batch_size": 8, "random_state": 0}
+    return FineTuneClassifier(**{**defaults, **params})
+
+
+def test_string_labels_in_a_grid_search(labelled_images):
+    X, y = labelled_images
+    grid = {"strategy": ["linear_probe", "full"], "lr": [0.05, 0.01]}
+    search = GridSearchCV(tiny(max_epochs=4), grid, cv=2).fit(X, y)
+    assert set(search.cv_results_["params"][0]) == {"strategy", "lr"}
+    best = search.best_estimator_
+    assert best.classes_.tolist() == ["bright", "dark"]
+    assert set(best.predict(X)) <= {"bright", "dark"}
+    assert best.score(X, y) > 0.9
+    proba = best.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert cross_val_score(tiny(), X, y, cv=2).shape == (2,)
+
+
+def test_labels_of_any_type(labelled_images):
+    X, y = labelled_images
+    for labels in (np.where(y == "dark", 7, -3), np.where(y == "dark", 1.0, 2.0), y.astype(object)):
+        clf = tiny(strategy="full", lr=0.05).fit(X, labels)
+        assert clf.predict(X).dtype == labels.dtype
+        assert set(clf.predict(X)) <= set(labels)
+
+
+def test_linear_probe_leaves_the_backbone_untouched(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="linear_probe", precompute_features=False, lr=0.05)
+    reference = TinyConvNet().state_dict()
+    clf.fit(X, y)
+    after = clf.module_.backbone.body.state_dict()
+    for name, tensor in reference.items():
+        if not name.startswith("fc."):
+            torch.testing.assert_close(after[name], tensor, rtol=0, atol=0)
+    assert not torch.equal(clf.module_.head[1].weight, clf.initialize().module_.head[1].weight)
+
+
+def test_frozen_batchnorm_keeps_its_statistics(labelled_images):
+    X, y = labelled_images
+    reference = TinyConvNet().features[1]
+    frozen = tiny(strategy="gradual", freeze_epochs=3, precompute_features=False, freeze_batchnorm=False)
+    bn = frozen.fit(X, y).module_.backbone.body.features[1]
+    torch.testing.assert_close(bn.running_mean, reference.running_mean, rtol=0, atol=0)
+    assert int(bn.num_batches_tracked) == 0
+    # The same layer, trainable and not told to keep its statistics, updates them.
+    trained = tiny(strategy="full", freeze_batchnorm=False).fit(X, y).module_.backbone.body.features[1]
+    assert int(trained.num_batches_tracked) > 0
+    # freeze_batchnorm keeps them while the weights learn.
+    kept = tiny(strategy="full", freeze_batchnorm=True).fit(X, y).module_.backbone.body.features[1]
+    assert int(kept.num_batches_tracked) == 0
+    assert not torch.equal(kept.weight, reference.weight)
+
+
+def test_gradual_unfreezing_goes_top_down(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="gradual", max_epochs=5, freeze_epochs=1, unfreeze_epochs=3).fit(X, y)
+    assert clf.module_.stage_names == ["body.features.0", "body.features.1", "body.features.3"]
+    assert clf.history[:, "trainable_stages"] == [0, 1, 2, 3, 3]
+    lp_ft = tiny(strategy="lp_ft", max_epochs=3, freeze_epochs=2).fit(X, y)
+    assert lp_ft.history[:, "trainable_stages"] == [0, 0, 3]
+
+
+def test_bitfit_trains_only_biases_and_norms(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="bitfit", lr=0.05).fit(X, y)
+    reference = TinyConvNet().state_dict()
+    after = clf.module_.backbone.body.state_dict()
+    assert torch.equal(after["features.0.weight"], reference["features.0.weight"])
+    assert not torch.equal(after["features.0.bias"], reference["features.0.bias"])
+    assert not torch.equal(after["features.1.weight"], reference["features.1.weight"])  # BatchNorm scale
+
+
+def test_backbone_learns_slower_than_the_head(labelled_images):
+    X, y = labelled_images
+    clf = tiny(lr=0.01, backbone_lr_ratio=0.1, layer_decay=0.5, lr_schedule=None, max_epochs=1).fit(X, y)
+    rates = [group["lr"] for group in clf.optimizer_.param_groups]
+    assert rates == pytest.approx([0.01, 0.001, 0.0005, 0.00025])
+
+
+def test_learning_rate_warms_up_then_decays(labelled_images):
+    X, y = labelled_images
+    clf = tiny(max_epochs=5, warmup=0.3, lr=0.01, strategy="full").fit(X, y)
+    rates = [rate for epoch in clf.history[:, "batches"] for rate in (b["event_lr"] for b in epoch)]
+    peak = int(np.argmax(rates))
+    assert 0 < peak < len(rates) - 1
+    assert rates[0] < rates[peak]
+    assert rates[-1] < rates[peak]
+    assert tiny(lr_schedule="onecycle", strategy="full").fit(X, y).score(X, y) > 0.5
+
+
+class CountingAugment:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return image.flip(-1)
+
+
+def test_augmentation_in_training_only(labelled_images):
+    X, y = labelled_images
+    augment = CountingAugment()
+    clf = tiny(augment=augment, max_epochs=2, early_stopping=True, validation_fraction=0.25).fit(X, y)
+    trained_on = len(X) - round(0.25 * len(X))
+    assert clf.augment.calls == 2 * trained_on  # validation images are not augmented
+    clf.predict(X)
+    assert clf.augment.calls == 2 * trained_on
+
+
+def test_precomputed_features_give_the_same_model(labelled_images):
+    X, y = labelled_images
+    CountingNet.calls.clear()
+    fast = tiny(model=CountingNet, strategy="linear_probe", dropout=0.2).fit(X, y)
+    assert CountingNet.image_rows() == len(X)  # one pass, not one per epoch
+    naive = tiny(model=CountingNet, strategy="linear_probe", dropout=0.2, precompute_features=False).fit(X, y)
+    np.testing.assert_allclose(fast.predict_proba(X), naive.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_two_fits_give_identical_predictions(labelled_images):
+    X, y = labelled_images
+    params = {"augment": "default", "dropout": 0.3, "early_stopping": True, "strategy": "gradual"}
+    first = tiny(**params).fit(X, y).predict_proba(X)
+    second = tiny(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_pickle_and_skorch_save_load_round_trips(labelled_images, tmp_path):
+    X, y = labelled_images
+    clf = tiny(strategy="full").fit(X, y)
+    expected = clf.predict_proba(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected)
+    clf.save_params(f_params=tmp_path / "params.pt", f_history=tmp_path / "history.json")
+    restored = tiny(strategy="full", classes=clf.classes_.tolist()).initialize()
+    restored.load_params(f_params=tmp_path / "params.pt", f_history=tmp_path / "history.json")
+    np.testing.assert_array_equal(restored.predict_proba(X), expected)
+    assert restored.predict(X).tolist() == clf.predict(X).tolist()
+    assert len(restored.history) == len(clf.history)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fitted_on_cuda_unpickles_on_the_cpu(labelled_images):
+    X, y = labelled_images
+    clf = tiny(device="cuda").fit(X, y)
+    expected = clf.predict_proba(X)
+    restored = pickle.loads(pickle.dumps(clf)).set_params(device="cpu")
+    assert all(t.device.type == "cpu" for t in restored.module_.state_dict().values())
+    np.testing.assert_allclose(restored.predict_proba(X), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_restores_the_best_weights(labelled_images, tmp_path):
+    X, y = labelled_images
+    clf = tiny(
+        strategy="full", lr=0.3, max_epochs=12, early_stopping=True, patience=2, checkpoint_dir=tmp_path
+    ).fit(X, y)
+    losses = clf.history[:, "valid_loss"]
+    best = int(np.argmin(losses))
+    assert clf.history[best, "valid_loss_best"]
+    saved = torch.load(tmp_path / "params.pt", weights_only=True)
+    for name, tensor in clf.module_.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name])
+    assert len(losses) < 12 or best == len(losses) - 1
+
+
+def test_bfloat16_training_on_the_cpu(labelled_images):
+    X, y = labelled_images
+    clf = tiny(precision="bfloat16", strategy="full", lr=0.05).fit(X, y)
+    assert clf.predict_proba(X).dtype == np.float64
+    assert clf.score(X, y) > 0.8
+
+
+def test_image_files_are_read_lazily(labelled_images, tmp_path):
+    X, y = labelled_images
+    paths = []
+    for index, image in enumerate(X):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(image).save(paths[-1])
+    clf = tiny(strategy="full", lr=0.05).fit(paths, y)
+    assert clf.predict(paths[:3]).tolist() == clf.predict(X[:3]).tolist()
+
+
+def test_a_diverging_loss_stops_training_with_advice(labelled_images):
+    X, y = labelled_images
+    broken = TinyConvNet()
+    with torch.no_grad():
+        broken.features[0].weight.fill_(float("inf"))
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1.*smaller lr"):
+        tiny(model=broken, precompute_features=False).fit(X, y)
+
+
+def test_bad_input_is_refused_before_training(labelled_images, tmp_path):
+    X, y = labelled_images
+    CountingNet.calls.clear()
+    clf = tiny(model=CountingNet)
+    with pytest.raises(ValueError, match="one class"):
+        clf.fit(X, np.full(len(X), "cat"))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y[:-1])
+    with pytest.raises(ValueError, match=r"missing labels .* samples \[3\]"):
+        clf.fit(X, np.where(np.arange(len(X)) == 3, np.nan, 1.0 * (y == "dark")))
+    with pytest.raises(ValueError, match="strategy"):
+        tiny(strategy="finetune").fit(X, y)
+    with pytest.raises(ValueError, match="float16"):
+        tiny(precision="float16").fit(X, y)
+    with pytest.raises(ValueError, match="not among classes"):
+        tiny(classes=["bright", "grey"]).fit(X, y)
+    assert CountingNet.image_rows() == 0
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        tiny().fit([str(broken)] * 4, ["a", "b"] * 2)
+
+
+def test_inputs_are_not_modified(labelled_images):
+    X, y = labelled_images
+    X_before, y_before = X.copy(), y.copy()
+    model = TinyConvNet()
+    weights = {name: t.clone() for name, t in model.state_dict().items()}
+    FineTuneClassifier(model=model, device="cpu", max_epochs=1, strategy="full").fit(X, y)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights[name])
+
+
+def test_clone_and_params():
+    clf = tiny(optimizer__betas=(0.8, 0.99), strategy="bitfit")
+    params = clone(clf).get_params()
+    assert params["strategy"] == "bitfit"
+    assert params["optimizer__betas"] == (0.8, 0.99)
+    assert "_params_to_validate" not in clf.get_params(deep=False)
+
+
+def test_offline_default_fine_tunes(labelled_images):
+    X, y = labelled_images
+    clf = FineTuneClassifier(max_epochs=2, batch_size=12, device="cpu", random_state=0).fit(X, y)
+    assert clf.module_.head[1].in_features == 1280
+    assert clf.score(X, y) > 0.9
+
+
+def test_verbose_prints_the_epoch_table(labelled_images, capsys):
+    X, y = labelled_images
+    tiny(max_epochs=1).fit(X, y)
+    assert capsys.readouterr().out == ""
+    tiny(max_epochs=1, verbose=1).fit(X, y)
+    assert "train_loss" in capsys.readouterr().out
