@@ -3,7 +3,9 @@
 ``python -m sktransfer`` runs offline on texture patches cut from scikit-image's bundled photographs with the
 ImageNet EfficientNet-Lite0 that ships with ``sktransfer[offline]``; ``python -m sktransfer FOLDER`` does the
 same on a folder with one sub-folder of images per class. It cross-validates a linear probe (logistic
-regression) on the embeddings against the same classifier on raw pixels, and prints a table.
+regression) on the embeddings against the same classifier on raw pixels; then, with a few labelled images
+per class, it compares a linear probe, fine-tuning and the same network trained from scratch on the images
+held out. It prints a table for each.
 """
 
 import argparse
@@ -13,14 +15,16 @@ import time
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import _safe_indexing
 
 from . import __version__
 from .backbones import OFFLINE_MODEL_NAME
 from .datasets import load_image_folder, load_textures
 from .feature_extraction import PretrainedFeatureExtractor
+from .fine_tuning import FineTuneClassifier
 from .images import as_image_source
 
 RAW_PIXEL_SIZE = 32
@@ -38,6 +42,14 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--per-class", type=int, default=40, help="offline data: images per class")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=10,
+        help="fine-tuning: labelled images per class (default: %(default)s)",
+    )
+    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument("--no-fine-tuning", action="store_true", help="skip the fine-tuning comparison")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--version", action="version", version=f"sktransfer {__version__}")
     return parser.parse_args(argv)
@@ -62,6 +74,53 @@ def cross_validate(features, labels, folds, seed=0):
     start = time.perf_counter()
     scores = cross_val_score(classifier, features, labels, cv=splitter)
     return scores.mean(), scores.std(), time.perf_counter() - start
+
+
+def fine_tuning_methods(args):
+    """The three ways to train on few labels, as FineTuneClassifier settings."""
+    return {
+        "linear probe (pretrained backbone frozen)": {
+            "strategy": "linear_probe",
+            "lr": 1e-2,
+            "max_epochs": 30,
+        },
+        "fine-tuning (pretrained, LP-FT)": {
+            "strategy": "lp_ft",
+            "lr": 3e-3,
+            "freeze_epochs": args.epochs // 2,
+        },
+        "same network from scratch (weights=None)": {
+            "weights": None,
+            "strategy": "full",
+            "lr": 3e-3,
+            "backbone_lr_ratio": 1.0,
+        },
+    }
+
+
+def compare_fine_tuning(X, y, args):
+    """Train on ``--train-per-class`` images per class, test on the rest; print one row per method."""
+    train, test = train_test_split(
+        np.arange(len(y)), train_size=args.train_per_class * len(np.unique(y)), stratify=y, random_state=0
+    )
+    X_train, X_test = _safe_indexing(X, train), _safe_indexing(X, test)
+    print(
+        f"\nfine-tuning {args.model} on {args.train_per_class} labelled images per class "
+        f"({len(train)} in all), tested on the other {len(test)}:"
+    )
+    print(f"{'method':<48} {'test accuracy':>20} {'fit time':>10}")
+    for name, settings in fine_tuning_methods(args).items():
+        clf = FineTuneClassifier(
+            model=args.model,
+            device=args.device,
+            precision=args.precision,
+            random_state=0,
+            **{"max_epochs": args.epochs, "batch_size": 16, "weights": args.weights, **settings},
+        )
+        start = time.perf_counter()
+        clf.fit(X_train, y[train])
+        seconds = time.perf_counter() - start
+        print(f"{name:<48} {clf.score(X_test, y[test]):>20.3f} {seconds:>9.1f}s", flush=True)
 
 
 def main(argv=None):
@@ -105,6 +164,8 @@ def main(argv=None):
     for name, mean, std, seconds in rows:
         print(f"{name:<48} {f'{mean:.3f} ± {std:.3f}':>20} {seconds:>9.1f}s")
     print(f"{'(chance)':<48} {1 / len(classes):>14.3f}")
+    if not args.no_fine_tuning:
+        compare_fine_tuning(X, y, args)
     return 0
 
 

@@ -61,6 +61,39 @@ def load_textures(n_per_class=40, patch_size=64, random_state=0):
     return np.stack(images), np.array(labels)
 
 
+def load_digit_images(size=32):
+    """scikit-learn's bundled handwritten digits (1797 images, 8×8) as RGB images of ``size``×``size``.
+
+    Each 8×8 image of grey levels 0-16 is scaled to 0-255 and enlarged with bilinear interpolation. A
+    harder small-data problem than :func:`load_textures` for pretrained networks: the digits look nothing
+    like ImageNet photographs.
+
+    Parameters
+    ----------
+    size : int, default=32
+        Side of the returned images in pixels.
+
+    Returns
+    -------
+    images : ndarray of shape (1797, size, size, 3), dtype uint8
+    labels : ndarray of shape (1797,), dtype int
+
+    Examples
+    --------
+    >>> images, labels = load_digit_images(size=16)
+    >>> images.shape, labels[:5].tolist()
+    ((1797, 16, 16, 3), [0, 1, 2, 3, 4])
+    """
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images * (255 / 16)).float()[:, None]
+    large = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    grey = large.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
+    return np.repeat(grey[..., None], 3, axis=3), digits.target.copy()
+
+
 def load_sample_photo(name="chelsea"):
     """One of scikit-image's bundled RGB photographs (``"chelsea"`` is a tabby cat), as uint8 H×W×3."""
     return getattr(_skimage_data(), name)()

@@ -464,8 +464,8 @@ class TransferNet(NeuralNetClassifier):
 
     # -- data -----------------------------------------------------------------------------------------
 
-    def _encode_labels(self, y, n_samples, *, reset):
-        """Check y and turn it into class indices; with ``reset``, fix the classes first."""
+    def _encode_labels(self, y, n_samples, *, reset, classes=None):
+        """Check y and turn it into class indices; with ``reset``, fix the classes (``classes`` or y's) first."""
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None: pass the label of "
@@ -478,7 +478,7 @@ class TransferNet(NeuralNetClassifier):
             raise ValueError(f"y holds missing labels (NaN or None) at samples {missing[:10].tolist()}.")
         check_classification_targets(y)
         if reset and self.classes is None:
-            self.classes_inferred_ = np.unique(y)
+            self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
         classes = self.classes_
         if len(classes) < 2:
             raise ValueError(
@@ -506,7 +506,8 @@ class TransferNet(NeuralNetClassifier):
         return default_augmentation() if self.augment == "default" else self.augment
 
     def _backbone_stays_frozen(self):
-        return self.trainable_stages(self.max_epochs - 1) == 0 and self.strategy != "bitfit"
+        last_epoch = len(self.history) + self.max_epochs - 1  # partial_fit continues the epoch count
+        return self.trainable_stages(last_epoch) == 0 and self.strategy != "bitfit"
 
     def _training_data(self, source, codes):
         """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
@@ -575,9 +576,12 @@ class TransferNet(NeuralNetClassifier):
         -------
         self
         """
+        return self._fit(X, y, None, fit_params)
+
+    def _fit(self, X, y, classes, fit_params):
         self._check_settings()
         source = validated_source(self, X, reset=True)
-        codes = self._encode_labels(y, len(source), reset=True)
+        codes = self._encode_labels(y, len(source), reset=True, classes=classes)
         if not self.warm_start or not self.initialized_:
             self.initialize()
         return self._train(source, codes, "fit", fit_params)
@@ -599,10 +603,7 @@ class TransferNet(NeuralNetClassifier):
         """
         fit_params.pop("_routing_method", None)
         if not self.initialized_:
-            if classes is not None and self.classes is None:
-                self.classes_inferred_ = np.unique(np.asarray(classes))
-                self.classes = list(self.classes_inferred_)
-            return self.fit(X, y, **fit_params)
+            return self._fit(X, y, classes, fit_params)
         self._check_settings()
         source = validated_source(self, X, reset=False)
         return self._train(

@@ -142,13 +142,24 @@ def test_two_fits_give_identical_predictions(labelled_images):
     np.testing.assert_array_equal(first, second)
 
 
+def test_partial_fit_continues_the_schedule(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="lp_ft", freeze_epochs=2, max_epochs=2)
+    clf.partial_fit(X[:12], y[:12], classes=["bright", "dark"])  # y[:12] holds one class only
+    assert clf.classes is None
+    assert clf.classes_.tolist() == ["bright", "dark"]
+    assert clf.history[:, "trainable_stages"] == [0, 0]
+    clf.partial_fit(X, y)  # the backbone unfreezes now: no stored features
+    assert clf.history[:, "trainable_stages"] == [0, 0, 3, 3]
+
+
 def test_pickle_and_skorch_save_load_round_trips(labelled_images, tmp_path):
     X, y = labelled_images
-    clf = tiny(strategy="full").fit(X, y)
+    clf = tiny(strategy="full", device="auto").fit(X, y)
     expected = clf.predict_proba(X)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected)
     clf.save_params(f_params=tmp_path / "params.pt", f_history=tmp_path / "history.json")
-    restored = tiny(strategy="full", classes=clf.classes_.tolist()).initialize()
+    restored = tiny(strategy="full", device="auto", classes=clf.classes_.tolist()).initialize()
     restored.load_params(f_params=tmp_path / "params.pt", f_history=tmp_path / "history.json")
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
     assert restored.predict(X).tolist() == clf.predict(X).tolist()

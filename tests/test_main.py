@@ -10,11 +10,18 @@ from sktransfer.datasets import load_image_folder, load_textures
 
 
 def test_main_job_on_the_offline_default(capsys):
-    assert main(["--per-class", "4", "--cv", "2", "--quiet"]) == 0
+    assert main(["--per-class", "4", "--cv", "2", "--quiet", "--train-per-class", "2", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "20 images, 5 classes" in out
     assert "linear probe on efficientnet_lite0 embeddings" in out
     assert "raw pixels" in out
+    assert "2 labelled images per class (10 in all), tested on the other 10" in out
+    for method in (
+        "linear probe (pretrained backbone frozen)",
+        "fine-tuning (pretrained, LP-FT)",
+        "from scratch",
+    ):
+        assert method in out
 
 
 def test_main_job_on_an_image_folder(tmp_path, capsys):
@@ -23,7 +30,7 @@ def test_main_job_on_an_image_folder(tmp_path, capsys):
         (tmp_path / label).mkdir(exist_ok=True)
         Image.fromarray(image).save(tmp_path / label / f"{index}.png")
     (tmp_path / "notes.txt").write_text("not a class folder")
-    assert main([str(tmp_path), "--cv", "2", "--quiet", "--precision", "bfloat16"]) == 0
+    assert main([str(tmp_path), "--cv", "2", "--quiet", "--precision", "bfloat16", "--no-fine-tuning"]) == 0
     assert "15 images, 5 classes" in capsys.readouterr().out
 
 

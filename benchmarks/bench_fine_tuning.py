@@ -1,0 +1,206 @@
+"""FineTuneClassifier's claims, each measured against its baseline in the same run.
+
+Sections:
+- epoch: seconds per epoch of full fine-tuning against a hand-written PyTorch training loop on the same model
+  (the offline EfficientNet-Lite0), data, preprocessing, optimizer and batch size: ratio <= 1.10 expected;
+- fast: a frozen backbone trained through the stored-features fast path against the same fit running the
+  backbone every epoch (precompute_features=False): >= 5x faster expected, with the same predictions;
+- transfer: test accuracy on scikit-learn's handwritten digits with 10 and 30 labels per class, for a linear
+  probe, fine-tuning, and the same network trained from scratch (weights=None): fine-tuning well above
+  scratch expected.
+
+Usage: python benchmarks/bench_fine_tuning.py [--sections epoch fast transfer] [--device auto]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import environment_line, write_section
+
+from sktransfer import FineTuneClassifier
+from sktransfer._runtime import resolve_device
+from sktransfer.backbones import load_backbone
+from sktransfer.datasets import load_digit_images, load_textures
+
+
+class PreprocessedDataset(Dataset):
+    """What a PyTorch user writes: one image at a time through the weights' own transforms."""
+
+    def __init__(self, images, labels, preprocess):
+        self.images, self.labels, self.preprocess = images, labels, preprocess
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1)
+        return self.preprocess(image), int(self.labels[index])
+
+
+def handwritten_epochs(images, labels, epochs, batch_size, lr, device, seed):
+    """A plain PyTorch fine-tuning loop: new head, AdamW, train mode, shuffled batches. Seconds per epoch."""
+    torch.manual_seed(seed)
+    backbone = load_backbone("efficientnet_lite0")
+    model = backbone.module
+    model.classifier = nn.Linear(model.classifier.in_features, int(labels.max()) + 1)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    loader = DataLoader(PreprocessedDataset(images, labels, backbone.preprocess), batch_size, shuffle=True)
+    durations = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            loss.backward()
+            optimizer.step()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def sktransfer_epochs(images, labels, epochs, batch_size, lr, device, seed):
+    """The same training with FineTuneClassifier, configured to do the same work. Seconds per epoch."""
+    clf = FineTuneClassifier(
+        strategy="full",
+        freeze_batchnorm=False,  # BatchNorm in training mode, as in the loop above
+        lr=lr,
+        backbone_lr_ratio=1.0,
+        lr_schedule=None,
+        max_epochs=epochs,
+        batch_size=batch_size,
+        device=device,
+        random_state=seed,
+    ).fit(images, labels)
+    return list(clf.history[:, "dur"])
+
+
+def epoch_section(args, device):
+    images, names = load_textures(n_per_class=args.images // 5, patch_size=64, random_state=0)
+    labels = np.unique(names, return_inverse=True)[1]
+    ours, loop = [], []
+    for round_ in range(args.rounds):  # interleaved, so that drifts of the machine hit both alike
+        loop += handwritten_epochs(images, labels, args.epochs, args.batch_size, 1e-4, device, round_)
+        ours += sktransfer_epochs(images, labels, args.epochs, args.batch_size, 1e-4, device, round_)
+    ours_s, loop_s = float(np.median(ours)), float(np.median(loop))
+    return [
+        f"### Epoch time of full fine-tuning ({len(images)} images 64×64 → 224×224, batch {args.batch_size}, "
+        f"AdamW, float32; median of {args.rounds}×{args.epochs} epochs)",
+        "",
+        "| training | s/epoch | ratio to the hand-written loop |",
+        "|---|---:|---:|",
+        f"| hand-written PyTorch loop | {loop_s:.2f} | 1.00 |",
+        f"| FineTuneClassifier(strategy='full') | {ours_s:.2f} | **{ours_s / loop_s:.2f}** (goal <= 1.10) |",
+    ]
+
+
+def fast_path_section(args, device):
+    images, names = load_textures(n_per_class=args.images // 5, patch_size=64, random_state=0)
+    test_images, test_names = load_textures(n_per_class=20, patch_size=64, random_state=1)
+    rows, probas = [], {}
+    for precompute in (False, True):
+        clf = FineTuneClassifier(
+            strategy="linear_probe",
+            precompute_features=precompute,
+            lr=1e-2,
+            max_epochs=args.probe_epochs,
+            batch_size=args.batch_size,
+            device=device,
+            random_state=0,
+        )
+        start = time.perf_counter()
+        clf.fit(images, names)
+        seconds = time.perf_counter() - start
+        probas[precompute] = clf.predict_proba(test_images)
+        rows.append((precompute, seconds, clf.score(test_images, test_names)))
+    (_, naive_s, naive_acc), (_, fast_s, fast_acc) = rows
+    gap = float(np.abs(probas[True] - probas[False]).max())
+    return [
+        f"### Frozen backbone: stored features versus a backbone pass every epoch ({len(images)} images, "
+        f"{args.probe_epochs} epochs, batch {args.batch_size})",
+        "",
+        "| linear probe | fit seconds | test accuracy | speed-up |",
+        "|---|---:|---:|---:|",
+        f"| precompute_features=False (backbone every epoch) | {naive_s:.1f} | {naive_acc:.3f} | 1.0× |",
+        f"| precompute_features=True (default) | {fast_s:.1f} | {fast_acc:.3f} | **{naive_s / fast_s:.1f}×** "
+        "(goal >= 5×) |",
+        "",
+        f"Largest difference between the two models' test probabilities: {gap:.1e}.",
+    ]
+
+
+def transfer_section(args, device):
+    images, labels = load_digit_images(size=32)
+    methods = {
+        "linear probe (pretrained, frozen)": {"strategy": "linear_probe", "lr": 1e-2, "max_epochs": 30},
+        "fine-tuning (pretrained, gradual)": {"lr": 3e-3, "freeze_epochs": 3},
+        "same network from scratch (weights=None)": {
+            "weights": None,
+            "strategy": "full",
+            "lr": 3e-3,
+            "backbone_lr_ratio": 1.0,
+        },
+    }
+    lines = [
+        "### Transfer versus training from scratch: scikit-learn's handwritten digits (8×8 → 32×32 → "
+        f"224×224), EfficientNet-Lite0, {args.transfer_epochs} epochs, batch 16, bfloat16; test accuracy on "
+        f"{args.test_images} held-out digits",
+        "",
+        "| labels per class | " + " | ".join(methods) + " |",
+        "|---:|" + "---:|" * len(methods),
+    ]
+    for per_class in args.labels_per_class:
+        train_x, rest_x, train_y, rest_y = train_test_split(
+            images, labels, train_size=10 * per_class, stratify=labels, random_state=0
+        )
+        test_x, test_y = rest_x[: args.test_images], rest_y[: args.test_images]
+        scores = []
+        for name, params in methods.items():
+            settings = {"max_epochs": args.transfer_epochs, "batch_size": 16, **params}
+            clf = FineTuneClassifier(device=device, precision="bfloat16", random_state=0, **settings)
+            start = time.perf_counter()
+            scores.append(clf.fit(train_x, train_y).score(test_x, test_y))
+            print(
+                f"{per_class}/class {name}: {scores[-1]:.3f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+        lines.append(f"| {per_class} | " + " | ".join(f"{score:.3f}" for score in scores) + " |")
+    lines += ["", "Chance is 0.100."]
+    return lines
+
+
+SECTIONS = {"epoch": epoch_section, "fast": fast_path_section, "transfer": transfer_section}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--images", type=int, default=100, help="training images (epoch and fast sections)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per round (epoch section)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--probe-epochs", type=int, default=10)
+    parser.add_argument("--transfer-epochs", type=int, default=10)
+    parser.add_argument("--labels-per-class", type=int, nargs="+", default=[10, 30])
+    parser.add_argument("--test-images", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    lines = [f"## FineTuneClassifier ({device.type})", "", environment_line(device), ""]
+    for name in args.sections:
+        print(f"section {name} ...", flush=True)
+        lines += [*SECTIONS[name](args, device), ""]
+    print("\n".join(lines))
+    write_section(f"bench_fine_tuning_{device.type}", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
