@@ -41,6 +41,11 @@ class FineTuneClassifier(TransferNet):
         Keep the backbone's BatchNorm statistics as pretrained, also in the stages that train (their
         weights still learn). With few images per batch, statistics re-estimated from each batch are noisy
         and predictions suffer. ``"auto"``: True with pretrained weights, False when ``weights=None``.
+    recalibrate_batchnorm : bool, default=True
+        After training, re-estimate the running statistics of the BatchNorm layers whose statistics
+        trained, with one pass over the training images. Their running averages lag behind the weights
+        after a short training, which ruins predictions (training from scratch, or
+        ``freeze_batchnorm=False``).
     lr : float, default=1e-3
         Learning rate of the head.
     backbone_lr_ratio : float, default=0.1
@@ -140,6 +145,7 @@ class FineTuneClassifier(TransferNet):
         pooling="avg",
         dropout=0.0,
         freeze_batchnorm="auto",
+        recalibrate_batchnorm=True,
         lr=1e-3,
         backbone_lr_ratio=0.1,
         layer_decay=1.0,
@@ -189,6 +195,7 @@ class FineTuneClassifier(TransferNet):
         self.pooling = pooling
         self.dropout = dropout
         self.freeze_batchnorm = freeze_batchnorm
+        self.recalibrate_batchnorm = recalibrate_batchnorm
         self.backbone_lr_ratio = backbone_lr_ratio
         self.layer_decay = layer_decay
         self.weight_decay = weight_decay

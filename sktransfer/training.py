@@ -241,6 +241,64 @@ class WarmupLR(LRScheduler):
         self.lr_scheduler_ = None  # it holds the optimizer; a fitted net pickles without a copy of it
 
 
+def _tracked_batchnorms(module):
+    return [
+        (name, layer)
+        for name, layer in module.named_modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+    ]
+
+
+class BatchNormRecalibration(Callback):
+    """Re-estimates, after training, the running statistics of the BatchNorm layers that trained.
+
+    Running statistics follow the batches with a momentum (0.01 in EfficientNet), so after a short
+    training they still mostly describe the initial weights and evaluation-mode predictions suffer: the
+    same network trained from scratch on 100 digits scored 0.10 before and 0.81 after. One pass over the
+    training images (without augmentation), with only these layers in training mode and a cumulative
+    average, replaces them by the statistics of the final weights.
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.counts_ = {
+            name: int(layer.num_batches_tracked) for name, layer in _tracked_batchnorms(net.module_)
+        }
+        self.dataset_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        self.dataset_ = dataset_train
+
+    def on_train_end(self, net, **kwargs):
+        dataset, self.dataset_ = self.dataset_, None
+        trained = [
+            layer
+            for name, layer in _tracked_batchnorms(net.module_)
+            if int(layer.num_batches_tracked) != self.counts_.get(name)
+        ]
+        if trained and dataset is not None:
+            recalibrate_batchnorm(net, trained, dataset)
+
+
+def recalibrate_batchnorm(net, layers, dataset):
+    """Set the running statistics of ``layers`` (BatchNorm layers of ``net.module_``) from ``dataset``."""
+    module = net.module_
+    was_training = module.training
+    module.eval()
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+        layer.train()
+    with torch.no_grad():
+        for batch in net.get_iterator(dataset, training=False):
+            inputs, _ = unpack_data(batch)
+            if len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs) > 1:
+                net.infer(inputs)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    module.train(was_training)
+
+
 def encoded_accuracy(net, X, y):
     """Accuracy of ``net`` against encoded labels: what skorch's validation scoring hands over."""
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
@@ -329,6 +387,7 @@ class TransferNet(NeuralNetClassifier):
         "pooling": [StrOptions({"avg", "max"}), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "recalibrate_batchnorm": ["boolean"],
         "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
         "layer_decay": [Interval(Real, 0, 1, closed="right")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -370,6 +429,8 @@ class TransferNet(NeuralNetClassifier):
         if isinstance(self.checkpoint_dir, str | os.PathLike):
             monitor = "valid_loss_best" if self._validates() else "train_loss_best"
             callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
+        if _is_true(self.recalibrate_batchnorm):  # after early stopping has restored the best weights
+            callbacks.append(("batchnorm_recalibration", BatchNormRecalibration()))
         if isinstance(self.verbose, Integral) and self.verbose > 0:
             callbacks.append(("progress_bar", ProgressBar()))
         return [*callbacks, ("print_log", skorch_defaults["print_log"])]

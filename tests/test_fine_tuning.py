@@ -63,10 +63,25 @@ def test_frozen_batchnorm_keeps_its_statistics(labelled_images):
     # The same layer, trainable and not told to keep its statistics, updates them.
     trained = tiny(strategy="full", freeze_batchnorm=False).fit(X, y).module_.backbone.body.features[1]
     assert int(trained.num_batches_tracked) > 0
+    assert trained.momentum == reference.momentum
     # freeze_batchnorm keeps them while the weights learn.
     kept = tiny(strategy="full", freeze_batchnorm=True).fit(X, y).module_.backbone.body.features[1]
     assert int(kept.num_batches_tracked) == 0
     assert not torch.equal(kept.weight, reference.weight)
+
+
+def test_trained_batchnorm_statistics_are_recalibrated(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full", weights=None, max_epochs=2)
+    features = clf.fit(X, y).module_.backbone.body.features
+    with torch.no_grad():
+        first = features[0](clf.get_dataset(X).images.__getitems__(list(range(len(X)))))
+    bn = features[1]
+    assert int(bn.num_batches_tracked) == 3  # reset, then one pass over the 3 training batches
+    # The mean of per-batch means of equal-sized batches is the mean over all images.
+    torch.testing.assert_close(bn.running_mean, first.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    stale = tiny(strategy="full", weights=None, max_epochs=2, recalibrate_batchnorm=False).fit(X, y)
+    assert not torch.allclose(stale.module_.backbone.body.features[1].running_mean, bn.running_mean)
 
 
 def test_gradual_unfreezing_goes_top_down(labelled_images):
