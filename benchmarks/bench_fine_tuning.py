@@ -72,6 +72,7 @@ def sktransfer_epochs(images, labels, epochs, batch_size, lr, device, seed):
     clf = FineTuneClassifier(
         strategy="full",
         freeze_batchnorm=False,  # BatchNorm in training mode, as in the loop above
+        recalibrate_batchnorm=False,  # no pass after training: the loop above has none
         lr=lr,
         backbone_lr_ratio=1.0,
         lr_schedule=None,
