@@ -6,6 +6,7 @@ cross_val_score.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .domain_adaptation import DomainAdaptedClassifier
 from .feature_extraction import PretrainedFeatureExtractor
 from .fine_tuning import FineTuneClassifier
 
@@ -14,4 +15,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["FineTuneClassifier", "PretrainedFeatureExtractor", "__version__"]
+__all__ = ["DomainAdaptedClassifier", "FineTuneClassifier", "PretrainedFeatureExtractor", "__version__"]

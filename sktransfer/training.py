@@ -104,11 +104,13 @@ class TransferNetwork(nn.Module):
         self.stage_names = layer_groups(backbone)
 
     def forward(self, x=None, features=None):
-        if features is None:
-            if x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            features = self.backbone(x)
-        return self.head(features).float()
+        return self.head(self.features(x) if features is None else features).float()
+
+    def features(self, x):
+        """The backbone's features of a batch of inputs (images go in channels-last layout)."""
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
 
     def stage_parameters(self):
         """The parameters of each backbone stage, from the input to the output."""
@@ -224,8 +226,7 @@ class WarmupLR(LRScheduler):
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if self.lr_scheduler_ is not None:
             return
-        batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
-        total = net.max_epochs * math.ceil(len(dataset_train) / batch_size)
+        total = net.max_epochs * len(net.get_iterator(dataset_train, training=True))
         if self.shape == "onecycle" and total >= 4:  # OneCycleLR needs two steps in each phase
             self.lr_scheduler_ = OneCycleLR(
                 net.optimizer_,
@@ -300,8 +301,15 @@ def recalibrate_batchnorm(net, layers, dataset):
 
 
 def encoded_accuracy(net, X, y):
-    """Accuracy of ``net`` against encoded labels: what skorch's validation scoring hands over."""
-    return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
+    """Accuracy of ``net`` against encoded labels (what skorch's validation scoring hands over).
+
+    Rows labelled -1 (unlabelled, as in domain adaptation) are left out.
+    """
+    y = np.asarray(y)
+    labelled = y >= 0
+    if not labelled.any():
+        return float("nan")
+    return float(np.mean(net.predict_proba(X).argmax(axis=1)[labelled] == y[labelled]))
 
 
 class LabelledImages(Dataset):
@@ -466,6 +474,7 @@ class TransferNet(NeuralNetClassifier):
             frozen_statistics=self.weights is not None
             if self.freeze_batchnorm == "auto"
             else self.freeze_batchnorm,
+            **self._network_kwargs(),
             **self.get_params_for("module"),
         )
         n_stages = len(module.stage_names)
@@ -474,6 +483,10 @@ class TransferNet(NeuralNetClassifier):
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self.module_ = module.to(memory_format=torch.channels_last)
         return self
+
+    def _network_kwargs(self):
+        """Further arguments of ``module`` that a subclass's parameters decide."""
+        return {}
 
     def initialize_criterion(self):
         kwargs = self.get_params_for("criterion")
@@ -494,7 +507,11 @@ class TransferNet(NeuralNetClassifier):
             return super().initialize_optimizer()
         kwargs.setdefault("weight_decay", self.weight_decay)
         stages = self.module_.stage_parameters()
-        groups = [{"params": list(self.module_.head.parameters()), "lr": self.lr}]
+        in_backbone = {id(parameter) for parameter in self.module_.backbone.parameters()}
+        new_layers = [
+            parameter for parameter in self.module_.parameters() if id(parameter) not in in_backbone
+        ]
+        groups = [{"params": new_layers, "lr": self.lr}]
         for depth, parameters in enumerate(reversed(stages)):
             if parameters:
                 rate = self.lr * self.backbone_lr_ratio * self.layer_decay**depth
@@ -551,6 +568,10 @@ class TransferNet(NeuralNetClassifier):
             raise ValueError(f"y holds labels that are not among classes {classes.tolist()}: {unknown[:10]}.")
         return np.array([index[label] for label in y.tolist()], dtype=np.int64)
 
+    def _targets(self, y, n_samples, reset=True, classes=None):
+        """What the network trains on for ``y``: class indices (subclasses may add -1 for unlabelled rows)."""
+        return self._encode_labels(y, n_samples, reset=reset, classes=classes)
+
     def _image_dataset(self, source, targets=None):
         vectors = isinstance(source, VectorRows)
         images = PreprocessedImages(
@@ -606,7 +627,12 @@ class TransferNet(NeuralNetClassifier):
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         if training:
-            kwargs.setdefault("shuffle", True)
+            sampler = self._batch_sampler(dataset, kwargs["batch_size"])
+            if sampler is not None:
+                kwargs["batch_sampler"] = sampler
+                del kwargs["batch_size"]
+            else:
+                kwargs.setdefault("shuffle", True)
             if self.augment is not None:
                 dataset = _with_augment(dataset, self._augmentation())
         if _yields_batches(dataset):
@@ -615,6 +641,10 @@ class TransferNet(NeuralNetClassifier):
             kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
         iterator = self.iterator_train if training else self.iterator_valid
         return iterator(dataset, **kwargs)
+
+    def _batch_sampler(self, dataset, batch_size):
+        """A batch sampler for the training data, or None for shuffled batches of ``batch_size``."""
+        return None
 
     def check_data(self, X, y=None):
         """Labels are checked and encoded by :meth:`fit` before skorch sees them."""
@@ -637,12 +667,12 @@ class TransferNet(NeuralNetClassifier):
         -------
         self
         """
-        return self._fit(X, y, None, fit_params)
+        return self._fit(X, y, fit_params)
 
-    def _fit(self, X, y, classes, fit_params):
+    def _fit(self, X, y, fit_params, **target_kwargs):
         self._check_settings()
         source = validated_source(self, X, reset=True)
-        codes = self._encode_labels(y, len(source), reset=True, classes=classes)
+        codes = self._targets(y, len(source), **target_kwargs)
         if not self.warm_start or not self.initialized_:
             self.initialize()
         return self._train(source, codes, "fit", fit_params)
@@ -662,14 +692,16 @@ class TransferNet(NeuralNetClassifier):
         -------
         self
         """
+        return self._partial_fit(X, y, fit_params, classes=classes)
+
+    def _partial_fit(self, X, y, fit_params, **target_kwargs):
         fit_params.pop("_routing_method", None)
         if not self.initialized_:
-            return self._fit(X, y, classes, fit_params)
+            return self._fit(X, y, fit_params, **target_kwargs)
         self._check_settings()
         source = validated_source(self, X, reset=False)
-        return self._train(
-            source, self._encode_labels(y, len(source), reset=False), "partial_fit", fit_params
-        )
+        codes = self._targets(y, len(source), reset=False, **target_kwargs)
+        return self._train(source, codes, "partial_fit", fit_params)
 
     def _train(self, source, codes, routing_method, fit_params):
         with self._on_device(), seeded(self.random_state):

@@ -1,0 +1,137 @@
+"""Which rows of ``fit(X, y, sample_domain)`` are labelled source rows and which are target rows.
+
+A row is target when its label is -1 (the convention of ``sklearn.semi_supervised``) or when its
+``sample_domain`` is negative; positive domains are sources. The labels of target rows are never read for
+training. Rows that keep a label and a positive domain train the classifier, so a few labelled target images
+given with their own positive domain make the adaptation semi-supervised.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.validation import column_or_1d
+
+UNLABELLED = -1
+
+
+class NoTargetDataWarning(UserWarning):
+    """fit saw no target row, so it trains on the source alone."""
+
+
+@dataclass
+class DomainSplit:
+    """The outcome of :func:`split_domains`: boolean masks over the rows."""
+
+    labelled: np.ndarray
+    target: np.ndarray
+
+
+def unlabelled_mask(y):
+    """True where the label is -1, the mark of an unlabelled (target) row.
+
+    Examples
+    --------
+    >>> unlabelled_mask(["cat", -1, "dog"]).tolist()
+    [False, True, False]
+    """
+    y = np.asarray(y, dtype=object) if not hasattr(y, "dtype") else np.asarray(y)
+    if y.dtype.kind in "iuf":
+        return y == UNLABELLED
+    if y.dtype.kind == "O":
+        return np.array([not isinstance(v, str) and v is not None and v == UNLABELLED for v in y], dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
+def split_domains(y, sample_domain, n_samples):
+    """Check ``y`` and ``sample_domain`` and tell the labelled source rows from the target rows.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels, -1 for target rows.
+    sample_domain : array-like of shape (n_samples,) or None
+        Positive for source rows, negative for target rows.
+    n_samples : int
+        Rows of X.
+
+    Returns
+    -------
+    DomainSplit
+
+    Examples
+    --------
+    >>> split = split_domains(["cat", "dog", "cat", "dog"], [1, 1, -2, -2], 4)
+    >>> split.labelled.tolist(), split.target.tolist()
+    ([True, True, False, False], [False, False, True, True])
+    >>> split_domains([0, 1, -1], None, 3).target.tolist()
+    [False, False, True]
+    """
+    if y is None:
+        raise ValueError(
+            "this estimator requires y to be passed, but the target y is None: give the labels of the source "
+            "rows, and -1 for target rows."
+        )
+    y = column_or_1d(y, warn=True)
+    if len(y) != n_samples:
+        raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")
+    target = unlabelled_mask(y)
+    if sample_domain is not None:
+        domains = column_or_1d(np.asarray(sample_domain), warn=True)
+        if len(domains) != n_samples:
+            raise ValueError(f"sample_domain has {len(domains)} values but X has {n_samples} rows.")
+        if domains.dtype.kind not in "iuf" or not np.all(np.isfinite(domains)):
+            raise ValueError(
+                "sample_domain must hold numbers: positive for source rows, negative for target rows."
+            )
+        zeros = np.flatnonzero(domains == 0)
+        if zeros.size == n_samples:
+            raise ValueError(
+                "sample_domain holds only zeros: mark source rows with positive values (1, 2, ...) and target "
+                "rows with negative ones (-1, -2, ...)."
+            )
+        if zeros.size:
+            raise ValueError(
+                f"sample_domain is 0 for samples {zeros[:10].tolist()}: use a positive value for a source row "
+                "and a negative one for a target row."
+            )
+        masked = domains < 0
+        _check_target_classes(y, target, masked)
+        target = target | masked
+    labelled = ~target
+    if not labelled.any():
+        raise ValueError(
+            "no labelled source rows: every row is a target row (y == -1 or a negative sample_domain); the "
+            "classifier needs labelled source images."
+        )
+    if not target.any():
+        warnings.warn(
+            "fit received no target rows, so it trains on the source alone. Mark target rows with y == -1 or "
+            "with a negative sample_domain (fit(X, y, sample_domain=...)).",
+            NoTargetDataWarning,
+            stacklevel=3,
+        )
+    return DomainSplit(labelled=labelled, target=target)
+
+
+def _check_target_classes(y, unlabelled, masked):
+    """Labels given to target rows (masked from training) must be classes the source rows teach."""
+    source_classes = set(y[~(unlabelled | masked)].tolist())
+    given = masked & ~unlabelled
+    unknown = sorted({label for label in y[given].tolist() if label not in source_classes}, key=str)
+    if unknown:
+        raise ValueError(
+            f"target rows hold labels that no source row has: {unknown[:10]}; a classifier trained on the "
+            "source can never predict them."
+        )
+
+
+def check_scorable(y):
+    """Refuse labels that mark unlabelled target rows: accuracy against -1 would count them as errors."""
+    unlabelled = np.flatnonzero(unlabelled_mask(column_or_1d(y)))
+    if unlabelled.size:
+        raise ValueError(
+            f"y holds -1 (unlabelled target rows) at samples {unlabelled[:10].tolist()}: accuracy against them "
+            "means nothing. Score with labelled target data, or select models without target labels through "
+            "sktransfer.domain_adaptation.prediction_entropy_scorer or importance_weighted_scorer."
+        )

@@ -1,0 +1,185 @@
+"""FeatureAlignmentClassifier: align source embeddings with the target's, then fit any estimator."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
+from sklearn.covariance import ledoit_wolf
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .domains import check_scorable, split_domains
+
+
+def _covariance(X, reg):
+    if reg == "auto":
+        return ledoit_wolf(X)[0]
+    return np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]) + reg * np.eye(X.shape[1])
+
+
+def _matrix_power(matrix, power):
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.clip(values, 1e-12, None) ** power) @ vectors.T
+
+
+def _estimator_has(method):
+    def check(self):
+        return hasattr(self.estimator_ if hasattr(self, "estimator_") else self._estimator(), method)
+
+    return check
+
+
+class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Align labelled source features with unlabelled target features, then train ``estimator`` on them.
+
+    The shallow path for embeddings, e.g. after :class:`~sktransfer.PretrainedFeatureExtractor` in a
+    Pipeline. Rows are marked as in :class:`~sktransfer.DomainAdaptedClassifier`: ``y == -1`` or a negative
+    ``sample_domain`` is target.
+
+    - ``"coral"`` (Sun et al. 2016): source features are whitened with their own covariance and re-coloured
+      with the target's, and moved to the target's mean; :meth:`predict` reads target features as they are.
+    - ``"subspace"`` (subspace alignment, Fernando et al. 2013): source and target get their own PCA bases,
+      and the source basis is mapped onto the target's; both are compared in the target's basis.
+    - ``"source_only"``: no alignment, the baseline.
+
+    Parameters
+    ----------
+    estimator : classifier or None, default=None
+        Trained on the aligned source features; ``None`` is a ``LogisticRegression(max_iter=1000)``.
+    method : {"coral", "subspace", "source_only"}, default="coral"
+    n_components : int or None, default=None
+        Dimension of the subspaces; ``None`` keeps as many as the smaller domain allows (at most 100).
+    reg : "auto" or float, default="auto"
+        Regularisation of CORAL's covariances: Ledoit-Wolf shrinkage, or this much added to the diagonal.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The fitted ``estimator``.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.domain_adaptation import FeatureAlignmentClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> source = rng.normal(size=(40, 5))
+    >>> labels = (source[:, 0] > 0).astype(int)
+    >>> target = 3 * source[:20] + 1  # the same task, rescaled and shifted
+    >>> X = np.concatenate([source, target])
+    >>> y = np.concatenate([labels, np.full(20, -1)])
+    >>> clf = FeatureAlignmentClassifier().fit(X, y)
+    >>> float((clf.predict(target) == labels[:20]).mean())
+    1.0
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "method": [StrOptions({"coral", "subspace", "source_only"})],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "reg": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, estimator=None, method="coral", n_components=None, reg="auto"):
+        self.estimator = estimator
+        self.method = method
+        self.n_components = n_components
+        self.reg = reg
+
+    def _estimator(self):
+        return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, sample_domain=None):
+        """Align the domains and fit ``estimator`` on the aligned labelled rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Source and target rows.
+        y : array-like of shape (n_samples,)
+            Source labels; -1 for target rows.
+        sample_domain : array-like of shape (n_samples,) or None
+            Positive for source rows, negative for target rows.
+
+        Returns
+        -------
+        self
+        """
+        X = validate_data(self, X, dtype=np.float64)
+        split = split_domains(y, sample_domain, len(X))
+        source, labels, target = X[split.labelled], column_or_1d(y)[split.labelled], X[split.target]
+        self.target_mean_ = target.mean(axis=0) if len(target) else source.mean(axis=0)
+        self.source_map_ = None
+        self.target_basis_ = None
+        if self.method == "coral" and len(target) > 1:
+            colour = _matrix_power(_covariance(target, self.reg), 0.5)
+            self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
+            aligned = (source - source.mean(axis=0)) @ self.source_map_ + self.target_mean_
+        elif self.method == "subspace" and len(target) > 1:
+            limit = min(len(source), len(target), X.shape[1], 100)
+            components = min(self.n_components or limit, limit)
+            source_basis = PCA(components).fit(source).components_.T
+            self.target_basis_ = PCA(components).fit(target).components_.T
+            aligned = (source - source.mean(axis=0)) @ source_basis @ (source_basis.T @ self.target_basis_)
+        else:
+            aligned = source
+        self.estimator_ = clone(self._estimator()).fit(aligned, labels)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def _target_features(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        if self.target_basis_ is not None:
+            return (X - self.target_mean_) @ self.target_basis_
+        return X
+
+    def predict(self, X):
+        """Labels of X, every row read as a target row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        features = self._target_features(X)
+        return self.estimator_.predict(features)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of X, every row read as a target row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        features = self._target_features(X)
+        return self.estimator_.predict_proba(features)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on labelled rows; refuses -1 labels, which would be scored as errors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like or None
+
+        Returns
+        -------
+        score : float
+        """
+        check_scorable(y)
+        return super().score(X, y, sample_weight=sample_weight)
