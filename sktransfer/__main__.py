@@ -18,7 +18,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import _safe_indexing
 
 from . import __version__
 from .backbones import OFFLINE_MODEL_NAME
@@ -103,7 +102,7 @@ def compare_fine_tuning(X, y, args):
     train, test = train_test_split(
         np.arange(len(y)), train_size=args.train_per_class * len(np.unique(y)), stratify=y, random_state=0
     )
-    X_train, X_test = _safe_indexing(X, train), _safe_indexing(X, test)
+    X_train, X_test = ([X[i] for i in rows] if isinstance(X, list) else X[rows] for rows in (train, test))
     print(
         f"\nfine-tuning {args.model} on {args.train_per_class} labelled images per class "
         f"({len(train)} in all), tested on the other {len(test)}:"

@@ -59,7 +59,7 @@ def seeded(random_state):
         yield
         return
     seed = int(random_state.randint(2**31 - 1)) if hasattr(random_state, "randint") else int(random_state)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # the CPU generator and every CUDA one: manual_seed seeds them all
         torch.manual_seed(seed)
         yield
 

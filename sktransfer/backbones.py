@@ -384,11 +384,12 @@ def feature_size(backbone, layer=None, pooling="avg"):
 def layer_groups(module, dominance=0.5):
     """Names of ``module``'s stages, from the input to the output, for gradual unfreezing and per-layer rates.
 
-    Stages are the children that hold parameters. A child holding more than ``dominance`` of the parameters
-    (torchvision's ``features`` Sequential, a ViT's ``encoder.layers``) is replaced by its own stages, so
-    that a ResNet gives ``conv1, bn1, layer1, ..., layer4`` and an EfficientNet ``features.0, ...,
-    features.8``. Parameters that belong to no stage (a ViT's class token) go with the first one, see
-    :func:`group_parameters`.
+    Stages are the children that hold parameters. An only child with parameters, or a child that holds more
+    than ``dominance`` of them and is itself a sequence of blocks (torchvision's ``features`` Sequential, a
+    ViT's ``encoder.layers``, a ResNet-50's ``layer4``), is replaced by its own stages; single layers
+    (convolutions, norms) are never split apart. So a ResNet-50 gives ``conv1, bn1, layer1, layer2, layer3,
+    layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. Parameters that belong
+    to no stage (a ViT's class token) go with the first one, see :func:`group_parameters`.
 
     Examples
     --------
@@ -407,8 +408,8 @@ def layer_groups(module, dominance=0.5):
         for name, child in children:
             qualified = f"{prefix}{name}"
             grandchildren = [c for c in child.children() if size(c) > 0]
-            dominant = len(children) == 1 or size(child) > dominance * total
-            if dominant and grandchildren and (len(children) == 1 or len(grandchildren) > 1):
+            blocks = len(grandchildren) > 1 and all(any(True for _ in c.children()) for c in grandchildren)
+            if grandchildren and (len(children) == 1 or (size(child) > dominance * total and blocks)):
                 names.extend(stages(f"{qualified}.", child))
             else:
                 names.append(qualified)

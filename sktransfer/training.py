@@ -9,12 +9,14 @@ features computed once when the backbone stays frozen. Estimators subclass it an
 """
 
 import contextlib
+import copy
 import math
 import os
 from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
@@ -22,13 +24,13 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, ProgressBar
 from skorch.callbacks.base import Callback
 from skorch.dataset import ValidSplit, unpack_data
-from skorch.utils import is_dataset
+from skorch.utils import is_dataset, to_numpy
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
-from ._runtime import PRECISIONS, autocast, resolve_device, run_inference, seeded
+from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference, seeded
 from .backbones import FeatureModel, cut_at_layer, feature_size, group_parameters, layer_groups, load_backbone
 from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
 
@@ -230,7 +232,7 @@ class WarmupLR(LRScheduler):
         if self.shape == "onecycle" and total >= 4:  # OneCycleLR needs two steps in each phase
             self.lr_scheduler_ = OneCycleLR(
                 net.optimizer_,
-                max_lr=[group["lr"] for group in net.optimizer_.param_groups],
+                max_lr=[group.get("initial_lr", group["lr"]) for group in net.optimizer_.param_groups],
                 total_steps=total,
                 pct_start=min(max(self.warmup, 2 / total), 0.5),
             )
@@ -432,16 +434,38 @@ class TransferNet(NeuralNetClassifier):
         ]
         if isinstance(self.lr_schedule, str):
             callbacks.append(("lr_schedule", WarmupLR(self.lr_schedule, self.warmup)))
-        if _is_true(self.early_stopping):
-            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
         if isinstance(self.checkpoint_dir, str | os.PathLike):
             monitor = "valid_loss_best" if self._validates() else "train_loss_best"
             callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
-        if _is_true(self.recalibrate_batchnorm):  # after early stopping has restored the best weights
-            callbacks.append(("batchnorm_recalibration", BatchNormRecalibration()))
         if isinstance(self.verbose, Integral) and self.verbose > 0:
             callbacks.append(("progress_bar", ProgressBar()))
-        return [*callbacks, ("print_log", skorch_defaults["print_log"])]
+        callbacks.append(("print_log", skorch_defaults["print_log"]))
+        # Early stopping ends an epoch by raising, so it comes after the callbacks that log the epoch; the
+        # recalibration comes after it, so that it sees the best weights early stopping restores.
+        if _is_true(self.early_stopping):
+            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
+        if _is_true(self.recalibrate_batchnorm):
+            callbacks.append(("batchnorm_recalibration", BatchNormRecalibration()))
+        return callbacks
+
+    def initialize_callbacks(self):
+        """skorch's callbacks; scoring callbacks that compare labels get them decoded, as predict gives them."""
+        super().initialize_callbacks()
+        decoded = []
+        for name, callback in self.callbacks_:
+            if (
+                isinstance(callback, EpochScoring)
+                and callback.target_extractor is to_numpy
+                and (callback.scoring is not encoded_accuracy)
+            ):
+                callback = copy.copy(callback)  # the user's callback object stays as given
+                callback.target_extractor = self._decode_targets
+            decoded.append((name, callback))
+        self.callbacks_ = decoded
+        return self
+
+    def _decode_targets(self, y):
+        return self.classes_[to_numpy(y)]
 
     def _validates(self):
         return self.train_split is not None or _is_true(self.early_stopping)
@@ -455,10 +479,35 @@ class TransferNet(NeuralNetClassifier):
     # -- initialisation -------------------------------------------------------------------------------
 
     def initialize(self):
-        with self._on_device(), seeded(self.random_state):
+        with seeded(self.random_state):
             super().initialize()
         self.grad_scaler_ = self._new_grad_scaler()
         return self
+
+    # skorch moves new components to ``self.device``, also when set_params rebuilds one.
+    def _initialize_module(self, reason=None):
+        with self._on_device():
+            return super()._initialize_module(reason)
+
+    def _initialize_criterion(self, reason=None):
+        with self._on_device():
+            return super()._initialize_criterion(reason)
+
+    def _initialize_optimizer(self, reason=None):
+        with self._on_device():
+            return super()._initialize_optimizer(reason)
+
+    def _move_to_device(self):
+        """Move the fitted network (and optimizer state) to ``device`` if it was set after fitting."""
+        device = resolve_device(self.device)
+        if module_device(self.module_) == device:
+            return
+        self.module_.to(device)
+        self.criterion_.to(device)
+        for state in self.optimizer_.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.ndim > 0:
+                    state[key] = value.to(device)
 
     def initialize_module(self):
         backbone = load_backbone(
@@ -466,16 +515,15 @@ class TransferNet(NeuralNetClassifier):
         )
         n_features = feature_size(backbone, self.layer, self.pooling)
         features = FeatureModel(cut_at_layer(backbone.module, self.layer), pooling=self.pooling)
+        frozen_statistics = (
+            self.weights is not None if self.freeze_batchnorm == "auto" else self.freeze_batchnorm
+        )
+        settings = {"dropout": self.dropout, "frozen_statistics": frozen_statistics, **self._network_kwargs()}
         module = self.module(
             backbone=features,
             n_features=n_features,
             n_classes=len(self.classes_),
-            dropout=self.dropout,
-            frozen_statistics=self.weights is not None
-            if self.freeze_batchnorm == "auto"
-            else self.freeze_batchnorm,
-            **self._network_kwargs(),
-            **self.get_params_for("module"),
+            **{**settings, **self.get_params_for("module")},
         )
         n_stages = len(module.stage_names)
         initial = trainable_stage_count(self.strategy, 0, n_stages, self.freeze_epochs, self.unfreeze_epochs)
@@ -614,9 +662,7 @@ class TransferNet(NeuralNetClassifier):
 
     def get_split_datasets(self, X, y=None, **fit_params):
         if self.early_stopping and self.train_split is None:
-            seed = (
-                None if self.random_state is None else np.random.RandomState(self.random_state).randint(2**31)
-            )
+            seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
         return super().get_split_datasets(X, y, **fit_params)
@@ -633,6 +679,8 @@ class TransferNet(NeuralNetClassifier):
                 del kwargs["batch_size"]
             else:
                 kwargs.setdefault("shuffle", True)
+                # A last batch of one row breaks BatchNorm in training mode.
+                kwargs.setdefault("drop_last", len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1)
             if self.augment is not None:
                 dataset = _with_augment(dataset, self._augmentation())
         if _yields_batches(dataset):
@@ -672,8 +720,9 @@ class TransferNet(NeuralNetClassifier):
     def _fit(self, X, y, fit_params, **target_kwargs):
         self._check_settings()
         source = validated_source(self, X, reset=True)
-        codes = self._targets(y, len(source), **target_kwargs)
-        if not self.warm_start or not self.initialized_:
+        warm = self.warm_start and self.initialized_
+        codes = self._targets(y, len(source), reset=not warm, **target_kwargs)
+        if not warm:
             self.initialize()
         return self._train(source, codes, "fit", fit_params)
 
@@ -705,6 +754,7 @@ class TransferNet(NeuralNetClassifier):
 
     def _train(self, source, codes, routing_method, fit_params):
         with self._on_device(), seeded(self.random_state):
+            self._move_to_device()
             data = self._training_data(source, codes)
             super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
         return self
@@ -719,13 +769,19 @@ class TransferNet(NeuralNetClassifier):
         y_pred = self.infer(Xi, **fit_params)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         if not torch.isfinite(loss):
+            precision = (
+                "" if self.precision == "float32" else f"precision='float32' (now {self.precision!r}), "
+            )
             raise TrainingDivergedError(
                 f"the training loss became {loss.item()} in epoch {len(self.history)}: training diverged. "
-                f"Try a smaller lr (now {self.lr}), precision='float32' (now {self.precision!r}), gradient "
-                "clipping (callbacks=[skorch.callbacks.GradientNormClipping(1.0)]), and check that no image "
-                "in X is corrupt."
+                f"Try a smaller lr (now {self.lr}), {precision}gradient clipping "
+                "(callbacks=[skorch.callbacks.GradientNormClipping(1.0)]), and check that no image in X is corrupt."
             )
-        self._grad_scaler().scale(loss).backward()
+        scaler = self._grad_scaler()
+        scaler.scale(loss).backward()
+        if scaler.is_enabled():  # callbacks (gradient clipping) must see the true gradients
+            for name in self._optimizers:
+                scaler.unscale_(getattr(self, name + "_"))
         return {"loss": loss, "y_pred": y_pred}
 
     def _grad_scaler(self):
@@ -747,6 +803,7 @@ class TransferNet(NeuralNetClassifier):
 
     def forward_iter(self, X, training=False, device="cpu"):
         with self._on_device():
+            self._move_to_device()
             yield from super().forward_iter(X, training=training, device=device)
 
     def predict_proba(self, X):
@@ -789,7 +846,9 @@ class TransferNet(NeuralNetClassifier):
             return super().load_params(*args, **kwargs)
 
     def __setattr__(self, name, value):
-        if name == "model":  # a user's module is a parameter here, not a component skorch should register
+        if name in ("model", "augment", "preprocess", "preprocess_"):
+            # These may be modules (a user's network, torchvision v2 transforms), but they are parameters or
+            # plain fitted state here, not components for skorch to register, move and train.
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)

@@ -317,7 +317,8 @@ class DomainAdaptedClassifier(TransferNet):
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         super().on_batch_begin(net, batch=batch, training=training, **kwargs)
         if training and self.module_.discriminator is not None:
-            done = len(self.history) - 1 + len(self.history[-1, "batches"]) / self._batches_per_epoch
+            # skorch has just opened this batch's history row, so the rows before it are the batches done.
+            done = len(self.history) - 1 + (len(self.history[-1, "batches"]) - 1) / self._batches_per_epoch
             self.module_.reversal = reversal_coefficient(min(done / self.max_epochs, 1.0))
 
     def get_loss(self, y_pred, y_true, X=None, training=False):

@@ -96,14 +96,13 @@ def split_domains(y, sample_domain, n_samples):
                 "and a negative one for a target row."
             )
         masked = domains < 0
+        if (target | masked).all():
+            _no_source_rows()
         _check_target_classes(y, target, masked)
         target = target | masked
     labelled = ~target
     if not labelled.any():
-        raise ValueError(
-            "no labelled source rows: every row is a target row (y == -1 or a negative sample_domain); the "
-            "classifier needs labelled source images."
-        )
+        _no_source_rows()
     if not target.any():
         warnings.warn(
             "fit received no target rows, so it trains on the source alone. Mark target rows with y == -1 or "
@@ -112,6 +111,13 @@ def split_domains(y, sample_domain, n_samples):
             stacklevel=3,
         )
     return DomainSplit(labelled=labelled, target=target)
+
+
+def _no_source_rows():
+    raise ValueError(
+        "no labelled source rows: every row is a target row (y == -1 or a negative sample_domain); the "
+        "classifier needs labelled source images."
+    )
 
 
 def _check_target_classes(y, unlabelled, masked):

@@ -65,7 +65,9 @@ def importance_weighted_scorer(estimator, X, y, sample_domain=None):
 
     A logistic regression tells target rows from source rows on the estimator's features; a source row
     weighs p(target | x) / p(source | x). The weighted source accuracy estimates the target accuracy without
-    a single target label.
+    a single target label. It assumes that ``predict`` maps source and target rows alike, as
+    DomainAdaptedClassifier does; FeatureAlignmentClassifier moves only its training source rows, so score
+    it with :func:`prediction_entropy_scorer`.
 
     Examples
     --------

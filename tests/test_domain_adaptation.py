@@ -1,0 +1,206 @@
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sktransfer import DomainAdaptedClassifier
+from sktransfer.domain_adaptation import (
+    FeatureAlignmentClassifier,
+    NoTargetDataWarning,
+    importance_weighted_scorer,
+    prediction_entropy_scorer,
+)
+from sktransfer.domain_adaptation.deep import DomainBalancedBatchSampler
+
+from ._models import TinyConvNet
+
+
+def deep(**params):
+    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
+    return DomainAdaptedClassifier(**{**defaults, **params})
+
+
+@pytest.fixture
+def shifted_images(labelled_images):
+    """Source: the dark/bright images; target: the same images with a colour cast, half of them unlabelled."""
+    X, y = labelled_images
+    target = np.clip(X.astype(int) * [1.0, 0.6, 0.3] + 40, 0, 255).astype(np.uint8)
+    images = np.concatenate([X, target])
+    labels = np.concatenate([y, np.full(len(target), -1, dtype=object)]).astype(object)
+    return images, labels, y
+
+
+@pytest.fixture
+def shifted_features():
+    """Two Gaussian classes; the target domain is mixed by a symmetric positive definite map and moved."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    scales, centres = [1, 3, 0.5, 1], labels[:, None] * [2.5, 0, 0, 0]
+    source = rng.normal(size=(200, 4)) * scales + centres
+    mixing = rng.normal(size=(4, 4))
+    target = (rng.normal(size=(200, 4)) * scales + centres) @ (mixing @ mixing.T / 4 + np.eye(4)) + 3
+    X = np.concatenate([source, target])
+    y = np.concatenate([labels, np.full(200, -1)])
+    return X, y, labels
+
+
+@pytest.mark.parametrize("method", ["dann", "mmd", "coral", "mcc", "source_only"])
+def test_every_method_trains_and_predicts_one_row_per_input(shifted_images, method):
+    X, y, _ = shifted_images
+    clf = deep(method=method).fit(X, y)
+    assert clf.classes_.tolist() == ["bright", "dark"]
+    assert clf.predict(X[-5:]).shape == (5,)
+    assert set(clf.predict(X)) <= {"bright", "dark"}
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
+    assert clf.embed(X[:3]).shape == (3, 256)
+
+
+def test_grid_search_with_minus_one_labels(shifted_images):
+    X, y, _ = shifted_images
+    y = np.array([-1 if label == -1 else int(label == "dark") for label in y])  # stratified splits sort y
+    search = GridSearchCV(
+        deep(method="coral"), {"trade_off": [0.1, 1.0]}, cv=2, scoring=prediction_entropy_scorer
+    ).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.predict(X[:4]).shape == (4,)
+
+
+def test_routed_sample_domain_through_pipeline_and_grid_search(shifted_images):
+    X, _, y_source = shifted_images
+    y = np.concatenate([y_source, y_source])  # target labels given, but masked by the negative domain
+    domains = np.repeat([1, -2], len(y_source))
+    with sklearn.config_context(enable_metadata_routing=True):
+        clf = deep(method="mmd").set_fit_request(sample_domain=True)
+        folds = StratifiedKFold(2, shuffle=True, random_state=0)  # each fold keeps rows of both domains
+        search = GridSearchCV(clf, {"lr": [1e-3, 1e-2]}, cv=folds, scoring=prediction_entropy_scorer)
+        search.fit(X, y, sample_domain=domains)
+        assert search.best_estimator_.predict(X[:3]).shape == (3,)
+        shallow = FeatureAlignmentClassifier().set_fit_request(sample_domain=True)
+        rng = np.random.default_rng(0)
+        features = rng.normal(size=(len(X), 6))
+        pipeline = make_pipeline(StandardScaler(), shallow).fit(features, y, sample_domain=domains)
+        assert pipeline.predict(features).shape == (len(X),)
+
+
+def test_masked_target_labels_do_not_change_the_fit(shifted_images):
+    X, _, y_source = shifted_images
+    domains = np.repeat([1, -1], len(y_source))
+    rng = np.random.default_rng(1)
+    one = np.concatenate([y_source, y_source])
+    other = np.concatenate([y_source, rng.permutation(y_source)])
+    first = deep(method="dann").fit(X, one, sample_domain=domains).predict_proba(X)
+    second = deep(method="dann").fit(X, other, sample_domain=domains).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+    minus_one = np.concatenate([y_source, np.full(len(y_source), -1, dtype=object)]).astype(object)
+    third = deep(method="dann").fit(X, minus_one).predict_proba(X)
+    np.testing.assert_array_equal(first, third)
+
+
+def test_two_fits_give_identical_predictions_and_pickle_round_trips(shifted_images):
+    X, y, _ = shifted_images
+    first = deep(method="dann", dropout=0.2).fit(X, y)
+    second = deep(method="dann", dropout=0.2).fit(X, y)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))
+
+
+def test_batches_are_half_source_half_target():
+    is_target = np.array([False] * 10 + [True] * 3)
+    sampler = DomainBalancedBatchSampler(is_target, batch_size=4)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 5
+    assert sorted(i for batch in batches for i in batch if i < 10) == list(range(10))
+    assert all(sum(i >= 10 for i in batch) == sum(i < 10 for i in batch) == 2 for batch in batches)
+
+
+def test_reversal_strength_warms_up(shifted_images):
+    X, y, _ = shifted_images
+    clf = deep(method="dann", max_epochs=3)
+    seen = []
+    original = clf.on_batch_begin
+
+    def record(net, batch=None, training=False, **kwargs):
+        original(net, batch=batch, training=training, **kwargs)
+        if training:
+            seen.append(net.module_.reversal)
+
+    clf.on_batch_begin = record
+    clf.fit(X, y)
+    assert seen[0] == 0.0
+    assert seen == sorted(seen)
+    assert 0.9 < seen[-1] < 1.0
+
+
+def test_bad_input_is_refused_early(shifted_images):
+    X, y, _ = shifted_images
+    with pytest.raises(ValueError, match="no labelled source rows"):
+        deep().fit(X, np.full(len(X), -1))
+    with pytest.raises(ValueError, match="sample_domain has 3 values but X has 48 rows"):
+        deep().fit(X, y, sample_domain=[1, 1, -1])
+    with pytest.raises(ValueError, match="only zeros"):
+        deep().fit(X, y, sample_domain=np.zeros(len(X)))
+    labels = np.concatenate([y[:24], np.array(["grey"] * 24, dtype=object)])
+    with pytest.raises(ValueError, match=r"no source row has: \['grey'\]"):
+        deep().fit(X, labels, sample_domain=np.repeat([1, -1], 24))
+    with pytest.raises(ValueError, match="method"):
+        deep(method="adda").fit(X, y)
+    with pytest.raises(ValueError, match="-1"):
+        deep(max_epochs=1).fit(X, y).score(X, y)
+
+
+def test_no_target_rows_warns_and_trains_on_the_source(labelled_images):
+    X, y = labelled_images
+    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain"):
+        clf = deep(method="dann").fit(X, y)
+    assert clf.score(X, y) >= 0.5
+
+
+def test_inputs_are_not_modified(shifted_images):
+    X, y, _ = shifted_images
+    X_before, y_before = X.copy(), y.copy()
+    domains = np.repeat([1, -1], 24)
+    deep(max_epochs=1).fit(X, y, sample_domain=domains)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(domains, np.repeat([1, -1], 24))
+
+
+@pytest.mark.parametrize("method", ["coral", "subspace"])
+def test_shallow_alignment_beats_source_only(shifted_features, method):
+    X, y, labels = shifted_features
+    target = X[200:]
+    baseline = FeatureAlignmentClassifier(method="source_only").fit(X, y)
+    adapted = FeatureAlignmentClassifier(method=method).fit(X, y)
+    assert adapted.score(target, labels) > baseline.score(target, labels) + 0.1
+
+
+def test_shallow_path_after_the_extractor_in_a_pipeline(shifted_images):
+    from sktransfer import PretrainedFeatureExtractor
+
+    X, y, _ = shifted_images
+    pipeline = make_pipeline(
+        PretrainedFeatureExtractor(model=TinyConvNet, device="cpu"), FeatureAlignmentClassifier()
+    ).fit(X, y)
+    assert pipeline.predict(X).shape == (len(X),)
+    assert prediction_entropy_scorer(pipeline, X, y) <= 0
+
+
+def test_label_free_scorers(shifted_features, shifted_images):
+    X, y, labels = shifted_features
+    aligned = FeatureAlignmentClassifier(method="coral").fit(X, y)
+    plain = FeatureAlignmentClassifier(method="source_only").fit(X, y)
+    assert prediction_entropy_scorer(aligned, X, y) <= 0
+    # Source accuracy, weighted towards the target-like source rows.
+    assert 0.5 < importance_weighted_scorer(plain, X, y) <= 1.0
+    with pytest.raises(ValueError, match="needs labelled source rows and target rows"):
+        importance_weighted_scorer(plain, X[:200], labels)
+    images, image_labels, _ = shifted_images
+    y_int = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
+    clf = deep(method="coral").fit(images, y_int)
+    assert 0.0 <= importance_weighted_scorer(clf, images, y_int) <= 1.0  # on clf.embed() features
