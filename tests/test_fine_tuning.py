@@ -287,3 +287,27 @@ def test_verbose_prints_the_epoch_table(labelled_images, capsys):
     assert capsys.readouterr().out == ""
     tiny(max_epochs=1, verbose=1).fit(X, y)
     assert "train_loss" in capsys.readouterr().out
+
+
+def test_torchvision_transforms_and_skorch_features_as_parameters(labelled_images):
+    from skorch.callbacks import EpochScoring
+    from torchvision.transforms import v2
+
+    X, y = labelled_images
+    clf = tiny(
+        strategy="full",
+        augment=v2.RandomHorizontalFlip(),
+        preprocess=v2.Compose([v2.Resize((12, 12)), v2.ToDtype(torch.float32, scale=True)]),
+        callbacks=[EpochScoring("accuracy", on_train=True, name="train_acc")],
+        module__dropout=0.1,
+        random_state=np.random.RandomState(0),
+        early_stopping=True,
+        validation_fraction=0.25,
+        lr=0.05,
+        max_epochs=4,
+    ).fit(X, y)
+    assert clf.module_.head[0].p == 0.1
+    assert 0 <= clf.history[-1, "train_acc"] <= 1  # scored against the labels as given (strings)
+    assert clf.set_params(criterion__label_smoothing=0.1).criterion_.label_smoothing == 0.1
+    clf.set_params(device="cpu", warm_start=True).fit(X[:12], y[:12])
+    assert clf.classes_.tolist() == ["bright", "dark"]  # a warm start keeps the classes and the head
