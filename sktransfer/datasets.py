@@ -94,6 +94,90 @@ def load_digit_images(size=32):
     return np.repeat(grey[..., None], 3, axis=3), digits.target.copy()
 
 
+_FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
+
+
+def _digit_fonts():
+    """Pillow's bundled font, plus the system's DejaVu and Liberation fonts where there are any."""
+    from PIL import ImageFont
+
+    fonts = [None]  # None: Pillow's own scalable font
+    for folder in _FONT_FOLDERS:
+        root = Path(folder)
+        if root.is_dir():
+            fonts += sorted(
+                str(path)
+                for path in root.rglob("*.ttf")
+                if path.name.startswith(("DejaVu", "Liberation")) and "Oblique" not in path.name
+            )
+    return fonts, ImageFont
+
+
+def load_rendered_digits(n_per_class=100, size=32, random_state=0):
+    """Digits 0-9 typeset with Pillow: a labelled source domain for the handwritten :func:`load_digit_images`.
+
+    Each image is one digit in a randomly chosen font (Pillow's own, and the DejaVu and Liberation fonts
+    the system has), at a random size, stroke width, rotation and position: light ink on a dark
+    background, like scikit-learn's digits.
+
+    Parameters
+    ----------
+    n_per_class : int, default=100
+        Images per digit.
+    size : int, default=32
+        Side of the images in pixels.
+    random_state : int, RandomState instance or None, default=0
+
+    Returns
+    -------
+    images : ndarray of shape (10 * n_per_class, size, size, 3), dtype uint8
+    labels : ndarray of shape (10 * n_per_class,), dtype int
+
+    Examples
+    --------
+    >>> images, labels = load_rendered_digits(n_per_class=2, size=24)
+    >>> images.shape, labels[:4].tolist()
+    ((20, 24, 24, 3), [0, 0, 1, 1])
+    """
+    from PIL import Image, ImageDraw
+
+    fonts, image_font = _digit_fonts()
+    rng = check_random_state(random_state)
+    canvas = 4 * size
+    images, labels = [], []
+    for digit in range(10):
+        for _ in range(n_per_class):
+            font_path = fonts[rng.randint(len(fonts))]
+            font_size = int(canvas * rng.uniform(0.55, 0.8))
+            font = (
+                image_font.load_default(font_size)
+                if font_path is None
+                else image_font.truetype(font_path, font_size)
+            )
+            image = Image.new("L", (canvas, canvas))
+            ImageDraw.Draw(image).text(
+                (canvas / 2, canvas / 2),
+                str(digit),
+                fill=255,
+                font=font,
+                anchor="mm",
+                stroke_width=int(rng.randint(0, max(2, canvas // 16))),
+                stroke_fill=255,
+            )
+            image = image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+            shift = rng.uniform(-0.1, 0.1, size=2) * canvas
+            image = image.transform(
+                image.size,
+                Image.Transform.AFFINE,
+                (1, 0, shift[0], 0, 1, shift[1]),
+                Image.Resampling.BILINEAR,
+            )
+            grey = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
+            images.append(np.repeat(grey[..., None], 3, axis=2))
+            labels.append(digit)
+    return np.stack(images), np.array(labels)
+
+
 def load_sample_photo(name="chelsea"):
     """One of scikit-image's bundled RGB photographs (``"chelsea"`` is a tabby cat), as uint8 H×W×3."""
     return getattr(_skimage_data(), name)()

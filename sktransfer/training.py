@@ -31,7 +31,15 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference, seeded
-from .backbones import FeatureModel, cut_at_layer, feature_size, group_parameters, layer_groups, load_backbone
+from .backbones import (
+    Backbone,
+    FeatureModel,
+    cut_at_layer,
+    feature_size,
+    group_parameters,
+    layer_groups,
+    load_backbone,
+)
 from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
@@ -390,7 +398,7 @@ class TransferNet(NeuralNetClassifier):
     """
 
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
-        "model": [str, nn.Module, callable],
+        "model": [str, nn.Module, callable, None],
         "weights": [str, os.PathLike, None],
         "strategy": [StrOptions(set(STRATEGIES))],
         "layer": [str, None],
@@ -510,10 +518,17 @@ class TransferNet(NeuralNetClassifier):
                     state[key] = value.to(device)
 
     def initialize_module(self):
-        backbone = load_backbone(
-            self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
-        )
-        n_features = feature_size(backbone, self.layer, self.pooling)
+        if self.model is None:  # X holds features already (embeddings): the new layers read them as they are
+            if not hasattr(self, "n_features_in_"):
+                raise ValueError(
+                    "model=None reads feature vectors: X must be a 2-D array, one row per sample."
+                )
+            backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
+        else:
+            backbone = load_backbone(
+                self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
+            )
+            n_features = feature_size(backbone, self.layer, self.pooling)
         features = FeatureModel(cut_at_layer(backbone.module, self.layer), pooling=self.pooling)
         frozen_statistics = (
             self.weights is not None if self.freeze_batchnorm == "auto" else self.freeze_batchnorm

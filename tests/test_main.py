@@ -10,7 +10,8 @@ from sktransfer.datasets import load_image_folder, load_textures
 
 
 def test_main_job_on_the_offline_default(capsys):
-    assert main(["--per-class", "4", "--cv", "2", "--quiet", "--train-per-class", "2", "--epochs", "2"]) == 0
+    options = ["--train-per-class", "2", "--epochs", "2", "--digits-per-class", "3", "--target-digits", "30"]
+    assert main(["--per-class", "4", "--cv", "2", "--quiet", *options]) == 0
     out = capsys.readouterr().out
     assert "20 images, 5 classes" in out
     assert "linear probe on efficientnet_lite0 embeddings" in out
