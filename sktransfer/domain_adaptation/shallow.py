@@ -15,8 +15,10 @@ from .domains import check_scorable, split_domains
 
 
 def _covariance(X, reg):
-    if reg == "auto":
-        return ledoit_wolf(X)[0]
+    if reg == "auto":  # Ledoit-Wolf shrinkage of the correlations, so features of small scale are not swamped
+        scale = X.std(axis=0)
+        scale[scale == 0] = 1.0
+        return ledoit_wolf(X / scale)[0] * np.outer(scale, scale)
     return np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]) + reg * np.eye(X.shape[1])
 
 
@@ -39,8 +41,8 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
     Pipeline. Rows are marked as in :class:`~sktransfer.DomainAdaptedClassifier`: ``y == -1`` or a negative
     ``sample_domain`` is target.
 
-    - ``"coral"`` (Sun et al. 2016): source features are whitened with their own covariance and re-coloured
-      with the target's, and moved to the target's mean; :meth:`predict` reads target features as they are.
+    - ``"coral"`` (Sun et al. 2016): source features are centred, whitened with their own covariance and
+      re-coloured with the target's; :meth:`predict` centres target features on the target's mean.
     - ``"subspace"`` (subspace alignment, Fernando et al. 2013): source and target get their own PCA bases,
       and the source basis is mapped onto the target's; both are compared in the target's basis.
     - ``"source_only"``: no alignment, the baseline.
@@ -53,7 +55,8 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
     n_components : int or None, default=None
         Dimension of the subspaces; ``None`` keeps as many as the smaller domain allows (at most 100).
     reg : "auto" or float, default="auto"
-        Regularisation of CORAL's covariances: Ledoit-Wolf shrinkage, or this much added to the diagonal.
+        Regularisation of CORAL's covariances: Ledoit-Wolf shrinkage of the correlation matrix (towards the
+        diagonal of the variances), or this much added to the diagonal.
 
     Attributes
     ----------
@@ -119,7 +122,7 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
         if self.method == "coral" and len(target) > 1:
             colour = _matrix_power(_covariance(target, self.reg), 0.5)
             self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
-            aligned = (source - source.mean(axis=0)) @ self.source_map_ + self.target_mean_
+            aligned = (source - source.mean(axis=0)) @ self.source_map_
         elif self.method == "subspace" and len(target) > 1:
             limit = min(len(source), len(target), X.shape[1], 100)
             components = min(self.n_components or limit, limit)
@@ -137,6 +140,8 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
         X = validate_data(self, X, dtype=np.float64, reset=False)
         if self.target_basis_ is not None:
             return (X - self.target_mean_) @ self.target_basis_
+        if self.source_map_ is not None:
+            return X - self.target_mean_
         return X
 
     def predict(self, X):
