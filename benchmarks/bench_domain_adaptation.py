@@ -52,7 +52,8 @@ def ours(method, args, device, seed=0):
     return DomainAdaptedClassifier(
         method=method,
         model=None,  # X holds the backbone's embeddings
-        lr=args.lr,  # with the default cosine schedule after a warm-up
+        lr=args.lr,
+        warmup=0.0,  # the cosine decay skada's nets get, without the default warm-up
         max_epochs=args.epochs,
         batch_size=2 * args.batch_size,  # half source, half target
         device=device,

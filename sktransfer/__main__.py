@@ -155,7 +155,7 @@ def compare_domain_adaptation(args):
         "source only (logistic regression)": FeatureAlignmentClassifier(method="source_only"),
         "CORAL alignment + logistic regression": FeatureAlignmentClassifier(method="coral"),
         "subspace alignment + logistic regression": FeatureAlignmentClassifier(method="subspace"),
-        "DANN on the embeddings": DomainAdaptedClassifier(method="dann", model=None, random_state=0),
+        "MMD (DAN) on the embeddings": DomainAdaptedClassifier(method="mmd", model=None, random_state=0),
         "MCC on the embeddings": DomainAdaptedClassifier(method="mcc", model=None, random_state=0),
     }
     print(
