@@ -23,6 +23,9 @@ def test_main_job_on_the_offline_default(capsys):
         "from scratch",
     ):
         assert method in out
+    assert "30 typeset digits (labelled) -> 30 handwritten digits" in out
+    for method in ("source only", "CORAL alignment", "subspace alignment", "MMD (DAN)", "MCC"):
+        assert method in out
 
 
 def test_main_job_on_an_image_folder(tmp_path, capsys):

@@ -126,8 +126,8 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
         elif self.method == "subspace" and len(target) > 1:
             limit = min(len(source), len(target), X.shape[1], 100)
             components = min(self.n_components or limit, limit)
-            source_basis = PCA(components).fit(source).components_.T
-            self.target_basis_ = PCA(components).fit(target).components_.T
+            source_basis = PCA(components, svd_solver="full").fit(source).components_.T
+            self.target_basis_ = PCA(components, svd_solver="full").fit(target).components_.T
             aligned = (source - source.mean(axis=0)) @ source_basis @ (source_basis.T @ self.target_basis_)
         else:
             aligned = source
