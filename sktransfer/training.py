@@ -287,7 +287,7 @@ class BatchNormRecalibration(Callback):
             if int(layer.num_batches_tracked) != self.counts_.get(name)
         ]
         if trained and dataset is not None:
-            recalibrate_batchnorm(net, trained, dataset)
+            recalibrate_batchnorm(net, trained, net.recalibration_data(dataset))
 
 
 def recalibrate_batchnorm(net, layers, dataset):
@@ -704,6 +704,10 @@ class TransferNet(NeuralNetClassifier):
             kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
         iterator = self.iterator_train if training else self.iterator_valid
         return iterator(dataset, **kwargs)
+
+    def recalibration_data(self, dataset):
+        """The rows whose statistics BatchNorm layers keep after training (all training rows here)."""
+        return dataset
 
     def _batch_sampler(self, dataset, batch_size):
         """A batch sampler for the training data, or None for shuffled batches of ``batch_size``."""

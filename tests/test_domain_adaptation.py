@@ -203,3 +203,17 @@ def test_label_free_scorers(shifted_features, shifted_images):
     y_int = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
     clf = deep(method="coral").fit(images, y_int)
     assert 0.0 <= importance_weighted_scorer(clf, images, y_int) <= 1.0  # on clf.embed() features
+
+
+def test_batchnorm_keeps_the_statistics_of_the_target_rows(shifted_features):
+    import torch
+
+    X, y, _ = shifted_features
+    clf = DomainAdaptedClassifier(
+        model=None, method="coral", max_epochs=2, batch_size=40, device="cpu", random_state=0
+    ).fit(X, y)
+    linear, batchnorm = clf.module_.bottleneck[0], clf.module_.bottleneck[1]
+    with torch.no_grad():
+        target_activations = linear(torch.as_tensor(X[200:], dtype=torch.float32))
+    # Five equal batches of the 200 target rows: the average of batch means is the mean.
+    torch.testing.assert_close(batchnorm.running_mean, target_activations.mean(dim=0), rtol=1e-4, atol=1e-5)
