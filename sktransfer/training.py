@@ -10,7 +10,6 @@ features computed once when the backbone stays frozen. Estimators subclass it an
 
 import contextlib
 import copy
-import math
 import os
 from numbers import Integral, Real
 
@@ -21,16 +20,27 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, ProgressBar
-from skorch.callbacks.base import Callback
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, ProgressBar
 from skorch.dataset import ValidSplit, unpack_data
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
-from torch.utils.data import Dataset, Subset
-from torchvision.transforms import v2
 
 from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference, seeded
+from ._training_callbacks import (
+    BatchNormRecalibration,
+    StageUnfreezer,
+    WarmupLR,
+    encoded_accuracy,
+    trainable_stage_count,
+)
+from ._training_data import (
+    LabelledImages,
+    PrecomputedFeatures,
+    already_batched,
+    default_augmentation,
+    with_augment,
+    yields_batches,
+)
 from .backbones import (
     Backbone,
     FeatureModel,
@@ -49,26 +59,6 @@ _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 class TrainingDivergedError(FloatingPointError):
     """The training loss stopped being a finite number."""
-
-
-def default_augmentation():
-    """The ``augment="default"`` transform: flips, small shifts, rotations and zooms, and colour jitter.
-
-    Every step keeps the image size, so it works before any preprocessing.
-
-    Examples
-    --------
-    >>> import torch
-    >>> default_augmentation()(torch.zeros(3, 32, 32, dtype=torch.uint8)).shape
-    torch.Size([3, 32, 32])
-    """
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        ]
-    )
 
 
 class TransferNetwork(nn.Module):
@@ -156,225 +146,6 @@ class TransferNetwork(nn.Module):
                 if isinstance(layer, nn.modules.batchnorm._BatchNorm):
                     layer.eval()
         return self
-
-
-def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epochs):
-    """How many of the ``n_stages`` backbone stages train during ``epoch`` (counted from 0).
-
-    ``"linear_probe"`` and ``"bitfit"`` train none (BitFit trains biases and norms on top), ``"full"`` all.
-    ``"lp_ft"`` trains the head alone for ``freeze_epochs`` epochs, then everything. ``"gradual"`` also
-    starts with the head alone, then unfreezes the stages from the top down in ``unfreeze_epochs`` equal
-    steps, one per epoch.
-
-    Examples
-    --------
-    >>> [trainable_stage_count("gradual", epoch, 9, 1, 3) for epoch in range(5)]
-    [0, 3, 6, 9, 9]
-    """
-    if strategy in ("linear_probe", "bitfit"):
-        return 0
-    if strategy == "full":
-        return n_stages
-    if epoch < freeze_epochs:
-        return 0
-    if strategy == "lp_ft":
-        return n_stages
-    steps = min(epoch - freeze_epochs + 1, unfreeze_epochs)
-    return math.ceil(n_stages * steps / unfreeze_epochs)
-
-
-class StageUnfreezer(Callback):
-    """Sets, at the start of each epoch, which backbone stages train, following the net's ``strategy``.
-
-    The count is recorded in the history as ``trainable_stages``.
-    """
-
-    def on_epoch_begin(self, net, **kwargs):
-        count = net.trainable_stages(len(net.history) - 1)
-        net.module_.set_trainable(count, bitfit=net.strategy == "bitfit")
-        net.history.record("trainable_stages", count)
-
-
-class WarmupSchedule:
-    """Learning-rate factor at a step: linear warm-up to 1, then a cosine decay to 0 (or a constant 1)."""
-
-    def __init__(self, total_steps, warmup_steps, shape="cosine"):
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.shape = shape
-
-    def __call__(self, step):
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        if self.shape == "constant":
-            return 1.0
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-class WarmupLR(LRScheduler):
-    """skorch's LRScheduler, stepped every batch, with a schedule sized to the training set.
-
-    The number of steps is only known once the training data is split, so the torch scheduler is made at
-    the first epoch. ``shape`` is ``"cosine"`` or ``"constant"`` (after a linear warm-up over the fraction
-    ``warmup`` of all steps), or ``"onecycle"`` (torch's OneCycleLR, warming up over the same fraction).
-    Each parameter group keeps its own peak rate.
-    """
-
-    def __init__(self, shape="cosine", warmup=0.1, event_name="event_lr"):
-        super().__init__(policy=LambdaLR, step_every="batch", event_name=event_name)
-        self.shape = shape
-        self.warmup = warmup
-
-    @property
-    def kwargs(self):
-        return {}
-
-    def on_train_begin(self, net, **kwargs):
-        self.lr_scheduler_ = None
-
-    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
-        if self.lr_scheduler_ is not None:
-            return
-        total = net.max_epochs * len(net.get_iterator(dataset_train, training=True))
-        if self.shape == "onecycle" and total >= 4:  # OneCycleLR needs two steps in each phase
-            self.lr_scheduler_ = OneCycleLR(
-                net.optimizer_,
-                max_lr=[group.get("initial_lr", group["lr"]) for group in net.optimizer_.param_groups],
-                total_steps=total,
-                pct_start=min(max(self.warmup, 2 / total), 0.5),
-            )
-        else:
-            warmup_steps = round(self.warmup * total)
-            self.lr_scheduler_ = LambdaLR(net.optimizer_, WarmupSchedule(total, warmup_steps, self.shape))
-
-    def on_train_end(self, net, **kwargs):
-        self.lr_scheduler_ = None  # it holds the optimizer; a fitted net pickles without a copy of it
-
-
-def _tracked_batchnorms(module):
-    return [
-        (name, layer)
-        for name, layer in module.named_modules()
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
-    ]
-
-
-class BatchNormRecalibration(Callback):
-    """Re-estimates, after training, the running statistics of the BatchNorm layers that trained.
-
-    Running statistics follow the batches with a momentum (0.01 in EfficientNet), so after a short
-    training they still mostly describe the initial weights and evaluation-mode predictions suffer: the
-    same network trained from scratch on 100 digits scored 0.10 before and 0.81 after. One pass over the
-    training images (without augmentation), with only these layers in training mode and a cumulative
-    average, replaces them by the statistics of the final weights.
-    """
-
-    def on_train_begin(self, net, **kwargs):
-        self.counts_ = {
-            name: int(layer.num_batches_tracked) for name, layer in _tracked_batchnorms(net.module_)
-        }
-        self.dataset_ = None
-
-    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
-        self.dataset_ = dataset_train
-
-    def on_train_end(self, net, **kwargs):
-        dataset, self.dataset_ = self.dataset_, None
-        trained = [
-            layer
-            for name, layer in _tracked_batchnorms(net.module_)
-            if int(layer.num_batches_tracked) != self.counts_.get(name)
-        ]
-        if trained and dataset is not None:
-            recalibrate_batchnorm(net, trained, net.recalibration_data(dataset))
-
-
-def recalibrate_batchnorm(net, layers, dataset):
-    """Set the running statistics of ``layers`` (BatchNorm layers of ``net.module_``) from ``dataset``."""
-    module = net.module_
-    was_training = module.training
-    module.eval()
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
-        layer.train()
-    with torch.no_grad():
-        for batch in net.get_iterator(dataset, training=False):
-            inputs, _ = unpack_data(batch)
-            if len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs) > 1:
-                net.infer(inputs)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
-    module.train(was_training)
-
-
-def encoded_accuracy(net, X, y):
-    """Accuracy of ``net`` against encoded labels (what skorch's validation scoring hands over).
-
-    Rows labelled -1 (unlabelled, as in domain adaptation) are left out.
-    """
-    y = np.asarray(y)
-    labelled = y >= 0
-    if not labelled.any():
-        return float("nan")
-    return float(np.mean(net.predict_proba(X).argmax(axis=1)[labelled] == y[labelled]))
-
-
-class LabelledImages(Dataset):
-    """Preprocessed images and their encoded labels, a whole batch per ``__getitems__`` call."""
-
-    def __init__(self, images, targets=None):
-        self.images = images
-        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        batch, targets = self.__getitems__([index])
-        return batch[0], None if targets is None else targets[0]
-
-    def __getitems__(self, indices):
-        return self.images.__getitems__(indices), None if self.targets is None else self.targets[indices]
-
-
-class PrecomputedFeatures(Dataset):
-    """Backbone features computed once, for training the head alone: batches are ``{"features": ...}``."""
-
-    def __init__(self, features, targets):
-        self.features = torch.from_numpy(features)
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
-
-    def __len__(self):
-        return len(self.features)
-
-    def __getitem__(self, index):
-        batch, targets = self.__getitems__([index])
-        return {"features": batch["features"][0]}, targets[0]
-
-    def __getitems__(self, indices):
-        return {"features": self.features[indices]}, self.targets[indices]
-
-
-def _yields_batches(dataset):
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return isinstance(dataset, LabelledImages | PrecomputedFeatures)
-
-
-def _already_batched(batch):
-    return batch
-
-
-def _with_augment(dataset, augment):
-    """``dataset`` (possibly a Subset of a Subset) with ``augment`` applied to its images as they load."""
-    if isinstance(dataset, Subset):
-        return Subset(_with_augment(dataset.dataset, augment), dataset.indices)
-    if isinstance(dataset, LabelledImages) and not isinstance(dataset.images.source, VectorRows):
-        return LabelledImages(dataset.images.with_augment(augment), dataset.targets)
-    raise ValueError("augment applies to images passed as X; this training data holds no images to augment.")
 
 
 def _is_true(flag):
@@ -697,9 +468,9 @@ class TransferNet(NeuralNetClassifier):
                 # A last batch of one row breaks BatchNorm in training mode.
                 kwargs.setdefault("drop_last", len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1)
             if self.augment is not None:
-                dataset = _with_augment(dataset, self._augmentation())
-        if _yields_batches(dataset):
-            kwargs.setdefault("collate_fn", _already_batched)
+                dataset = with_augment(dataset, self._augmentation())
+        if yields_batches(dataset):
+            kwargs.setdefault("collate_fn", already_batched)
             kwargs.setdefault("num_workers", self.num_workers)
             kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
         iterator = self.iterator_train if training else self.iterator_valid
