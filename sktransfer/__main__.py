@@ -89,6 +89,18 @@ def cross_validate(features, labels, folds, seed=0):
     return scores.mean(), scores.std(), time.perf_counter() - start
 
 
+def make_extractor(args, verbose):
+    """The PretrainedFeatureExtractor the command-line options describe."""
+    return PretrainedFeatureExtractor(
+        model=args.model,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        verbose=verbose,
+    )
+
+
 def fine_tuning_methods(args):
     """The three ways to train on few labels, as FineTuneClassifier settings."""
     return {
@@ -141,13 +153,7 @@ def compare_domain_adaptation(args):
     source_images, source_y = load_rendered_digits(n_per_class=args.digits_per_class, random_state=0)
     target_images, target_y = load_digit_images(size=32)
     target_images, target_y = target_images[: args.target_digits], target_y[: args.target_digits]
-    extractor = PretrainedFeatureExtractor(
-        model=args.model,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-    ).fit(source_images)
+    extractor = make_extractor(args, verbose=0).fit(source_images)
     source, target = extractor.transform(source_images), extractor.transform(target_images)
     X = np.concatenate([source, target])
     y = np.concatenate([source_y, np.full(len(target), -1)])  # -1: target rows, unlabelled
@@ -185,14 +191,7 @@ def main(argv=None):
         )
     print(f"data: {data_name}: {len(y)} images, {len(classes)} classes ({', '.join(map(str, classes))})")
 
-    extractor = PretrainedFeatureExtractor(
-        model=args.model,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        verbose=0 if args.quiet else 1,
-    )
+    extractor = make_extractor(args, verbose=0 if args.quiet else 1)
     start = time.perf_counter()
     # The extractor learns nothing from the data, so embedding every image once before the split leaks
     # nothing into the folds and spares one network pass per fold.

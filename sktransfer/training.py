@@ -335,10 +335,9 @@ class TransferNet(NeuralNetClassifier):
         Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k``. A user's own
         ``optimizer__param_groups`` replaces this.
         """
-        named = list(self.module_.named_parameters())
-        _, kwargs = self.get_params_for_optimizer("optimizer", named)
         if "param_groups" in self.get_params_for("optimizer"):
             return super().initialize_optimizer()
+        _, kwargs = self.get_params_for_optimizer("optimizer", self.module_.named_parameters())
         kwargs.setdefault("weight_decay", self.weight_decay)
         stages = self.module_.stage_parameters()
         in_backbone = {id(parameter) for parameter in self.module_.backbone.parameters()}

@@ -13,7 +13,7 @@ from torch.utils.data import Sampler, Subset
 
 from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferNet, TransferNetwork
-from .domains import UNLABELLED, check_scorable, split_domains
+from .domains import UNLABELLED, TargetScoreMixin, split_domains
 from .losses import (
     DomainDiscriminator,
     coral_loss,
@@ -103,7 +103,7 @@ def _dataset_targets(dataset):
     return np.asarray(dataset.targets)
 
 
-class DomainAdaptedClassifier(TransferNet):
+class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
     """Learn from labelled source images and unlabelled target images, to predict well on the target.
 
     ``fit(X, y, sample_domain=None)`` takes both domains in one X: a row is target when ``y == -1`` or when
@@ -363,19 +363,3 @@ class DomainAdaptedClassifier(TransferNet):
         features : ndarray of shape (n_samples, bottleneck_dim)
         """
         return self.forward(X)[1].float().numpy()
-
-    def score(self, X, y, sample_weight=None):
-        """Accuracy on labelled rows; refuses -1 labels, which would be scored as errors.
-
-        Parameters
-        ----------
-        X : images
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like or None
-
-        Returns
-        -------
-        score : float
-        """
-        check_scorable(y)
-        return super().score(X, y, sample_weight=sample_weight)

@@ -141,3 +141,23 @@ def check_scorable(y):
             "means nothing. Score with labelled target data, or select models without target labels through "
             "sktransfer.domain_adaptation.prediction_entropy_scorer or importance_weighted_scorer."
         )
+
+
+class TargetScoreMixin:
+    """``score`` for domain-adaptation classifiers: accuracy, refusing -1 labels (unlabelled target rows)."""
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on labelled rows; refuses -1 labels, which would be scored as errors.
+
+        Parameters
+        ----------
+        X : images or array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like or None
+
+        Returns
+        -------
+        score : float
+        """
+        check_scorable(y)
+        return super().score(X, y, sample_weight=sample_weight)

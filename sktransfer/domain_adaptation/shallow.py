@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .domains import check_scorable, split_domains
+from .domains import TargetScoreMixin, split_domains
 
 
 def _covariance(X, reg):
@@ -34,7 +34,7 @@ def _estimator_has(method):
     return check
 
 
-class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FeatureAlignmentClassifier(TargetScoreMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Align labelled source features with unlabelled target features, then train ``estimator`` on them.
 
     The shallow path for embeddings, e.g. after :class:`~sktransfer.PretrainedFeatureExtractor` in a
@@ -172,19 +172,3 @@ class FeatureAlignmentClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstima
         """
         features = self._target_features(X)
         return self.estimator_.predict_proba(features)
-
-    def score(self, X, y, sample_weight=None):
-        """Accuracy on labelled rows; refuses -1 labels, which would be scored as errors.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like or None
-
-        Returns
-        -------
-        score : float
-        """
-        check_scorable(y)
-        return super().score(X, y, sample_weight=sample_weight)
