@@ -1,5 +1,6 @@
 """Fixtures for every test, doctests of sktransfer/ and README.md included."""
 
+import ipaddress
 import socket
 
 import pytest
@@ -8,9 +9,17 @@ from _pytest.doctest import DoctestItem
 _connect = socket.socket.connect
 
 
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _local_only_connect(sock, address):
-    """No test may reach the network; local (Unix) sockets, used by DataLoader workers, are fine."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    """No test may reach the network. Local sockets are fine: Unix ones (DataLoader workers) and loopback
+    ones (the scheduler and workers of a local Dask cluster)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
         raise OSError(f"network access is disabled in tests (tried {address!r})")
     return _connect(sock, address)
 

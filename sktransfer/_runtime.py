@@ -1,7 +1,10 @@
 """Where and how tensors are computed: device choice, precision, seeding, batched inference, progress."""
 
+import collections
+import concurrent.futures
 import contextlib
 import itertools
+import threading
 
 import numpy as np
 import torch
@@ -65,8 +68,50 @@ def seeded(random_state):
 
 
 def progress(iterable, *, verbose, total=None, desc=None):
-    """Wrap ``iterable`` in a tqdm progress bar when ``verbose`` is truthy."""
+    """Wrap ``iterable`` in a tqdm progress bar when ``verbose`` is truthy (``None``: a bar to update)."""
     return tqdm(iterable, total=total, desc=desc, disable=not verbose, leave=False)
+
+
+def resolve_devices(device):
+    """The devices a data-parallel forward pass runs on: ``"auto"`` gives every visible GPU.
+
+    A list (or tuple) of devices is resolved one by one; any other value gives the one device of
+    :func:`resolve_device`.
+
+    Examples
+    --------
+    >>> resolve_devices(["cpu", "cpu"])
+    [device(type='cpu'), device(type='cpu')]
+    """
+    if isinstance(device, list | tuple):
+        if not device:
+            raise ValueError("device=[] lists no device; pass at least one, or device='auto'.")
+        return [resolve_device(each) for each in device]
+    if device == "auto" and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [resolve_device(device)]
+
+
+def _forward(model, batch, device, precision):
+    """One batch through ``model`` on ``device``: float32 numpy features."""
+    with torch.inference_mode(), autocast(device, precision):  # both are per thread
+        batch = batch.to(device, non_blocking=True)
+        if batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return model(batch).float().cpu().numpy()
+
+
+class _Rows:
+    """The output array, allocated once from the first batch's features and filled batch by batch."""
+
+    def __init__(self, n_samples):
+        self.n_samples = n_samples
+        self.array = None
+
+    def write(self, start, features):
+        if self.array is None:
+            self.array = np.empty((self.n_samples, *features.shape[1:]), dtype=np.float32)
+        self.array[start : start + len(features)] = features
 
 
 def run_inference(model, batches, *, n_samples, device, precision="float32", verbose=0, desc=None):
@@ -77,19 +122,60 @@ def run_inference(model, batches, *, n_samples, device, precision="float32", ver
     oneDNN and cuDNN prefer. The output array is allocated once, so memory does not grow with the number
     of batches beyond the result itself.
     """
-    out = None
-    start = 0
-    with torch.inference_mode(), autocast(device, precision):
-        for batch in progress(batches, verbose=verbose, total=len(batches), desc=desc):
-            batch = batch.to(device, non_blocking=True)
-            if batch.ndim == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            features = model(batch).float().cpu().numpy()
-            if out is None:
-                out = np.empty((n_samples, *features.shape[1:]), dtype=np.float32)
-            out[start : start + len(features)] = features
-            start += len(features)
-    return out
+    return run_inference_parallel(
+        [(model, device)], batches, n_samples=n_samples, precision=precision, verbose=verbose, desc=desc
+    )
+
+
+def run_inference_parallel(replicas, batches, *, n_samples, precision="float32", verbose=0, desc=None):
+    """:func:`run_inference` with one copy of the model per device, each running whole batches in turn.
+
+    ``replicas`` lists ``(model, device)`` pairs. Batch i runs on replica i modulo their number, in one
+    thread per replica (CUDA kernels release the GIL); at most two batches per replica are in flight, so
+    memory stays bounded by the batch size. Rows come back in the order of ``batches``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Linear(3, 2).eval()
+    >>> batches = list(torch.ones(5, 3).split(2))
+    >>> replicas = [(model, torch.device("cpu")), (model, torch.device("cpu"))]
+    >>> run_inference_parallel(replicas, batches, n_samples=5).shape
+    (5, 2)
+    """
+    rows = _Rows(n_samples)
+    lock = threading.Lock()
+
+    def run(replica, batch, start):
+        model, device = replica
+        features = _forward(model, batch, device, precision)
+        with lock:  # the first write allocates the array
+            rows.write(start, features)
+            bar.update()
+
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(progress(None, verbose=verbose, total=len(batches), desc=desc))
+        if len(replicas) == 1:  # this thread runs every batch
+            start = 0
+            for batch in batches:
+                run(replicas[0], batch, start)
+                start += len(batch)
+            return rows.array
+        # One thread per replica, so that each device runs its own batches one after the other.
+        threads = [
+            stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1)) for _ in replicas
+        ]
+        in_flight = collections.deque()
+        start = 0
+        for index, batch in enumerate(batches):
+            if len(in_flight) == 2 * len(replicas):
+                in_flight.popleft().result()
+            which = index % len(replicas)
+            in_flight.append(threads[which].submit(run, replicas[which], batch, start))
+            start += len(batch)
+        for future in in_flight:
+            future.result()
+    return rows.array
 
 
 def fold_batchnorm(module):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from sklearn.utils import check_random_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -99,7 +100,6 @@ _FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
 
 def _digit_fonts():
     """Pillow's bundled font, plus the system's DejaVu and Liberation fonts where there are any."""
-    from PIL import ImageFont
 
     fonts = [None]  # None: Pillow's own scalable font
     for folder in _FONT_FOLDERS:
@@ -139,7 +139,6 @@ def load_rendered_digits(n_per_class=100, size=32, random_state=0):
     >>> images.shape, labels[:4].tolist()
     ((20, 24, 24, 3), [0, 0, 1, 1])
     """
-    from PIL import Image, ImageDraw
 
     fonts, image_font = _digit_fonts()
     rng = check_random_state(random_state)
@@ -223,3 +222,40 @@ def load_image_folder(path):
             f"with suffixes {', '.join(IMAGE_SUFFIXES)})."
         )
     return paths, np.array(labels)
+
+
+def save_image_folder(images, labels, path):
+    """Write images as PNG files in the ImageFolder layout that :func:`load_image_folder` reads.
+
+    Used to turn the bundled datasets into files, for the recipes that read image paths.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, height, width, 3), uint8
+    labels : array-like of shape (n_images,)
+        One sub-folder per distinct label.
+    path : str or path-like
+        The folder; created if missing.
+
+    Returns
+    -------
+    paths : list of str
+        The file of each image, in the order of ``images``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> images, labels = load_textures(n_per_class=2, patch_size=16)
+    >>> paths = save_image_folder(images, labels, tempfile.mkdtemp())
+    >>> load_image_folder(Path(paths[0]).parents[1])[1].tolist() == sorted(labels.tolist())
+    True
+    """
+    root = Path(path)
+    paths = []
+    for index, (image, label) in enumerate(zip(images, np.asarray(labels).tolist(), strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / f"{index:06d}.png"
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(file)
+        paths.append(str(file))
+    return paths

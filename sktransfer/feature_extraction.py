@@ -12,7 +12,14 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 from torch import nn
 
-from ._runtime import PRECISIONS, autocast, fold_batchnorm, module_device, resolve_device, run_inference
+from ._runtime import (
+    PRECISIONS,
+    autocast,
+    fold_batchnorm,
+    module_device,
+    resolve_devices,
+    run_inference_parallel,
+)
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
 from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
 
@@ -48,8 +55,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         module that does not know its preprocessing.
     batch_size : int, default=64
         Images per forward pass.
-    device : str or torch.device, default="auto"
-        ``"auto"`` picks CUDA, then MPS, then the CPU.
+    device : str, torch.device or list of them, default="auto"
+        ``"auto"`` picks CUDA (every visible GPU: a copy of the network on each runs its share of the
+        batches), then MPS, then the CPU. A list such as ``["cuda:0", "cuda:2"]`` runs on those devices.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
         Autocast precision of the forward pass; outputs are float32 either way. ``"bfloat16"`` is much
         faster on recent CPUs and GPUs.
@@ -74,7 +82,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     preprocess_ : callable or None
         The preprocessing applied to each image.
     device_ : torch.device
-        Where the network ran at fit.
+        Where the network ran at fit (the first device of a list).
     n_features_out_ : int
         Length of an embedding.
     n_features_in_ : int
@@ -101,7 +109,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "pooling": [StrOptions({"avg", "max"}), None],
         "preprocess": [callable, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
+        "device": [str, torch.device, list, tuple],
         "precision": [StrOptions(set(PRECISIONS))],
         "normalize": ["boolean"],
         "cache": [str, os.PathLike, HasMethods(["cache"]), None],
@@ -156,9 +164,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self : PretrainedFeatureExtractor
         """
         source = self._image_source(X, reset=True)
-        device = resolve_device(self.device)
-        if self.precision == "float16" and device.type == "cpu":
-            raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+        device = self._devices()[0]
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
         )
@@ -169,6 +175,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         self._backbone_key = None
+        self._replicas = {}
         self._fitted_settings = (self.layer, self.pooling, self.normalize)
         return self
 
@@ -231,16 +238,33 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 ) from exc
         return int(out.shape[1])
 
+    def _devices(self):
+        devices = resolve_devices(self.device)
+        if self.precision == "float16" and any(device.type == "cpu" for device in devices):
+            raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+        return devices
+
+    def _replicas_on(self, devices):
+        """The network on each device: ``backbone_`` itself on the first, copies (kept) on the others."""
+        if module_device(self.backbone_) != devices[0]:  # e.g. unpickled from a GPU machine
+            self.backbone_.to(devices[0])
+        kept, self._replicas = getattr(self, "_replicas", {}), {}
+        for key in enumerate(devices[1:], start=1):
+            self._replicas[key] = kept[key] if key in kept else copy.deepcopy(self.backbone_).to(key[1])
+        return [
+            (self.backbone_, devices[0]),
+            *((module, device) for (_, device), module in self._replicas.items()),
+        ]
+
     def _embed(self, dataset):
-        device = resolve_device(self.device)
-        if module_device(self.backbone_) != device:  # e.g. unpickled from a GPU machine
-            self.backbone_.to(device)
-        loader = batch_loader(dataset, self.batch_size, self.num_workers, pin_memory=device.type == "cuda")
-        return run_inference(
-            self.backbone_,
+        devices = self._devices()
+        loader = batch_loader(
+            dataset, self.batch_size, self.num_workers, pin_memory=devices[0].type == "cuda"
+        )
+        return run_inference_parallel(
+            self._replicas_on(devices),
             loader,
             n_samples=len(dataset),
-            device=device,
             precision=self.precision,
             verbose=self.verbose,
             desc="embedding",
@@ -248,6 +272,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def __getstate__(self):
         state = super().__getstate__()
+        state["_replicas"] = {}  # copies on other devices are made again where needed
         if "backbone_" in state and module_device(state["backbone_"]).type != "cpu":
             state["backbone_"] = copy.deepcopy(state["backbone_"]).cpu()
         return state

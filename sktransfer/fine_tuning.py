@@ -95,6 +95,13 @@ class FineTuneClassifier(TransferNet):
     precision : {"float32", "bfloat16", "float16"}, default="float32"
         Autocast precision of the forward pass. ``"float16"`` (GPU only) scales the loss with a gradient
         scaler; ``"bfloat16"`` works on CPUs and GPUs.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train under Hugging Face Accelerate (``pip install 'sktransfer[accelerate]'``): on several GPUs or
+        machines when the script is started with ``accelerate launch``, with the accelerator's gradient
+        accumulation and mixed precision (its ``mixed_precision`` must match ``precision``). The network
+        is unwrapped after training, so the fitted classifier predicts as usual (on this process's device);
+        it pickles without the accelerator (``accelerator=None`` once loaded, predicting on ``device``).
+        Leave ``device="auto"``. See the README's "Scaling out".
     random_state : int, RandomState instance or None, default=None
         Seeds the head's initialisation, shuffling, dropout, augmentation and the validation split: two fits
         on the CPU give the same predictions.
@@ -167,6 +174,7 @@ class FineTuneClassifier(TransferNet):
         num_workers=0,
         device="auto",
         precision="float32",
+        accelerator=None,
         random_state=None,
         verbose=0,
         *,
@@ -213,4 +221,5 @@ class FineTuneClassifier(TransferNet):
         self.preprocess = preprocess
         self.num_workers = num_workers
         self.precision = precision
+        self.accelerator = accelerator
         self.random_state = random_state

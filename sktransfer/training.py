@@ -16,15 +16,16 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, ProgressBar
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, PrintLog, ProgressBar
 from skorch.dataset import ValidSplit, unpack_data
-from skorch.utils import is_dataset, to_numpy
+from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import nn
 
+from ._accelerate import AcceleratedRun, check_accelerator
 from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference, seeded
 from ._training_callbacks import (
     BatchNormRecalibration,
@@ -168,6 +169,8 @@ class TransferNet(NeuralNetClassifier):
     ``history``, ``train_split``, ``save_params`` / ``load_params``, ``warm_start``, ``partial_fit``.
     """
 
+    _run = None  # an AcceleratedRun while training under an accelerator
+
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
         "model": [str, nn.Module, callable, None],
         "weights": [str, os.PathLike, None],
@@ -194,6 +197,7 @@ class TransferNet(NeuralNetClassifier):
         "preprocess": [callable, None],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "precision": [StrOptions(set(PRECISIONS))],
+        "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
         "random_state": ["random_state"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -239,6 +243,8 @@ class TransferNet(NeuralNetClassifier):
             ):
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
+            if isinstance(callback, PrintLog | ProgressBar) and not self._is_main_process():
+                continue  # several processes train together: one of them prints
             decoded.append((name, callback))
         self.callbacks_ = decoded
         return self
@@ -354,20 +360,29 @@ class TransferNet(NeuralNetClassifier):
         return self
 
     def _new_grad_scaler(self):
+        """Our float16 gradient scaler; an accelerator brings its own."""
         device = resolve_device(self.device)
-        return torch.amp.GradScaler(device.type, enabled=self.precision == "float16")
+        return torch.amp.GradScaler(
+            device.type, enabled=self.precision == "float16" and self.accelerator is None
+        )
 
     def _check_settings(self):
         params = {name: getattr(self, name) for name in self._parameter_constraints}
         validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
-        if self.precision == "float16" and resolve_device(self.device).type == "cpu":
+        if self.accelerator is not None:
+            check_accelerator(self.accelerator, self.precision, self.device)
+        if self.precision == "float16" and resolve_device(self._device()).type == "cpu":
             raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+
+    def _device(self):
+        """The device to run on: the accelerator's for this process when there is one, else ``device``."""
+        return self.device if self.accelerator is None else self.accelerator.device
 
     @contextlib.contextmanager
     def _on_device(self):
         """skorch reads ``self.device`` as a torch device: resolve "auto" for the duration of a call."""
         requested = self.device
-        self.device = str(resolve_device(requested))
+        self.device = str(resolve_device(self._device()))
         try:
             yield
         finally:
@@ -472,8 +487,9 @@ class TransferNet(NeuralNetClassifier):
             kwargs.setdefault("collate_fn", already_batched)
             kwargs.setdefault("num_workers", self.num_workers)
             kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
-        iterator = self.iterator_train if training else self.iterator_valid
-        return iterator(dataset, **kwargs)
+        iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
+        run = self._run
+        return run.prepare_loader(iterator) if training and run is not None else iterator
 
     def recalibration_data(self, dataset):
         """The rows whose statistics BatchNorm layers keep after training (all training rows here)."""
@@ -545,12 +561,38 @@ class TransferNet(NeuralNetClassifier):
         with self._on_device(), seeded(self.random_state):
             self._move_to_device()
             data = self._training_data(source, codes)
-            super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
+            with self._accelerated_run():
+                super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
         return self
+
+    @contextlib.contextmanager
+    def _accelerated_run(self):
+        """With an accelerator, hold the run's wrapped network and optimizer in ``_run`` while training."""
+        if self.accelerator is None:
+            yield
+            return
+        try:
+            with AcceleratedRun(self.accelerator, self) as self._run:
+                yield
+        finally:
+            self._run = None
 
     def infer(self, x, **fit_params):
         with autocast(torch.device(self.device), self.precision):
-            return super().infer(x, **fit_params)
+            run = self._run
+            if run is None or not self.module_.training:
+                return super().infer(x, **fit_params)
+            # A training forward pass under an accelerator goes through its wrapper (DDP).
+            module = run.training_module()
+            x = to_tensor(x, device=self.device)
+            if isinstance(x, dict):
+                return module(**self._merge_x_and_fit_params(x, fit_params))
+            return module(x, **fit_params)
+
+    def train_step(self, batch, **fit_params):
+        run = self._run
+        with contextlib.nullcontext() if run is None else run.accumulate():
+            return super().train_step(batch, **fit_params)
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
@@ -566,6 +608,10 @@ class TransferNet(NeuralNetClassifier):
                 f"Try a smaller lr (now {self.lr}), {precision}gradient clipping "
                 "(callbacks=[skorch.callbacks.GradientNormClipping(1.0)]), and check that no image in X is corrupt."
             )
+        run = self._run
+        if run is not None:
+            run.backward(loss)
+            return {"loss": loss, "y_pred": y_pred}
         scaler = self._grad_scaler()
         scaler.scale(loss).backward()
         if scaler.is_enabled():  # callbacks (gradient clipping) must see the true gradients
@@ -578,7 +624,19 @@ class TransferNet(NeuralNetClassifier):
             self.grad_scaler_ = self._new_grad_scaler()
         return self.grad_scaler_
 
+    def _zero_grad_optimizer(self, set_to_none=None):
+        if self._run is None:  # under an accelerator, gradients add up over an accumulation cycle
+            super()._zero_grad_optimizer(set_to_none)
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name == "on_grad_computed" and self._run is not None and not self._run.syncs_gradients():
+            return  # gradient callbacks (clipping) see the complete gradients of a cycle only
+        super().notify(method_name, **cb_kwargs)
+
     def _step_optimizer(self, step_fn):
+        run = self._run
+        if run is not None:
+            return run.step(step_fn)
         scaler = self._grad_scaler()
         if not scaler.is_enabled():
             return super()._step_optimizer(step_fn)
@@ -634,6 +692,15 @@ class TransferNet(NeuralNetClassifier):
         with self._on_device():
             return super().load_params(*args, **kwargs)
 
+    def save_params(self, *args, **kwargs):
+        """skorch's ``save_params``; with an accelerator, only the main process writes."""
+        if not self._is_main_process():
+            return None
+        return super().save_params(*args, **kwargs)
+
+    def _is_main_process(self):
+        return self.accelerator is None or self.accelerator.is_main_process
+
     def __setattr__(self, name, value):
         if name in ("model", "augment", "preprocess", "preprocess_"):
             # These may be modules (a user's network, torchvision v2 transforms), but they are parameters or
@@ -651,6 +718,9 @@ class TransferNet(NeuralNetClassifier):
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("grad_scaler_", None)  # may hold CUDA tensors; made again when training resumes
+        # The accelerator belongs to the processes that trained: a pickled net predicts on its own
+        # ``device`` wherever it is loaded, without accelerate.
+        state["accelerator"] = None
         return state
 
     def __setstate__(self, state):

@@ -1,4 +1,5 @@
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from sktransfer import PretrainedFeatureExtractor, _efficientnet_lite
+from sktransfer._runtime import run_inference_parallel
 
 from ._models import CountingNet, TinyConvNet
 
@@ -242,3 +244,43 @@ def test_bad_input_is_refused_before_any_work(rgb_images, counting):
         tiny(batch_size=0).fit(rgb_images)
     with pytest.raises(ValueError, match="pooling"):
         tiny(pooling="median").fit(rgb_images)
+
+
+def test_several_devices_share_the_batches_and_keep_the_order(rgb_images):
+    """The data-parallel path (every visible GPU with device="auto"), run here on two CPU "devices"."""
+    images = np.concatenate([rgb_images] * 4)  # 24 images, 6 batches of 4
+    expected = tiny(batch_size=4).fit(images).transform(images)
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), batch_size=4, device=["cpu", "cpu"]).fit(
+        images
+    )
+    np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-6, atol=1e-6)
+    [copy_] = extractor._replicas.values()
+    assert copy_ is not extractor.backbone_
+    restored = pickle.loads(pickle.dumps(extractor))
+    np.testing.assert_allclose(restored.transform(images), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"device=\[\]"):
+        PretrainedFeatureExtractor(model=TinyConvNet(), device=[]).fit(images)
+
+
+class _ThreadRecorder(torch.nn.Module):
+    """Records the thread and the first value of each batch it runs."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def forward(self, x):
+        self.log.append((threading.get_ident(), int(x[0, 0])))
+        return x
+
+
+def test_each_device_runs_its_own_batches_in_its_own_thread():
+    batches = list(torch.arange(12.0).reshape(6, 2).split(1))
+    logs = [[], []]
+    replicas = [(_ThreadRecorder(log), torch.device("cpu")) for log in logs]
+    rows = run_inference_parallel(replicas, batches, n_samples=6)
+    np.testing.assert_array_equal(rows[:, 0], [0, 2, 4, 6, 8, 10])
+    assert [[value for _, value in log] for log in logs] == [[0, 4, 8], [2, 6, 10]]
+    threads = [{thread for thread, _ in log} for log in logs]
+    assert all(len(each) == 1 for each in threads)
+    assert threads[0] != threads[1]

@@ -145,7 +145,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         Seeds initialisation, sampling, dropout and augmentation: two CPU fits predict the same.
     **kwargs
         Every other parameter of :class:`~sktransfer.FineTuneClassifier` (``backbone_lr_ratio``,
-        ``lr_schedule``, ``augment``, ``precision``, ``early_stopping``, ``device``, ...) and of skorch.
+        ``lr_schedule``, ``augment``, ``precision``, ``accelerator``, ``early_stopping``, ``device``, ...) and
+        of skorch.
 
     Attributes
     ----------
@@ -221,6 +222,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         num_workers=0,
         device="auto",
         precision="float32",
+        accelerator=None,
         random_state=None,
         verbose=0,
         *,
@@ -271,6 +273,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         self.preprocess = preprocess
         self.num_workers = num_workers
         self.precision = precision
+        self.accelerator = accelerator
         self.random_state = random_state
 
     def fit(self, X, y, sample_domain=None, **fit_params):
@@ -313,9 +316,13 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         }
 
     def _batch_sampler(self, dataset, batch_size):
-        sampler = DomainBalancedBatchSampler(_dataset_targets(dataset) == UNLABELLED, batch_size)
-        self._batches_per_epoch = len(sampler)
-        return sampler
+        return DomainBalancedBatchSampler(_dataset_targets(dataset) == UNLABELLED, batch_size)
+
+    def get_iterator(self, dataset, training=False):
+        iterator = super().get_iterator(dataset, training=training)
+        if training:  # this process's batches (an accelerator shards them across processes)
+            self._batches_per_epoch = len(iterator)
+        return iterator
 
     def recalibration_data(self, dataset):
         """The target rows: predict reads every row as a target row, so BatchNorm keeps target statistics.
@@ -340,6 +347,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         target = ~labelled
         loss = self.criterion_(logits[labelled], y_true[labelled]) if labelled.any() else logits.sum() * 0
         if not training or self.method == "source_only" or not target.any() or not labelled.any():
+            if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
+                loss = loss + 0 * y_pred[2].sum()
             return loss
         if self.method == "dann":
             alignment = domain_adversarial_loss(y_pred[2], target)

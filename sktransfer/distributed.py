@@ -1,0 +1,265 @@
+"""Embeddings of many image files, computed over a Dask cluster (``pip install 'sktransfer[dask]'``).
+
+:func:`transform_on_dask` splits a list of paths into partitions, runs a
+:class:`~sktransfer.PretrainedFeatureExtractor` on each partition on a ``dask.distributed`` worker, and
+returns the embeddings in the order of the paths. Each worker loads the backbone once, on its first
+partition, and keeps it for the others; the images of a partition are decoded a batch at a time, so a
+worker holds at most ``batch_size`` decoded images plus the partition's embeddings. Partitions of a Dask
+bag, series or array of paths are embedded on the workers that hold them.
+"""
+
+import os
+import threading
+import warnings
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from .feature_extraction import PretrainedFeatureExtractor
+
+_DASK_MISSING = "transform_on_dask needs Dask's distributed scheduler: pip install 'sktransfer[dask]'."
+_FIT_LOCK = threading.Lock()
+
+
+class PartitionError(RuntimeError):
+    """Partitions whose embedding failed on the cluster, after their retries.
+
+    Attributes
+    ----------
+    failures : list of (int, list or None, BaseException)
+        For each failed partition: its index, its paths (None when a partition of a Dask collection could
+        not even be loaded) and the error it raised last.
+    """
+
+    def __init__(self, failures, retries):
+        self.failures = failures
+        super().__init__(_describe_failures(failures, retries))
+
+
+class PartitionFailedWarning(UserWarning):
+    """Some partitions failed; their rows hold NaN (``errors="nan"``)."""
+
+
+class SlowWorkersWarning(UserWarning):
+    """The workers' environment slows torch down (Dask's default ``MALLOC_TRIM_THRESHOLD_``)."""
+
+
+UNSET_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _malloc_trim_threshold():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _check_worker_environment(client):
+    """Warn when the workers run with a small malloc trim threshold, as Dask's nannies set by default."""
+    thresholds = set(client.run(_malloc_trim_threshold).values()) - {None}
+    if thresholds:
+        warnings.warn(
+            f"the Dask workers run with MALLOC_TRIM_THRESHOLD_={thresholds.pop()} (Dask's default), which "
+            "makes torch 1.5 to 2 times slower on CPUs (benchmarks/bench_scaling.py). Start them without it: "
+            "dask.config.set(sktransfer.distributed.UNSET_MALLOC_TRIM) before the first LocalCluster(...) of "
+            "the process (a cluster started with Dask's defaults leaves the variable in the environment that "
+            "later workers inherit), or `MALLOC_TRIM_THRESHOLD_` unset in the pre-spawn-environ of the "
+            "workers' Dask configuration.",
+            SlowWorkersWarning,
+            stacklevel=4,  # this helper, transform_on_dask, sklearn's parameter validation, the caller
+        )
+
+
+def _describe_failures(failures, retries):
+    lines = [f"{len(failures)} partition(s) failed after {retries} retries:"]
+    for index, paths, error in failures[:5]:
+        if paths is None:
+            where = "its paths could not be loaded"
+        else:
+            shown = ", ".join(repr(str(path)) for path in paths[:3])
+            where = f"paths {shown}" + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        lines.append(f"  partition {index} ({where}): {type(error).__name__}: {error}")
+    if len(failures) > 5:
+        lines.append(f"  ... and {len(failures) - 5} more partitions")
+    return "\n".join(lines)
+
+
+def _embed_partition(extractor, paths):
+    """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``."""
+    paths = list(paths)
+    if not paths:
+        return np.empty((0, 0), dtype=np.float32)
+    with _FIT_LOCK:
+        if not hasattr(extractor, "backbone_"):
+            extractor.fit(paths[:1])
+    return extractor.transform(paths)
+
+
+def _default_client():
+    try:
+        from distributed import get_client
+    except ImportError as exc:
+        raise ImportError(_DASK_MISSING) from exc
+    try:
+        return get_client()
+    except ValueError as exc:
+        raise ValueError(
+            "client=None needs a running Dask client: create one first (distributed.Client(...)) or pass "
+            "client=."
+        ) from exc
+
+
+def _is_dask_collection(X):
+    return hasattr(X, "__dask_graph__")
+
+
+def _partitions(client, X, partition_size):
+    """The partitions of X as futures on the cluster (Dask collections) or lists of paths (sequences)."""
+    if _is_dask_collection(X):
+        if getattr(X, "ndim", 1) != 1:
+            raise ValueError("X: a Dask collection of paths must be one-dimensional (one path per item).")
+        return client.compute(list(np.ravel(np.asarray(X.to_delayed(), dtype=object))))
+    if isinstance(X, str) or not hasattr(X, "__len__"):
+        raise ValueError(f"X must be a sequence of image paths or a Dask bag/series of them, got {type(X)}.")
+    paths = list(X.tolist() if hasattr(X, "tolist") else X)
+    if not paths:
+        raise ValueError("X is empty: it holds 0 paths; at least one is required.")
+    return [paths[start : start + partition_size] for start in range(0, len(paths), partition_size)]
+
+
+@validate_params(
+    {
+        "extractor": [PretrainedFeatureExtractor],
+        "X": ["array-like", object],
+        "client": [object, None],
+        "partition_size": [Interval(Integral, 1, None, closed="left")],
+        "retries": [Interval(Integral, 0, None, closed="left")],
+        "errors": [StrOptions({"raise", "nan"})],
+    },
+    prefer_skip_nested_validation=True,
+)
+def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=2, errors="raise"):
+    """Embed a large list of image files on a Dask cluster, partition by partition, in order.
+
+    The extractor's parameters are sent to the workers once; each worker loads the weights itself (from
+    its torch cache, a checkpoint path it can read, or the pickled module) on its first partition and
+    keeps them for the next ones. A worker embeds its partition in batches of ``extractor.batch_size``,
+    decoding each batch just before it runs, so its memory is bounded by the batch size plus the
+    embeddings of one partition, whatever the number of paths. A partition that raises is retried
+    ``retries`` times; partitions that still fail are reported together, with their paths. (Dask itself
+    reschedules the partitions of a worker that dies, up to its ``distributed.scheduler.allowed-failures``.)
+
+    Parameters
+    ----------
+    extractor : PretrainedFeatureExtractor
+        The extractor to run; fitted or not, its parameters are what is used (it is cloned, never fitted
+        here). ``device="auto"`` picks each worker's GPU(s) when it has any.
+    X : sequence of paths, dask.bag.Bag, dask.dataframe.Series or 1-D dask.array.Array
+        Image files that every worker can read (shared or object storage). The partitions of a Dask
+        collection are embedded where they are; a sequence is cut into partitions of ``partition_size``.
+    client : distributed.Client or None, default=None
+        The cluster's client; ``None`` takes the current one.
+    partition_size : int, default=256
+        Paths per task, for a sequence X.
+    retries : int, default=2
+        How many times a failed partition is tried again.
+    errors : {"raise", "nan"}, default="raise"
+        After the retries: ``"raise"`` a :class:`PartitionError` naming each failed partition and its
+        paths, once every other partition has finished; ``"nan"`` fill the failed partitions' rows with
+        NaN and warn with the same report (it raises all the same when no partition succeeded, or when a
+        Dask partition of paths could not even be loaded, so that its number of rows is unknown).
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n_paths, n_features_out)
+        Row i embeds the i-th path.
+
+    Notes
+    -----
+    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes torch 1.5 to 2 times
+    slower on CPUs: start the first cluster of the process under ``dask.config.set(UNSET_MALLOC_TRIM)`` (a
+    :class:`SlowWorkersWarning` says when a worker runs with it). Dask also sets ``OMP_NUM_THREADS=1``: one
+    torch thread per worker process.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> from sktransfer import PretrainedFeatureExtractor
+    >>> from sktransfer.datasets import load_textures, save_image_folder
+    >>> from sktransfer.distributed import transform_on_dask
+    >>> images, labels = load_textures(n_per_class=2, patch_size=32)
+    >>> paths = save_image_folder(images, labels, getfixture("tmp_path"))
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    ...     embeddings = transform_on_dask(
+    ...         PretrainedFeatureExtractor(device="cpu"), paths, client=client, partition_size=4
+    ...     )
+    >>> embeddings.shape
+    (10, 1280)
+    """
+    client = _default_client() if client is None else client
+    partitions = _partitions(client, X, partition_size)
+    _check_worker_environment(client)
+    shared = client.scatter(clone(extractor), broadcast=True, hash=False)
+    futures = [
+        client.submit(_embed_partition, shared, partition, retries=retries, pure=False)
+        for partition in partitions
+    ]
+    results, failures = _gather(futures, partitions)
+    unknown_rows = any(part is None for part in results)
+    if failures and (
+        errors == "raise" or unknown_rows or not any(isinstance(p, np.ndarray) for p in results)
+    ):
+        raise PartitionError(failures, retries)
+    if failures:  # stacklevel: this function, sklearn's parameter validation, then the caller
+        warnings.warn(_describe_failures(failures, retries), PartitionFailedWarning, stacklevel=3)
+    return _stack(results)
+
+
+def _gather(futures, partitions):
+    """Each partition's embeddings, or its number of rows when it failed; and the failures, in order.
+
+    Results are gathered as they finish, so that workers do not hold finished embeddings while an earlier
+    partition still runs.
+    """
+    from distributed import as_completed
+
+    index_of = {future.key: index for index, future in enumerate(futures)}
+    results, failures = [None] * len(futures), []
+    try:
+        for future in as_completed(futures):
+            index = index_of[future.key]
+            if future.status == "error":
+                paths = _partition_paths(partitions[index])
+                failures.append((index, paths, future.exception()))
+                results[index] = None if paths is None else len(paths)
+            else:
+                results[index] = future.result()
+            future.release()
+    finally:  # an interrupted gather leaves nothing running on the cluster
+        for future in futures:
+            future.cancel()
+    return results, sorted(failures, key=lambda failure: failure[0])
+
+
+def _partition_paths(partition):
+    """The paths of a partition, or None when they cannot be had (the partition itself failed to load)."""
+    if not hasattr(partition, "result"):
+        return list(partition)
+    try:
+        return list(partition.result())
+    except Exception:
+        return None
+
+
+def _stack(results):
+    """One array of every partition's rows, NaN for the failed ones."""
+    width = next((part.shape[1] for part in results if isinstance(part, np.ndarray) and part.size), None)
+    if width is None:
+        raise ValueError("X is empty: its partitions hold 0 paths; at least one is required.")
+    return np.concatenate(
+        [
+            np.full((part, width), np.nan, dtype=np.float32)
+            if isinstance(part, int)
+            else part.reshape(-1, width)
+            for part in results
+        ]
+    )

@@ -1,0 +1,64 @@
+"""Run by ``torch.distributed.run`` in a test: two CPU processes fine-tune one network with DDP.
+
+Each process writes its final weights and predictions to the folder given as the first argument; the test
+checks that the processes agree (gradients of every stage were synchronised, including stages unfrozen
+after training began) and that the classifier learned.
+"""
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from skorch.callbacks import Callback
+
+from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
+from sktransfer.domain_adaptation import NoTargetDataWarning
+from tests._models import TinyConvNet
+
+
+class FailOnRankOne(Callback):
+    def on_epoch_begin(self, net, **kwargs):
+        if net.accelerator.process_index == 1 and len(net.history) == 2:
+            raise RuntimeError("rank 1 fails in epoch 2")
+
+
+def main(out, fail=False):
+    accelerator = Accelerator(cpu=True)
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, size=(16, 16, 16, 3))
+    bright = rng.integers(150, 256, size=(16, 16, 16, 3))
+    X = np.concatenate([dark, bright]).astype(np.uint8)
+    y = np.array(["dark"] * 16 + ["bright"] * 16)
+    common = {"model": TinyConvNet, "weights": None, "batch_size": 4, "accelerator": accelerator}
+    if fail:  # the other process must not wait for this one forever
+        FineTuneClassifier(max_epochs=4, callbacks=[FailOnRankOne()], **common).fit(X, y)
+    fine_tuned = FineTuneClassifier(
+        strategy="gradual", freeze_epochs=1, unfreeze_epochs=2, max_epochs=5, lr=3e-2, **common
+    ).fit(X, y)
+    y_domains = np.where(np.arange(32) % 4 == 0, -1, (np.arange(32) >= 16).astype(int))
+    adapted = DomainAdaptedClassifier(method="dann", strategy="full", max_epochs=2, **common).fit(
+        X, y_domains
+    )
+    # Without target rows the discriminator's loss is left out; DDP still gets all its gradients.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoTargetDataWarning)
+        DomainAdaptedClassifier(method="dann", max_epochs=1, **common).fit(X, (y == "bright").astype(int))
+    rank = accelerator.process_index
+    torch.save(
+        {
+            "world_size": accelerator.num_processes,
+            "fine_tuned": fine_tuned.module_.state_dict(),
+            "adapted": adapted.module_.state_dict(),
+            "predictions": fine_tuned.predict(X),
+            "labels": y,
+            "stages": fine_tuned.history[:, "trainable_stages"],
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], fail=sys.argv[2:] == ["fail"])

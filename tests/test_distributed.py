@@ -1,0 +1,210 @@
+"""Scaling out on Dask: extraction of path lists, and searches through joblib's Dask backend.
+
+One local cluster of two worker processes serves the whole module; starting one takes a few seconds.
+"""
+
+import pickle
+import sys
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer.datasets import save_image_folder
+from sktransfer.distributed import (
+    UNSET_MALLOC_TRIM,
+    PartitionError,
+    PartitionFailedWarning,
+    SlowWorkersWarning,
+    transform_on_dask,
+)
+
+from ._models import CountingNet, TinyConvNet
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+dask_bag = pytest.importorskip("dask.bag")
+dask_array = pytest.importorskip("dask.array")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask.config.set(UNSET_MALLOC_TRIM):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        )
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture
+def paths(tmp_path, labelled_images):
+    X, y = labelled_images
+    return save_image_folder(X, y, tmp_path / "images")
+
+
+def _reset_counts(client):
+    CountingNet.calls.clear()
+    client.run(lambda: CountingNet.calls.clear())  # runs on each worker, on its own copy of the class
+
+
+def _counts_per_worker(client):
+    return client.run(lambda: list(CountingNet.calls))
+
+
+def _image_rows_on_workers(client):
+    return sum(client.run(CountingNet.image_rows).values())
+
+
+def test_dask_extraction_equals_the_single_process_path(client, paths):
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    expected = extractor.fit(paths).transform(paths)
+    on_dask = transform_on_dask(extractor, paths, client=client, partition_size=5)
+    np.testing.assert_allclose(on_dask, expected, rtol=1e-5, atol=1e-6)
+
+    bag = dask_bag.from_sequence(paths, npartitions=3)
+    np.testing.assert_allclose(
+        transform_on_dask(extractor, bag, client=client), expected, rtol=1e-5, atol=1e-6
+    )
+    array = dask_array.from_array(np.array(paths, dtype=object), chunks=7)
+    np.testing.assert_allclose(
+        transform_on_dask(extractor, array, client=client), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_each_worker_loads_the_backbone_once(client, paths):
+    _reset_counts(client)
+    transform_on_dask(
+        PretrainedFeatureExtractor(model=CountingNet, device="cpu"), paths, client=client, partition_size=3
+    )
+    counts = _counts_per_worker(client)
+    loads = {worker: calls.count(1) for worker, calls in counts.items()}  # fit runs one blank row
+    assert sum(loads.values()) >= 1
+    assert max(loads.values()) == 1  # 8 partitions, at most one load per worker
+    assert _image_rows_on_workers(client) == len(paths)
+
+
+def test_a_failed_partition_is_reported_with_its_paths(client, paths, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with_broken = [*paths[:6], str(broken), *paths[6:]]
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    with pytest.raises(PartitionError, match="partition 1") as error:
+        transform_on_dask(extractor, with_broken, client=client, partition_size=5, retries=1)
+    [(index, failed_paths, exception)] = error.value.failures
+    assert index == 1
+    assert failed_paths == with_broken[5:10]
+    assert "broken.png" in str(exception)
+
+    with pytest.warns(PartitionFailedWarning, match="broken.png"):
+        embeddings = transform_on_dask(extractor, with_broken, client=client, partition_size=5, errors="nan")
+    assert np.isnan(embeddings[5:10]).all()
+    expected = extractor.fit(paths).transform(paths)
+    np.testing.assert_allclose(embeddings[:5], expected[:5], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embeddings[10:], expected[9:], rtol=1e-5, atol=1e-6)
+
+
+def test_the_current_client_is_the_default(client, paths):
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    np.testing.assert_allclose(
+        transform_on_dask(extractor, paths[:4]),
+        extractor.fit(paths).transform(paths[:4]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_without_dask_the_error_names_the_extra(paths, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'sktransfer\[dask\]'"):
+        transform_on_dask(PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu"), paths)
+
+
+def _unreadable(path):
+    if path.endswith("000003.png"):
+        raise OSError(f"storage unavailable for {path}")
+    return path
+
+
+def test_a_partition_of_paths_that_cannot_be_loaded_is_reported(client, paths):
+    bag = dask_bag.from_sequence(paths, npartitions=3).map(_unreadable)
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    for errors in ("raise", "nan"):  # its number of rows is unknown: no NaN rows can stand for it
+        with pytest.raises(PartitionError, match=r"partition 0 \(its paths could not be loaded\): OSError"):
+            transform_on_dask(extractor, bag, client=client, retries=0, errors=errors)
+
+
+def test_bad_arguments_are_named(client, paths):
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    with pytest.raises(ValueError, match="partition_size"):
+        transform_on_dask(extractor, paths, client=client, partition_size=0)
+    with pytest.raises(ValueError, match="X is empty"):
+        transform_on_dask(extractor, [], client=client)
+
+
+def test_workers_with_dask_default_malloc_trimming_are_reported(paths, monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what Dask's nannies set in worker processes
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu")
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+        pytest.warns(SlowWorkersWarning, match="MALLOC_TRIM_THRESHOLD_=65536"),
+    ):
+        transform_on_dask(extractor, paths[:3], client=client)
+
+
+def _fine_tune_search():
+    model = FineTuneClassifier(
+        model=TinyConvNet,
+        weights=None,
+        strategy="linear_probe",
+        max_epochs=3,
+        batch_size=8,
+        device="cpu",
+        random_state=0,
+    )
+    return GridSearchCV(model, {"lr": [1e-5, 3e-2]}, cv=3)
+
+
+def test_grid_search_on_dask_finds_the_same_parameters_as_one_process(client, labelled_images):
+    X, y = labelled_images
+    serial = _fine_tune_search().fit(X, y)
+    with joblib.parallel_backend("dask"):
+        on_dask = _fine_tune_search().set_params(n_jobs=-1).fit(X, y)
+    assert on_dask.best_params_ == serial.best_params_ == {"lr": 3e-2}
+    np.testing.assert_allclose(on_dask.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+
+
+def test_estimators_fitted_on_dask_workers_come_back_picklable(client, labelled_images):
+    X, y = labelled_images
+    with joblib.parallel_backend("dask"):
+        result = cross_validate(_fine_tune_search().estimator, X, y, cv=2, n_jobs=-1, return_estimator=True)
+    for estimator in result["estimator"]:
+        restored = pickle.loads(pickle.dumps(estimator))
+        np.testing.assert_array_equal(restored.predict(X), estimator.predict(X))
+        assert set(restored.predict(X)) <= set(y)
+
+
+def test_an_embedding_cache_on_shared_storage_serves_every_worker(client, labelled_images, tmp_path):
+    X, y = labelled_images
+    pipeline = make_pipeline(
+        PretrainedFeatureExtractor(model=CountingNet, device="cpu", cache=tmp_path / "cache"),
+        LogisticRegression(),
+    )
+    search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0, 10.0]}, cv=3, n_jobs=-1)
+    _reset_counts(client)
+    with joblib.parallel_backend("dask"):
+        search.fit(X, y)  # fills the cache: some folds on one worker, some on the other
+    first = CountingNet.image_rows() + _image_rows_on_workers(client)
+    uncached = 3 * 3 * len(X) + len(X)  # each candidate embeds all X per fold, and the refit embeds X
+    assert len(X) <= first < uncached
+
+    _reset_counts(client)
+    with joblib.parallel_backend("dask"):
+        again = GridSearchCV(pipeline, search.param_grid, cv=3, n_jobs=-1).fit(X, y)
+    assert CountingNet.image_rows() == _image_rows_on_workers(client) == 0
+    assert again.best_params_ == search.best_params_
