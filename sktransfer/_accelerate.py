@@ -56,9 +56,10 @@ def _forget(registry, item):
 class AcceleratedRun:
     """The accelerator's wrapped network, optimizer and training batches for one training run of ``net``.
 
-    Entering swaps ``net.optimizer_`` for the accelerator's optimizer (which skips its step and zero_grad
-    between accumulated batches and unscales float16 gradients); leaving puts the plain one back, restores
-    the network's own ``forward`` and releases everything the accelerator was holding for this run.
+    ``net.optimizer_`` stays the plain optimizer (schedulers and checkpoints see it); the accelerator's
+    optimizer around it steps and clears the gradients at the end of each accumulation cycle and unscales
+    float16 gradients. Leaving restores the network's own ``forward`` and releases everything the
+    accelerator was holding for this run.
     """
 
     def __init__(self, accelerator, net):
@@ -69,11 +70,15 @@ class AcceleratedRun:
         self._trainable = None
         self._loaders = []
 
+    @property
+    def distributed(self):
+        return self.accelerator.num_processes > 1
+
     def __enter__(self):
-        self._optimizer = self.net.optimizer_
-        self.net.optimizer_ = self.accelerator.prepare_optimizer(self._optimizer)
+        self.net.optimizer_.zero_grad(set_to_none=True)  # nothing left over from an earlier fit
+        self.optimizer = self.accelerator.prepare_optimizer(self.net.optimizer_)
         self._random_state = contextlib.ExitStack()
-        if self.accelerator.num_processes > 1:  # the seeds are set per epoch: see prepare_loader
+        if self.distributed:  # the seeds are set per epoch: see prepare_loader
             cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
             self._random_state.enter_context(torch.random.fork_rng(devices=cuda))
         return self
@@ -81,15 +86,36 @@ class AcceleratedRun:
     def __exit__(self, exc_type, exc, traceback):
         try:
             if exc_type is None:  # a process that failed leaves at once: the launcher stops the others
+                self.sync_buffers()  # BatchNorm statistics, which each process updated on its own batches
                 self.accelerator.wait_for_everyone()
         finally:
             self._unwrap()
-            _forget(self.accelerator._optimizers, self.net.optimizer_)
+            _forget(self.accelerator._optimizers, self.optimizer)
             for loader in self._loaders:
                 _forget(self.accelerator._dataloaders, loader)
-            self.net.optimizer_ = self._optimizer
             self._random_state.close()
         return False
+
+    def shared_seed(self):
+        """A seed drawn by the main process and known to all (None in a single process)."""
+        if not self.distributed:
+            return None
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([int(torch.randint(2**31 - 1, ()))])[0]
+
+    def sync_buffers(self):
+        """Give every process the main process's buffers (BatchNorm statistics), so that all predict alike."""
+        if self.distributed and torch.distributed.is_initialized():
+            for buffer in self.module.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
+
+    def all_finite(self, loss):
+        """Whether the loss is finite in every process, so that all of them stop together if one diverges."""
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.distributed:
+            finite = self.accelerator.gather(finite)
+        return bool(finite.min() > 0)
 
     def training_module(self):
         """The wrapped network, wrapped again if the trainable parameters changed since the last batch."""
@@ -127,8 +153,8 @@ class AcceleratedRun:
         the gradients add up; the net does not clear them before each batch while a run is active.
         """
         step_fn()
-        self.net.optimizer_.step()
-        self.net.optimizer_.zero_grad()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
 
     def syncs_gradients(self):
         """Whether this batch ends an accumulation cycle (the gradients are complete)."""
@@ -141,10 +167,8 @@ class AcceleratedRun:
         batches of one order: before each pass, torch's generator is seeded in all of them from the main
         process (inside the run's forked generator state, so the user's is left alone).
         """
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            torch.manual_seed(broadcast_object_list([int(torch.randint(2**31 - 1, ()))])[0])
+        if self.distributed:
+            torch.manual_seed(self.shared_seed())
         prepared = self.accelerator.prepare_data_loader(loader)
         self._loaders.append(prepared)
         return prepared

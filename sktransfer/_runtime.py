@@ -4,6 +4,7 @@ import collections
 import concurrent.futures
 import contextlib
 import itertools
+import os
 import threading
 
 import numpy as np
@@ -75,7 +76,8 @@ def progress(iterable, *, verbose, total=None, desc=None):
 def resolve_devices(device):
     """The devices a data-parallel forward pass runs on: ``"auto"`` gives every visible GPU.
 
-    A list (or tuple) of devices is resolved one by one; any other value gives the one device of
+    In a process started by a distributed launcher (``LOCAL_RANK`` set), ``"auto"`` gives this process's
+    GPU only. A list (or tuple) of devices is resolved one by one; any other value gives the one device of
     :func:`resolve_device`.
 
     Examples
@@ -88,6 +90,10 @@ def resolve_devices(device):
             raise ValueError("device=[] lists no device; pass at least one, or device='auto'.")
         return [resolve_device(each) for each in device]
     if device == "auto" and torch.cuda.device_count() > 1:
+        if (
+            "LOCAL_RANK" in os.environ
+        ):  # one of several processes on this machine (torchrun, accelerate): its GPU
+            return [torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())]
         return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
     return [resolve_device(device)]
 

@@ -227,9 +227,10 @@ def _gather(futures, partitions):
     try:
         for future in as_completed(futures):
             index = index_of[future.key]
-            if future.status == "error":
+            if future.status != "finished":  # an error, or cancelled from elsewhere
                 paths = _partition_paths(partitions[index])
-                failures.append((index, paths, future.exception()))
+                error = future.exception() if future.status == "error" else RuntimeError(future.status)
+                failures.append((index, paths, error))
                 results[index] = None if paths is None else len(paths)
             else:
                 results[index] = future.result()

@@ -2,6 +2,7 @@
 
 import copy
 import os
+import threading
 from functools import partial
 from numbers import Integral
 
@@ -22,6 +23,8 @@ from ._runtime import (
 )
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
 from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
+
+_REPLICAS_LOCK = threading.Lock()
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -56,8 +59,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     batch_size : int, default=64
         Images per forward pass.
     device : str, torch.device or list of them, default="auto"
-        ``"auto"`` picks CUDA (every visible GPU: a copy of the network on each runs its share of the
-        batches), then MPS, then the CPU. A list such as ``["cuda:0", "cuda:2"]`` runs on those devices.
+        ``"auto"`` picks CUDA (every visible GPU: a copy of the network, kept for later calls, on each runs
+        its share of the batches; only this process's GPU under a distributed launcher), then MPS, then
+        the CPU. A list such as ``["cuda:0", "cuda:2"]`` runs on those devices.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
         Autocast precision of the forward pass; outputs are float32 either way. ``"bfloat16"`` is much
         faster on recent CPUs and GPUs.
@@ -248,9 +252,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         """The network on each device: ``backbone_`` itself on the first, copies (kept) on the others."""
         if module_device(self.backbone_) != devices[0]:  # e.g. unpickled from a GPU machine
             self.backbone_.to(devices[0])
-        kept, self._replicas = getattr(self, "_replicas", {}), {}
-        for key in enumerate(devices[1:], start=1):
-            self._replicas[key] = kept[key] if key in kept else copy.deepcopy(self.backbone_).to(key[1])
+        with _REPLICAS_LOCK:  # threads of one Dask worker may share an extractor
+            kept, self._replicas = getattr(self, "_replicas", {}), {}
+            for key in enumerate(devices[1:], start=1):
+                self._replicas[key] = kept[key] if key in kept else copy.deepcopy(self.backbone_).to(key[1])
         return [
             (self.backbone_, devices[0]),
             *((module, device) for (_, device), module in self._replicas.items()),

@@ -361,10 +361,10 @@ class TransferNet(NeuralNetClassifier):
 
     def _new_grad_scaler(self):
         """Our float16 gradient scaler; an accelerator brings its own."""
-        device = resolve_device(self.device)
-        return torch.amp.GradScaler(
-            device.type, enabled=self.precision == "float16" and self.accelerator is None
-        )
+        return torch.amp.GradScaler(resolve_device(self.device).type, enabled=self._scales_loss())
+
+    def _scales_loss(self):
+        return self.precision == "float16" and self.accelerator is None
 
     def _check_settings(self):
         params = {name: getattr(self, name) for name in self._parameter_constraints}
@@ -463,6 +463,8 @@ class TransferNet(NeuralNetClassifier):
     def get_split_datasets(self, X, y=None, **fit_params):
         if self.early_stopping and self.train_split is None:
             seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
+            if seed is None and self._run is not None:  # several processes validate on the same rows
+                seed = self._run.shared_seed()
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
         return super().get_split_datasets(X, y, **fit_params)
@@ -589,6 +591,13 @@ class TransferNet(NeuralNetClassifier):
                 return module(**self._merge_x_and_fit_params(x, fit_params))
             return module(x, **fit_params)
 
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if not training and self._run is not None:
+            # Every process validates with the same BatchNorm statistics, so that early stopping and the
+            # best-weights checkpoint decide alike in all of them.
+            self._run.sync_buffers()
+        return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+
     def train_step(self, batch, **fit_params):
         run = self._run
         with contextlib.nullcontext() if run is None else run.accumulate():
@@ -599,16 +608,17 @@ class TransferNet(NeuralNetClassifier):
         Xi, yi = unpack_data(batch)
         y_pred = self.infer(Xi, **fit_params)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        if not torch.isfinite(loss):
+        run = self._run
+        if not (torch.isfinite(loss) if run is None else run.all_finite(loss)):
             precision = (
                 "" if self.precision == "float32" else f"precision='float32' (now {self.precision!r}), "
             )
+            value = "non-finite in another process" if torch.isfinite(loss) else loss.item()
             raise TrainingDivergedError(
-                f"the training loss became {loss.item()} in epoch {len(self.history)}: training diverged. "
+                f"the training loss became {value} in epoch {len(self.history)}: training diverged. "
                 f"Try a smaller lr (now {self.lr}), {precision}gradient clipping "
                 "(callbacks=[skorch.callbacks.GradientNormClipping(1.0)]), and check that no image in X is corrupt."
             )
-        run = self._run
         if run is not None:
             run.backward(loss)
             return {"loss": loss, "y_pred": y_pred}
@@ -620,8 +630,9 @@ class TransferNet(NeuralNetClassifier):
         return {"loss": loss, "y_pred": y_pred}
 
     def _grad_scaler(self):
-        if getattr(self, "grad_scaler_", None) is None:
-            self.grad_scaler_ = self._new_grad_scaler()
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None or scaler.is_enabled() != self._scales_loss():
+            self.grad_scaler_ = self._new_grad_scaler()  # also after set_params(precision=, accelerator=)
         return self.grad_scaler_
 
     def _zero_grad_optimizer(self, set_to_none=None):
@@ -689,6 +700,8 @@ class TransferNet(NeuralNetClassifier):
         return self.classes_[codes]
 
     def load_params(self, *args, **kwargs):
+        if self._run is not None:  # a checkpoint callback: the main process may still be writing the file
+            self.accelerator.wait_for_everyone()
         with self._on_device():
             return super().load_params(*args, **kwargs)
 
@@ -721,6 +734,7 @@ class TransferNet(NeuralNetClassifier):
         # The accelerator belongs to the processes that trained: a pickled net predicts on its own
         # ``device`` wherever it is loaded, without accelerate.
         state["accelerator"] = None
+        state["_run"] = None  # a checkpoint pickled during training
         return state
 
     def __setstate__(self, state):

@@ -42,6 +42,11 @@ def main(out, fail=False):
     adapted = DomainAdaptedClassifier(method="dann", strategy="full", max_epochs=2, **common).fit(
         X, y_domains
     )
+    # Early stopping on a validation split drawn without a seed, and BatchNorm statistics left as training
+    # made them: the processes must still agree on the split, on when to stop and on the statistics.
+    stopped = FineTuneClassifier(
+        strategy="full", max_epochs=3, early_stopping=True, recalibrate_batchnorm=False, **common
+    ).fit(X, y)
     # Without target rows the discriminator's loss is left out; DDP still gets all its gradients.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoTargetDataWarning)
@@ -52,6 +57,8 @@ def main(out, fail=False):
             "world_size": accelerator.num_processes,
             "fine_tuned": fine_tuned.module_.state_dict(),
             "adapted": adapted.module_.state_dict(),
+            "stopped": stopped.module_.state_dict(),
+            "validation_losses": stopped.history[:, "valid_loss"],
             "predictions": fine_tuned.predict(X),
             "labels": y,
             "stages": fine_tuned.history[:, "trainable_stages"],

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Checkpoint, LRScheduler
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 
@@ -43,10 +44,15 @@ def test_one_process_trains_as_without_the_accelerator(make_accelerator, labelle
     assert set(accelerated.predict(X)) <= set(y)
 
 
-def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labelled_images):
+def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labelled_images, tmp_path):
     X, y = labelled_images
     accelerator = make_accelerator()
-    clf = _gradual(accelerator=accelerator).fit(X, y)
+    callbacks = [  # a scheduler of the user's, and a checkpoint that pickles the whole net during training
+        LRScheduler("StepLR", step_size=1, gamma=0.9),
+        Checkpoint(monitor="train_loss_best", f_pickle="net.pkl", dirname=str(tmp_path)),
+    ]
+    clf = _gradual(accelerator=accelerator, callbacks=callbacks).fit(X, y)
+    assert pickle.loads((tmp_path / "net.pkl").read_bytes()).accelerator is None
     assert type(clf.optimizer_) is torch.optim.AdamW
     assert "forward" not in vars(clf.module_)  # the accelerator's patched forward is gone
     assert accelerator._models == accelerator._optimizers == accelerator._dataloaders == []
@@ -136,7 +142,8 @@ def test_two_processes_keep_one_network(tmp_path):
     first, second = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1))
     assert first["world_size"] == 2
     assert first["stages"] == [0, 2, 3, 3, 3]
-    for network in ("fine_tuned", "adapted"):
+    assert first["validation_losses"] == second["validation_losses"]
+    for network in ("fine_tuned", "adapted", "stopped"):
         for name, tensor in first[network].items():
             torch.testing.assert_close(tensor, second[network][name], rtol=0, atol=0, msg=name)
     assert (first["predictions"] == first["labels"]).mean() > 0.9
