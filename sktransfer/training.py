@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, PrintLog, ProgressBar
 from skorch.dataset import ValidSplit, unpack_data
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.utils import is_dataset, noop, to_numpy, to_tensor
 from torch import nn
 
 from ._accelerate import AcceleratedRun, check_accelerator
@@ -243,8 +243,12 @@ class TransferNet(NeuralNetClassifier):
             ):
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
-            if isinstance(callback, PrintLog | ProgressBar) and not self._is_main_process():
-                continue  # several processes train together: one of them prints
+            if not self._is_main_process():  # several processes train together: one of them prints
+                if isinstance(callback, PrintLog | ProgressBar):
+                    continue
+                if getattr(callback, "sink", None) is print:  # EarlyStopping's and Checkpoint's messages
+                    callback = copy.copy(callback)
+                    callback.sink = noop
             decoded.append((name, callback))
         self.callbacks_ = decoded
         return self
@@ -455,7 +459,7 @@ class TransferNet(NeuralNetClassifier):
                 n_samples=len(dataset),
                 device=device,
                 precision=self.precision,
-                verbose=self.verbose,
+                verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
             )
         return PrecomputedFeatures(features, codes)
