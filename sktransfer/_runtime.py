@@ -90,12 +90,22 @@ def resolve_devices(device):
             raise ValueError("device=[] lists no device; pass at least one, or device='auto'.")
         return [resolve_device(each) for each in device]
     if device == "auto" and torch.cuda.device_count() > 1:
-        if (
-            "LOCAL_RANK" in os.environ
-        ):  # one of several processes on this machine (torchrun, accelerate): its GPU
+        # One of several processes on this machine (torchrun, accelerate): its own GPU.
+        if "LOCAL_RANK" in os.environ:
             return [torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())]
         return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
     return [resolve_device(device)]
+
+
+def check_precision(precision, devices):
+    """Raise if ``precision`` cannot run on one of ``devices`` (float16 autocast needs a GPU).
+
+    Examples
+    --------
+    >>> check_precision("bfloat16", [torch.device("cpu")])
+    """
+    if precision == "float16" and any(device.type == "cpu" for device in devices):
+        raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
 
 
 def _forward(model, batch, device, precision):

@@ -204,14 +204,14 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         for partition in partitions
     ]
     results, failures = _gather(futures, partitions)
-    unknown_rows = any(part is None for part in results)
-    if failures and (
-        errors == "raise" or unknown_rows or not any(isinstance(p, np.ndarray) for p in results)
-    ):
-        raise PartitionError(failures, retries)
+    width = _embedding_width(results)
+    if failures and (errors == "raise" or width is None or any(part is None for part in results)):
+        raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
+    if width is None:
+        raise ValueError("X is empty: its partitions hold 0 paths; at least one is required.")
     if failures:  # stacklevel: this function, sklearn's parameter validation, then the caller
         warnings.warn(_describe_failures(failures, retries), PartitionFailedWarning, stacklevel=3)
-    return _stack(results)
+    return _stack(results, width)
 
 
 def _gather(futures, partitions):
@@ -251,11 +251,13 @@ def _partition_paths(partition):
         return None
 
 
-def _stack(results):
+def _embedding_width(results):
+    """The length of an embedding, from the first partition that holds rows (None if none does)."""
+    return next((part.shape[1] for part in results if isinstance(part, np.ndarray) and part.size), None)
+
+
+def _stack(results, width):
     """One array of every partition's rows, NaN for the failed ones."""
-    width = next((part.shape[1] for part in results if isinstance(part, np.ndarray) and part.size), None)
-    if width is None:
-        raise ValueError("X is empty: its partitions hold 0 paths; at least one is required.")
     return np.concatenate(
         [
             np.full((part, width), np.nan, dtype=np.float32)

@@ -16,6 +16,7 @@ from torch import nn
 from ._runtime import (
     PRECISIONS,
     autocast,
+    check_precision,
     fold_batchnorm,
     module_device,
     resolve_devices,
@@ -244,8 +245,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def _devices(self):
         devices = resolve_devices(self.device)
-        if self.precision == "float16" and any(device.type == "cpu" for device in devices):
-            raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+        check_precision(self.precision, devices)
         return devices
 
     def _replicas_on(self, devices):

@@ -26,7 +26,15 @@ from skorch.utils import is_dataset, noop, to_numpy, to_tensor
 from torch import nn
 
 from ._accelerate import AcceleratedRun, check_accelerator
-from ._runtime import PRECISIONS, autocast, module_device, resolve_device, run_inference, seeded
+from ._runtime import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    module_device,
+    resolve_device,
+    run_inference,
+    seeded,
+)
 from ._training_callbacks import (
     BatchNormRecalibration,
     StageUnfreezer,
@@ -375,8 +383,7 @@ class TransferNet(NeuralNetClassifier):
         validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
         if self.accelerator is not None:
             check_accelerator(self.accelerator, self.precision, self.device)
-        if self.precision == "float16" and resolve_device(self._device()).type == "cpu":
-            raise ValueError("precision='float16' needs a GPU; on the CPU use precision='bfloat16'.")
+        check_precision(self.precision, [resolve_device(self._device())])
 
     def _device(self):
         """The device to run on: the accelerator's for this process when there is one, else ``device``."""
