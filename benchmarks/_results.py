@@ -9,6 +9,8 @@ import sklearn
 import torch
 import torchvision
 
+from sktransfer._runtime import cpu_native_bfloat16
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = "# Benchmark results\n\nEach section is written by the script it names; do not edit by hand.\n"
 
@@ -21,7 +23,9 @@ def device_description(device):
     if cpuinfo.exists():
         match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         cpu = match.group(1).strip() if match else cpu
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    native = cpu_native_bfloat16()
+    bfloat16 = f"native bfloat16 ({native})" if native else "no native bfloat16 (bfloat16 emulated)"
+    return f"CPU {cpu}, {torch.get_num_threads()} threads, {bfloat16}"
 
 
 def environment_line(device):

@@ -6,7 +6,12 @@ cross_val_score.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .domain_adaptation import DomainAdaptedClassifier
+from .domain_adaptation import (
+    DomainAdaptedClassifier,
+    FeatureAlignmentClassifier,
+    importance_weighted_scorer,
+    prediction_entropy_scorer,
+)
 from .feature_extraction import PretrainedFeatureExtractor
 from .fine_tuning import FineTuneClassifier
 
@@ -15,4 +20,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["DomainAdaptedClassifier", "FineTuneClassifier", "PretrainedFeatureExtractor", "__version__"]
+__all__ = [
+    "DomainAdaptedClassifier",
+    "FeatureAlignmentClassifier",
+    "FineTuneClassifier",
+    "PretrainedFeatureExtractor",
+    "__version__",
+    "importance_weighted_scorer",
+    "prediction_entropy_scorer",
+]

@@ -16,13 +16,13 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import feature_extraction
+from torchvision.transforms import v2
 from torchvision.transforms._presets import ImageClassification
 
 from . import _efficientnet_lite
-from ._runtime import seeded
+from ._runtime import NetworkOutputError, seeded
 
 OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
-POOLINGS = ("avg", "max", None)
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
 
@@ -115,7 +115,7 @@ def _from_module(model, weights):
             f"weights={weights!r} cannot apply to a torch.nn.Module model: pass weights='DEFAULT' to keep the "
             "module's own weights, or the path of a state_dict file to load into it."
         )
-    return Backbone(module, ImagenetNormalize(), type(model).__name__)
+    return Backbone(module, imagenet_normalize(), type(model).__name__)
 
 
 def _offline_default(weights):
@@ -214,7 +214,9 @@ def read_checkpoint(path):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights={str(path)!r} does not hold a state_dict (a mapping of names to tensors).")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    state = dict(state)
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")  # DataParallel, DDP
+    return state
 
 
 def _load_checkpoint(module, path):
@@ -240,12 +242,42 @@ def _load_checkpoint(module, path):
 _CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
 
 
+def _has_parameters(module):
+    return any(True for _ in module.parameters())
+
+
 def _classifier_name(module):
-    """The classifier: the last ``nn.Linear``, else a top-level ``classifier`` (SqueezeNet's is convolutional)."""
-    names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
-    if names:
-        return names[-1]
-    return next((name for name, _ in module.named_children() if name in _CLASSIFIER_NAMES), None)
+    """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
+
+    The classifier is the last layer with parameters, found by descending into the last child that holds
+    parameters, when that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads``
+    block that ends in a convolution (SqueezeNet's). A classifier the user already replaced by
+    ``nn.Identity()`` holds no parameters, so the descent reaches the last layer of the body instead (a
+    BatchNorm, a LayerNorm, a convolution) and the module counts as having no classifier: its own output is
+    used, as written.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> _classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    '2'
+    >>> print(_classifier_name(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Identity())))
+    None
+    """
+    path, part = [], module
+    while True:
+        children = [(name, child) for name, child in part.named_children() if _has_parameters(child)]
+        if not children:
+            break
+        name, part = children[-1]
+        path.append(name)
+    if not path:
+        return None
+    if isinstance(part, nn.Linear):
+        return ".".join(path)
+    if isinstance(part, nn.Conv2d) and len(path) > 1 and path[0] in _CLASSIFIER_NAMES:
+        return path[0]
+    return None
 
 
 # Traced as single calls so that node names stay those of the modules.
@@ -266,11 +298,11 @@ def layer_names(module):
 def cut_at_layer(module, layer):
     """The sub-network of ``module`` whose output is ``layer``.
 
-    ``None`` gives the penultimate (pre-classifier) features: the last ``nn.Linear`` of the network is
-    replaced by an identity, so that the network's own pooling and flattening still apply; a network without
-    one has its top-level convolutional ``classifier`` (SqueezeNet's) replaced by global average pooling, and
-    a network with neither is used whole. A name picks any node or module of torchvision's
-    feature-extraction graph; an unknown name lists the valid ones.
+    ``None`` gives the input of the classifier (see :func:`_classifier_name`): a final ``nn.Linear`` is
+    replaced by an identity, so that the network's own pooling and flattening still apply, and a top-level
+    convolutional classifier block (SqueezeNet's) by global average pooling. A network without a classifier,
+    such as one whose classifier the user set to ``nn.Identity()``, is used whole. A name picks any node or
+    module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
     """
     if layer is None:
         classifier = _classifier_name(module)
@@ -304,7 +336,8 @@ class FeatureModel(nn.Module):
     """A backbone cut at a layer, its output pooled to one vector per image and optionally L2-normalised.
 
     Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L; ``pooling=None``
-    flattens instead.
+    flattens instead. An output with another number of rows than the input, or of a shape that pooling
+    cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming ``layer`` and the shapes.
 
     Examples
     --------
@@ -314,23 +347,40 @@ class FeatureModel(nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, body, pooling="avg", normalize=False):
+    def __init__(self, body, pooling="avg", normalize=False, layer=None):
         super().__init__()
         self.body = body
         self.pooling = pooling
         self.normalize = normalize
+        self.layer = layer
 
     def extra_repr(self):
-        return f"pooling={self.pooling!r}, normalize={self.normalize}"
+        return f"layer={self.layer!r}, pooling={self.pooling!r}, normalize={self.normalize}"
+
+    def output_name(self):
+        """The features' origin, as errors name it."""
+        body = type(self.body).__name__
+        return f"the output of {body} at layer={self.layer!r}"
 
     def forward(self, x):
         out = self.body(x)
         if isinstance(out, dict):
             out = out["features"]
+        if not isinstance(out, torch.Tensor) or out.ndim < 1 or len(out) != len(x):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise NetworkOutputError(
+                f"{self.output_name()} is {shape} for a batch of {len(x)} inputs of shape {tuple(x.shape)}; "
+                "it must have one row per input (check the module's forward, or pick another layer)."
+            )
         if out.ndim > 2 and self.pooling is not None:
-            dims = tuple(range(2, out.ndim)) if out.ndim == 4 else (1,)
+            if out.ndim not in (3, 4):
+                raise NetworkOutputError(
+                    f"{self.output_name()} has shape {tuple(out.shape)}: pooling={self.pooling!r} reads "
+                    "(N, C, H, W) maps or (N, tokens, D) sequences; use pooling=None to flatten it."
+                )
+            dims = (2, 3) if out.ndim == 4 else (1,)
             out = out.mean(dim=dims) if self.pooling == "avg" else out.amax(dim=dims)
-        out = out.flatten(1).float()
+        out = out.reshape(len(out), -1).float()
         if self.normalize:
             out = nn.functional.normalize(out, dim=1)
         return out
@@ -339,7 +389,7 @@ class FeatureModel(nn.Module):
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
     body = cut_at_layer(backbone.module, layer)
-    model = FeatureModel(body, pooling=pooling, normalize=normalize).eval()
+    model = FeatureModel(body, pooling=pooling, normalize=normalize, layer=layer).eval()
     model.requires_grad_(False)
     return model
 
@@ -434,22 +484,20 @@ def group_parameters(module, groups):
     return owned
 
 
-class ImagenetNormalize(nn.Module):
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalize():
     """Preprocessing for a module whose weights do not say: scale to [0, 1], ImageNet mean and std.
 
-    Images keep their size; pass ``preprocess`` to the estimator to resize them.
+    Images keep their size; pass ``preprocess`` to the estimator to resize them. uint8 images are scaled
+    to [0, 1], float images are taken to be in [0, 1] already.
+
+    Examples
+    --------
+    >>> import torch
+    >>> imagenet_normalize()(torch.full((3, 2, 2), 255, dtype=torch.uint8))[:, 0, 0]
+    tensor([2.2489, 2.4286, 2.6400])
     """
-
-    def __init__(self):
-        super().__init__()
-        self.mean = (0.485, 0.456, 0.406)
-        self.std = (0.229, 0.224, 0.225)
-
-    def forward(self, image):
-        image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-        mean = torch.tensor(self.mean, dtype=image.dtype).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=image.dtype).view(-1, 1, 1)
-        return (image - mean) / std
-
-    def __repr__(self):
-        return "ImagenetNormalize()"
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

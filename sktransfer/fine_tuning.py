@@ -89,12 +89,15 @@ class FineTuneClassifier(TransferNet):
     preprocess : callable or None, default=None
         Replaces the weights' preprocessing of each (3, H, W) image.
     num_workers : int, default=0
-        DataLoader worker processes that decode, augment and preprocess images.
+        DataLoader worker processes that decode, augment and preprocess images; inside joblib's worker
+        processes too.
     device : str or torch.device, default="auto"
         ``"auto"`` picks CUDA, then MPS, then the CPU.
-    precision : {"float32", "bfloat16", "float16"}, default="float32"
-        Autocast precision of the forward pass. ``"float16"`` (GPU only) scales the loss with a gradient
-        scaler; ``"bfloat16"`` works on CPUs and GPUs.
+    precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
+        Autocast precision of the forward pass, in training and prediction. ``"float16"`` (GPU only) scales
+        the loss with a gradient scaler. ``"bfloat16"`` runs on CPUs and GPUs, but on a CPU without AMX or
+        AVX512-BF16 it is emulated, several times slower than float32, and warns. ``"auto"`` picks bfloat16
+        where it is native, float16 on older GPUs and float32 elsewhere.
     accelerator : accelerate.Accelerator or None, default=None
         Train under Hugging Face Accelerate (``pip install 'sktransfer[accelerate]'``): on several GPUs or
         machines when the script is started with ``accelerate launch``, with the accelerator's gradient
@@ -106,7 +109,9 @@ class FineTuneClassifier(TransferNet):
         Seeds the head's initialisation, shuffling, dropout, augmentation and the validation split: two fits
         on the CPU give the same predictions.
     verbose : int, default=0
-        1 prints skorch's epoch table and shows progress bars.
+        1 prints skorch's epoch table and shows progress bars: text bars, or widgets in a Jupyter notebook
+        with ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) the bars
+        show from 2 only, so that several workers do not garble each other's; the epoch table prints from 1.
     **kwargs
         Any other skorch parameter: ``optimizer`` (default AdamW), ``criterion`` (default
         CrossEntropyLoss), ``train_split``, ``callbacks``, ``classes``, ``warm_start``, dunder parameters.

@@ -12,14 +12,17 @@ channels and an alpha channel dropped. Nothing the user passed is modified.
 import os
 from pathlib import Path
 
-import joblib
 import numpy as np
 import torch
 from PIL import Image
 from sklearn.utils.validation import validate_data
 from torch.utils.data import DataLoader, Dataset
 
+from ._hashing import array_key, file_key, pil_image_key
+from ._parallel import loader_processes
+
 _CHANNEL_COUNTS = (1, 3, 4)
+_RANGE_CHUNK_BYTES = 1 << 22  # validation reads this much at a time from an array whose samples are scattered
 
 
 def _sample_error(message):
@@ -46,9 +49,12 @@ class ImageSource:
         """The image at ``index`` as a (3, H, W) tensor, uint8 or float in [0, 1]."""
         raise NotImplementedError
 
-    def fingerprint(self):
-        """A string that changes whenever the content of the images does (the key of the embedding cache)."""
-        return joblib.hash(self.items)
+    def fingerprints(self):
+        """One 16-byte key per image, which changes whenever the image's content does (the cache's keys).
+
+        Arrays are read in place, an image at a time: no copy of X is made.
+        """
+        return [array_key(image) for image in self.items]
 
 
 class ArrayImages(ImageSource):
@@ -83,8 +89,8 @@ class PILImages(ImageSource):
     def load(self, index):
         return _pil_to_tensor(self.items[index])
 
-    def fingerprint(self):
-        return joblib.hash([(image.mode, image.size, image.tobytes()) for image in self.items])
+    def fingerprints(self):
+        return [pil_image_key(image) for image in self.items]
 
 
 class ImageFiles(ImageSource):
@@ -100,9 +106,8 @@ class ImageFiles(ImageSource):
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
             ) from exc
 
-    def fingerprint(self):
-        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in self.items]
-        return joblib.hash(stats)
+    def fingerprints(self):
+        return [file_key(path) for path in self.items]
 
 
 def _pil_to_tensor(image):
@@ -150,6 +155,8 @@ def as_image_source(X):
     """
     if _is_pandas(X):
         return _from_pandas(X)
+    if _is_path(X):
+        raise _single_path_error(os.fspath(X))
     if isinstance(X, list | tuple):
         return _from_sequence(X)
     if isinstance(X, torch.Tensor):
@@ -158,6 +165,16 @@ def as_image_source(X):
     if array.ndim == 1 and array.dtype.kind in "OUS":
         return _from_sequence(list(array))
     return _from_array(array, channels_first=False)
+
+
+def _single_path_error(path):
+    if os.path.isdir(path):
+        return ValueError(
+            f"X is the folder {path!r}, not a sequence of images. For a folder with one sub-folder of images "
+            "per class, sktransfer.datasets.load_image_folder(path) returns the list of image paths and their "
+            "labels, X and y; otherwise pass the list of image paths."
+        )
+    return ValueError(f"X is the single path {path!r}; pass a list of image paths, e.g. [{path!r}].")
 
 
 def validated_source(estimator, X, *, reset):
@@ -185,8 +202,8 @@ def validated_source(estimator, X, *, reset):
 
 def is_vector_input(X):
     """True when X is a 2-D table of numbers (feature vectors rather than images), sparse included."""
-    if _is_pandas(X):
-        return X.ndim == 2 and not _is_path_column(X)
+    if _is_pandas(X):  # a table with any column of text (paths, labels) is no table of feature vectors
+        return X.ndim == 2 and all(dtype.kind in "biuf" for dtype in X.dtypes)
     if isinstance(X, list | tuple):
         return len(X) > 0 and isinstance(X[0], list | tuple) and not any(_is_path(v) for v in X[0])
     shape = getattr(X, "shape", None)
@@ -199,16 +216,14 @@ def _is_pandas(X):
     return type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy")
 
 
-def _is_path_column(X):
-    return (X.shape[1] == 1 and X.iloc[:, 0].dtype.kind in "OUT") or str(X.iloc[:, 0].dtype) == "string"
-
-
 def _from_pandas(X):
     if X.ndim == 2:
         if X.shape[1] != 1:
+            text = [str(name) for name, dtype in X.dtypes.items() if dtype.kind not in "biuf"]
+            example = f"X[[{text[0]!r}]]" if text else "X[['path']]"
             raise ValueError(
-                f"X is a DataFrame with {X.shape[1]} columns; pass the one column that holds the image paths, "
-                "e.g. X[['path']]."
+                f"X is a DataFrame with {X.shape[1]} columns ({list(map(str, X.columns))[:10]}); pass the one "
+                f"column that holds the image paths, e.g. {example}, and the labels as y."
             )
         X = X.iloc[:, 0]
     return _from_sequence(list(X.to_numpy()))
@@ -311,7 +326,8 @@ def _check_values(images):
         raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
     if dtypes == {np.dtype(np.uint8)}:
         return
-    lows, highs, finite = _per_sample_ranges(images, batch)
+    lows, highs = _per_sample_ranges(images, batch)
+    finite = np.isfinite(lows) & np.isfinite(highs)
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
         raise _sample_error(f"sample {index} contains NaN or infinity.")
@@ -331,15 +347,22 @@ def _check_values(images):
 
 
 def _per_sample_ranges(images, batch):
-    if batch:
-        flat = images.reshape(len(images), -1)
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(flat).all(axis=1) if flat.dtype.kind == "f" else np.ones(len(flat), bool)
-            return flat.min(axis=1).astype(float), flat.max(axis=1).astype(float), finite
-    lows = np.array([float(np.min(a)) for a in images])
-    highs = np.array([float(np.max(a)) for a in images])
-    finite = np.array([bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True for a in images])
-    return lows, highs, finite
+    """Each sample's lowest and highest value (NaN where it holds a NaN), without copying the images.
+
+    A batch is read in chunks of whole samples, each sample's axes in the order they lie in memory, so
+    that the samples of a channels-last array (seen channels-first) are read in place.
+    """
+    if not batch:
+        return np.array([np.min(a) for a in images], float), np.array([np.max(a) for a in images], float)
+    order = sorted(range(1, images.ndim), key=lambda axis: -abs(images.strides[axis]))
+    samples = images.transpose(0, *order)
+    lows, highs = np.empty(len(samples)), np.empty(len(samples))
+    step = max(1, _RANGE_CHUNK_BYTES // samples[0].nbytes)
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step]
+        chunk = chunk.reshape(len(chunk), -1)  # a view where the samples are contiguous, else a chunk's copy
+        lows[start : start + step], highs[start : start + step] = chunk.min(axis=1), chunk.max(axis=1)
+    return lows, highs
 
 
 class PreprocessedImages(Dataset):
@@ -400,7 +423,7 @@ def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
         collate_fn=_already_batched,
         pin_memory=pin_memory,
+        **loader_processes(num_workers),
     )

@@ -26,8 +26,10 @@ from skorch.utils import is_dataset, noop, to_numpy, to_tensor
 from torch import nn
 
 from ._accelerate import AcceleratedRun, check_accelerator
+from ._parallel import loader_processes
+from ._progress import notebook_bars, shows_progress
 from ._runtime import (
-    PRECISIONS,
+    PRECISION_OPTIONS,
     autocast,
     check_precision,
     module_device,
@@ -50,6 +52,7 @@ from ._training_data import (
     with_augment,
     yields_batches,
 )
+from ._training_repr import SklearnRepr
 from .backbones import (
     Backbone,
     FeatureModel,
@@ -105,10 +108,13 @@ class TransferNetwork(nn.Module):
     torch.Size([2, 3])
     """
 
-    def __init__(self, backbone, n_features, n_classes, dropout=0.0, frozen_statistics=False):
+    def __init__(
+        self, backbone, n_features, n_classes, dropout=0.0, frozen_statistics=False, channels_last=False
+    ):
         super().__init__()
         self.backbone = backbone
         self.frozen_statistics = frozen_statistics
+        self.channels_last = channels_last
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_features, n_classes))
         self.stage_names = layer_groups(backbone)
 
@@ -116,8 +122,8 @@ class TransferNetwork(nn.Module):
         return self.head(self.features(x) if features is None else features).float()
 
     def features(self, x):
-        """The backbone's features of a batch of inputs (images go in channels-last layout)."""
-        if x.ndim == 4:
+        """The backbone's features of a batch of inputs (in channels-last layout with ``channels_last``)."""
+        if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
@@ -169,12 +175,13 @@ def _missing_labels(y):
     return np.array([], dtype=int)
 
 
-class TransferNet(NeuralNetClassifier):
+class TransferNet(SklearnRepr, NeuralNetClassifier):
     """A skorch classifier that trains a :class:`TransferNetwork` built from the ``model`` parameter.
 
     Not used directly: estimators subclass it, declare their parameters in ``__init__`` and document them.
     Everything of skorch keeps working: dunder parameters (``optimizer__momentum``), ``callbacks``,
-    ``history``, ``train_split``, ``save_params`` / ``load_params``, ``warm_start``, ``partial_fit``.
+    ``history``, ``train_split``, ``save_params`` / ``load_params``, ``warm_start``, ``partial_fit``. It
+    prints as scikit-learn's estimators do (:class:`~sktransfer._training_repr.SklearnRepr`).
     """
 
     _run = None  # an AcceleratedRun while training under an accelerator
@@ -204,7 +211,7 @@ class TransferNet(NeuralNetClassifier):
         "checkpoint_dir": [str, os.PathLike, None],
         "preprocess": [callable, None],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
-        "precision": [StrOptions(set(PRECISIONS))],
+        "precision": [StrOptions(set(PRECISION_OPTIONS))],
         "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
         "random_state": ["random_state"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -228,8 +235,8 @@ class TransferNet(NeuralNetClassifier):
         if isinstance(self.checkpoint_dir, str | os.PathLike):
             monitor = "valid_loss_best" if self._validates() else "train_loss_best"
             callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
-        if isinstance(self.verbose, Integral) and self.verbose > 0:
-            callbacks.append(("progress_bar", ProgressBar()))
+        if isinstance(self.verbose, Integral) and shows_progress(self.verbose):
+            callbacks.append(("progress_bar", ProgressBar(detect_notebook=notebook_bars())))
         callbacks.append(("print_log", skorch_defaults["print_log"]))
         # Early stopping ends an epoch by raising, so it comes after the callbacks that log the epoch; the
         # recalibration comes after it, so that it sees the best weights early stopping restores.
@@ -315,14 +322,26 @@ class TransferNet(NeuralNetClassifier):
             backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
         else:
             backbone = load_backbone(
-                self.model, self.weights, random_state=self.random_state, progress=bool(self.verbose)
+                self.model,
+                self.weights,
+                random_state=self.random_state,
+                progress=shows_progress(self.verbose),
             )
             n_features = feature_size(backbone, self.layer, self.pooling)
-        features = FeatureModel(cut_at_layer(backbone.module, self.layer), pooling=self.pooling)
+        features = FeatureModel(
+            cut_at_layer(backbone.module, self.layer), pooling=self.pooling, layer=self.layer
+        )
         frozen_statistics = (
             self.weights is not None if self.freeze_batchnorm == "auto" else self.freeze_batchnorm
         )
-        settings = {"dropout": self.dropout, "frozen_statistics": frozen_statistics, **self._network_kwargs()}
+        # Channels-last layout only for architectures the library builds: a user's module runs as written.
+        library_built = isinstance(self.model, str)
+        settings = {
+            "dropout": self.dropout,
+            "frozen_statistics": frozen_statistics,
+            "channels_last": library_built,
+            **self._network_kwargs(),
+        }
         module = self.module(
             backbone=features,
             n_features=n_features,
@@ -333,7 +352,7 @@ class TransferNet(NeuralNetClassifier):
         initial = trainable_stage_count(self.strategy, 0, n_stages, self.freeze_epochs, self.unfreeze_epochs)
         module.set_trainable(initial, bitfit=self.strategy == "bitfit")
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
-        self.module_ = module.to(memory_format=torch.channels_last)
+        self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
         return self
 
     def _network_kwargs(self):
@@ -376,14 +395,18 @@ class TransferNet(NeuralNetClassifier):
         return torch.amp.GradScaler(resolve_device(self.device).type, enabled=self._scales_loss())
 
     def _scales_loss(self):
-        return self.precision == "float16" and self.accelerator is None
+        return self.accelerator is None and self._precision() == "float16"
 
     def _check_settings(self):
         params = {name: getattr(self, name) for name in self._parameter_constraints}
         validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
         if self.accelerator is not None:
-            check_accelerator(self.accelerator, self.precision, self.device)
-        check_precision(self.precision, [resolve_device(self._device())])
+            check_accelerator(self.accelerator, self._precision(), self.device)
+        self._precision()
+
+    def _precision(self):
+        """``precision`` resolved ("auto") for this call's device; float16 on a CPU raises."""
+        return check_precision(self.precision, [resolve_device(self._device())])
 
     def _device(self):
         """The device to run on: the accelerator's for this process when there is one, else ``device``."""
@@ -465,7 +488,8 @@ class TransferNet(NeuralNetClassifier):
                 loader,
                 n_samples=len(dataset),
                 device=device,
-                precision=self.precision,
+                precision=self._precision(),
+                channels_last=self.module_.channels_last,
                 verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
             )
@@ -500,6 +524,8 @@ class TransferNet(NeuralNetClassifier):
             kwargs.setdefault("collate_fn", already_batched)
             kwargs.setdefault("num_workers", self.num_workers)
             kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
+        if kwargs.get("num_workers") and "multiprocessing_context" not in kwargs:
+            kwargs.update(loader_processes(kwargs["num_workers"]))
         iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
         run = self._run
         return run.prepare_loader(iterator) if training and run is not None else iterator
@@ -591,7 +617,7 @@ class TransferNet(NeuralNetClassifier):
             self._run = None
 
     def infer(self, x, **fit_params):
-        with autocast(torch.device(self.device), self.precision):
+        with autocast(torch.device(self.device), self._precision()):
             run = self._run
             if run is None or not self.module_.training:
                 return super().infer(x, **fit_params)
@@ -622,7 +648,7 @@ class TransferNet(NeuralNetClassifier):
         run = self._run
         if not (torch.isfinite(loss) if run is None else run.all_finite(loss)):
             precision = (
-                "" if self.precision == "float32" else f"precision='float32' (now {self.precision!r}), "
+                "" if self._precision() == "float32" else f"precision='float32' (now {self.precision!r}), "
             )
             value = "non-finite in another process" if torch.isfinite(loss) else loss.item()
             raise TrainingDivergedError(
@@ -672,6 +698,7 @@ class TransferNet(NeuralNetClassifier):
 
     def forward_iter(self, X, training=False, device="cpu"):
         with self._on_device():
+            self._precision()  # float16 set after fitting, on a CPU: raise before the first batch
             self._move_to_device()
             yield from super().forward_iter(X, training=training, device=device)
 

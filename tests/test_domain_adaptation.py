@@ -1,11 +1,15 @@
+import copy
 import pickle
 
 import numpy as np
 import pytest
 import sklearn
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.metadata_routing import get_routing_for_object
 
 from sktransfer import DomainAdaptedClassifier
 from sktransfer.domain_adaptation import (
@@ -73,12 +77,21 @@ def test_routed_sample_domain_through_pipeline_and_grid_search(shifted_images):
     X, _, y_source = shifted_images
     y = np.concatenate([y_source, y_source])  # target labels given, but masked by the negative domain
     domains = np.repeat([1, -2], len(y_source))
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))  # both domains in each fold
     with sklearn.config_context(enable_metadata_routing=True):
-        clf = deep(method="mmd").set_fit_request(sample_domain=True)
-        folds = StratifiedKFold(2, shuffle=True, random_state=0)  # each fold keeps rows of both domains
+        clf = deep(method="mmd", max_epochs=1).set_fit_request(sample_domain=True)
         search = GridSearchCV(clf, {"lr": [1e-3, 1e-2]}, cv=folds, scoring=prediction_entropy_scorer)
         search.fit(X, y, sample_domain=domains)
         assert search.best_estimator_.predict(X[:3]).shape == (3,)
+        # The scorer got each fold's sample_domain and read its target rows alone.
+        for candidate, params in enumerate(search.cv_results_["params"]):
+            for fold, (train, test) in enumerate(folds):
+                fitted = clone(clf).set_params(**params).fit(X[train], y[train], sample_domain=domains[train])
+                proba = fitted.predict_proba(X[test][domains[test] < 0])
+                target_only = np.mean(np.sum(proba * np.log(proba), axis=1))
+                direct = prediction_entropy_scorer(fitted, X[test], y[test], sample_domain=domains[test])
+                assert direct == pytest.approx(target_only)
+                assert search.cv_results_[f"split{fold}_test_score"][candidate] == pytest.approx(direct)
         shallow = FeatureAlignmentClassifier().set_fit_request(sample_domain=True)
         rng = np.random.default_rng(0)
         features = rng.normal(size=(len(X), 6))
@@ -191,18 +204,87 @@ def test_shallow_path_after_the_extractor_in_a_pipeline(shifted_images):
 
 
 def test_label_free_scorers(shifted_features, shifted_images):
-    X, y, labels = shifted_features
+    X, y, _ = shifted_features
     aligned = FeatureAlignmentClassifier(method="coral").fit(X, y)
     plain = FeatureAlignmentClassifier(method="source_only").fit(X, y)
     assert prediction_entropy_scorer(aligned, X, y) <= 0
     # Source accuracy, weighted towards the target-like source rows.
     assert 0.5 < importance_weighted_scorer(plain, X, y) <= 1.0
-    with pytest.raises(ValueError, match="needs labelled source rows and target rows"):
-        importance_weighted_scorer(plain, X[:200], labels)
+    with pytest.raises(ValueError, match="needs labelled source rows"):
+        importance_weighted_scorer(plain, X[200:], y[200:])
     images, image_labels, _ = shifted_images
     y_int = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
     clf = deep(method="coral").fit(images, y_int)
     assert 0.0 <= importance_weighted_scorer(clf, images, y_int) <= 1.0  # on clf.embed() features
+
+
+@pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])
+def test_scorers_refuse_data_without_target_rows(shifted_features, scorer):
+    X, _, labels = shifted_features
+    clf = LogisticRegression().fit(X[:200], labels)
+    both_ways = "mark target rows with y == -1 or with a negative sample_domain"
+    with pytest.raises(ValueError, match=both_ways):
+        scorer(clf, X[:200], labels)
+    with pytest.raises(ValueError, match=both_ways):
+        scorer(clf, X[:200], labels, sample_domain=np.ones(200))
+
+
+@pytest.mark.parametrize("routing", [True, False])
+def test_scorers_in_a_search_and_multimetric_cross_validation_of_a_pipeline(shifted_features, routing):
+    """With routing, string labels and sample_domain reach the scorers; without it, y == -1 marks the target."""
+    X, y, labels = shifted_features
+    domains = np.repeat([1, -1], 200)
+    if routing:  # the target rows carry their true labels, masked by the negative domain
+        names = np.array(["no", "yes"])[labels]
+        y, params = np.concatenate([names, names]), {"sample_domain": domains}
+    else:
+        params = {}
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    scoring = {"entropy": prediction_entropy_scorer, "iwcv": importance_weighted_scorer}
+    with sklearn.config_context(enable_metadata_routing=routing):
+        aligned = FeatureAlignmentClassifier()
+        pipeline = make_pipeline(
+            StandardScaler(), aligned.set_fit_request(sample_domain=True) if routing else aligned
+        )
+        grid = {"featurealignmentclassifier__method": ["coral", "source_only"]}
+        search = GridSearchCV(pipeline, grid, cv=folds, scoring=scoring, refit="iwcv").fit(X, y, **params)
+        result = cross_validate(
+            pipeline, X, y, cv=folds, scoring=scoring, params=params, return_estimator=True
+        )
+    for name, scorer in scoring.items():
+        assert np.isfinite(search.cv_results_[f"mean_test_{name}"]).all()
+        for (_, test), fitted, score in zip(folds, result["estimator"], result[f"test_{name}"], strict=True):
+            fold_params = {key: value[test] for key, value in params.items()}
+            assert score == pytest.approx(scorer(fitted, X[test], y[test], **fold_params))
+
+
+def test_scorers_request_sample_domain_like_sklearn_scorers_and_pickle(shifted_features):
+    X, _, labels = shifted_features
+    names = np.array(["no", "yes"])[labels]
+    y, domains = np.concatenate([names, names]), np.repeat([1, -1], 200)
+    for scorer in (prediction_entropy_scorer, importance_weighted_scorer):
+        assert get_routing_for_object(scorer).score.requests == {"sample_domain": True}
+    with pytest.raises(RuntimeError, match="enable_metadata_routing=True"):
+        copy.copy(prediction_entropy_scorer).set_score_request(sample_domain=False)
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    with sklearn.config_context(enable_metadata_routing=True):
+        aliased = copy.copy(importance_weighted_scorer).set_score_request(sample_domain="domains")
+        with pytest.raises(ValueError, match="valid identifier"):
+            copy.copy(aliased).set_score_request(sample_domain="not a name")
+        # The estimator does not consume the domains; the scorer takes them under the alias.
+        aliased_domains = {"domains": domains}
+        result = cross_validate(LogisticRegression(), X, y, cv=folds, scoring=aliased, params=aliased_domains)
+    assert get_routing_for_object(importance_weighted_scorer).score.requests == {"sample_domain": True}
+    restored = pickle.loads(pickle.dumps(aliased))
+    assert get_routing_for_object(restored).score.requests == {"sample_domain": "domains"}
+    for (train, test), score in zip(folds, result["test_score"], strict=True):
+        fitted = LogisticRegression().fit(X[train], y[train])
+        direct = importance_weighted_scorer(fitted, X[test], y[test], sample_domain=domains[test])
+        assert score == pytest.approx(direct)
+        assert restored(fitted, X[test], y[test], sample_domain=domains[test]) == direct
+    entropy = pickle.loads(pickle.dumps(prediction_entropy_scorer))
+    expected = prediction_entropy_scorer(fitted, X, sample_domain=domains)
+    assert entropy(fitted, X, sample_domain=domains) == expected
 
 
 def test_batchnorm_keeps_the_statistics_of_the_target_rows(shifted_features):

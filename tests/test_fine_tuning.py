@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 
 from sktransfer import FineTuneClassifier
 from sktransfer.training import TrainingDivergedError
@@ -31,6 +31,20 @@ def test_string_labels_in_a_grid_search(labelled_images):
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert cross_val_score(tiny(), X, y, cv=2).shape == (2,)
+
+
+@pytest.mark.parametrize("strategy", ["full", "linear_probe"])  # images every epoch / features computed once
+def test_dataloader_workers_inside_joblib_workers(strategy, labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy=strategy, max_epochs=1, num_workers=2, verbose=1)
+    in_workers = cross_validate(clf, X, y, cv=2, n_jobs=2, return_estimator=True)
+    in_turn = cross_validate(clf, X, y, cv=2, n_jobs=1, return_estimator=True)
+    np.testing.assert_array_equal(in_workers["test_score"], in_turn["test_score"])
+    for parallel, sequential in zip(in_workers["estimator"], in_turn["estimator"], strict=True):
+        np.testing.assert_allclose(parallel.predict_proba(X), sequential.predict_proba(X), rtol=1e-5)
+        # At verbose=1 only the main program draws progress bars: those of several workers garble each other.
+        assert "progress_bar" not in dict(parallel.callbacks_)
+        assert "progress_bar" in dict(sequential.callbacks_)
 
 
 def test_labels_of_any_type(labelled_images):

@@ -1,9 +1,12 @@
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from sktransfer import images as images_module
 from sktransfer.images import PreprocessedImages, as_image_source, batch_loader, is_vector_input
 
 
@@ -142,8 +145,57 @@ def test_vector_input_is_recognised(rgb_images):
     assert not is_vector_input(["a.png", "b.png"])
 
 
-def test_fingerprint_follows_content(tmp_path, rgb_images):
-    assert as_image_source(rgb_images).fingerprint() == as_image_source(rgb_images.copy()).fingerprint()
+def _changed_keys(before, after):
+    return [index for index, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+
+
+def test_fingerprints_follow_each_images_content(tmp_path, rgb_images):
+    keys = as_image_source(rgb_images).fingerprints()
+    assert len(set(keys)) == len(rgb_images)
+    assert as_image_source(rgb_images.copy()).fingerprints() == keys
+    assert as_image_source(list(rgb_images)).fingerprints() == keys
     changed = rgb_images.copy()
-    changed[0, 0, 0, 0] ^= 1
-    assert as_image_source(changed).fingerprint() != as_image_source(rgb_images).fingerprint()
+    changed[2, 0, 0, 0] ^= 1
+    assert _changed_keys(keys, as_image_source(changed).fingerprints()) == [2]
+    pil_keys = as_image_source([Image.fromarray(image) for image in rgb_images]).fingerprints()
+    pil_changed = as_image_source([Image.fromarray(image) for image in changed]).fingerprints()
+    assert len(set(pil_keys)) == len(rgb_images)
+    assert _changed_keys(pil_keys, pil_changed) == [2]
+
+
+def test_file_fingerprints_follow_the_bytes_not_the_path(tmp_path, rgb_images):
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in paths:
+        Image.fromarray(rgb_images[0]).save(path)
+    first, copy = as_image_source([str(path) for path in paths]).fingerprints()
+    assert first == copy
+    Image.fromarray(rgb_images[1]).save(paths[1])
+    assert as_image_source([str(paths[1])]).fingerprints() != [copy]
+
+
+def test_validating_and_hashing_an_array_copies_no_batch_of_images():
+    X = np.random.default_rng(0).random((64, 64, 64, 3), dtype=np.float32)  # channels last, 3.1 MB
+    tracemalloc.start()
+    try:
+        as_image_source(X).fingerprints()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 20
+
+
+def test_bad_values_are_found_in_any_memory_layout(monkeypatch, rgb_images):
+    monkeypatch.setattr(images_module, "_RANGE_CHUNK_BYTES", 2 * rgb_images[0].nbytes * 4)  # two float images
+    floats = rgb_images.astype(np.float32) / 255
+    floats[4, 2, 2, 0] = -np.inf
+    for X in (floats, floats[:, ::2], floats.transpose(0, 3, 1, 2), np.asfortranarray(floats), list(floats)):
+        with pytest.raises(ValueError, match="sample 4 contains NaN or infinity"):
+            as_image_source(X)
+    floats[4, 2, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="sample 4 contains NaN or infinity"):
+        as_image_source(floats[:, ::2])
+    floats[4, 2, 2, 0] = 0.5
+    floats[5, 2, 2, 1] = 1.5
+    with pytest.raises(ValueError, match=r"sample 5 has values in \[.*, 1.5\]; float images"):
+        as_image_source(floats[:, ::2])
+    assert len(as_image_source(floats[:5, ::-2])) == 5

@@ -2,8 +2,8 @@
 
 - :class:`DomainAdaptedClassifier`: deep methods (DANN, MMD, Deep CORAL, MCC) on a fine-tuned backbone.
 - :class:`FeatureAlignmentClassifier`: CORAL and subspace alignment of embeddings around any estimator.
-- Scorers that select models without target labels: :func:`prediction_entropy_scorer`,
-  :func:`importance_weighted_scorer`.
+- Scorers that select models without target labels, requesting ``sample_domain`` under metadata routing:
+  :obj:`prediction_entropy_scorer`, :obj:`importance_weighted_scorer`.
 """
 
 from .deep import METHODS, DomainAdaptedClassifier

@@ -47,11 +47,12 @@ class DomainAdaptationNetwork(TransferNetwork):
         n_classes,
         dropout=0.0,
         frozen_statistics=False,
+        channels_last=False,
         bottleneck_dim=256,
         discriminator_dim=1024,
         adversarial=False,
     ):
-        super().__init__(backbone, bottleneck_dim, n_classes, dropout, frozen_statistics)
+        super().__init__(backbone, bottleneck_dim, n_classes, dropout, frozen_statistics, channels_last)
         self.bottleneck = nn.Sequential(
             nn.Linear(n_features, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU()
         )
@@ -143,6 +144,10 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         Rows per step, half source and half target.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, sampling, dropout and augmentation: two CPU fits predict the same.
+    verbose : int, default=0
+        1 prints skorch's epoch table and shows progress bars (text, or widgets in a Jupyter notebook with
+        ipywidgets installed); inside joblib's workers (``cross_val_score(..., n_jobs=2)``) the bars show
+        from 2 only.
     **kwargs
         Every other parameter of :class:`~sktransfer.FineTuneClassifier` (``backbone_lr_ratio``,
         ``lr_schedule``, ``augment``, ``precision``, ``accelerator``, ``early_stopping``, ``device``, ...) and

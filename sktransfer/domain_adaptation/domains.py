@@ -6,6 +6,7 @@ training. Rows that keep a label and a positive domain train the classifier, so 
 given with their own positive domain make the adaptation semi-supervised.
 """
 
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -75,6 +76,7 @@ def split_domains(y, sample_domain, n_samples):
     y = column_or_1d(y, warn=True)
     if len(y) != n_samples:
         raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")
+    _warn_about_text_minus_one(y)
     target = unlabelled_mask(y)
     if sample_domain is not None:
         domains = column_or_1d(np.asarray(sample_domain), warn=True)
@@ -113,6 +115,23 @@ def split_domains(y, sample_domain, n_samples):
     return DomainSplit(labelled=labelled, target=target)
 
 
+class TextLabelWarning(UserWarning):
+    """y holds the text "-1", which is a class, not the mark of a target row."""
+
+
+def _warn_about_text_minus_one(y):
+    text = np.array([isinstance(value, str) and value.strip() == str(UNLABELLED) for value in y.tolist()])
+    if text.any():
+        warnings.warn(
+            f"y holds the text '-1' at samples {np.flatnonzero(text)[:10].tolist()}: it is read as a class "
+            "named '-1', not as the mark of an unlabelled target row. Mark target rows with the integer -1 "
+            "(y as an object array) or with a negative sample_domain (fit(X, y, sample_domain=...)), which "
+            "also keeps scikit-learn's stratified splitting working with string labels.",
+            TextLabelWarning,
+            stacklevel=4,
+        )
+
+
 def _no_source_rows():
     raise ValueError(
         "no labelled source rows: every row is a target row (y == -1 or a negative sample_domain); the "
@@ -130,6 +149,10 @@ def _check_target_classes(y, unlabelled, masked):
             f"target rows hold labels that no source row has: {unknown[:10]}; a classifier trained on the "
             "source can never predict them."
         )
+
+
+class UnlabelledScoringWarning(UserWarning):
+    """Accuracy was asked against -1 labels (unlabelled target rows) by a scikit-learn scorer."""
 
 
 def check_scorable(y):
@@ -159,5 +182,12 @@ class TargetScoreMixin:
         -------
         score : float
         """
-        check_scorable(y)
+        try:
+            check_scorable(y)
+        except ValueError as error:
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("sklearn."):
+                # Inside cross_val_score or GridSearchCV, scikit-learn turns this error into a NaN score and
+                # a warning that starts with a traceback: say what is wrong first.
+                warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=2)
+            raise
         return super().score(X, y, sample_weight=sample_weight)

@@ -1,0 +1,53 @@
+"""Running inside joblib's workers: telling that this is one, and starting DataLoader workers there."""
+
+import multiprocessing
+import warnings
+
+from joblib.parallel import get_active_backend
+
+
+def in_joblib_worker():
+    """Whether this code runs inside a joblib worker (a process or a thread of ``Parallel(n_jobs=...)``).
+
+    joblib runs each task under the backend that nested ``Parallel`` calls would use, one nesting level
+    deeper than the caller's; the main program runs at level 0, and so do tasks run one after the other
+    (``n_jobs=1``).
+
+    Examples
+    --------
+    >>> from joblib import Parallel, delayed
+    >>> in_joblib_worker()
+    False
+    >>> Parallel(n_jobs=2, backend="threading")(delayed(in_joblib_worker)() for _ in range(2))
+    [True, True]
+    """
+    backend, _ = get_active_backend()
+    return bool(backend.nesting_level)
+
+
+def loader_processes(num_workers):
+    """DataLoader keywords for ``num_workers`` worker processes that also start inside joblib's workers.
+
+    A process of joblib's default (loky) backend has loky's own start method, with which DataLoader
+    workers fail to start (``'Process' object has no attribute 'env'``), and so do "spawn" and
+    "forkserver" children, which ask for that start method again. There the workers are forked; where
+    fork does not exist (Windows) the images are loaded in the process itself, with a warning. Anywhere
+    else torch's default is kept.
+
+    Examples
+    --------
+    >>> loader_processes(2)
+    {'num_workers': 2}
+    """
+    standard = multiprocessing.get_all_start_methods()
+    if not num_workers or multiprocessing.get_start_method(allow_none=True) in (None, *standard):
+        return {"num_workers": num_workers}
+    if "fork" in standard:
+        return {"num_workers": num_workers, "multiprocessing_context": "fork"}
+    warnings.warn(
+        f"num_workers={num_workers} cannot start DataLoader workers inside this joblib worker process; "
+        "the images are loaded in the process itself. Use n_jobs=1 with num_workers, or num_workers=0.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return {"num_workers": 0}

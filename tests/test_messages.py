@@ -1,0 +1,80 @@
+"""Everyday mistakes get a message that says what to do, and the public names import from the package."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import cross_val_score
+
+import sktransfer
+from sktransfer import PretrainedFeatureExtractor, domain_adaptation
+from sktransfer.datasets import save_image_folder
+from sktransfer.domain_adaptation import FeatureAlignmentClassifier
+from sktransfer.domain_adaptation.domains import TextLabelWarning, UnlabelledScoringWarning
+
+from ._models import TinyConvNet
+
+
+@pytest.fixture
+def image_folder(tmp_path, rgb_images):
+    paths = save_image_folder(rgb_images, ["a", "b"] * 3, tmp_path / "images")
+    return tmp_path / "images", paths
+
+
+def test_a_dataframe_of_paths_and_labels_asks_for_the_path_column(image_folder):
+    _, paths = image_folder
+    frame = pd.DataFrame({"file": paths, "label": ["a", "b"] * 3})
+    with pytest.raises(
+        ValueError, match=r"pass the one column that holds the image paths, e.g. X\[\['file'\]\]"
+    ):
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(frame)
+
+
+def test_a_folder_as_x_points_to_load_image_folder(image_folder):
+    folder, paths = image_folder
+    with pytest.raises(ValueError, match=r"is the folder .*sktransfer.datasets.load_image_folder"):
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(str(folder))
+    with pytest.raises(ValueError, match=r"is the single path .*pass a list of image paths"):
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(paths[0])
+
+
+def test_the_text_minus_one_is_a_class_and_the_warning_says_how_to_mark_targets():
+    X = np.random.default_rng(0).normal(size=(9, 3))
+    y = np.array(["a", "b", "a", "b", "a", "b", "-1", "-1", "-1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", domain_adaptation.NoTargetDataWarning)
+        with pytest.warns(TextLabelWarning, match=r"integer -1 .*sample_domain"):
+            clf = FeatureAlignmentClassifier().fit(X, y)
+    assert "-1" in clf.classes_.tolist()
+
+
+def test_scoring_against_minus_one_in_cross_validation_says_so_first():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.array([0, 1] * 20 + [-1] * 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = cross_val_score(FeatureAlignmentClassifier(), X, y, cv=3)
+    assert np.isnan(scores).all()
+    assert issubclass(caught[0].category, UnlabelledScoringWarning)
+    assert str(caught[0].message).startswith("y holds -1 (unlabelled target rows)")
+    fitted = FeatureAlignmentClassifier().fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnlabelledScoringWarning)  # a direct call raises, without a warning
+        with pytest.raises(ValueError, match="y holds -1"):
+            fitted.score(X, y)
+
+
+def test_every_public_estimator_and_scorer_imports_from_the_package():
+    from sktransfer import (  # noqa: F401
+        DomainAdaptedClassifier,
+        FeatureAlignmentClassifier,
+        FineTuneClassifier,
+        PretrainedFeatureExtractor,
+        importance_weighted_scorer,
+        prediction_entropy_scorer,
+    )
+
+    public = {"DomainAdaptedClassifier", "FeatureAlignmentClassifier"}
+    public |= {name for name in domain_adaptation.__all__ if name.endswith("_scorer")}
+    assert public <= set(sktransfer.__all__)

@@ -1,0 +1,81 @@
+"""The estimators in a real Jupyter kernel, without ipywidgets: bars, reprs, and n_jobs with num_workers."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tqdm bar as text, such as "100%|██████████| 3/3 [00:00<00:00, 12.34it/s]".
+TEXT_BAR = re.compile(r"\d+/\d+ \[\d\d:\d\d")
+
+CELLS = [
+    f"""\
+import sys
+sys.modules["ipywidgets"] = None  # `import ipywidgets` fails, as where it is not installed
+sys.path.insert(0, {str(ROOT)!r})
+import numpy as np
+from sklearn.model_selection import cross_val_score
+from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
+from tests._models import TinyConvNet
+
+rng = np.random.default_rng(0)
+X = np.concatenate([rng.integers(0, 100, (12, 16, 16, 3)), rng.integers(150, 256, (12, 16, 16, 3))])
+X = X.astype(np.uint8)
+y = np.array(["dark"] * 12 + ["bright"] * 12, dtype=object)
+tiny = dict(model=TinyConvNet, device="cpu", max_epochs=1, batch_size=8, random_state=0)""",
+    'FineTuneClassifier(strategy="full", verbose=1, **tiny).fit(X, y)',
+    "unlabelled = y.copy()\nunlabelled[::3] = -1\nDomainAdaptedClassifier(verbose=1, **tiny).fit(X, unlabelled);",
+    "print(cross_val_score(FineTuneClassifier(num_workers=2, verbose=1, **tiny), X, y, cv=2, n_jobs=2))",
+    "import time\ntime.sleep(1)  # output the workers write late would come here",
+]
+
+
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch):
+    """A kernel spec that runs this interpreter (this virtual environment), visible to this test only."""
+    spec = tmp_path / "jupyter" / "kernels" / "sktransfer-tests"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(json.dumps({"argv": argv, "display_name": "sktransfer tests"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    return "sktransfer-tests"
+
+
+def streams(cell, name):
+    return "".join(output["text"] for output in cell.outputs if output.get("name") == name)
+
+
+def test_a_notebook_without_ipywidgets(kernel_name):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
+    client = nbclient.NotebookClient(
+        notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
+    )
+    _, fit, adapt, cross_validation, late = client.execute().cells
+
+    # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
+    assert TEXT_BAR.search(streams(fit, "stderr"))
+    assert "train_loss" in streams(fit, "stdout")
+    assert TEXT_BAR.search(streams(adapt, "stderr"))
+
+    # The fitted estimator shows as scikit-learn's do: the parameters set, in text and in HTML.
+    (result,) = [output for output in fit.outputs if output.output_type == "execute_result"]
+    assert result.data["text/plain"] == (
+        "FineTuneClassifier(batch_size=8, device='cpu', max_epochs=1,\n"
+        "                   model=<class 'tests._models.TinyConvNet'>, random_state=0,\n"
+        "                   strategy='full', verbose=1)"
+    )
+    assert result.data["text/html"].count('<tr class="user-set">') == 7
+
+    # Folds in worker processes, each loading images in worker processes of its own, with no bars.
+    assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])
+    for cell in (cross_validation, late):
+        assert not TEXT_BAR.search(streams(cell, "stderr") + streams(cell, "stdout"))

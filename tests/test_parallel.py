@@ -1,0 +1,31 @@
+"""DataLoader workers inside joblib's workers (the loky start method simulated here; real ones in
+tests/test_fine_tuning.py and tests/test_notebook.py)."""
+
+import multiprocessing
+
+import pytest
+from joblib import Parallel, delayed
+
+from sktransfer._parallel import in_joblib_worker, loader_processes
+
+
+def test_joblib_workers_are_told_from_the_main_program():
+    assert not in_joblib_worker()
+    assert Parallel(n_jobs=1)(delayed(in_joblib_worker)() for _ in range(2)) == [False, False]
+    assert Parallel(n_jobs=2)(delayed(in_joblib_worker)() for _ in range(2)) == [True, True]
+
+
+def test_the_default_start_method_is_kept_outside_loky(monkeypatch):
+    assert loader_processes(0) == {"num_workers": 0}
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert loader_processes(2) == {"num_workers": 2}
+
+
+def test_loky_processes_fork_their_dataloader_workers(monkeypatch):
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "loky")
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn", "forkserver"])
+    assert loader_processes(2) == {"num_workers": 2, "multiprocessing_context": "fork"}
+    assert loader_processes(0) == {"num_workers": 0}
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # Windows
+    with pytest.warns(RuntimeWarning, match="cannot start DataLoader workers"):
+        assert loader_processes(2) == {"num_workers": 0}

@@ -1,0 +1,90 @@
+"""Precision is never a trap: "auto" picks the native one, emulated bfloat16 warns, float16 needs a GPU."""
+
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _runtime
+from sktransfer._runtime import SlowPrecisionWarning, check_precision, resolve_precision
+
+from ._models import TinyConvNet
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cpu_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(_runtime, "cpu_native_bfloat16", lambda: None)
+    monkeypatch.setattr(_runtime, "_WARNED_EMULATED_BFLOAT16", [])
+
+
+@pytest.fixture
+def cpu_with_bfloat16(monkeypatch):
+    monkeypatch.setattr(_runtime, "cpu_native_bfloat16", lambda: "AVX512-BF16")
+
+
+def test_auto_is_bfloat16_on_a_cpu_that_computes_it_natively(cpu_with_bfloat16):
+    assert resolve_precision("auto", CPU) == "bfloat16"
+
+
+def test_auto_is_float32_on_a_cpu_without_native_bfloat16(cpu_without_bfloat16):
+    assert resolve_precision("auto", CPU) == "float32"
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float16")])
+def test_auto_on_gpus(monkeypatch, native, expected):
+    monkeypatch.setattr(_runtime, "_cuda_native_bfloat16", lambda: native)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+
+
+def test_emulated_bfloat16_warns_once_with_the_reason_and_the_faster_choice(cpu_without_bfloat16, rgb_images):
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="bfloat16")
+    with pytest.warns(
+        SlowPrecisionWarning, match=r"neither AVX512-BF16 nor AMX.*precision='float32'.*'auto'"
+    ):
+        extractor.fit(rgb_images).transform(rgb_images)
+    with _no_warning(SlowPrecisionWarning):
+        extractor.transform(rgb_images)
+
+
+def test_native_bfloat16_does_not_warn(cpu_with_bfloat16):
+    with _no_warning(SlowPrecisionWarning):
+        assert check_precision("bfloat16", [CPU]) == "bfloat16"
+
+
+def test_auto_runs_where_bfloat16_is_emulated_at_float32_without_a_warning(cpu_without_bfloat16, rgb_images):
+    with _no_warning(SlowPrecisionWarning):
+        auto = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="auto").fit_transform(
+            rgb_images
+        )
+    exact = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit_transform(rgb_images)
+    np.testing.assert_array_equal(auto, exact)
+
+
+def test_fine_tuning_trains_and_predicts_at_auto(cpu_with_bfloat16, rgb_images):
+    clf = FineTuneClassifier(TinyConvNet(), precision="auto", strategy="full", max_epochs=1, device="cpu")
+    clf.fit(rgb_images, [0, 1, 2] * 2)
+    assert clf.predict_proba(rgb_images).shape == (6, 3)
+
+
+def test_float16_set_after_fit_cannot_run_on_the_cpu(rgb_images):
+    clf = FineTuneClassifier(TinyConvNet(), strategy="linear_probe", max_epochs=1, device="cpu")
+    clf.fit(rgb_images, [0, 1, 2] * 2)
+    clf.set_params(precision="float16")
+    with pytest.raises(ValueError, match="precision='float16' needs a GPU"):
+        clf.predict_proba(rgb_images)
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(rgb_images)
+    extractor.set_params(precision="float16")
+    with pytest.raises(ValueError, match="precision='float16' needs a GPU"):
+        extractor.transform(rgb_images)
+
+
+@contextlib.contextmanager
+def _no_warning(category):
+    """Fail if a warning of ``category`` is raised inside the block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category)
+        yield

@@ -1,0 +1,162 @@
+"""A user's module is used as written: its own output, its forward's side effects, its hooks, its layout."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer._runtime import NetworkOutputError, run_inference
+
+from ._models import TinyConvNet
+
+MEAN, STD = (
+    torch.tensor([0.485, 0.456, 0.406])[:, None, None],
+    torch.tensor([0.229, 0.224, 0.225])[:, None, None],
+)
+
+
+def _normalised(images):
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+
+
+def _resnet_without_fc():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = torchvision.models.resnet18()
+    module.fc = nn.Identity()
+    return module
+
+
+def _efficientnet(replace):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = torchvision.models.efficientnet_b0()
+    if replace == "classifier":
+        module.classifier = nn.Identity()
+    else:
+        module.classifier[1] = nn.Identity()
+    return module
+
+
+@pytest.mark.parametrize(
+    ("build", "width"),
+    [
+        (_resnet_without_fc, 512),
+        (lambda: _efficientnet("classifier"), 1280),
+        (lambda: _efficientnet("classifier[1]"), 1280),
+    ],
+    ids=["resnet18-fc-identity", "efficientnet-classifier-identity", "efficientnet-classifier1-identity"],
+)
+def test_a_classifier_set_to_identity_gives_the_modules_own_output(images, build, width):
+    module = build()
+    extractor = PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    assert extractor.n_features_out_ == width
+    with torch.no_grad():
+        expected = module.eval()(_normalised(images)).numpy()
+    np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fine_tuning_a_module_without_classifier_sizes_the_head_from_its_output(images):
+    clf = FineTuneClassifier(_resnet_without_fc(), strategy="linear_probe", max_epochs=1, device="cpu")
+    clf.fit(images, [0, 1, 0, 1])
+    assert clf.module_.head[-1].in_features == 512
+
+
+def test_a_final_linear_layer_is_still_the_classifier_that_is_cut(images):
+    module = TinyConvNet()
+    extractor = PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    module.fc = nn.Identity()
+    with torch.no_grad():
+        expected = module.eval()(_normalised(images)).numpy()
+    np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-4, atol=1e-5)
+
+
+_SEEN = []  # what _Counted's forward saw (a global: the extractor works on a copy of the module)
+
+
+class _Counted(TinyConvNet):
+    """Records the number of images each forward call sees, a side effect outside the module."""
+
+    def forward(self, x):
+        _SEEN.append(x.shape[0])  # traceable, so a torch.fx rewrite would drop it
+        return super().forward(x)
+
+
+def test_side_effects_and_hooks_of_a_users_module_run(images):
+    hooked = []
+    module = _Counted()
+    module.register_forward_hook(lambda _module, _inputs, output: hooked.append(len(output)))
+    extractor = PretrainedFeatureExtractor(module, device="cpu", batch_size=3).fit(images)
+    _SEEN.clear(), hooked.clear()
+    extractor.transform(images)
+    assert sum(_SEEN) == sum(hooked) == len(images)
+
+
+class _Flattening(nn.Module):
+    """A forward written for contiguous (NCHW) tensors: ``.view`` fails on channels-last ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 30 * 30, 2)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return self.fc(out.view(out.size(0), -1))
+
+
+def test_a_users_module_gets_its_inputs_in_the_layout_it_was_written_for(images):
+    embeddings = PretrainedFeatureExtractor(_Flattening(), device="cpu").fit_transform(images)
+    assert embeddings.shape == (4, 4 * 30 * 30)
+    clf = FineTuneClassifier(_Flattening(), strategy="full", max_epochs=1, device="cpu").fit(
+        images, [0, 1] * 2
+    )
+    assert clf.predict_proba(images).shape == (4, 2)
+
+
+class _DropsARow(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))[1:]
+
+
+class _FiveDimensional(nn.Module):
+    def forward(self, x):
+        return x[:, :, None]
+
+
+class _NaNForSecondImage(nn.Module):
+    def forward(self, x):
+        out = x.mean(dim=(2, 3)).clone()
+        if len(out) > 1:
+            out[1] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (_DropsARow(), r"_DropsARow at layer=None is \(0, 3\) for a batch of 1 inputs"),
+        (_FiveDimensional(), r"_FiveDimensional at layer=None has shape \(1, 3, 1, 32, 32\): pooling='avg'"),
+        (_NaNForSecondImage(), r"_NaNForSecondImage at layer=None holds NaN or infinity .*rows \[1\]"),
+    ],
+    ids=["rows", "shape", "finite"],
+)
+def test_network_outputs_are_checked_and_the_layer_named(images, module, message):
+    """Shapes are checked on fit's one blank input, before any image runs; finiteness batch by batch."""
+    extractor = PretrainedFeatureExtractor(module, device="cpu", batch_size=2)
+    with pytest.raises(NetworkOutputError, match=message):
+        extractor.fit(images).transform(images)
+
+
+def test_rows_never_written_are_an_error_not_uninitialised_memory():
+    model = nn.Linear(3, 2).eval()
+    batches = [torch.ones(2, 3)]  # 2 rows for 3 samples
+    with pytest.raises(NetworkOutputError, match="held 2 rows for 3 samples"):
+        run_inference(model, batches, n_samples=3, device=torch.device("cpu"))
