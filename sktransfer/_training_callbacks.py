@@ -1,14 +1,21 @@
 """skorch callbacks of the trainable estimators: unfreezing on a schedule, warm-up, BatchNorm recalibration."""
 
+import copy
 import math
+import os
+from numbers import Integral
 
 import numpy as np
 import torch
-from skorch.callbacks import LRScheduler
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, ProgressBar
 from skorch.callbacks.base import Callback
 from skorch.dataset import unpack_data
+from skorch.utils import to_numpy
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
+
+from ._progress import notebook_bars, shows_progress
+from ._training_state import CALLBACK_SETTINGS
 
 
 def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epochs):
@@ -43,7 +50,7 @@ class StageUnfreezer(Callback):
     """
 
     def on_epoch_begin(self, net, **kwargs):
-        count = net.trainable_stages(len(net.history) - 1)
+        count = net._trainable_stages(len(net.history) - 1)
         net.module_.set_trainable(count, bitfit=net.strategy == "bitfit")
         net.history.record("trainable_stages", count)
 
@@ -117,8 +124,8 @@ class BatchNormRecalibration(Callback):
     """Re-estimates, after training, the running statistics of the BatchNorm layers that trained.
 
     Running statistics follow the batches with a momentum (0.01 in EfficientNet), so after a short
-    training they still mostly describe the initial weights and evaluation-mode predictions suffer: the
-    same network trained from scratch on 100 digits scored 0.10 before and 0.81 after. One pass over the
+    training they still mostly describe the initial weights and evaluation-mode predictions suffer, most
+    after training from scratch, where the weights moved furthest. One pass over the
     training images (without augmentation), with only these layers in training mode and a cumulative
     average, replaces them by the statistics of the final weights.
     """
@@ -140,7 +147,7 @@ class BatchNormRecalibration(Callback):
             if int(layer.num_batches_tracked) != self.counts_.get(name)
         ]
         if trained and dataset is not None:
-            recalibrate_batchnorm(net, trained, net.recalibration_data(dataset))
+            recalibrate_batchnorm(net, trained, net._recalibration_data(dataset))
 
 
 def recalibrate_batchnorm(net, layers, dataset):
@@ -173,3 +180,67 @@ def encoded_accuracy(net, X, y):
     if not labelled.any():
         return float("nan")
     return float(np.mean(net.predict_proba(X).argmax(axis=1)[labelled] == y[labelled]))
+
+
+def _is_true(flag):
+    return isinstance(flag, bool | np.bool_) and bool(flag)
+
+
+class CallbacksMixin:
+    """The callbacks a trainable estimator's parameters ask for, around skorch's own.
+
+    Logging of losses and validation accuracy, stage unfreezing, the warmed-up schedule (``lr_schedule``),
+    checkpoints (``checkpoint_dir``), a progress bar (``verbose``), early stopping and BatchNorm
+    recalibration. Scoring callbacks that compare labels get them decoded, as ``predict`` returns them.
+    """
+
+    @property
+    def _default_callbacks(self):
+        # skorch also reads this in get_params, with whatever values set_params received: no validation here.
+        skorch_defaults = dict(super()._default_callbacks)
+        callbacks = [
+            *((name, skorch_defaults[name]) for name in ("epoch_timer", "train_loss", "valid_loss")),
+            ("valid_acc", EpochScoring(encoded_accuracy, name="valid_acc", lower_is_better=False)),
+            ("unfreezer", StageUnfreezer()),
+        ]
+        if isinstance(self.lr_schedule, str):
+            callbacks.append(("lr_schedule", WarmupLR(self.lr_schedule, self.warmup)))
+        if isinstance(self.checkpoint_dir, str | os.PathLike):
+            monitor = "valid_loss_best" if self._validates() else "train_loss_best"
+            callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
+        if isinstance(self.verbose, Integral) and shows_progress(self.verbose):
+            callbacks.append(("progress_bar", ProgressBar(detect_notebook=notebook_bars())))
+        callbacks.append(("print_log", skorch_defaults["print_log"]))
+        # Early stopping ends an epoch by raising, so it comes after the callbacks that log the epoch; the
+        # recalibration comes after it, so that it sees the best weights early stopping restores.
+        if _is_true(self.early_stopping):
+            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
+        if _is_true(self.recalibrate_batchnorm):
+            callbacks.append(("batchnorm_recalibration", BatchNormRecalibration()))
+        return callbacks
+
+    def initialize_callbacks(self):
+        """skorch's callbacks; scoring callbacks that compare labels get them decoded, as predict gives them."""
+        super().initialize_callbacks()
+        decoded = []
+        for name, callback in self.callbacks_:
+            if (
+                isinstance(callback, EpochScoring)
+                and callback.target_extractor is to_numpy
+                and (callback.scoring is not encoded_accuracy)
+            ):
+                callback = copy.copy(callback)  # the user's callback object stays as given
+                callback.target_extractor = self._decode_targets
+            decoded.append((name, callback))
+        self.callbacks_ = self._main_process_callbacks(decoded)
+        self._callbacks_made_for = self._settings(CALLBACK_SETTINGS)
+        return self
+
+    def _decode_targets(self, y):
+        return self.classes_[to_numpy(y)]
+
+    def _decode_targets(self, y):
+        return self.classes_[to_numpy(y)]
+
+    def _validates(self):
+        return self.train_split is not None or _is_true(self.early_stopping)

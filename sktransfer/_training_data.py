@@ -1,10 +1,16 @@
 """The datasets the trainable estimators train on: labelled images, stored features, augmented views."""
 
+import numpy as np
 import torch
+from sklearn.utils import check_random_state
+from skorch.dataset import ValidSplit
+from skorch.utils import is_dataset
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
-from .images import VectorRows
+from ._parallel import loader_processes
+from ._runtime import run_inference
+from .images import PreprocessedImages, VectorRows, already_batched, batch_loader, validated_source
 
 
 def default_augmentation():
@@ -63,20 +69,141 @@ class PrecomputedFeatures(Dataset):
         return {"features": self.features[indices]}, self.targets[indices]
 
 
-def yields_batches(dataset):
+def unwrap_subsets(dataset):
+    """The dataset under any ``Subset`` views, and the indices of its rows they show (None: every row).
+
+    Examples
+    --------
+    >>> from torch.utils.data import TensorDataset
+    >>> base = TensorDataset(torch.arange(6))
+    >>> unwrap_subsets(Subset(Subset(base, [5, 4, 3]), [2, 0]))[1].tolist()
+    [3, 5]
+    """
+    indices = None
     while isinstance(dataset, Subset):
+        own = np.asarray(dataset.indices)
+        indices = own if indices is None else own[indices]
         dataset = dataset.dataset
-    return isinstance(dataset, LabelledImages | PrecomputedFeatures)
+    return dataset, indices
 
 
-def already_batched(batch):
-    return batch
+def yields_batches(dataset):
+    """Whether ``dataset`` is one of the library's, whose ``__getitems__`` returns whole batches."""
+    return isinstance(unwrap_subsets(dataset)[0], LabelledImages | PrecomputedFeatures)
+
+
+def dataset_targets(dataset):
+    """Encoded labels of a training dataset's rows, through any ``Subset`` views."""
+    base, indices = unwrap_subsets(dataset)
+    targets = np.asarray(base.targets)
+    return targets if indices is None else targets[indices]
 
 
 def with_augment(dataset, augment):
-    """``dataset`` (possibly a Subset of a Subset) with ``augment`` applied to its images as they load."""
-    if isinstance(dataset, Subset):
-        return Subset(with_augment(dataset.dataset, augment), dataset.indices)
-    if isinstance(dataset, LabelledImages) and not isinstance(dataset.images.source, VectorRows):
-        return LabelledImages(dataset.images.with_augment(augment), dataset.targets)
-    raise ValueError("augment applies to images passed as X; this training data holds no images to augment.")
+    """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
+    base, indices = unwrap_subsets(dataset)
+    if not isinstance(base, LabelledImages) or isinstance(base.images.source, VectorRows):
+        raise ValueError(
+            "augment applies to images passed as X; this training data holds no images to augment."
+        )
+    augmented = LabelledImages(base.images.with_augment(augment), base.targets)
+    return augmented if indices is None else Subset(augmented, indices.tolist())
+
+
+class TrainingDataMixin:
+    """How a trainable estimator turns X into the batches skorch iterates over.
+
+    Any X of :mod:`sktransfer.images` becomes a :class:`LabelledImages` preprocessed as the backbone
+    expects; when the backbone stays frozen for the whole fit, its features are computed once and the head
+    trains on :class:`PrecomputedFeatures`. Training batches are shuffled (or drawn by the subclass's batch
+    sampler) and augmented; validation and prediction batches are not. A torch ``Dataset`` of the user's
+    is refused: the backbone's preprocessing would not apply to it.
+    """
+
+    def _image_dataset(self, source, targets=None):
+        return LabelledImages(PreprocessedImages.for_estimator(source, self), targets)
+
+    def get_dataset(self, X, y=None):
+        if is_dataset(X) and yields_batches(X):  # the library's own, from skorch's split or callbacks
+            return X
+        refuse_torch_dataset(X, type(self).__name__)
+        return self._image_dataset(validated_source(self, X, reset=False), y)
+
+    def _training_data(self, source, codes):
+        """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
+        dataset = self._image_dataset(source, codes)
+        if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
+            return dataset
+        device = torch.device(self.device)
+        self.module_.backbone.eval()
+        loader = batch_loader(dataset.images, self.batch_size, self.num_workers, device.type == "cuda")
+        # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
+        with torch.random.fork_rng(devices=[]):
+            features = run_inference(
+                self.module_.backbone,
+                loader,
+                n_samples=len(dataset),
+                device=device,
+                precision=self._precision(),
+                channels_last=self.module_.channels_last,
+                verbose=self.verbose if self._is_main_process() else 0,
+                desc="features",
+            )
+        return PrecomputedFeatures(features, codes)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        if self.early_stopping and self.train_split is None:
+            seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
+            if seed is None:  # several processes must validate on the same rows
+                seed = self._validation_seed()
+            split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
+            return split(self.get_dataset(X, y), y, **fit_params)
+        return super().get_split_datasets(X, y, **fit_params)
+
+    def get_iterator(self, dataset, training=False):
+        kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")
+        kwargs.setdefault("batch_size", self.batch_size)
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        if training:
+            sampler = self._batch_sampler(dataset, kwargs["batch_size"])
+            if sampler is not None:
+                kwargs["batch_sampler"] = sampler
+                del kwargs["batch_size"]
+            else:
+                kwargs.setdefault("shuffle", True)
+                # A last batch of one row breaks BatchNorm in training mode.
+                kwargs.setdefault("drop_last", len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1)
+            if self.augment is not None:
+                augment = default_augmentation() if self.augment == "default" else self.augment
+                dataset = with_augment(dataset, augment)
+        if yields_batches(dataset):
+            kwargs.setdefault("collate_fn", already_batched)
+            kwargs.setdefault("num_workers", self.num_workers)
+            kwargs.setdefault("pin_memory", torch.device(self.device).type == "cuda")
+        if kwargs.get("num_workers") and "multiprocessing_context" not in kwargs:
+            kwargs.update(loader_processes(kwargs["num_workers"]))
+        iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
+        return self._distributed_loader(iterator) if training else iterator
+
+    def _recalibration_data(self, dataset):
+        """The rows whose statistics BatchNorm layers keep after training (all training rows here)."""
+        return dataset
+
+    def _batch_sampler(self, dataset, batch_size):
+        """A batch sampler for the training data, or None for shuffled batches of ``batch_size``."""
+        return None
+
+    def check_data(self, X, y=None):
+        """Labels are checked and encoded by ``fit`` before skorch sees them."""
+
+
+def refuse_torch_dataset(X, estimator_name):
+    """Raise for a torch ``Dataset`` as X: the estimators read images and preprocess them themselves."""
+    if is_dataset(X):
+        raise TypeError(
+            f"X is a torch Dataset ({type(X).__name__}); {estimator_name} reads images as arrays, tensors, "
+            "PIL images or file paths and applies the backbone's preprocessing to them itself, which it "
+            "cannot do inside a Dataset. Pass the images, e.g. [dataset[i][0] for i in range(len(dataset))] "
+            "and the labels as y, or the list of image file paths."
+        )

@@ -431,7 +431,7 @@ def feature_size(backbone, layer=None, pooling="avg"):
         ) from exc
 
 
-def layer_groups(module, dominance=0.5):
+def backbone_stages(module, dominance=0.5):
     """Names of ``module``'s stages, from the input to the output, for gradual unfreezing and per-layer rates.
 
     Stages are the children that hold parameters. An only child with parameters, or a child that holds more
@@ -439,12 +439,12 @@ def layer_groups(module, dominance=0.5):
     ViT's ``encoder.layers``, a ResNet-50's ``layer4``), is replaced by its own stages; single layers
     (convolutions, norms) are never split apart. So a ResNet-50 gives ``conv1, bn1, layer1, layer2, layer3,
     layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. Parameters that belong
-    to no stage (a ViT's class token) go with the first one, see :func:`group_parameters`.
+    to no stage (a ViT's class token) go with the first one, see :func:`parameters_by_stage`.
 
     Examples
     --------
     >>> from torch import nn
-    >>> layer_groups(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))
+    >>> backbone_stages(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))
     ['0', '2']
     """
 
@@ -468,15 +468,15 @@ def layer_groups(module, dominance=0.5):
     return stages("", module) or [""]
 
 
-def group_parameters(module, groups):
-    """The parameters of each of ``groups`` (names from :func:`layer_groups`); strays join the first group."""
-    owned = [[] for _ in groups]
+def parameters_by_stage(module, stages):
+    """The parameters of each of ``stages`` (names from :func:`backbone_stages`); strays join the first."""
+    owned = [[] for _ in stages]
     for name, parameter in module.named_parameters():
         index = next(
             (
                 i
-                for i, group in enumerate(groups)
-                if group and (name == group or name.startswith(f"{group}."))
+                for i, stage in enumerate(stages)
+                if stage and (name == stage or name.startswith(f"{stage}."))
             ),
             0,
         )

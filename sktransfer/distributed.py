@@ -175,10 +175,11 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
 
     Notes
     -----
-    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes torch 1.5 to 2 times
-    slower on CPUs: start the first cluster of the process under ``dask.config.set(UNSET_MALLOC_TRIM)`` (a
-    :class:`SlowWorkersWarning` says when a worker runs with it). Dask also sets ``OMP_NUM_THREADS=1``: one
-    torch thread per worker process.
+    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also stops glibc from raising
+    its mmap threshold: every large tensor torch allocates is then mapped afresh and its pages faulted in
+    and zeroed, which slows torch down on CPUs. Start the first cluster of the process under
+    ``dask.config.set(UNSET_MALLOC_TRIM)`` (a :class:`SlowWorkersWarning` says when a worker runs with it).
+    Dask also sets ``OMP_NUM_THREADS=1``: one torch thread per worker process.
 
     Examples
     --------

@@ -27,7 +27,7 @@ from ._runtime import (
     run_inference_parallel,
 )
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
-from .images import PreprocessedImages, VectorRows, batch_loader, validated_source
+from .images import PreprocessedImages, batch_loader, validated_source
 
 _REPLICAS_LOCK = threading.Lock()
 
@@ -219,7 +219,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         embeddings : ndarray of shape (n_images, n_features_out_)
         """
         check_is_fitted(self)
-        dataset = self._dataset(self._image_source(X, reset=False))
+        dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
         root = cache_folder(self.cache)
         if root is None:
             return self._embed(dataset)
@@ -260,13 +260,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _image_source(self, X, *, reset):
         return validated_source(self, X, reset=reset)
 
-    def _dataset(self, source):
-        preprocess = None if isinstance(source, VectorRows) else self.preprocess_
-        return PreprocessedImages(source, preprocess, batch_preprocess=self.preprocess is None)
-
     def _output_size(self, source):
         """Length of an embedding, from one blank input shaped like the first preprocessed sample."""
-        sample = self._dataset(source)[0]
+        sample = PreprocessedImages.for_estimator(source, self)[0]
         with torch.inference_mode(), autocast(self.device_, self._precision([self.device_])):
             try:
                 out = self.backbone_(torch.zeros_like(sample)[None].to(self.device_))

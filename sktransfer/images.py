@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from sklearn.utils.validation import validate_data
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
@@ -87,7 +88,7 @@ class PILImages(ImageSource):
     """A sequence of PIL images, converted to RGB when loaded."""
 
     def load(self, index):
-        return _pil_to_tensor(self.items[index])
+        return pil_to_tensor(self.items[index].convert("RGB"))
 
     def fingerprints(self):
         return [pil_image_key(image) for image in self.items]
@@ -100,7 +101,7 @@ class ImageFiles(ImageSource):
         path = self.items[index]
         try:
             with Image.open(path) as image:
-                return _pil_to_tensor(image)
+                return pil_to_tensor(image.convert("RGB"))
         except Exception as exc:
             raise _sample_error(
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
@@ -108,10 +109,6 @@ class ImageFiles(ImageSource):
 
     def fingerprints(self):
         return [file_key(path) for path in self.items]
-
-
-def _pil_to_tensor(image):
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
 def _as_tensor(batch):
@@ -126,7 +123,7 @@ def _as_tensor(batch):
 
 def _to_three_channels(batch):
     """(N, C, H, W) with C in 1, 3, 4 -> (N, 3, H, W): replicate grayscale, drop alpha."""
-    if batch.shape[1] == 1:
+    if batch.shape[1] == 1:  # a view, where v2's grayscale_to_rgb copies (repeat) and keeps RGBA's alpha
         return batch.expand(-1, 3, -1, -1)
     return batch[:, :3]
 
@@ -380,6 +377,15 @@ class PreprocessedImages(Dataset):
         self.batch_preprocess = batch_preprocess and source.uniform
         self.augment = augment
 
+    @classmethod
+    def for_estimator(cls, source, estimator):
+        """``source`` as a fitted estimator reads it: through its ``preprocess_``, or as is for vectors.
+
+        The library's own preprocessing (the estimator's ``preprocess`` left None) runs a batch at a time.
+        """
+        preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
+        return cls(source, preprocess, batch_preprocess=estimator.preprocess is None)
+
     def with_augment(self, augment):
         """The same images with ``augment`` applied to each one as it is loaded."""
         return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment)
@@ -413,7 +419,8 @@ class PreprocessedImages(Dataset):
         return torch.stack(images)
 
 
-def _already_batched(batch):
+def already_batched(batch):
+    """The collate function of loaders over datasets whose ``__getitems__`` returns whole batches."""
     return batch
 
 
@@ -423,7 +430,7 @@ def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=_already_batched,
+        collate_fn=already_batched,
         pin_memory=pin_memory,
         **loader_processes(num_workers),
     )

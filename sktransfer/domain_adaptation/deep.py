@@ -11,8 +11,11 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import Sampler, Subset
 
+from .._network import BackboneWithHead
+from .._training_data import dataset_targets
+from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
-from ..training import TransferNet, TransferNetwork
+from ..training import TransferClassifier
 from .domains import UNLABELLED, TargetScoreMixin, split_domains
 from .losses import (
     DomainDiscriminator,
@@ -27,7 +30,7 @@ from .losses import (
 METHODS = ("dann", "mmd", "coral", "mcc", "source_only")
 
 
-class DomainAdaptationNetwork(TransferNetwork):
+class DomainAdaptationNetwork(BackboneWithHead):
     """Backbone, bottleneck (Linear, BatchNorm, ReLU) and head; with ``adversarial``, a domain discriminator.
 
     ``forward`` returns ``(logits, bottleneck features)``, and in training with a discriminator also the
@@ -46,13 +49,13 @@ class DomainAdaptationNetwork(TransferNetwork):
         n_features,
         n_classes,
         dropout=0.0,
-        frozen_statistics=False,
+        freeze_batchnorm=False,
         channels_last=False,
         bottleneck_dim=256,
         discriminator_dim=1024,
         adversarial=False,
     ):
-        super().__init__(backbone, bottleneck_dim, n_classes, dropout, frozen_statistics, channels_last)
+        super().__init__(backbone, bottleneck_dim, n_classes, dropout, freeze_batchnorm, channels_last)
         self.bottleneck = nn.Sequential(
             nn.Linear(n_features, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU()
         )
@@ -97,14 +100,8 @@ class DomainBalancedBatchSampler(Sampler):
             start += len(chunk)
 
 
-def _dataset_targets(dataset):
-    """Encoded labels of a training dataset's rows, through any Subset views."""
-    if isinstance(dataset, Subset):
-        return _dataset_targets(dataset.dataset)[np.asarray(dataset.indices)]
-    return np.asarray(dataset.targets)
-
-
-class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
+@document_parameters
+class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
     """Learn from labelled source images and unlabelled target images, to predict well on the target.
 
     ``fit(X, y, sample_domain=None)`` takes both domains in one X: a row is target when ``y == -1`` or when
@@ -126,8 +123,6 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
     ----------
     method : {"dann", "mmd", "coral", "mcc", "source_only"}, default="dann"
         The alignment loss.
-    model, weights, layer, pooling : see :class:`~sktransfer.FineTuneClassifier`
-        The backbone, default the offline EfficientNet-Lite0.
     trade_off : float, default=1.0
         Weight of the alignment loss.
     bottleneck_dim : int, default=256
@@ -135,23 +130,26 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
     discriminator_dim : int, default=1024
         Hidden width of DANN's domain discriminator.
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit"}, default="full"
-        What trains in the backbone (the bottleneck, head and discriminator always train).
+        What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
+        whole backbone from the first epoch. ``"linear_probe"``: none of it. ``"lp_ft"``: none of it for
+        ``freeze_epochs`` epochs, then all of it. ``"gradual"``: none of it for ``freeze_epochs`` epochs,
+        then its stages from the top down, over ``unfreeze_epochs`` epochs. ``"bitfit"``: its biases and
+        norm layers only. Frozen stages stay in evaluation mode, so their BatchNorm statistics do not change.
+    recalibrate_batchnorm : bool, default=True
+        After training, re-estimate the running statistics of the BatchNorm layers whose statistics
+        trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
+        sees (AdaBN): running averages gathered on mixed source and target batches lag behind the weights
+        and partly describe the source domain.
     lr : float, default=1e-3
-        Learning rate of the new layers; the backbone trains at ``lr * backbone_lr_ratio``.
+        Learning rate of the new layers (bottleneck, head and discriminator).
     max_epochs : int, default=10
         Passes over the source rows.
     batch_size : int, default=32
         Rows per step, half source and half target.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, sampling, dropout and augmentation: two CPU fits predict the same.
-    verbose : int, default=0
-        1 prints skorch's epoch table and shows progress bars (text, or widgets in a Jupyter notebook with
-        ipywidgets installed); inside joblib's workers (``cross_val_score(..., n_jobs=2)``) the bars show
-        from 2 only.
-    **kwargs
-        Every other parameter of :class:`~sktransfer.FineTuneClassifier` (``backbone_lr_ratio``,
-        ``lr_schedule``, ``augment``, ``precision``, ``accelerator``, ``early_stopping``, ``device``, ...) and
-        of skorch.
+    module : type, default=DomainAdaptationNetwork
+        The network, built by :meth:`initialize` from the cut backbone, its output width, the number of
+        classes, ``dropout``, ``bottleneck_dim``, ``discriminator_dim``, ``adversarial`` (True for DANN)
+        and ``module__*`` parameters: a subclass of :class:`DomainAdaptationNetwork` changes the new layers.
 
     Attributes
     ----------
@@ -185,7 +183,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
     """
 
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
-        **TransferNet._parameter_constraints,
+        **TransferClassifier._parameter_constraints,
         "method": [StrOptions(set(METHODS))],
         "trade_off": [Interval(Real, 0, None, closed="left")],
         "bottleneck_dim": [Interval(Integral, 1, None, closed="left")],
@@ -321,7 +319,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
         }
 
     def _batch_sampler(self, dataset, batch_size):
-        return DomainBalancedBatchSampler(_dataset_targets(dataset) == UNLABELLED, batch_size)
+        return DomainBalancedBatchSampler(dataset_targets(dataset) == UNLABELLED, batch_size)
 
     def get_iterator(self, dataset, training=False):
         iterator = super().get_iterator(dataset, training=training)
@@ -329,13 +327,15 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferNet):
             self._batches_per_epoch = len(iterator)
         return iterator
 
-    def recalibration_data(self, dataset):
+    def _recalibration_data(self, dataset):
         """The target rows: predict reads every row as a target row, so BatchNorm keeps target statistics.
 
-        This is AdaBN (Li et al. 2016) on top of each method: on the typeset-to-handwritten digits benchmark
-        it added about 3 points of target accuracy to DANN.
+        This is AdaBN (Li et al. 2016) on top of each method: statistics gathered on the mixed batches of
+        training would normalise target features partly with the source domain's mean and variance; those
+        of the target rows alone standardise them as the layers above expect. With fewer than two target
+        rows, every row is used.
         """
-        rows = np.flatnonzero(_dataset_targets(dataset) == UNLABELLED)
+        rows = np.flatnonzero(dataset_targets(dataset) == UNLABELLED)
         return Subset(dataset, rows) if rows.size > 1 else dataset
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
+from .._labels import require_labels
+
 UNLABELLED = -1
 
 
@@ -68,11 +70,7 @@ def split_domains(y, sample_domain, n_samples):
     >>> split_domains([0, 1, -1], None, 3).target.tolist()
     [False, False, True]
     """
-    if y is None:
-        raise ValueError(
-            "this estimator requires y to be passed, but the target y is None: give the labels of the source "
-            "rows, and -1 for target rows."
-        )
+    require_labels(y, "this estimator", "the labels of the source rows, and -1 for target rows")
     y = column_or_1d(y, warn=True)
     if len(y) != n_samples:
         raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")

@@ -1,0 +1,54 @@
+"""Labels of any type as class indices and back: the checks the trainable estimators share."""
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+
+def require_labels(y, estimator_name, what="the label of each image"):
+    """Raise scikit-learn's error for ``y=None`` (an estimator that needs labels), saying what to pass."""
+    if y is None:
+        raise ValueError(f"{estimator_name} requires y to be passed, but the target y is None: pass {what}.")
+
+
+def missing_labels(y):
+    """Indices of NaN or None labels.
+
+    Examples
+    --------
+    >>> missing_labels(np.array(["a", None, "b"], dtype=object)).tolist()
+    [1]
+    """
+    if y.dtype.kind == "f":
+        return np.flatnonzero(np.isnan(y))
+    if y.dtype.kind == "O":
+        return np.flatnonzero([value is None or (isinstance(value, float) and value != value) for value in y])
+    return np.array([], dtype=int)
+
+
+def checked_labels(y, n_samples):
+    """``y`` as a 1-D array of one classification label per sample, without missing values."""
+    y = column_or_1d(y, warn=True)
+    check_consistent_length(np.empty(n_samples), y)
+    missing = missing_labels(y)
+    if missing.size:
+        raise ValueError(f"y holds missing labels (NaN or None) at samples {missing[:10].tolist()}.")
+    check_classification_targets(y)
+    return y
+
+
+def encode_labels(y, classes):
+    """The index in ``classes`` of each label of ``y``; labels outside ``classes`` raise.
+
+    Examples
+    --------
+    >>> encode_labels(np.array(["b", "a", "b"]), np.array(["a", "b"])).tolist()
+    [1, 0, 1]
+    """
+    if len(classes) < 2:
+        raise ValueError(f"y holds one class only ({classes[0]!r}); a classifier needs at least 2 classes.")
+    index = {label: code for code, label in enumerate(classes.tolist())}
+    unknown = [label for label in np.unique(y).tolist() if label not in index]
+    if unknown:
+        raise ValueError(f"y holds labels that are not among classes {classes.tolist()}: {unknown[:10]}.")
+    return np.array([index[label] for label in y.tolist()], dtype=np.int64)

@@ -1,0 +1,104 @@
+"""The network the trainable estimators train: a backbone's features, then a new linear head."""
+
+import torch
+from torch import nn
+
+from .backbones import backbone_stages, parameters_by_stage
+
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+class BackboneWithHead(nn.Module):
+    """A feature backbone and a new linear head; backbone stages are frozen and unfrozen as wholes.
+
+    A stage whose parameters are all frozen stays in evaluation mode while the network trains, so its
+    BatchNorm statistics do not move and its dropout is off; a backbone frozen whole is in evaluation mode
+    whole. With ``freeze_batchnorm``, every BatchNorm layer of the backbone keeps its running statistics
+    (and uses them), even where its weights train. ``forward(features=...)`` runs the head alone, on
+    features computed beforehand.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        Maps a batch of inputs to (N, n_features) features.
+    n_features : int
+        Length of a feature vector.
+    n_classes : int
+        Outputs of the head (logits).
+    dropout : float, default=0.0
+        Dropout before the head.
+    freeze_batchnorm : bool, default=False
+        Keep every BatchNorm layer of the backbone in evaluation mode.
+    channels_last : bool, default=False
+        Give the backbone image batches in channels-last layout (for networks the library builds).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = BackboneWithHead(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8)), 8, 3)
+    >>> net.stage_names
+    ['0', '2']
+    >>> net.set_trainable(1)  # the top stage and the head
+    >>> [p.requires_grad for p in net.backbone.parameters()]
+    [False, False, True, True]
+    >>> net(torch.zeros(2, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self, backbone, n_features, n_classes, dropout=0.0, freeze_batchnorm=False, channels_last=False
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.freeze_batchnorm = freeze_batchnorm
+        self.channels_last = channels_last
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_features, n_classes))
+        self.stage_names = backbone_stages(backbone)
+
+    def forward(self, x=None, features=None):
+        return self.head(self.features(x) if features is None else features).float()
+
+    def features(self, x):
+        """The backbone's features of a batch of inputs (in channels-last layout with ``channels_last``)."""
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def stage_parameters(self):
+        """The parameters of each backbone stage, from the input to the output."""
+        return parameters_by_stage(self.backbone, self.stage_names)
+
+    def set_dropout(self, rate):
+        """The dropout rate before the head."""
+        self.head[0].p = rate
+
+    def set_trainable(self, n_top_stages, bitfit=False):
+        """Train the head, the top ``n_top_stages`` backbone stages and, with ``bitfit``, every bias and norm."""
+        stages = self.stage_parameters()
+        for index, parameters in enumerate(stages):
+            for parameter in parameters:
+                parameter.requires_grad_(index >= len(stages) - n_top_stages)
+        if bitfit:
+            for module in self.backbone.modules():
+                for name, parameter in module.named_parameters(recurse=False):
+                    if name == "bias" or isinstance(module, _NORM_LAYERS):
+                        parameter.requires_grad_(True)
+        self.head.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if not mode:
+            return self
+        if not any(parameter.requires_grad for parameter in self.backbone.parameters()):
+            self.backbone.eval()
+            return self
+        for name in self.stage_names:
+            stage = self.backbone.get_submodule(name)
+            if not any(parameter.requires_grad for parameter in stage.parameters()):
+                stage.eval()
+        if self.freeze_batchnorm:
+            for layer in self.backbone.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        return self

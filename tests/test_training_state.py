@@ -1,0 +1,116 @@
+"""Settings changed after fitting take effect on the next call (or raise), randomness continues, device stays."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from sktransfer import FineTuneClassifier
+
+from ._models import TinyConvNet
+
+
+def tiny(**params):
+    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 1, "batch_size": 8, "random_state": 0}
+    return FineTuneClassifier(**{**defaults, **params})
+
+
+def _rates(clf):
+    return [group["lr"] for group in clf.optimizer_.param_groups]
+
+
+def test_learning_rates_set_after_fit_apply_with_the_stage_ratios(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full", lr=1e-3, lr_schedule=None).fit(X, y)
+    n_stages = len(clf.optimizer_.param_groups) - 1
+    assert _rates(clf) == pytest.approx([1e-3] + [1e-4] * n_stages)
+    clf.set_params(lr=0.1, backbone_lr_ratio=0.5, layer_decay=0.5, weight_decay=0.2)
+    clf.partial_fit(X, y)
+    assert _rates(clf) == pytest.approx([0.1] + [0.05 * 0.5**depth for depth in range(n_stages)])
+    assert {group["weight_decay"] for group in clf.optimizer_.param_groups} == {0.2}
+
+
+def test_a_schedule_restarts_from_the_rates_set_after_fit(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full", lr=1e-3, lr_schedule="onecycle", max_epochs=2).fit(X, y)
+    clf.set_params(lr=0.1)
+    clf.partial_fit(X, y)
+    peaks = [group["max_lr"] for group in clf.optimizer_.param_groups]
+    assert peaks[0] == pytest.approx(0.1)
+    assert peaks[1] == pytest.approx(0.01)
+
+
+def test_settings_that_decide_the_callbacks_take_effect_on_a_warm_fit(labelled_images, tmp_path):
+    X, y = labelled_images
+    clf = tiny(warm_start=True).fit(X, y)
+    assert "early_stopping" not in dict(clf.callbacks_)
+    clf.set_params(early_stopping=True, patience=2, checkpoint_dir=tmp_path, lr_schedule=None).fit(X, y)
+    callbacks = dict(clf.callbacks_)
+    assert callbacks["early_stopping"].patience == 2
+    assert callbacks["checkpoint"].dirname == str(tmp_path)
+    assert "lr_schedule" not in callbacks
+    assert len(clf.history) == 2  # warm: the same network went on training
+
+
+def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full", dropout=0.0, freeze_batchnorm=False).fit(X, y)
+    clf.set_params(dropout=0.3, freeze_batchnorm=True).partial_fit(X, y)
+    assert clf.module_.head[0].p == 0.3
+    assert clf.module_.freeze_batchnorm
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("layer", "features.0"), ("pooling", "max"), ("model", TinyConvNet())]
+)
+def test_settings_that_decide_the_network_raise_on_partial_fit(labelled_images, name, value):
+    X, y = labelled_images
+    clf = tiny().fit(X, y)
+    clf.set_params(**{name: value})
+    with pytest.raises(ValueError, match=rf"(?s){name} changed from .* Refit with warm_start=False"):
+        clf.partial_fit(X, y)
+    clf.fit(X, y)  # a cold refit builds the new network
+
+
+def _epoch_losses(clf, X, y, calls):
+    losses = []
+    for _ in range(calls):
+        clf.partial_fit(X, y)
+        losses.append(clf.history[-1, "train_loss"])
+    return losses
+
+
+def test_successive_partial_fits_draw_new_batches_and_replay_exactly(labelled_images):
+    X, y = labelled_images
+    params = {"strategy": "full", "dropout": 0.5, "lr": 1e-12, "lr_schedule": None}
+    losses = _epoch_losses(tiny(**params), X, y, calls=3)
+    assert len(set(losses)) == 3  # the same weights, but new shuffles and dropout masks in each call
+    assert _epoch_losses(tiny(**params), X, y, calls=3) == losses  # and the same sequence replays exactly
+
+
+def test_device_keeps_the_value_the_user_set(labelled_images):
+    X, y = labelled_images
+    clf = tiny(device="auto").fit(X, y)
+    seen = []
+    clf.module_.register_forward_hook(lambda *_: seen.append(clf.get_params()["device"]))
+    clf.predict(X)
+    assert set(seen) == {"auto"}
+    assert clf.device_ == torch.device("cpu")
+    threads = [threading.Thread(target=clf.predict_proba, args=(X,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert clf.device == "auto"
+
+
+def test_torch_datasets_are_refused_with_a_clear_message(labelled_images):
+    X, y = labelled_images
+    dataset = TensorDataset(torch.from_numpy(X).permute(0, 3, 1, 2), torch.arange(len(X)) % 2)
+    with pytest.raises(TypeError, match=r"X is a torch Dataset \(TensorDataset\).*preprocessing"):
+        tiny().fit(dataset, np.arange(len(X)) % 2)
+    clf = tiny().fit(X, y)
+    with pytest.raises(TypeError, match=r"X is a torch Dataset"):
+        clf.predict(dataset)
