@@ -101,6 +101,8 @@ class AcceleratedRun:
             for loader in self._loaders:
                 _forget(self.accelerator._dataloaders, loader)
             self._random_state.close()
+            if self.distributed:  # the next run (a partial_fit) must draw other seeds than this one did
+                torch.randint(2**31 - 1, ())
         return False
 
     def shared_seed(self):

@@ -179,8 +179,9 @@ def array_key(array):
 
 
 def pil_image_key(image):
-    """Key of a PIL image: its mode, size and pixels."""
-    return _digest(f"pil {image.mode} {image.size}", image.tobytes())
+    """Key of a PIL image: the RGB pixels the network reads (a palette image's indices are not enough)."""
+    rgb = image.convert("RGB")
+    return _digest(f"pil {rgb.size}", rgb.tobytes())
 
 
 def file_key(path):

@@ -2,7 +2,7 @@
 
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, column_or_1d
+from sklearn.utils.validation import column_or_1d
 
 
 def require_labels(y, estimator_name, what="the label of each image"):
@@ -29,7 +29,10 @@ def missing_labels(y):
 def checked_labels(y, n_samples):
     """``y`` as a 1-D array of one classification label per sample, without missing values."""
     y = column_or_1d(y, warn=True)
-    check_consistent_length(np.empty(n_samples), y)
+    if len(y) != n_samples:  # scikit-learn's wording
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
+        )
     missing = missing_labels(y)
     if missing.size:
         raise ValueError(f"y holds missing labels (NaN or None) at samples {missing[:10].tolist()}.")

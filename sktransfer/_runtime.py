@@ -208,14 +208,14 @@ def check_precision(precision, devices):
     return resolved
 
 
-def _forward(model, batch, device, precision, channels_last):
+def _forward(model, batch, device, precision, channels_last, width):
     """One batch through ``model`` on ``device``: float32 numpy features, checked."""
     with torch.inference_mode(), autocast(device, precision):  # both are per thread
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.ndim == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         output = model(batch)
-    return check_output(output, len(batch), model)
+    return check_output(output, len(batch), model, width)
 
 
 def output_name(model):
@@ -224,11 +224,12 @@ def output_name(model):
     return describe() if callable(describe) else f"the output of {type(model).__name__}"
 
 
-def check_output(output, n_inputs, model):
+def check_output(output, n_inputs, model, width=None):
     """``output`` as a float32 numpy array, after checking it holds one finite row per input.
 
     Raises :class:`NetworkOutputError` naming the layer (``output_name(model)``) and the shapes when the
-    network returns something else: not a tensor, another number of rows, not 2-D, NaN or infinity.
+    network returns something else: not a tensor, another number of rows, not 2-D, rows of another length
+    than ``width`` (when given), NaN or infinity.
 
     Examples
     --------
@@ -243,6 +244,12 @@ def check_output(output, n_inputs, model):
         raise NetworkOutputError(
             f"{where} has shape {tuple(output.shape)} for a batch of {n_inputs} inputs; it must be 2-D with "
             "one row per input (check the module's forward, or pick another layer)."
+        )
+    if width is not None and output.shape[1] != width:
+        raise NetworkOutputError(
+            f"{where} has rows of length {output.shape[1]}, but its embeddings were {width} long at fit: "
+            "inputs of another size change it (pooling=None flattens whole maps). Resize the images with "
+            "preprocess=, or refit."
         )
     features = output.float().cpu().numpy()
     bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
@@ -292,13 +299,22 @@ def run_inference(model, batches, *, n_samples, device, **options):
 
 
 def run_inference_parallel(
-    replicas, batches, *, n_samples, precision="float32", channels_last=False, verbose=0, desc=None
+    replicas,
+    batches,
+    *,
+    n_samples,
+    precision="float32",
+    channels_last=False,
+    width=None,
+    verbose=0,
+    desc=None,
 ):
     """:func:`run_inference` with one copy of the model per device, each running whole batches in turn.
 
     ``replicas`` lists ``(model, device)`` pairs. Batch i runs on replica i modulo their number, in one
     thread per replica (CUDA kernels release the GIL); at most two batches per replica are in flight, so
-    memory stays bounded by the batch size. Rows come back in the order of ``batches``.
+    memory stays bounded by the batch size. Rows come back in the order of ``batches``; with ``width``, each
+    must have that length.
 
     Examples
     --------
@@ -314,7 +330,7 @@ def run_inference_parallel(
 
     def run(replica, batch, start):
         model, device = replica
-        features = _forward(model, batch, device, precision, channels_last)
+        features = _forward(model, batch, device, precision, channels_last, width)
         with lock:  # the first write allocates the array
             rows.write(start, features)
             bar.update()

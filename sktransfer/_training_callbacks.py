@@ -239,8 +239,5 @@ class CallbacksMixin:
     def _decode_targets(self, y):
         return self.classes_[to_numpy(y)]
 
-    def _decode_targets(self, y):
-        return self.classes_[to_numpy(y)]
-
     def _validates(self):
         return self.train_split is not None or _is_true(self.early_stopping)

@@ -83,8 +83,12 @@ class DeviceMixin:
             yield from super().forward_iter(X, training=training, device=device)
 
     def load_params(self, *args, **kwargs):
-        with self._on_device():
-            return super().load_params(*args, **kwargs)
+        requested = self.__dict__.get("device")
+        try:
+            with self._on_device():
+                return super().load_params(*args, **kwargs)
+        finally:  # skorch writes the device it mapped the file onto into ``device``: keep the user's
+            self.device = requested
 
     def __setstate__(self, state):
         # skorch maps the pickled tensors onto ``state["device"]``: "auto" means this machine's best one.

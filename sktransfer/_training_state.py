@@ -8,6 +8,8 @@ from ._runtime import resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
 ARCHITECTURE = ("model", "weights", "layer", "pooling")
+# Settings that decide the optimizer's rates: a user's optimizer__param_groups fixes them at initialisation.
+OPTIMIZER_SETTINGS = ("lr", "backbone_lr_ratio", "layer_decay", "weight_decay")
 # Settings that decide the callbacks: changed after fitting, the callbacks are made again.
 CALLBACK_SETTINGS = (
     "lr_schedule",
@@ -24,11 +26,29 @@ CALLBACK_SETTINGS = (
 class TrainingStateMixin:
     """Each ``partial_fit`` or warm ``fit`` trains with the settings of that moment, from the state left.
 
-    Learning rates and weight decay (with the per-stage ratios), dropout, BatchNorm freezing and the
-    settings that decide the callbacks (schedules, early stopping, checkpoints, verbosity) take effect on
-    the next call; a setting that decides the network's architecture raises there, asking for a refit.
-    Training randomness continues across calls (see :meth:`_random_stream`).
+    Learning rates and weight decay (with the per-stage ratios), dropout, BatchNorm freezing, label
+    smoothing, ``preprocess`` and the settings that decide the callbacks (schedules, early stopping,
+    checkpoints, verbosity) take effect on the next call; a setting that decides the network's architecture
+    raises there, asking for a refit. Training randomness continues across calls (see
+    :meth:`_random_stream`).
     """
+
+    # The parameter behind each further argument of the network (``_network_kwargs``), for error messages.
+    _network_kwarg_parameters: dict = {}  # noqa: RUF012 (read-only)
+
+    def set_params(self, **params):
+        super().set_params(**params)
+        if self.initialized_:
+            # skorch applies optimizer__lr and the like straight to every parameter group, and keeps no
+            # record; kept here, the next training call sets each group's rate from them, stage ratios too.
+            vars(self).update(
+                {
+                    key: value
+                    for key, value in params.items()
+                    if key.startswith("optimizer__") and not key.startswith("optimizer__param_groups")
+                }
+            )
+        return self
 
     def _settings(self, names):
         return {name: getattr(self, name) for name in names}
@@ -40,10 +60,12 @@ class TrainingStateMixin:
             if not (
                 value is fitted or (isinstance(value, str | int | float | type(None)) and value == fitted)
             ):
+                parameter = self._network_kwarg_parameters.get(name, name)
+                change = f"from {_short(fitted)} to {_short(value)}"
+                change = change if parameter == name else f"so that {name} went {change}"
                 raise ValueError(
-                    f"{name} changed from {_short(fitted)} to {_short(value)} after fitting, but it decides the "
-                    "network, which partial_fit and warm_start keep. Refit with warm_start=False to build a "
-                    "new one."
+                    f"{parameter} changed after fitting ({change}), but it decides the network, which "
+                    "partial_fit and warm_start keep. Refit with warm_start=False to build a new one."
                 )
         if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
             self.initialize_callbacks()
@@ -51,9 +73,30 @@ class TrainingStateMixin:
         self.module_.set_dropout(overrides.get("dropout", self.dropout))
         self.module_.freeze_batchnorm = overrides.get("freeze_batchnorm", self._freezes_batchnorm())
         self.module_.train(self.module_.training)
-        if "param_groups" in self.get_params_for("optimizer"):
+        if isinstance(self.criterion_, torch.nn.CrossEntropyLoss):
+            smoothing = self.get_params_for("criterion").get("label_smoothing", self.label_smoothing)
+            self.criterion_.label_smoothing = smoothing
+        self._apply_preprocess()
+        self._apply_learning_rates()
+
+    def _apply_learning_rates(self):
+        """Each parameter group's rate and weight decay as the settings give them now; schedules start there."""
+        optimizer_settings = self.get_params_for("optimizer")
+        if "param_groups" in optimizer_settings:
+            changed = [
+                name
+                for name, value in self._settings(OPTIMIZER_SETTINGS).items()
+                if value != self._optimizer_made_for[name]
+            ]
+            if changed:
+                raise ValueError(
+                    f"{changed[0]} changed after fitting, but optimizer__param_groups sets the rates of this "
+                    "net's optimizer: change them there and refit with warm_start=False."
+                )
+            for group in self.optimizer_.param_groups:
+                group["lr"] = group["initial_lr"] = group["configured_lr"]
             return
-        weight_decay = self.get_params_for("optimizer").get("weight_decay", self.weight_decay)
+        weight_decay = optimizer_settings.get("weight_decay", self.weight_decay)
         for group in self.optimizer_.param_groups:  # schedulers start from initial_lr
             group["lr"] = group["initial_lr"] = self._stage_rate(group["stage_depth"])
             group["weight_decay"] = weight_decay
@@ -62,10 +105,12 @@ class TrainingStateMixin:
     def _random_stream(self):
         """Training randomness from ``random_state``: seeded by the first call, continued by the next ones.
 
-        Shuffling, augmentation and dropout draw from torch's generators. With an int ``random_state`` they
-        are seeded once, when training starts after initialisation, and each later ``partial_fit`` or warm
-        ``fit`` continues where the previous call stopped, so the same sequence of calls gives the same
-        result while successive calls draw new batches. The user's own generator state is left alone.
+        Shuffling, augmentation and dropout draw from torch's CPU and CUDA generators. With a
+        ``random_state`` they are seeded when training starts after initialisation (or after
+        ``random_state`` changed), and each later ``partial_fit`` or warm ``fit`` continues where the
+        previous call stopped, so the same sequence of calls gives the same result while successive calls
+        draw new batches. The user's own CPU and CUDA generator states are left alone (Apple's MPS
+        generator is not covered).
         """
         if self.random_state is None:
             yield
@@ -73,14 +118,18 @@ class TrainingStateMixin:
         device = resolve_device(self._device())
         cuda = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            if self._training_rng is None:
+            saved = self._training_rng
+            if saved is None or saved[2] is not self.random_state:
                 torch.manual_seed(seed_of(self.random_state))
             else:
-                torch.set_rng_state(self._training_rng[0])
-                if cuda:
-                    torch.cuda.set_rng_state(self._training_rng[1], device)
+                torch.set_rng_state(saved[0])
+                if cuda and saved[1] is not None:
+                    torch.cuda.set_rng_state(saved[1], device)
+                elif cuda:  # the net moved to a GPU since the last call: seed it from the CPU stream
+                    torch.cuda.manual_seed(int(torch.randint(2**31 - 1, ())))
             yield
-            self._training_rng = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)
+            cuda_state = torch.cuda.get_rng_state(device) if cuda else None
+            self._training_rng = (torch.get_rng_state(), cuda_state, self.random_state)
 
 
 def _short(value):

@@ -242,40 +242,33 @@ def _load_checkpoint(module, path):
 _CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
 
 
-def _has_parameters(module):
-    return any(True for _ in module.parameters())
-
-
 def _classifier_name(module):
     """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
 
-    The classifier is the last layer with parameters, found by descending into the last child that holds
-    parameters, when that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads``
-    block that ends in a convolution (SqueezeNet's). A classifier the user already replaced by
-    ``nn.Identity()`` holds no parameters, so the descent reaches the last layer of the body instead (a
-    BatchNorm, a LayerNorm, a convolution) and the module counts as having no classifier: its own output is
-    used, as written.
+    The classifier is the module's last layer, found by descending into the last child at each level, when
+    that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
+    convolution (SqueezeNet's, which ends in pooling). A classifier the user replaced by ``nn.Identity()``,
+    or a module that ends in anything else (a softmax, a norm, a layer registered out of order), counts as
+    having no classifier: its own output is used, as written.
 
     Examples
     --------
     >>> from torch import nn
     >>> _classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     '2'
-    >>> print(_classifier_name(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Identity())))
+    >>> print(_classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Identity())))
     None
     """
     path, part = [], module
-    while True:
-        children = [(name, child) for name, child in part.named_children() if _has_parameters(child)]
-        if not children:
-            break
+    while children := list(part.named_children()):
         name, part = children[-1]
         path.append(name)
     if not path:
         return None
     if isinstance(part, nn.Linear):
         return ".".join(path)
-    if isinstance(part, nn.Conv2d) and len(path) > 1 and path[0] in _CLASSIFIER_NAMES:
+    block = module.get_submodule(path[0])
+    if path[0] in _CLASSIFIER_NAMES and any(isinstance(layer, nn.Conv2d) for layer in block.modules()):
         return path[0]
     return None
 

@@ -32,6 +32,10 @@ from .images import PreprocessedImages, batch_loader, validated_source
 _REPLICAS_LOCK = threading.Lock()
 
 
+def _ships_with_torch(layer):
+    return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
+
+
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Turn images into embeddings with a pretrained network, for any scikit-learn estimator downstream.
 
@@ -199,6 +203,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             module = module.to(memory_format=torch.channels_last)
         self.backbone_ = module.to(device=device)
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
+        self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         self._backbone_key = None
@@ -232,7 +237,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _embedding_key(self):
         """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision."""
         if self._backbone_key is None:
-            graph = (repr(self.backbone_), self._preprocess_key(), self._fitted_settings)
+            # A user's module is keyed on the code of its layers' forward too, so that editing it (in a
+            # notebook, say) does not bring back embeddings of the old code.
+            user_code = sorted(
+                {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
+                key=lambda forward: forward.__qualname__,
+            )
+            graph = (repr(self.backbone_), user_code, self._preprocess_key(), self._fitted_settings)
             self._backbone_key = content_hash((self.backbone_.state_dict(), *graph))
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         return content_hash((self._backbone_key, self._precision(self._devices())))
@@ -306,6 +317,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             n_samples=len(dataset),
             precision=self._precision(devices),
             channels_last=getattr(self, "_library_built", False),
+            width=self.n_features_out_,
             verbose=self.verbose,
             desc="embedding",
         )

@@ -46,6 +46,9 @@ class FineTuneClassifier(TransferClassifier):
         The labels, in the order of :meth:`predict_proba`'s columns.
     preprocess_ : callable or None
         The preprocessing applied to each image.
+    device_ : torch.device
+        Where the network is: ``device`` resolved (``"auto"``) at the last call; ``device`` itself keeps
+        the value set.
     history_ : skorch.History
         Losses, accuracies, learning rates and trainable stages per epoch.
     n_features_in_ : int

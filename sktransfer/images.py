@@ -381,10 +381,10 @@ class PreprocessedImages(Dataset):
     def for_estimator(cls, source, estimator):
         """``source`` as a fitted estimator reads it: through its ``preprocess_``, or as is for vectors.
 
-        The library's own preprocessing (the estimator's ``preprocess`` left None) runs a batch at a time.
+        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time.
         """
         preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
-        return cls(source, preprocess, batch_preprocess=estimator.preprocess is None)
+        return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
 
     def with_augment(self, augment):
         """The same images with ``augment`` applied to each one as it is loaded."""

@@ -30,7 +30,7 @@ from ._training_callbacks import CallbacksMixin, trainable_stage_count
 from ._training_data import TrainingDataMixin, refuse_torch_dataset
 from ._training_device import DeviceMixin
 from ._training_repr import SklearnRepr
-from ._training_state import ARCHITECTURE, TrainingStateMixin
+from ._training_state import ARCHITECTURE, OPTIMIZER_SETTINGS, TrainingStateMixin
 from .backbones import Backbone, FeatureModel, cut_at_layer, feature_size, load_backbone
 from .images import validated_source
 
@@ -96,11 +96,10 @@ class TransferClassifier(
         "lr": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def _trainable_stages(self, epoch):
-        """How many backbone stages train during ``epoch`` (from 0) under this net's ``strategy``."""
-        return trainable_stage_count(
-            self.strategy, epoch, len(self.module_.stage_names), self.freeze_epochs, self.unfreeze_epochs
-        )
+    def _trainable_stages(self, epoch, module=None):
+        """How many backbone stages of ``module`` (``module_``) train during ``epoch`` (from 0)."""
+        n_stages = len((self.module_ if module is None else module).stage_names)
+        return trainable_stage_count(self.strategy, epoch, n_stages, self.freeze_epochs, self.unfreeze_epochs)
 
     def _backbone_stays_frozen(self):
         last_epoch = len(self.history) + self.max_epochs - 1  # partial_fit continues the epoch count
@@ -146,15 +145,17 @@ class TransferClassifier(
             n_classes=len(self.classes_),
             **{**settings, **self.get_params_for("module")},
         )
-        module.set_trainable(self._trainable_stages_of(module, 0), bitfit=self.strategy == "bitfit")
-        self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
+        module.set_trainable(self._trainable_stages(0, module), bitfit=self.strategy == "bitfit")
+        self._weights_preprocess = backbone.preprocess
+        self._apply_preprocess()
         self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
         self._architecture = self._settings(ARCHITECTURE) | self._network_kwargs()
         return self
 
-    def _trainable_stages_of(self, module, epoch):
-        n_stages = len(module.stage_names)
-        return trainable_stage_count(self.strategy, epoch, n_stages, self.freeze_epochs, self.unfreeze_epochs)
+    def _apply_preprocess(self):
+        """``preprocess_``: the user's ``preprocess``, or the one the weights come with."""
+        self.preprocess_ = self.preprocess if self.preprocess is not None else self._weights_preprocess
+        self._batch_preprocess = self.preprocess is None
 
     def _network_kwargs(self):
         """Further arguments of ``module`` that a subclass's parameters decide."""
@@ -176,8 +177,12 @@ class TransferClassifier(
         Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k`` (its group's
         ``stage_depth`` is k; the new layers' is None). A user's own ``optimizer__param_groups`` replaces this.
         """
+        self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
         if "param_groups" in self.get_params_for("optimizer"):
-            return super().initialize_optimizer()
+            super().initialize_optimizer()
+            for group in self.optimizer_.param_groups:  # the rates a schedule starts from at each call
+                group["configured_lr"] = group["lr"]
+            return self
         _, kwargs = self.get_params_for_optimizer("optimizer", self.module_.named_parameters())
         kwargs.setdefault("weight_decay", self.weight_decay)
         in_backbone = {id(parameter) for parameter in self.module_.backbone.parameters()}
@@ -188,13 +193,16 @@ class TransferClassifier(
         for depth, parameters in enumerate(reversed(self.module_.stage_parameters())):
             if parameters:
                 groups.append({"params": parameters, "lr": self._stage_rate(depth), "stage_depth": depth})
-        kwargs.pop("lr", None)
-        self.optimizer_ = self.optimizer(groups, lr=self.lr, **kwargs)
+        self.optimizer_ = self.optimizer(groups, **{**kwargs, "lr": self._stage_rate(None)})
         return self
 
     def _stage_rate(self, depth):
-        """The learning rate of the new layers (``depth`` None) or of the backbone stage ``depth`` from the top."""
-        return self.lr if depth is None else self.lr * self.backbone_lr_ratio * self.layer_decay**depth
+        """The learning rate of the new layers (``depth`` None) or of the backbone stage ``depth`` from the top.
+
+        The new layers train at ``lr`` (or ``optimizer__lr``, which skorch lets override it).
+        """
+        lr = self.get_params_for("optimizer").get("lr", self.lr)
+        return lr if depth is None else lr * self.backbone_lr_ratio * self.layer_decay**depth
 
     # -- labels ---------------------------------------------------------------------------------------
 
@@ -344,7 +352,7 @@ class TransferClassifier(
     # -- parameters and tags --------------------------------------------------------------------------
 
     def __setattr__(self, name, value):
-        if name in ("model", "augment", "preprocess", "preprocess_"):
+        if name in ("model", "augment", "preprocess", "preprocess_", "_weights_preprocess"):
             # These may be modules (a user's network, torchvision v2 transforms), but they are parameters or
             # plain fitted state here, not components for skorch to register, move and train.
             object.__setattr__(self, name, value)

@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import sklearn
+from scipy.stats import entropy
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
@@ -54,11 +55,15 @@ def shifted_features():
 
 @pytest.mark.parametrize("method", ["dann", "mmd", "coral", "mcc", "source_only"])
 def test_every_method_trains_and_predicts_one_row_per_input(shifted_images, method):
-    X, y, _ = shifted_images
+    X, y, y_source = shifted_images
     clf = deep(method=method).fit(X, y)
     assert clf.classes_.tolist() == ["bright", "dark"]
     assert clf.predict(X[-5:]).shape == (5,)
-    assert set(clf.predict(X)) <= {"bright", "dark"}
+    predictions = clf.predict(X)
+    assert predictions.dtype == y.dtype
+    assert {type(label) for label in predictions} == {str}
+    # Brightness separates the labelled source rows; a constant prediction gets 0.5 of them.
+    assert np.mean(predictions[: len(y_source)] == y_source) > 0.9
     np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
     assert clf.embed(X[:3]).shape == (3, 256)
 
@@ -170,7 +175,8 @@ def test_no_target_rows_warns_and_trains_on_the_source(labelled_images):
     X, y = labelled_images
     with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain"):
         clf = deep(method="dann").fit(X, y)
-    assert clf.score(X, y) >= 0.5
+    assert clf.predict(X).dtype == y.dtype
+    assert clf.score(X, y) > 0.9  # a constant prediction gets 0.5
 
 
 def test_inputs_are_not_modified(shifted_images):
@@ -200,22 +206,78 @@ def test_shallow_path_after_the_extractor_in_a_pipeline(shifted_images):
         PretrainedFeatureExtractor(model=TinyConvNet, device="cpu"), FeatureAlignmentClassifier()
     ).fit(X, y)
     assert pipeline.predict(X).shape == (len(X),)
-    assert prediction_entropy_scorer(pipeline, X, y) <= 0
+    # Minus the mean entropy of the predictions on the target rows (y == -1) alone.
+    target_entropy = entropy(pipeline.predict_proba(X[y == -1]), axis=1)
+    assert prediction_entropy_scorer(pipeline, X, y) == pytest.approx(-target_entropy.mean(), rel=1e-6)
+
+
+class KnownProbabilities:
+    """A fitted classifier stand-in: the row whose first feature is i gets the probabilities ``proba[i]``."""
+
+    def __init__(self, proba):
+        self.proba = np.asarray(proba)
+
+    def predict_proba(self, X):
+        return self.proba[np.asarray(X)[:, 0].astype(int)]
+
+
+class FixedPredictions:
+    """A fitted classifier stand-in that predicts ``labels``, whatever the features of those rows."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def predict(self, X):
+        assert len(X) == len(self.labels)
+        return self.labels
+
+
+def test_prediction_entropy_of_known_probabilities():
+    proba = [[0.5, 0.5], [0.9, 0.1], [1.0, 0.0], [0.2, 0.8], [0.6, 0.4]]
+    X = np.arange(5)[:, None]
+    # Entropies of the three target rows: ln 2, -(0.9 ln 0.9 + 0.1 ln 0.1), and 0 for a certain prediction.
+    expected = -(0.693147181 + 0.325082973 + 0.0) / 3
+    clf = KnownProbabilities(proba)
+    assert prediction_entropy_scorer(clf, X, [-1, -1, -1, 0, 1]) == pytest.approx(expected)
+    assert prediction_entropy_scorer(clf, X, sample_domain=[-1, -1, -1, 1, 2]) == pytest.approx(expected)
+    assert prediction_entropy_scorer(clf, X, [0, 1, -1, 0, 1]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_importance_weighting_counts_the_target_like_source_rows():
+    # Source rows spread over [0, 10], target rows over [8, 12]; every source row has the label 1.
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.uniform(0, 10, 100), rng.uniform(8, 12, 100)])[:, None]
+    y = np.concatenate([np.ones(100, dtype=int), np.full(100, -1)])
+    right_above_5 = LogisticRegression().fit([[4.0], [6.0]], [0, 1])  # predicts 1 above 5, 0 below
+    wrong_above_5 = LogisticRegression().fit([[4.0], [6.0]], [1, 0])
+    plain_accuracy = np.mean(right_above_5.predict(X[:100]) == 1)
+    assert 0.4 < plain_accuracy < 0.6
+    right = importance_weighted_scorer(right_above_5, X, y)
+    wrong = importance_weighted_scorer(wrong_above_5, X, y)
+    assert right > 0.9  # the source rows near the target weigh the most
+    assert wrong < 0.1
+    assert right + wrong == pytest.approx(1.0)  # the same weights, on complementary rows
 
 
 def test_label_free_scorers(shifted_features, shifted_images):
     X, y, _ = shifted_features
-    aligned = FeatureAlignmentClassifier(method="coral").fit(X, y)
     plain = FeatureAlignmentClassifier(method="source_only").fit(X, y)
-    assert prediction_entropy_scorer(aligned, X, y) <= 0
-    # Source accuracy, weighted towards the target-like source rows.
-    assert 0.5 < importance_weighted_scorer(plain, X, y) <= 1.0
     with pytest.raises(ValueError, match="needs labelled source rows"):
         importance_weighted_scorer(plain, X[200:], y[200:])
     images, image_labels, _ = shifted_images
     y_int = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
     clf = deep(method="coral").fit(images, y_int)
-    assert 0.0 <= importance_weighted_scorer(clf, images, y_int) <= 1.0  # on clf.embed() features
+    source = y_int != -1
+    predictions = clf.predict(images[source])
+    assert np.mean(predictions == y_int[source]) > 0.9
+    # Scored against every other source label flipped, clf is right on half of the source rows; the
+    # weights come from a domain classifier on clf.embed() features.
+    y_scored = y_int.copy()
+    y_scored[np.flatnonzero(source)[::2]] ^= 1
+    score = importance_weighted_scorer(clf, images, y_scored)
+    on_embeddings = importance_weighted_scorer(FixedPredictions(predictions), clf.embed(images), y_scored)
+    assert score == pytest.approx(on_embeddings)
+    assert score != pytest.approx(np.mean(predictions == y_scored[source]), abs=0.01)
 
 
 @pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])

@@ -1,11 +1,14 @@
+import os
 import pickle
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
+from skorch.callbacks import Callback
 
 from sktransfer import FineTuneClassifier
 from sktransfer.training import TrainingDivergedError
@@ -25,12 +28,16 @@ def test_string_labels_in_a_grid_search(labelled_images):
     assert set(search.cv_results_["params"][0]) == {"strategy", "lr"}
     best = search.best_estimator_
     assert best.classes_.tolist() == ["bright", "dark"]
-    assert set(best.predict(X)) <= {"bright", "dark"}
+    predictions = best.predict(X)
+    assert predictions.dtype == y.dtype
+    assert np.mean(predictions == y) > 0.9  # a constant prediction gets 0.5
     assert best.score(X, y) > 0.9
     proba = best.predict_proba(X)
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    assert cross_val_score(tiny(), X, y, cv=2).shape == (2,)
+    scores = cross_val_score(tiny(), X, y, cv=2)
+    assert scores.shape == (2,)
+    assert scores.min() > 0.9  # each fold trains on both classes; a constant prediction gets 0.5
 
 
 @pytest.mark.parametrize("strategy", ["full", "linear_probe"])  # images every epoch / features computed once
@@ -49,10 +56,13 @@ def test_dataloader_workers_inside_joblib_workers(strategy, labelled_images):
 
 def test_labels_of_any_type(labelled_images):
     X, y = labelled_images
-    for labels in (np.where(y == "dark", 7, -3), np.where(y == "dark", 1.0, 2.0), y.astype(object)):
+    for labels in (np.where(y == "dark", 7, -3), np.where(y == "dark", 1.0, 2.0), y.astype(object), y):
         clf = tiny(strategy="full", lr=0.05).fit(X, labels)
-        assert clf.predict(X).dtype == labels.dtype
-        assert set(clf.predict(X)) <= set(labels)
+        predictions = clf.predict(X)
+        assert predictions.dtype == labels.dtype
+        assert {type(label) for label in predictions} == {type(label) for label in labels}  # str in objects
+        assert set(predictions.tolist()) == set(labels.tolist())
+        assert np.mean(predictions == labels) > 0.9  # a constant prediction gets 0.5
 
 
 def test_linear_probe_leaves_the_backbone_untouched(labelled_images):
@@ -226,14 +236,35 @@ def test_bfloat16_training_on_the_cpu(labelled_images):
     assert clf.score(X, y) > 0.8
 
 
-def test_image_files_are_read_lazily(labelled_images, tmp_path):
+def test_image_files_are_read_lazily(labelled_images, tmp_path, monkeypatch):
     X, y = labelled_images
     paths = []
     for index, image in enumerate(X):
         paths.append(str(tmp_path / f"{index}.png"))
         Image.fromarray(image).save(paths[-1])
+    names = [f"{index}.png" for index in range(len(X))]
+    decoded = Counter()
+    load = ImageFile.ImageFile.load
+
+    def counting_load(image):
+        if image.tile:  # pixels not read yet: this call decodes them
+            decoded[os.path.basename(image.filename)] += 1
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
     clf = tiny(strategy="full", lr=0.05).fit(paths, y)
+    # Training reads the files as it draws batches, each epoch: none is held decoded in memory.
+    assert set(decoded) == set(names)
+    assert len(set(decoded.values())) == 1
+    assert min(decoded.values()) >= clf.max_epochs
+    decoded.clear()
+    dataset = clf.get_dataset(paths)  # checks that every file is an image, without decoding it
+    assert not decoded
+    dataset.images.__getitems__([4, 1])
+    assert decoded == {names[4]: 1, names[1]: 1}
+    decoded.clear()
     assert clf.predict(paths[:3]).tolist() == clf.predict(X[:3]).tolist()
+    assert decoded == dict.fromkeys(names[:3], 1)
 
 
 def test_a_diverging_loss_stops_training_with_advice(labelled_images):
@@ -303,16 +334,34 @@ def test_verbose_prints_the_epoch_table(labelled_images, capsys):
     assert "train_loss" in capsys.readouterr().out
 
 
+class TrainingAccuracy(Callback):
+    """The accuracy of each epoch's training predictions, from the logits and encoded labels of its batches."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.per_epoch = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.hits = []
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if training:
+            self.hits.append((y_pred.argmax(1) == batch[1]).cpu())
+
+    def on_epoch_end(self, net, **kwargs):
+        self.per_epoch.append(torch.cat(self.hits).float().mean().item())
+
+
 def test_torchvision_transforms_and_skorch_features_as_parameters(labelled_images):
     from skorch.callbacks import EpochScoring
     from torchvision.transforms import v2
 
     X, y = labelled_images
+    training_accuracy = TrainingAccuracy()
     clf = tiny(
         strategy="full",
         augment=v2.RandomHorizontalFlip(),
         preprocess=v2.Compose([v2.Resize((12, 12)), v2.ToDtype(torch.float32, scale=True)]),
-        callbacks=[EpochScoring("accuracy", on_train=True, name="train_acc")],
+        callbacks=[EpochScoring("accuracy", on_train=True, name="train_acc"), training_accuracy],
         module__dropout=0.1,
         random_state=np.random.RandomState(0),
         early_stopping=True,
@@ -321,7 +370,9 @@ def test_torchvision_transforms_and_skorch_features_as_parameters(labelled_image
         max_epochs=4,
     ).fit(X, y)
     assert clf.module_.head[0].p == 0.1
-    assert 0 <= clf.history[-1, "train_acc"] <= 1  # scored against the labels as given (strings)
+    # Scored against the labels as given (strings): the accuracy of the training batches' own predictions.
+    assert clf.history[:, "train_acc"] == pytest.approx(training_accuracy.per_epoch)
+    assert max(training_accuracy.per_epoch) > 0
     assert clf.set_params(criterion__label_smoothing=0.1).criterion_.label_smoothing == 0.1
     clf.set_params(device="cpu", warm_start=True).fit(X[:12], y[:12])
     assert clf.classes_.tolist() == ["bright", "dark"]  # a warm start keeps the classes and the head

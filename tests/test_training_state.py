@@ -69,7 +69,7 @@ def test_settings_that_decide_the_network_raise_on_partial_fit(labelled_images, 
     X, y = labelled_images
     clf = tiny().fit(X, y)
     clf.set_params(**{name: value})
-    with pytest.raises(ValueError, match=rf"(?s){name} changed from .* Refit with warm_start=False"):
+    with pytest.raises(ValueError, match=rf"(?s){name} changed after fitting .* Refit with warm_start=False"):
         clf.partial_fit(X, y)
     clf.fit(X, y)  # a cold refit builds the new network
 
@@ -114,3 +114,67 @@ def test_torch_datasets_are_refused_with_a_clear_message(labelled_images):
     clf = tiny().fit(X, y)
     with pytest.raises(TypeError, match=r"X is a torch Dataset"):
         clf.predict(dataset)
+
+
+def test_other_settings_changed_after_fit_apply(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full").fit(X, y)
+    seen = []
+
+    def preprocess(image):
+        seen.append(1)
+        return image.float() / 255
+
+    clf.set_params(label_smoothing=0.3, preprocess=preprocess, optimizer__lr=0.2, lr_schedule=None)
+    clf.partial_fit(X, y)
+    assert clf.criterion_.label_smoothing == 0.3
+    assert clf.preprocess_ is preprocess
+    assert len(seen) >= len(X)
+    assert clf.optimizer_.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_a_new_random_state_reseeds_training(labelled_images):
+    X, y = labelled_images
+    params = {"strategy": "full", "dropout": 0.5, "lr": 1e-12, "lr_schedule": None}
+
+    def second_loss(new_random_state):
+        clf = tiny(**params).fit(X, y)
+        return clf.set_params(random_state=new_random_state).partial_fit(X, y).history[-1, "train_loss"]
+
+    assert second_loss(1) != second_loss(0)
+    assert second_loss(1) == second_loss(1)
+
+
+def test_rates_of_users_param_groups_restart_and_cannot_change(labelled_images):
+    X, y = labelled_images
+    clf = tiny(strategy="full", lr=1e-3, optimizer__param_groups=[("backbone.*", {"lr": 1e-4})]).fit(X, y)
+    configured = sorted(group["lr"] for group in clf.optimizer_.param_groups)
+    assert configured == pytest.approx([0.0, 0.0], abs=1e-6)  # the cosine schedule ran down to 0
+    clf.partial_fit(X, y)
+    assert sorted(group["initial_lr"] for group in clf.optimizer_.param_groups) == pytest.approx([1e-4, 1e-3])
+    clf.set_params(lr=0.1)
+    with pytest.raises(ValueError, match="lr changed after fitting, but optimizer__param_groups"):
+        clf.partial_fit(X, y)
+
+
+def test_loading_parameters_keeps_the_device_the_user_set(labelled_images, tmp_path):
+    X, y = labelled_images
+    clf = tiny(device="auto").fit(X, y)
+    clf.save_params(f_params=tmp_path / "weights.pt")
+    clf.load_params(f_params=tmp_path / "weights.pt")
+    assert clf.get_params()["device"] == "auto"
+
+
+def test_partial_fit_under_several_processes_draws_new_batches(labelled_images, monkeypatch):
+    """An accelerator with several processes seeds each pass from the main process: calls must not replay."""
+    accelerate = pytest.importorskip("accelerate")
+    from sktransfer import _accelerate
+
+    monkeypatch.setattr(_accelerate.AcceleratedRun, "distributed", property(lambda self: True))
+    monkeypatch.setattr(
+        _accelerate.AcceleratedRun, "shared_seed", lambda self: int(torch.randint(2**31 - 1, ()))
+    )
+    X, y = labelled_images
+    params = {"strategy": "full", "dropout": 0.5, "lr": 1e-12, "lr_schedule": None}
+    clf = tiny(**params, accelerator=accelerate.Accelerator(cpu=True))
+    assert len(set(_epoch_losses(clf, X, y, calls=3))) == 3

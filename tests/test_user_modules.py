@@ -45,14 +45,34 @@ def _efficientnet(replace):
     return module
 
 
+def _mobilenet_without_last_linear():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = torchvision.models.mobilenet_v3_small()
+    module.classifier[3] = nn.Identity()  # the Linear before it stays: the output is its 1024 features
+    return module
+
+
+def _ending_in_log_softmax():
+    return nn.Sequential(TinyConvNet(), nn.LogSoftmax(dim=1))
+
+
 @pytest.mark.parametrize(
     ("build", "width"),
     [
         (_resnet_without_fc, 512),
         (lambda: _efficientnet("classifier"), 1280),
         (lambda: _efficientnet("classifier[1]"), 1280),
+        (_mobilenet_without_last_linear, 1024),
+        (_ending_in_log_softmax, 5),
     ],
-    ids=["resnet18-fc-identity", "efficientnet-classifier-identity", "efficientnet-classifier1-identity"],
+    ids=[
+        "resnet18-fc-identity",
+        "efficientnet-classifier-identity",
+        "efficientnet-classifier1-identity",
+        "mobilenet-classifier3-identity",
+        "ends-in-log-softmax",
+    ],
 )
 def test_a_classifier_set_to_identity_gives_the_modules_own_output(images, build, width):
     module = build()
@@ -160,3 +180,52 @@ def test_rows_never_written_are_an_error_not_uninitialised_memory():
     batches = [torch.ones(2, 3)]  # 2 rows for 3 samples
     with pytest.raises(NetworkOutputError, match="held 2 rows for 3 samples"):
         run_inference(model, batches, n_samples=3, device=torch.device("cpu"))
+
+
+def test_embedding_width_is_checked_against_fit(images):
+    extractor = PretrainedFeatureExtractor(_Flattening(), device="cpu").fit(images)
+    larger = np.zeros((2, 40, 40, 3), dtype=np.uint8)  # a flattened map of another size
+    with pytest.raises(NetworkOutputError, match=r"rows of length 5776, but its embeddings were 3600 long"):
+        extractor.transform(larger)
+
+
+def _module_class(forward_source):
+    """A class named Edited whose forward is ``forward_source``, as a notebook cell run twice defines it."""
+    namespace = {"nn": nn}
+    exec(f"class Edited(nn.Module):\n    def forward(self, x):\n        return {forward_source}\n", namespace)
+    return namespace["Edited"]
+
+
+def test_editing_a_users_module_does_not_bring_back_cached_embeddings(images, tmp_path):
+    old = PretrainedFeatureExtractor(_module_class("x.mean(dim=(2, 3))")(), device="cpu", cache=tmp_path)
+    new = PretrainedFeatureExtractor(_module_class("x.amax(dim=(2, 3))")(), device="cpu", cache=tmp_path)
+    before = old.fit(images).transform(images)
+    after = new.fit(images).transform(images)
+    assert not np.allclose(before, after)
+
+
+def test_palette_images_with_other_palettes_are_cached_apart(tmp_path):
+    from PIL import Image
+
+    first = Image.fromarray(np.zeros((8, 8), dtype=np.uint8), mode="P")
+    first.putpalette([0, 0, 0] * 256)
+    second = first.copy()
+    second.putpalette([255, 255, 255] * 256)
+    extractor = PretrainedFeatureExtractor(nn.Flatten(), device="cpu", cache=tmp_path).fit([first])
+    extractor.transform([first])
+    white = extractor.transform([second])
+    np.testing.assert_array_equal(
+        white, PretrainedFeatureExtractor(nn.Flatten(), device="cpu").fit_transform([second])
+    )
+
+
+def test_a_per_image_preprocess_stays_per_image_after_set_params(images):
+    def shrink(image):
+        return torch.nn.functional.interpolate(image[None].float(), size=(8, 8))[0] / 255
+
+    extractor = PretrainedFeatureExtractor(nn.Flatten(), device="cpu", preprocess=shrink).fit(images)
+    expected = extractor.transform(images)
+    extractor.set_params(
+        preprocess=None
+    )  # without refitting, the fitted preprocessing still applies as it did
+    np.testing.assert_array_equal(extractor.transform(images), expected)

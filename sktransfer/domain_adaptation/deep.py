@@ -157,6 +157,10 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         The trained network.
     classes_ : ndarray of shape (n_classes,)
         The source labels.
+    preprocess_ : callable or None
+        The preprocessing applied to each image.
+    device_ : torch.device
+        Where the network is: ``device`` resolved (``"auto"``) at the last call.
     history_ : skorch.History
         Losses and accuracies (of labelled rows) per epoch.
 
@@ -310,6 +314,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
         return codes
+
+    _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
 
     def _network_kwargs(self):
         return {

@@ -183,7 +183,7 @@ class TargetScoreMixin:
         try:
             check_scorable(y)
         except ValueError as error:
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("sklearn."):
+            if sys._getframe(1).f_globals.get("__name__", "") == "sklearn.metrics._scorer":
                 # Inside cross_val_score or GridSearchCV, scikit-learn turns this error into a NaN score and
                 # a warning that starts with a traceback: say what is wrong first.
                 warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=2)
