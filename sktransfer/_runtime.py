@@ -200,8 +200,9 @@ def check_precision(precision, devices):
         warnings.warn(
             "precision='bfloat16' runs emulated on this CPU, which has neither AVX512-BF16 nor AMX "
             "instructions: there bfloat16 autocast is several times slower than float32 (ResNet-18 "
-            "extraction was measured at 0.15-0.2x the float32 speed). Use precision='float32', or "
-            "precision='auto', which picks bfloat16 only where the hardware computes it natively.",
+            "extraction ran at 0.2-0.4x the float32 speed without those instructions, "
+            "benchmarks/bench_precision.py). Use precision='float32', or precision='auto', which picks "
+            "bfloat16 only where the hardware computes it natively.",
             SlowPrecisionWarning,
             stacklevel=3,
         )

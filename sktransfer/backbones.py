@@ -424,59 +424,6 @@ def feature_size(backbone, layer=None, pooling="avg"):
         ) from exc
 
 
-def backbone_stages(module, dominance=0.5):
-    """Names of ``module``'s stages, from the input to the output, for gradual unfreezing and per-layer rates.
-
-    Stages are the children that hold parameters. An only child with parameters, or a child that holds more
-    than ``dominance`` of them and is itself a sequence of blocks (torchvision's ``features`` Sequential, a
-    ViT's ``encoder.layers``, a ResNet-50's ``layer4``), is replaced by its own stages; single layers
-    (convolutions, norms) are never split apart. So a ResNet-50 gives ``conv1, bn1, layer1, layer2, layer3,
-    layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. Parameters that belong
-    to no stage (a ViT's class token) go with the first one, see :func:`parameters_by_stage`.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> backbone_stages(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))
-    ['0', '2']
-    """
-
-    def size(part):
-        return sum(parameter.numel() for parameter in part.parameters())
-
-    def stages(prefix, part):
-        children = [(name, child) for name, child in part.named_children() if size(child) > 0]
-        total = size(part)
-        names = []
-        for name, child in children:
-            qualified = f"{prefix}{name}"
-            grandchildren = [c for c in child.children() if size(c) > 0]
-            blocks = len(grandchildren) > 1 and all(any(True for _ in c.children()) for c in grandchildren)
-            if grandchildren and (len(children) == 1 or (size(child) > dominance * total and blocks)):
-                names.extend(stages(f"{qualified}.", child))
-            else:
-                names.append(qualified)
-        return names
-
-    return stages("", module) or [""]
-
-
-def parameters_by_stage(module, stages):
-    """The parameters of each of ``stages`` (names from :func:`backbone_stages`); strays join the first."""
-    owned = [[] for _ in stages]
-    for name, parameter in module.named_parameters():
-        index = next(
-            (
-                i
-                for i, stage in enumerate(stages)
-                if stage and (name == stage or name.startswith(f"{stage}."))
-            ),
-            0,
-        )
-        owned[index].append(parameter)
-    return owned
-
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

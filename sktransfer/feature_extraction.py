@@ -15,6 +15,7 @@ from torch.utils.data import Subset
 
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._hashing import content_hash, process_local_key
+from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import (
     PRECISION_OPTIONS,
@@ -36,7 +37,9 @@ def _ships_with_torch(layer):
     return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
 
 
-class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class PretrainedFeatureExtractor(
+    NamedPicklingErrorsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Turn images into embeddings with a pretrained network, for any scikit-learn estimator downstream.
 
     The network runs in evaluation mode, without gradients, in batches, on the GPU when there is one.

@@ -24,6 +24,7 @@ from torch import nn
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._labels import checked_labels, encode_labels, require_labels
 from ._mixed_precision import MixedPrecisionMixin
+from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import PRECISION_OPTIONS, seeded
 from ._training_callbacks import CallbacksMixin, trainable_stage_count
@@ -38,11 +39,47 @@ STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")
 
 
+# What the trainable estimators' shared parameters accept, checked at each fit (scikit-learn's convention).
+PARAMETER_CONSTRAINTS = {
+    "model": [str, nn.Module, callable, None],
+    "weights": [str, os.PathLike, None],
+    "strategy": [StrOptions(set(STRATEGIES))],
+    "layer": [str, None],
+    "pooling": [StrOptions({"avg", "max"}), None],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
+    "recalibrate_batchnorm": ["boolean"],
+    "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
+    "layer_decay": [Interval(Real, 0, 1, closed="right")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+    "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
+    "warmup": [Interval(Real, 0, 1, closed="left")],
+    "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+    "unfreeze_epochs": [Interval(Integral, 1, None, closed="left")],
+    "augment": [StrOptions({"default"}), callable, None],
+    "precompute_features": ["boolean"],
+    "early_stopping": ["boolean"],
+    "patience": [Interval(Integral, 1, None, closed="left")],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "checkpoint_dir": [str, os.PathLike, None],
+    "preprocess": [callable, None],
+    "num_workers": [Interval(Integral, 0, None, closed="left")],
+    "precision": [StrOptions(set(PRECISION_OPTIONS))],
+    "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
+    "random_state": ["random_state"],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+}
+
+
 class TrainingDivergedError(FloatingPointError):
     """The training loss stopped being a finite number."""
 
 
 class TransferClassifier(
+    NamedPicklingErrorsMixin,
     AcceleratedTrainingMixin,
     MixedPrecisionMixin,
     DeviceMixin,
@@ -63,38 +100,7 @@ class TransferClassifier(
     ``random_state``, training randomness is seeded once at initialisation and continues across calls.
     """
 
-    _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
-        "model": [str, nn.Module, callable, None],
-        "weights": [str, os.PathLike, None],
-        "strategy": [StrOptions(set(STRATEGIES))],
-        "layer": [str, None],
-        "pooling": [StrOptions({"avg", "max"}), None],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
-        "recalibrate_batchnorm": ["boolean"],
-        "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
-        "layer_decay": [Interval(Real, 0, 1, closed="right")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
-        "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
-        "warmup": [Interval(Real, 0, 1, closed="left")],
-        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
-        "unfreeze_epochs": [Interval(Integral, 1, None, closed="left")],
-        "augment": [StrOptions({"default"}), callable, None],
-        "precompute_features": ["boolean"],
-        "early_stopping": ["boolean"],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "preprocess": [callable, None],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
-        "precision": [StrOptions(set(PRECISION_OPTIONS))],
-        "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
-        "random_state": ["random_state"],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-    }
+    _parameter_constraints = PARAMETER_CONSTRAINTS
 
     def _trainable_stages(self, epoch, module=None):
         """How many backbone stages of ``module`` (``module_``) train during ``epoch`` (from 0)."""

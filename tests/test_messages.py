@@ -1,14 +1,18 @@
 """Everyday mistakes get a message that says what to do, and the public names import from the package."""
 
+import copy
+import pickle
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from joblib import Parallel, delayed
+from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
 import sktransfer
-from sktransfer import PretrainedFeatureExtractor, domain_adaptation
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, domain_adaptation
 from sktransfer.datasets import save_image_folder
 from sktransfer.domain_adaptation import FeatureAlignmentClassifier
 from sktransfer.domain_adaptation.domains import TextLabelWarning, UnlabelledScoringWarning
@@ -78,3 +82,39 @@ def test_every_public_estimator_and_scorer_imports_from_the_package():
     public = {"DomainAdaptedClassifier", "FeatureAlignmentClassifier"}
     public |= {name for name in domain_adaptation.__all__ if name.endswith("_scorer")}
     assert public <= set(sktransfer.__all__)
+
+
+def _local_factory():
+    def preprocess(image):
+        return image.float() / 255
+
+    return preprocess
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (lambda: PretrainedFeatureExtractor(TinyConvNet(), preprocess=lambda image: image), "preprocess"),
+        (lambda: PretrainedFeatureExtractor(model=lambda: TinyConvNet()), "model"),
+        (lambda: FineTuneClassifier(TinyConvNet(), augment=_local_factory()), "augment"),
+    ],
+    ids=["lambda-preprocess", "lambda-model", "local-augment"],
+)
+def test_pickling_a_lambda_parameter_names_the_parameter(estimator, name):
+    with pytest.raises(
+        pickle.PicklingError, match=rf"{name}=.*a lambda or a local function.*define it at module level"
+    ):
+        pickle.dumps(estimator())
+
+
+def test_lambda_parameters_still_reach_joblib_workers_and_copies(rgb_images):
+    extractor = PretrainedFeatureExtractor(
+        TinyConvNet(), device="cpu", preprocess=lambda image: image.float() / 255
+    )
+    assert copy.deepcopy(extractor).preprocess is extractor.preprocess
+    in_workers = Parallel(n_jobs=2)(delayed(clone(extractor).fit_transform)(rgb_images) for _ in range(2))
+    np.testing.assert_allclose(in_workers[0], extractor.fit_transform(rgb_images), rtol=1e-5)
+    fitted = pickle.loads(
+        pickle.dumps(PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(rgb_images))
+    )
+    assert fitted.transform(rgb_images).shape == (6, 8)
