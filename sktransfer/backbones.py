@@ -20,10 +20,10 @@ from torchvision.transforms import v2
 from torchvision.transforms._presets import ImageClassification
 
 from . import _efficientnet_lite
+from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import NetworkOutputError, seeded
 
 OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
 
 class WeightsUnavailableError(OSError):
@@ -104,8 +104,8 @@ def _build(factory):
 
 def _from_module(model, weights):
     module = copy.deepcopy(model).cpu()
-    if _is_checkpoint(weights):
-        _load_checkpoint(module, weights)
+    if is_checkpoint(weights):
+        load_checkpoint(module, weights, _classifier_name(module))
     elif weights is None:
         for layer in module.modules():
             if callable(getattr(layer, "reset_parameters", None)):
@@ -122,8 +122,8 @@ def _offline_default(weights):
     module = _efficientnet_lite.EfficientNetLite0()
     if weights in ("DEFAULT", "IMAGENET1K_V1"):
         module.load_state_dict(_efficientnet_lite.load_packaged_state_dict())
-    elif _is_checkpoint(weights):
-        _load_checkpoint(module, weights)
+    elif is_checkpoint(weights):
+        load_checkpoint(module, weights, _classifier_name(module))
     elif weights is not None:
         raise ValueError(
             f"weights={weights!r} is not available for model={OFFLINE_MODEL_NAME!r}: use 'DEFAULT' (ImageNet, "
@@ -159,9 +159,9 @@ def _resolve_torchvision_weights(name, weights):
 
 def _from_torchvision(name, weights, progress):
     _check_model_name(name)
-    if _is_checkpoint(weights):
+    if is_checkpoint(weights):
         module = torchvision.models.get_model(name, weights=None)
-        _load_checkpoint(module, weights)
+        load_checkpoint(module, weights, _classifier_name(module))
         resolved = _resolve_torchvision_weights(name, "DEFAULT")
     else:
         resolved = _resolve_torchvision_weights(name, weights)
@@ -190,53 +190,6 @@ def _download_guarded(name, weights_entry, progress):
             f"for them at {target} (torch's cache; set TORCH_HOME to move it). Download {weights_entry.url} "
             "there on a machine with internet access, or pass weights='<path to a state_dict file>'."
         ) from exc
-
-
-def _is_checkpoint(weights):
-    if isinstance(weights, os.PathLike):
-        return True
-    if not isinstance(weights, str) or weights == "DEFAULT":
-        return False
-    return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
-
-
-def read_checkpoint(path):
-    """Read a state_dict saved with ``torch.save``; accepts the usual wrappers and DataParallel prefixes."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights={str(path)!r}: no such checkpoint file.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"weights={str(path)!r} could not be read as a torch state_dict: {exc}") from exc
-    for wrapper in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights={str(path)!r} does not hold a state_dict (a mapping of names to tensors).")
-    state = dict(state)
-    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")  # DataParallel, DDP
-    return state
-
-
-def _load_checkpoint(module, path):
-    """Load a checkpoint; a classifier of another size (a model fine-tuned on other classes) is skipped."""
-    state = read_checkpoint(path)
-    own = module.state_dict()
-    classifier = _classifier_name(module)
-    skipped = {
-        key
-        for key, tensor in state.items()
-        if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
-    }
-    state = {key: value for key, value in state.items() if key not in skipped}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]
-    if missing or unexpected:
-        raise ValueError(
-            f"weights={str(path)!r} does not match the architecture: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]} (of {len(missing)} and {len(unexpected)})."
-        )
 
 
 _CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")

@@ -21,13 +21,9 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
+from ._pixel_values import check_values, sample_error
 
 _CHANNEL_COUNTS = (1, 3, 4)
-_RANGE_CHUNK_BYTES = 1 << 22  # validation reads this much at a time from an array whose samples are scattered
-
-
-def _sample_error(message):
-    return ValueError(f"X: {message}")
 
 
 def _check_not_empty(count):
@@ -103,7 +99,7 @@ class ImageFiles(ImageSource):
             with Image.open(path) as image:
                 return pil_to_tensor(image.convert("RGB"))
         except Exception as exc:
-            raise _sample_error(
+            raise sample_error(
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
             ) from exc
 
@@ -234,9 +230,7 @@ def _from_sequence(items):
     if isinstance(first, Image.Image):
         for index, item in enumerate(items):
             if not isinstance(item, Image.Image):
-                raise _sample_error(
-                    f"sample {index} is a {type(item).__name__}, but sample 0 is a PIL image."
-                )
+                raise sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is a PIL image.")
         return PILImages(items)
     if isinstance(first, np.ndarray | torch.Tensor):
         return _image_list(items)
@@ -247,7 +241,7 @@ def _files(items):
     paths = []
     for index, item in enumerate(items):
         if not _is_path(item):
-            raise _sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is a file path.")
+            raise sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is a file path.")
         path = os.fspath(item)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"X: sample {index}: image file {path!r} does not exist.")
@@ -255,7 +249,7 @@ def _files(items):
             with Image.open(path):
                 pass
         except Exception as exc:
-            raise _sample_error(f"sample {index}, file {path!r}, is not a readable image: {exc}") from exc
+            raise sample_error(f"sample {index}, file {path!r}, is not a readable image: {exc}") from exc
         paths.append(str(Path(path).resolve()))
     return ImageFiles(paths)
 
@@ -264,16 +258,16 @@ def _image_list(items):
     images = []
     for index, item in enumerate(items):
         if not isinstance(item, np.ndarray | torch.Tensor):
-            raise _sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is an array.")
+            raise sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is an array.")
         channels_first = isinstance(item, torch.Tensor)
         array = _tensor_to_numpy(item) if channels_first else item
         if array.ndim not in (2, 3):
-            raise _sample_error(
+            raise sample_error(
                 f"sample {index} has shape {array.shape}; each image must be H×W, H×W×C or C×H×W."
             )
         array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
         images.append(array)
-    _check_values(images)
+    check_values(images)
     return ImageList(images)
 
 
@@ -291,7 +285,7 @@ def _from_array(array, channels_first):
         )
     if 0 in array.shape:
         raise ValueError(f"X has shape {array.shape}: images must have at least one pixel.")
-    _check_values(array)
+    check_values(array)
     return ArrayImages(array)
 
 
@@ -307,59 +301,6 @@ def _channels_first(array, prefer_channels_first, index):
         f"{where} has shape {array.shape}: no axis holds 1, 3 or 4 colour channels "
         "(expected N×H×W×C or N×C×H×W with C = 1 grayscale, 3 RGB or 4 RGBA)."
     )
-
-
-def _check_values(images):
-    """Check dtypes and value ranges: integers in [0, 255], floats finite and in [0, 1].
-
-    ``images`` is a 4-D array or a list of 3-D arrays; errors name the first sample at fault. Floats on the
-    0-255 scale are refused rather than guessed: a guess from the data would make an image's embedding
-    depend on the other images passed with it.
-    """
-    batch = isinstance(images, np.ndarray)
-    dtypes = {images.dtype} if batch else {array.dtype for array in images}
-    kinds = {dtype.kind for dtype in dtypes}
-    if not kinds <= set("uif"):
-        raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
-    if dtypes == {np.dtype(np.uint8)}:
-        return
-    lows, highs = _per_sample_ranges(images, batch)
-    finite = np.isfinite(lows) & np.isfinite(highs)
-    if not finite.all():
-        index = int(np.flatnonzero(~finite)[0])
-        raise _sample_error(f"sample {index} contains NaN or infinity.")
-    is_float = "f" in kinds
-    bad = (lows < 0) | (highs > (1 if is_float else 255))
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        expected = (
-            "float images must lie in [0, 1] (pixel values 0-255 go in as integers: X.astype(np.uint8))"
-            if is_float
-            else "integer images must lie in [0, 255]"
-        )
-        raise _sample_error(
-            f"sample {index} has values in [{lows[index]:g}, {highs[index]:g}]; {expected}. Pass raw pixels: "
-            "the backbone's own preprocessing normalises them."
-        )
-
-
-def _per_sample_ranges(images, batch):
-    """Each sample's lowest and highest value (NaN where it holds a NaN), without copying the images.
-
-    A batch is read in chunks of whole samples, each sample's axes in the order they lie in memory, so
-    that the samples of a channels-last array (seen channels-first) are read in place.
-    """
-    if not batch:
-        return np.array([np.min(a) for a in images], float), np.array([np.max(a) for a in images], float)
-    order = sorted(range(1, images.ndim), key=lambda axis: -abs(images.strides[axis]))
-    samples = images.transpose(0, *order)
-    lows, highs = np.empty(len(samples)), np.empty(len(samples))
-    step = max(1, _RANGE_CHUNK_BYTES // samples[0].nbytes)
-    for start in range(0, len(samples), step):
-        chunk = samples[start : start + step]
-        chunk = chunk.reshape(len(chunk), -1)  # a view where the samples are contiguous, else a chunk's copy
-        lows[start : start + step], highs[start : start + step] = chunk.min(axis=1), chunk.max(axis=1)
-    return lows, highs
 
 
 class PreprocessedImages(Dataset):
@@ -411,7 +352,7 @@ class PreprocessedImages(Dataset):
         first = tuple(images[0].shape)
         for index, image in zip(indices, images, strict=True):
             if tuple(image.shape) != first:
-                raise _sample_error(
+                raise sample_error(
                     f"after preprocessing, sample {indices[0]} has shape {first} but sample {index} has shape "
                     f"{tuple(image.shape)}; images of different sizes need a preprocessing that resizes them, "
                     "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."

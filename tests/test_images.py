@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sktransfer import images as images_module
+from sktransfer import _pixel_values
 from sktransfer.images import PreprocessedImages, as_image_source, batch_loader, is_vector_input
 
 
@@ -185,7 +185,7 @@ def test_validating_and_hashing_an_array_copies_no_batch_of_images():
 
 
 def test_bad_values_are_found_in_any_memory_layout(monkeypatch, rgb_images):
-    monkeypatch.setattr(images_module, "_RANGE_CHUNK_BYTES", 2 * rgb_images[0].nbytes * 4)  # two float images
+    monkeypatch.setattr(_pixel_values, "_RANGE_CHUNK_BYTES", 2 * rgb_images[0].nbytes * 4)  # two float images
     floats = rgb_images.astype(np.float32) / 255
     floats[4, 2, 2, 0] = -np.inf
     for X in (floats, floats[:, ::2], floats.transpose(0, 3, 1, 2), np.asfortranarray(floats), list(floats)):

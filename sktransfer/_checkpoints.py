@@ -1,0 +1,56 @@
+"""Local checkpoints as weights: which values name a file, reading a state_dict, loading it into a module."""
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+
+def is_checkpoint(weights):
+    """Whether ``weights`` names a state_dict file rather than pretrained weights of torchvision's."""
+    if isinstance(weights, os.PathLike):
+        return True
+    if not isinstance(weights, str) or weights == "DEFAULT":
+        return False
+    return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
+
+
+def read_checkpoint(path):
+    """Read a state_dict saved with ``torch.save``; accepts the usual wrappers and DataParallel prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(path)!r}: no such checkpoint file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"weights={str(path)!r} could not be read as a torch state_dict: {exc}") from exc
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights={str(path)!r} does not hold a state_dict (a mapping of names to tensors).")
+    state = dict(state)
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")  # DataParallel, DDP
+    return state
+
+
+def load_checkpoint(module, path, classifier):
+    """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is skipped."""
+    state = read_checkpoint(path)
+    own = module.state_dict()
+    skipped = {
+        key
+        for key, tensor in state.items()
+        if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
+    }
+    state = {key: value for key, value in state.items() if key not in skipped}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights={str(path)!r} does not match the architecture: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]} (of {len(missing)} and {len(unexpected)})."
+        )

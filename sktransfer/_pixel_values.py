@@ -1,0 +1,63 @@
+"""Checks of the pixel values of image arrays (dtype, range, finiteness) that copy none of the images."""
+
+import numpy as np
+
+_RANGE_CHUNK_BYTES = 1 << 22  # validation reads this much at a time from an array whose samples are scattered
+
+
+def sample_error(message):
+    """A ``ValueError`` about X, whose message names the sample at fault."""
+    return ValueError(f"X: {message}")
+
+
+def check_values(images):
+    """Check dtypes and value ranges: integers in [0, 255], floats finite and in [0, 1].
+
+    ``images`` is a 4-D array or a list of 3-D arrays; errors name the first sample at fault. Floats on the
+    0-255 scale are refused rather than guessed: a guess from the data would make an image's embedding
+    depend on the other images passed with it.
+    """
+    batch = isinstance(images, np.ndarray)
+    dtypes = {images.dtype} if batch else {array.dtype for array in images}
+    kinds = {dtype.kind for dtype in dtypes}
+    if not kinds <= set("uif"):
+        raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
+    if dtypes == {np.dtype(np.uint8)}:
+        return
+    lows, highs = _per_sample_ranges(images, batch)
+    finite = np.isfinite(lows) & np.isfinite(highs)
+    if not finite.all():
+        index = int(np.flatnonzero(~finite)[0])
+        raise sample_error(f"sample {index} contains NaN or infinity.")
+    is_float = "f" in kinds
+    bad = (lows < 0) | (highs > (1 if is_float else 255))
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        expected = (
+            "float images must lie in [0, 1] (pixel values 0-255 go in as integers: X.astype(np.uint8))"
+            if is_float
+            else "integer images must lie in [0, 255]"
+        )
+        raise sample_error(
+            f"sample {index} has values in [{lows[index]:g}, {highs[index]:g}]; {expected}. Pass raw pixels: "
+            "the backbone's own preprocessing normalises them."
+        )
+
+
+def _per_sample_ranges(images, batch):
+    """Each sample's lowest and highest value (NaN where it holds a NaN), without copying the images.
+
+    A batch is read in chunks of whole samples, each sample's axes in the order they lie in memory, so
+    that the samples of a channels-last array (seen channels-first) are read in place.
+    """
+    if not batch:
+        return np.array([np.min(a) for a in images], float), np.array([np.max(a) for a in images], float)
+    order = sorted(range(1, images.ndim), key=lambda axis: -abs(images.strides[axis]))
+    samples = images.transpose(0, *order)
+    lows, highs = np.empty(len(samples)), np.empty(len(samples))
+    step = max(1, _RANGE_CHUNK_BYTES // samples[0].nbytes)
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step]
+        chunk = chunk.reshape(len(chunk), -1)  # a view where the samples are contiguous, else a chunk's copy
+        lows[start : start + step], highs[start : start + step] = chunk.min(axis=1), chunk.max(axis=1)
+    return lows, highs
