@@ -154,6 +154,58 @@ def load_mnist_digits(n_per_class=None, random_state=0):
     return np.repeat(grey[rows, ..., None], 3, axis=3), labels[rows]
 
 
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def blend_on_photos(images, photos=PHOTOS, random_state=0):
+    """Digits blended over random patches of colour photographs: the construction of MNIST-M.
+
+    Each output pixel is ``|patch - digit|`` in every channel, where ``patch`` is a random crop, of the
+    image's size, of one of scikit-image's bundled colour photographs (Ganin & Lempitsky 2015 cut theirs
+    from BSDS500). The background shows the photograph and the strokes its inverse, so the digit keeps its
+    shape while colour and texture change: a domain shift from the plain digits, with no download.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, height, width, 3), dtype uint8
+        Light digits on a dark background, such as :func:`load_mnist_digits` returns.
+    photos : sequence of str, default=PHOTOS
+        Names of scikit-image's colour sample images to cut the patches from.
+    random_state : int, RandomState instance or None, default=0
+        Which photograph and where each patch is cut.
+
+    Returns
+    -------
+    blended : ndarray of the shape of ``images``, dtype uint8
+
+    Examples
+    --------
+    >>> digits = np.zeros((2, 28, 28, 3), dtype=np.uint8)
+    >>> digits[:, 10:18, 12:16] = 255
+    >>> blended = blend_on_photos(digits)
+    >>> blended.shape, blended.dtype
+    ((2, 28, 28, 3), dtype('uint8'))
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"images has shape {images.shape} and dtype {images.dtype}: blend_on_photos reads uint8 RGB "
+            "images of shape (n_images, height, width, 3)."
+        )
+    data = _skimage_data()
+    sources = [getattr(data, name)()[..., :3].astype(np.int16) for name in photos]
+    rng = check_random_state(random_state)
+    height, width = images.shape[1:3]
+    blended = np.empty_like(images)
+    for index, digit in enumerate(images):
+        photo = sources[rng.randint(len(sources))]
+        top = rng.randint(photo.shape[0] - height + 1)
+        left = rng.randint(photo.shape[1] - width + 1)
+        patch = photo[top : top + height, left : left + width]
+        blended[index] = np.abs(patch - digit.astype(np.int16))
+    return blended
+
+
 _FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
 
 
