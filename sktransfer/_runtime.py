@@ -3,6 +3,7 @@
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import os
 import platform
@@ -116,6 +117,7 @@ def resolve_devices(device):
     return [resolve_device(device)]
 
 
+@functools.cache  # read once per process: precision checks run for every training batch
 def cpu_native_bfloat16():
     """The instructions this CPU computes bfloat16 with natively, or ``None`` where torch emulates it.
 
@@ -194,8 +196,12 @@ def check_precision(precision, devices):
             "precision='float16' needs a GPU; on the CPU use precision='auto' (bfloat16 where the CPU "
             "computes it natively, float32 elsewhere) or precision='float32'."
         )
-    emulated = any(device.type == "cpu" for device in devices) and cpu_native_bfloat16() is None
-    if resolved == "bfloat16" and emulated and not _WARNED_EMULATED_BFLOAT16:
+    if (
+        resolved == "bfloat16"
+        and not _WARNED_EMULATED_BFLOAT16
+        and any(device.type == "cpu" for device in devices)
+        and cpu_native_bfloat16() is None
+    ):
         _WARNED_EMULATED_BFLOAT16.append(True)
         warnings.warn(
             "precision='bfloat16' runs emulated on this CPU, which has neither AVX512-BF16 nor AMX "

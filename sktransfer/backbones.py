@@ -53,6 +53,21 @@ def available_model_names():
     return [OFFLINE_MODEL_NAME, *torchvision_model_names()]
 
 
+def built_by_library(model):
+    """Whether the library builds the architecture ``model`` names (a model name), rather than the user.
+
+    Only such networks may be rewritten for speed (BatchNorm folding, channels-last layout): a user's
+    module, class or factory runs as written.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> built_by_library("resnet50"), built_by_library(nn.Linear(2, 2))
+    (True, False)
+    """
+    return isinstance(model, str)
+
+
 def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False):
     """Resolve ``model`` and ``weights`` into a :class:`Backbone`.
 

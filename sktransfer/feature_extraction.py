@@ -27,7 +27,7 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
-from .backbones import OFFLINE_MODEL_NAME, build_feature_model, load_backbone
+from .backbones import OFFLINE_MODEL_NAME, build_feature_model, built_by_library, load_backbone
 from .images import PreprocessedImages, batch_loader, validated_source
 
 _REPLICAS_LOCK = threading.Lock()
@@ -200,7 +200,7 @@ class PretrainedFeatureExtractor(
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls).
-        self._library_built = isinstance(self.model, str)
+        self._library_built = built_by_library(self.model)
         if self._library_built:
             module.body = fold_batchnorm(module.body)
             module = module.to(memory_format=torch.channels_last)

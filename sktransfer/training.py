@@ -32,7 +32,7 @@ from ._training_data import TrainingDataMixin, refuse_torch_dataset
 from ._training_device import DeviceMixin
 from ._training_repr import SklearnRepr
 from ._training_state import ARCHITECTURE, OPTIMIZER_SETTINGS, TrainingStateMixin
-from .backbones import Backbone, FeatureModel, cut_at_layer, feature_size, load_backbone
+from .backbones import Backbone, FeatureModel, built_by_library, cut_at_layer, feature_size, load_backbone
 from .images import validated_source
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
@@ -138,7 +138,7 @@ class TransferClassifier(
             cut_at_layer(backbone.module, self.layer), pooling=self.pooling, layer=self.layer
         )
         # Channels-last layout only for architectures the library builds: a user's module runs as written.
-        library_built = isinstance(self.model, str)
+        library_built = built_by_library(self.model)
         settings = {
             "dropout": self.dropout,
             "freeze_batchnorm": self._freezes_batchnorm(),
