@@ -9,8 +9,11 @@ from importlib.metadata import PackageNotFoundError, version
 from .domain_adaptation import (
     DomainAdaptedClassifier,
     FeatureAlignmentClassifier,
+    ImportanceWeightingClassifier,
+    deep_embedded_validation_scorer,
     importance_weighted_scorer,
     prediction_entropy_scorer,
+    soft_neighborhood_density_scorer,
 )
 from .feature_extraction import PretrainedFeatureExtractor
 from .fine_tuning import FineTuneClassifier
@@ -24,8 +27,11 @@ __all__ = [
     "DomainAdaptedClassifier",
     "FeatureAlignmentClassifier",
     "FineTuneClassifier",
+    "ImportanceWeightingClassifier",
     "PretrainedFeatureExtractor",
     "__version__",
+    "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "prediction_entropy_scorer",
+    "soft_neighborhood_density_scorer",
 ]

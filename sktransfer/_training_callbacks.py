@@ -173,13 +173,15 @@ def recalibrate_batchnorm(net, layers, dataset):
 def encoded_accuracy(net, X, y):
     """Accuracy of ``net`` against encoded labels (what skorch's validation scoring hands over).
 
-    Rows labelled -1 (unlabelled, as in domain adaptation) are left out.
+    Rows labelled -1 (unlabelled, as in domain adaptation) are left out. Codes past the last class are
+    those of further source domains (class + k * n_classes) and count as their class.
     """
     y = np.asarray(y)
     labelled = y >= 0
     if not labelled.any():
         return float("nan")
-    return float(np.mean(net.predict_proba(X).argmax(axis=1)[labelled] == y[labelled]))
+    proba = net.predict_proba(X)
+    return float(np.mean(proba.argmax(axis=1)[labelled] == y[labelled] % proba.shape[1]))
 
 
 def _is_true(flag):

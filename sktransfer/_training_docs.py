@@ -31,8 +31,10 @@ recalibrate_batchnorm : bool, default=True
     trained, with one pass over the training images. Their running averages lag behind the weights
     after a short training, which ruins predictions (training from scratch, or
     ``freeze_batchnorm=False``).
-backbone_lr_ratio : float, default=0.1
-    The backbone's learning rate as a fraction of ``lr``.
+backbone_lr_ratio : "auto" or float, default="auto"
+    The backbone's learning rate as a fraction of ``lr``. ``"auto"``: 0.1 with pretrained weights (small
+    steps keep what they learnt), 1.0 when ``weights=None`` (a network trained from scratch learns its
+    features at the head's rate).
 layer_decay : float, default=1.0
     Each backbone stage below the top one trains at this fraction of the rate of the stage above.
 weight_decay : float, default=0.01

@@ -355,11 +355,13 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     return model
 
 
-def feature_size(backbone, layer=None, pooling="avg"):
+def feature_size(backbone, layer=None, pooling="avg", example=None):
     """Length of the feature vector that :func:`build_feature_model` gives for ``backbone``.
 
     With ``layer=None`` this is the input size of the classifier being cut away, so no forward pass is
-    needed. Otherwise one blank image (224×224, or the size the preprocessing gives) runs through a copy.
+    needed. Otherwise one blank input runs through a copy: shaped like the preprocessed image that
+    ``example()`` returns (modules ending with a Flatten have a width that depends on the image size), or
+    like a 224×224 image through the backbone's preprocessing when ``example`` is None or returns None.
 
     Examples
     --------
@@ -380,8 +382,11 @@ def feature_size(backbone, layer=None, pooling="avg"):
         if isinstance(first, nn.Conv2d):
             return first.in_channels
     model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
-    image = torch.zeros(3, 224, 224, dtype=torch.uint8)
-    sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
+    sample = None if example is None else example()
+    if sample is None:
+        image = torch.zeros(3, 224, 224, dtype=torch.uint8)
+        sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
+    sample = torch.zeros_like(sample)
     try:
         with torch.inference_mode():
             return int(model(sample[None]).shape[1])

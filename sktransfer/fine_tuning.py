@@ -84,7 +84,7 @@ class FineTuneClassifier(TransferClassifier):
         freeze_batchnorm="auto",
         recalibrate_batchnorm=True,
         lr=1e-3,
-        backbone_lr_ratio=0.1,
+        backbone_lr_ratio="auto",
         layer_decay=1.0,
         weight_decay=0.01,
         label_smoothing=0.0,

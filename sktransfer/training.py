@@ -33,7 +33,7 @@ from ._training_device import DeviceMixin
 from ._training_repr import SklearnRepr
 from ._training_state import ARCHITECTURE, OPTIMIZER_SETTINGS, TrainingStateMixin
 from .backbones import Backbone, FeatureModel, built_by_library, cut_at_layer, feature_size, load_backbone
-from .images import validated_source
+from .images import PreprocessedImages, validated_source
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")
@@ -49,7 +49,7 @@ PARAMETER_CONSTRAINTS = {
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
     "recalibrate_batchnorm": ["boolean"],
-    "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
+    "backbone_lr_ratio": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
     "layer_decay": [Interval(Real, 0, 1, closed="right")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "label_smoothing": [Interval(Real, 0, 1, closed="left")],
@@ -120,6 +120,7 @@ class TransferClassifier(
         return self
 
     def initialize_module(self):
+        self._weights_preprocess = None
         if self.model is None:  # X holds features already (embeddings): the new layers read them as they are
             if not hasattr(self, "n_features_in_"):
                 raise ValueError(
@@ -133,7 +134,9 @@ class TransferClassifier(
                 random_state=self.random_state,
                 progress=shows_progress(self.verbose),
             )
-            n_features = feature_size(backbone, self.layer, self.pooling)
+            self._weights_preprocess = backbone.preprocess
+            self._apply_preprocess()
+            n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample)
         features = FeatureModel(
             cut_at_layer(backbone.module, self.layer), pooling=self.pooling, layer=self.layer
         )
@@ -152,11 +155,17 @@ class TransferClassifier(
             **{**settings, **self.get_params_for("module")},
         )
         module.set_trainable(self._trainable_stages(0, module), bitfit=self.strategy == "bitfit")
-        self._weights_preprocess = backbone.preprocess
         self._apply_preprocess()
         self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
         self._architecture = self._settings(ARCHITECTURE) | self._network_kwargs()
         return self
+
+    def _first_sample(self):
+        """The first training image, preprocessed, while ``fit`` initialises; None outside fit."""
+        source = getattr(self, "_initializing_on", None)
+        return (
+            None if source is None or not len(source) else PreprocessedImages.for_estimator(source, self)[0]
+        )
 
     def _apply_preprocess(self):
         """``preprocess_``: the user's ``preprocess``, or the one the weights come with."""
@@ -208,7 +217,12 @@ class TransferClassifier(
         The new layers train at ``lr`` (or ``optimizer__lr``, which skorch lets override it).
         """
         lr = self.get_params_for("optimizer").get("lr", self.lr)
-        return lr if depth is None else lr * self.backbone_lr_ratio * self.layer_decay**depth
+        return lr if depth is None else lr * self._backbone_lr_ratio() * self.layer_decay**depth
+
+    def _backbone_lr_ratio(self):
+        if self.backbone_lr_ratio != "auto":
+            return self.backbone_lr_ratio
+        return 0.1 if self.weights is not None else 1.0
 
     # -- labels ---------------------------------------------------------------------------------------
 
@@ -250,7 +264,11 @@ class TransferClassifier(
         warm = self.warm_start and self.initialized_
         codes = self._targets(y, len(source), reset=not warm, **target_kwargs)
         if not warm:
-            self.initialize()
+            self._initializing_on = source  # the width of a module that ends with Flatten depends on it
+            try:
+                self.initialize()
+            finally:
+                del self._initializing_on
         return self._train(source, codes, "fit", fit_params)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
@@ -299,7 +317,7 @@ class TransferClassifier(
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
+        y_pred = self.infer(Xi, **self._training_inputs(yi), **fit_params)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         if not self._loss_is_finite(loss):
             precision = (
@@ -313,6 +331,10 @@ class TransferClassifier(
             )
         self._backward(loss)
         return {"loss": loss, "y_pred": y_pred}
+
+    def _training_inputs(self, y):
+        """Further keyword arguments of the module's ``forward`` in a training step, from its targets."""
+        return {}
 
     # -- prediction -----------------------------------------------------------------------------------
 

@@ -16,3 +16,13 @@ def labelled_images():
     X = np.concatenate([dark, bright]).astype(np.uint8)
     y = np.array(["dark"] * 12 + ["bright"] * 12)
     return X, y
+
+
+@pytest.fixture
+def shifted_images(labelled_images):
+    """Source: the dark/bright images; target: the same images at half the contrast, brightened, unlabelled."""
+    X, y = labelled_images
+    target = (X // 2 + 60).astype(np.uint8)
+    images = np.concatenate([X, target])
+    labels = np.concatenate([y, np.full(len(target), -1, dtype=object)]).astype(object)
+    return images, labels, y

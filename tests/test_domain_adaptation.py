@@ -19,7 +19,8 @@ from sktransfer.domain_adaptation import (
     importance_weighted_scorer,
     prediction_entropy_scorer,
 )
-from sktransfer.domain_adaptation.deep import DomainBalancedBatchSampler
+from sktransfer.domain_adaptation.deep import METHODS
+from sktransfer.domain_adaptation.networks import DomainBalancedBatchSampler
 
 from ._models import TinyConvNet
 
@@ -27,16 +28,6 @@ from ._models import TinyConvNet
 def deep(**params):
     defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
     return DomainAdaptedClassifier(**{**defaults, **params})
-
-
-@pytest.fixture
-def shifted_images(labelled_images):
-    """Source: the dark/bright images; target: the same images with a colour cast, half of them unlabelled."""
-    X, y = labelled_images
-    target = np.clip(X.astype(int) * [1.0, 0.6, 0.3] + 40, 0, 255).astype(np.uint8)
-    images = np.concatenate([X, target])
-    labels = np.concatenate([y, np.full(len(target), -1, dtype=object)]).astype(object)
-    return images, labels, y
 
 
 @pytest.fixture
@@ -53,7 +44,7 @@ def shifted_features():
     return X, y, labels
 
 
-@pytest.mark.parametrize("method", ["dann", "mmd", "coral", "mcc", "source_only"])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_predicts_one_row_per_input(shifted_images, method):
     X, y, y_source = shifted_images
     clf = deep(method=method).fit(X, y)
@@ -62,8 +53,8 @@ def test_every_method_trains_and_predicts_one_row_per_input(shifted_images, meth
     predictions = clf.predict(X)
     assert predictions.dtype == y.dtype
     assert {type(label) for label in predictions} == {str}
-    # Brightness separates the labelled source rows; a constant prediction gets 0.5 of them.
-    assert np.mean(predictions[: len(y_source)] == y_source) > 0.9
+    # Brightness separates the classes in both domains; a constant prediction gets 0.5 of the target rows.
+    assert np.mean(predictions[len(y_source) :] == y_source) > 0.9
     np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
     assert clf.embed(X[:3]).shape == (3, 256)
 
@@ -104,24 +95,28 @@ def test_routed_sample_domain_through_pipeline_and_grid_search(shifted_images):
         assert pipeline.predict(features).shape == (len(X),)
 
 
-def test_masked_target_labels_do_not_change_the_fit(shifted_images):
+@pytest.mark.parametrize(
+    "params", [{"method": "dann"}, {"method": "cdan", "partial": True}, {"method": "self_training"}]
+)
+def test_masked_target_labels_do_not_change_the_fit(shifted_images, params):
     X, _, y_source = shifted_images
     domains = np.repeat([1, -1], len(y_source))
     rng = np.random.default_rng(1)
     one = np.concatenate([y_source, y_source])
     other = np.concatenate([y_source, rng.permutation(y_source)])
-    first = deep(method="dann").fit(X, one, sample_domain=domains).predict_proba(X)
-    second = deep(method="dann").fit(X, other, sample_domain=domains).predict_proba(X)
+    first = deep(**params).fit(X, one, sample_domain=domains).predict_proba(X)
+    second = deep(**params).fit(X, other, sample_domain=domains).predict_proba(X)
     np.testing.assert_array_equal(first, second)
     minus_one = np.concatenate([y_source, np.full(len(y_source), -1, dtype=object)]).astype(object)
-    third = deep(method="dann").fit(X, minus_one).predict_proba(X)
+    third = deep(**params).fit(X, minus_one).predict_proba(X)
     np.testing.assert_array_equal(first, third)
 
 
-def test_two_fits_give_identical_predictions_and_pickle_round_trips(shifted_images):
+@pytest.mark.parametrize("method", ["dann", "cdan", "self_training"])
+def test_two_fits_give_identical_predictions_and_pickle_round_trips(shifted_images, method):
     X, y, _ = shifted_images
-    first = deep(method="dann", dropout=0.2).fit(X, y)
-    second = deep(method="dann", dropout=0.2).fit(X, y)
+    first = deep(method=method, dropout=0.2, partial=True).fit(X, y)
+    second = deep(method=method, dropout=0.2, partial=True).fit(X, y)
     np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
     restored = pickle.loads(pickle.dumps(first))
     np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))

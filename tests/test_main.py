@@ -33,8 +33,8 @@ def test_main_job_on_the_offline_default(capsys):
         "from scratch",
     ):
         assert method in out
-    assert "30 typeset digits (labelled) -> 30 handwritten digits" in out
-    for method in ("source only", "CORAL alignment", "subspace alignment", "MMD (DAN)", "MCC"):
+    assert "30 MNIST digits (labelled) -> 30 MNIST-M-style digits (unlabelled)" in out
+    for method in ("source only", "DANN", "CDAN+E", "MCC"):
         assert method in out
 
 

@@ -1,6 +1,5 @@
 """DomainAdaptedClassifier: a backbone, a bottleneck and a head trained to work on another domain."""
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,99 +8,21 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import column_or_1d
 from skorch.utils import to_tensor
 from torch import nn
-from torch.utils.data import Sampler, Subset
+from torch.utils.data import Subset
 
-from .._network import BackboneWithHead
 from .._training_data import dataset_targets
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferClassifier
 from .domains import UNLABELLED, TargetScoreMixin, split_domains
-from .losses import (
-    DomainDiscriminator,
-    coral_loss,
-    domain_adversarial_loss,
-    minimum_class_confusion_loss,
-    mmd_loss,
-    reversal_coefficient,
-    reverse_gradient,
-)
+from .networks import ADVERSARIAL, DomainAdaptationNetwork, DomainBalancedBatchSampler
+from .objectives import AdaptationObjectiveMixin
 
-METHODS = ("dann", "mmd", "coral", "mcc", "source_only")
-
-
-class DomainAdaptationNetwork(BackboneWithHead):
-    """Backbone, bottleneck (Linear, BatchNorm, ReLU) and head; with ``adversarial``, a domain discriminator.
-
-    ``forward`` returns ``(logits, bottleneck features)``, and in training with a discriminator also the
-    discriminator's logits on the features through a gradient reversal of strength ``reversal``.
-
-    Examples
-    --------
-    >>> net = DomainAdaptationNetwork(nn.Linear(4, 8), 8, 3, bottleneck_dim=5, adversarial=True)
-    >>> [tuple(out.shape) for out in net(torch.zeros(6, 4))]
-    [(6, 3), (6, 5), (6, 1)]
-    """
-
-    def __init__(
-        self,
-        backbone,
-        n_features,
-        n_classes,
-        dropout=0.0,
-        freeze_batchnorm=False,
-        channels_last=False,
-        bottleneck_dim=256,
-        discriminator_dim=1024,
-        adversarial=False,
-    ):
-        super().__init__(backbone, bottleneck_dim, n_classes, dropout, freeze_batchnorm, channels_last)
-        self.bottleneck = nn.Sequential(
-            nn.Linear(n_features, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU()
-        )
-        self.discriminator = DomainDiscriminator(bottleneck_dim, discriminator_dim) if adversarial else None
-        self.reversal = 0.0
-
-    def forward(self, x=None, features=None):
-        bottleneck = self.bottleneck(self.features(x) if features is None else features)
-        logits = self.head(bottleneck).float()
-        if self.discriminator is None or not self.training:
-            return logits, bottleneck
-        return logits, bottleneck, self.discriminator(reverse_gradient(bottleneck, self.reversal))
-
-
-class DomainBalancedBatchSampler(Sampler):
-    """Batches of half source rows and half target rows; an epoch is one pass over the source rows.
-
-    Target rows are drawn in shuffled passes, as many as the source rows need. Without target rows the
-    batches are plain shuffled source batches. Batch sizes differ by at most one row.
-    """
-
-    def __init__(self, is_target, batch_size):
-        self.source = np.flatnonzero(~is_target)
-        self.target = np.flatnonzero(is_target)
-        self.per_batch = max(1, batch_size // 2) if self.target.size else batch_size
-
-    def __len__(self):
-        return math.ceil(len(self.source) / self.per_batch)
-
-    def __iter__(self):
-        chunks = np.array_split(self.source[torch.randperm(len(self.source)).numpy()], len(self))
-        if not self.target.size:
-            yield from (chunk.tolist() for chunk in chunks)
-            return
-        passes = math.ceil(sum(len(chunk) for chunk in chunks) / len(self.target))
-        stream = np.concatenate(
-            [self.target[torch.randperm(len(self.target)).numpy()] for _ in range(passes)]
-        )
-        start = 0
-        for chunk in chunks:
-            yield [*chunk.tolist(), *stream[start : start + len(chunk)].tolist()]
-            start += len(chunk)
+METHODS = ("dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only")
 
 
 @document_parameters
-class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
+class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, TransferClassifier):
     """Learn from labelled source images and unlabelled target images, to predict well on the target.
 
     ``fit(X, y, sample_domain=None)`` takes both domains in one X: a row is target when ``y == -1`` or when
@@ -114,21 +35,53 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
 
     - ``"dann"``: a domain discriminator behind a gradient reversal layer whose strength warms up as
       2 / (1 + exp(-10 p)) - 1 over training progress p (Ganin & Lempitsky 2015);
+    - ``"cdan"``: CDAN+E (Long et al. 2018), DANN whose discriminator reads the features conditioned on
+      the predicted class probabilities (their multilinear map), rows weighted by the certainty of
+      their prediction;
     - ``"mmd"``: multi-kernel maximum mean discrepancy of the bottleneck features (DAN);
     - ``"coral"``: distance between the features' covariances (Deep CORAL);
     - ``"mcc"``: minimum class confusion of the target predictions (Jin et al. 2020);
+    - ``"self_training"``: source-only training, then target rows the network classifies confidently
+      join the training set with those labels (see ``self_training_epochs``);
     - ``"source_only"``: no alignment, the baseline.
+
+    **Several source domains.** Rows with different positive ``sample_domain`` values are different
+    sources, each aligned with the target on its own: DANN and CDAN get one discriminator output per
+    source, MMD and CORAL average their distance from each source to the target.
 
     Parameters
     ----------
-    method : {"dann", "mmd", "coral", "mcc", "source_only"}, default="dann"
+    method : {"dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only"}, default="dann"
         The alignment loss.
-    trade_off : float, default=1.0
-        Weight of the alignment loss.
+    trade_off : "auto" or float, default="auto"
+        Weight of the alignment loss. ``"auto"``: 0.3 for ``"dann"``, 1.0 for the other methods. DANN's
+        reversed gradient at full weight pulls the features toward whatever fools the discriminator before
+        the classes have formed: trained from scratch on typeset → handwritten digits, it fell below
+        source-only at 1.0 and gained at 0.3, while on MNIST → MNIST-M both weights gain about as much
+        (the trade-off grid of ``benchmarks/bench_domain_adaptation.py``). CDAN, whose conditioning and
+        certainty weights temper the same gradient, keeps 1.0.
     bottleneck_dim : int, default=256
         Width of the bottleneck between backbone and head.
-    discriminator_dim : int, default=1024
-        Hidden width of DANN's domain discriminator.
+    discriminator_dim : int, default=512
+        Hidden width of the two layers of the domain discriminator of DANN and CDAN. On a small network
+        the discriminator can cost as much as the rest: 1024, the width used with ResNet-50, nearly
+        tripled the time of a CDAN training step of a LeNet, for no better accuracy on MNIST → MNIST-M.
+    self_training_epochs : int or None, default=None
+        The last this many epochs of each ``fit`` (after the method's own alignment has worked on the
+        features) add self-training: target rows whose predicted class has a probability of at least
+        ``pseudo_label_threshold`` are trained on with that class, next to the labelled rows. A
+        refinement stage after any method; ``None``: 0, or the second half of the epochs for
+        ``method="self_training"``.
+    pseudo_label_threshold : float, default=0.9
+        The probability a target row's predicted class needs for the row to be self-trained on.
+    pseudo_label_balance : bool, default=True
+        Give every class among the selected target rows the same total weight, so that the classes the
+        network already predicts most often do not take over the pseudo-labels.
+    partial : bool, default=False
+        Partial domain adaptation (PADA, Cao et al. 2018), for a target that lacks some source classes:
+        each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1) weigh the
+        source classes, in the classification loss and in the discriminator, so that source classes the
+        target predictions say are absent stop being aligned with it.
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
         whole backbone from the first epoch. ``"linear_probe"``: none of it. ``"lp_ft"``: none of it for
@@ -140,6 +93,14 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
         sees (AdaBN): running averages gathered on mixed source and target batches lag behind the weights
         and partly describe the source domain.
+    domain_batchnorm : "auto" or bool, default="auto"
+        In training, the source rows and the target rows of a batch go through the backbone and the
+        bottleneck separately, so that each BatchNorm layer normalises each domain with that domain's own
+        batch statistics (domain-specific batch statistics, shared weights); the discriminator sees both.
+        Without it, the statistics of the mixed batch normalise both domains: the ablation in
+        ``benchmarks/bench_domain_adaptation.py`` shows what that costs every method. ``"auto"``:
+        True, except with ``partial=True``: a target that lacks classes has other statistics than the
+        source for that reason alone, and normalising it on its own would shift its features.
     lr : float, default=1e-3
         Learning rate of the new layers (bottleneck, head and discriminator).
     max_epochs : int, default=10
@@ -148,8 +109,9 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         Rows per step, half source and half target.
     module : type, default=DomainAdaptationNetwork
         The network, built by :meth:`initialize` from the cut backbone, its output width, the number of
-        classes, ``dropout``, ``bottleneck_dim``, ``discriminator_dim``, ``adversarial`` (True for DANN)
-        and ``module__*`` parameters: a subclass of :class:`DomainAdaptationNetwork` changes the new layers.
+        classes, ``dropout``, ``bottleneck_dim``, ``discriminator_dim``, ``adversarial`` (the method for
+        DANN and CDAN, else None), ``n_sources`` (the source domains) and ``module__*`` parameters: a
+        subclass of :class:`DomainAdaptationNetwork` changes the new layers.
 
     Attributes
     ----------
@@ -163,6 +125,9 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         Where the network is: ``device`` resolved (``"auto"``) at the last call.
     history_ : skorch.History
         Losses and accuracies (of labelled rows) per epoch.
+    class_weights_ : ndarray of shape (n_classes,)
+        With ``partial=True``, the weight of each source class after the last epoch (1 for the class the
+        target predictions hold most); ones otherwise.
 
     See Also
     --------
@@ -189,9 +154,14 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
         **TransferClassifier._parameter_constraints,
         "method": [StrOptions(set(METHODS))],
-        "trade_off": [Interval(Real, 0, None, closed="left")],
+        "trade_off": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "bottleneck_dim": [Interval(Integral, 1, None, closed="left")],
         "discriminator_dim": [Interval(Integral, 1, None, closed="left")],
+        "domain_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "self_training_epochs": [Interval(Integral, 0, None, closed="left"), None],
+        "pseudo_label_threshold": [Interval(Real, 0, 1, closed="both")],
+        "pseudo_label_balance": ["boolean"],
+        "partial": ["boolean"],
     }
 
     def __init__(
@@ -199,17 +169,22 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         method="dann",
         model=OFFLINE_MODEL_NAME,
         weights="DEFAULT",
-        trade_off=1.0,
+        trade_off="auto",
         bottleneck_dim=256,
-        discriminator_dim=1024,
+        discriminator_dim=512,
+        self_training_epochs=None,
+        pseudo_label_threshold=0.9,
+        pseudo_label_balance=True,
+        partial=False,
         strategy="full",
         layer=None,
         pooling="avg",
         dropout=0.0,
         freeze_batchnorm="auto",
         recalibrate_batchnorm=True,
+        domain_batchnorm="auto",
         lr=1e-3,
-        backbone_lr_ratio=0.1,
+        backbone_lr_ratio="auto",
         layer_decay=1.0,
         weight_decay=0.01,
         label_smoothing=0.0,
@@ -252,11 +227,16 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
             **kwargs,
         )
         self.method = method
+        self.domain_batchnorm = domain_batchnorm
         self.model = model
         self.weights = weights
         self.trade_off = trade_off
         self.bottleneck_dim = bottleneck_dim
         self.discriminator_dim = discriminator_dim
+        self.self_training_epochs = self_training_epochs
+        self.pseudo_label_threshold = pseudo_label_threshold
+        self.pseudo_label_balance = pseudo_label_balance
+        self.partial = partial
         self.strategy = strategy
         self.layer = layer
         self.pooling = pooling
@@ -309,10 +289,23 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         return self._partial_fit(X, y, fit_params, classes=classes, sample_domain=sample_domain)
 
     def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
+        """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
         split = split_domains(y, sample_domain, n_samples)
         labels = column_or_1d(y)[split.labelled]
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
+        sources = np.zeros(split.labelled.sum(), dtype=np.int64)
+        if sample_domain is not None:
+            _, sources = np.unique(column_or_1d(sample_domain)[split.labelled], return_inverse=True)
+        n_sources = int(sources.max()) + 1 if sources.size else 1
+        if reset:
+            self._n_sources = n_sources
+        elif n_sources > getattr(self, "_n_sources", n_sources):
+            raise ValueError(
+                f"sample_domain holds {n_sources} source domains, but {type(self).__name__} was initialised "
+                f"with {self._n_sources}: call fit to start again with these domains."
+            )
+        codes[split.labelled] += sources * len(self.classes_)
         return codes
 
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
@@ -321,8 +314,14 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         return {
             "bottleneck_dim": self.bottleneck_dim,
             "discriminator_dim": self.discriminator_dim,
-            "adversarial": self.method == "dann",
+            "adversarial": self.method if self.method in ADVERSARIAL else None,
+            "n_sources": getattr(self, "_n_sources", 1),
         }
+
+    def _training_inputs(self, y):
+        if self.domain_batchnorm is False or (self.domain_batchnorm == "auto" and self.partial):
+            return {}
+        return {"is_target": to_tensor(y, device=self.device) == UNLABELLED}
 
     def _batch_sampler(self, dataset, batch_size):
         return DomainBalancedBatchSampler(dataset_targets(dataset) == UNLABELLED, batch_size)
@@ -343,33 +342,6 @@ class DomainAdaptedClassifier(TargetScoreMixin, TransferClassifier):
         """
         rows = np.flatnonzero(dataset_targets(dataset) == UNLABELLED)
         return Subset(dataset, rows) if rows.size > 1 else dataset
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
-        if training and self.module_.discriminator is not None:
-            # skorch has just opened this batch's history row, so the rows before it are the batches done.
-            done = len(self.history) - 1 + (len(self.history[-1, "batches"]) - 1) / self._batches_per_epoch
-            self.module_.reversal = reversal_coefficient(min(done / self.max_epochs, 1.0))
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        logits, features = y_pred[0], y_pred[1]
-        y_true = to_tensor(y_true, device=self.device)
-        labelled = y_true != UNLABELLED
-        target = ~labelled
-        loss = self.criterion_(logits[labelled], y_true[labelled]) if labelled.any() else logits.sum() * 0
-        if not training or self.method == "source_only" or not target.any() or not labelled.any():
-            if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
-                loss = loss + 0 * y_pred[2].sum()
-            return loss
-        if self.method == "dann":
-            alignment = domain_adversarial_loss(y_pred[2], target)
-        elif self.method == "mmd":
-            alignment = mmd_loss(features[labelled], features[target])
-        elif self.method == "coral":
-            alignment = coral_loss(features[labelled], features[target])
-        else:
-            alignment = minimum_class_confusion_loss(logits[target])
-        return loss + self.trade_off * alignment
 
     def embed(self, X):
         """The bottleneck features of X, the space in which the domains are aligned.

@@ -40,9 +40,12 @@ def reversal_coefficient(progress, gamma=10.0):
 
 
 class DomainDiscriminator(nn.Sequential):
-    """A small MLP that tells source features (0) from target features (1); outputs one logit per row."""
+    """A small MLP that tells source features (0) from target features (1): one logit per source domain.
 
-    def __init__(self, in_features, hidden=1024):
+    Column k of its output separates source domain k from the target, on shared hidden layers.
+    """
+
+    def __init__(self, in_features, hidden=1024, n_sources=1):
         super().__init__(
             nn.Linear(in_features, hidden),
             nn.BatchNorm1d(hidden),
@@ -50,13 +53,115 @@ class DomainDiscriminator(nn.Sequential):
             nn.Linear(hidden, hidden),
             nn.BatchNorm1d(hidden),
             nn.ReLU(),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden, n_sources),
         )
 
 
-def domain_adversarial_loss(domain_logits, is_target):
-    """Binary cross-entropy of the discriminator, source rows labelled 0 and target rows 1."""
-    return nn.functional.binary_cross_entropy_with_logits(domain_logits.float().squeeze(1), is_target.float())
+class MultilinearMap(nn.Module):
+    """CDAN's conditioning (Long et al. 2018): features ⊗ class probabilities, randomised when large.
+
+    The outer product has ``n_features * n_classes`` columns; above ``max_features`` columns, both factors
+    are projected by fixed random matrices to ``max_features`` columns and multiplied element-wise (the
+    randomised multilinear map, whose inner products approximate the full map's).
+
+    Examples
+    --------
+    >>> MultilinearMap(8, 3)(torch.ones(2, 8), torch.ones(2, 3) / 3).shape
+    torch.Size([2, 24])
+    >>> MultilinearMap(256, 31).out_features
+    1024
+    """
+
+    def __init__(self, n_features, n_classes, max_features=4096):
+        super().__init__()
+        self.randomised = n_features * n_classes > max_features
+        self.out_features = 1024 if self.randomised else n_features * n_classes
+        if self.randomised:
+            generator = torch.Generator().manual_seed(0)
+            self.register_buffer("feature_map", torch.randn(n_features, 1024, generator=generator))
+            self.register_buffer("class_map", torch.randn(n_classes, 1024, generator=generator))
+
+    def forward(self, features, probabilities):
+        if self.randomised:
+            return (features @ self.feature_map) * (probabilities @ self.class_map) / 1024**0.5
+        return torch.einsum("nc,nf->ncf", probabilities, features).flatten(1)
+
+
+def certainty_weights(logits):
+    """CDAN+E's row weights, 1 + exp(-entropy of the prediction), scaled to average 1 over the rows.
+
+    Examples
+    --------
+    >>> certainty_weights(torch.tensor([[9.0, 0.0], [0.0, 0.0]])).tolist() > [1.0, 1.0]
+    True
+    """
+    probabilities = torch.softmax(logits.detach().float(), dim=1)
+    entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(dim=1)
+    weights = 1 + torch.exp(-entropy)
+    return len(weights) * weights / weights.sum()
+
+
+def domain_adversarial_loss(domain_logits, is_target, source_index=None, weights=None):
+    """Binary cross-entropy of the discriminator: source rows labelled 0, target rows 1.
+
+    With several source domains (``source_index``, the domain of each source row, and one logit column
+    per source), column k is the discriminator of source k against the target: a source row is scored on
+    its own column, a target row on every column. Source and target rows weigh half each; ``weights``
+    (one per row) weigh rows within them.
+
+    Examples
+    --------
+    >>> logits, is_target = torch.zeros(4, 1), torch.tensor([False, False, True, True])
+    >>> round(float(domain_adversarial_loss(logits, is_target)), 4)
+    0.6931
+    """
+    logits = domain_logits.float()
+    weights = torch.ones(len(logits), device=logits.device) if weights is None else weights
+    source = ~is_target
+    column = torch.zeros(int(source.sum()), dtype=torch.long, device=logits.device)
+    if source_index is not None:
+        column = source_index[source]
+    source_logits = logits[source].gather(1, column[:, None])[:, 0]
+    source_loss = nn.functional.binary_cross_entropy_with_logits(
+        source_logits, torch.zeros_like(source_logits), reduction="none"
+    )
+    target_loss = nn.functional.binary_cross_entropy_with_logits(
+        logits[is_target], torch.ones_like(logits[is_target]), reduction="none"
+    ).mean(dim=1)
+    return 0.5 * (
+        _weighted_mean(source_loss, weights[source]) + _weighted_mean(target_loss, weights[is_target])
+    )
+
+
+def _weighted_mean(values, weights):
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def pseudo_label_loss(target_logits, threshold=0.9, balance=True):
+    """Self-training: cross-entropy of target rows with the classes the network itself gives them confidently.
+
+    A row joins when its top probability (not back-propagated through) is at least ``threshold``; the loss
+    is averaged over every target row, so it grows with the share of confident rows. With ``balance``,
+    each predicted class present among the selected rows carries the same total weight, so that classes
+    the network already favours do not take over.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[4.0, 0.0], [0.0, 0.1]])
+    >>> round(float(pseudo_label_loss(logits)), 4)  # only the first row is confident
+    0.0091
+    """
+    probabilities = torch.softmax(target_logits.detach().float(), dim=1)
+    confidence, labels = probabilities.max(dim=1)
+    selected = confidence >= threshold
+    if not selected.any():
+        return target_logits.sum() * 0
+    weights = torch.ones(int(selected.sum()), device=target_logits.device)
+    if balance:
+        counts = torch.bincount(labels[selected], minlength=target_logits.shape[1]).float()
+        weights = selected.sum() / ((counts > 0).sum() * counts[labels[selected]])
+    losses = nn.functional.cross_entropy(target_logits[selected].float(), labels[selected], reduction="none")
+    return (weights * losses).sum() / len(target_logits)
 
 
 def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)):

@@ -1,9 +1,10 @@
 """Model selection without target labels: scorers for the ``scoring`` of GridSearchCV and cross_validate.
 
-Both score the target rows of a validation fold: rows with ``y == -1``, or with a negative ``sample_domain``.
-They are scorer objects that request ``sample_domain`` as score metadata, so that with metadata routing
-enabled, GridSearchCV and cross_validate hand each one its fold's slice of it; without routing, ``y == -1``
-marks the target rows. Greater is better, as GridSearchCV expects.
+Each reads the target rows of a validation fold: rows with ``y == -1``, or with a negative ``sample_domain``;
+the importance-weighted ones also read its labelled source rows. They are scorer objects that request
+``sample_domain`` as score metadata, so that with metadata routing enabled, GridSearchCV and cross_validate
+hand each one its fold's slice of it; without routing, ``y == -1`` marks the target rows. Greater is better,
+as GridSearchCV expects.
 """
 
 import numpy as np
@@ -68,7 +69,7 @@ class _DomainScorer:
         """Say whether GridSearchCV and cross_validate should pass ``sample_domain`` to this scorer.
 
         Needs metadata routing enabled, as sklearn's scorers do. By default the scorer requests
-        ``sample_domain``. The two scorers are module-level objects shared by every caller: to give one search
+        ``sample_domain``. The scorers are module-level objects shared by every caller: to give one search
         a request of its own, set it on a copy (``copy.copy(prediction_entropy_scorer)``).
 
         Parameters
@@ -147,7 +148,7 @@ class _PredictionEntropyScorer(_DomainScorer):
         return float(np.mean(np.sum(proba * np.log(proba), axis=1)))
 
 
-def _embeddings(estimator, X):
+def _embeddings(estimator, X, name):
     """The features in which to compare domains: the estimator's own embedding, or X itself."""
     if isinstance(estimator, Pipeline):
         X, estimator = estimator[:-1].transform(X), estimator[-1]
@@ -156,20 +157,43 @@ def _embeddings(estimator, X):
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind not in "iuf":
         raise ValueError(
-            "importance_weighted_scorer needs 2-D features: X itself, a Pipeline whose last step reads "
-            "features, or an estimator with an embed() method such as DomainAdaptedClassifier."
+            f"{name} needs 2-D features: X itself, a Pipeline whose last step reads features, or an "
+            "estimator with an embed() method such as DomainAdaptedClassifier."
         )
     return X
 
 
-class _ImportanceWeightedScorer(_DomainScorer):
+class _SourceWeightedScorer(_DomainScorer):
+    """A score of the labelled source rows, each weighted by the density ratio p_target(x) / p_source(x).
+
+    A logistic regression tells the fold's target rows from its source rows on the estimator's features;
+    a source row weighs its odds of being target times (source rows / target rows), an estimate of the
+    density ratio whose mean over the source rows is about 1. Subclasses turn the weights into a score.
+    """
+
+    def _score(self, estimator, X, y, target):
+        source = ~target
+        if y is None or not source.any():
+            raise ValueError(
+                f"{self._name} needs labelled source rows: y, and rows that are neither y == -1 nor of a "
+                "negative sample_domain."
+            )
+        y = column_or_1d(y)
+        features = _embeddings(estimator, X, self._name)
+        domain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features, target)
+        p_target = np.clip(domain.predict_proba(features[source])[:, 1], 1e-6, 1 - 1e-6)
+        weights = p_target / (1 - p_target) * (source.sum() / target.sum())
+        return self._weighted_score(estimator, _rows(X, source), y[source], weights)
+
+
+class _ImportanceWeightedScorer(_SourceWeightedScorer):
     """Accuracy on the labelled source rows, each weighted by how target-like it is (IWCV, Sugiyama 2007).
 
     A logistic regression tells target rows from source rows on the estimator's features; a source row
-    weighs p(target | x) / p(source | x). The weighted source accuracy estimates the target accuracy without
-    a single target label. It assumes that ``predict`` maps source and target rows alike, as
-    DomainAdaptedClassifier does; FeatureAlignmentClassifier moves only its training source rows, so score
-    it with ``prediction_entropy_scorer``. Call it as
+    weighs p(target | x) / p(source | x), up to a constant factor. The weighted source accuracy estimates the
+    target accuracy without a single target label. It assumes that ``predict`` maps source and target rows
+    alike, as DomainAdaptedClassifier does; FeatureAlignmentClassifier moves only its training source rows,
+    so score it with ``prediction_entropy_scorer``. Call it as
     ``importance_weighted_scorer(estimator, X, y, sample_domain=None)``, or give it as ``scoring``.
 
     Examples
@@ -186,21 +210,152 @@ class _ImportanceWeightedScorer(_DomainScorer):
 
     _name = "importance_weighted_scorer"
 
-    def _score(self, estimator, X, y, target):
-        source = ~target
-        if y is None or not source.any():
-            raise ValueError(
-                "importance_weighted_scorer needs labelled source rows: y, and rows that are neither y == -1 "
-                "nor of a negative sample_domain."
-            )
-        y = column_or_1d(y)
-        features = _embeddings(estimator, X)
-        domain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features, target)
-        p_target = np.clip(domain.predict_proba(features[source])[:, 1], 1e-6, 1 - 1e-6)
-        weights = p_target / (1 - p_target)
-        correct = estimator.predict(_rows(X, source)) == y[source]
+    def _weighted_score(self, estimator, X_source, y_source, weights):
+        correct = estimator.predict(X_source) == y_source
         return float(np.sum(weights * correct) / np.sum(weights))
+
+
+def _control_variate_risk(weighted_loss, weights):
+    """The mean weighted loss corrected by the weights' known mean of 1 (You et al. 2019).
+
+    ``mean(wl) + eta * (mean(w) - 1)`` with ``eta = -Cov(wl, w) / Var(w)``, the coefficient that minimises the
+    variance of the estimate; ``eta`` is 0 when the weights are constant (to rounding).
+    """
+    variance = np.var(weights)
+    eta = 0.0
+    if variance > np.finfo(np.float64).eps * np.mean(weights) ** 2:
+        covariance = np.mean((weighted_loss - weighted_loss.mean()) * (weights - weights.mean()))
+        eta = -covariance / variance
+    return float(np.mean(weighted_loss) + eta * np.mean(weights) - eta)
+
+
+class _DeepEmbeddedValidationScorer(_SourceWeightedScorer):
+    """Minus the importance-weighted cross-entropy of the source labels, with a control variate (DEV).
+
+    Deep Embedded Validation (You et al. 2019) estimates the target risk from the labelled source rows of
+    the validation fold: each row's cross-entropy ``l = -log p(y | x)`` under ``predict_proba`` is weighted by
+    the row's density ratio ``w = p_target(x) / p_source(x)``, which a logistic regression that tells the
+    fold's target rows from its source rows estimates on the estimator's features, as in
+    ``importance_weighted_scorer``. The weights are known to average 1, so their sample mean serves as a
+    control variate that cuts the variance of the estimate:
+    ``risk = mean(w l) + eta * mean(w) - eta`` with ``eta = -Cov(w l, w) / Var(w)``. The score is
+    ``-risk``, greater is better. A source label that the estimator's ``classes_`` lacks has probability 0,
+    clipped to 1e-12.
+
+    Like ``importance_weighted_scorer``, it assumes that ``predict_proba`` maps source and target rows
+    alike, as DomainAdaptedClassifier does (FeatureAlignmentClassifier does not). Call it as
+    ``deep_embedded_validation_scorer(estimator, X, y, sample_domain=None)``, or give it as ``scoring``.
+
+    References
+    ----------
+    .. [1] K. You, X. Wang, M. Long and M. I. Jordan, "Towards Accurate Model Selection in Deep Unsupervised
+       Domain Adaptation", ICML 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [4.0], [5.0], [4.5], [0.5]])
+    >>> sure = LogisticRegression(C=100).fit(X[:4], [0, 0, 1, 1])
+    >>> unsure = LogisticRegression(C=0.01).fit(X[:4], [0, 0, 1, 1])
+    >>> y = [0, 0, 1, 1, -1, -1]
+    >>> bool(deep_embedded_validation_scorer(sure, X, y) > deep_embedded_validation_scorer(unsure, X, y))
+    True
+    """
+
+    _name = "deep_embedded_validation_scorer"
+
+    def _weighted_score(self, estimator, X_source, y_source, weights):
+        classes = getattr(estimator, "classes_", None)
+        if classes is None:
+            raise ValueError(
+                f"{self._name} reads the probability of each source label in estimator.classes_."
+            )
+        column = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
+        index = np.array([column.get(label, -1) for label in np.asarray(y_source).tolist()])
+        proba = np.asarray(estimator.predict_proba(X_source), dtype=np.float64)
+        true_proba = np.where(index >= 0, proba[np.arange(len(index)), index], 0.0)
+        loss = -np.log(np.clip(true_proba, 1e-12, 1.0))
+        return -_control_variate_risk(weights * loss, weights)
+
+
+def _neighbourhood_entropies(points, temperature):
+    """Entropy of each row's softmax over its cosine similarities to the other rows, divided by temperature.
+
+    Rows are taken a block at a time, so that memory stays near 2**22 similarities whatever the row count.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    norms = np.linalg.norm(points, axis=1, keepdims=True)
+    unit = points / np.maximum(norms, np.finfo(np.float64).tiny)
+    entropies = np.empty(len(unit))
+    block = max(1, 2**22 // len(unit))
+    for start in range(0, len(unit), block):
+        logits = unit[start : start + block] @ unit.T / temperature
+        rows = np.arange(len(logits))
+        logits[rows, start + rows] = -np.inf  # a row is not its own neighbour
+        logits -= logits.max(axis=1, keepdims=True)
+        odds = np.exp(logits)
+        logits[rows, start + rows] = 0.0  # its odds are 0: keep 0 * -inf out of the sum below
+        total = odds.sum(axis=1)
+        # -sum p log p with p = odds / total and log p = logits - log(total)
+        entropies[start : start + block] = np.log(total) - np.sum(odds * logits, axis=1) / total
+    return entropies
+
+
+class _SoftNeighborhoodDensityScorer(_DomainScorer):
+    """The mean entropy of the target rows' soft neighbourhoods in the space of predictions (SND).
+
+    Soft Neighborhood Density (Saito et al. 2021): the class probabilities (``predict_proba``) of the
+    target rows are scaled to unit length; each row's cosine similarities to the other target rows, divided
+    by a temperature of 0.05, go through a softmax, and the score is the mean entropy of these neighbourhood
+    distributions. A row whose prediction many other rows share has a spread-out, high-entropy
+    neighbourhood: greater is better, and it rewards target predictions that form dense clusters.
+    Call it as ``soft_neighborhood_density_scorer(estimator, X, y=None, sample_domain=None)``, or give it
+    as ``scoring``; it needs at least two target rows. To use another temperature, set ``temperature`` on a
+    copy (``copy.copy(soft_neighborhood_density_scorer)``).
+
+    The score lies between 0 and log(n_target - 1): compare candidates on the same rows, as GridSearchCV
+    does. It grows with the size of the clusters, not with their correctness: a model that gives every
+    target row the same prediction scores the most, and among confident models, one that puts most target
+    rows in few classes beats one that spreads them over the classes. Rule out collapsed models, e.g. by
+    their source accuracy, and prefer it for tuning one adaptation method with many classes, the setting of
+    the paper; on problems with a few classes it can rank models worse than ``prediction_entropy_scorer``.
+
+    References
+    ----------
+    .. [1] K. Saito, D. Kim, P. Teterwak, S. Sclaroff, T. Darrell and K. Saenko, "Tune it the Right Way:
+       Unsupervised Validation of Domain Adaptation via Soft Neighborhood Density", ICCV 2021.
+
+    Examples
+    --------
+    Two target clusters of three rows, predicted confidently: each row's neighbourhood is, almost
+    uniformly, the two other rows of its cluster, of entropy log(2).
+
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [4.0], [5.0], [0.0], [0.2], [0.4], [4.6], [4.8], [5.0]])
+    >>> clf = LogisticRegression(C=100).fit(X[:4], [0, 0, 1, 1])
+    >>> score = soft_neighborhood_density_scorer(clf, X, [0, 0, 1, 1, -1, -1, -1, -1, -1, -1])
+    >>> round(score, 4), round(float(np.log(2)), 4)
+    (0.6931, 0.6931)
+    """
+
+    _name = "soft_neighborhood_density_scorer"
+
+    def __init__(self, temperature=0.05):
+        super().__init__()
+        self.temperature = temperature
+
+    def _score(self, estimator, X, y, target):
+        if target.sum() < 2:
+            raise ValueError(
+                f"{self._name} needs at least two target rows: it compares each one with the others."
+            )
+        proba = estimator.predict_proba(_rows(X, target))
+        return float(np.mean(_neighbourhood_entropies(proba, self.temperature)))
 
 
 prediction_entropy_scorer = _PredictionEntropyScorer()
 importance_weighted_scorer = _ImportanceWeightedScorer()
+deep_embedded_validation_scorer = _DeepEmbeddedValidationScorer()
+soft_neighborhood_density_scorer = _SoftNeighborhoodDensityScorer()

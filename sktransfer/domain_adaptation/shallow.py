@@ -34,7 +34,64 @@ def _estimator_has(method):
     return check
 
 
-class FeatureAlignmentClassifier(TargetScoreMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class EstimatorOnTargetFeaturesMixin:
+    """Predictions of the fitted ``estimator_`` on the features that ``_target_features(X)`` gives.
+
+    The class defines ``_target_features``: X checked against the fit and mapped as the estimator was
+    trained to read target rows. ``predict_proba`` and ``decision_function`` exist when the estimator has them.
+    """
+
+    def _estimator(self):
+        return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+
+    def predict(self, X):
+        """Labels of X, every row read as a target row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        features = self._target_features(X)
+        return self.estimator_.predict(features)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of X, every row read as a target row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        features = self._target_features(X)
+        return self.estimator_.predict_proba(features)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Decision scores of X from the fitted estimator, every row read as a target row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        features = self._target_features(X)
+        return self.estimator_.decision_function(features)
+
+
+class FeatureAlignmentClassifier(
+    TargetScoreMixin, EstimatorOnTargetFeaturesMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator
+):
     """Align labelled source features with unlabelled target features, then train ``estimator`` on them.
 
     The shallow path for embeddings, e.g. after :class:`~sktransfer.PretrainedFeatureExtractor` in a
@@ -93,9 +150,6 @@ class FeatureAlignmentClassifier(TargetScoreMixin, MetaEstimatorMixin, Classifie
         self.n_components = n_components
         self.reg = reg
 
-    def _estimator(self):
-        return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
-
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_domain=None):
         """Align the domains and fit ``estimator`` on the aligned labelled rows.
@@ -143,32 +197,3 @@ class FeatureAlignmentClassifier(TargetScoreMixin, MetaEstimatorMixin, Classifie
         if self.source_map_ is not None:
             return X - self.target_mean_
         return X
-
-    def predict(self, X):
-        """Labels of X, every row read as a target row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        features = self._target_features(X)
-        return self.estimator_.predict(features)
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X):
-        """Class probabilities of X, every row read as a target row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        features = self._target_features(X)
-        return self.estimator_.predict_proba(features)

@@ -1,0 +1,126 @@
+"""What DomainAdaptedClassifier minimises: the classification loss, the method's alignment and its stages."""
+
+import numpy as np
+import torch
+from skorch.utils import to_tensor
+from torch import nn
+
+from .domains import UNLABELLED
+from .losses import (
+    certainty_weights,
+    coral_loss,
+    domain_adversarial_loss,
+    minimum_class_confusion_loss,
+    mmd_loss,
+    pseudo_label_loss,
+    reversal_coefficient,
+)
+from .networks import ADVERSARIAL
+
+
+class AdaptationObjectiveMixin:
+    """The loss of a training batch of both domains, and the schedule of its parts over the epochs.
+
+    Training targets are class indices for labelled rows (source k's shifted by k * n_classes) and -1 for
+    target rows. The loss is the classification loss of the labelled rows (weighted per class with
+    ``partial``), plus self-training on confident target rows in the last ``self_training_epochs``, plus
+    ``trade_off`` times the method's alignment loss. The gradient reversal of DANN and CDAN warms up over
+    the epochs; PADA's class weights are updated at the end of each epoch from the target predictions.
+    """
+
+    def _self_training_epochs(self):
+        if self.self_training_epochs is not None:
+            return self.self_training_epochs
+        return self.max_epochs - self.max_epochs // 2 if self.method == "self_training" else 0
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        if self.partial and not isinstance(self.criterion_, nn.CrossEntropyLoss):
+            raise ValueError(
+                f"partial=True weighs the classes of nn.CrossEntropyLoss; criterion={self.criterion!r} "
+                "cannot take those weights: use the default criterion or partial=False."
+            )
+        self._first_epoch_of_call = len(self.history)
+        if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
+            self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
+        self._target_probabilities = None
+
+    def on_epoch_end(self, net, **kwargs):
+        super().on_epoch_end(net, **kwargs)
+        summed = self._target_probabilities
+        if self.partial and summed is not None:  # PADA: what the target predictions say of each class
+            self.class_weights_ = (summed / summed.max()).cpu().numpy()
+        self._target_probabilities = None
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
+        epoch = len(self.history) - 1 - self._first_epoch_of_call  # skorch has opened this epoch's row
+        self._self_training_now = training and epoch >= self.max_epochs - self._self_training_epochs()
+        if training and self.module_.discriminator is not None:
+            # skorch has just opened this batch's history row, so the rows before it are the batches done.
+            done = len(self.history) - 1 + (len(self.history[-1, "batches"]) - 1) / self._batches_per_epoch
+            self.module_.reversal = reversal_coefficient(min(done / self.max_epochs, 1.0))
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        logits = y_pred[0]
+        codes = to_tensor(y_true, device=self.device)
+        labelled = codes != UNLABELLED
+        target = ~labelled
+        labels, sources = codes[labelled] % len(self.classes_), codes[labelled] // len(self.classes_)
+        class_weights = torch.as_tensor(self.class_weights_, dtype=torch.float32, device=logits.device)
+        if not labelled.any():
+            loss = logits.sum() * 0
+        elif self.partial:
+            loss = nn.functional.cross_entropy(
+                logits[labelled],
+                labels,
+                weight=class_weights,
+                label_smoothing=self.criterion_.label_smoothing,
+            )
+        else:
+            loss = self.criterion_(logits[labelled], labels)
+        if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
+            loss = loss + 0 * y_pred[2].sum()
+        if not training or not target.any():
+            return loss
+        if self.partial:
+            probabilities = torch.softmax(logits[target].detach(), dim=1).sum(dim=0)
+            summed = self._target_probabilities
+            self._target_probabilities = probabilities if summed is None else summed + probabilities
+        if self._self_training_now:
+            loss = loss + pseudo_label_loss(
+                logits[target], self.pseudo_label_threshold, self.pseudo_label_balance
+            )
+        if self.method in ("source_only", "self_training") or not labelled.any():
+            return loss
+        return loss + self._trade_off() * self._alignment(y_pred, codes, labels, sources, class_weights)
+
+    def _trade_off(self):
+        if self.trade_off != "auto":
+            return self.trade_off
+        return 0.3 if self.method == "dann" else 1.0
+
+    def _alignment(self, y_pred, codes, labels, sources, class_weights):
+        """The method's alignment loss on a training batch that holds source and target rows."""
+        logits, features = y_pred[0], y_pred[1]
+        labelled = codes != UNLABELLED
+        target = ~labelled
+        if self.method in ADVERSARIAL:
+            weights = torch.ones(len(codes), device=logits.device)
+            if self.method == "cdan":
+                weights = certainty_weights(logits)
+            if self.partial:
+                weights[labelled] = weights[labelled] * class_weights[labels]
+            index = torch.zeros(len(codes), dtype=torch.long, device=logits.device)
+            index[labelled] = sources
+            return domain_adversarial_loss(y_pred[2], target, index, weights)
+        if self.method == "mcc":
+            return minimum_class_confusion_loss(logits[target])
+        distance = mmd_loss if self.method == "mmd" else coral_loss
+        source_features = features[labelled]
+        per_source = [
+            distance(source_features[sources == k], features[target])
+            for k in range(self._n_sources)
+            if int((sources == k).sum()) > 1
+        ]
+        return torch.stack(per_source).mean() if per_source else logits.sum() * 0

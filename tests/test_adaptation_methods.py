@@ -1,0 +1,195 @@
+"""The adaptation methods' own parts: losses, domain batch statistics, several sources, partial, self-training."""
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from skorch.dataset import ValidSplit
+from torch import nn
+
+from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
+from sktransfer.domain_adaptation import deep_embedded_validation_scorer
+from sktransfer.domain_adaptation.losses import (
+    MultilinearMap,
+    certainty_weights,
+    domain_adversarial_loss,
+    pseudo_label_loss,
+)
+from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
+
+from ._models import TinyConvNet
+
+
+def deep(**params):
+    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
+    return DomainAdaptedClassifier(**{**defaults, **params})
+
+
+def test_domain_batchnorm_normalises_each_domain_with_its_own_statistics():
+    net = DomainAdaptationNetwork(nn.Identity(), 4, 2, bottleneck_dim=3).train()
+    generator = torch.Generator().manual_seed(0)
+    source, target = torch.randn(8, 4, generator=generator), torch.randn(8, 4, generator=generator) * 5 + 3
+    x = torch.cat([source, target])[torch.tensor([0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15])]
+    is_target = torch.arange(16) % 2 == 1
+    _logits, features = net(features=x, is_target=is_target)
+    # Row order is kept, and each domain's rows equal a pass of that domain alone (its own batch statistics).
+    torch.testing.assert_close(features[~is_target], net.bottleneck(source))
+    torch.testing.assert_close(features[is_target], net.bottleneck(target))
+    mixed = net(features=x)[1]
+    assert not torch.allclose(mixed[~is_target], features[~is_target])
+
+
+def test_domain_batchnorm_option_reaches_the_network(shifted_images, monkeypatch):
+    X, y, _ = shifted_images
+    seen = []
+    forward = DomainAdaptationNetwork.forward
+
+    def spy(self, x=None, features=None, is_target=None):
+        seen.append(is_target)
+        return forward(self, x, features, is_target)
+
+    monkeypatch.setattr(DomainAdaptationNetwork, "forward", spy)
+    deep(max_epochs=1).fit(X, y)
+    training = [mask for mask in seen if mask is not None]
+    assert training
+    assert all(mask.sum() == (~mask).sum() for mask in training)
+    seen.clear()
+    deep(max_epochs=1, domain_batchnorm=False).fit(X, y)
+    assert all(mask is None for mask in seen)
+
+
+def test_cdan_conditions_the_discriminator_on_the_predictions():
+    net = DomainAdaptationNetwork(nn.Identity(), 4, 3, bottleneck_dim=5, adversarial="cdan").train()
+    _logits, _features, domain = net(features=torch.randn(6, 4))
+    assert domain.shape == (6, 1)
+    assert net.discriminator[0].in_features == 5 * 3
+    assert MultilinearMap(300, 20).out_features == 1024  # 6,000 columns: the randomised map
+    full = MultilinearMap(2, 2)(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(full, torch.tensor([[0.25, 0.5, 0.75, 1.5]]))
+
+
+def test_certainty_weights_favour_confident_rows():
+    weights = certainty_weights(torch.tensor([[8.0, 0.0], [0.0, 0.0]]))
+    assert weights[0] > 1 > weights[1]
+    assert weights.mean().item() == pytest.approx(1.0)
+
+
+def test_adversarial_loss_scores_each_source_on_its_own_column():
+    logits = torch.tensor([[5.0, -5.0], [-5.0, 5.0], [0.0, 0.0]])
+    is_target = torch.tensor([False, False, True])
+    # Row 0 is source 1 and row 1 source 0: each is scored on its own column, where both look like targets.
+    wrong = domain_adversarial_loss(logits, is_target, torch.tensor([0, 1, 0]))
+    right = domain_adversarial_loss(logits, is_target, torch.tensor([1, 0, 0]))
+    assert right < wrong
+    weighted = domain_adversarial_loss(logits, is_target, torch.tensor([1, 0, 0]), torch.tensor([0.0, 1, 1]))
+    expected = 0.5 * (nn.functional.softplus(torch.tensor(-5.0)) + np.log(2))
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pseudo_labels_take_confident_rows_and_balance_classes():
+    logits = torch.tensor([[6.0, 0.0], [7.0, 0.0], [8.0, 0.0], [0.0, 6.0], [0.1, 0.0]])
+    assert pseudo_label_loss(logits, threshold=1.0).item() == 0.0
+    per_row = nn.functional.cross_entropy(logits[:4], torch.tensor([0, 0, 0, 1]), reduction="none")
+    plain = pseudo_label_loss(logits, threshold=0.9, balance=False)
+    assert plain.item() == pytest.approx(per_row.sum().item() / 5, rel=1e-5)
+    balanced = pseudo_label_loss(logits, threshold=0.9, balance=True)
+    # Each class weighs half of the four selected rows: class 0's three rows share it, class 1's row has it.
+    expected = (per_row[:3].sum() * 2 / 3 + per_row[3] * 2) / 5
+    assert balanced.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_self_training_runs_in_the_last_epochs_only(shifted_images):
+    X, y, _ = shifted_images
+    source_only = deep(method="source_only", max_epochs=3).fit(X, y).predict_proba(X)
+    none_yet = deep(method="self_training", max_epochs=3, self_training_epochs=0).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(source_only, none_yet)
+    clf = deep(method="self_training", max_epochs=3, pseudo_label_threshold=0.0)
+    assert clf._self_training_epochs() == 2  # the second half of the epochs
+    assert not np.array_equal(clf.fit(X, y).predict_proba(X), source_only)
+    refined = deep(method="dann", max_epochs=3, self_training_epochs=1, pseudo_label_threshold=0.0).fit(X, y)
+    assert not np.array_equal(
+        refined.predict_proba(X), deep(method="dann", max_epochs=3).fit(X, y).predict_proba(X)
+    )
+
+
+@pytest.mark.parametrize("method", ["dann", "cdan", "mmd", "coral"])
+def test_several_sources_are_aligned_one_by_one(shifted_images, method):
+    X, _, y_source = shifted_images
+    half = len(y_source) // 2
+    order = np.r_[0:6, 12:18, 6:12, 18:24]  # both classes in each source
+    X = np.concatenate([X[: len(y_source)][order], X[len(y_source) :]])
+    y = np.concatenate([y_source[order], np.full(len(y_source), -1, dtype=object)]).astype(object)
+    domains = np.concatenate([np.repeat([1, 2], half), np.full(len(y_source), -1)])
+    clf = deep(method=method).fit(X, y, sample_domain=domains)
+    assert clf._n_sources == 2
+    if method in ("dann", "cdan"):
+        assert clf.module_.discriminator[-1].out_features == 2
+    pooled = deep(method=method).fit(X, y).predict_proba(X)
+    assert not np.allclose(clf.predict_proba(X), pooled)
+    three = np.where(domains == 2, 3, domains)
+    three[:2] = 2
+    with pytest.raises(ValueError, match="3 source domains"):
+        clf.partial_fit(X, y, sample_domain=np.where(np.arange(len(y)) < 4, 5, three))
+
+
+def test_validation_accuracy_reads_the_class_of_every_source(shifted_images):
+    X, _, y_source = shifted_images
+    y = np.concatenate([y_source, y_source]).astype(object)
+    domains = np.repeat([1, 2], len(y_source))  # the second domain's codes are shifted by n_classes
+    clf = deep(method="dann", max_epochs=3, lr=0.01, train_split=ValidSplit(4, stratified=True))
+    clf.fit(X, y, sample_domain=domains)
+    assert clf.history[-1, "valid_acc"] > 0.9
+
+
+def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_images):
+    X, _y, y_source = shifted_images
+    dark = np.flatnonzero(y_source == "dark")
+    target_dark = X[dark] + 10  # the target holds no bright image
+    X_partial = np.concatenate([X[: len(y_source)], target_dark])
+    y_partial = np.concatenate([y_source, np.full(len(dark), -1, dtype=object)]).astype(object)
+    clf = deep(method="dann", partial=True, max_epochs=6, lr=0.01, recalibrate_batchnorm=False)
+    clf.fit(X_partial, y_partial)
+    weights = dict(zip(clf.classes_, clf.class_weights_, strict=True))
+    assert weights["dark"] == 1.0
+    assert weights["bright"] < 0.5
+    assert np.array_equal(deep(method="dann", max_epochs=3).fit(X_partial, y_partial).class_weights_, [1, 1])
+
+
+def test_partial_needs_cross_entropy(shifted_images):
+    X, y, _ = shifted_images
+    with pytest.raises(ValueError, match="partial=True"):
+        deep(partial=True, criterion=nn.NLLLoss).fit(X, y)
+
+
+def test_new_methods_through_routed_grid_search_with_a_label_free_scorer(shifted_images):
+    X, _, y_source = shifted_images
+    y = np.concatenate([y_source, y_source])  # target labels given, but masked by the negative domain
+    domains = np.repeat([1, -2], len(y_source))
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    with sklearn.config_context(enable_metadata_routing=True):
+        clf = deep(method="cdan", max_epochs=1).set_fit_request(sample_domain=True)
+        scorer = deep_embedded_validation_scorer
+        search = GridSearchCV(clf, {"method": ["cdan", "self_training"]}, cv=folds, scoring=scorer)
+        search.fit(X, y, sample_domain=domains)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.predict(X[:3]).shape == (3,)
+
+
+def test_backbone_lr_ratio_auto_depends_on_pretrained_weights(labelled_images):
+    X, y = labelled_images
+    scratch = FineTuneClassifier(model=TinyConvNet, weights=None, strategy="full", max_epochs=1, device="cpu")
+    pretrained = FineTuneClassifier(model=TinyConvNet, strategy="full", max_epochs=1, device="cpu")
+    for clf, ratio in ((scratch, 1.0), (pretrained, 0.1)):
+        clf.fit(X, y)
+        rates = {group["stage_depth"]: group["initial_lr"] for group in clf.optimizer_.param_groups}
+        assert rates[0] == pytest.approx(rates[None] * ratio)
+
+
+def test_a_module_ending_with_flatten_is_sized_on_the_training_images(shifted_images):
+    X, y, _ = shifted_images  # 16×16 images: the flattened width is not that of a 224×224 image
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    clf = DomainAdaptedClassifier(model=cnn, weights=None, max_epochs=1, device="cpu", random_state=0)
+    clf.fit(X, y)
+    assert clf.module_.bottleneck[0].in_features == 4 * 7 * 7
+    assert clf.predict(X).shape == (len(X),)

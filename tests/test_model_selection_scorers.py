@@ -1,0 +1,325 @@
+"""Soft neighbourhood density and deep embedded validation: their values, their ranking and their routing."""
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.metadata_routing import get_routing_for_object
+
+import sktransfer
+from sktransfer.domain_adaptation import (
+    FeatureAlignmentClassifier,
+    deep_embedded_validation_scorer,
+    prediction_entropy_scorer,
+    soft_neighborhood_density_scorer,
+)
+from sktransfer.domain_adaptation.scorers import _control_variate_risk, _neighbourhood_entropies
+
+NEW_SCORERS = [soft_neighborhood_density_scorer, deep_embedded_validation_scorer]
+
+
+class KnownProbabilities:
+    """A fitted classifier stand-in: the row whose first feature is i gets the probabilities ``proba[i]``."""
+
+    def __init__(self, proba, classes=(0, 1)):
+        self.proba = np.asarray(proba, dtype=float)
+        self.classes_ = np.asarray(classes)
+
+    def predict_proba(self, X):
+        return self.proba[np.asarray(X)[:, 0].astype(int)]
+
+
+class SameArray:
+    """A stand-in whose predict_proba hands out its own array, so that a scorer writing into it shows."""
+
+    classes_ = np.array([0, 1])
+
+    def __init__(self, proba):
+        self.proba = proba
+
+    def predict_proba(self, X):
+        assert len(X) == len(self.proba)
+        return self.proba
+
+
+def slow_snd(proba, temperature=0.05):
+    """Soft neighbourhood density written out row by row, neighbour by neighbour."""
+    unit = [np.asarray(row, dtype=float) / math.sqrt(sum(v * v for v in row)) for row in proba]
+    entropies = []
+    for i, row in enumerate(unit):
+        logits = [float(row @ other) / temperature for j, other in enumerate(unit) if j != i]
+        top = max(logits)
+        odds = [math.exp(value - top) for value in logits]
+        total = sum(odds)
+        entropies.append(-sum(o / total * math.log(o / total) for o in odds if o > 0))
+    return sum(entropies) / len(entropies)
+
+
+def slow_dev(estimator, X, y, target):
+    """Deep embedded validation written out: density ratios, per-row losses, the control-variate formula."""
+    source = ~target
+    domain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, target)
+    p_target = np.clip(domain.predict_proba(X[source])[:, 1], 1e-6, 1 - 1e-6)
+    ratio = source.sum() / target.sum()
+    weights = [ratio * p / (1 - p) for p in p_target]
+    classes = list(estimator.classes_)
+    losses = []
+    for row, label in zip(estimator.predict_proba(X[source]), y[source], strict=True):
+        p_true = row[classes.index(label)] if label in classes else 0.0
+        losses.append(-math.log(max(p_true, 1e-12)))
+    weighted = [w * loss for w, loss in zip(weights, losses, strict=True)]
+    n = len(weights)
+    mean_w, mean_wl = sum(weights) / n, sum(weighted) / n
+    # Sample covariance and variance (n - 1): their ratio is the scorer's, which divides both by n.
+    cov = sum((a - mean_wl) * (b - mean_w) for a, b in zip(weighted, weights, strict=True)) / (n - 1)
+    var = sum((b - mean_w) ** 2 for b in weights) / (n - 1)
+    eta = -cov / var
+    return -(mean_wl + eta * mean_w - eta), mean_wl
+
+
+def blobs(seed):
+    """Three Gaussian classes in 2-D; the target domain is the source rotated and moved.
+
+    400 source rows (the first 200 to train on, the others to validate with) and 200 target rows.
+    """
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [1.5, 2.5]])
+    ys = rng.integers(0, 3, 400)
+    source = centres[ys] + rng.normal(size=(400, 2))
+    yt = rng.integers(0, 3, 200)
+    turn = np.array([[np.cos(0.6), -np.sin(0.6)], [np.sin(0.6), np.cos(0.6)]])
+    target = (centres[yt] + rng.normal(size=(200, 2))) @ turn.T + [1.0, 0.5]
+    return source, ys, target, yt
+
+
+@pytest.fixture
+def shifted_blobs():
+    return blobs(0)
+
+
+def test_snd_of_a_hand_computed_case():
+    # Target rows: two predictions of class 0, one of class 1 (row 3 is a source row, ignored).
+    clf = KnownProbabilities([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    X = np.arange(4)[:, None]
+    # Rows 0 and 1: cosine 1 with each other and 0 with row 2, so logits 20 and 0 at temperature 0.05 and
+    # a neighbourhood (s, 1 - s) with s = sigmoid(20). Row 2: cosine 0 with both, a uniform pair: log 2.
+    s = 1 / (1 + math.exp(-20))
+    two_of_a_kind = -(s * math.log(s) + (1 - s) * math.log(1 - s))
+    expected = (2 * two_of_a_kind + math.log(2)) / 3
+    assert soft_neighborhood_density_scorer(clf, X, [-1, -1, -1, 0]) == pytest.approx(expected, rel=1e-12)
+    assert soft_neighborhood_density_scorer(clf, X, sample_domain=[-1, -1, -1, 1]) == pytest.approx(expected)
+    assert slow_snd(clf.proba[:3]) == pytest.approx(expected, rel=1e-12)
+    # Two target rows: each has one neighbour, a certain neighbourhood.
+    assert soft_neighborhood_density_scorer(clf, X, [-1, 0, -1, 1]) == 0.0
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_snd_matches_a_slow_loop(temperature):
+    rng = np.random.default_rng(1)
+    proba = rng.dirichlet([0.3, 0.3, 0.3, 0.3], size=40)
+    clf = KnownProbabilities(proba, classes=[0, 1, 2, 3])
+    scorer = copy.copy(soft_neighborhood_density_scorer)
+    scorer.temperature = temperature
+    score = scorer(clf, np.arange(40)[:, None], sample_domain=-np.ones(40))
+    assert score == pytest.approx(slow_snd(proba, temperature), rel=1e-10)
+    assert soft_neighborhood_density_scorer.temperature == 0.05  # the shared scorer kept its own
+
+
+def test_snd_in_blocks_equals_one_pass():
+    """Past 2048 rows the similarities are taken a block of rows at a time; the entropies do not change."""
+    rng = np.random.default_rng(2)
+    proba = rng.dirichlet([1.0, 1.0, 1.0], size=2100)
+    unit = proba / np.linalg.norm(proba, axis=1, keepdims=True)
+    blocked = _neighbourhood_entropies(proba, 0.05)
+    for i in [0, 1, 1000, 2047, 2048, 2099]:  # rows of both blocks, at their edges
+        logits = np.delete(unit @ unit[i], i) / 0.05
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        assert blocked[i] == pytest.approx(-np.sum(p * np.log(p)), rel=1e-10)
+    assert np.isfinite(blocked).all()
+
+
+def test_snd_prefers_dense_clusters_to_scattered_predictions_and_peaks_when_collapsed():
+    n = 60
+    one_hot = np.eye(3)[np.repeat([0, 1, 2], n // 3)]
+    scattered = np.random.default_rng(3).dirichlet([1.0, 1.0, 1.0], size=n)
+    collapsed = np.tile([0.4, 0.35, 0.25], (n, 1))
+    X, domains = np.arange(n)[:, None], -np.ones(n)
+
+    def snd(proba):
+        return soft_neighborhood_density_scorer(
+            KnownProbabilities(proba, [0, 1, 2]), X, sample_domain=domains
+        )
+
+    # Confident, well separated: each row's neighbourhood is the 19 other rows of its class, near uniformly.
+    assert snd(one_hot) == pytest.approx(math.log(n // 3 - 1), abs=1e-6)
+    assert snd(one_hot) > snd(scattered)  # 2.94 against 2.86: a narrow margin with three classes
+    # A model that predicts the same for every row scores the most there is, log(n - 1): the known failure
+    # mode the docstring warns of.
+    assert snd(collapsed) == pytest.approx(math.log(n - 1))
+
+
+def test_dev_is_the_control_variate_formula(shifted_blobs):
+    source, ys, target, _ = shifted_blobs
+    clf = LogisticRegression(C=0.1).fit(source[:200], ys[:200])
+    X = np.concatenate([source[200:260], target[:40]])
+    y = np.concatenate([ys[200:260], np.full(40, -1)])
+    expected, weighted_mean = slow_dev(clf, X, y, y == -1)
+    assert deep_embedded_validation_scorer(clf, X, y) == pytest.approx(expected, rel=1e-9)
+    assert expected != pytest.approx(-weighted_mean, rel=1e-3)  # the control variate is at work
+    # A source label the estimator never saw has probability 0, clipped: a loss of -log(1e-12).
+    y_unseen = y.copy()
+    y_unseen[0] = 7
+    expected_unseen, _ = slow_dev(clf, X, y_unseen, y == -1)
+    assert deep_embedded_validation_scorer(clf, X, y_unseen) == pytest.approx(expected_unseen, rel=1e-9)
+    assert expected_unseen < expected
+
+
+def test_dev_with_weights_of_one_is_the_mean_source_loss():
+    loss = np.array([0.1, 2.0, 0.7, 0.0])
+    assert _control_variate_risk(loss, np.ones(4)) == pytest.approx(loss.mean(), rel=1e-15)
+    # Target rows that copy the source rows: the domain classifier cannot tell them apart, every weight is 1.
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(40, 2))
+    labels = (features[:, 0] + 0.3 * rng.normal(size=40) > 0).astype(int)
+    clf = LogisticRegression().fit(features, labels)
+    X, y = np.concatenate([features, features]), np.concatenate([labels, np.full(40, -1)])
+    mean_loss = -np.mean(np.log(clf.predict_proba(features)[np.arange(40), labels]))
+    assert deep_embedded_validation_scorer(clf, X, y) == pytest.approx(-mean_loss, rel=1e-9)
+
+
+def test_dev_ranks_models_by_target_accuracy_better_than_prediction_entropy():
+    """Source-only models of several kinds, scored on held-out source rows and unlabelled target rows.
+
+    Rank correlations with the target accuracy over ten models, on five draws of the problem. Entropy
+    prefers the confident deep trees and 1-nearest neighbour, which overfit the source.
+    """
+    correlations = []
+    for seed in range(5):
+        source, ys, target, yt = blobs(seed)
+        models = [LogisticRegression(C=c) for c in (0.01, 0.1, 1, 10)]
+        models += [DecisionTreeClassifier(max_depth=depth, random_state=0) for depth in (2, 4, 8)]
+        models += [KNeighborsClassifier(k) for k in (1, 5, 25)]
+        X = np.concatenate([source[200:], target])
+        y = np.concatenate([ys[200:], np.full(len(target), -1)])
+        accuracy, dev, entropy = [], [], []
+        for model in models:
+            model.fit(source[:200], ys[:200])
+            accuracy.append(np.mean(model.predict(target) == yt))
+            dev.append(deep_embedded_validation_scorer(model, X, y))
+            entropy.append(prediction_entropy_scorer(model, X, y))
+        assert np.ptp(accuracy) > 0.05  # the candidates differ on the target
+        correlations.append([spearmanr(dev, accuracy)[0], spearmanr(entropy, accuracy)[0]])
+    dev_correlation, entropy_correlation = np.mean(correlations, axis=0)
+    assert dev_correlation > 0.2  # 0.30, against -0.17 for prediction entropy
+    assert dev_correlation > entropy_correlation + 0.3
+
+
+@pytest.mark.parametrize("routing", [True, False])
+def test_scorers_in_a_search_and_cross_validation_of_a_pipeline(shifted_blobs, routing):
+    """With routing, string labels and sample_domain reach the scorers; without it, y == -1 marks the target."""
+    source, ys, target, yt = shifted_blobs
+    X = np.concatenate([source[:200], target])
+    domains = np.repeat([1, -1], 200)
+    if routing:  # the target rows carry their true labels, masked by the negative domain
+        names = np.array(["a", "b", "c"])
+        y, params = np.concatenate([names[ys[:200]], names[yt]]), {"sample_domain": domains}
+    else:
+        y, params = np.concatenate([ys[:200], np.full(200, -1)]), {}
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    scoring = {"snd": soft_neighborhood_density_scorer, "dev": deep_embedded_validation_scorer}
+    with sklearn.config_context(enable_metadata_routing=routing):
+        aligned = FeatureAlignmentClassifier(method="source_only")
+        pipeline = make_pipeline(
+            StandardScaler(), aligned.set_fit_request(sample_domain=True) if routing else aligned
+        )
+        grid = {"featurealignmentclassifier__estimator": [LogisticRegression(C=0.01), LogisticRegression()]}
+        search = GridSearchCV(pipeline, grid, cv=folds, scoring=scoring, refit="dev").fit(X, y, **params)
+        result = cross_validate(
+            pipeline, X, y, cv=folds, scoring=scoring, params=params, return_estimator=True
+        )
+    assert search.best_params_["featurealignmentclassifier__estimator"].C == 1.0
+    for name, scorer in scoring.items():
+        assert np.isfinite(search.cv_results_[f"mean_test_{name}"]).all()
+        for (_, test), fitted, score in zip(folds, result["estimator"], result[f"test_{name}"], strict=True):
+            fold_params = {key: value[test] for key, value in params.items()}
+            assert score == pytest.approx(scorer(fitted, X[test], y[test], **fold_params))
+
+
+def test_scorers_request_sample_domain_pickle_and_are_public():
+    for scorer in NEW_SCORERS:
+        assert get_routing_for_object(scorer).score.requests == {"sample_domain": True}
+        assert repr(pickle.loads(pickle.dumps(scorer))) == repr(scorer)
+        assert sktransfer.__dict__[repr(scorer)] is scorer
+    with sklearn.config_context(enable_metadata_routing=True):
+        aliased = copy.copy(soft_neighborhood_density_scorer).set_score_request(sample_domain="domains")
+    restored = pickle.loads(pickle.dumps(aliased))
+    assert get_routing_for_object(restored).score.requests == {"sample_domain": "domains"}
+    assert restored.temperature == 0.05
+    assert get_routing_for_object(soft_neighborhood_density_scorer).score.requests == {"sample_domain": True}
+
+
+@pytest.mark.parametrize("scorer", NEW_SCORERS, ids=repr)
+def test_scorers_refuse_data_without_target_rows(shifted_blobs, scorer):
+    source, ys, _, _ = shifted_blobs
+    clf = LogisticRegression().fit(source, ys)
+    both_ways = "mark target rows with y == -1 or with a negative sample_domain"
+    with pytest.raises(ValueError, match=both_ways):
+        scorer(clf, source, ys)
+    with pytest.raises(ValueError, match=both_ways):
+        scorer(clf, source, ys, sample_domain=np.ones(len(ys)))
+
+
+def test_snd_needs_two_target_rows_and_dev_needs_labelled_source_rows(shifted_blobs):
+    source, ys, target, _ = shifted_blobs
+    clf = LogisticRegression().fit(source, ys)
+    with pytest.raises(ValueError, match="soft_neighborhood_density_scorer needs at least two target rows"):
+        soft_neighborhood_density_scorer(clf, source[:5], [0, 1, 2, 0, -1])
+    needs_source = "deep_embedded_validation_scorer needs labelled source rows"
+    with pytest.raises(ValueError, match=needs_source):
+        deep_embedded_validation_scorer(clf, target, np.full(len(target), -1))
+    with pytest.raises(ValueError, match=needs_source):
+        deep_embedded_validation_scorer(clf, target, sample_domain=-np.ones(len(target)))
+    with pytest.raises(ValueError, match=needs_source):  # labels are needed, even with source rows
+        deep_embedded_validation_scorer(clf, source, sample_domain=np.repeat([1, -1], 200))
+    with pytest.raises(ValueError, match="needs 2-D features"):
+        deep_embedded_validation_scorer(clf, source.ravel(), np.repeat([0, -1], 400))
+    # Without classes_, DEV cannot tell which probability is the true label's.
+    no_classes = KnownProbabilities([[0.5, 0.5]] * 3)
+    del no_classes.classes_
+    with pytest.raises(ValueError, match=r"estimator\.classes_"):
+        deep_embedded_validation_scorer(no_classes, np.array([[0], [1], [2]]), [0, 1, -1])
+    # A label-free scorer does not need y.
+    assert np.isfinite(soft_neighborhood_density_scorer(clf, source[:4], sample_domain=[1, -1, -1, -1]))
+
+
+def test_scorers_leave_their_inputs_alone(shifted_blobs):
+    source, ys, target, _ = shifted_blobs
+    X = np.concatenate([source[:30], target[:30]])
+    y = np.concatenate([ys[:30], np.full(30, -1)])
+    domains = np.repeat([1, -1], 30)
+    X_before, y_before, domains_before = X.copy(), y.copy(), domains.copy()
+    clf = LogisticRegression().fit(source, ys)
+    for scorer in NEW_SCORERS:
+        scorer(clf, X, y)
+        scorer(clf, X, y, sample_domain=domains)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(domains, domains_before)
+    # The probabilities an estimator hands out are read, never written to.
+    proba = np.random.default_rng(5).dirichlet([1.0, 1.0], size=30)
+    proba_before = proba.copy()
+    soft_neighborhood_density_scorer(SameArray(proba), X, y)
+    np.testing.assert_array_equal(proba, proba_before)
+    deep_embedded_validation_scorer(SameArray(proba), X, y)
+    np.testing.assert_array_equal(proba, proba_before)

@@ -1,0 +1,212 @@
+"""ImportanceWeightingClassifier: density-ratio weights of the source rows, and the sklearn contract."""
+
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from sktransfer import ImportanceWeightingClassifier
+from sktransfer.domain_adaptation import NoTargetDataWarning, prediction_entropy_scorer
+
+
+def truth(x):
+    """The labelling rule both domains share: class 1 outside [-1, 1]; no single threshold fits it."""
+    return (np.abs(x[:, 0]) > 1).astype(int)
+
+
+@pytest.fixture
+def covariate_shift():
+    """Source rows spread around 0; target rows gather on the left, where the rule is a threshold at -1.
+
+    A linear model fitted on the whole source sees a symmetric problem and predicts one class everywhere;
+    one fitted where the target lies finds the threshold at -1.
+    """
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 1))
+    target = rng.normal(-1, 0.5, size=(100, 1))
+    X = np.concatenate([source, target])
+    y = np.concatenate([truth(source), np.full(100, -1)])
+    return X, y, truth(target)
+
+
+def iw(**params):
+    return ImportanceWeightingClassifier(**{"random_state": 0, **params})
+
+
+def test_reweighting_beats_the_unweighted_estimator_on_the_target(covariate_shift):
+    X, y, target_labels = covariate_shift
+    source, target = X[y != -1], X[y == -1]
+    unweighted = LogisticRegression(max_iter=1000).fit(source, y[y != -1])
+    clf = iw().fit(X, y)
+    unweighted_accuracy = np.mean(unweighted.predict(target) == target_labels)
+    assert unweighted_accuracy < 0.5
+    assert clf.score(target, target_labels) > unweighted_accuracy + 0.4
+    assert clf.score(target, target_labels) > 0.9
+
+
+def test_weights_are_larger_for_source_rows_near_the_target(covariate_shift):
+    X, y, _ = covariate_shift
+    clf = iw().fit(X, y)
+    x = X[y != -1, 0]
+    assert clf.weights_.shape == (200,)
+    assert clf.weights_.mean() == pytest.approx(1.0)
+    assert (clf.weights_ > 0).all()
+    near, far = clf.weights_[np.abs(x + 1) < 0.5], clf.weights_[x > 0.5]
+    assert near.mean() > 5 * far.mean()
+    assert np.corrcoef(x, clf.weights_)[0, 1] < -0.5
+    # The discriminator fitted on every row scores target-like rows higher too.
+    assert clf.discriminator_.predict_proba([[-1.0]])[0, 1] > clf.discriminator_.predict_proba([[1.0]])[0, 1]
+
+
+def test_weights_follow_the_formula_on_out_of_fold_probabilities(covariate_shift):
+    X, y, _ = covariate_shift
+    target = (y == -1).astype(int)
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=3).split(X, target))
+    clf = iw(cv=folds, clip=None).fit(X, y)
+    proba = np.zeros(len(X))
+    for train, test in folds:  # each row scored by a discriminator that did not see it
+        domain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
+            X[train], target[train]
+        )
+        proba[test] = domain.predict_proba(X[test])[:, 1]
+    ratio = proba[y != -1] / (1 - proba[y != -1]) * 200 / 100
+    np.testing.assert_allclose(clf.weights_, ratio / ratio.mean(), rtol=1e-6)
+
+
+def test_clip_caps_the_largest_weights(covariate_shift):
+    X, y, _ = covariate_shift
+    free = iw(clip=None).fit(X, y).weights_
+    clipped = iw(clip=0.9).fit(X, y).weights_
+    assert clipped.mean() == pytest.approx(1.0)
+    assert clipped.max() / clipped.min() < free.max() / free.min()
+    assert np.sum(clipped == clipped.max()) >= 20  # the top tenth share the cap
+    np.testing.assert_allclose(iw(clip=1.0).fit(X, y).weights_, free)
+
+
+def test_sample_domain_marks_target_rows_and_their_labels_are_ignored(covariate_shift):
+    X, y, target_labels = covariate_shift
+    domains = np.repeat([1, -1], [200, 100])
+    minus_one = iw().fit(X, y)
+    given = np.concatenate([y[:200], target_labels])
+    wrong = np.concatenate([y[:200], 1 - target_labels])
+    for labels in (given, wrong):
+        clf = iw().fit(X, labels, sample_domain=domains)
+        np.testing.assert_array_equal(clf.weights_, minus_one.weights_)
+        np.testing.assert_array_equal(clf.predict_proba(X), minus_one.predict_proba(X))
+
+
+def test_routed_sample_domain_through_pipeline_and_grid_search(covariate_shift):
+    X, y, target_labels = covariate_shift
+    labels = np.concatenate([y[:200], target_labels])  # target labels given, masked by the negative domain
+    domains = np.repeat([1, -1], [200, 100])
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, domains))
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipeline = make_pipeline(StandardScaler(), iw().set_fit_request(sample_domain=True))
+        grid = {"importanceweightingclassifier__clip": [0.9, None]}
+        search = GridSearchCV(pipeline, grid, cv=folds, scoring=prediction_entropy_scorer)
+        search.fit(X, labels, sample_domain=domains)
+        with pytest.raises(ValueError, match="sample_domain"):  # not requested: routing refuses it
+            make_pipeline(StandardScaler(), iw()).fit(X, labels, sample_domain=domains)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    best = search.best_estimator_
+    # The same fit as with y == -1 on the standardised features: the routed target labels were not read.
+    clip = search.best_params_["importanceweightingclassifier__clip"]
+    direct = iw(clip=clip).fit(StandardScaler().fit_transform(X), y)
+    np.testing.assert_allclose(best[-1].weights_, direct.weights_)
+    assert np.mean(best.predict(X[200:]) == target_labels) > 0.9
+
+
+def test_pickle_round_trip_and_determinism(covariate_shift):
+    X, y, _ = covariate_shift
+    first, second = iw().fit(X, y), iw().fit(X, y)
+    np.testing.assert_array_equal(first.weights_, second.weights_)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.predict(X), first.predict(X))
+    np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))
+    np.testing.assert_array_equal(restored.weights_, first.weights_)
+    other = iw(random_state=1).fit(X, y)  # other folds, other out-of-fold probabilities
+    assert not np.array_equal(other.weights_, first.weights_)
+
+
+def test_an_estimator_without_sample_weight_is_refused(covariate_shift):
+    X, y, _ = covariate_shift
+    with pytest.raises(ValueError, match=r"KNeighborsClassifier\.fit does not accept a sample_weight"):
+        iw(estimator=KNeighborsClassifier()).fit(X, y)
+
+
+def test_no_target_rows_warns_and_uses_weights_of_one(covariate_shift):
+    X, y, _ = covariate_shift
+    source, labels = X[:200], y[:200]
+    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain"):
+        clf = iw().fit(source, labels)
+    np.testing.assert_array_equal(clf.weights_, np.ones(200))
+    assert clf.discriminator_ is None
+    plain = LogisticRegression(max_iter=1000).fit(source, labels)
+    np.testing.assert_allclose(clf.predict_proba(source), plain.predict_proba(source))
+
+
+def test_string_labels_come_back_as_given(covariate_shift):
+    X, y, target_labels = covariate_shift
+    names = np.array(["inside", "outside"], dtype=object)
+    labels = np.concatenate([names[y[:200]], np.full(100, -1, dtype=object)])
+    clf = iw().fit(X, labels)
+    assert clf.classes_.tolist() == ["inside", "outside"]
+    predictions = clf.predict(X[200:])
+    assert {type(label) for label in predictions} == {str}
+    assert np.mean(predictions == names[target_labels]) > 0.9
+    with pytest.raises(ValueError, match="-1"):  # accuracy against unlabelled rows is refused
+        clf.score(X, labels)
+
+
+def test_inputs_and_estimators_are_not_modified(covariate_shift):
+    X, y, _ = covariate_shift
+    domains = np.repeat([1, -1], [200, 100])
+    X_before, y_before = X.copy(), y.copy()
+    estimator, discriminator = (
+        LogisticRegression(C=0.5),
+        RandomForestClassifier(n_estimators=5, random_state=0),
+    )
+    params = (estimator.get_params(), discriminator.get_params())
+    clf = iw(estimator=estimator, discriminator=discriminator).fit(X, y, sample_domain=domains)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(domains, np.repeat([1, -1], [200, 100]))
+    assert (estimator.get_params(), discriminator.get_params()) == params
+    assert not hasattr(estimator, "coef_")
+    assert not hasattr(discriminator, "estimators_")
+    assert clf.estimator_ is not estimator
+    assert isinstance(clf.discriminator_, RandomForestClassifier)
+
+
+def test_methods_follow_the_estimator(covariate_shift):
+    X, y, _ = covariate_shift
+    clf = iw(estimator=SVC(kernel="linear")).fit(X, y)
+    assert not hasattr(clf, "predict_proba")
+    assert clf.decision_function(X).shape == (len(X),)
+    assert hasattr(iw(), "predict_proba")
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        iw().predict(X)
+
+
+def test_folds_need_two_rows_of_each_domain_and_a_splitter_is_used_as_given(covariate_shift):
+    X, y, _ = covariate_shift
+    one_target = y[:201].copy()
+    one_target[200] = -1
+    with pytest.raises(ValueError, match="at least 2 of each"):
+        iw().fit(X[:201], one_target)
+    few = iw(cv=5).fit(X[:203], y[:203])  # three target rows: three folds
+    assert few.weights_.shape == (200,)
+    splitter = KFold(3, shuffle=True, random_state=0)
+    as_list = iw(cv=list(splitter.split(X))).fit(X, y).weights_
+    np.testing.assert_array_equal(iw(cv=splitter).fit(X, y).weights_, as_list)
+    with pytest.raises(ValueError, match="clip"):
+        iw(clip=0).fit(X, y)
