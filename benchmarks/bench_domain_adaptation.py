@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold
@@ -390,11 +391,12 @@ def frozen_rows(seeds, skada_available):
         limit = min(len(benchmark.source), len(benchmark.target), benchmark.source.shape[1], 100)
         options = {"SubspaceAlignment": {"n_components": limit}}
         for name, counterpart in SKADA_SHALLOW.items():
-            clf = getattr(skada, counterpart)(
-                LogisticRegression(max_iter=1000), **options.get(counterpart, {})
-            )
-            clf.fit(benchmark.X, benchmark.y, sample_domain=domains)
-            predicted = clf.predict(benchmark.target, sample_domain=np.full(len(benchmark.target), -2))
+            # skada's reweighting passes sample_weight through metadata routing: the estimator requests it.
+            with sklearn.config_context(enable_metadata_routing=True):
+                estimator = LogisticRegression(max_iter=1000).set_fit_request(sample_weight=True)
+                clf = getattr(skada, counterpart)(estimator, **options.get(counterpart, {}))
+                clf.fit(benchmark.X, benchmark.y, sample_domain=domains)
+                predicted = clf.predict(benchmark.target, sample_domain=np.full(len(benchmark.target), -2))
             skada_scores[name] = [float(np.mean(predicted == benchmark.target_y))]
     return benchmark, scores, seconds, skada_scores
 
