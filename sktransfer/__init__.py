@@ -12,6 +12,7 @@ from .domain_adaptation import (
     ImportanceWeightingClassifier,
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
+    information_maximization_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "__version__",
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
+    "information_maximization_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
 ]

@@ -149,6 +149,28 @@ def test_reversal_strength_warms_up(shifted_images):
     assert 0.9 < seen[-1] < 1.0
 
 
+@pytest.mark.parametrize("method", ["mcc", "mmd", "coral"])
+def test_the_other_alignment_losses_warm_up_alike(shifted_images, method):
+    """No alignment at full weight on an untrained head: the loss weight follows the reversal schedule."""
+    X, y, _ = shifted_images
+    clf = deep(method=method, max_epochs=3, trade_off=2.0)
+    losses = []
+    clf._alignment = lambda y_pred, *args: y_pred[0].sum() * 0 + 100.0  # an alignment of known size
+    original = clf.get_loss
+
+    def record(y_pred, y_true, X=None, training=False):
+        loss = original(y_pred, y_true, X=X, training=training)
+        if training:
+            losses.append(float(loss) - float(clf.criterion_(y_pred[0][y_true != -1], y_true[y_true != -1])))
+        return loss
+
+    clf.get_loss = record
+    clf.fit(X, y)
+    assert losses[0] == pytest.approx(0.0, abs=1e-4)  # 2 * 100 * 0 on the first batch
+    assert losses == sorted(losses)
+    assert 0.9 * 200 < losses[-1] < 200
+
+
 def test_bad_input_is_refused_early(shifted_images):
     X, y, _ = shifted_images
     with pytest.raises(ValueError, match="no labelled source rows"):

@@ -20,12 +20,17 @@ import sktransfer
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     deep_embedded_validation_scorer,
+    information_maximization_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
 from sktransfer.domain_adaptation.scorers import _control_variate_risk, _neighbourhood_entropies
 
-NEW_SCORERS = [soft_neighborhood_density_scorer, deep_embedded_validation_scorer]
+NEW_SCORERS = [
+    soft_neighborhood_density_scorer,
+    deep_embedded_validation_scorer,
+    information_maximization_scorer,
+]
 
 
 class KnownProbabilities:
@@ -225,6 +230,34 @@ def test_dev_ranks_models_by_target_accuracy_better_than_prediction_entropy():
     assert dev_correlation > entropy_correlation + 0.3
 
 
+def test_information_maximization_is_the_mutual_information_of_rows_and_predictions():
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    clf = KnownProbabilities(proba)
+    mean = proba.mean(axis=0)
+    expected = -np.sum(mean * np.log(mean)) + np.mean(np.sum(proba * np.log(proba), axis=1))
+    X = np.arange(4)[:, None]
+    assert information_maximization_scorer(clf, X, [-1, -1, -1, -1]) == pytest.approx(expected, rel=1e-12)
+    assert information_maximization_scorer(clf, X, sample_domain=[-1, -1, -1, 1]) == pytest.approx(
+        information_maximization_scorer(clf, X[:3], [-1, -1, -1])
+    )
+
+
+def test_information_maximization_is_not_fooled_by_a_confident_collapse():
+    """Prediction entropy prefers a model that confidently puts every target row in one class; IM does not."""
+    rows = np.arange(4)[:, None]
+    collapsed = KnownProbabilities([[0.99, 0.01]] * 4)
+    right = KnownProbabilities([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    target = [-1, -1, -1, -1]
+    assert prediction_entropy_scorer(collapsed, rows, target) > prediction_entropy_scorer(right, rows, target)
+    assert information_maximization_scorer(right, rows, target) > information_maximization_scorer(
+        collapsed, rows, target
+    )
+    assert information_maximization_scorer(collapsed, rows, target) == pytest.approx(0.0, abs=1e-9)
+    proba = np.array([[0.7, 0.3], [0.4, 0.6]])
+    information_maximization_scorer(SameArray(proba), rows[:2], [-1, -1])
+    np.testing.assert_array_equal(proba, [[0.7, 0.3], [0.4, 0.6]])  # the model's own array is left alone
+
+
 @pytest.mark.parametrize("routing", [True, False])
 def test_scorers_in_a_search_and_cross_validation_of_a_pipeline(shifted_blobs, routing):
     """With routing, string labels and sample_domain reach the scorers; without it, y == -1 marks the target."""
@@ -237,7 +270,11 @@ def test_scorers_in_a_search_and_cross_validation_of_a_pipeline(shifted_blobs, r
     else:
         y, params = np.concatenate([ys[:200], np.full(200, -1)]), {}
     folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
-    scoring = {"snd": soft_neighborhood_density_scorer, "dev": deep_embedded_validation_scorer}
+    scoring = {
+        "snd": soft_neighborhood_density_scorer,
+        "dev": deep_embedded_validation_scorer,
+        "im": information_maximization_scorer,
+    }
     with sklearn.config_context(enable_metadata_routing=routing):
         aligned = FeatureAlignmentClassifier(method="source_only")
         pipeline = make_pipeline(

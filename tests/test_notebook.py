@@ -32,6 +32,12 @@ y = np.array(["dark"] * 12 + ["bright"] * 12, dtype=object)
 tiny = dict(model=TinyConvNet, device="cpu", max_epochs=1, batch_size=8, random_state=0)""",
     'FineTuneClassifier(strategy="full", verbose=1, **tiny).fit(X, y)',
     "unlabelled = y.copy()\nunlabelled[::3] = -1\nDomainAdaptedClassifier(verbose=1, **tiny).fit(X, unlabelled);",
+    """\
+from sktransfer import ImportanceWeightingClassifier
+shift = np.random.default_rng(0)  # a target beyond all but a handful of the source rows
+features = np.concatenate([shift.normal(size=(300, 2)), shift.normal(3.5, 0.3, size=(100, 2))])
+labels = np.concatenate([(features[:300, 0] > 0).astype(int), np.full(100, -1)])
+ImportanceWeightingClassifier(clip=None, random_state=0).fit(features, labels)""",
     "print(cross_val_score(FineTuneClassifier(num_workers=2, verbose=1, **tiny), X, y, cv=2, n_jobs=2))",
     "import time\ntime.sleep(1)  # output the workers write late would come here",
 ]
@@ -59,7 +65,7 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, cross_validation, late = client.execute().cells
+    _, fit, adapt, reweight, cross_validation, late = client.execute().cells
 
     # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
     assert TEXT_BAR.search(streams(fit, "stderr"))
@@ -74,6 +80,12 @@ def test_a_notebook_without_ipywidgets(kernel_name):
         "                   strategy='full', verbose=1)"
     )
     assert result.data["text/html"].count('<tr class="user-set">') == 7
+
+    # A warning the user can act on shows once, under the cell, and the estimator shows its parameters.
+    assert streams(reweight, "stderr").count("FewEffectiveRowsWarning") == 1
+    assert "effective_sample_size_" in streams(reweight, "stderr")
+    (result,) = [output for output in reweight.outputs if output.output_type == "execute_result"]
+    assert result.data["text/plain"] == "ImportanceWeightingClassifier(clip=None, random_state=0)"
 
     # Folds in worker processes, each loading images in worker processes of its own, with no bars.
     assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])

@@ -1,6 +1,7 @@
 """ImportanceWeightingClassifier: density-ratio weights of the source rows, and the sklearn contract."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from sktransfer import ImportanceWeightingClassifier
-from sktransfer.domain_adaptation import NoTargetDataWarning, prediction_entropy_scorer
+from sktransfer.domain_adaptation import (
+    FewEffectiveRowsWarning,
+    NoTargetDataWarning,
+    prediction_entropy_scorer,
+)
 
 
 def truth(x):
@@ -89,6 +94,39 @@ def test_clip_caps_the_largest_weights(covariate_shift):
     assert clipped.max() / clipped.min() < free.max() / free.min()
     assert np.sum(clipped == clipped.max()) >= 20  # the top tenth share the cap
     np.testing.assert_allclose(iw(clip=1.0).fit(X, y).weights_, free)
+
+
+def test_effective_sample_size_counts_the_rows_the_weights_rest_on(covariate_shift):
+    X, y, _ = covariate_shift
+    clf = iw().fit(X, y)
+    w = clf.weights_
+    assert clf.effective_sample_size_ == pytest.approx(w.sum() ** 2 / np.sum(w**2))
+    assert 20 < clf.effective_sample_size_ < 200  # the target covers part of the source
+    unweighted = iw().fit(
+        X[y != -1], y[y != -1]
+    )  # no target row: weights of one (and a warning, tested below)
+    assert unweighted.effective_sample_size_ == pytest.approx(200)
+
+
+def test_weights_on_a_few_rows_warn_naming_the_way_out():
+    """Domains a discriminator separates almost everywhere: a weighted fit on few rows is flagged, not silent."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(300, 2))
+    target = rng.normal(3.5, 0.3, size=(100, 2))  # beyond all but a handful of source rows
+    X = np.concatenate([source, target])
+    y = np.concatenate([(source[:, 0] > 0).astype(int), np.full(100, -1)])
+    with pytest.warns(FewEffectiveRowsWarning, match=r"effective_sample_size_.*clip=0\.9.*C=0\.01"):
+        clf = iw(clip=None).fit(X, y)
+    assert clf.effective_sample_size_ < 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewEffectiveRowsWarning)
+        iw().fit(*_overlapping(rng))
+
+
+def _overlapping(rng):
+    source, target = rng.normal(size=(300, 2)), rng.normal(0.3, 1.0, size=(100, 2))
+    y = np.concatenate([(source[:, 0] > 0).astype(int), np.full(100, -1)])
+    return np.concatenate([source, target]), y
 
 
 def test_sample_domain_marks_target_rows_and_their_labels_are_ignored(covariate_shift):
@@ -176,7 +214,8 @@ def test_inputs_and_estimators_are_not_modified(covariate_shift):
         RandomForestClassifier(n_estimators=5, random_state=0),
     )
     params = (estimator.get_params(), discriminator.get_params())
-    clf = iw(estimator=estimator, discriminator=discriminator).fit(X, y, sample_domain=domains)
+    with pytest.warns(FewEffectiveRowsWarning):  # a 5-tree forest's probabilities are mostly 0 or 1
+        clf = iw(estimator=estimator, discriminator=discriminator).fit(X, y, sample_domain=domains)
     np.testing.assert_array_equal(X, X_before)
     np.testing.assert_array_equal(y, y_before)
     np.testing.assert_array_equal(domains, np.repeat([1, -1], [200, 100]))

@@ -5,16 +5,17 @@
 - :class:`FeatureAlignmentClassifier`: CORAL and subspace alignment of embeddings around any estimator.
 - :class:`ImportanceWeightingClassifier`: source rows weighted by their density ratio, around any estimator.
 - Scorers that select models without target labels, requesting ``sample_domain`` under metadata routing:
-  :obj:`prediction_entropy_scorer`, :obj:`importance_weighted_scorer`,
+  :obj:`prediction_entropy_scorer`, :obj:`information_maximization_scorer`, :obj:`importance_weighted_scorer`,
   :obj:`deep_embedded_validation_scorer`, :obj:`soft_neighborhood_density_scorer`.
 """
 
 from .deep import METHODS, DomainAdaptedClassifier
 from .domains import NoTargetDataWarning, split_domains
-from .reweighting import ImportanceWeightingClassifier
+from .reweighting import FewEffectiveRowsWarning, ImportanceWeightingClassifier
 from .scorers import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
+    information_maximization_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -24,10 +25,12 @@ __all__ = [
     "METHODS",
     "DomainAdaptedClassifier",
     "FeatureAlignmentClassifier",
+    "FewEffectiveRowsWarning",
     "ImportanceWeightingClassifier",
     "NoTargetDataWarning",
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
+    "information_maximization_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
     "split_domains",

@@ -45,6 +45,10 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
       join the training set with those labels (see ``self_training_epochs``);
     - ``"source_only"``: no alignment, the baseline.
 
+    Every alignment warms up along the same schedule: the reversal strength of DANN and CDAN, and a factor
+    2 / (1 + exp(-10 p)) - 1 on the losses of MMD, CORAL and MCC (p: the training progress), so that none
+    acts at full weight on the features and predictions of an untrained network.
+
     **Several source domains.** Rows with different positive ``sample_domain`` values are different
     sources, each aligned with the target on its own: DANN and CDAN get one discriminator output per
     source, MMD and CORAL average their distance from each source to the target.
@@ -54,7 +58,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     method : {"dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only"}, default="dann"
         The alignment loss.
     trade_off : "auto" or float, default="auto"
-        Weight of the alignment loss. ``"auto"``: 0.3 for ``"dann"``, 1.0 for the other methods. DANN's
+        Weight of the alignment loss, reached after the warm-up. ``"auto"``: 0.3 for ``"dann"``, 1.0 for the other methods. DANN's
         reversed gradient at full weight pulls the features toward whatever fools the discriminator before
         the classes have formed: trained from scratch on typeset → handwritten digits, it fell below
         source-only at 1.0 and gained at 0.3, while on MNIST → MNIST-M both weights gain about as much

@@ -24,8 +24,11 @@ class AdaptationObjectiveMixin:
     Training targets are class indices for labelled rows (source k's shifted by k * n_classes) and -1 for
     target rows. The loss is the classification loss of the labelled rows (weighted per class with
     ``partial``), plus self-training on confident target rows in the last ``self_training_epochs``, plus
-    ``trade_off`` times the method's alignment loss. The gradient reversal of DANN and CDAN warms up over
-    the epochs; PADA's class weights are updated at the end of each epoch from the target predictions.
+    ``trade_off`` times the method's alignment loss. The alignment warms up over the epochs, from 0 to
+    ``trade_off`` along DANN's schedule 2 / (1 + exp(-10 p)) - 1 of the training progress p: through the
+    gradient reversal for DANN and CDAN, as a factor of the loss for the others: in the first steps the
+    features and predictions are still those of an untrained head, and aligning them is noise. PADA's class
+    weights are updated at the end of each epoch from the target predictions.
     """
 
     def _self_training_epochs(self):
@@ -56,10 +59,12 @@ class AdaptationObjectiveMixin:
         super().on_batch_begin(net, batch=batch, training=training, **kwargs)
         epoch = len(self.history) - 1 - self._first_epoch_of_call  # skorch has opened this epoch's row
         self._self_training_now = training and epoch >= self.max_epochs - self._self_training_epochs()
-        if training and self.module_.discriminator is not None:
+        if training:
             # skorch has just opened this batch's history row, so the rows before it are the batches done.
             done = len(self.history) - 1 + (len(self.history[-1, "batches"]) - 1) / self._batches_per_epoch
-            self.module_.reversal = reversal_coefficient(min(done / self.max_epochs, 1.0))
+            self._warm_up = reversal_coefficient(min(done / self.max_epochs, 1.0))
+            if self.module_.discriminator is not None:
+                self.module_.reversal = self._warm_up
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         logits = y_pred[0]
@@ -93,7 +98,11 @@ class AdaptationObjectiveMixin:
             )
         if self.method in ("source_only", "self_training") or not labelled.any():
             return loss
-        return loss + self._trade_off() * self._alignment(y_pred, codes, labels, sources, class_weights)
+        # The reversal layer warms the adversarial methods up; the other alignment losses warm up alike.
+        warm_up = 1.0 if self.method in ADVERSARIAL else self._warm_up
+        return loss + self._trade_off() * warm_up * self._alignment(
+            y_pred, codes, labels, sources, class_weights
+        )
 
     def _trade_off(self):
         if self.trade_off != "auto":

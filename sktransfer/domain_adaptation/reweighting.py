@@ -1,21 +1,24 @@
 """ImportanceWeightingClassifier: weight source rows by how target-like they are, then fit any estimator."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_parameter, validate_data
 
+from .density_ratio import density_ratios, domain_discriminator, effective_sample_size
 from .domains import TargetScoreMixin, split_domains
 from .shallow import EstimatorOnTargetFeaturesMixin
 
-# Discriminator probabilities are kept this far from 0 and 1, so that no ratio is infinite or every weight 0.
-_PROBABILITY_FLOOR = 1e-6
+# Below this share of the source rows, the weighted fit rests on too few rows to be trusted without a warning.
+_FEW_EFFECTIVE_ROWS = 0.1
+
+
+class FewEffectiveRowsWarning(UserWarning):
+    """The importance weights concentrate on a small share of the source rows."""
 
 
 def _require_sample_weight(estimator):
@@ -49,7 +52,9 @@ class ImportanceWeightingClassifier(
     Each source row is scored by a discriminator that did not see it during training: the probabilities are
     out-of-fold (``cross_val_predict`` over folds that keep the source/target proportions). The weights are
     then clipped at a quantile, against the few rows that a confident discriminator would otherwise let
-    dominate, and rescaled to a mean of 1 over the source rows.
+    dominate, and rescaled to a mean of 1 over the source rows. When the weights still rest on fewer than a
+    tenth of the source rows (their effective sample size), fit warns with a ``FewEffectiveRowsWarning``:
+    the domains barely overlap, and the weighted fit is then likely no better than an unweighted one.
 
     Parameters
     ----------
@@ -76,6 +81,10 @@ class ImportanceWeightingClassifier(
     weights_ : ndarray of shape (n_source_rows,)
         The importance weight of each labelled source row, in the order of the rows in X; all 1 when fit saw
         no target row.
+    effective_sample_size_ : float
+        Kish's effective number of source rows under ``weights_``, (Σw)² / Σw²: the number of equally weighted
+        rows that would give an estimate as precise. It equals the number of source rows when all weights
+        are equal.
     discriminator_ : classifier or None
         The ``discriminator`` fitted on every row, for inspection (``weights_`` come from the out-of-fold
         copies); ``None`` when fit saw no target row.
@@ -96,8 +105,10 @@ class ImportanceWeightingClassifier(
     -----
     Reweighting helps when the target lies within the source's support and the estimator is too simple to
     be right everywhere (a linear model on a curved boundary, say); it cannot invent source rows where the
-    target has no counterpart, and few effective rows remain when the domains barely overlap. Discriminator
-    probabilities are kept within [1e-6, 1 - 1e-6].
+    target has no counterpart, and few effective rows remain when the domains barely overlap. A lower
+    ``clip`` (say 0.9) or a more regularised discriminator (say ``LogisticRegression(C=0.01)`` on
+    standardised features) flattens the weights and keeps more rows in play, at the cost of a less exact
+    ratio. Discriminator probabilities are kept within [1e-6, 1 - 1e-6].
 
     References
     ----------
@@ -141,9 +152,7 @@ class ImportanceWeightingClassifier(
         self.random_state = random_state
 
     def _discriminator(self):
-        if self.discriminator is None:
-            return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        return self.discriminator
+        return domain_discriminator() if self.discriminator is None else self.discriminator
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_domain=None):
@@ -173,6 +182,17 @@ class ImportanceWeightingClassifier(
         else:
             self.weights_ = np.ones(len(source))
             self.discriminator_ = None
+        self.effective_sample_size_ = effective_sample_size(self.weights_)
+        if self.effective_sample_size_ < _FEW_EFFECTIVE_ROWS * len(source):
+            warnings.warn(
+                f"ImportanceWeightingClassifier: the importance weights rest on {self.effective_sample_size_:.0f} "
+                f"of the {len(source)} source rows (their effective sample size, effective_sample_size_): "
+                "the discriminator tells the domains apart almost everywhere, so the weighted fit may be no "
+                "better than an unweighted one. Flatten the weights with a lower clip (e.g. clip=0.9) or a "
+                "more regularised discriminator (e.g. LogisticRegression(C=0.01) on standardised features).",
+                FewEffectiveRowsWarning,
+                stacklevel=3,
+            )
         self.estimator_ = clone(estimator).fit(source, labels, sample_weight=self.weights_)
         self.classes_ = self.estimator_.classes_
         return self
@@ -195,8 +215,7 @@ class ImportanceWeightingClassifier(
         domain = target.astype(int)
         folds = self._folds(n_source, n_target)
         proba = cross_val_predict(clone(self._discriminator()), X, domain, cv=folds, method="predict_proba")
-        p_target = np.clip(proba[~target, 1], _PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)
-        weights = p_target / (1 - p_target) * (n_source / n_target)
+        weights = density_ratios(proba[~target, 1], n_source, n_target)
         if self.clip is not None:
             weights = np.minimum(weights, np.quantile(weights, self.clip))
         return weights / weights.mean()
