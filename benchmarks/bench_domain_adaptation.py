@@ -620,8 +620,12 @@ def main():
         skada_available = False
     else:
         skada_available = True
-    shifts = {"mnist_m": mnist_m, "typeset": typeset, "typeset_pretrained": lambda: typeset(pretrained=True)}
-    shifts["frozen"] = frozen
+    shifts = {
+        "mnist_m": mnist_m,
+        "typeset": typeset,
+        "typeset_pretrained": lambda: typeset(pretrained=True),
+        "frozen": frozen,
+    }
     for name in args.benchmarks:
         if name == "ablation":
             body = ablation_section(mnist_m(), seeds)

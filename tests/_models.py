@@ -1,9 +1,11 @@
-"""Tiny networks for tests: they run in milliseconds and need no download."""
+"""Tiny networks for tests, and a domain-adapted classifier on one: they run in milliseconds, no download."""
 
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+from sktransfer import DomainAdaptedClassifier
 
 
 class TinyConvNet(nn.Module):
@@ -80,3 +82,9 @@ class PaddedVectorNet(nn.Module):
     def forward(self, x):
         x = nn.functional.pad(x[:, : self.width], (0, max(0, self.width - x.shape[1])))
         return self.head(torch.relu(self.hidden(x)))
+
+
+def tiny_domain_adapted(**params):
+    """A DomainAdaptedClassifier on TinyConvNet, small enough for unit tests: 2 epochs, batches of 8, seed 0."""
+    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
+    return DomainAdaptedClassifier(**{**defaults, **params})

@@ -19,11 +19,7 @@ from sktransfer.domain_adaptation.losses import (
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
 
 from ._models import TinyConvNet
-
-
-def deep(**params):
-    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
-    return DomainAdaptedClassifier(**{**defaults, **params})
+from ._models import tiny_domain_adapted as deep
 
 
 def test_domain_batchnorm_normalises_each_domain_with_its_own_statistics():

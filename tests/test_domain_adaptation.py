@@ -23,11 +23,7 @@ from sktransfer.domain_adaptation.deep import METHODS
 from sktransfer.domain_adaptation.networks import DomainBalancedBatchSampler
 
 from ._models import TinyConvNet
-
-
-def deep(**params):
-    defaults = {"model": TinyConvNet, "device": "cpu", "max_epochs": 2, "batch_size": 8, "random_state": 0}
-    return DomainAdaptedClassifier(**{**defaults, **params})
+from ._models import tiny_domain_adapted as deep
 
 
 @pytest.fixture
