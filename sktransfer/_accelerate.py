@@ -19,6 +19,7 @@ from skorch.callbacks import PrintLog, ProgressBar
 from skorch.utils import noop, to_tensor
 
 from ._runtime import resolve_device
+from .texts import TokenBatch
 
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -230,7 +231,7 @@ class AcceleratedTrainingMixin:
             return super().infer(x, **fit_params)
         with self._autocast():  # a training forward pass under an accelerator goes through its wrapper (DDP)
             module = run.training_module()
-            x = to_tensor(x, device=self.device)
+            x = x.to(self.device) if isinstance(x, TokenBatch) else to_tensor(x, device=self.device)
             if isinstance(x, dict):
                 return module(**self._merge_x_and_fit_params(x, fit_params))
             return module(x, **fit_params)

@@ -3,6 +3,9 @@
 import torch
 from torch import nn
 
+from ._lora import lora_parameters
+from .text_encoders import TextEncoder
+
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -13,7 +16,8 @@ def backbone_stages(module, dominance=0.5):
     than ``dominance`` of them and is itself a sequence of blocks (torchvision's ``features`` Sequential, a
     ViT's ``encoder.layers``, a ResNet-50's ``layer4``), is replaced by its own stages; single layers
     (convolutions, norms) are never split apart. So a ResNet-50 gives ``conv1, bn1, layer1, layer2, layer3,
-    layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. Parameters that belong
+    layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. A text encoder's stages
+    are its embeddings and then each transformer block (see ``TextEncoder.stage_names``). Parameters that belong
     to no stage (a ViT's class token) go with the first one, see :func:`parameters_by_stage`.
 
     Examples
@@ -22,6 +26,10 @@ def backbone_stages(module, dominance=0.5):
     >>> backbone_stages(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))
     ['0', '2']
     """
+
+    for name, part in module.named_modules():  # a text encoder knows its embeddings and blocks
+        if isinstance(part, TextEncoder):
+            return [f"{name}.{stage}" if name else stage for stage in part.stage_names()]
 
     def size(part):
         return sum(parameter.numel() for parameter in part.parameters())
@@ -124,11 +132,14 @@ class BackboneWithHead(nn.Module):
         self.head[0].p = rate
 
     def set_trainable(self, n_top_stages, bitfit=False):
-        """Train the head, the top ``n_top_stages`` backbone stages and, with ``bitfit``, every bias and norm."""
+        """Train the head, the top ``n_top_stages`` backbone stages, any LoRA adapters and, with ``bitfit``,
+        every bias and norm."""
         stages = self.stage_parameters()
         for index, parameters in enumerate(stages):
             for parameter in parameters:
                 parameter.requires_grad_(index >= len(stages) - n_top_stages)
+        for parameter in lora_parameters(self.backbone):  # low-rank adapters train whenever present
+            parameter.requires_grad_(True)
         if bitfit:
             for module in self.backbone.modules():
                 for name, parameter in module.named_parameters(recurse=False):

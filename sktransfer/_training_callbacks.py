@@ -21,7 +21,8 @@ from ._training_state import CALLBACK_SETTINGS
 def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epochs):
     """How many of the ``n_stages`` backbone stages train during ``epoch`` (counted from 0).
 
-    ``"linear_probe"`` and ``"bitfit"`` train none (BitFit trains biases and norms on top), ``"full"`` all.
+    ``"linear_probe"``, ``"bitfit"`` and ``"lora"`` train none (BitFit trains biases and norms on top, LoRA
+    its low-rank adapters), ``"full"`` all.
     ``"lp_ft"`` trains the head alone for ``freeze_epochs`` epochs, then everything. ``"gradual"`` also
     starts with the head alone, then unfreezes the stages from the top down in ``unfreeze_epochs`` equal
     steps, one per epoch.
@@ -31,7 +32,7 @@ def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epo
     >>> [trainable_stage_count("gradual", epoch, 9, 1, 3) for epoch in range(5)]
     [0, 3, 6, 9, 9]
     """
-    if strategy in ("linear_probe", "bitfit"):
+    if strategy in ("linear_probe", "bitfit", "lora"):
         return 0
     if strategy == "full":
         return n_stages
@@ -46,13 +47,18 @@ def trainable_stage_count(strategy, epoch, n_stages, freeze_epochs, unfreeze_epo
 class StageUnfreezer(Callback):
     """Sets, at the start of each epoch, which backbone stages train, following the net's ``strategy``.
 
-    The count is recorded in the history as ``trainable_stages``.
+    The count is recorded in the history as ``trainable_stages``, and the share of the network's parameters
+    that train (adapters and head included) as ``trainable_fraction``.
     """
 
     def on_epoch_begin(self, net, **kwargs):
         count = net._trainable_stages(len(net.history) - 1)
         net.module_.set_trainable(count, bitfit=net.strategy == "bitfit")
         net.history.record("trainable_stages", count)
+        sizes = [(parameter.numel(), parameter.requires_grad) for parameter in net.module_.parameters()]
+        net.history.record(
+            "trainable_fraction", sum(n for n, trains in sizes if trains) / sum(n for n, _ in sizes)
+        )
 
 
 class WarmupSchedule:

@@ -11,6 +11,7 @@ from torchvision.transforms import v2
 from ._parallel import loader_processes
 from ._runtime import run_inference
 from .images import PreprocessedImages, VectorRows, already_batched, batch_loader, validated_source
+from .texts import TokenBatch, in_length_order
 
 
 def default_augmentation():
@@ -136,19 +137,23 @@ class TrainingDataMixin:
             return dataset
         device = torch.device(self.device)
         self.module_.backbone.eval()
-        loader = batch_loader(dataset.images, self.batch_size, self.num_workers, device.type == "cuda")
-        # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
-        with torch.random.fork_rng(devices=[]):
-            features = run_inference(
+
+        def compute(images):
+            loader = batch_loader(images, self.batch_size, self.num_workers, device.type == "cuda")
+            return run_inference(
                 self.module_.backbone,
                 loader,
-                n_samples=len(dataset),
+                n_samples=len(images),
                 device=device,
                 precision=self._precision(),
                 channels_last=self.module_.channels_last,
                 verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
             )
+
+        # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
+        with torch.random.fork_rng(devices=[]):
+            features = in_length_order(dataset.images, compute)  # texts: sorted by length, little padding
         return PrecomputedFeatures(features, codes)
 
     def get_split_datasets(self, X, y=None, **fit_params):
@@ -193,6 +198,11 @@ class TrainingDataMixin:
     def _batch_sampler(self, dataset, batch_size):
         """A batch sampler for the training data, or None for shuffled batches of ``batch_size``."""
         return None
+
+    def infer(self, x, **fit_params):
+        if isinstance(x, TokenBatch):  # skorch would unpack a mapping into keyword arguments
+            return self.module_(x.to(self.device), **fit_params)
+        return super().infer(x, **fit_params)
 
     def check_data(self, X, y=None):
         """Labels are checked and encoded by ``fit`` before skorch sees them."""

@@ -50,6 +50,10 @@ freeze_epochs : int, default=1
     Epochs during which the backbone stays frozen before ``"gradual"`` and ``"lp_ft"`` unfreeze it.
 unfreeze_epochs : int, default=3
     Epochs over which ``"gradual"`` unfreezes the backbone.
+lora_rank : int, default=8
+    Rank of the low-rank adapters of ``strategy="lora"``.
+lora_alpha : float, default=16
+    Scale of ``strategy="lora"``'s adapters: their update is multiplied by ``lora_alpha / lora_rank``.
 augment : "default", callable or None, default=None
     Random transform of each training image (uint8 or float (3, H, W) tensor) before its
     preprocessing, such as a ``torchvision.transforms.v2`` pipeline; ``"default"`` flips, shifts,

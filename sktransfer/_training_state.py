@@ -53,9 +53,14 @@ class TrainingStateMixin:
     def _settings(self, names):
         return {name: getattr(self, name) for name in names}
 
+    def _architecture_settings(self):
+        """The settings that decide the network, as fitted: parameters, subclass arguments, LoRA adapters."""
+        adapters = f"rank={self.lora_rank}, alpha={self.lora_alpha}" if self.strategy == "lora" else None
+        return self._settings(ARCHITECTURE) | self._network_kwargs() | {"strategy='lora' adapters": adapters}
+
     def _apply_changed_settings(self):
         """Make the settings changed since initialisation take effect, or raise for those that cannot."""
-        for name, value in (self._settings(ARCHITECTURE) | self._network_kwargs()).items():
+        for name, value in self._architecture_settings().items():
             fitted = self._architecture[name]
             if not (
                 value is fitted or (isinstance(value, str | int | float | type(None)) and value == fitted)

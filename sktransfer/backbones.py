@@ -22,6 +22,7 @@ from torchvision.transforms._presets import ImageClassification
 from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import NetworkOutputError, seeded
+from .text_encoders import OFFLINE_TEXT_MODEL_NAME, TextEncoder, is_text_model, load_text_encoder
 
 OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
 
@@ -34,13 +35,19 @@ class WeightsUnavailableError(OSError):
 class Backbone:
     """A resolved network: the module (in eval mode, on the CPU) and the preprocessing its weights expect.
 
-    ``preprocess`` takes one (3, H, W) image tensor, uint8 or float in [0, 1], and returns the float
-    tensor the network reads; ``None`` means the network reads the input as it is.
+    For images (``kind="image"``), ``preprocess`` takes one (3, H, W) image tensor, uint8 or float in
+    [0, 1], and returns the float tensor the network reads; ``None`` means the network reads the input as it
+    is. For text, it tokenises a list of texts into a :class:`~sktransfer.texts.TokenBatch`.
+    ``own_pooling`` is how the model's authors pool its outputs (``pooling="model"``): "avg" for image
+    backbones; a text encoder's sentence-transformers configuration (or the error that it cannot be run).
     """
 
     module: nn.Module
     preprocess: object
     description: str
+    kind: str = "image"
+    own_pooling: object = "avg"
+    own_normalize: bool = False
 
 
 def torchvision_model_names():
@@ -49,8 +56,19 @@ def torchvision_model_names():
 
 
 def available_model_names():
-    """Every name ``model`` accepts: the offline default and torchvision's classification models."""
+    """Every image model name ``model`` accepts: the offline default and torchvision's classification models."""
     return [OFFLINE_MODEL_NAME, *torchvision_model_names()]
+
+
+def reads_text(model):
+    """Whether ``model`` is a text encoder (see :func:`sktransfer.text_encoders.is_text_model`).
+
+    Examples
+    --------
+    >>> reads_text("all-MiniLM-L6-v2"), reads_text("resnet50")
+    (True, False)
+    """
+    return is_text_model(model, image_model_names=available_model_names())
 
 
 def built_by_library(model):
@@ -104,6 +122,8 @@ def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False
             backbone = _from_module(_build(model), weights)
         elif model == OFFLINE_MODEL_NAME:
             backbone = _offline_default(weights)
+        elif reads_text(model):
+            return load_text_encoder(model, weights, random_state=random_state, progress=progress)
         else:
             backbone = _from_torchvision(model, weights, progress)
     backbone.module.eval()
@@ -154,7 +174,9 @@ def _check_model_name(name):
         hint = f" Did you mean one of {close}?" if close else ""
         raise ValueError(
             f"model={name!r} is not a known model.{hint} Pass a torchvision classification model name "
-            f"(sktransfer.backbones.available_model_names() lists all {len(names)}), or a torch.nn.Module."
+            f"(sktransfer.backbones.available_model_names() lists all {len(names)}), a torch.nn.Module, or "
+            f"for text a Hugging Face encoder: a hub id such as 'sentence-transformers/all-MiniLM-L6-v2', a "
+            f"local model folder, or the offline {OFFLINE_TEXT_MODEL_NAME!r}."
         )
 
 
@@ -265,6 +287,8 @@ def cut_at_layer(module, layer):
     such as one whose classifier the user set to ``nn.Identity()``, is used whole. A name picks any node or
     module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
     """
+    if isinstance(module, TextEncoder):
+        return module.at_layer(layer)
     if layer is None:
         classifier = _classifier_name(module)
         if classifier is not None:
@@ -294,10 +318,11 @@ def _replace_submodule(module, name, replacement):
 
 
 class FeatureModel(nn.Module):
-    """A backbone cut at a layer, its output pooled to one vector per image and optionally L2-normalised.
+    """A backbone cut at a layer, its output pooled to one vector per input and optionally L2-normalised.
 
-    Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L; ``pooling=None``
-    flattens instead. An output with another number of rows than the input, or of a shape that pooling
+    Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L, counting only the
+    tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first token (``"cls"``);
+    ``pooling=None`` flattens instead. An output with another number of rows than the input, or of a shape that pooling
     cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming ``layer`` and the shapes.
 
     Examples
@@ -339,17 +364,49 @@ class FeatureModel(nn.Module):
                     f"{self.output_name()} has shape {tuple(out.shape)}: pooling={self.pooling!r} reads "
                     "(N, C, H, W) maps or (N, tokens, D) sequences; use pooling=None to flatten it."
                 )
-            dims = (2, 3) if out.ndim == 4 else (1,)
-            out = out.mean(dim=dims) if self.pooling == "avg" else out.amax(dim=dims)
+            out = _pool(out, self.pooling, getattr(x, "attention_mask", None))
         out = out.reshape(len(out), -1).float()
         if self.normalize:
             out = nn.functional.normalize(out, dim=1)
         return out
 
 
+def _pool(out, pooling, mask):
+    """(N, C, H, W) or (N, L, D) to (N, C) or (N, D); ``mask`` (N, L) marks the real tokens of texts."""
+    if pooling == "cls":
+        if out.ndim != 3:
+            raise NetworkOutputError(
+                f"pooling='cls' reads (N, tokens, D) sequences, not {tuple(out.shape)} maps."
+            )
+        return out[:, 0]
+    if out.ndim == 4:
+        return out.mean(dim=(2, 3)) if pooling == "avg" else out.amax(dim=(2, 3))
+    if mask is None:
+        return out.mean(dim=1) if pooling == "avg" else out.amax(dim=1)
+    mask = mask[:, : out.shape[1], None].to(out.dtype)
+    if pooling == "avg":
+        return (out * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return out.masked_fill(mask == 0, torch.finfo(out.dtype).min).amax(dim=1)
+
+
+def resolve_pooling(backbone, pooling, normalize):
+    """``pooling`` and ``normalize`` as a :class:`FeatureModel` applies them: ``"model"`` is the backbone's own."""
+    if backbone.kind == "text" and pooling is None:
+        raise ValueError(
+            "pooling=None flattens the token sequence, whose length differs between texts: use 'avg' (mean over "
+            "the real tokens), 'max', 'cls' (the first token) or 'model' (the encoder's own pooling) for text."
+        )
+    if pooling != "model":
+        return pooling, normalize
+    if isinstance(backbone.own_pooling, Exception):
+        raise backbone.own_pooling
+    return backbone.own_pooling, normalize or backbone.own_normalize
+
+
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
     body = cut_at_layer(backbone.module, layer)
+    pooling, normalize = resolve_pooling(backbone, pooling, normalize)
     model = FeatureModel(body, pooling=pooling, normalize=normalize, layer=layer).eval()
     model.requires_grad_(False)
     return model
@@ -369,6 +426,8 @@ def feature_size(backbone, layer=None, pooling="avg", example=None):
     >>> feature_size(Backbone(nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 2)), None, ""))
     7
     """
+    if isinstance(backbone.module, TextEncoder):  # pooled hidden states, at any layer
+        return backbone.module.hidden_size
     classifier = _classifier_name(backbone.module) if layer is None else None
     if classifier is not None:
         head = backbone.module.get_submodule(classifier)

@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 from sklearn.utils import check_random_state
 from torchvision.datasets.folder import find_classes, make_dataset
 
+from ._text_corpora import load_movie_reviews, load_sentiment_snippets  # noqa: F401 (re-exported)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell")
 

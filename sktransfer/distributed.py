@@ -138,7 +138,7 @@ def _partitions(client, X, partition_size):
     prefer_skip_nested_validation=True,
 )
 def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=2, errors="raise"):
-    """Embed a large list of image files on a Dask cluster, partition by partition, in order.
+    """Embed a large list of image files (or texts) on a Dask cluster, partition by partition, in order.
 
     The extractor's parameters are sent to the workers once; each worker loads the weights itself (from
     its torch cache, a checkpoint path it can read, or the pickled module) on its first partition and
@@ -154,8 +154,9 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         The extractor to run; fitted or not, its parameters are what is used (it is cloned, never fitted
         here). ``device="auto"`` picks each worker's GPU(s) when it has any.
     X : sequence of paths, dask.bag.Bag, dask.dataframe.Series or 1-D dask.array.Array
-        Image files that every worker can read (shared or object storage). The partitions of a Dask
-        collection are embedded where they are; a sequence is cut into partitions of ``partition_size``.
+        Image files that every worker can read (shared or object storage), or texts for a text encoder.
+        The partitions of a Dask collection are embedded where they are; a sequence is cut into partitions
+        of ``partition_size``.
     client : distributed.Client or None, default=None
         The cluster's client; ``None`` takes the current one.
     partition_size : int, default=256

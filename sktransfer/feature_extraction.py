@@ -29,6 +29,7 @@ from ._runtime import (
 )
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, built_by_library, load_backbone
 from .images import PreprocessedImages, batch_loader, validated_source
+from .texts import in_length_order
 
 _REPLICAS_LOCK = threading.Lock()
 
@@ -131,10 +132,10 @@ class PretrainedFeatureExtractor(
     """
 
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
-        "model": [str, nn.Module, callable],
+        "model": [str, os.PathLike, nn.Module, callable],
         "weights": [str, os.PathLike, None],
         "layer": [str, None],
-        "pooling": [StrOptions({"avg", "max"}), None],
+        "pooling": [StrOptions({"avg", "max", "cls", "model"}), None],
         "preprocess": [callable, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device, list, tuple],
@@ -199,8 +200,9 @@ class PretrainedFeatureExtractor(
         )
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
-        # as written (its forward's side effects, its hooks, its .view() calls).
-        self._library_built = built_by_library(self.model)
+        # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no
+        # BatchNorm to fold and read token batches.
+        self._library_built = built_by_library(self.model) and backbone.kind == "image"
         if self._library_built:
             module.body = fold_batchnorm(module.body)
             module = module.to(memory_format=torch.channels_last)
@@ -275,11 +277,16 @@ class PretrainedFeatureExtractor(
         return validated_source(self, X, reset=reset)
 
     def _output_size(self, source):
-        """Length of an embedding, from one blank input shaped like the first preprocessed sample."""
-        sample = PreprocessedImages.for_estimator(source, self)[0]
+        """Length of an embedding, from one blank input shaped like the first preprocessed sample.
+
+        For texts, from the first text itself (its tokens are the blank input's shape).
+        """
+        sample = PreprocessedImages.for_estimator(source, self).__getitems__([0])
+        if isinstance(sample, torch.Tensor):
+            sample = torch.zeros_like(sample)
         with torch.inference_mode(), autocast(self.device_, self._precision([self.device_])):
             try:
-                out = self.backbone_(torch.zeros_like(sample)[None].to(self.device_))
+                out = self.backbone_(sample.to(self.device_))
             except NetworkOutputError:
                 raise
             except Exception as exc:
@@ -310,20 +317,25 @@ class PretrainedFeatureExtractor(
         ]
 
     def _embed(self, dataset):
+        """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding."""
         devices = self._devices()
-        loader = batch_loader(
-            dataset, self.batch_size, self.num_workers, pin_memory=devices[0].type == "cuda"
-        )
-        return run_inference_parallel(
-            self._replicas_on(devices),
-            loader,
-            n_samples=len(dataset),
-            precision=self._precision(devices),
-            channels_last=getattr(self, "_library_built", False),
-            width=self.n_features_out_,
-            verbose=self.verbose,
-            desc="embedding",
-        )
+
+        def embed(ordered):
+            loader = batch_loader(
+                ordered, self.batch_size, self.num_workers, pin_memory=devices[0].type == "cuda"
+            )
+            return run_inference_parallel(
+                self._replicas_on(devices),
+                loader,
+                n_samples=len(ordered),
+                precision=self._precision(devices),
+                channels_last=getattr(self, "_library_built", False),
+                width=self.n_features_out_,
+                verbose=self.verbose,
+                desc="embedding",
+            )
+
+        return in_length_order(dataset, embed)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -21,11 +21,14 @@ class FineTuneClassifier(TransferClassifier):
 
     Parameters
     ----------
-    strategy : {"gradual", "lp_ft", "full", "linear_probe", "bitfit"}, default="gradual"
+    strategy : {"gradual", "lp_ft", "full", "linear_probe", "bitfit", "lora"}, default="gradual"
         What trains. ``"linear_probe"``: the head alone. ``"full"``: everything from the first epoch.
         ``"lp_ft"``: the head alone for ``freeze_epochs`` epochs, then everything (LP-FT). ``"gradual"``: the
         head alone for ``freeze_epochs`` epochs, then the backbone stages from the top down, over
         ``unfreeze_epochs`` epochs. ``"bitfit"``: the head and the backbone's biases and norm layers only.
+        ``"lora"``: the head and low-rank adapters (LoRA, Hu et al. 2021; ``lora_rank``, ``lora_alpha``) added
+        to the backbone's attention and feed-forward linear layers (transformers: text encoders, torchvision
+        ViTs), whose own weights stay frozen; the trainable share is in ``history_[:, "trainable_fraction"]``.
         Frozen stages stay in evaluation mode, so their BatchNorm statistics do not change.
     lr : float, default=1e-3
         Learning rate of the head.
@@ -92,6 +95,8 @@ class FineTuneClassifier(TransferClassifier):
         warmup=0.1,
         freeze_epochs=1,
         unfreeze_epochs=3,
+        lora_rank=8,
+        lora_alpha=16,
         augment=None,
         precompute_features=True,
         early_stopping=False,
@@ -142,6 +147,8 @@ class FineTuneClassifier(TransferClassifier):
         self.warmup = warmup
         self.freeze_epochs = freeze_epochs
         self.unfreeze_epochs = unfreeze_epochs
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
         self.augment = augment
         self.precompute_features = precompute_features
         self.early_stopping = early_stopping

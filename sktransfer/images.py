@@ -22,6 +22,9 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
 from ._pixel_values import check_values, sample_error
+from .backbones import reads_text
+from .text_encoders import OFFLINE_TEXT_MODEL_NAME
+from .texts import as_text_source, looks_like_text
 
 _CHANNEL_COUNTS = (1, 3, 4)
 
@@ -173,10 +176,35 @@ def _single_path_error(path):
 def validated_source(estimator, X, *, reset):
     """X validated for ``estimator`` (which has a ``model`` parameter) as an :class:`ImageSource`.
 
+    For a text encoder, X is validated as texts (a :class:`~sktransfer.texts.TextSource`); text given to an
+    image model is refused, naming both.
+
     2-D X is a batch of feature vectors, validated by scikit-learn's ``validate_data`` (which records
     ``n_features_in_`` when ``reset``); it is refused for a model given by name, since those read images.
     An estimator fitted on vectors expects vectors again, and one fitted on images expects images.
     """
+    # Decided at fit and kept: a fitted (or unpickled) encoder reads texts even where its folder is gone.
+    text = getattr(estimator, "_reads_text", None)
+    if reset or text is None:
+        text = reads_text(estimator.model)
+    if reset:
+        estimator._reads_text = text
+    if text:
+        if getattr(estimator, "preprocess", None) is not None:
+            raise ValueError(
+                f"preprocess={estimator.preprocess!r} applies to images, but model={estimator.model!r} is a text "
+                "encoder, which tokenises texts itself: leave preprocess=None."
+            )
+        if reset and hasattr(estimator, "n_features_in_"):
+            del estimator.n_features_in_
+        return as_text_source(X, estimator.model)
+    if estimator.model is not None and looks_like_text(X):
+        first = X.iloc[0] if _is_pandas(X) and X.ndim == 1 else np.asarray(X, dtype=object).ravel()[0]
+        raise ValueError(
+            f"X holds text (sample 0, {str(first)[:60]!r}, is no file), but model={_name(estimator.model)} reads "
+            f"images: pass image arrays, PIL images or image file paths, or a text encoder such as "
+            f"model='{OFFLINE_TEXT_MODEL_NAME}' for texts."
+        )
     fitted_on_vectors = not reset and hasattr(estimator, "n_features_in_")
     if not (fitted_on_vectors or is_vector_input(X)):
         if reset and hasattr(estimator, "n_features_in_"):
@@ -191,6 +219,10 @@ def validated_source(estimator, X, *, reset):
         raise ValueError(f"{type(estimator).__name__} was fitted on images; X must hold images too.")
     X = validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
     return VectorRows(X)
+
+
+def _name(model):
+    return repr(model) if isinstance(model, str) else type(model).__name__
 
 
 def is_vector_input(X):

@@ -23,6 +23,7 @@ from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._labels import checked_labels, encode_labels, require_labels
+from ._lora import add_lora
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
@@ -31,21 +32,29 @@ from ._training_callbacks import CallbacksMixin, trainable_stage_count
 from ._training_data import TrainingDataMixin, refuse_torch_dataset
 from ._training_device import DeviceMixin
 from ._training_repr import SklearnRepr
-from ._training_state import ARCHITECTURE, OPTIMIZER_SETTINGS, TrainingStateMixin
-from .backbones import Backbone, FeatureModel, built_by_library, cut_at_layer, feature_size, load_backbone
+from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
+from .backbones import (
+    Backbone,
+    FeatureModel,
+    built_by_library,
+    cut_at_layer,
+    feature_size,
+    load_backbone,
+    resolve_pooling,
+)
 from .images import PreprocessedImages, validated_source
 
-STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit")
+STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit", "lora")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 # What the trainable estimators' shared parameters accept, checked at each fit (scikit-learn's convention).
 PARAMETER_CONSTRAINTS = {
-    "model": [str, nn.Module, callable, None],
+    "model": [str, os.PathLike, nn.Module, callable, None],
     "weights": [str, os.PathLike, None],
     "strategy": [StrOptions(set(STRATEGIES))],
     "layer": [str, None],
-    "pooling": [StrOptions({"avg", "max"}), None],
+    "pooling": [StrOptions({"avg", "max", "cls", "model"}), None],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
     "recalibrate_batchnorm": ["boolean"],
@@ -56,6 +65,8 @@ PARAMETER_CONSTRAINTS = {
     "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
     "warmup": [Interval(Real, 0, 1, closed="left")],
     "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+    "lora_rank": [Interval(Integral, 1, None, closed="left")],
+    "lora_alpha": [Interval(Real, 0, None, closed="neither")],
     "unfreeze_epochs": [Interval(Integral, 1, None, closed="left")],
     "augment": [StrOptions({"default"}), callable, None],
     "precompute_features": ["boolean"],
@@ -109,7 +120,7 @@ class TransferClassifier(
 
     def _backbone_stays_frozen(self):
         last_epoch = len(self.history) + self.max_epochs - 1  # partial_fit continues the epoch count
-        return self._trainable_stages(last_epoch) == 0 and self.strategy != "bitfit"
+        return self._trainable_stages(last_epoch) == 0 and self.strategy not in ("bitfit", "lora")
 
     # -- initialisation -------------------------------------------------------------------------------
 
@@ -137,11 +148,14 @@ class TransferClassifier(
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample)
-        features = FeatureModel(
-            cut_at_layer(backbone.module, self.layer), pooling=self.pooling, layer=self.layer
-        )
-        # Channels-last layout only for architectures the library builds: a user's module runs as written.
-        library_built = built_by_library(self.model)
+        pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
+        body = cut_at_layer(backbone.module, self.layer)
+        if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away
+            add_lora(body, rank=self.lora_rank, alpha=self.lora_alpha)
+        features = FeatureModel(body, pooling=pooling, normalize=normalize, layer=self.layer)
+        # Channels-last layout only for image architectures the library builds: a user's module runs as
+        # written, and text encoders read token batches.
+        library_built = built_by_library(self.model) and backbone.kind == "image"
         settings = {
             "dropout": self.dropout,
             "freeze_batchnorm": self._freezes_batchnorm(),
@@ -157,7 +171,7 @@ class TransferClassifier(
         module.set_trainable(self._trainable_stages(0, module), bitfit=self.strategy == "bitfit")
         self._apply_preprocess()
         self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
-        self._architecture = self._settings(ARCHITECTURE) | self._network_kwargs()
+        self._architecture = self._architecture_settings()
         return self
 
     def _first_sample(self):
@@ -222,7 +236,9 @@ class TransferClassifier(
     def _backbone_lr_ratio(self):
         if self.backbone_lr_ratio != "auto":
             return self.backbone_lr_ratio
-        return 0.1 if self.weights is not None else 1.0
+        # Pretrained weights move slowly; random ones, and LoRA's new adapters (all that trains of a LoRA
+        # backbone), learn at the head's rate.
+        return 0.1 if self.weights is not None and self.strategy != "lora" else 1.0
 
     # -- labels ---------------------------------------------------------------------------------------
 

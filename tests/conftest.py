@@ -1,5 +1,39 @@
+import ipaddress
+import os
+import socket
+
+# Tests never reach the network: Hugging Face reads its cache only (set before it is imported).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import numpy as np
 import pytest
+
+from tests._text_models import write_tiny_encoder
+
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock, address, *args):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise OSError(f"a test tried to reach {address!r}: tests must not use the network")
+    return _connect(sock, address, *args)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    """A folder holding a tiny BERT and its tokenizer, with a sentence-transformers config (mean pooling)."""
+    return str(write_tiny_encoder(tmp_path_factory.mktemp("tiny_text_model"), pooling="mean_tokens"))
 
 
 @pytest.fixture

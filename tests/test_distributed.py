@@ -24,6 +24,7 @@ from sktransfer.distributed import (
 )
 
 from ._models import CountingNet, TinyConvNet
+from ._text_models import REVIEWS
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
@@ -208,3 +209,10 @@ def test_an_embedding_cache_on_shared_storage_serves_every_worker(client, labell
         again = GridSearchCV(pipeline, search.param_grid, cv=3, n_jobs=-1).fit(X, y)
     assert CountingNet.image_rows() == _image_rows_on_workers(client) == 0
     assert again.best_params_ == search.best_params_
+
+
+def test_texts_embed_on_dask_as_in_this_process(client, tiny_text_model):
+    texts = REVIEWS * 3
+    extractor = PretrainedFeatureExtractor(tiny_text_model, device="cpu")
+    on_dask = transform_on_dask(extractor, texts, client=client, partition_size=5)
+    np.testing.assert_allclose(on_dask, extractor.fit(texts).transform(texts), atol=1e-6)

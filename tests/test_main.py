@@ -12,13 +12,20 @@ from PIL import Image
 import sktransfer
 from sktransfer.__main__ import main
 from sktransfer._runtime import resolve_precision
-from sktransfer.datasets import load_image_folder, load_mnist_digits, load_textures, save_image_folder
+from sktransfer.datasets import (
+    load_image_folder,
+    load_mnist_digits,
+    load_sentiment_snippets,
+    load_textures,
+    save_image_folder,
+)
 
 
 def test_main_job_on_the_offline_default(capsys):
     options = ["--train-per-class", "2", "--epochs", "2", "--image-size", "32"]
     options += ["--digits-per-class", "3", "--target-digits", "30"]
-    assert main(["--per-class", "4", "--cv", "2", "--quiet", *options]) == 0
+    # test_main_job_text_tables runs the text tables on a few tweets
+    assert main(["--per-class", "4", "--cv", "2", "--quiet", "--no-text", *options]) == 0
     out = capsys.readouterr().out
     assert "20 images, 5 classes" in out
     assert "linear probe on efficientnet_lite0 embeddings" in out
@@ -195,3 +202,21 @@ def test_main_job_without_domain_adaptation_on_the_offline_data(tiny_job, capsys
     assert "linear probe on squeezenet1_0 embeddings" in out
     # test_main_job_on_the_offline_default shows that it runs without the switch.
     assert "domain adaptation" not in out
+
+
+def test_main_job_text_tables(monkeypatch, capsys):
+    from sktransfer import _main_text
+    from sktransfer.__main__ import parse_args
+
+    texts, labels = load_sentiment_snippets("tweets", n_per_class=20, random_state=0)
+    monkeypatch.setattr(_main_text, "load_sentiment_snippets", lambda domain: (texts, labels))
+    monkeypatch.setattr(_main_text, "LABEL_BUDGETS", (2, 4))
+    monkeypatch.setattr(_main_text, "DRAWS", 1)
+    monkeypatch.setattr(_main_text, "TEST_TEXTS", 12)
+    _main_text.compare_text(parse_args(["--quiet", "--device", "cpu", "--text-epochs", "1"]))
+    out = capsys.readouterr().out
+    assert "40 tweets, positive or negative" in out
+    assert "embeddings + logistic regression" in out
+    assert "TF-IDF + logistic regression" in out
+    assert "fine-tuning all-MiniLM-L6-v2 on 4 labelled tweets per class, 1 epoch," in out
+    assert "LoRA (low-rank adapters, rank 8)" in out

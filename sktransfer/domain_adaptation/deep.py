@@ -86,12 +86,12 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1) weigh the
         source classes, in the classification loss and in the discriminator, so that source classes the
         target predictions say are absent stop being aligned with it.
-    strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit"}, default="full"
+    strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit", "lora"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
         whole backbone from the first epoch. ``"linear_probe"``: none of it. ``"lp_ft"``: none of it for
         ``freeze_epochs`` epochs, then all of it. ``"gradual"``: none of it for ``freeze_epochs`` epochs,
         then its stages from the top down, over ``unfreeze_epochs`` epochs. ``"bitfit"``: its biases and
-        norm layers only. Frozen stages stay in evaluation mode, so their BatchNorm statistics do not change.
+        norm layers only. ``"lora"``: low-rank adapters on its attention and feed-forward linear layers. Frozen stages stay in evaluation mode, so their BatchNorm statistics do not change.
     recalibrate_batchnorm : bool, default=True
         After training, re-estimate the running statistics of the BatchNorm layers whose statistics
         trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
@@ -196,6 +196,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         warmup=0.1,
         freeze_epochs=1,
         unfreeze_epochs=3,
+        lora_rank=8,
+        lora_alpha=16,
         augment=None,
         precompute_features=True,
         early_stopping=False,
@@ -255,6 +257,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         self.warmup = warmup
         self.freeze_epochs = freeze_epochs
         self.unfreeze_epochs = unfreeze_epochs
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
         self.augment = augment
         self.precompute_features = precompute_features
         self.early_stopping = early_stopping

