@@ -38,6 +38,16 @@ shift = np.random.default_rng(0)  # a target beyond all but a handful of the sou
 features = np.concatenate([shift.normal(size=(300, 2)), shift.normal(3.5, 0.3, size=(100, 2))])
 labels = np.concatenate([(features[:300, 0] > 0).astype(int), np.full(100, -1)])
 ImportanceWeightingClassifier(clip=None, random_state=0).fit(features, labels)""",
+    """\
+import tempfile
+from sktransfer import PretrainedFeatureExtractor
+from tests._text_models import REVIEWS, SENTIMENT, write_tiny_encoder
+folder = str(write_tiny_encoder(tempfile.mkdtemp()))
+try:
+    PretrainedFeatureExtractor(folder).fit(["a fine film", None])
+except ValueError as error:
+    print(error)
+FineTuneClassifier(folder, strategy="lora", verbose=1, device="cpu", max_epochs=2, batch_size=4).fit(REVIEWS, SENTIMENT)""",
     "print(cross_val_score(FineTuneClassifier(num_workers=2, verbose=1, **tiny), X, y, cv=2, n_jobs=2))",
     "import time\ntime.sleep(1)  # output the workers write late would come here",
 ]
@@ -65,7 +75,7 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, reweight, cross_validation, late = client.execute().cells
+    _, fit, adapt, reweight, text, cross_validation, late = client.execute().cells
 
     # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
     assert TEXT_BAR.search(streams(fit, "stderr"))
@@ -86,6 +96,13 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert "effective_sample_size_" in streams(reweight, "stderr")
     (result,) = [output for output in reweight.outputs if output.output_type == "execute_result"]
     assert result.data["text/plain"] == "ImportanceWeightingClassifier(clip=None, random_state=0)"
+
+    # Text: a bad sample is named; LoRA's fit log has the share of parameters that train, one row per epoch.
+    assert "X: sample 1 is None; every sample must be a string" in streams(text, "stdout")
+    assert "trainable_fraction" in streams(text, "stdout")
+    assert re.search(r"\n +2 .+ 0\.\d{4} +0 ", streams(text, "stdout"))  # the epoch, the share, the stages
+    (result,) = [output for output in text.outputs if output.output_type == "execute_result"]
+    assert "strategy='lora'" in result.data["text/plain"]
 
     # Folds in worker processes, each loading images in worker processes of its own, with no bars.
     assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])

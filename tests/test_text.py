@@ -363,3 +363,41 @@ def test_text_estimators_behave_as_sklearn_checks_require(tiny_text_model, make)
     )
     np.testing.assert_allclose(getattr(estimator.fit(texts, labels), method)(REVIEWS), first, atol=1e-6)
     assert clone(estimator).get_params()["model"] == tiny_text_model
+
+
+def test_texts_run_sorted_by_length_so_batches_carry_little_padding(tiny_text_model):
+    texts = [" ".join(["good"] * n) for n in (1, 20, 2, 19, 3, 18)]
+    fitted = extractor(tiny_text_model, batch_size=2).fit(texts)
+    widths = []
+    hook = fitted.backbone_.body.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        embeddings = fitted.transform(texts)
+    finally:
+        hook.remove()
+    assert widths == [(2, 22), (2, 20), (2, 4)]  # longest first; in input order it would be 22, 21, 20 wide
+    np.testing.assert_allclose(embeddings, reference_embeddings(tiny_text_model, texts), atol=1e-5)
+
+
+def test_bfloat16_on_text(tiny_text_model):
+    import warnings
+
+    float32 = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # emulated (and warned about) on CPUs without native bfloat16
+        bfloat16 = extractor(tiny_text_model, precision="bfloat16").fit(REVIEWS).transform(REVIEWS)
+    assert bfloat16.dtype == np.float32
+    np.testing.assert_allclose(bfloat16, float32, atol=0.1)
+
+
+def test_lora_adapters_learn_at_the_head_rate_by_default(tiny_text_model):
+    clf = FineTuneClassifier(
+        tiny_text_model, strategy="lora", max_epochs=1, lr_schedule=None, warmup=0.0, device="cpu"
+    )
+    clf.fit(REVIEWS, SENTIMENT)
+    assert {group["lr"] for group in clf.optimizer_.param_groups} == {clf.lr}
+    full = FineTuneClassifier(
+        tiny_text_model, strategy="full", max_epochs=1, lr_schedule=None, warmup=0.0, device="cpu"
+    )
+    assert min(group["lr"] for group in full.fit(REVIEWS, SENTIMENT).optimizer_.param_groups) < full.lr
