@@ -162,7 +162,7 @@ class TextEncoder(nn.Module):
 
     ``layer`` names a submodule (a transformer block such as ``"encoder.layer.3"``) whose output is taken
     instead of the last hidden state. Pooling over the attention mask happens downstream
-    (:class:`~sktransfer.backbones.FeatureModel`).
+    (:class:`~sktransfer._feature_model.FeatureModel`).
     """
 
     def __init__(self, transformer, layer=None):

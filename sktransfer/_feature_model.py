@@ -1,0 +1,92 @@
+"""The features a backbone gives: its output at a layer, pooled to one vector per input, checked."""
+
+import torch
+from torch import nn
+
+from ._runtime import NetworkOutputError
+
+
+class FeatureModel(nn.Module):
+    """A backbone cut at a layer, its output pooled to one vector per input and optionally L2-normalised.
+
+    Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L, counting only the
+    tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first token (``"cls"``);
+    ``pooling=None`` flattens instead. An output with another number of rows than the input, or of a shape that pooling
+    cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming ``layer`` and the shapes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> FeatureModel(nn.Conv2d(3, 4, 1), pooling="max")(torch.zeros(2, 3, 5, 5)).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, body, pooling="avg", normalize=False, layer=None):
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+        self.normalize = normalize
+        self.layer = layer
+
+    def extra_repr(self):
+        return f"layer={self.layer!r}, pooling={self.pooling!r}, normalize={self.normalize}"
+
+    def output_name(self):
+        """The features' origin, as errors name it."""
+        body = type(self.body).__name__
+        return f"the output of {body} at layer={self.layer!r}"
+
+    def forward(self, x):
+        out = self.body(x)
+        if isinstance(out, dict):
+            out = out["features"]
+        if not isinstance(out, torch.Tensor) or out.ndim < 1 or len(out) != len(x):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise NetworkOutputError(
+                f"{self.output_name()} is {shape} for a batch of {len(x)} inputs of shape {tuple(x.shape)}; "
+                "it must have one row per input (check the module's forward, or pick another layer)."
+            )
+        if out.ndim > 2 and self.pooling is not None:
+            if out.ndim not in (3, 4):
+                raise NetworkOutputError(
+                    f"{self.output_name()} has shape {tuple(out.shape)}: pooling={self.pooling!r} reads "
+                    "(N, C, H, W) maps or (N, tokens, D) sequences; use pooling=None to flatten it."
+                )
+            out = _pool(out, self.pooling, getattr(x, "attention_mask", None))
+        out = out.reshape(len(out), -1).float()
+        if self.normalize:
+            out = nn.functional.normalize(out, dim=1)
+        return out
+
+
+def _pool(out, pooling, mask):
+    """(N, C, H, W) or (N, L, D) to (N, C) or (N, D); ``mask`` (N, L) marks the real tokens of texts."""
+    if pooling == "cls":
+        if out.ndim != 3:
+            raise NetworkOutputError(
+                f"pooling='cls' reads (N, tokens, D) sequences, not {tuple(out.shape)} maps."
+            )
+        return out[:, 0]
+    if out.ndim == 4:
+        return out.mean(dim=(2, 3)) if pooling == "avg" else out.amax(dim=(2, 3))
+    if mask is None:
+        return out.mean(dim=1) if pooling == "avg" else out.amax(dim=1)
+    mask = mask[:, : out.shape[1], None].to(out.dtype)
+    if pooling == "avg":
+        return (out * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return out.masked_fill(mask == 0, torch.finfo(out.dtype).min).amax(dim=1)
+
+
+def resolve_pooling(backbone, pooling, normalize):
+    """``pooling`` and ``normalize`` as a :class:`FeatureModel` applies them: ``"model"`` is the backbone's own."""
+    if backbone.kind == "text" and pooling is None:
+        raise ValueError(
+            "pooling=None flattens the token sequence, whose length differs between texts: use 'avg' (mean over "
+            "the real tokens), 'max', 'cls' (the first token) or 'model' (the encoder's own pooling) for text."
+        )
+    if pooling != "model":
+        return pooling, normalize
+    if isinstance(backbone.own_pooling, Exception):
+        raise backbone.own_pooling
+    return backbone.own_pooling, normalize or backbone.own_normalize
