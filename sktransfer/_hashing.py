@@ -178,6 +178,17 @@ def array_key(array):
     return _digest(header, memoryview(laid_out).cast("B"))
 
 
+def text_key(text):
+    """Key of a text: its UTF-8 bytes.
+
+    Examples
+    --------
+    >>> len(text_key("a fine film")), text_key("a") == text_key("b")
+    (16, False)
+    """
+    return _digest("text", text.encode())
+
+
 def pil_image_key(image):
     """Key of a PIL image: the RGB pixels the network reads (a palette image's indices are not enough)."""
     rgb = image.convert("RGB")

@@ -24,7 +24,7 @@ from ._parallel import loader_processes
 from ._pixel_values import check_values, sample_error
 from .backbones import reads_text
 from .text_encoders import OFFLINE_TEXT_MODEL_NAME
-from .texts import as_text_source, looks_like_text
+from .texts import as_text_source, is_pandas, looks_like_text
 
 _CHANNEL_COUNTS = (1, 3, 4)
 
@@ -149,7 +149,7 @@ def as_image_source(X):
     >>> len(source), tuple(source.load(0).shape)
     (2, (3, 8, 8))
     """
-    if _is_pandas(X):
+    if is_pandas(X):
         return _from_pandas(X)
     if _is_path(X):
         raise _single_path_error(os.fspath(X))
@@ -199,7 +199,7 @@ def validated_source(estimator, X, *, reset):
             del estimator.n_features_in_
         return as_text_source(X, estimator.model)
     if estimator.model is not None and looks_like_text(X):
-        first = X.iloc[0] if _is_pandas(X) and X.ndim == 1 else np.asarray(X, dtype=object).ravel()[0]
+        first = X.iloc[0] if is_pandas(X) and X.ndim == 1 else np.asarray(X, dtype=object).ravel()[0]
         raise ValueError(
             f"X holds text (sample 0, {str(first)[:60]!r}, is no file), but model={_name(estimator.model)} reads "
             f"images: pass image arrays, PIL images or image file paths, or a text encoder such as "
@@ -227,7 +227,7 @@ def _name(model):
 
 def is_vector_input(X):
     """True when X is a 2-D table of numbers (feature vectors rather than images), sparse included."""
-    if _is_pandas(X):  # a table with any column of text (paths, labels) is no table of feature vectors
+    if is_pandas(X):  # a table with any column of text (paths, labels) is no table of feature vectors
         return X.ndim == 2 and all(dtype.kind in "biuf" for dtype in X.dtypes)
     if isinstance(X, list | tuple):
         return len(X) > 0 and isinstance(X[0], list | tuple) and not any(_is_path(v) for v in X[0])
@@ -235,10 +235,6 @@ def is_vector_input(X):
     if shape is None and hasattr(X, "__array__"):
         shape = np.asarray(X).shape
     return shape is not None and len(shape) == 2
-
-
-def _is_pandas(X):
-    return type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy")
 
 
 def _from_pandas(X):

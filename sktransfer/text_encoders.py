@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from itertools import takewhile
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from ._checkpoints import is_checkpoint, read_checkpoint
@@ -145,8 +146,6 @@ class Tokenize:
 
     def lengths(self, texts):
         """Tokens of each text after truncation (specials included), for sorting texts by length."""
-        import numpy as np
-
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
@@ -256,13 +255,14 @@ def _own_pooling(location):
 
 
 def _max_length(location, tokenizer, config):
+    """A sentence-transformers folder's declared ``max_seq_length``, else the smallest of the model's limits."""
     declared = (location.json("sentence_bert_config.json") or {}).get("max_seq_length")
-    limits = [declared, getattr(config, "max_position_embeddings", None)]
+    if declared:
+        return int(declared)
+    limits = [getattr(config, "max_position_embeddings", None)]
     if tokenizer.model_max_length < 1_000_000:  # transformers' stand-in for "no limit" is ~1e30
         limits.append(tokenizer.model_max_length)
     limits = [int(limit) for limit in limits if limit]
-    if declared:
-        return int(declared)
     return min(limits) if limits else None
 
 
@@ -316,12 +316,4 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         kind="text",
         own_pooling=pooling,
         own_normalize=normalizes,
-    )
-
-
-def text_only_parameter_error(name, value, model):
-    """The error for an image-only parameter set for a text encoder."""
-    return ValueError(
-        f"{name}={value!r} applies to images, but model={os.fspath(model)!r} is a text encoder; leave it "
-        f"at its default ({name}=None) for text."
     )

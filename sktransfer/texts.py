@@ -7,7 +7,7 @@ of the batch, truncation at the encoder's maximum length) as the network reads t
 travels as one :class:`TokenBatch`. Nothing the user passed is modified.
 """
 
-import hashlib
+import functools
 import math
 import os
 from numbers import Integral
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from ._hashing import text_key
 from ._pixel_values import sample_error
 
 
@@ -38,7 +39,12 @@ class TextSource:
 
     def fingerprints(self):
         """One 16-byte key per text: the hash of its UTF-8 bytes (the embedding cache's keys)."""
-        return [hashlib.sha256(b"text\n" + text.encode()).digest()[:16] for text in self.items]
+        return [text_key(text) for text in self.items]
+
+
+def is_pandas(X):
+    """Whether X is a pandas Series or DataFrame (without importing pandas)."""
+    return type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy")
 
 
 def _is_missing(value):
@@ -61,7 +67,7 @@ def as_text_source(X, model):
     ...
     ValueError: X: sample 1 is None; every sample must be a string (an empty string is allowed).
     """
-    if type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy"):
+    if is_pandas(X):
         if X.ndim == 2:
             if X.shape[1] != 1:
                 raise ValueError(
@@ -98,6 +104,7 @@ def as_text_source(X, model):
     return TextSource(list(X))
 
 
+@functools.cache
 def _image_extensions():
     from PIL import Image
 
@@ -110,7 +117,7 @@ def _is_image_path(text):
 
 def looks_like_text(X):
     """Whether X is a sequence of strings whose first one is neither a file nor named like an image file."""
-    if type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy"):
+    if is_pandas(X):
         X = X.to_numpy().ravel()
     if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS" and len(X):
         X = X.tolist()
