@@ -184,13 +184,15 @@ class TokenBatch:
 def length_order(dataset):
     """Indices of ``dataset`` (texts, possibly seen through a Subset) from the longest text to the shortest.
 
-    Batches of texts of similar lengths need little padding; ``None`` when ``dataset`` does not hold texts
-    or is already in that order.
+    ``dataset`` holds the texts (``source``) and their tokenizer (``preprocess``) or, as a training dataset
+    does, holds them as its ``images``. Batches of texts of similar lengths need little padding; ``None``
+    when ``dataset`` does not hold texts or is already in that order.
     """
     base, indices = dataset, None
     while isinstance(base, Subset):
         indices = np.asarray(base.indices) if indices is None else np.asarray(base.indices)[indices]
         base = base.dataset
+    base = getattr(base, "images", base)
     source = getattr(base, "source", None)
     tokenize = getattr(base, "preprocess", None)
     if not isinstance(source, TextSource) or not hasattr(tokenize, "lengths"):

@@ -43,6 +43,7 @@ from .backbones import (
     resolve_pooling,
 )
 from .images import PreprocessedImages, validated_source
+from .texts import in_length_order
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit", "lora")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")
@@ -370,7 +371,8 @@ class TransferClassifier(
         proba : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self, "module_")
-        proba = np.asarray(super().predict_proba(X), dtype=np.float64)
+        # texts run sorted by length, so that batches carry little padding; rows come back in X's order
+        proba = in_length_order(self.get_dataset(X), super().predict_proba).astype(np.float64)
         bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
         if bad.size:
             raise FloatingPointError(

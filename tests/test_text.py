@@ -401,3 +401,24 @@ def test_lora_adapters_learn_at_the_head_rate_by_default(tiny_text_model):
         tiny_text_model, strategy="full", max_epochs=1, lr_schedule=None, warmup=0.0, device="cpu"
     )
     assert min(group["lr"] for group in full.fit(REVIEWS, SENTIMENT).optimizer_.param_groups) < full.lr
+
+
+@pytest.mark.parametrize("estimator", ["fine_tune", "domain_adapted"])
+def test_trained_text_models_predict_in_length_order(tiny_text_model, estimator):
+    texts = [" ".join(["good"] * n) for n in (1, 20, 2, 19, 3, 18)]
+    labels = ["pos", "neg"] * 3
+    kind = FineTuneClassifier if estimator == "fine_tune" else DomainAdaptedClassifier
+    clf = kind(
+        model=tiny_text_model, strategy="full", max_epochs=1, batch_size=2, device="cpu", random_state=0
+    ).fit(texts, labels)
+    widths = []
+    hook = clf.module_.backbone.body.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        proba = clf.predict_proba(texts)
+        one_at_a_time = np.vstack([clf.predict_proba([text]) for text in texts])
+    finally:
+        hook.remove()
+    assert widths[:3] == [(2, 22), (2, 20), (2, 4)]  # in input order they would be 22, 21, 20 wide
+    np.testing.assert_allclose(proba, one_at_a_time, atol=1e-5)
