@@ -3,6 +3,7 @@
 import datetime
 import platform
 import re
+import time
 from pathlib import Path
 
 import sklearn
@@ -46,3 +47,19 @@ def write_section(script, body):
         text = text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)
     print(f"wrote the {script} section of {RESULTS}")
+
+
+def run_script(script, parser, quick, run):
+    """Parse the command line (``--quick`` applies ``quick``'s sizes), run, print, and write the section."""
+    args = parser.parse_args()
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    start = time.perf_counter()
+    body = run(args)
+    print(body, flush=True)
+    print(f"{time.perf_counter() - start:.0f} s", flush=True)
+    if args.quick:
+        print("--quick: RESULTS.md left as it is", flush=True)
+    else:
+        write_section(script, body)

@@ -1,6 +1,6 @@
 """sktransfer: transfer learning for scikit-learn.
 
-Pretrained vision networks as scikit-learn estimators that work in Pipeline, GridSearchCV and
+Pretrained vision and text networks as scikit-learn estimators that work in Pipeline, GridSearchCV and
 cross_val_score.
 """
 
@@ -17,7 +17,20 @@ from .domain_adaptation import (
     soft_neighborhood_density_scorer,
 )
 from .feature_extraction import PretrainedFeatureExtractor
+from .few_shot import PrototypeClassifier
 from .fine_tuning import FineTuneClassifier
+from .parameter_transfer import RegularTransferClassifier, RegularTransferRegressor
+from .transferability import (
+    h_score,
+    h_score_scorer,
+    leep_score,
+    leep_scorer,
+    logme_score,
+    logme_scorer,
+    make_transferability_scorer,
+    nce_score,
+    nce_scorer,
+)
 
 try:
     __version__ = version("sktransfer")
@@ -30,10 +43,22 @@ __all__ = [
     "FineTuneClassifier",
     "ImportanceWeightingClassifier",
     "PretrainedFeatureExtractor",
+    "PrototypeClassifier",
+    "RegularTransferClassifier",
+    "RegularTransferRegressor",
     "__version__",
     "deep_embedded_validation_scorer",
+    "h_score",
+    "h_score_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
+    "leep_score",
+    "leep_scorer",
+    "logme_score",
+    "logme_scorer",
+    "make_transferability_scorer",
+    "nce_score",
+    "nce_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
 ]

@@ -15,6 +15,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
 from ._progress import notebook_bars, shows_progress
+from ._training_data import label_codes
 from ._training_state import CALLBACK_SETTINGS
 
 
@@ -190,6 +191,11 @@ def encoded_accuracy(net, X, y):
     return float(np.mean(proba.argmax(axis=1)[labelled] == y[labelled] % proba.shape[1]))
 
 
+def encoded_labels(y):
+    """The class codes of a batch's targets, as a numpy array (the target extractor of scoring callbacks)."""
+    return to_numpy(label_codes(y))
+
+
 def _is_true(flag):
     return isinstance(flag, bool | np.bool_) and bool(flag)
 
@@ -208,7 +214,12 @@ class CallbacksMixin:
         skorch_defaults = dict(super()._default_callbacks)
         callbacks = [
             *((name, skorch_defaults[name]) for name in ("epoch_timer", "train_loss", "valid_loss")),
-            ("valid_acc", EpochScoring(encoded_accuracy, name="valid_acc", lower_is_better=False)),
+            (
+                "valid_acc",
+                EpochScoring(
+                    encoded_accuracy, name="valid_acc", lower_is_better=False, target_extractor=encoded_labels
+                ),
+            ),
             ("unfreezer", StageUnfreezer()),
         ]
         if isinstance(self.lr_schedule, str):
@@ -232,11 +243,7 @@ class CallbacksMixin:
         super().initialize_callbacks()
         decoded = []
         for name, callback in self.callbacks_:
-            if (
-                isinstance(callback, EpochScoring)
-                and callback.target_extractor is to_numpy
-                and (callback.scoring is not encoded_accuracy)
-            ):
+            if isinstance(callback, EpochScoring) and callback.target_extractor is to_numpy:
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
             decoded.append((name, callback))
@@ -245,7 +252,7 @@ class CallbacksMixin:
         return self
 
     def _decode_targets(self, y):
-        return self.classes_[to_numpy(y)]
+        return self.classes_[encoded_labels(y)]
 
     def _validates(self):
         return self.train_split is not None or _is_true(self.early_stopping)

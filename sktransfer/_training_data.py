@@ -34,22 +34,58 @@ def default_augmentation():
     )
 
 
+LABEL = "label"  # the key of the class codes in a dict of training targets
+
+
+def target_tensors(targets):
+    """Training targets as tensors: class codes, or a dict of per-row arrays whose ``"label"`` holds the codes.
+
+    A dict carries further per-row targets next to the codes, such as a teacher's probabilities.
+
+    Examples
+    --------
+    >>> target_tensors({"label": np.array([0, -1]), "teacher": np.full((2, 2), 0.5)})["label"].dtype
+    torch.int64
+    """
+    if isinstance(targets, dict):  # each array keeps its dtype
+        return {name: torch.as_tensor(values) for name, values in targets.items()}
+    return None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+
+
+def target_rows(targets, index):
+    """The rows ``index`` (an int or a list) of training targets (see :func:`target_tensors`)."""
+    if isinstance(targets, dict):
+        return {name: values[index] for name, values in targets.items()}
+    return None if targets is None else targets[index]
+
+
+def label_codes(targets):
+    """The class codes of training targets, or of a batch's targets.
+
+    Examples
+    --------
+    >>> label_codes({"label": np.array([1, 0]), "teacher": np.eye(2)}).tolist()
+    [1, 0]
+    """
+    return targets[LABEL] if isinstance(targets, dict) else targets
+
+
 class LabelledImages(Dataset):
-    """Preprocessed images and their encoded labels, a whole batch per ``__getitems__`` call."""
+    """Preprocessed images and their training targets, a whole batch per ``__getitems__`` call."""
 
     def __init__(self, images, targets=None):
         self.images = images
-        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+        self.targets = target_tensors(targets)
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
         batch, targets = self.__getitems__([index])
-        return batch[0], None if targets is None else targets[0]
+        return batch[0], target_rows(targets, 0)
 
     def __getitems__(self, indices):
-        return self.images.__getitems__(indices), None if self.targets is None else self.targets[indices]
+        return self.images.__getitems__(indices), target_rows(self.targets, indices)
 
 
 class PrecomputedFeatures(Dataset):
@@ -57,17 +93,17 @@ class PrecomputedFeatures(Dataset):
 
     def __init__(self, features, targets):
         self.features = torch.from_numpy(features)
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.targets = target_tensors(targets)
 
     def __len__(self):
         return len(self.features)
 
     def __getitem__(self, index):
         batch, targets = self.__getitems__([index])
-        return {"features": batch["features"][0]}, targets[0]
+        return {"features": batch["features"][0]}, target_rows(targets, 0)
 
     def __getitems__(self, indices):
-        return {"features": self.features[indices]}, self.targets[indices]
+        return {"features": self.features[indices]}, target_rows(self.targets, indices)
 
 
 def unwrap_subsets(dataset):
@@ -96,7 +132,7 @@ def yields_batches(dataset):
 def dataset_targets(dataset):
     """Encoded labels of a training dataset's rows, through any ``Subset`` views."""
     base, indices = unwrap_subsets(dataset)
-    targets = np.asarray(base.targets)
+    targets = np.asarray(label_codes(base.targets))
     return targets if indices is None else targets[indices]
 
 
@@ -130,9 +166,13 @@ class TrainingDataMixin:
         refuse_torch_dataset(X, type(self).__name__)
         return self._image_dataset(validated_source(self, X, reset=False), y)
 
-    def _training_data(self, source, codes):
+    def _training_targets(self, X, codes):
+        """What each row of X trains on, from its class codes: the codes (a subclass may add targets)."""
+        return codes
+
+    def _training_data(self, source, targets):
         """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
-        dataset = self._image_dataset(source, codes)
+        dataset = self._image_dataset(source, targets)
         if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
             return dataset
         device = torch.device(self.device)
@@ -154,7 +194,7 @@ class TrainingDataMixin:
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
         with torch.random.fork_rng(devices=[]):
             features = in_length_order(dataset.images, compute)  # texts: sorted by length, little padding
-        return PrecomputedFeatures(features, codes)
+        return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):
         if self.early_stopping and self.train_split is None:

@@ -104,7 +104,11 @@ class TrainingStateMixin:
         weight_decay = optimizer_settings.get("weight_decay", self.weight_decay)
         for group in self.optimizer_.param_groups:  # schedulers start from initial_lr
             group["lr"] = group["initial_lr"] = self._stage_rate(group["stage_depth"])
-            group["weight_decay"] = weight_decay
+            group["weight_decay"] = self._group_weight_decay(group["stage_depth"], weight_decay)
+
+    def _group_weight_decay(self, depth, weight_decay):
+        """The weight decay of the new layers (``depth`` None) or of the backbone stage ``depth`` from the top."""
+        return weight_decay
 
     @contextlib.contextmanager
     def _random_stream(self):

@@ -7,15 +7,14 @@ stops on a diverging loss, and applies settings changed after fitting on the nex
 One concern per mixin around it: where it runs (``_training_device``), mixed precision
 (``_mixed_precision``), Accelerate (``_accelerate``), what carries over between calls
 (``_training_state``), how X becomes batches (``_training_data``), its callbacks
-(``_training_callbacks``) and its repr (``_training_repr``). Estimators subclass it and choose the defaults.
+(``_training_callbacks``) and its repr (``_training_repr``); what its parameters accept is in
+``_training_parameters``. Estimators subclass it, choose the defaults and may add mixins of their own over
+the same hooks (``_regularization``, ``_distillation``).
 """
-
-import os
-from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
@@ -27,10 +26,11 @@ from ._lora import add_lora
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
-from ._runtime import PRECISION_OPTIONS, seeded
+from ._runtime import seeded
 from ._training_callbacks import CallbacksMixin, trainable_stage_count
-from ._training_data import TrainingDataMixin, refuse_torch_dataset
+from ._training_data import TrainingDataMixin, label_codes, refuse_torch_dataset
 from ._training_device import DeviceMixin
+from ._training_parameters import PARAMETER_CONSTRAINTS, STRATEGIES  # noqa: F401 (STRATEGIES read from here)
 from ._training_repr import SklearnRepr
 from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
 from .backbones import (
@@ -44,46 +44,6 @@ from .backbones import (
 )
 from .images import PreprocessedImages, validated_source
 from .texts import in_length_order
-
-STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit", "lora")
-LR_SCHEDULES = ("cosine", "onecycle", "constant")
-
-
-# What the trainable estimators' shared parameters accept, checked at each fit (scikit-learn's convention).
-PARAMETER_CONSTRAINTS = {
-    "model": [str, os.PathLike, nn.Module, callable, None],
-    "weights": [str, os.PathLike, None],
-    "strategy": [StrOptions(set(STRATEGIES))],
-    "layer": [str, None],
-    "pooling": [StrOptions({"avg", "max", "cls", "model"}), None],
-    "dropout": [Interval(Real, 0, 1, closed="left")],
-    "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
-    "recalibrate_batchnorm": ["boolean"],
-    "backbone_lr_ratio": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
-    "layer_decay": [Interval(Real, 0, 1, closed="right")],
-    "weight_decay": [Interval(Real, 0, None, closed="left")],
-    "label_smoothing": [Interval(Real, 0, 1, closed="left")],
-    "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
-    "warmup": [Interval(Real, 0, 1, closed="left")],
-    "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
-    "lora_rank": [Interval(Integral, 1, None, closed="left")],
-    "lora_alpha": [Interval(Real, 0, None, closed="neither")],
-    "unfreeze_epochs": [Interval(Integral, 1, None, closed="left")],
-    "augment": [StrOptions({"default"}), callable, None],
-    "precompute_features": ["boolean"],
-    "early_stopping": ["boolean"],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-    "checkpoint_dir": [str, os.PathLike, None],
-    "preprocess": [callable, None],
-    "num_workers": [Interval(Integral, 0, None, closed="left")],
-    "precision": [StrOptions(set(PRECISION_OPTIONS))],
-    "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
-    "random_state": ["random_state"],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "lr": [Interval(Real, 0, None, closed="neither")],
-}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -205,7 +165,8 @@ class TransferClassifier(
         """AdamW-style parameter groups: the head at ``lr``, each backbone stage at a smaller rate.
 
         Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k`` (its group's
-        ``stage_depth`` is k; the new layers' is None). A user's own ``optimizer__param_groups`` replaces this.
+        ``stage_depth`` is k; the new layers' is None), each group with the weight decay
+        ``_group_weight_decay`` gives it. A user's own ``optimizer__param_groups`` replaces this.
         """
         self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
         if "param_groups" in self.get_params_for("optimizer"):
@@ -224,6 +185,8 @@ class TransferClassifier(
             if parameters:
                 groups.append({"params": parameters, "lr": self._stage_rate(depth), "stage_depth": depth})
         self.optimizer_ = self.optimizer(groups, **{**kwargs, "lr": self._stage_rate(None)})
+        for group in self.optimizer_.param_groups:
+            group["weight_decay"] = self._group_weight_decay(group["stage_depth"], kwargs["weight_decay"])
         return self
 
     def _stage_rate(self, depth):
@@ -286,7 +249,7 @@ class TransferClassifier(
                 self.initialize()
             finally:
                 del self._initializing_on
-        return self._train(source, codes, "fit", fit_params)
+        return self._train(source, self._training_targets(X, codes), "fit", fit_params)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs without re-initialising (the first call initialises).
@@ -312,7 +275,7 @@ class TransferClassifier(
         self._check_settings(X)
         source = validated_source(self, X, reset=False)
         codes = self._targets(y, len(source), reset=False, **target_kwargs)
-        return self._train(source, codes, "partial_fit", fit_params)
+        return self._train(source, self._training_targets(X, codes), "partial_fit", fit_params)
 
     def _check_settings(self, X):
         params = self._settings(self._parameter_constraints)
@@ -322,13 +285,13 @@ class TransferClassifier(
             check_accelerator(self.accelerator, self._precision(), self.__dict__["device"])
         self._precision()
 
-    def _train(self, source, codes, routing_method, fit_params):
+    def _train(self, source, targets, routing_method, fit_params):
         with self._on_device(), self._random_stream():
             self._move_to_device()
             self._apply_changed_settings()
-            data = self._training_data(source, codes)
-            with self._accelerated_run():
-                super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
+            data = self._training_data(source, targets)
+            with self._accelerated_run():  # skorch stratifies validation splits by the codes
+                super().partial_fit(data, label_codes(targets), _routing_method=routing_method, **fit_params)
         return self
 
     def train_step_single(self, batch, **fit_params):

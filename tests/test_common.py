@@ -8,6 +8,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer.domain_adaptation import FeatureAlignmentClassifier, ImportanceWeightingClassifier
+from sktransfer.few_shot import PrototypeClassifier
+from sktransfer.parameter_transfer import RegularTransferClassifier, RegularTransferRegressor
 
 from ._models import PaddedVectorNet, VectorNet
 from ._text_models import write_tiny_encoder
@@ -46,6 +48,12 @@ ESTIMATORS = [
     small_domain_adapted(method="self_training", partial=True),
     FeatureAlignmentClassifier(),
     ImportanceWeightingClassifier(cv=3, random_state=0),
+    # Without a source model (a fitted source fixes the width of X, which the checks vary): the same
+    # estimators with their parameters pulled toward zero. tests/test_parameter_transfer.py covers sources.
+    RegularTransferClassifier(None),
+    RegularTransferRegressor(None),
+    PrototypeClassifier(),
+    PrototypeClassifier(metric="euclidean"),
 ]
 # The text configurations, on a tiny encoder written to a folder (parametrize_with_checks needs the instances
 # when the module is collected, before any fixture runs).

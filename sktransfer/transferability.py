@@ -1,0 +1,416 @@
+"""Transferability scores: rank pretrained backbones and layers for a labelled task without training any.
+
+Each score reads what one forward pass gives, with the target task's labels ``y``: :func:`logme_score` and
+:func:`h_score` the embeddings, :func:`leep_score` and :func:`nce_score` the outputs of the network's own
+(source) classifier. Greater is more transferable for all four, so that their scorers
+(:data:`logme_scorer`, :data:`h_score_scorer`, :data:`leep_scorer`, :data:`nce_scorer`) serve as the
+``scoring`` of GridSearchCV over backbones, layers and weights. The computations run in float64, vectorised
+over the classes, through one symmetric eigendecomposition for each embedding score and never through the
+inverse of a matrix. Labels may be of any type, strings included.
+"""
+
+from numbers import Real
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from ._transferability_linalg import ledoit_wolf_shrinkage, log_evidence, spectral_projections
+
+# A matrix of non-negative rows that sum to 1 within this tolerance holds probabilities; any other, logits.
+_PROBABILITY_ATOL = 1e-3
+_FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
+_OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
+
+
+@validate_params(_FEATURES_AND_LABELS, prefer_skip_nested_validation=True)
+def logme_score(features, y):
+    """LogME: the log marginal evidence of a Bayesian linear model from the features to the labels.
+
+    For each class, the one-vs-rest indicator of ``y`` is modelled as a linear function of the features
+    with a Gaussian prior on the weights (precision alpha) and Gaussian noise (precision beta), and alpha and
+    beta maximise the evidence (You et al. 2021). The score is the maximum log evidence per sample, averaged
+    over the classes. It grows when the labels are a simple, low-noise linear function of the features, and
+    does not change when the features are scaled. One eigendecomposition of the smaller of F^T F and F F^T
+    serves every class and every value of alpha and beta; the maximisation itself is one-dimensional (the best
+    beta for a given alpha / beta is explicit) and vectorised over the classes. It finds the fixed point of
+    the paper's iteration, and also the maxima that lie at the edge, where that iteration crawls: when there
+    are no more samples than features, the features fit every class exactly and the noise precision goes to
+    infinity.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Embeddings of the target task's samples, e.g. from
+        :class:`~sktransfer.PretrainedFeatureExtractor`.
+    y : array-like of shape (n_samples,)
+        Class labels, at least two classes.
+
+    Returns
+    -------
+    score : float
+        Mean log evidence per sample; greater is better. Compare it between candidates on the same samples.
+
+    References
+    ----------
+    .. [1] K. You, Y. Liu, J. Wang and M. Long, "LogME: Practical Assessment of Pre-trained Models for
+       Transfer Learning", ICML 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(["cat", "dog", "fox"], 20)
+    >>> centres = rng.normal(size=(3, 8))
+    >>> separable = centres[np.repeat([0, 1, 2], 20)] + 0.3 * rng.normal(size=(60, 8))
+    >>> noise = rng.normal(size=(60, 8))
+    >>> bool(logme_score(separable, y) > logme_score(noise, y))
+    True
+    """
+    features = _checked_features(features, "features")
+    codes, n_classes = _class_codes(y, len(features), "features")
+    sigma, projected2, left_out = spectral_projections(features, _one_hot(codes, n_classes))
+    return float(np.mean(log_evidence(sigma, projected2, left_out, len(features))))
+
+
+@validate_params(
+    {
+        **_FEATURES_AND_LABELS,
+        "shrinkage": [StrOptions({"ledoit_wolf"}), Interval(Real, 0, 1, closed="both"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
+def h_score(features, y, *, shrinkage="ledoit_wolf"):
+    """H-score: how much of the features' variance lies between the classes, in the features' own metric.
+
+    ``tr(cov(f)^-1 cov(E[f | y]))`` (Bao et al. 2019), the sum of the squared canonical correlations
+    between the features and the one-hot labels. With ``shrinkage=None``, as in the paper, ``cov(f)^-1`` is
+    the pseudo-inverse and the score lies between 0 and ``n_classes - 1``; but whenever the features have at
+    least as many dimensions as samples it is ``n_classes - 1`` whatever they are. The default is the
+    regularised H-score of Ibrahim et al. (2022), which they found stable and better at ranking:
+    ``tr(cov_s(f)^-1 (1 - s) cov(E[f | y]))``, with ``cov_s(f)`` shrunk towards a multiple of the identity by
+    the Ledoit-Wolf amount ``s``; it also lies between 0 and ``n_classes - 1``. The score does not change when
+    the features are scaled or shifted.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Embeddings of the target task's samples.
+    y : array-like of shape (n_samples,)
+        Class labels, at least two classes.
+    shrinkage : "ledoit_wolf", float in [0, 1] or None, default="ledoit_wolf"
+        ``s``, the weight of the identity in the shrunk covariance ``cov_s(f) = (1 - s) cov(f) + s mu I``
+        (``mu`` the mean variance): Ledoit and Wolf's estimate, or a given value. ``None`` or 0: the
+        pseudo-inverse of ``cov(f)``, directions of (numerically) no variance left out.
+
+    Returns
+    -------
+    score : float
+        Greater is better.
+
+    References
+    ----------
+    .. [1] Y. Bao, Y. Li, S.-L. Huang, L. Zhang, L. Zheng, A. Zamir and L. Guibas, "An Information-Theoretic
+       Approach to Transferability in Task Transfer Learning", ICIP 2019.
+    .. [2] S. Ibrahim, N. Ponomareva and R. Mazumder, "Newer is not always better: Rethinking
+       transferability metrics, their peculiarities, stability and performance", ECML PKDD 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 30)
+    >>> separable = np.c_[y + 0.2 * rng.normal(size=60), rng.normal(size=60)]
+    >>> round(h_score(separable, y), 2), round(h_score(rng.normal(size=(60, 2)), y), 2)
+    (0.67, 0.0)
+    """
+    features = _checked_features(features, "features")
+    codes, n_classes = _class_codes(y, len(features), "features")
+    centred = features - features.mean(axis=0)
+    indicators = _one_hot(codes, n_classes)
+    # sigma: n_samples times the eigenvalues of cov(f); H = sum over classes k and directions i of
+    # weight_i (u_i^T 1_k)^2 / n_k, each weight the direction's eigenvalue, shrunk, over its shrunk covariance.
+    sigma, projected2, _ = spectral_projections(centred, indicators)
+    if shrinkage == "ledoit_wolf":
+        shrinkage = ledoit_wolf_shrinkage(centred, sigma)
+    shrinkage = shrinkage or 0.0
+    kept = (1 - shrinkage) * sigma
+    weights = kept / (kept + shrinkage * np.sum(centred**2) / centred.shape[1])
+    return float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
+
+
+@validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)
+def leep_score(source_output, y):
+    """LEEP: the log-likelihood of the labels under the source classifier followed by its best relabelling.
+
+    The empirical joint distribution of the target labels and the source classes, weighted by the source
+    probabilities, gives p(y | source class); each sample's "expected empirical prediction" is
+    ``sum_z p(y | z) p(z | x)``, and LEEP (Nguyen et al. 2020) is the mean log of it at the true label. It
+    needs a network that keeps its source classifier, such as the offline EfficientNet-Lite0 and its
+    ImageNet head (``PretrainedFeatureExtractor(layer="classifier")``).
+
+    Parameters
+    ----------
+    source_output : array-like of shape (n_samples, n_source_classes)
+        The source classifier's output for each target sample. Probabilities (non-negative rows that sum to
+        1, within 1e-3, renormalised) are used as they are; any other matrix is read as logits and turned
+        into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
+        pass ``np.column_stack([np.zeros_like(l), l])``.
+    y : array-like of shape (n_samples,)
+        Target class labels, at least two classes.
+
+    Returns
+    -------
+    score : float
+        A mean log-probability, at most 0; greater is better.
+
+    References
+    ----------
+    .. [1] C. V. Nguyen, T. Hassner, M. Seeger and C. Archambeau, "LEEP: A New Measure to Evaluate
+       Transferability of Learned Representations", ICML 2020.
+
+    Examples
+    --------
+    Source logits that tell the two target classes apart against logits that do not:
+
+    >>> import numpy as np
+    >>> y = np.array(["cat", "cat", "dog", "dog"])
+    >>> telling = np.array([[4.0, 0.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 4.0]])
+    >>> round(leep_score(telling, y), 3), round(leep_score(np.zeros((4, 3)), y), 3)
+    (-0.062, -0.693)
+    """
+    probabilities = _source_probabilities(source_output)
+    codes, n_classes = _class_codes(y, len(probabilities), "source_output")
+    joint = _one_hot(codes, n_classes).T @ probabilities  # (n_classes, n_source_classes), n times p(y, z)
+    source_mass = joint.sum(axis=0)
+    conditional = np.divide(joint, source_mass, out=np.zeros_like(joint), where=source_mass > 0)
+    expected = np.einsum("iz,iz->i", probabilities, conditional[codes])
+    return float(np.mean(np.log(np.maximum(expected, np.finfo(np.float64).tiny))))
+
+
+@validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)
+def nce_score(source_output, y):
+    """NCE: minus the conditional entropy of the target labels given the source classifier's predictions.
+
+    ``-H(Y | Z)`` of the empirical joint distribution of the target labels ``Y`` and the source classes
+    ``Z`` that the source classifier predicts (Tran et al. 2019): 0 when each predicted source class
+    determines the target label, ``-H(Y)`` when the predictions say nothing about it.
+
+    Parameters
+    ----------
+    source_output : array-like of shape (n_samples,) or (n_samples, n_source_classes)
+        The source classifier's predicted class of each target sample (labels of any type), or its
+        probabilities or logits, whose largest entry in each row is the prediction.
+    y : array-like of shape (n_samples,)
+        Target class labels, at least two classes.
+
+    Returns
+    -------
+    score : float
+        At most 0; greater is better.
+
+    References
+    ----------
+    .. [1] A. T. Tran, C. V. Nguyen and T. Hassner, "Transferability and Hardness of Supervised
+       Classification Tasks", ICCV 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = ["cat", "cat", "dog", "dog"]
+    >>> nce_score(["tabby", "siamese", "beagle", "beagle"], y)
+    0.0
+    >>> round(nce_score(["tabby", "beagle", "tabby", "beagle"], y), 3)  # -log(2)
+    -0.693
+    """
+    predicted = _hard_predictions(source_output)
+    codes, n_classes = _class_codes(y, len(predicted), "source_output")
+    joint = np.bincount(predicted * n_classes + codes, minlength=(predicted.max() + 1) * n_classes)
+    joint = joint.reshape(-1, n_classes) / len(codes)
+    source_mass = np.broadcast_to(joint.sum(axis=1, keepdims=True), joint.shape)
+    seen = joint > 0
+    return float(np.sum(joint[seen] * np.log(joint[seen] / source_mass[seen])))
+
+
+# -- scorers --------------------------------------------------------------------------------------------
+
+
+class _TransferabilityScorer:
+    """``scorer(estimator, X, y)``: a transferability score of the features that a fitted estimator gives X."""
+
+    def __init__(self, score_func, name, kwargs):
+        self._score_func = score_func
+        self._name = name
+        self._kwargs = kwargs
+
+    def __repr__(self):
+        return self._name
+
+    def __call__(self, estimator, X, y):
+        """Score the features (or source outputs) that ``estimator`` gives ``X`` against the labels ``y``.
+
+        Parameters
+        ----------
+        estimator : fitted transformer or Pipeline
+            A transformer (such as PretrainedFeatureExtractor), or a Pipeline: its final step is dropped when
+            it predicts (a classifier), and the features are the transform of the steps before it.
+        X : images, texts or array-like
+            What the estimator reads.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        score : float
+            Greater is better.
+        """
+        return self._score_func(_scored_features(estimator, X, self._name), y, **self._kwargs)
+
+
+def make_transferability_scorer(score_func, **kwargs):
+    """A scorer, ``scorer(estimator, X, y)``, that scores the features a fitted estimator gives X.
+
+    For the ``scoring`` of GridSearchCV over backbones, layers and weights. The features are
+    ``estimator.transform(X)``; for a Pipeline whose final step predicts (a classifier), the transform of
+    the steps before it.
+
+    To rank candidates by one embedding pass each, and without training a classifier, search over the
+    extractor alone (or a Pipeline that ends with it): its ``fit`` loads the weights and embeds nothing, so
+    only the scorer embeds, each validation fold once. Since nothing is learnt from the training rows, one
+    split that validates on every row, ``cv=[(rows, rows)]`` with ``rows = np.arange(n_samples)``, scores all
+    the labelled images at once; for folds, pass ``cv=StratifiedKFold(...)``, as GridSearchCV does not
+    stratify the folds of a transformer. A Pipeline that ends with a classifier, or with ``"passthrough"``,
+    embeds the training folds too in each ``fit`` (and trains the classifier): give its extractor a ``cache``
+    folder, so that each image still runs once per candidate. Several scores at once
+    (``scoring={"logme": logme_scorer, "h_score": h_score_scorer}``) embed once per score without a cache.
+
+    The module's ready-made scorers are ``logme_scorer``, ``h_score_scorer`` (on embeddings),
+    ``leep_scorer`` and ``nce_scorer`` (on the source classifier's outputs: extract at the classifier, e.g.
+    ``PretrainedFeatureExtractor(layer="classifier")`` for EfficientNet-Lite0, ``layer="fc"`` for a
+    torchvision ResNet).
+
+    Parameters
+    ----------
+    score_func : callable
+        ``score_func(features, y, **kwargs)``, greater is better, such as :func:`h_score`.
+    **kwargs
+        Further arguments of ``score_func``, e.g. ``shrinkage=None``.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y)``, a float.
+
+    Examples
+    --------
+    Which PCA keeps the digits most linearly separable, without training a classifier:
+
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> X, y = load_digits(return_X_y=True)
+    >>> search = GridSearchCV(PCA(random_state=0), {"n_components": [2, 8, 32]}, scoring=logme_scorer)
+    >>> search.fit(X, y).best_params_
+    {'n_components': 32}
+    >>> pinv_h_score = make_transferability_scorer(h_score, shrinkage=None)
+    >>> pinv_h_score
+    make_transferability_scorer(h_score, shrinkage=None)
+    """
+    arguments = "".join(f", {key}={value!r}" for key, value in kwargs.items())
+    return _TransferabilityScorer(
+        score_func, f"make_transferability_scorer({score_func.__name__}{arguments})", kwargs
+    )
+
+
+def _scored_features(estimator, X, name):
+    """What ``estimator`` makes of ``X`` before any classifier: its transform, a final predictor dropped."""
+    if isinstance(estimator, Pipeline):
+        final = estimator.steps[-1][1]
+        if final is None or isinstance(final, str) or not hasattr(final, "predict"):
+            return estimator.transform(X)
+        if len(estimator.steps) > 1:
+            return estimator[:-1].transform(X)
+    elif hasattr(estimator, "transform"):
+        return estimator.transform(X)
+    raise TypeError(
+        f"{name} scores the features a transformer gives (such as PretrainedFeatureExtractor), alone or in a "
+        f"Pipeline; {type(estimator).__name__} transforms nothing before it predicts."
+    )
+
+
+logme_scorer = _TransferabilityScorer(logme_score, "logme_scorer", {})
+h_score_scorer = _TransferabilityScorer(h_score, "h_score_scorer", {})
+leep_scorer = _TransferabilityScorer(leep_score, "leep_scorer", {})
+nce_scorer = _TransferabilityScorer(nce_score, "nce_scorer", {})
+
+
+# -- inputs ---------------------------------------------------------------------------------------------
+
+
+def _checked_features(values, name):
+    """A finite float64 matrix of at least two rows; a new array where a conversion was needed."""
+    return check_array(values, dtype=np.float64, ensure_min_samples=2, input_name=name)
+
+
+def _class_codes(y, n_samples, name):
+    """``y``'s classes as codes 0..n_classes-1, and n_classes; labels of any type, at least two classes."""
+    codes, classes = _label_codes(y, "y")
+    if len(codes) != n_samples:
+        raise ValueError(
+            f"y has {len(codes)} labels for the {n_samples} rows of {name}: give one label per row."
+        )
+    if len(classes) < 2:
+        raise ValueError(
+            f"y has a single class ({classes.tolist()[0]!r}): a transferability score compares at least two "
+            "classes. (GridSearchCV splits the rows of a transformer, such as PretrainedFeatureExtractor, into "
+            "folds without stratifying them: pass cv=StratifiedKFold(5, shuffle=True, random_state=0).)"
+        )
+    return codes, len(classes)
+
+
+def _label_codes(labels, name):
+    """Class labels of any type as codes 0..k-1, in the order of the sorted labels, and those labels."""
+    labels = column_or_1d(labels)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):  # before sklearn casts NaN to int
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    check_classification_targets(labels)
+    try:
+        classes, codes = np.unique(labels, return_inverse=True)
+    except TypeError as exc:
+        raise ValueError(f"{name} mixes labels that cannot be sorted together: {exc}") from exc
+    return codes.reshape(-1), classes
+
+
+def _one_hot(codes, n_classes):
+    indicators = np.zeros((len(codes), n_classes))
+    indicators[np.arange(len(codes)), codes] = 1.0
+    return indicators
+
+
+def _source_probabilities(source_output):
+    """``source_output`` as float64 probabilities: kept (renormalised) if they are, softmaxed if logits."""
+    values = _checked_features(source_output, "source_output")
+    if values.shape[1] < 2:
+        raise ValueError(
+            "source_output has one column: give the source classifier's output for every source class "
+            "(for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l]))."
+        )
+    sums = values.sum(axis=1, keepdims=True)
+    if np.all(values >= 0) and np.all(np.abs(sums - 1) <= _PROBABILITY_ATOL):
+        return values / sums
+    return softmax(values, axis=1)
+
+
+def _hard_predictions(source_output):
+    """The predicted source class of each sample as codes: from labels, or from each row's largest entry."""
+    values = np.asarray(source_output)
+    if values.ndim == 2 and values.shape[1] > 1:
+        return _checked_features(values, "source_output").argmax(axis=1)
+    codes, _ = _label_codes(values, "source_output")
+    if len(codes) < 2:
+        raise ValueError(f"source_output has {len(codes)} sample(s): a score needs at least 2.")
+    return codes

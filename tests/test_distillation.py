@@ -1,0 +1,254 @@
+"""Knowledge distillation: a network learns from a fitted teacher's probabilities, on labelled and -1 rows."""
+
+import pickle
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.svm import LinearSVC
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sktransfer import FineTuneClassifier
+from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
+
+from ._models import CountingNet, TinyConvNet
+
+
+def colour_cues(X):
+    """Two numbers per image: red minus green, and brightness."""
+    X = np.asarray(X, dtype=np.float64)
+    return np.stack(
+        [X[..., 0].mean(axis=(1, 2)) - X[..., 1].mean(axis=(1, 2)), X.mean(axis=(1, 2, 3))], axis=1
+    )
+
+
+class CountingPipeline(Pipeline):
+    """A Pipeline that records how many rows each ``predict_proba`` call received."""
+
+    calls: ClassVar[list] = []
+
+    def predict_proba(self, X, **params):
+        self.calls.append(len(X))
+        return super().predict_proba(X, **params)
+
+
+def images(colours, brightness, seed):
+    """16×16 images: bright (150) or dark (20) with noise, and red or green (+50 in that channel)."""
+    rng = np.random.default_rng(seed)
+    X = (
+        rng.integers(0, 30, size=(len(colours), 16, 16, 3))
+        + np.where(brightness, 150, 20)[:, None, None, None]
+    )
+    X[np.arange(len(X)), :, :, np.where(colours == "red", 0, 1)] += 50
+    return X.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """Knows the task: the colour, whatever the brightness."""
+    colours = np.array(["red", "green"] * 40)
+    X = images(colours, np.tile([True, True, False, False], 20), seed=1)
+    steps = [("cues", FunctionTransformer(colour_cues)), ("model", LogisticRegression())]
+    return CountingPipeline(steps).fit(X, colours)
+
+
+@pytest.fixture(scope="module")
+def confounded():
+    """Labelled rows where brightness and colour go together (red ones bright); unlabelled rows of all four kinds."""
+    labelled = np.array(["red", "green"] * 4)
+    unlabelled = np.array(["red", "green"] * 16)
+    X = np.concatenate(
+        [
+            images(labelled, labelled == "red", seed=2),
+            images(unlabelled, np.tile([True, True, False, False], 8), seed=3),
+        ]
+    )
+    y = np.concatenate([labelled, np.full(len(unlabelled), -1, dtype=object)]).astype(object)
+    return X, y, len(labelled)
+
+
+def tiny(**params):
+    defaults = {
+        "model": TinyConvNet,
+        "device": "cpu",
+        "strategy": "full",
+        "lr": 0.05,
+        "max_epochs": 8,
+        "batch_size": 8,
+        "random_state": 0,
+    }
+    return FineTuneClassifier(**{**defaults, **params})
+
+
+def test_a_distilled_student_follows_the_teacher_where_labels_mislead(teacher, confounded):
+    X, y, n_labelled = confounded
+    unlabelled = X[n_labelled:]
+    expected = teacher.predict(unlabelled)
+    plain = tiny().fit(X[:n_labelled], y[:n_labelled].astype(str))
+    student = tiny(teacher=teacher).fit(X, y)
+    assert student.classes_.tolist() == ["green", "red"]
+    plain_agreement = np.mean(plain.predict(unlabelled) == expected)
+    student_agreement = np.mean(student.predict(unlabelled) == expected)
+    assert student_agreement >= 0.95
+    assert student_agreement >= plain_agreement + 0.2
+
+
+def test_teacher_probabilities_are_computed_once_per_fit(teacher, confounded):
+    X, y, _ = confounded
+    CountingNet.calls.clear()
+    for params in ({}, {"early_stopping": True, "validation_fraction": 0.25, "max_epochs": 3}):
+        teacher.calls.clear()
+        tiny(teacher=teacher, **params).fit(X, y)
+        assert teacher.calls == [len(X)]
+    # the linear probe's fast path: the backbone's features and the teacher's probabilities, each once
+    teacher.calls.clear()
+    probe = tiny(teacher=teacher, model=CountingNet, strategy="linear_probe", max_epochs=3).fit(X, y)
+    assert teacher.calls == [len(X)]
+    assert CountingNet.image_rows() == len(X)
+    probe.partial_fit(X, y)
+    assert teacher.calls == [len(X)] * 2
+
+
+def test_every_row_unlabelled_distils_the_teacher_alone(teacher, confounded):
+    X = confounded[0]
+    y = np.full(len(X), -1)
+    student = tiny(teacher=teacher, distillation_weight=1.0).fit(X, y)
+    assert student.classes_.tolist() == ["green", "red"]
+    assert np.mean(student.predict(X) == teacher.predict(X)) >= 0.9
+
+
+def test_bad_teachers_are_refused_before_training(teacher, confounded):
+    X, y, _ = confounded
+    unfitted = Pipeline([("cues", FunctionTransformer(colour_cues)), ("model", LogisticRegression())])
+    with pytest.raises(NotFittedError, match=r"teacher=Pipeline is not fitted.*FrozenEstimator"):
+        tiny(teacher=unfitted).fit(X, y)
+    with pytest.raises(InvalidParameterError, match=r"'teacher' parameter.*predict_proba"):
+        tiny(teacher=LinearSVC()).fit(X, y)
+    with pytest.raises(ValueError, match=r"labels that the teacher does not predict: \['blue'\]"):
+        tiny(teacher=teacher).fit(X, np.where(y == "red", "blue", y))
+    minus_one = Pipeline([("cues", FunctionTransformer(colour_cues)), ("model", LogisticRegression())])
+    minus_one.fit(X[:8], np.array([-1, 1] * 4))
+    with pytest.raises(ValueError, match="the teacher predicts a class -1"):
+        tiny(teacher=minus_one).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'temperature'"):
+        tiny(teacher=teacher, temperature=0).fit(X, y)
+
+
+def test_without_a_teacher_minus_one_is_a_label(labelled_images):
+    X, y = labelled_images
+    labels = np.where(y == "dark", -1, 1)  # scikit-learn's check_classifiers_classes uses [-1, 1]
+    assert tiny(max_epochs=1).fit(X, labels).classes_.tolist() == [-1, 1]
+
+
+def test_clones_need_a_frozen_teacher(teacher, confounded):
+    X, y, _ = confounded
+    student = tiny(teacher=teacher, max_epochs=2)
+    with pytest.raises(NotFittedError, match="FrozenEstimator"):
+        clone(student).fit(X, y)  # the clone's teacher is an unfitted copy
+    frozen = FrozenEstimator(teacher)
+    copy = clone(tiny(teacher=frozen, max_epochs=2))
+    assert copy.teacher is frozen
+    np.testing.assert_array_equal(
+        copy.fit(X, y).predict_proba(X), tiny(teacher=teacher, max_epochs=2).fit(X, y).predict_proba(X)
+    )
+
+
+def test_fits_are_deterministic_and_leave_the_teacher_alone(teacher, confounded):
+    X, y, _ = confounded
+    coef = teacher[-1].coef_.copy()
+    X_before, y_before = X.copy(), y.copy()
+    first = tiny(teacher=teacher, max_epochs=2, augment="default").fit(X, y).predict_proba(X)
+    second = tiny(teacher=teacher, max_epochs=2, augment="default").fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(teacher[-1].coef_, coef)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+def test_a_distilled_student_pickles_without_the_teacher_probabilities(teacher, confounded):
+    X, y, _ = confounded
+    student = tiny(teacher=teacher, max_epochs=2, early_stopping=True).fit(X, y)
+    held = [name for name, value in vars(student).items() if _holds_rows(value, len(X))]
+    held += [
+        name
+        for name, callback in student.callbacks_
+        if any(_holds_rows(v, len(X)) for v in vars(callback).values())
+    ]
+    assert held == []
+    restored = pickle.loads(pickle.dumps(student))
+    np.testing.assert_array_equal(restored.predict_proba(X), student.predict_proba(X))
+    alone = pickle.loads(pickle.dumps(student.set_params(teacher=None)))  # a student that only predicts
+    np.testing.assert_array_equal(alone.predict(X), student.predict(X))
+
+
+def _holds_rows(value, n_rows):
+    """Whether ``value`` is an array, tensor or dict of them with ``n_rows`` rows."""
+    if isinstance(value, dict):
+        return any(_holds_rows(item, n_rows) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_rows(item, n_rows) for item in value[:50])
+    return isinstance(value, np.ndarray | torch.Tensor) and value.ndim > 0 and len(value) == n_rows
+
+
+def test_teacher_columns_follow_the_students_classes(teacher, confounded):
+    X, _, _ = confounded
+    own = teacher.predict_proba(X)
+    swapped = teacher_probabilities(teacher, X, np.array(["red", "green"]), len(X))
+    np.testing.assert_allclose(swapped, own[:, ::-1])
+    wider = teacher_probabilities(teacher, X, np.array(["blue", "green", "red"]), len(X))
+    np.testing.assert_allclose(wider, np.column_stack([np.zeros(len(X)), own]))
+    with pytest.raises(ValueError, match=r"predicts classes \['red'\] that are not among"):
+        teacher_probabilities(teacher, X, np.array(["green", "blue"]), len(X))
+
+
+def test_softening_probabilities_is_softening_logits():
+    logits = np.array([[3.0, 1.0, -2.0], [0.0, 0.5, 0.2]])
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = np.exp(logits / 3) / np.exp(logits / 3).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(soften(proba, 3.0), expected)
+    np.testing.assert_array_equal(soften(np.array([[1.0, 0.0]]), 4.0), [[1.0, 0.0]])  # zeros stay zeros
+
+
+def test_the_loss_weighs_labels_and_teacher():
+    logits = torch.tensor([[1.0, -1.0], [0.5, 0.5], [-2.0, 2.0]])
+    labels = torch.tensor([0, -1, 1])
+    teacher = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
+    criterion = torch.nn.CrossEntropyLoss()
+    cross_entropy = criterion(logits[[0, 2]], labels[[0, 2]])
+    student = torch.log_softmax(logits / 2.0, dim=1)
+    kl = (teacher * (teacher.log() - student)).sum(dim=1).mean()
+    loss = distillation_loss(logits, labels, teacher, criterion, temperature=2.0, weight=0.25)
+    torch.testing.assert_close(loss, 0.75 * cross_entropy + 0.25 * 4.0 * kl)
+    alone = distillation_loss(logits, labels, teacher, criterion, temperature=2.0, weight=0.0)
+    torch.testing.assert_close(alone, cross_entropy)
+
+
+def test_string_labels_come_back_as_the_teacher_gives_them(teacher, confounded):
+    X, y, n_labelled = confounded
+    student = tiny(teacher=teacher, max_epochs=2).fit(X, y)
+    predictions = student.predict(X[:n_labelled])
+    assert predictions.dtype == teacher.classes_.dtype
+    assert set(predictions.tolist()) <= {"red", "green"}
+    assert student.score(X[:n_labelled], y[:n_labelled].astype(str)) >= 0.75
+
+
+def test_a_text_student_learns_from_a_tfidf_teacher(tiny_text_model):
+    texts = np.array(["good film", "great acting", "bad plot", "awful film", "fine cast", "dull story"] * 3)
+    labels = np.array(["pos", "pos", "neg", "neg", "pos", "neg"] * 3)
+    teacher = Pipeline([("tfidf", TfidfVectorizer()), ("model", LogisticRegression())]).fit(texts, labels)
+    y = labels.astype(object)
+    y[6:] = -1
+    student = tiny(
+        model=tiny_text_model, teacher=teacher, max_epochs=2, early_stopping=True, validation_fraction=0.25
+    )
+    student.fit(texts, y)
+    assert student.predict(texts).shape == (len(texts),)
+    assert set(student.classes_.tolist()) == {"neg", "pos"}

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestCentroid
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import PretrainedFeatureExtractor
+from sktransfer.few_shot import PrototypeClassifier
+
+from ._models import TinyConvNet
+
+
+@pytest.fixture
+def blobs():
+    """Three classes of 6-D rows around different directions, at different lengths."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6))
+    y = np.repeat(np.array(["ant", "bee", "cat"]), 20)
+    X = centres[np.repeat(np.arange(3), 20)] + 0.5 * rng.normal(size=(60, 6))
+    return X * rng.uniform(0.5, 3, size=(60, 1)), y
+
+
+def test_cosine_prototypes_are_unit_means_of_unit_rows(blobs):
+    X, y = blobs
+    clf = PrototypeClassifier().fit(X, y)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    for prototype, label in zip(clf.prototypes_, clf.classes_, strict=True):
+        mean = unit[y == label].mean(axis=0)
+        np.testing.assert_allclose(prototype, mean / np.linalg.norm(mean))
+    cosines = unit @ clf.prototypes_.T
+    np.testing.assert_allclose(clf.decision_function(X), cosines)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[cosines.argmax(axis=1)])
+    # Cosine reads directions only: rescaling a row changes nothing.
+    np.testing.assert_allclose(clf.predict_proba(7 * X), clf.predict_proba(X))
+
+
+def test_euclidean_predicts_as_nearest_centroid(blobs):
+    X, y = blobs
+    rng = np.random.default_rng(1)
+    test = rng.normal(size=(200, 6)) * 2
+    ours = PrototypeClassifier(metric="euclidean").fit(X, y)
+    theirs = NearestCentroid().fit(X, y)
+    np.testing.assert_allclose(ours.prototypes_, theirs.centroids_)
+    np.testing.assert_array_equal(ours.predict(test), theirs.predict(test))
+
+
+def test_probabilities_are_a_softmax_of_similarities_over_temperature(blobs):
+    X, y = blobs
+    sharp = PrototypeClassifier(temperature=0.01).fit(X, y)
+    soft = PrototypeClassifier(temperature=10).fit(X, y)
+    for clf in (sharp, soft):
+        proba = clf.predict_proba(X)
+        np.testing.assert_allclose(proba.sum(axis=1), 1)
+        np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X))
+        scores = clf.decision_function(X) / clf.temperature
+        expected = np.exp(scores - scores.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(proba, expected / expected.sum(axis=1, keepdims=True))
+    assert sharp.predict_proba(X).max(axis=1).mean() > 0.9
+    assert soft.predict_proba(X).max(axis=1).max() < 0.5
+
+
+def test_binary_decision_function_is_the_second_class_minus_the_first():
+    X = np.array([[1.0, 0], [0, 1], [2, 0.5], [0.5, 2]])
+    clf = PrototypeClassifier().fit(X, [0, 1, 0, 1])
+    similarities = clf.predict_proba(X)  # monotone in the similarities
+    assert clf.decision_function(X).shape == (4,)
+    np.testing.assert_array_equal(clf.decision_function(X) > 0, similarities[:, 1] > similarities[:, 0])
+    assert clf.predict(X).tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_integer_weights_equal_repeated_rows(blobs, metric):
+    X, y = blobs
+    weights = np.random.default_rng(2).integers(1, 4, size=len(y))
+    weighted = PrototypeClassifier(metric=metric).fit(X, y, sample_weight=weights)
+    repeated = PrototypeClassifier(metric=metric).fit(np.repeat(X, weights, axis=0), np.repeat(y, weights))
+    np.testing.assert_allclose(weighted.prototypes_, repeated.prototypes_)
+
+
+def test_a_class_without_weight_is_refused(blobs):
+    X, y = blobs
+    weights = np.where(y == "bee", 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"sample_weight sums to 0 over the class\(es\) \['bee'\]"):
+        PrototypeClassifier().fit(X, y, sample_weight=weights)
+
+
+def test_one_shot_and_inputs_left_unchanged(blobs):
+    X, y = blobs
+    shots = [np.flatnonzero(y == label)[0] for label in ("ant", "bee", "cat")]
+    X_shots = X[shots]
+    before = X_shots.copy()
+    clf = PrototypeClassifier().fit(X_shots, y[shots])
+    np.testing.assert_array_equal(X_shots, before)
+    assert clf.predict(X_shots).tolist() == ["ant", "bee", "cat"]
+    assert np.mean(clf.predict(X) == y) > 0.8
+
+
+def test_few_shot_images_in_a_pipeline(labelled_images):
+    X, y = labelled_images
+    shots = np.r_[0:2, 12:14]  # two images per class
+    pipeline = make_pipeline(
+        PretrainedFeatureExtractor(model=TinyConvNet, device="cpu"), PrototypeClassifier()
+    )
+    pipeline.fit(X[shots], y[shots])
+    assert pipeline.predict_proba(X).shape == (len(X), 2)
+    assert np.mean(pipeline.predict(X) == y) > 0.9

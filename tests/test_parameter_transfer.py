@@ -1,0 +1,263 @@
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+)
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from sktransfer.parameter_transfer import (
+    NewClassWarning,
+    RegularTransferClassifier,
+    RegularTransferRegressor,
+)
+
+LABELS = np.array(["ant", "bee", "cat"])
+
+
+def related_tasks(n_classes, n_target=30, seed=0):
+    """A source task with many rows and a target task whose class directions are slightly rotated."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(n_classes, 5))
+    X_source, X_target = rng.normal(size=(400, 5)), rng.normal(size=(n_target, 5))
+    rotated = directions + 0.3 * rng.normal(size=directions.shape)
+
+    def labels(X, weights):
+        scores = X @ weights.T + rng.gumbel(size=(len(X), n_classes))  # noisy: not separable
+        return LABELS[scores.argmax(axis=1)] if n_classes > 2 else scores.argmax(axis=1)
+
+    return X_source, labels(X_source, directions), X_target, labels(X_target, rotated)
+
+
+@pytest.fixture(params=[2, 3], ids=["binary", "multiclass"])
+def tasks(request):
+    return related_tasks(request.param)
+
+
+def augmented(X):
+    return np.hstack([X, np.ones((len(X), 1))])
+
+
+def test_a_large_alpha_gives_the_source_model(tasks):
+    X_source, y_source, X_target, y_target = tasks
+    source = LogisticRegression().fit(X_source, y_source)
+    clf = RegularTransferClassifier(source, alpha=1e12).fit(X_target, y_target)
+    np.testing.assert_allclose(clf.predict_proba(X_source), source.predict_proba(X_source), atol=1e-8)
+    np.testing.assert_array_equal(clf.predict(X_source), source.predict(X_source))
+
+
+def test_alpha_zero_gives_the_target_only_fit(tasks):
+    _, _, X_target, y_target = tasks
+    source = LogisticRegression().fit(*related_tasks(len(np.unique(y_target)), seed=1)[:2])
+    clf = RegularTransferClassifier(source, alpha=0.0, tol=1e-10).fit(X_target, y_target)
+    target_only = LogisticRegression(C=1e12, tol=1e-10, max_iter=10_000).fit(X_target, y_target)
+    np.testing.assert_allclose(clf.predict_proba(X_target), target_only.predict_proba(X_target), atol=1e-5)
+
+
+def test_without_a_source_it_is_l2_logistic_regression_with_the_intercept_penalised(tasks):
+    _, _, X, y = tasks
+    weights = np.random.default_rng(3).uniform(0.2, 2, size=len(y))
+    ours = RegularTransferClassifier(None, alpha=2.0, tol=1e-10).fit(X, y, sample_weight=weights)
+    # sklearn's objective is 0.5 ||w||^2 + C * loss; on a column of ones, without an intercept of its own.
+    theirs = LogisticRegression(C=0.25, fit_intercept=False, tol=1e-10, max_iter=10_000)
+    theirs.fit(augmented(X), y, sample_weight=weights)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(augmented(X)), atol=1e-6)
+
+
+def test_binary_fit_solves_its_optimality_condition():
+    X_source, y_source, X, y = related_tasks(2)
+    source = LogisticRegression().fit(X_source, y_source)
+    weights = np.random.default_rng(4).uniform(0.2, 2, size=len(y))
+    alpha = 3.0
+    clf = RegularTransferClassifier(source, alpha=alpha, tol=1e-10).fit(X, y, sample_weight=weights)
+    theta = np.r_[clf.coef_[0], clf.intercept_]
+    prior = np.r_[source.coef_[0], source.intercept_]
+    residuals = clf.predict_proba(X)[:, 1] - y
+    gradient = augmented(X).T @ (weights * residuals) + 2 * alpha * (theta - prior)
+    np.testing.assert_allclose(gradient, 0, atol=1e-7)
+
+
+def test_integer_weights_equal_repeated_rows(tasks):
+    X_source, y_source, X, y = tasks
+    source = LogisticRegression().fit(X_source, y_source)
+    weights = np.random.default_rng(5).integers(0, 4, size=len(y))
+    weighted = RegularTransferClassifier(source, tol=1e-10).fit(X, y, sample_weight=weights)
+    repeated = RegularTransferClassifier(source, tol=1e-10).fit(
+        np.repeat(X, weights, 0), np.repeat(y, weights)
+    )
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)
+
+
+def test_fits_are_deterministic_and_the_source_is_left_as_it_was(tasks):
+    X_source, y_source, X, y = tasks
+    source = LogisticRegression().fit(X_source, y_source)
+    before = joblib.hash(source)
+    first = RegularTransferClassifier(source).fit(X, y)
+    second = RegularTransferClassifier(source).fit(X, y)
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    assert joblib.hash(source) == before
+    assert not np.shares_memory(first.coef_, source.coef_)
+    assert first.predict_proba(X).sum(axis=1) == pytest.approx(1)
+    assert first.predict(X).dtype == y.dtype
+
+
+@pytest.mark.parametrize(
+    "source",
+    [LinearSVC(), RidgeClassifier(), SGDClassifier(random_state=0), LogisticRegression()],
+    ids=lambda source: type(source).__name__,
+)
+def test_any_fitted_linear_classifier_is_a_source(tasks, source):
+    X_source, y_source, X, y = tasks
+    source.fit(X_source, y_source)
+    clf = RegularTransferClassifier(source, alpha=1e12).fit(X, y)
+    np.testing.assert_array_equal(clf.predict(X_source), source.predict(X_source))
+    frozen = RegularTransferClassifier(FrozenEstimator(source), alpha=1e12).fit(X, y)
+    np.testing.assert_allclose(frozen.coef_, clf.coef_)
+
+
+def test_a_binary_target_reads_its_two_classes_of_a_multiclass_source():
+    X_source, y_source, X, y = related_tasks(3)
+    source = LogisticRegression().fit(X_source, y_source)
+    kept = y != "bee"
+    clf = RegularTransferClassifier(source, alpha=1e12).fit(X[kept], y[kept])
+    assert clf.classes_.tolist() == ["ant", "cat"]
+    rows = np.hstack([source.coef_, source.intercept_[:, None]])
+    np.testing.assert_allclose(np.r_[clf.coef_[0], clf.intercept_], rows[2] - rows[0], atol=1e-8)
+
+
+def test_a_class_the_source_lacks_starts_from_zero_with_a_warning():
+    X_source, y_source, X, y = related_tasks(3)
+    source = LogisticRegression().fit(X_source[y_source != "cat"], y_source[y_source != "cat"])
+    with pytest.warns(NewClassWarning, match=r"the classes \['cat'\] of y are not among"):
+        clf = RegularTransferClassifier(source, alpha=1e12).fit(X, y)
+    coef, intercept = source.coef_[0] / 2, source.intercept_[0] / 2  # a binary source, centred
+    np.testing.assert_allclose(clf.coef_, [-coef, coef, 0 * coef], atol=1e-8)
+    np.testing.assert_allclose(clf.intercept_, [-intercept, intercept, 0], atol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RegularTransferClassifier(source).fit(X[y != "cat"], y[y != "cat"])  # no new class, no warning
+
+
+def test_labels_without_a_class_in_common_are_refused():
+    X_source, y_source, X, y = related_tasks(2)
+    source = LogisticRegression().fit(X_source, y_source)
+    with pytest.raises(ValueError, match=r"none of the classes of y \['0', '1'\] is among .* \[0, 1\]"):
+        RegularTransferClassifier(source).fit(X, y.astype(str))
+
+
+def test_unusable_sources_are_refused_before_fitting():
+    X_source, y_source, X, y = related_tasks(2)
+    with pytest.raises(NotFittedError, match=r"source_estimator=LogisticRegression\(\) is not fitted"):
+        RegularTransferClassifier(LogisticRegression()).fit(X, y)
+    source = LogisticRegression().fit(X_source[:, :3], y_source)
+    with pytest.raises(ValueError, match=r"X has 5 features, but source_estimator was fitted on 3"):
+        RegularTransferClassifier(source).fit(X, y)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(X_source, y_source)
+    with pytest.raises(
+        TypeError, match=r"source_estimator is a Pipeline: .*FrozenEstimator\(source\[:-1\]\)"
+    ):
+        RegularTransferClassifier(pipeline).fit(X, y)
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X_source, y_source)
+    with pytest.raises(TypeError, match=r"has no coef_ and intercept_"):
+        RegularTransferClassifier(forest).fit(X, y)
+    ridge = Ridge().fit(X_source, y_source)
+    with pytest.raises(
+        TypeError, match=r"has no classes_: RegularTransferClassifier takes a fitted linear classifier"
+    ):
+        RegularTransferClassifier(ridge).fit(X, y)
+    with pytest.raises(
+        TypeError, match=r"is a classifier: RegularTransferRegressor takes a fitted linear regressor"
+    ):
+        RegularTransferRegressor(LogisticRegression().fit(X_source, y_source)).fit(X, y)
+    with pytest.raises(ValueError, match=r"y has 1 target column\(s\), but source_estimator predicts 2"):
+        RegularTransferRegressor(Ridge().fit(X_source, np.c_[y_source, y_source])).fit(X, y)
+
+
+def test_the_source_stays_fitted_through_clones_and_grid_search(tasks):
+    X_source, y_source, X, y = tasks
+    source = LogisticRegression().fit(X_source, y_source)
+    clf = RegularTransferClassifier(source)
+    assert clone(clf).source_estimator is source
+    search = GridSearchCV(clf, {"alpha": [0.1, 10.0]}, cv=3).fit(X, y)
+    assert search.best_estimator_.source_estimator is source
+
+
+def test_too_few_iterations_warn():
+    X_source, y_source, X, y = related_tasks(3)
+    source = LogisticRegression().fit(X_source, y_source)
+    with pytest.warns(ConvergenceWarning, match=r"raise max_iter"):
+        RegularTransferClassifier(source, alpha=0.0, max_iter=1).fit(X, y)
+
+
+# -- the regressor ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def regression():
+    rng = np.random.default_rng(0)
+    X_source, X = rng.normal(size=(300, 6)), rng.normal(size=(20, 6))
+    weights = rng.normal(size=6)
+    y_source = X_source @ weights + 1 + 0.1 * rng.normal(size=300)
+    y = X @ (weights + 0.2 * rng.normal(size=6)) + 1.5 + 0.1 * rng.normal(size=20)
+    return X_source, y_source, X, y
+
+
+def test_regressor_solves_the_penalised_normal_equations(regression):
+    X_source, y_source, X, y = regression
+    source = Ridge().fit(X_source, y_source)
+    weights = np.random.default_rng(1).uniform(0.2, 2, size=len(y))
+    alpha = 2.5
+    reg = RegularTransferRegressor(source, alpha=alpha).fit(X, y, sample_weight=weights)
+    design, prior = augmented(X), np.r_[source.coef_, source.intercept_]
+    normal = design.T @ (weights[:, None] * design) + alpha * np.eye(7)
+    expected = np.linalg.solve(normal, design.T @ (weights * y) + alpha * prior)
+    np.testing.assert_allclose(np.r_[reg.coef_, reg.intercept_], expected)
+    np.testing.assert_allclose(reg.predict(X), design @ expected)
+    assert isinstance(reg.intercept_, float)
+
+
+def test_regressor_limits(regression):
+    X_source, y_source, X, y = regression
+    source = Ridge().fit(X_source, y_source)
+    at_source = RegularTransferRegressor(source, alpha=1e12).fit(X, y)
+    np.testing.assert_allclose(at_source.coef_, source.coef_, atol=1e-9)
+    np.testing.assert_allclose(at_source.intercept_, source.intercept_, atol=1e-9)
+    target_only = LinearRegression().fit(X, y)
+    unpenalised = RegularTransferRegressor(source, alpha=0.0).fit(X, y)
+    np.testing.assert_allclose(unpenalised.coef_, target_only.coef_)
+    np.testing.assert_allclose(unpenalised.intercept_, target_only.intercept_)
+    # With fewer rows than parameters: the exact fit closest to the source.
+    few = RegularTransferRegressor(source, alpha=0.0).fit(X[:4], y[:4])
+    np.testing.assert_allclose(few.predict(X[:4]), y[:4])
+    prior = np.r_[source.coef_, source.intercept_]
+    closest = prior + np.linalg.pinv(augmented(X[:4])) @ (y[:4] - augmented(X[:4]) @ prior)
+    np.testing.assert_allclose(np.r_[few.coef_, few.intercept_], closest)
+
+
+def test_regressor_weights_and_several_targets(regression):
+    X_source, y_source, X, y = regression
+    targets = np.c_[y, -2 * y]
+    source = LinearRegression().fit(X_source, np.c_[y_source, -2 * y_source])
+    reg = RegularTransferRegressor(source).fit(X, targets)
+    assert reg.coef_.shape == (2, 6)
+    assert reg.predict(X).shape == (20, 2)
+    single = RegularTransferRegressor(Ridge().fit(X_source, -2 * y_source)).fit(X, -2 * y)
+    assert single.coef_.shape == (6,)
+    weights = np.random.default_rng(2).integers(0, 4, size=len(y))
+    weighted = RegularTransferRegressor(source).fit(X, targets, sample_weight=weights)
+    repeated = RegularTransferRegressor(source).fit(np.repeat(X, weights, 0), np.repeat(targets, weights, 0))
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_)

@@ -1,0 +1,457 @@
+"""Transferability scores: values against slow references, invariances, stability, errors, and the scorers."""
+
+import math
+import pickle
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from scipy import optimize
+from scipy.special import softmax
+from scipy.stats import multivariate_normal
+from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from torch import nn
+
+from sktransfer import PretrainedFeatureExtractor, _transferability_linalg
+from sktransfer.transferability import (
+    h_score,
+    h_score_scorer,
+    leep_score,
+    leep_scorer,
+    logme_score,
+    logme_scorer,
+    make_transferability_scorer,
+    nce_score,
+    nce_scorer,
+)
+
+from ._models import CountingNet, TinyConvNet
+
+EMBEDDING_SCORES = [logme_score, h_score]
+OUTPUT_SCORES = [leep_score, nce_score]
+
+
+# -- slow references, written out from the papers' formulas ------------------------------------------
+
+
+def slow_logme(features, y):
+    """LogME by maximising each class's evidence, a Gaussian density, over (log alpha, log beta) numerically.
+
+    The evidence of the model y = F w + noise, w ~ N(0, I / alpha), noise ~ N(0, I / beta), is the density of y
+    under N(0, F F^T / alpha + I / beta). When the features interpolate y exactly, its supremum lies at
+    beta = infinity, which the search approaches.
+    """
+    features = np.asarray(features, dtype=float)
+    gram = features @ features.T
+
+    def minus_evidence(log_params, target):
+        alpha, beta = np.exp(log_params)
+        covariance = gram / alpha + np.eye(len(target)) / beta
+        return -multivariate_normal.logpdf(target, cov=covariance) / len(target)
+
+    values = []
+    for label in np.unique(y):
+        target = (np.asarray(y) == label).astype(float)
+        best = optimize.minimize(
+            minus_evidence,
+            [0.0, 0.0],
+            args=(target,),
+            method="Nelder-Mead",
+            options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000},
+        )
+        values.append(-best.fun)
+    return float(np.mean(values))
+
+
+def slow_h_score(features, y, shrinkage):
+    """tr(cov^-1 cov_between) with the covariances written out; LedoitWolf's or the pseudo-inverse."""
+    features = np.asarray(features, dtype=float)
+    mean = features.mean(axis=0)
+    between = np.zeros((features.shape[1], features.shape[1]))
+    for label in np.unique(y):
+        rows = features[np.asarray(y) == label]
+        offset = rows.mean(axis=0) - mean
+        between += len(rows) / len(features) * np.outer(offset, offset)
+    covariance = np.cov(features.T, bias=True)
+    if shrinkage is None:
+        return float(np.trace(np.linalg.pinv(covariance) @ between))
+    if shrinkage == "ledoit_wolf":
+        shrinkage = LedoitWolf().fit(features).shrinkage_
+        np.testing.assert_allclose(  # sklearn's shrunk covariance is the one described
+            LedoitWolf().fit(features).covariance_,
+            (1 - shrinkage) * covariance
+            + shrinkage * np.trace(covariance) / len(covariance) * np.eye(len(covariance)),
+        )
+    shrunk = (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / len(covariance) * np.eye(
+        len(covariance)
+    )
+    return float(np.trace(np.linalg.solve(shrunk, (1 - shrinkage) * between)))
+
+
+def slow_mackay(features, y, iterations=2000):
+    """LogME as You et al. compute it: MacKay's fixed-point updates of alpha and beta, then the evidence."""
+    features = np.asarray(features, dtype=float)
+    n, d = features.shape
+    gram = features.T @ features
+    eigenvalues = np.linalg.eigvalsh(gram)
+    values = []
+    for label in np.unique(y):
+        target = (np.asarray(y) == label).astype(float)
+        alpha, beta = 1.0, 1.0
+        for _ in range(iterations):
+            precision = alpha * np.eye(d) + beta * gram
+            mean = beta * np.linalg.solve(precision, features.T @ target)
+            gamma = np.sum(beta * eigenvalues / (alpha + beta * eigenvalues))
+            alpha, beta = gamma / (mean @ mean), (n - gamma) / np.sum((features @ mean - target) ** 2)
+        precision = alpha * np.eye(d) + beta * gram
+        mean = beta * np.linalg.solve(precision, features.T @ target)
+        evidence = (
+            n / 2 * math.log(beta)
+            + d / 2 * math.log(alpha)
+            - n / 2 * math.log(2 * math.pi)
+            - beta / 2 * np.sum((features @ mean - target) ** 2)
+            - alpha / 2 * mean @ mean
+            - np.linalg.slogdet(precision)[1] / 2
+        )
+        values.append(evidence / n)
+    return float(np.mean(values))
+
+
+def slow_leep(probabilities, y):
+    """LEEP sample by sample, source class by source class."""
+    n, n_source = probabilities.shape
+    labels = sorted(set(y))
+    joint = {
+        (label, z): sum(probabilities[i, z] for i in range(n) if y[i] == label) / n
+        for label in labels
+        for z in range(n_source)
+    }
+    marginal = [sum(joint[label, z] for label in labels) for z in range(n_source)]
+    total = 0.0
+    for i in range(n):
+        total += math.log(sum(joint[y[i], z] / marginal[z] * probabilities[i, z] for z in range(n_source)))
+    return total / n
+
+
+def slow_nce(predicted, y):
+    """-H(Y | Z) from counts."""
+    pairs = Counter(zip(predicted, y, strict=True))
+    sources = Counter(predicted)
+    n = len(y)
+    return sum(count / n * math.log(count / sources[z]) for (z, _), count in pairs.items())
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def clustered(n_per_class=15, n_features=6, n_classes=3, spread=0.5, seed=0):
+    """Gaussian clusters, one per class: features that tell the classes apart, and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, n_features))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return centres[y] + spread * rng.normal(size=(len(y), n_features)), y
+
+
+def source_logits(y, n_source=5, noise=0.5, seed=0):
+    """Logits of a source classifier whose favourite class follows the target label, up to noise."""
+    rng = np.random.default_rng(seed)
+    logits = noise * rng.normal(size=(len(y), n_source))
+    logits[np.arange(len(y)), np.asarray(y) % n_source] += 3.0
+    return logits
+
+
+# -- values ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(45, 6), (12, 30), (30, 40)], ids=["n>d", "n<d", "n<d noisy"])
+def test_logme_is_the_maximum_evidence(shape):
+    features, y = clustered(
+        n_per_class=shape[0] // 3, n_features=shape[1], spread=3.0 if shape == (30, 40) else 0.5
+    )
+    assert logme_score(features, y) == pytest.approx(slow_logme(features, y), rel=1e-9)
+
+
+def test_logme_is_the_fixed_point_of_the_papers_iteration():
+    features, y = clustered(spread=1.0)
+    assert logme_score(features, y) == pytest.approx(slow_mackay(features, y), rel=1e-9)
+
+
+@pytest.mark.parametrize("shrinkage", [None, "ledoit_wolf", 0.3])
+def test_h_score_against_the_written_out_covariances(shrinkage):
+    features, y = clustered()
+    expected = slow_h_score(features, y, shrinkage)
+    assert h_score(features, y, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("n_features", [5, 40])
+def test_ledoit_wolf_shrinkage_from_eigenvalues_is_sklearns(n_features):
+    features, y = clustered(n_per_class=10, n_features=n_features)
+    centred = features - features.mean(axis=0)
+    sigma, _, _ = _transferability_linalg.spectral_projections(centred, np.eye(3)[y])
+    ours = _transferability_linalg.ledoit_wolf_shrinkage(centred, sigma)
+    assert ours == pytest.approx(ledoit_wolf_shrinkage(features), rel=1e-9)
+
+
+def test_leep_and_nce_against_counting_references():
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
+    logits = source_logits(y, n_source=4, noise=2.0)
+    probabilities = softmax(logits, axis=1)
+    assert leep_score(probabilities, y) == pytest.approx(slow_leep(probabilities, list(y)), rel=1e-12)
+    predicted = probabilities.argmax(axis=1).tolist()
+    assert nce_score(predicted, y) == pytest.approx(slow_nce(predicted, list(y)), rel=1e-12)
+
+
+def test_logits_and_probabilities_give_the_same_leep_and_nce():
+    y = np.repeat(["a", "b", "c"], 5)
+    logits = source_logits(np.repeat([0, 1, 2], 5))
+    probabilities = softmax(logits, axis=1)
+    assert leep_score(logits, y) == pytest.approx(leep_score(probabilities, y), rel=1e-12)
+    assert leep_score(probabilities.astype(np.float32), y) == pytest.approx(
+        leep_score(probabilities, y), rel=1e-6
+    )
+    assert nce_score(logits, y) == nce_score(probabilities, y) == nce_score(probabilities.argmax(axis=1), y)
+
+
+def test_known_values():
+    y = np.array([0, 0, 0, 1])
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    uninformative = np.full((4, 3), 1 / 3)
+    assert leep_score(uninformative, y) == pytest.approx(-entropy)  # mean log p(y) over the rows
+    assert nce_score(["z"] * 4, y) == pytest.approx(-entropy)
+    assert nce_score(y + 10, y) == 0.0
+
+
+def test_shrinkage_keeps_the_h_score_informative_when_n_samples_is_below_n_features():
+    features, labels = clustered(n_per_class=4, n_features=20)
+    noise = np.random.default_rng(1).normal(size=features.shape)
+    # The pseudo-inverse sees n_classes - 1 in any 20-d features of 12 samples, the shrunk covariance does not.
+    assert h_score(features, labels, shrinkage=None) == pytest.approx(2.0)
+    assert h_score(noise, labels, shrinkage=None) == pytest.approx(2.0)
+    assert h_score(features, labels) > 2 * h_score(noise, labels)
+    for values in (features, noise, features[:, :3]):
+        assert 0 <= h_score(values, labels) <= 2.0
+
+
+def test_more_separable_scores_higher():
+    good, y = clustered(spread=0.3)
+    noisy = good + 3.0 * np.random.default_rng(1).normal(size=good.shape)
+    for score in EMBEDDING_SCORES:
+        assert score(good, y) > score(noisy, y), score.__name__
+    informative = source_logits(y, noise=0.3)
+    uninformative = np.random.default_rng(2).normal(size=informative.shape)
+    for score in OUTPUT_SCORES:
+        assert score(informative, y) > score(uninformative, y), score.__name__
+
+
+# -- invariances ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("score", EMBEDDING_SCORES + OUTPUT_SCORES, ids=lambda f: f.__name__)
+def test_row_order_and_label_names_do_not_matter(score):
+    features, y = clustered()
+    if score in OUTPUT_SCORES:
+        features = source_logits(y)
+    reference = score(features, y)
+    order = np.random.default_rng(0).permutation(len(y))
+    assert score(features[order], y[order]) == pytest.approx(reference, rel=1e-9)
+    names = np.array(["zebra", "ant", "moth"], dtype=object)[y]
+    assert score(features, names) == pytest.approx(reference, rel=1e-9)
+    assert score(features, list(names)) == pytest.approx(reference, rel=1e-9)
+
+
+def test_embedding_scores_ignore_the_scale_of_the_features():
+    features, y = clustered()
+    for scale in (1e-6, 1e6):
+        assert logme_score(scale * features, y) == pytest.approx(logme_score(features, y), rel=1e-7)
+        assert h_score(scale * features + 5, y) == pytest.approx(h_score(features, y), rel=1e-7)
+
+
+def test_inputs_are_not_modified():
+    features, y = clustered()
+    logits = source_logits(y)
+    copies = features.copy(), logits.copy(), y.copy()
+    for score in EMBEDDING_SCORES:
+        score(features, y)
+    for score in OUTPUT_SCORES:
+        score(logits, y)
+    for before, after in zip(copies, (features, logits, y), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+# -- numerical stability ----------------------------------------------------------------------------
+
+
+def degenerate_features():
+    features, y = clustered(n_per_class=5, n_features=4)
+    return {
+        "duplicated": (np.hstack([features, features, features]), y),
+        "collinear": (np.hstack([features, features @ np.ones((4, 3)), 1e-9 * features[:, :1]]), y),
+        "n<d": (np.hstack([features, np.random.default_rng(0).normal(size=(15, 60))]), y),
+        "constant column": (np.hstack([features, np.full((15, 1), 7.0)]), y),
+        "float32 huge": ((features * 1e15).astype(np.float32), y),
+        "one class unspanned": (np.where((y == 0)[:, None], 0.0, features), y),
+        "all zero": (np.zeros((15, 4)), y),
+    }
+
+
+@pytest.mark.parametrize("case", list(degenerate_features()))
+@pytest.mark.parametrize("score", EMBEDDING_SCORES, ids=lambda f: f.__name__)
+def test_degenerate_features_give_finite_scores_without_warnings(score, case):
+    features, y = degenerate_features()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = score(features, y)
+    assert np.isfinite(value)
+
+
+def test_duplicated_columns_change_no_h_score_and_little_logme():
+    features, y = clustered()
+    doubled = np.hstack([features, features])
+    assert h_score(doubled, y, shrinkage=None) == pytest.approx(
+        h_score(features, y, shrinkage=None), rel=1e-9
+    )
+    assert abs(logme_score(doubled, y) - logme_score(features, y)) < 0.05
+
+
+def test_extreme_logits_give_finite_source_scores():
+    y = np.repeat([0, 1], 4)
+    logits = np.where(np.eye(8, 3, dtype=bool), 1e4, -1e4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(leep_score(logits, y))
+        assert np.isfinite(nce_score(logits, y))
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("score", EMBEDDING_SCORES + OUTPUT_SCORES, ids=lambda f: f.__name__)
+def test_bad_inputs_are_named(score):
+    features, y = clustered()
+    if score in OUTPUT_SCORES:
+        features = source_logits(y)
+    name = "features" if score in EMBEDDING_SCORES else "source_output"
+    with_nan = features.copy()
+    with_nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match=f"{name} contains NaN"):
+        score(with_nan, y)
+    with pytest.raises(ValueError, match=f"y has 44 labels for the 45 rows of {name}"):
+        score(features, y[:-1])
+    with pytest.raises(ValueError, match="y has a single class \\('cat'\\)"):
+        score(features, ["cat"] * len(y))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        score(features, np.linspace(0, 1, len(y)))
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        score(features, np.r_[y[:-1], np.nan])
+    with pytest.raises(ValueError, match="The 'y' parameter"):
+        score(features, None)
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        logme_score(np.arange(4.0), [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="source_output has one column"):
+        leep_score(np.ones((4, 1)), [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="source_output has 1 sample"):
+        nce_score(["z"], ["a"])
+    with pytest.raises(ValueError, match="The 'shrinkage' parameter of h_score"):
+        h_score(np.eye(4), [0, 0, 1, 1], shrinkage=2.0)
+
+
+# -- scorers --------------------------------------------------------------------------------------------
+
+
+class Blind(nn.Module):
+    """A network whose features ignore the image: noise drawn from a fixed seed."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        generator = torch.Generator().manual_seed(len(x))
+        return self.scale * torch.randn(len(x), 5, generator=generator)
+
+
+def tiny_extractor(**params):
+    return PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu", **params)
+
+
+def test_scorers_read_the_transform_before_a_classifier(labelled_images):
+    X, y = labelled_images
+    extractor = tiny_extractor().fit(X)
+    features = extractor.transform(X)
+    with_classifier = Pipeline([("emb", tiny_extractor()), ("clf", LogisticRegression())]).fit(X, y)
+    passthrough = Pipeline([("emb", tiny_extractor()), ("clf", "passthrough")]).fit(X, y)
+    for scorer, score in [(logme_scorer, logme_score), (h_score_scorer, h_score)]:
+        expected = score(features, y)
+        for estimator in (extractor, with_classifier, passthrough):
+            assert scorer(estimator, X, y) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(TypeError, match="logme_scorer scores the features a transformer gives"):
+        logme_scorer(LogisticRegression().fit(features, y), features, y)
+    with pytest.raises(TypeError, match="Pipeline transforms nothing before it predicts"):
+        logme_scorer(Pipeline([("clf", LogisticRegression())]).fit(features, y), features, y)
+
+
+@pytest.mark.parametrize("split", ["folds", "every row"])
+def test_grid_search_ranks_by_one_embedding_pass_per_candidate(labelled_images, split):
+    X, y = labelled_images
+    rows = np.arange(len(y))
+    cv = StratifiedKFold(3, shuffle=True, random_state=0) if split == "folds" else [(rows, rows)]
+    CountingNet.calls.clear()
+    search = GridSearchCV(
+        PretrainedFeatureExtractor(model=CountingNet, device="cpu"),
+        {"pooling": ["avg", "max"]},
+        scoring=logme_scorer,
+        cv=cv,
+    ).fit(X, y)
+    # Each image once per candidate, by the scorer: fit loads the weights and runs one blank input only.
+    assert CountingNet.image_rows() == 2 * len(X)
+    if split == "every row":
+        for params, value in zip(
+            search.cv_results_["params"], search.cv_results_["mean_test_score"], strict=True
+        ):
+            features = PretrainedFeatureExtractor(model=CountingNet, device="cpu", **params).fit_transform(X)
+            assert value == pytest.approx(logme_score(features, y), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("scorer", "layer"),
+    [(logme_scorer, None), (h_score_scorer, None), (leep_scorer, "fc"), (nce_scorer, "fc")],
+    ids=repr,
+)
+def test_grid_search_ranks_a_seeing_network_above_a_blind_one(labelled_images, scorer, layer):
+    X, y = labelled_images
+    search = GridSearchCV(
+        Pipeline([("emb", tiny_extractor())]),
+        [{"emb__model": [TinyConvNet()], "emb__layer": [layer]}, {"emb__model": [Blind()]}],
+        scoring=scorer,
+        cv=KFold(2, shuffle=True, random_state=0),
+    ).fit(X, y)
+    assert isinstance(search.best_params_["emb__model"], TinyConvNet)
+    assert search.best_estimator_["emb"].n_features_out_ == (5 if layer == "fc" else 8)
+
+
+def test_scorers_work_under_metadata_routing_and_pickle(labelled_images):
+    X, y = labelled_images
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(
+            tiny_extractor(), {"pooling": ["avg", "max"]}, scoring=logme_scorer, cv=StratifiedKFold(2)
+        )
+        assert np.all(np.isfinite(search.fit(X, y).cv_results_["mean_test_score"]))
+    for scorer in (logme_scorer, h_score_scorer, leep_scorer, nce_scorer):
+        assert repr(pickle.loads(pickle.dumps(scorer))) == repr(scorer)
+
+
+def test_a_made_scorer_passes_its_arguments(labelled_images):
+    X, y = labelled_images
+    extractor = tiny_extractor().fit(X)
+    scorer = make_transferability_scorer(h_score, shrinkage=None)
+    assert scorer(extractor, X, y) == pytest.approx(h_score(extractor.transform(X), y, shrinkage=None))
+    assert repr(scorer) == "make_transferability_scorer(h_score, shrinkage=None)"
