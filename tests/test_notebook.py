@@ -48,6 +48,20 @@ try:
 except ValueError as error:
     print(error)
 FineTuneClassifier(folder, strategy="lora", verbose=1, device="cpu", max_epochs=2, batch_size=4).fit(REVIEWS, SENTIMENT)""",
+    """\
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sktransfer import PrototypeClassifier, logme_score
+flatten = FunctionTransformer(lambda images: images.reshape(len(images), -1) / 255.0)
+try:
+    FineTuneClassifier(teacher=make_pipeline(flatten, LogisticRegression()), **tiny).fit(X, y)
+except Exception as error:
+    print(type(error).__name__, error)
+teacher = make_pipeline(flatten, LogisticRegression()).fit(X, y)
+FineTuneClassifier(teacher=teacher, verbose=1, **tiny).fit(X, unlabelled)
+print("LogME", round(logme_score(flatten.transform(X), y), 3))
+PrototypeClassifier().fit(flatten.transform(X), y)""",
     "print(cross_val_score(FineTuneClassifier(num_workers=2, verbose=1, **tiny), X, y, cv=2, n_jobs=2))",
     "import time\ntime.sleep(1)  # output the workers write late would come here",
 ]
@@ -75,7 +89,7 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, reweight, text, cross_validation, late = client.execute().cells
+    _, fit, adapt, reweight, text, before_after, cross_validation, late = client.execute().cells
 
     # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
     assert TEXT_BAR.search(streams(fit, "stderr"))
@@ -103,6 +117,13 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert re.search(r"\n +2 .+ 0\.\d{4} +0 ", streams(text, "stdout"))  # the epoch, the share, the stages
     (result,) = [output for output in text.outputs if output.output_type == "execute_result"]
     assert "strategy='lora'" in result.data["text/plain"]
+
+    # Distillation: an unfitted teacher is named before training; the student's fit log shows; scores print.
+    assert "teacher" in streams(before_after, "stdout").splitlines()[0]
+    assert "train_loss" in streams(before_after, "stdout")
+    assert re.search(r"LogME -?\d+\.\d+", streams(before_after, "stdout"))
+    (result,) = [output for output in before_after.outputs if output.output_type == "execute_result"]
+    assert result.data["text/plain"] == "PrototypeClassifier()"
 
     # Folds in worker processes, each loading images in worker processes of its own, with no bars.
     assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])
