@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: describe the machine and write a script's section of RESULTS.md."""
 
 import datetime
+import os
 import platform
 import re
 import time
@@ -49,6 +50,21 @@ def write_section(script, body):
     print(f"wrote the {script} section of {RESULTS}")
 
 
+def use_every_core():
+    """Give torch one thread per core this process may run on (its default can be fewer)."""
+    torch.set_num_threads(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+
+
+def publish(script, body, quick):
+    """Write ``body`` as ``script``'s section of RESULTS.md, unless this was a ``--quick`` run."""
+    if quick:
+        print("--quick: RESULTS.md left as it is", flush=True)
+    else:
+        write_section(script, body)
+
+
 def run_script(script, parser, quick, run):
     """Parse the command line (``--quick`` applies ``quick``'s sizes), run, print, and write the section."""
     args = parser.parse_args()
@@ -59,7 +75,4 @@ def run_script(script, parser, quick, run):
     body = run(args)
     print(body, flush=True)
     print(f"{time.perf_counter() - start:.0f} s", flush=True)
-    if args.quick:
-        print("--quick: RESULTS.md left as it is", flush=True)
-    else:
-        write_section(script, body)
+    publish(script, body, args.quick)

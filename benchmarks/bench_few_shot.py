@@ -20,19 +20,17 @@ Usage: python benchmarks/bench_few_shot.py [--draws 20] [--device auto] [--quick
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import environment_line, write_section
+from _results import environment_line, run_script, use_every_core
 from bench_text import draw, goal, mean_std
 
 from sktransfer import PretrainedFeatureExtractor
@@ -184,22 +182,12 @@ def main():
     parser.add_argument("--validation-per-class", type=int, default=100)
     parser.add_argument("--pool-per-class", type=int, default=100)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
-    torch.set_num_threads(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
-    device = resolve_device(args.device)
-    start = time.perf_counter()
-    body = section(args, device)
-    print(body, flush=True)
-    print(f"{time.perf_counter() - start:.0f} s", flush=True)
-    if args.quick:
-        print("--quick: RESULTS.md left as it is", flush=True)
-    else:
-        write_section("bench_few_shot", body)
+    run_script("bench_few_shot", parser, QUICK, run)
+
+
+def run(args):
+    use_every_core()
+    return section(args, resolve_device(args.device))
 
 
 if __name__ == "__main__":

@@ -29,20 +29,18 @@ Usage: python benchmarks/bench_parameter_transfer.py [--pairs sentiment digits r
 
 import argparse
 import csv
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import environment_line, write_section
+from _results import environment_line, publish, use_every_core
 from bench_few_shot import split
 from bench_text import draw, goal, held_out_split, mean_std
 
@@ -334,9 +332,7 @@ def main():
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
-    torch.set_num_threads(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    use_every_core()
     device = resolve_device(args.device)
     start = time.perf_counter()
     lines = [
@@ -362,10 +358,7 @@ def main():
     body = "\n".join(lines)
     print(body, flush=True)
     print(f"{time.perf_counter() - start:.0f} s", flush=True)
-    if args.quick:
-        print("--quick: RESULTS.md left as it is", flush=True)
-    else:
-        write_section("bench_parameter_transfer", body)
+    publish("bench_parameter_transfer", body, args.quick)
 
 
 if __name__ == "__main__":

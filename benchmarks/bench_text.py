@@ -41,7 +41,6 @@ Usage: python benchmarks/bench_text.py [--benchmarks throughput few_labels fine_
 """
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -56,7 +55,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import environment_line, write_section
+from _results import environment_line, publish, use_every_core
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._runtime import cpu_native_bfloat16, resolve_device
@@ -769,9 +768,7 @@ def main():
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
-    torch.set_num_threads(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    use_every_core()
     device = resolve_device(args.device)
     seeds = tuple(range(args.seeds))
     for name in args.benchmarks:
@@ -779,10 +776,7 @@ def main():
         elapsed, body = timed(lambda name=name: SECTIONS[name](args, device, seeds))
         print(body, flush=True)
         print(f"section {name}: {elapsed:.0f} s", flush=True)
-        if args.quick:
-            print("--quick: RESULTS.md left as it is", flush=True)
-        else:
-            write_section(f"bench_text_{name}", body)
+        publish(f"bench_text_{name}", body, args.quick)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ Usage: python benchmarks/bench_transferability.py [--quick] [--device cpu]
 """
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from sklearn.preprocessing import StandardScaler
 from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import environment_line, write_section
+from _results import environment_line, publish, use_every_core
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._runtime import resolve_device
@@ -378,9 +377,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     config = QUICK if args.quick else FULL
-    torch.set_num_threads(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    use_every_core()
     device = resolve_device(args.device)
     bodies = []
     for name in args.sections:
@@ -395,10 +392,7 @@ def main():
             *bodies,
         ]
     )
-    if args.quick:
-        print("--quick: RESULTS.md left as it is", flush=True)
-    else:
-        write_section(f"bench_transferability_{device.type}", text)
+    publish(f"bench_transferability_{device.type}", text, args.quick)
 
 
 if __name__ == "__main__":

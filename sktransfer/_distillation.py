@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._labels import require_labels
+from ._labels import UNLABELLED, require_labels, unlabelled_mask
 from ._training_data import LABEL
 
 DISTILLATION_CONSTRAINTS = {
@@ -26,25 +26,7 @@ DISTILLATION_CONSTRAINTS = {
     "temperature": [Interval(Real, 0, None, closed="neither")],
     "distillation_weight": [Interval(Real, 0, 1, closed="both")],
 }
-UNLABELLED = -1
 TEACHER = "teacher"  # the key of the teacher's probabilities in a distilling net's training targets
-
-
-def unlabelled_rows(y):
-    """True where ``y`` holds the number -1 (a string "-1" is a class name).
-
-    Examples
-    --------
-    >>> unlabelled_rows(np.array(["cat", -1, "-1"], dtype=object)).tolist()
-    [False, True, False]
-    """
-    if y.dtype.kind in "iuf":
-        return y == UNLABELLED
-    if y.dtype.kind != "O":
-        return np.zeros(len(y), dtype=bool)
-    return np.array(
-        [isinstance(v, Real) and not isinstance(v, bool) and v == UNLABELLED for v in y], dtype=bool
-    )
 
 
 def teacher_classes(teacher):
@@ -62,7 +44,7 @@ def teacher_classes(teacher):
     if classes is None:
         raise TypeError(f"teacher={type(teacher).__name__} has no classes_: it must be a fitted classifier.")
     classes = np.asarray(classes)
-    if unlabelled_rows(classes).any():
+    if unlabelled_mask(classes).any():
         raise ValueError(
             f"the teacher predicts a class -1 (its classes_ are {classes.tolist()[:10]}), but with a teacher "
             "y == -1 marks unlabelled rows: relabel that class."
@@ -158,7 +140,7 @@ class DistillationMixin:
             raise ValueError(
                 f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
             )
-        labelled = ~unlabelled_rows(y)
+        labelled = ~unlabelled_mask(y)
         labels = y[labelled]
         if labels.dtype == object:  # an object array because of the -1 marks: give the labels their own type
             labels = np.asarray(labels.tolist(), dtype=None if labels.size else own.dtype)

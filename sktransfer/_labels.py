@@ -55,3 +55,24 @@ def encode_labels(y, classes):
     if unknown:
         raise ValueError(f"y holds labels that are not among classes {classes.tolist()}: {unknown[:10]}.")
     return np.array([index[label] for label in y.tolist()], dtype=np.int64)
+
+
+UNLABELLED = -1  # the label that marks a row without one (a target row, or a row only a teacher labels)
+
+
+def unlabelled_mask(y):
+    """True where the label is the number -1, the mark of an unlabelled row (a string "-1" is a class name).
+
+    Examples
+    --------
+    >>> unlabelled_mask(["cat", -1, "dog"]).tolist()
+    [False, True, False]
+    >>> unlabelled_mask(np.array(["cat", -1, "-1"], dtype=object)).tolist()
+    [False, True, False]
+    """
+    y = np.asarray(y, dtype=object) if not hasattr(y, "dtype") else np.asarray(y)
+    if y.dtype.kind in "iuf":
+        return y == UNLABELLED
+    if y.dtype.kind == "O":
+        return np.array([not isinstance(v, str) and v is not None and v == UNLABELLED for v in y], dtype=bool)
+    return np.zeros(len(y), dtype=bool)

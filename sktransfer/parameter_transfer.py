@@ -101,7 +101,7 @@ def _class_rows(coef, intercept, source_classes, classes):
 
 
 class _SourceRegularizedMixin:
-    """The shared parameters' constraints, and clones that keep the fitted ``source_estimator``."""
+    """The shared parameters' constraints, clones that keep the fitted ``source_estimator``, the linear map."""
 
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
         "source_estimator": [HasMethods(["fit", "predict"]), None],
@@ -114,6 +114,12 @@ class _SourceRegularizedMixin:
         cloned = super().__sklearn_clone__()
         cloned.source_estimator = self.source_estimator
         return cloned
+
+    def _linear_output(self, X):
+        """``X @ coef_.T + intercept_`` for X checked against the fit."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ self.coef_.T + self.intercept_
 
 
 def _with_ones(X):
@@ -281,9 +287,7 @@ class RegularTransferClassifier(_SourceRegularizedMixin, ClassifierMixin, BaseEs
         -------
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        scores = X @ self.coef_.T + self.intercept_
+        scores = self._linear_output(X)
         return scores[:, 0] if len(self.coef_) == 1 else scores
 
     def predict(self, X):
@@ -428,6 +432,4 @@ class RegularTransferRegressor(_SourceRegularizedMixin, RegressorMixin, BaseEsti
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return X @ self.coef_.T + self.intercept_
+        return self._linear_output(X)

@@ -180,13 +180,18 @@ class TransferClassifier(
         new_layers = [
             parameter for parameter in self.module_.parameters() if id(parameter) not in in_backbone
         ]
-        groups = [{"params": new_layers, "lr": self._stage_rate(None), "stage_depth": None}]
-        for depth, parameters in enumerate(reversed(self.module_.stage_parameters())):
-            if parameters:
-                groups.append({"params": parameters, "lr": self._stage_rate(depth), "stage_depth": depth})
+        stages = [(None, new_layers), *enumerate(reversed(self.module_.stage_parameters()))]
+        groups = [
+            {
+                "params": parameters,
+                "lr": self._stage_rate(depth),
+                "weight_decay": self._group_weight_decay(depth, kwargs["weight_decay"]),
+                "stage_depth": depth,
+            }
+            for depth, parameters in stages
+            if depth is None or parameters
+        ]
         self.optimizer_ = self.optimizer(groups, **{**kwargs, "lr": self._stage_rate(None)})
-        for group in self.optimizer_.param_groups:
-            group["weight_decay"] = self._group_weight_decay(group["stage_depth"], kwargs["weight_decay"])
         return self
 
     def _stage_rate(self, depth):

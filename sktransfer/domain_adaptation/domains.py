@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-from .._labels import require_labels
-
-UNLABELLED = -1
+from .._labels import UNLABELLED, require_labels, unlabelled_mask
 
 
 class NoTargetDataWarning(UserWarning):
@@ -28,22 +26,6 @@ class DomainSplit:
 
     labelled: np.ndarray
     target: np.ndarray
-
-
-def unlabelled_mask(y):
-    """True where the label is -1, the mark of an unlabelled (target) row.
-
-    Examples
-    --------
-    >>> unlabelled_mask(["cat", -1, "dog"]).tolist()
-    [False, True, False]
-    """
-    y = np.asarray(y, dtype=object) if not hasattr(y, "dtype") else np.asarray(y)
-    if y.dtype.kind in "iuf":
-        return y == UNLABELLED
-    if y.dtype.kind == "O":
-        return np.array([not isinstance(v, str) and v is not None and v == UNLABELLED for v in y], dtype=bool)
-    return np.zeros(len(y), dtype=bool)
 
 
 def split_domains(y, sample_domain, n_samples):
