@@ -6,7 +6,8 @@
   weights cut at five depths, the same five cuts with random weights (each one's "pretrained twin" is the
   first), the ImageNet weights with Gaussian noise of 0.5 and 1 times each weight tensor's standard deviation
   added (saved as checkpoints, given as ``weights=<path>``), and torchvision's mobilenet_v3_small and resnet18
-  with random weights. For each candidate: LogME and H-score (Ledoit-Wolf shrinkage) of its embeddings of the
+  with random weights. For each candidate: LogME (with an intercept, and without one as in the paper) and
+  H-score (Ledoit-Wolf shrinkage) of its embeddings of the
   training images; LEEP and NCE of its own 1000-class classifier's logits
   (``PretrainedFeatureExtractor(layer="classifier")``, ``"fc"`` for a ResNet) for the candidates that keep
   their whole network (``layer=None``); the linear-probe accuracy (StandardScaler + LogisticRegression on the
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,12 @@ from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, load_backbone
 from sktransfer.datasets import load_digit_images, load_mnist_digits, load_movie_reviews, load_textures
 from sktransfer.transferability import h_score, leep_score, logme_score, nce_score
 
-EMBEDDING_SCORES = {"LogME": logme_score, "H-score": h_score}
+# LogME as the library computes it (with an intercept) and as the paper does (without one), side by side.
+EMBEDDING_SCORES = {
+    "LogME": logme_score,
+    "LogME, no intercept": partial(logme_score, fit_intercept=False),
+    "H-score": h_score,
+}
 OUTPUT_SCORES = {"LEEP": leep_score, "NCE": nce_score}
 SCORES = {**EMBEDDING_SCORES, **OUTPUT_SCORES}
 FULL = {
@@ -253,8 +260,8 @@ def ranking_section(config, device):
         lines += [
             f"#### {dataset}",
             "",
-            "| candidate | LogME | H-score | LEEP | NCE | linear probe | fine-tuned |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| candidate | {' | '.join(SCORES)} | linear probe | fine-tuned |",
+            "|---|" + "---:|" * (len(SCORES) + 2),
         ]
         for candidate in candidates:
             row = rows[candidate.name]
@@ -313,8 +320,8 @@ def text_section(config, device):
         f"### Text: all-MiniLM-L6-v2 on Rotten Tomatoes fresh / rotten / synopsis ({config['text_per_class']} "
         "training and as many test texts per class)",
         "",
-        "| candidate | LogME | H-score | linear probe |",
-        "|---|---:|---:|---:|",
+        f"| candidate | {' | '.join(EMBEDDING_SCORES)} | linear probe |",
+        "|---|" + "---:|" * (len(EMBEDDING_SCORES) + 1),
     ]
     rows, candidates = {}, []
     for layer in config["text_layers"]:
@@ -332,9 +339,8 @@ def text_section(config, device):
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(features, y_train)
             row["linear probe"] = probe.score(test_features, y_test)
             rows[name] = row
-            lines.append(
-                f"| {name} | {row['LogME']:.3f} | {row['H-score']:.3f} | {row['linear probe']:.3f} |"
-            )
+            cells = " | ".join(f"{row[score]:.3f}" for score in [*EMBEDDING_SCORES, "linear probe"])
+            lines.append(f"| {name} | {cells} |")
     lines.append("")
     for score in EMBEDDING_SCORES:
         r, tau, n = correlations(rows, candidates, score, "linear probe")

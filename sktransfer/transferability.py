@@ -27,15 +27,15 @@ _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 
 
-@validate_params(_FEATURES_AND_LABELS, prefer_skip_nested_validation=True)
-def logme_score(features, y):
+@validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
+def logme_score(features, y, *, fit_intercept=True):
     """LogME: the log marginal evidence of a Bayesian linear model from the features to the labels.
 
     For each class, the one-vs-rest indicator of ``y`` is modelled as a linear function of the features
     with a Gaussian prior on the weights (precision alpha) and Gaussian noise (precision beta), and alpha and
     beta maximise the evidence (You et al. 2021). The score is the maximum log evidence per sample, averaged
     over the classes. It grows when the labels are a simple, low-noise linear function of the features, and
-    does not change when the features are scaled. One eigendecomposition of the smaller of F^T F and F F^T
+    does not change when the features are scaled, or (with ``fit_intercept``) shifted. One eigendecomposition of the smaller of F^T F and F F^T
     serves every class and every value of alpha and beta; the maximisation itself is one-dimensional (the best
     beta for a given alpha / beta is explicit) and vectorised over the classes. It finds the fixed point of
     the paper's iteration, and also the maxima that lie at the edge, where that iteration crawls: when there
@@ -49,11 +49,22 @@ def logme_score(features, y):
         :class:`~sktransfer.PretrainedFeatureExtractor`.
     y : array-like of shape (n_samples,)
         Class labels, at least two classes.
+    fit_intercept : bool, default=True
+        Give each linear model an intercept of flat prior: features and indicators are centred, and the
+        evidence is that of the n - 1 dimensions left. The paper's model has none, so that the features'
+        common offset has to fit the indicators' mean, 1 / n_classes: features far from the origin get a
+        free intercept and features near it pay for one: a bias in favour of networks whose features lie
+        far from the origin, as randomly initialised ones often do (on Rotten Tomatoes reviews, the mean of
+        a randomly initialised MiniLM's mean-pooled features is 4.7 times as far from the origin as the
+        rows' spread around it; for the pretrained MiniLM's last layer, 0.45 times), and a score that
+        changes when the features are centred, as a ``StandardScaler`` before the scorer does. ``False``:
+        the paper's LogME.
 
     Returns
     -------
     score : float
-        Mean log evidence per sample; greater is better. Compare it between candidates on the same samples.
+        Mean log evidence per sample (per remaining dimension with ``fit_intercept``); greater is better.
+        Compare it between candidates on the same samples.
 
     References
     ----------
@@ -73,8 +84,12 @@ def logme_score(features, y):
     """
     features = _checked_features(features, "features")
     codes, n_classes = _class_codes(y, len(features), "features")
-    sigma, projected2, left_out = spectral_projections(features, _one_hot(codes, n_classes))
-    return float(np.mean(log_evidence(sigma, projected2, left_out, len(features))))
+    indicators, dimensions = _one_hot(codes, n_classes), len(features)
+    if fit_intercept:  # the flat-prior intercept integrated out: what is left lies orthogonal to the ones
+        features, indicators = features - features.mean(axis=0), indicators - indicators.mean(axis=0)
+        dimensions -= 1
+    sigma, projected2, left_out = spectral_projections(features, indicators)
+    return float(np.mean(log_evidence(sigma, projected2, left_out, dimensions)))
 
 
 @validate_params(

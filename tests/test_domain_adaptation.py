@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import sklearn
+import torch
 from scipy.stats import entropy
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -165,6 +166,25 @@ def test_the_other_alignment_losses_warm_up_alike(shifted_images, method):
     assert losses[0] == pytest.approx(0.0, abs=1e-4)  # 2 * 100 * 0 on the first batch
     assert losses == sorted(losses)
     assert 0.9 * 200 < losses[-1] < 200
+
+
+@pytest.mark.parametrize("method", ["mmd", "coral"])
+@pytest.mark.parametrize("alignment_layer", [None, "logits", "bottleneck"])
+def test_distances_align_the_chosen_layer(method, alignment_layer):
+    """MMD and CORAL measure the logits by default (Deep CORAL's fc8), the bottleneck on request."""
+    from sktransfer.domain_adaptation.losses import coral_loss, mmd_loss
+
+    params = {} if alignment_layer is None else {"alignment_layer": alignment_layer}
+    clf = DomainAdaptedClassifier(method=method, **params)
+    clf._n_sources = 1
+    generator = torch.Generator().manual_seed(0)
+    logits, features = torch.randn(8, 3, generator=generator), torch.randn(8, 5, generator=generator)
+    codes = torch.tensor([0, 1, 2, 0, -1, -1, -1, -1])
+    aligned = features if alignment_layer == "bottleneck" else logits
+    distance = mmd_loss if method == "mmd" else coral_loss
+    expected = distance(aligned[:4], aligned[4:])
+    got = clf._alignment((logits, features), codes, codes[:4] % 3, codes[:4] // 3, torch.ones(3))
+    assert float(got) == pytest.approx(float(expected))
 
 
 def test_bad_input_is_refused_early(shifted_images):

@@ -10,6 +10,7 @@ import pytest
 import sklearn
 import torch
 from scipy import optimize
+from scipy.linalg import null_space
 from scipy.special import softmax
 from scipy.stats import multivariate_normal
 from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
@@ -40,14 +41,18 @@ OUTPUT_SCORES = [leep_score, nce_score]
 # -- slow references, written out from the papers' formulas ------------------------------------------
 
 
-def slow_logme(features, y):
+def slow_logme(features, y, fit_intercept=False):
     """LogME by maximising each class's evidence, a Gaussian density, over (log alpha, log beta) numerically.
 
     The evidence of the model y = F w + noise, w ~ N(0, I / alpha), noise ~ N(0, I / beta), is the density of y
     under N(0, F F^T / alpha + I / beta). When the features interpolate y exactly, its supremum lies at
-    beta = infinity, which the search approaches.
+    beta = infinity, which the search approaches. With an intercept b of flat prior, y = F w + b 1 + noise:
+    integrating b out leaves (up to a constant) the density of Q^T y under N(0, Q^T F F^T Q / alpha + I / beta),
+    Q an orthonormal basis of the vectors orthogonal to the ones, in n - 1 dimensions.
     """
     features = np.asarray(features, dtype=float)
+    basis = null_space(np.ones((1, len(features)))) if fit_intercept else np.eye(len(features))
+    features = basis.T @ features
     gram = features @ features.T
 
     def minus_evidence(log_params, target):
@@ -57,7 +62,7 @@ def slow_logme(features, y):
 
     values = []
     for label in np.unique(y):
-        target = (np.asarray(y) == label).astype(float)
+        target = basis.T @ (np.asarray(y) == label).astype(float)
         best = optimize.minimize(
             minus_evidence,
             [0.0, 0.0],
@@ -169,17 +174,30 @@ def source_logits(y, n_source=5, noise=0.5, seed=0):
 # -- values ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("shape", [(45, 6), (12, 30), (30, 40)], ids=["n>d", "n<d", "n<d noisy"])
-def test_logme_is_the_maximum_evidence(shape):
+def test_logme_is_the_maximum_evidence(shape, fit_intercept):
     features, y = clustered(
         n_per_class=shape[0] // 3, n_features=shape[1], spread=3.0 if shape == (30, 40) else 0.5
     )
-    assert logme_score(features, y) == pytest.approx(slow_logme(features, y), rel=1e-9)
+    features = features + 2.0  # away from the origin, where an intercept matters
+    expected = slow_logme(features, y, fit_intercept=fit_intercept)
+    assert logme_score(features, y, fit_intercept=fit_intercept) == pytest.approx(expected, rel=1e-9)
 
 
 def test_logme_is_the_fixed_point_of_the_papers_iteration():
     features, y = clustered(spread=1.0)
-    assert logme_score(features, y) == pytest.approx(slow_mackay(features, y), rel=1e-9)
+    assert logme_score(features, y, fit_intercept=False) == pytest.approx(slow_mackay(features, y), rel=1e-9)
+
+
+def test_logme_does_not_reward_features_for_lying_far_from_the_origin():
+    """With the intercept, a common offset of the features is neither a free intercept nor a cost."""
+    features, y = clustered(spread=1.0)
+    offset = features + 50.0 * np.ones(features.shape[1])
+    assert logme_score(offset, y) == pytest.approx(logme_score(features, y), rel=1e-9)
+    assert logme_score(offset, y) == pytest.approx(logme_score(features - features.mean(axis=0), y), rel=1e-9)
+    # The paper's model, without one, fits the indicators' mean 1/3 with the offset and scores it higher.
+    assert logme_score(offset, y, fit_intercept=False) > logme_score(features, y, fit_intercept=False) + 0.01
 
 
 @pytest.mark.parametrize("shrinkage", [None, "ledoit_wolf", 0.3])

@@ -126,9 +126,10 @@ class AdaptationObjectiveMixin:
         if self.method == "mcc":
             return minimum_class_confusion_loss(logits[target])
         distance = mmd_loss if self.method == "mmd" else coral_loss
-        source_features = features[labelled]
+        aligned = logits if self.alignment_layer == "logits" else features
+        source_rows = aligned[labelled]
         per_source = [
-            distance(source_features[sources == k], features[target])
+            distance(source_rows[sources == k], aligned[target])
             for k in range(self._n_sources)
             if int((sources == k).sum()) > 1
         ]
