@@ -45,6 +45,9 @@ def spectral_projections(features, targets):
 def log_evidence(sigma, projected2, left_out, n_samples):
     """Maximum over alpha and beta of LogME's log evidence per sample, for each target column.
 
+    ``n_samples`` is the dimension of the targets' space: the number of rows, or one fewer when an intercept
+    has been integrated out (features and targets centred).
+
     With z_i the coordinate of y along the i-th left singular vector of F, sigma_i = s_i^2 and the ridge
     lambda = alpha / beta, the evidence of y = F w + noise, w ~ N(0, I / alpha), noise ~ N(0, I / beta), is
 

@@ -187,6 +187,15 @@ def test_distances_align_the_chosen_layer(method, alignment_layer):
     assert float(got) == pytest.approx(float(expected))
 
 
+@pytest.mark.parametrize("method", ["mmd", "coral"])
+def test_the_aligned_layer_reaches_the_fit(shifted_images, method):
+    X, y, _ = shifted_images
+    logits = deep(method=method).fit(X, y).predict_proba(X)
+    bottleneck = deep(method=method, alignment_layer="bottleneck").fit(X, y).predict_proba(X)
+    assert not np.allclose(logits, bottleneck)
+    assert deep(method="dann", alignment_layer="bottleneck").get_params()["alignment_layer"] == "bottleneck"
+
+
 def test_bad_input_is_refused_early(shifted_images):
     X, y, _ = shifted_images
     with pytest.raises(ValueError, match="no labelled source rows"):

@@ -182,7 +182,9 @@ def test_logme_is_the_maximum_evidence(shape, fit_intercept):
     )
     features = features + 2.0  # away from the origin, where an intercept matters
     expected = slow_logme(features, y, fit_intercept=fit_intercept)
-    assert logme_score(features, y, fit_intercept=fit_intercept) == pytest.approx(expected, rel=1e-9)
+    # Centred features have an exact null direction along the ones, whose computed eigenvalue is rounding noise
+    # near the cut that drops it: kept or dropped, the score moves by 1e-8 at most.
+    assert logme_score(features, y, fit_intercept=fit_intercept) == pytest.approx(expected, rel=1e-7)
 
 
 def test_logme_is_the_fixed_point_of_the_papers_iteration():

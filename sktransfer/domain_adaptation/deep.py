@@ -72,7 +72,9 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         MNIST → MNIST-M and from 0.347 to 0.431 on frozen embeddings of typeset → handwritten digits, and
         MMD from 0.763 to 0.772, 0.570 to 0.638 and 0.422 to 0.452 on the three shifts it runs; CORAL on
         typeset → handwritten digits from scratch stayed at source-only's accuracy either way (0.554,
-        0.549). The other methods ignore it.
+        0.549). The other methods ignore it. Both layers' distances compare whole distributions, so with
+        ``partial=True`` (a target that lacks classes) they pull the target toward the missing classes:
+        use ``"dann"`` or ``"cdan"`` there, whose discriminator the class weights reach.
     bottleneck_dim : int, default=256
         Width of the bottleneck between backbone and head.
     discriminator_dim : int, default=512
@@ -364,7 +366,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         return Subset(dataset, rows) if rows.size > 1 else dataset
 
     def embed(self, X):
-        """The bottleneck features of X, the space in which the domains are aligned.
+        """The bottleneck features of X, what the head reads (and what DANN's discriminator sees).
 
         Parameters
         ----------
