@@ -21,6 +21,8 @@ from .few_shot import PrototypeClassifier
 from .fine_tuning import FineTuneClassifier
 from .parameter_transfer import RegularTransferClassifier, RegularTransferRegressor
 from .transferability import (
+    gbc_score,
+    gbc_scorer,
     h_score,
     h_score_scorer,
     leep_score,
@@ -48,6 +50,8 @@ __all__ = [
     "RegularTransferRegressor",
     "__version__",
     "deep_embedded_validation_scorer",
+    "gbc_score",
+    "gbc_scorer",
     "h_score",
     "h_score_scorer",
     "importance_weighted_scorer",

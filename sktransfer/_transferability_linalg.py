@@ -105,3 +105,23 @@ def ledoit_wolf_shrinkage(centred, sigma):
     )
     distance = (covariance_norm2 - n_features * mean_variance**2) / n_features
     return 0.0 if distance <= 0 else min(spread, distance) / distance
+
+
+def principal_coordinates(centred, n_components):
+    """The rows' coordinates along the ``n_components`` leading principal axes of centred features (PCA).
+
+    From one symmetric eigendecomposition of the smaller Gram matrix, as in :func:`spectral_projections`:
+    ``U_k diag(s_k)`` from F F^T when n_samples <= n_features, ``F V_k`` from F^T F otherwise. Directions of
+    rounding-noise variance are left out, so that there may be fewer columns than asked for (none for
+    constant features). ``n_components=None`` keeps every direction of non-zero variance.
+    """
+    n_samples, n_features = centred.shape
+    small_side = n_samples <= n_features
+    sigma, vectors = linalg.eigh(
+        centred @ centred.T if small_side else centred.T @ centred, check_finite=False
+    )
+    keep = sigma > max(sigma[-1], 0) * max(n_samples, n_features) * np.finfo(np.float64).eps
+    leading = np.flatnonzero(keep)[::-1][:n_components]  # eigh sorts ascending
+    if small_side:
+        return vectors[:, leading] * np.sqrt(sigma[leading])
+    return centred @ vectors[:, leading]

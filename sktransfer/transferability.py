@@ -1,15 +1,15 @@
 """Transferability scores: rank pretrained backbones and layers for a labelled task without training any.
 
-Each score reads what one forward pass gives, with the target task's labels ``y``: :func:`logme_score` and
-:func:`h_score` the embeddings, :func:`leep_score` and :func:`nce_score` the outputs of the network's own
-(source) classifier. Greater is more transferable for all four, so that their scorers
-(:data:`logme_scorer`, :data:`h_score_scorer`, :data:`leep_scorer`, :data:`nce_scorer`) serve as the
-``scoring`` of GridSearchCV over backbones, layers and weights. The computations run in float64, vectorised
-over the classes, through one symmetric eigendecomposition for each embedding score and never through the
-inverse of a matrix. Labels may be of any type, strings included.
+Each score reads what one forward pass gives, with the target task's labels ``y``: :func:`logme_score`,
+:func:`h_score` and :func:`gbc_score` the embeddings, :func:`leep_score` and :func:`nce_score` the outputs
+of the network's own (source) classifier. Greater is more transferable for all five, so that their scorers
+(:data:`logme_scorer`, :data:`h_score_scorer`, :data:`gbc_scorer`, :data:`leep_scorer`, :data:`nce_scorer`)
+serve as the ``scoring`` of GridSearchCV over backbones, layers and weights. The computations run in float64,
+vectorised over the classes, through one symmetric eigendecomposition for each embedding score and never
+through the inverse of a matrix. Labels may be of any type, strings included.
 """
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
@@ -19,7 +19,12 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from ._transferability_linalg import ledoit_wolf_shrinkage, log_evidence, spectral_projections
+from ._transferability_linalg import (
+    ledoit_wolf_shrinkage,
+    log_evidence,
+    principal_coordinates,
+    spectral_projections,
+)
 
 # A matrix of non-negative rows that sum to 1 within this tolerance holds probabilities; any other, logits.
 _PROBABILITY_ATOL = 1e-3
@@ -156,6 +161,92 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
     kept = (1 - shrinkage) * sigma
     weights = kept / (kept + shrinkage * np.sum(centred**2) / centred.shape[1])
     return float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
+
+
+@validate_params(
+    {
+        **_FEATURES_AND_LABELS,
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "covariance": [StrOptions({"spherical", "diagonal"})],
+    },
+    prefer_skip_nested_validation=True,
+)
+def gbc_score(features, y, *, n_components=64, covariance="spherical"):
+    """GBC: minus how much the classes' Gaussians overlap in the features' leading principal components.
+
+    The features are reduced to their ``n_components`` leading principal components; each class is
+    modelled there as a Gaussian of its own mean and (spherical or diagonal) covariance, and the Gaussian
+    Bhattacharyya Coefficient (Pándy et al. 2022) is minus the sum, over every ordered pair of classes, of
+    their Bhattacharyya coefficient ``exp(-D_B)``, the overlap of their densities: 0 for classes that do not
+    overlap at all, ``-n_classes (n_classes - 1)`` for classes that cannot be told apart. Unlike LogME and
+    H-score, it asks whether the classes lie apart, not whether the one-hot labels are a linear function of
+    the features (``benchmarks/RESULTS.md`` compares the scores on images and on a sentence encoder). It does
+    not change when the features are scaled, shifted or rotated, and costs one eigendecomposition.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Embeddings of the target task's samples, at least two of each class.
+    y : array-like of shape (n_samples,)
+        Class labels, at least two classes.
+    n_components : int or None, default=64
+        The number of principal components kept, as in the paper (fewer when the features span fewer
+        directions); None keeps all of them.
+    covariance : {"spherical", "diagonal"}, default="spherical"
+        Each class's covariance in the principal components: the mean of its variances along them times the
+        identity (the published code's default), or its variance along each of them, which needs more rows
+        per class to estimate.
+
+    Returns
+    -------
+    score : float
+        Between ``-n_classes (n_classes - 1)`` and 0; greater is better.
+
+    References
+    ----------
+    .. [1] M. Pándy, A. Agostinelli, J. Uijlings, V. Ferrari and T. Mensink, "Transferability Estimation
+       using Bhattacharyya Class Separability", CVPR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(["cat", "dog"], 30)
+    >>> apart = np.c_[3 * (y == "cat") + rng.normal(size=60), rng.normal(size=60)]
+    >>> round(gbc_score(apart, y), 2), round(gbc_score(rng.normal(size=(60, 2)), y), 2)
+    (-0.77, -1.97)
+    """
+    features = _checked_features(features, "features")
+    codes, n_classes = _class_codes(y, len(features), "features")
+    counts = np.bincount(codes, minlength=n_classes)
+    if counts.min() < 2:
+        label = _label_codes(y, "y")[1].tolist()[counts.argmin()]
+        raise ValueError(
+            f"gbc_score fits a Gaussian to each class, and class {label!r} has a single row of features: give "
+            "at least two rows of each class."
+        )
+    coordinates = principal_coordinates(features - features.mean(axis=0), n_components)
+    if coordinates.shape[1] == 0:  # constant features tell no class apart from any other
+        return float(-n_classes * (n_classes - 1))
+    indicators = _one_hot(codes, n_classes)
+    means = indicators.T @ coordinates / counts[:, None]
+    variances = indicators.T @ coordinates**2 / counts[:, None] - means**2
+    if covariance == "spherical":
+        variances = np.broadcast_to(variances.mean(axis=1, keepdims=True), variances.shape)
+    # A class that is one point in some direction has no variance there: floor it far below the features'.
+    spread = np.mean(coordinates**2)
+    floor = np.finfo(np.float64).eps * max(spread, np.finfo(np.float64).tiny)
+    variances = np.maximum(variances, floor)
+    log_variances = np.log(variances)
+    overlap = 0.0
+    for k in range(n_classes):  # one class against all the others at once: memory of n_classes x components
+        pooled = (variances[k] + variances) / 2
+        distance = (
+            np.sum((means[k] - means) ** 2 / pooled, axis=1) / 8
+            + np.sum(np.log(pooled) - (log_variances[k] + log_variances) / 2, axis=1) / 2
+        )
+        overlap += np.sum(np.exp(-distance)) - 1.0  # the class against itself: distance 0
+    return float(-overlap)
 
 
 @validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)
@@ -303,7 +394,7 @@ def make_transferability_scorer(score_func, **kwargs):
     folder, so that each image still runs once per candidate. Several scores at once
     (``scoring={"logme": logme_scorer, "h_score": h_score_scorer}``) embed once per score without a cache.
 
-    The module's ready-made scorers are ``logme_scorer``, ``h_score_scorer`` (on embeddings),
+    The module's ready-made scorers are ``logme_scorer``, ``h_score_scorer``, ``gbc_scorer`` (on embeddings),
     ``leep_scorer`` and ``nce_scorer`` (on the source classifier's outputs: extract at the classifier, e.g.
     ``PretrainedFeatureExtractor(layer="classifier")`` for EfficientNet-Lite0, ``layer="fc"`` for a
     torchvision ResNet).
@@ -359,6 +450,7 @@ def _scored_features(estimator, X, name):
 
 logme_scorer = _TransferabilityScorer(logme_score, "logme_scorer", {})
 h_score_scorer = _TransferabilityScorer(h_score, "h_score_scorer", {})
+gbc_scorer = _TransferabilityScorer(gbc_score, "gbc_scorer", {})
 leep_scorer = _TransferabilityScorer(leep_score, "leep_scorer", {})
 nce_scorer = _TransferabilityScorer(nce_score, "nce_scorer", {})
 

@@ -13,7 +13,9 @@ from sktransfer.domain_adaptation import deep_embedded_validation_scorer
 from sktransfer.domain_adaptation.losses import (
     MultilinearMap,
     certainty_weights,
+    coral_loss,
     domain_adversarial_loss,
+    mmd_loss,
     pseudo_label_loss,
 )
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
@@ -150,6 +152,39 @@ def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_
     assert weights["dark"] == 1.0
     assert weights["bright"] < 0.5
     assert np.array_equal(deep(method="dann", max_epochs=3).fit(X_partial, y_partial).class_weights_, [1, 1])
+
+
+@pytest.mark.parametrize("distance", [mmd_loss, coral_loss], ids=["mmd", "coral"])
+def test_source_weights_can_leave_out_the_rows_the_target_lacks(distance):
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(10, 4, generator=generator)
+    source = torch.cat([target, torch.randn(6, 4, generator=generator) * 3 + 5])  # the target and more
+    present = torch.tensor([1.0] * 10 + [0.0] * 6)
+    assert float(distance(source, target)) > 0.1
+    assert float(distance(source, target, source_weights=present)) == pytest.approx(0.0, abs=1e-5)
+    equal = float(distance(source, target, source_weights=torch.full((16,), 0.3)))
+    assert equal == pytest.approx(float(distance(source, target)), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mmd", "coral"])
+def test_partial_weighs_the_classes_in_mmd_and_coral(method):
+    clf = DomainAdaptedClassifier(method=method, partial=True)
+    clf._n_sources = 1
+    generator = torch.Generator().manual_seed(0)
+    logits, features = torch.randn(10, 3, generator=generator), torch.randn(10, 5, generator=generator)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2, -1, -1, -1, -1])
+    labels, sources = codes[:6] % 3, codes[:6] // 3
+    class_weights = torch.tensor([1.0, 0.5, 0.0])
+    distance = mmd_loss if method == "mmd" else coral_loss
+    expected = distance(logits[:6], logits[6:], source_weights=class_weights[labels])
+    got = clf._alignment((logits, features), codes, labels, sources, class_weights)
+    assert float(got) == pytest.approx(float(expected))
+    assert float(got) != pytest.approx(float(distance(logits[:6], logits[6:])))
+    assert float(clf._alignment((logits, features), codes, labels, sources, torch.zeros(3))) == 0.0
+    one_of_class_2 = torch.tensor([0, 1, 2, 0, 1, 0, -1, -1, -1, -1])  # one row left: no covariance
+    only_2 = torch.tensor([0.0, 0.0, 1.0])
+    alone = clf._alignment((logits, features), one_of_class_2, one_of_class_2[:6], sources, only_2)
+    assert float(alone) == 0.0
 
 
 def test_partial_needs_cross_entropy(shifted_images):

@@ -15,6 +15,19 @@ from ._models import PaddedVectorNet, VectorNet
 from ._text_models import write_tiny_encoder
 
 
+def small_fine_tuned(**params):
+    return FineTuneClassifier(
+        model=PaddedVectorNet,
+        strategy="full",
+        lr=0.05,
+        max_epochs=20,
+        batch_size=32,
+        device="cpu",
+        random_state=0,
+        **params,
+    )
+
+
 def small_domain_adapted(**params):
     return DomainAdaptedClassifier(
         model=PaddedVectorNet,
@@ -33,15 +46,9 @@ def small_domain_adapted(**params):
 # Real images are tested in the estimators' own test modules.
 ESTIMATORS = [
     PretrainedFeatureExtractor(model=VectorNet, device="cpu", batch_size=16),
-    FineTuneClassifier(
-        model=PaddedVectorNet,
-        strategy="full",
-        lr=0.05,
-        max_epochs=20,
-        batch_size=32,
-        device="cpu",
-        random_state=0,
-    ),
+    small_fine_tuned(),
+    # L2-SP: the penalty toward the weights the network started from, a training stage of its own.
+    small_fine_tuned(regularization="l2_sp"),
     # Every method with a loss or a training stage of its own; their losses need target rows, which the
     # checks do not give, but each has to pass as a classifier.
     *(small_domain_adapted(method=method) for method in ("dann", "cdan")),

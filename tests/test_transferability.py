@@ -14,6 +14,7 @@ from scipy.linalg import null_space
 from scipy.special import softmax
 from scipy.stats import multivariate_normal
 from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -21,6 +22,8 @@ from torch import nn
 
 from sktransfer import PretrainedFeatureExtractor, _transferability_linalg
 from sktransfer.transferability import (
+    gbc_score,
+    gbc_scorer,
     h_score,
     h_score_scorer,
     leep_score,
@@ -34,7 +37,7 @@ from sktransfer.transferability import (
 
 from ._models import CountingNet, TinyConvNet
 
-EMBEDDING_SCORES = [logme_score, h_score]
+EMBEDDING_SCORES = [logme_score, h_score, gbc_score]
 OUTPUT_SCORES = [leep_score, nce_score]
 
 
@@ -97,6 +100,32 @@ def slow_h_score(features, y, shrinkage):
         len(covariance)
     )
     return float(np.trace(np.linalg.solve(shrunk, (1 - shrinkage) * between)))
+
+
+def slow_gbc(features, y, n_components, covariance):
+    """Minus the sum of exp(-Bhattacharyya distance) over ordered pairs of classes, Gaussians in sklearn's PCA."""
+    reduced = PCA(n_components=n_components, svd_solver="full").fit_transform(features)
+    y = np.asarray(y)
+    stats = []
+    for label in np.unique(y):
+        rows = reduced[y == label]
+        variance = rows.var(axis=0)
+        stats.append(
+            (
+                rows.mean(axis=0),
+                np.full_like(variance, variance.mean()) if covariance == "spherical" else variance,
+            )
+        )
+    total = 0.0
+    for i, (mean_i, var_i) in enumerate(stats):
+        for j, (mean_j, var_j) in enumerate(stats):
+            if i != j:
+                pooled = np.diag((var_i + var_j) / 2)
+                distance = (mean_i - mean_j) @ np.linalg.solve(pooled, mean_i - mean_j) / 8 + 0.5 * np.log(
+                    np.linalg.det(pooled) / np.sqrt(np.prod(var_i) * np.prod(var_j))
+                )
+                total += math.exp(-distance)
+    return -total
 
 
 def slow_mackay(features, y, iterations=2000):
@@ -209,6 +238,31 @@ def test_h_score_against_the_written_out_covariances(shrinkage):
     assert h_score(features, y, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("covariance", ["diagonal", "spherical"])
+@pytest.mark.parametrize(("shape", "n_components"), [((45, 6), 4), ((45, 6), None), ((12, 30), 64)])
+def test_gbc_against_the_written_out_gaussians(shape, n_components, covariance):
+    features, y = clustered(n_per_class=shape[0] // 3, n_features=shape[1], spread=1.5)
+    kept = min(shape[0] - 1, shape[1]) if n_components is None else min(n_components, shape[0] - 1, shape[1])
+    expected = slow_gbc(features, y, kept, covariance)
+    assert gbc_score(features, y, n_components=n_components, covariance=covariance) == pytest.approx(
+        expected, rel=1e-9
+    )
+
+
+def test_gbc_lies_between_classes_that_cannot_be_told_apart_and_classes_apart():
+    features, y = clustered(spread=0.01)
+    assert -1e-6 < gbc_score(features, y) <= 0
+    assert gbc_score(np.zeros((15, 4)), np.repeat([0, 1, 2], 5)) == -6.0  # n_classes (n_classes - 1)
+    shared = np.random.default_rng(0).normal(size=(200, 3))
+    assert gbc_score(np.vstack([shared, shared]), np.repeat([0, 1], 200)) == pytest.approx(-2.0)
+
+
+def test_gbc_needs_two_rows_of_each_class():
+    features, y = clustered()
+    with pytest.raises(ValueError, match="class 'moth' has a single row of features"):
+        gbc_score(features[:31], np.array(["ant", "bee", "moth"])[y[:31]])
+
+
 @pytest.mark.parametrize("n_features", [5, 40])
 def test_ledoit_wolf_shrinkage_from_eigenvalues_is_sklearns(n_features):
     features, y = clustered(n_per_class=10, n_features=n_features)
@@ -290,6 +344,9 @@ def test_embedding_scores_ignore_the_scale_of_the_features():
     for scale in (1e-6, 1e6):
         assert logme_score(scale * features, y) == pytest.approx(logme_score(features, y), rel=1e-7)
         assert h_score(scale * features + 5, y) == pytest.approx(h_score(features, y), rel=1e-7)
+        assert gbc_score(scale * features + 5, y) == pytest.approx(gbc_score(features, y), rel=1e-7)
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
+    assert gbc_score(features @ rotation, y) == pytest.approx(gbc_score(features, y), rel=1e-7)
 
 
 def test_inputs_are_not_modified():
@@ -409,7 +466,7 @@ def test_scorers_read_the_transform_before_a_classifier(labelled_images):
     features = extractor.transform(X)
     with_classifier = Pipeline([("emb", tiny_extractor()), ("clf", LogisticRegression())]).fit(X, y)
     passthrough = Pipeline([("emb", tiny_extractor()), ("clf", "passthrough")]).fit(X, y)
-    for scorer, score in [(logme_scorer, logme_score), (h_score_scorer, h_score)]:
+    for scorer, score in [(logme_scorer, logme_score), (h_score_scorer, h_score), (gbc_scorer, gbc_score)]:
         expected = score(features, y)
         for estimator in (extractor, with_classifier, passthrough):
             assert scorer(estimator, X, y) == pytest.approx(expected, rel=1e-6)
@@ -443,7 +500,13 @@ def test_grid_search_ranks_by_one_embedding_pass_per_candidate(labelled_images, 
 
 @pytest.mark.parametrize(
     ("scorer", "layer"),
-    [(logme_scorer, None), (h_score_scorer, None), (leep_scorer, "fc"), (nce_scorer, "fc")],
+    [
+        (logme_scorer, None),
+        (h_score_scorer, None),
+        (gbc_scorer, None),
+        (leep_scorer, "fc"),
+        (nce_scorer, "fc"),
+    ],
     ids=repr,
 )
 def test_grid_search_ranks_a_seeing_network_above_a_blind_one(labelled_images, scorer, layer):
@@ -465,7 +528,7 @@ def test_scorers_work_under_metadata_routing_and_pickle(labelled_images):
             tiny_extractor(), {"pooling": ["avg", "max"]}, scoring=logme_scorer, cv=StratifiedKFold(2)
         )
         assert np.all(np.isfinite(search.fit(X, y).cv_results_["mean_test_score"]))
-    for scorer in (logme_scorer, h_score_scorer, leep_scorer, nce_scorer):
+    for scorer in (logme_scorer, h_score_scorer, gbc_scorer, leep_scorer, nce_scorer):
         assert repr(pickle.loads(pickle.dumps(scorer))) == repr(scorer)
 
 

@@ -67,14 +67,9 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     alignment_layer : {"logits", "bottleneck"}, default="logits"
         What ``"mmd"`` and ``"coral"`` align: the head's output (class logits), where Deep CORAL applies
         its loss (the last classification layer, fc8, in Sun & Saenko 2016) and the top layer DAN adapts,
-        or the bottleneck features. In ``benchmarks/bench_domain_adaptation.py`` (3 seeds), aligning the
-        logits rather than the bottleneck took CORAL from 0.605 to 0.702 target accuracy on
-        MNIST → MNIST-M and from 0.347 to 0.431 on frozen embeddings of typeset → handwritten digits, and
-        MMD from 0.763 to 0.772, 0.570 to 0.638 and 0.422 to 0.452 on the three shifts it runs; CORAL on
-        typeset → handwritten digits from scratch stayed at source-only's accuracy either way (0.554,
-        0.549). The other methods ignore it. Both layers' distances compare whole distributions, so with
-        ``partial=True`` (a target that lacks classes) they pull the target toward the missing classes:
-        use ``"dann"`` or ``"cdan"`` there, whose discriminator the class weights reach.
+        or the bottleneck features. Aligning the logits gained over the bottleneck for both methods on
+        most shifts of ``benchmarks/bench_domain_adaptation.py``, which keeps both as rows of its tables
+        (the figures are in ``benchmarks/RESULTS.md``). The other methods ignore it.
     bottleneck_dim : int, default=256
         Width of the bottleneck between backbone and head.
     discriminator_dim : int, default=512
@@ -95,7 +90,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     partial : bool, default=False
         Partial domain adaptation (PADA, Cao et al. 2018), for a target that lacks some source classes:
         each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1) weigh the
-        source classes, in the classification loss and in the discriminator, so that source classes the
+        source classes, in the classification loss and in the alignment (the discriminator's loss, or the
+        source rows' kernel mean or covariance for ``"mmd"`` and ``"coral"``), so that source classes the
         target predictions say are absent stop being aligned with it.
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit", "lora"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the

@@ -164,11 +164,13 @@ def pseudo_label_loss(target_logits, threshold=0.9, balance=True):
     return (weights * losses).sum() / len(target_logits)
 
 
-def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)):
+def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0), source_weights=None):
     """Squared maximum mean discrepancy with a sum of Gaussian kernels (DAN, Long et al. 2015).
 
     The base bandwidth is the mean squared distance between all pairs of rows (not back-propagated through);
-    each kernel scales it by one of ``bandwidth_multipliers``.
+    each kernel scales it by one of ``bandwidth_multipliers``. ``source_weights`` (non-negative, not all
+    zero) weigh the source rows in their kernel mean embedding, as partial adaptation weighs the classes;
+    None weighs them equally.
 
     Examples
     --------
@@ -181,11 +183,17 @@ def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)):
     base = distances.detach().sum() / (len(rows) ** 2 - len(rows))
     kernel = sum(torch.exp(-distances / (base * multiplier)) for multiplier in bandwidth_multipliers)
     n = len(source)
-    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
+    if source_weights is None:
+        return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
+    weights = source_weights.float() / source_weights.float().sum()
+    return weights @ kernel[:n, :n] @ weights + kernel[n:, n:].mean() - 2 * (weights @ kernel[:n, n:]).mean()
 
 
-def coral_loss(source, target):
+def coral_loss(source, target, source_weights=None):
     """Deep CORAL (Sun & Saenko 2016): squared Frobenius distance of the feature covariances, over 4 d².
+
+    ``source_weights`` (non-negative, not all zero) weigh the source rows in their covariance, as partial
+    adaptation weighs the classes; None weighs them equally.
 
     Examples
     --------
@@ -195,7 +203,8 @@ def coral_loss(source, target):
     """
     source, target = source.float(), target.float()
     d = source.shape[1]
-    difference = torch.cov(source.T) - torch.cov(target.T)
+    weights = None if source_weights is None else source_weights.float()
+    difference = torch.cov(source.T, aweights=weights) - torch.cov(target.T)
     return difference.pow(2).sum() / (4 * d * d)
 
 

@@ -128,9 +128,13 @@ class AdaptationObjectiveMixin:
         distance = mmd_loss if self.method == "mmd" else coral_loss
         aligned = logits if self.alignment_layer == "logits" else features
         source_rows = aligned[labelled]
-        per_source = [
-            distance(source_rows[sources == k], aligned[target])
-            for k in range(self._n_sources)
-            if int((sources == k).sum()) > 1
-        ]
+        weights = class_weights[labels] if self.partial else None  # PADA weighs the source rows' classes
+        per_source = []
+        for k in range(self._n_sources):
+            rows = sources == k
+            weighed = rows if weights is None else rows & (weights > 0)
+            if int(weighed.sum()) < 2:  # a covariance needs two rows
+                continue
+            source_weights = None if weights is None else weights[rows]
+            per_source.append(distance(source_rows[rows], aligned[target], source_weights=source_weights))
         return torch.stack(per_source).mean() if per_source else logits.sum() * 0
