@@ -225,8 +225,11 @@ def correlations(rows, candidates, score, accuracy):
 
 
 def random_below_twin(results, candidates, score):
-    """(pairs where the random-weights candidate scores below its pretrained twin, pairs compared, and of the
-    other pairs, those where the random-weights candidate's linear probe is at least as accurate too)."""
+    """(pairs with the random-weights candidate below its twin, pairs, others with its probe as good or better).
+
+    The last count: of the pairs where the score does not put the random-weights candidate below its
+    pretrained twin, those where the random-weights candidate's linear probe is at least as accurate too.
+    """
     pairs = [
         (rows[c.twin], rows[c.name])
         for rows in results.values()

@@ -1,4 +1,5 @@
-"""The linear algebra of the embedding scores: one eigendecomposition, LogME's evidence, Ledoit-Wolf shrinkage.
+"""The linear algebra of the embedding scores: one eigendecomposition, LogME's evidence, Ledoit-Wolf shrinkage,
+principal coordinates and the Bhattacharyya overlap of Gaussians.
 
 Everything runs in float64, every class at once, on the eigenvalues of the features' Gram matrix and the
 targets' coordinates along its eigenvectors; no matrix is ever inverted.
@@ -25,18 +26,13 @@ def spectral_projections(features, targets):
     coordinate along u_i = F v_i / s_i is (v_i^T F^T y) / s_i. Eigenvalues below n * eps of the largest are
     rounding noise: their directions count as left out.
     """
-    n_samples, n_features = features.shape
-    if n_samples <= n_features:
-        sigma, vectors = linalg.eigh(features @ features.T, check_finite=False)
+    sigma, vectors, keep, small_side = _gram_eigh(features)
+    if small_side:
         coordinates = vectors.T @ targets
-    else:
-        sigma, vectors = linalg.eigh(features.T @ features, check_finite=False)
-        coordinates = vectors.T @ (features.T @ targets)
-    keep = sigma > max(sigma[-1], 0) * max(n_samples, n_features) * np.finfo(np.float64).eps
-    if n_samples <= n_features:
         projected2 = coordinates[keep] ** 2
         left_out = np.sum(coordinates[~keep] ** 2, axis=0)
     else:
+        coordinates = vectors.T @ (features.T @ targets)
         projected2 = coordinates[keep] ** 2 / sigma[keep, None]
         left_out = np.maximum(np.sum(targets**2, axis=0) - projected2.sum(axis=0), 0)
     return sigma[keep], projected2, left_out
@@ -110,18 +106,44 @@ def ledoit_wolf_shrinkage(centred, sigma):
 def principal_coordinates(centred, n_components):
     """The rows' coordinates along the ``n_components`` leading principal axes of centred features (PCA).
 
-    From one symmetric eigendecomposition of the smaller Gram matrix, as in :func:`spectral_projections`:
-    ``U_k diag(s_k)`` from F F^T when n_samples <= n_features, ``F V_k`` from F^T F otherwise. Directions of
-    rounding-noise variance are left out, so that there may be fewer columns than asked for (none for
-    constant features). ``n_components=None`` keeps every direction of non-zero variance.
+    From the eigendecomposition of :func:`spectral_projections`: ``U_k diag(s_k)`` from F F^T when
+    n_samples <= n_features, ``F V_k`` from F^T F otherwise. Directions of rounding-noise variance are left
+    out, so that there may be fewer columns than asked for (none for constant features).
+    ``n_components=None`` keeps every direction of non-zero variance.
     """
-    n_samples, n_features = centred.shape
-    small_side = n_samples <= n_features
-    sigma, vectors = linalg.eigh(
-        centred @ centred.T if small_side else centred.T @ centred, check_finite=False
-    )
-    keep = sigma > max(sigma[-1], 0) * max(n_samples, n_features) * np.finfo(np.float64).eps
+    sigma, vectors, keep, small_side = _gram_eigh(centred)
     leading = np.flatnonzero(keep)[::-1][:n_components]  # eigh sorts ascending
     if small_side:
         return vectors[:, leading] * np.sqrt(sigma[leading])
     return centred @ vectors[:, leading]
+
+
+def bhattacharyya_overlap(means, variances):
+    """The sum over ordered pairs of distinct Gaussians of their Bhattacharyya coefficient ``exp(-D_B)``.
+
+    Gaussians of the given ``means`` and diagonal covariances ``variances`` (both n_gaussians x d, variances
+    positive); ``D_B = 1/8 sum (m_i - m_j)^2 / v + 1/2 sum (log v - (log v_i + log v_j) / 2)`` with
+    ``v = (v_i + v_j) / 2``. One Gaussian against all the others at a time: memory of n_gaussians x d.
+    """
+    log_variances = np.log(variances)
+    overlap = 0.0
+    for mean, variance, log_variance in zip(means, variances, log_variances, strict=True):
+        pooled = (variance + variances) / 2
+        distance = (
+            np.sum((mean - means) ** 2 / pooled, axis=1) / 8
+            + np.sum(np.log(pooled) - (log_variance + log_variances) / 2, axis=1) / 2
+        )
+        overlap += np.sum(np.exp(-distance)) - 1.0  # the Gaussian against itself: distance 0
+    return overlap
+
+
+def _gram_eigh(features):
+    """Eigenvalues and eigenvectors of the smaller Gram matrix, F F^T or F^T F; which eigenvalues are not
+    rounding noise (below max(n, d) * eps times the largest); and whether it was F F^T."""
+    n_samples, n_features = features.shape
+    small_side = n_samples <= n_features
+    sigma, vectors = linalg.eigh(
+        features @ features.T if small_side else features.T @ features, check_finite=False
+    )
+    keep = sigma > max(sigma[-1], 0) * max(n_samples, n_features) * np.finfo(np.float64).eps
+    return sigma, vectors, keep, small_side

@@ -5,8 +5,8 @@ Each score reads what one forward pass gives, with the target task's labels ``y`
 of the network's own (source) classifier. Greater is more transferable for all five, so that their scorers
 (:data:`logme_scorer`, :data:`h_score_scorer`, :data:`gbc_scorer`, :data:`leep_scorer`, :data:`nce_scorer`)
 serve as the ``scoring`` of GridSearchCV over backbones, layers and weights. The computations run in float64,
-vectorised over the classes, through one symmetric eigendecomposition for each embedding score and never
-through the inverse of a matrix. Labels may be of any type, strings included.
+vectorised over the classes (GBC's pairs of classes, over one class at a time), through one symmetric
+eigendecomposition for each embedding score and never through the inverse of a matrix. Labels may be of any type, strings included.
 """
 
 from numbers import Integral, Real
@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ._transferability_linalg import (
+    bhattacharyya_overlap,
     ledoit_wolf_shrinkage,
     log_evidence,
     principal_coordinates,
@@ -167,11 +168,11 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
     {
         **_FEATURES_AND_LABELS,
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "covariance": [StrOptions({"spherical", "diagonal"})],
+        "covariance_type": [StrOptions({"spherical", "diag"})],
     },
     prefer_skip_nested_validation=True,
 )
-def gbc_score(features, y, *, n_components=64, covariance="spherical"):
+def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     """GBC: minus how much the classes' Gaussians overlap in the features' leading principal components.
 
     The features are reduced to their ``n_components`` leading principal components; each class is
@@ -192,10 +193,13 @@ def gbc_score(features, y, *, n_components=64, covariance="spherical"):
     n_components : int or None, default=64
         The number of principal components kept, as in the paper (fewer when the features span fewer
         directions); None keeps all of them.
-    covariance : {"spherical", "diagonal"}, default="spherical"
-        Each class's covariance in the principal components: the mean of its variances along them times the
-        identity (the published code's default), or its variance along each of them, which needs more rows
-        per class to estimate.
+    covariance_type : {"spherical", "diag"}, default="spherical"
+        Each class's covariance in the principal components, named as in sklearn's ``GaussianMixture``: the
+        mean of its variances along them times the identity (the published code's default), or its variance
+        along each of them, which needs more rows per class to estimate. The distance between spherical
+        Gaussians is the paper's formula for them, in which the variance term counts once per component;
+        the published code counts it once in all, and floors each variance at 1e-4, which depends on the
+        features' scale, where this floor is relative to their variance.
 
     Returns
     -------
@@ -223,30 +227,21 @@ def gbc_score(features, y, *, n_components=64, covariance="spherical"):
         label = _label_codes(y, "y")[1].tolist()[counts.argmin()]
         raise ValueError(
             f"gbc_score fits a Gaussian to each class, and class {label!r} has a single row of features: give "
-            "at least two rows of each class."
+            "at least two rows of each class. (GridSearchCV splits the rows of a transformer, such as "
+            "PretrainedFeatureExtractor, into folds without stratifying them: pass "
+            "cv=StratifiedKFold(5, shuffle=True, random_state=0).)"
         )
     coordinates = principal_coordinates(features - features.mean(axis=0), n_components)
     if coordinates.shape[1] == 0:  # constant features tell no class apart from any other
         return float(-n_classes * (n_classes - 1))
     indicators = _one_hot(codes, n_classes)
     means = indicators.T @ coordinates / counts[:, None]
-    variances = indicators.T @ coordinates**2 / counts[:, None] - means**2
-    if covariance == "spherical":
+    variances = indicators.T @ (coordinates - means[codes]) ** 2 / counts[:, None]
+    if covariance_type == "spherical":
         variances = np.broadcast_to(variances.mean(axis=1, keepdims=True), variances.shape)
     # A class that is one point in some direction has no variance there: floor it far below the features'.
-    spread = np.mean(coordinates**2)
-    floor = np.finfo(np.float64).eps * max(spread, np.finfo(np.float64).tiny)
-    variances = np.maximum(variances, floor)
-    log_variances = np.log(variances)
-    overlap = 0.0
-    for k in range(n_classes):  # one class against all the others at once: memory of n_classes x components
-        pooled = (variances[k] + variances) / 2
-        distance = (
-            np.sum((means[k] - means) ** 2 / pooled, axis=1) / 8
-            + np.sum(np.log(pooled) - (log_variances[k] + log_variances) / 2, axis=1) / 2
-        )
-        overlap += np.sum(np.exp(-distance)) - 1.0  # the class against itself: distance 0
-    return float(-overlap)
+    floor = np.finfo(np.float64).eps * max(np.mean(coordinates**2), np.finfo(np.float64).tiny)
+    return float(-bhattacharyya_overlap(means, np.maximum(variances, floor)))
 
 
 @validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)

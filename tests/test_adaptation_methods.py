@@ -187,6 +187,12 @@ def test_partial_weighs_the_classes_in_mmd_and_coral(method):
     assert float(alone) == 0.0
 
 
+def test_partial_without_alignment_warns(shifted_images):
+    X, y, _ = shifted_images
+    with pytest.warns(UserWarning, match="partial=True with method='source_only' weighs the classification"):
+        deep(method="source_only", partial=True, max_epochs=1).fit(X, y)
+
+
 def test_partial_needs_cross_entropy(shifted_images):
     X, y, _ = shifted_images
     with pytest.raises(ValueError, match="partial=True"):

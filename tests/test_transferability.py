@@ -102,7 +102,7 @@ def slow_h_score(features, y, shrinkage):
     return float(np.trace(np.linalg.solve(shrunk, (1 - shrinkage) * between)))
 
 
-def slow_gbc(features, y, n_components, covariance):
+def slow_gbc(features, y, n_components, covariance_type):
     """Minus the sum of exp(-Bhattacharyya distance) over ordered pairs of classes, Gaussians in sklearn's PCA."""
     reduced = PCA(n_components=n_components, svd_solver="full").fit_transform(features)
     y = np.asarray(y)
@@ -113,7 +113,7 @@ def slow_gbc(features, y, n_components, covariance):
         stats.append(
             (
                 rows.mean(axis=0),
-                np.full_like(variance, variance.mean()) if covariance == "spherical" else variance,
+                np.full_like(variance, variance.mean()) if covariance_type == "spherical" else variance,
             )
         )
     total = 0.0
@@ -238,15 +238,15 @@ def test_h_score_against_the_written_out_covariances(shrinkage):
     assert h_score(features, y, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("covariance", ["diagonal", "spherical"])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
 @pytest.mark.parametrize(("shape", "n_components"), [((45, 6), 4), ((45, 6), None), ((12, 30), 64)])
-def test_gbc_against_the_written_out_gaussians(shape, n_components, covariance):
+def test_gbc_against_the_written_out_gaussians(shape, n_components, covariance_type):
     features, y = clustered(n_per_class=shape[0] // 3, n_features=shape[1], spread=1.5)
     kept = min(shape[0] - 1, shape[1]) if n_components is None else min(n_components, shape[0] - 1, shape[1])
-    expected = slow_gbc(features, y, kept, covariance)
-    assert gbc_score(features, y, n_components=n_components, covariance=covariance) == pytest.approx(
-        expected, rel=1e-9
-    )
+    expected = slow_gbc(features, y, kept, covariance_type)
+    assert gbc_score(
+        features, y, n_components=n_components, covariance_type=covariance_type
+    ) == pytest.approx(expected, rel=1e-9)
 
 
 def test_gbc_lies_between_classes_that_cannot_be_told_apart_and_classes_apart():

@@ -1,5 +1,7 @@
 """What DomainAdaptedClassifier minimises: the classification loss, the method's alignment and its stages."""
 
+import warnings
+
 import numpy as np
 import torch
 from skorch.utils import to_tensor
@@ -35,6 +37,18 @@ class AdaptationObjectiveMixin:
         if self.self_training_epochs is not None:
             return self.self_training_epochs
         return self.max_epochs - self.max_epochs // 2 if self.method == "self_training" else 0
+
+    def _check_settings(self, X):
+        super()._check_settings(X)
+        if self.partial and self.method == "source_only":
+            warnings.warn(
+                "partial=True with method='source_only' weighs the classification loss alone, by the model's "
+                "own target predictions, with no alignment to keep away from the absent classes; on the "
+                "benchmark's partial target (benchmarks/RESULTS.md) it lowered the target accuracy. Use "
+                "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit
+            )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -133,7 +147,7 @@ class AdaptationObjectiveMixin:
         for k in range(self._n_sources):
             rows = sources == k
             weighed = rows if weights is None else rows & (weights > 0)
-            if int(weighed.sum()) < 2:  # a covariance needs two rows
+            if int(weighed.sum()) < 2:  # as without weights: two rows at least, as a covariance needs
                 continue
             source_weights = None if weights is None else weights[rows]
             per_source.append(distance(source_rows[rows], aligned[target], source_weights=source_weights))
