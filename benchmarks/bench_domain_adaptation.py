@@ -26,6 +26,7 @@ The ``mnist_m`` run also draws the bottleneck features of both domains before (s
 adaptation (DANN).
 
 Usage: python benchmarks/bench_domain_adaptation.py [--benchmarks mnist_m typeset ... selection] [--seeds 3]
+[--selection-seeds 2]
 """
 
 import argparse
@@ -54,6 +55,7 @@ from sktransfer.domain_adaptation import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -81,6 +83,7 @@ SCORERS = {
     "prediction entropy": prediction_entropy_scorer,
     "information maximization": information_maximization_scorer,
     "soft neighbourhood density": soft_neighborhood_density_scorer,
+    "neighbourhood consistency": neighborhood_consistency_scorer,
     "importance-weighted source risk": importance_weighted_scorer,
     "deep embedded validation": deep_embedded_validation_scorer,
 }
@@ -358,50 +361,65 @@ def shown(labels, accuracies):
     return ", ".join(f"{label} {accuracy:.3f}" for label, accuracy in zip(labels, accuracies, strict=True))
 
 
-def selection_section(benchmarks, kind="selection"):
-    """How well each label-free scorer ranks the candidates and what it picks, against the target labels."""
-    heading, description, column, candidates_of = SELECTIONS[kind]
+def shift_selection_table(benchmark, kind, labels, accuracies, scores, seed, taus, gaps):
+    """One shift and seed: each scorer's Kendall τ with the target accuracy, its pick and that pick's gap."""
+    column = SELECTIONS[kind][2]
+    oracle = float(accuracies.max())
+    lines = [
+        f"**{benchmark.title.split(':')[0]}** ({benchmark.name}, seed {seed}): target accuracies "
+        f"{shown(labels, accuracies) if kind == 'method_selection' else np.round(accuracies, 3).tolist()}; "
+        f"the best candidate reaches {oracle:.3f}.",
+        "",
+        f"| scorer | Kendall τ with target accuracy | picks {column} | its target accuracy | gap |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, values in scores.items():
+        tau = float(kendalltau(values, accuracies).statistic)
+        picked = int(np.argmax(values))
+        taus[name].append(tau)
+        gaps[name].append(oracle - accuracies[picked])
+        lines.append(
+            f"| {name} | {tau:+.2f} | {labels[picked]} | {accuracies[picked]:.3f} | "
+            f"{oracle - accuracies[picked]:.3f} |"
+        )
+    return [*lines, ""]
+
+
+def selection_section(benchmarks, kind="selection", seeds=(0,)):
+    """How well each label-free scorer ranks the candidates and what it picks, against the target labels.
+
+    Each seed draws its own split of the source rows and trains every candidate from its own initial
+    weights: one more ranking of the candidates, per shift, to judge the scorers on.
+    """
+    heading, description, _, candidates_of = SELECTIONS[kind]
     lines = [
         f"## Domain adaptation — {heading}",
         "",
         environment_line(torch.device("cpu")),
         "",
-        f"{description}, seed 0, on each shift. As in a fold of GridSearchCV, each "
-        "candidate is fitted on 80% of the labelled source rows and every (unlabelled) target row, and each "
-        "scorer reads the 20% of source rows held out and the target rows. Kendall's τ between a scorer and "
-        "the target accuracy over the grid says how well it ranks the candidates (1: as the target labels "
-        "would); the gap is the target accuracy lost by taking its pick instead of the best candidate.",
+        f"{description}, on each shift, with seeds {list(seeds)} (the seed of the split and of every fit). "
+        "As in a fold of GridSearchCV, each candidate is fitted on 80% of the labelled source rows and every "
+        "(unlabelled) target row, and each scorer reads the 20% of source rows held out and the target rows. "
+        "Kendall's τ between a scorer and the target accuracy over the grid says how well it ranks the "
+        "candidates (1: as the target labels would); the gap is the target accuracy lost by taking its pick "
+        "instead of the best candidate.",
         "",
     ]
     taus, gaps = {name: [] for name in SCORERS}, {name: [] for name in SCORERS}
+    runs = []
     for benchmark in benchmarks:
         candidates = candidates_of(benchmark)
-        labels = list(candidates)
-        accuracies, scores = selection_scores(benchmark, candidates)
-        oracle = float(accuracies.max())
-        lines += [
-            f"**{benchmark.title.split(':')[0]}** ({benchmark.name}): target accuracies "
-            f"{shown(labels, accuracies) if kind == 'method_selection' else np.round(accuracies, 3).tolist()}; "
-            f"the best candidate reaches {oracle:.3f}.",
-            "",
-            f"| scorer | Kendall τ with target accuracy | picks {column} | its target accuracy | gap |",
-            "|---|---:|---|---:|---:|",
-        ]
-        for name, values in scores.items():
-            tau = float(kendalltau(values, accuracies).statistic)
-            picked = int(np.argmax(values))
-            taus[name].append(tau)
-            gaps[name].append(oracle - accuracies[picked])
-            lines.append(
-                f"| {name} | {tau:+.2f} | {labels[picked]} | {accuracies[picked]:.3f} | "
-                f"{oracle - accuracies[picked]:.3f} |"
+        for seed in seeds:
+            runs.append(f"{benchmark.name} {seed}")
+            accuracies, scores = selection_scores(benchmark, candidates, seed)
+            lines += shift_selection_table(
+                benchmark, kind, list(candidates), accuracies, scores, seed, taus, gaps
             )
-        lines.append("")
-    names = [benchmark.name for benchmark in benchmarks]
     lines += [
-        "**Over the shifts.**",
+        "**Over the shifts and seeds.**",
         "",
-        f"| scorer | mean Kendall τ | τ per shift ({', '.join(names)}) | mean gap | gap per shift |",
+        f"| scorer | mean Kendall τ | τ per shift and seed ({', '.join(runs)}) | mean gap "
+        "| gap per shift and seed |",
         "|---|---:|---|---:|---|",
     ]
     for name in SCORERS:
@@ -693,6 +711,9 @@ def main():
         ],
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--selection-seeds", type=int, default=2, help="seeds of selection and method_selection"
+    )
     args = parser.parse_args()
     seeds = tuple(range(args.seeds))
     try:
@@ -714,7 +735,8 @@ def main():
         elif name == "partial":
             body = partial_section(seeds)
         elif name in SELECTIONS:
-            body = selection_section([make() for make in shifts.values()], name)
+            shift_data = [make() for make in shifts.values()]
+            body = selection_section(shift_data, name, tuple(range(args.selection_seeds)))
         elif name == "frozen":
             benchmark = frozen()
             scores, seconds, skada_scores, notes = frozen_rows(benchmark, seeds, skada_available)

@@ -286,7 +286,7 @@ def ranking_section(config, device):
         ]
         for candidate in candidates:
             row = rows[candidate.name]
-            cells = [f"{row[s]:.3f}" if s in row else "" for s in SCORES]
+            cells = [f"{row[s]:.3g}" if s in row else "" for s in SCORES]  # GBC saturates near 0
             lines.append(
                 f"| {candidate.name} | {' | '.join(cells)} | {row['linear probe']:.3f} | {row['fine-tuned']:.3f} |"
             )
@@ -355,8 +355,8 @@ def text_section(config, device):
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(features, y_train)
             row["linear probe"] = probe.score(test_features, y_test)
             rows[name] = row
-            cells = " | ".join(f"{row[score]:.3f}" for score in [*EMBEDDING_SCORES, "linear probe"])
-            lines.append(f"| {name} | {cells} |")
+            cells = " | ".join(f"{row[score]:.3g}" for score in EMBEDDING_SCORES)
+            lines.append(f"| {name} | {cells} | {row['linear probe']:.3f} |")
     lines.append("")
     for score in EMBEDDING_SCORES:
         r, tau, n = correlations(rows, candidates, score, "linear probe")

@@ -13,6 +13,7 @@ from .domain_adaptation import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "make_transferability_scorer",
     "nce_score",
     "nce_scorer",
+    "neighborhood_consistency_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
 ]

@@ -18,6 +18,7 @@ from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
     importance_weighted_scorer,
+    neighborhood_consistency_scorer,
     prediction_entropy_scorer,
 )
 from sktransfer.domain_adaptation.deep import METHODS
@@ -319,6 +320,13 @@ def test_label_free_scorers(shifted_features, shifted_images):
     on_embeddings = importance_weighted_scorer(FixedPredictions(predictions), clf.embed(images), y_scored)
     assert score == pytest.approx(on_embeddings)
     assert score != pytest.approx(np.mean(predictions == y_scored[source]), abs=0.01)
+    # Neighbourhood consistency compares the target rows' predictions in the bottleneck features too.
+    target = ~source
+    consistency = neighborhood_consistency_scorer(clf, images, y_int)
+    on_bottleneck = neighborhood_consistency_scorer(
+        FixedPredictions(clf.predict(images[target])), clf.embed(images[target]), y_int[target]
+    )
+    assert consistency == on_bottleneck
 
 
 @pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])

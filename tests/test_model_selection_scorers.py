@@ -1,4 +1,5 @@
-"""Soft neighbourhood density and deep embedded validation: their values, their ranking and their routing."""
+"""Soft neighbourhood density, deep embedded validation, information maximization and neighbourhood
+consistency: their values, their ranking and their routing."""
 
 import copy
 import math
@@ -21,6 +22,7 @@ from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     deep_embedded_validation_scorer,
     information_maximization_scorer,
+    neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -30,6 +32,7 @@ NEW_SCORERS = [
     soft_neighborhood_density_scorer,
     deep_embedded_validation_scorer,
     information_maximization_scorer,
+    neighborhood_consistency_scorer,
 ]
 
 
@@ -55,6 +58,32 @@ class SameArray:
     def predict_proba(self, X):
         assert len(X) == len(self.proba)
         return self.proba
+
+
+class PredictsByRow:
+    """A fitted classifier stand-in: the row whose first column is i is predicted ``labels[i]``, and its
+    other columns are its features (what ``embed`` returns, as DomainAdaptedClassifier's bottleneck)."""
+
+    def __init__(self, labels):
+        self.labels = np.asarray(labels)
+
+    def predict(self, X):
+        return self.labels[np.asarray(X)[:, 0].astype(int)]
+
+    def embed(self, X):
+        return np.asarray(X)[:, 1:]
+
+
+def slow_neighborhood_consistency(features, predicted, n_neighbors):
+    """Neighbourhood consistency written out: sorted distances, agreeing neighbours, Cohen's kappa."""
+    n = len(features)
+    agreeing = 0
+    for i in range(n):
+        distances = sorted((math.dist(features[i], features[j]), j) for j in range(n) if j != i)
+        agreeing += sum(predicted[j] == predicted[i] for _, j in distances[:n_neighbors])
+    observed = agreeing / (n * n_neighbors)
+    chance = sum((list(predicted).count(c) / n) ** 2 for c in set(predicted))
+    return (observed - chance) / (1 - chance)
 
 
 def slow_snd(proba, temperature=0.05):
@@ -274,6 +303,7 @@ def test_scorers_in_a_search_and_cross_validation_of_a_pipeline(shifted_blobs, r
         "snd": soft_neighborhood_density_scorer,
         "dev": deep_embedded_validation_scorer,
         "im": information_maximization_scorer,
+        "nc": neighborhood_consistency_scorer,
     }
     with sklearn.config_context(enable_metadata_routing=routing):
         aligned = FeatureAlignmentClassifier(method="source_only")
@@ -360,3 +390,82 @@ def test_scorers_leave_their_inputs_alone(shifted_blobs):
     np.testing.assert_array_equal(proba, proba_before)
     deep_embedded_validation_scorer(SameArray(proba), X, y)
     np.testing.assert_array_equal(proba, proba_before)
+
+
+@pytest.mark.parametrize("n_neighbors", [1, 4, 100])
+def test_neighborhood_consistency_matches_a_slow_loop(n_neighbors):
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(25, 3))
+    predicted = rng.choice(["a", "b", "c"], size=25)
+    clf = PredictsByRow(predicted)
+    X = np.column_stack([np.arange(25), features])  # the row index, then the features the neighbours use
+    scorer = copy.copy(neighborhood_consistency_scorer)
+    scorer.n_neighbors = n_neighbors
+    on_features = scorer(clf, X, np.full(25, -1))
+    expected = slow_neighborhood_consistency(features, predicted, min(n_neighbors, 24))
+    assert on_features == pytest.approx(expected, rel=1e-12)
+    assert neighborhood_consistency_scorer.n_neighbors == 10  # the shared scorer kept its own
+
+
+def test_neighborhood_consistency_of_clusters_noise_and_a_collapse():
+    """1 when predictions follow the clusters, about 0 when they ignore them, 0 when all are one class."""
+    rng = np.random.default_rng(0)
+    clusters = rng.integers(0, 4, 2000)
+    features = np.eye(4)[clusters] * 10 + rng.normal(size=(2000, 4))
+    X = np.column_stack([np.arange(2000), features])
+    target = np.full(2000, -1)
+    follows = neighborhood_consistency_scorer(PredictsByRow(clusters), X, target)
+    ignores = neighborhood_consistency_scorer(PredictsByRow(rng.permutation(clusters)), X, target)
+    collapsed = neighborhood_consistency_scorer(PredictsByRow(np.zeros(2000)), X, target)
+    assert follows == 1.0
+    assert abs(ignores) < 0.02
+    assert collapsed == 0.0
+
+
+def test_neighborhood_consistency_prefers_a_boundary_between_clusters_to_a_confident_one_through_them():
+    """Prediction entropy and information maximization prefer the confident model that cuts the target's
+    clusters; neighbourhood consistency prefers the one whose boundary runs between them."""
+    rng = np.random.default_rng(1)
+    target = np.concatenate([rng.normal(0, 0.5, 100), rng.normal(6, 0.5, 100)])[:, None]
+    y = np.full(200, -1)
+    between = LogisticRegression(C=0.01).fit([[0.0], [6.0]], [0, 1])  # boundary at 3, unsure
+    through = LogisticRegression(C=1000).fit([[-0.5], [0.5]], [0, 1])  # boundary at 0, sure
+    for confidence in (prediction_entropy_scorer, information_maximization_scorer):
+        assert confidence(through, target, y) > confidence(between, target, y)
+    assert neighborhood_consistency_scorer(between, target, y) == 1.0
+    # Only the rows near the cut have neighbours on its other side: the score is local.
+    assert neighborhood_consistency_scorer(through, target, y) < 0.97
+
+
+def test_neighborhood_consistency_ranks_models_by_target_accuracy_better_than_prediction_entropy():
+    """The ten source-only models of the DEV test, on five draws: entropy prefers the models that overfit."""
+    correlations = []
+    for seed in range(5):
+        source, ys, target, yt = blobs(seed)
+        models = [LogisticRegression(C=c) for c in (0.01, 0.1, 1, 10)]
+        models += [DecisionTreeClassifier(max_depth=depth, random_state=0) for depth in (2, 4, 8)]
+        models += [KNeighborsClassifier(k) for k in (1, 5, 25)]
+        X = np.concatenate([source[200:], target])
+        y = np.concatenate([ys[200:], np.full(len(target), -1)])
+        accuracy, consistency, entropy = [], [], []
+        for model in models:
+            model.fit(source[:200], ys[:200])
+            accuracy.append(np.mean(model.predict(target) == yt))
+            consistency.append(neighborhood_consistency_scorer(model, X, y))
+            entropy.append(prediction_entropy_scorer(model, X, y))
+        correlations.append([spearmanr(consistency, accuracy)[0], spearmanr(entropy, accuracy)[0]])
+    consistency_correlation, entropy_correlation = np.mean(correlations, axis=0)
+    assert consistency_correlation > 0.1  # 0.18, against -0.17 for prediction entropy
+    assert consistency_correlation > entropy_correlation + 0.3
+
+
+def test_neighborhood_consistency_needs_two_target_rows_and_features():
+    rows = np.array([[0, 0.0], [1, 1.0], [2, 2.0]])
+    clf = PredictsByRow([0, 0, 1])
+    with pytest.raises(ValueError, match="neighborhood_consistency_scorer needs at least two target rows"):
+        neighborhood_consistency_scorer(clf, rows, [0, 1, -1])
+    # Two target rows of two classes, each the other's only neighbour: never agreeing, below chance.
+    assert neighborhood_consistency_scorer(clf, rows, [0, -1, -1]) == -1.0
+    plain = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    with pytest.raises(ValueError, match="needs 2-D features"):
+        neighborhood_consistency_scorer(plain, np.zeros((3, 2, 2)), [-1, -1, -1])

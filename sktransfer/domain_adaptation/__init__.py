@@ -6,7 +6,8 @@
 - :class:`ImportanceWeightingClassifier`: source rows weighted by their density ratio, around any estimator.
 - Scorers that select models without target labels, requesting ``sample_domain`` under metadata routing:
   :obj:`prediction_entropy_scorer`, :obj:`information_maximization_scorer`, :obj:`importance_weighted_scorer`,
-  :obj:`deep_embedded_validation_scorer`, :obj:`soft_neighborhood_density_scorer`.
+  :obj:`deep_embedded_validation_scorer`, :obj:`soft_neighborhood_density_scorer`,
+  :obj:`neighborhood_consistency_scorer`.
 """
 
 from .deep import METHODS, DomainAdaptedClassifier
@@ -16,6 +17,7 @@ from .scorers import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
+    "neighborhood_consistency_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
     "split_domains",
