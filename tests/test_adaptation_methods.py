@@ -12,8 +12,8 @@ from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer.domain_adaptation import deep_embedded_validation_scorer
 from sktransfer.domain_adaptation.losses import (
     MultilinearMap,
+    SmoothedCoralLoss,
     certainty_weights,
-    coral_loss,
     domain_adversarial_loss,
     mmd_loss,
     pseudo_label_loss,
@@ -22,6 +22,86 @@ from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
 
 from ._models import TinyConvNet
 from ._models import tiny_domain_adapted as deep
+
+
+def coral_loss(source, target, source_weights=None):
+    """Deep CORAL on one batch: a new SmoothedCoralLoss has no earlier batches to average."""
+    return SmoothedCoralLoss()(source, target, source_weights=source_weights)
+
+
+def deep_coral_by_hand(source, target):
+    d = source.shape[1]
+    return (torch.cov(source.T) - torch.cov(target.T)).pow(2).sum() / (4 * d * d)
+
+
+def test_smoothed_coral_averages_the_covariance_difference_over_batches():
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        (
+            torch.randn(16, 3, generator=generator, requires_grad=True),
+            torch.randn(16, 3, generator=generator) * 2,
+        )
+        for _ in range(3)
+    ]
+    smoothed, one_batch = SmoothedCoralLoss(momentum=0.9), SmoothedCoralLoss(momentum=0.0)
+    average = None
+    for source, target in batches:
+        difference = torch.cov(source.T) - torch.cov(target.T)
+        average = difference.detach() if average is None else 0.9 * average + 0.1 * difference.detach()
+        loss = smoothed(source, target)
+        assert float(loss.detach()) == pytest.approx(float(average.pow(2).sum() / 36))
+        (gradient,) = torch.autograd.grad(loss, source)
+        # The gradient of the averaged distance, through this batch's covariances only.
+        (expected,) = torch.autograd.grad(2 * (average * torch.cov(source.T)).sum() / 36, source)
+        torch.testing.assert_close(gradient, expected)
+        # momentum=0 is Deep CORAL on the batch, value and gradient, however many batches came before.
+        plain = one_batch(source, target)
+        torch.testing.assert_close(plain, deep_coral_by_hand(source, target))
+        torch.testing.assert_close(
+            torch.autograd.grad(plain, source)[0],
+            torch.autograd.grad(deep_coral_by_hand(source, target), source)[0],
+        )
+
+
+def test_smoothed_coral_keeps_an_average_per_source():
+    generator = torch.Generator().manual_seed(0)
+    a, b, target = (torch.randn(16, 3, generator=generator) * scale for scale in (1, 3, 2))
+    loss = SmoothedCoralLoss(momentum=0.9)
+    first_a = loss(a, target, key=0)
+    assert float(loss(b, target, key=1)) == pytest.approx(float(coral_loss(b, target)))  # b's own, not a's
+    assert float(loss(a, target, key=0)) == pytest.approx(float(first_a))  # a's average is unchanged by b
+
+
+def test_coral_averages_start_anew_each_fit_and_do_not_stay_on_the_estimator(shifted_images, monkeypatch):
+    X, y, _ = shifted_images
+    calls = []
+    original = SmoothedCoralLoss.__call__
+
+    def record(self, *args, **kwargs):
+        calls.append((self, len(self._averages)))  # the instance itself: kept alive, never confused
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SmoothedCoralLoss, "__call__", record)
+    clf = deep(method="coral", max_epochs=1).fit(X, y)
+    first_fit = calls[0][0]
+    assert calls[0][1] == 0  # nothing averaged before the first batch
+    assert all(instance is first_fit for instance, _ in calls)
+    assert clf._coral is None
+    calls.clear()
+    clf.fit(X, y)
+    assert calls[0][1] == 0
+    assert all(instance is not first_fit for instance, _ in calls)
+
+
+def test_covariance_momentum_reaches_the_coral_loss(shifted_images):
+    X, y, _ = shifted_images
+    averaged = deep(method="coral", max_epochs=2).fit(X, y).predict_proba(X)
+    one_batch = deep(method="coral", max_epochs=2, covariance_momentum=0.0).fit(X, y).predict_proba(X)
+    assert not np.allclose(averaged, one_batch)
+    np.testing.assert_array_equal(
+        deep(method="mmd", max_epochs=2).fit(X, y).predict_proba(X),
+        deep(method="mmd", max_epochs=2, covariance_momentum=0.0).fit(X, y).predict_proba(X),
+    )
 
 
 def test_domain_batchnorm_normalises_each_domain_with_its_own_statistics():

@@ -173,7 +173,7 @@ def test_the_other_alignment_losses_warm_up_alike(shifted_images, method):
 @pytest.mark.parametrize("alignment_layer", [None, "logits", "bottleneck"])
 def test_distances_align_the_chosen_layer(method, alignment_layer):
     """MMD and CORAL measure the logits by default (Deep CORAL's fc8), the bottleneck on request."""
-    from sktransfer.domain_adaptation.losses import coral_loss, mmd_loss
+    from sktransfer.domain_adaptation.losses import SmoothedCoralLoss, mmd_loss
 
     params = {} if alignment_layer is None else {"alignment_layer": alignment_layer}
     clf = DomainAdaptedClassifier(method=method, **params)
@@ -182,7 +182,7 @@ def test_distances_align_the_chosen_layer(method, alignment_layer):
     logits, features = torch.randn(8, 3, generator=generator), torch.randn(8, 5, generator=generator)
     codes = torch.tensor([0, 1, 2, 0, -1, -1, -1, -1])
     aligned = features if alignment_layer == "bottleneck" else logits
-    distance = mmd_loss if method == "mmd" else coral_loss
+    distance = mmd_loss if method == "mmd" else SmoothedCoralLoss()
     expected = distance(aligned[:4], aligned[4:])
     got = clf._alignment((logits, features), codes, codes[:4] % 3, codes[:4] // 3, torch.ones(3))
     assert float(got) == pytest.approx(float(expected))

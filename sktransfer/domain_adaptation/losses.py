@@ -189,8 +189,16 @@ def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0), s
     return weights @ kernel[:n, :n] @ weights + kernel[n:, n:].mean() - 2 * (weights @ kernel[:n, n:]).mean()
 
 
-def coral_loss(source, target, source_weights=None):
-    """Deep CORAL (Sun & Saenko 2016): squared Frobenius distance of the feature covariances, over 4 d².
+class SmoothedCoralLoss:
+    """Deep CORAL (Sun & Saenko 2016) whose covariance difference is averaged over the recent batches.
+
+    Deep CORAL's loss is the squared Frobenius norm of D = C_source − C_target, the difference of the two
+    domains' feature covariances, over 4 d². Measured on one batch (16 rows per domain at the default
+    ``batch_size``), D is mostly the batch's own sampling noise, and its gradient pushes the features at
+    random. Here D is an exponential moving average over the batches (``momentum`` weighs the earlier ones;
+    0 is one batch's D, as in Deep CORAL): the loss is its squared norm over 4 d², and its gradient is that
+    of the squared norm through the current batch's covariances, 2 <D, ∂(C_source − C_target)> / 4 d².
+    ``key`` names the source domain, each of which keeps its own average. One instance per ``fit``.
 
     ``source_weights`` (non-negative, not all zero) weigh the source rows in their covariance, as partial
     adaptation weighs the classes; None weighs them equally.
@@ -198,14 +206,28 @@ def coral_loss(source, target, source_weights=None):
     Examples
     --------
     >>> a = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
-    >>> bool(coral_loss(a, 3 * a) > coral_loss(a, a))
+    >>> bool(SmoothedCoralLoss()(a, 3 * a) > SmoothedCoralLoss()(a, a))
     True
     """
-    source, target = source.float(), target.float()
-    d = source.shape[1]
-    weights = None if source_weights is None else source_weights.float()
-    difference = torch.cov(source.T, aweights=weights) - torch.cov(target.T)
-    return difference.pow(2).sum() / (4 * d * d)
+
+    def __init__(self, momentum=0.9):
+        self.momentum = momentum
+        self._averages = {}
+
+    def __call__(self, source, target, source_weights=None, key=0):
+        source, target = source.float(), target.float()
+        d = source.shape[1]
+        weights = None if source_weights is None else source_weights.float()
+        difference = torch.cov(source.T, aweights=weights) - torch.cov(target.T)
+        average = self._averages.get(key)
+        if average is None:
+            average = difference.detach()
+        else:
+            average = self.momentum * average + (1 - self.momentum) * difference.detach()
+        self._averages[key] = average
+        # Its value is the averaged distance; its gradient flows through this batch's covariances alone.
+        through_batch = 2 * (average * (difference - difference.detach())).sum()
+        return (average.pow(2).sum() + through_batch) / (4 * d * d)
 
 
 def minimum_class_confusion_loss(target_logits, temperature=2.5):

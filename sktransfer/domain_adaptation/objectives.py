@@ -9,8 +9,8 @@ from torch import nn
 
 from .domains import UNLABELLED
 from .losses import (
+    SmoothedCoralLoss,
     certainty_weights,
-    coral_loss,
     domain_adversarial_loss,
     minimum_class_confusion_loss,
     mmd_loss,
@@ -61,6 +61,11 @@ class AdaptationObjectiveMixin:
         if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
             self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
         self._target_probabilities = None
+        self._coral = None  # each fit averages CORAL's covariance difference anew
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        super().on_train_end(net, X=X, y=y, **kwargs)
+        self._coral = None  # its averages live on the training device: not kept in the fitted estimator
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
@@ -118,6 +123,11 @@ class AdaptationObjectiveMixin:
             y_pred, codes, labels, sources, class_weights
         )
 
+    def _coral_loss(self):
+        if getattr(self, "_coral", None) is None:
+            self._coral = SmoothedCoralLoss(self.covariance_momentum)
+        return self._coral
+
     def _trade_off(self):
         if self.trade_off != "auto":
             return self.trade_off
@@ -139,16 +149,19 @@ class AdaptationObjectiveMixin:
             return domain_adversarial_loss(y_pred[2], target, index, weights)
         if self.method == "mcc":
             return minimum_class_confusion_loss(logits[target])
-        distance = mmd_loss if self.method == "mmd" else coral_loss
+        distance = mmd_loss if self.method == "mmd" else self._coral_loss()
         aligned = logits if self.alignment_layer == "logits" else features
         source_rows = aligned[labelled]
         weights = class_weights[labels] if self.partial else None  # PADA weighs the source rows' classes
         per_source = []
         for k in range(self._n_sources):
+            keys = {} if self.method == "mmd" else {"key": k}
             rows = sources == k
             weighed = rows if weights is None else rows & (weights > 0)
             if int(weighed.sum()) < 2:  # as without weights: two rows at least, as a covariance needs
                 continue
             source_weights = None if weights is None else weights[rows]
-            per_source.append(distance(source_rows[rows], aligned[target], source_weights=source_weights))
+            per_source.append(
+                distance(source_rows[rows], aligned[target], source_weights=source_weights, **keys)
+            )
         return torch.stack(per_source).mean() if per_source else logits.sum() * 0
