@@ -67,14 +67,18 @@ SKADA_SHALLOW = {
     "FeatureAlignmentClassifier(subspace)": "SubspaceAlignment",
     "ImportanceWeightingClassifier": "DiscriminatorReweight",
 }
+# CORAL on each batch's own covariances, as before covariance_momentum.
+ONE_BATCH_CORAL = {
+    "coral, covariance_momentum=0 (one batch's covariances)": ("coral", {"covariance_momentum": 0.0})
+}
 # Reference rows, outside the goals: MMD and CORAL aligning the bottleneck, as before alignment_layer="logits";
-# and CORAL on each batch's own covariances, as before covariance_momentum.
+# and one-batch CORAL.
 REFERENCE_SETTINGS = {
     **{
         f"{method}, alignment_layer='bottleneck'": (method, {"alignment_layer": "bottleneck"})
         for method in ("mmd", "coral")
     },
-    "coral, covariance_momentum=0 (one batch's covariances)": ("coral", {"covariance_momentum": 0.0}),
+    **ONE_BATCH_CORAL,
 }
 SHALLOW_SOURCE_ONLY = "FeatureAlignmentClassifier(source_only)"
 # skada 0.6.0's DiscriminatorReweight weighs source rows by P(source | x) / P(target | x), away from the target
@@ -495,10 +499,7 @@ def ablation_section(benchmark, seeds):
 
 PARTIAL_METHODS = ("source_only", "dann", "cdan", "mmd", "coral")
 # CORAL averaged over batches aligns harder than on one batch: on a target missing classes, compare both.
-PARTIAL_ROWS = {
-    **{method: (method, {}) for method in PARTIAL_METHODS},
-    "coral, covariance_momentum=0 (one batch's covariances)": ("coral", {"covariance_momentum": 0.0}),
-}
+PARTIAL_ROWS = {**{method: (method, {}) for method in PARTIAL_METHODS}, **ONE_BATCH_CORAL}
 PRESENT_DIGITS = 5  # the partial target holds the digits 0 to 4 only
 
 

@@ -149,19 +149,21 @@ class AdaptationObjectiveMixin:
             return domain_adversarial_loss(y_pred[2], target, index, weights)
         if self.method == "mcc":
             return minimum_class_confusion_loss(logits[target])
-        distance = mmd_loss if self.method == "mmd" else self._coral_loss()
+        coral = self._coral_loss() if self.method == "coral" else None
         aligned = logits if self.alignment_layer == "logits" else features
         source_rows = aligned[labelled]
         weights = class_weights[labels] if self.partial else None  # PADA weighs the source rows' classes
         per_source = []
         for k in range(self._n_sources):
-            keys = {} if self.method == "mmd" else {"key": k}
             rows = sources == k
             weighed = rows if weights is None else rows & (weights > 0)
             if int(weighed.sum()) < 2:  # as without weights: two rows at least, as a covariance needs
                 continue
             source_weights = None if weights is None else weights[rows]
+            pair = (source_rows[rows], aligned[target])
             per_source.append(
-                distance(source_rows[rows], aligned[target], source_weights=source_weights, **keys)
+                mmd_loss(*pair, source_weights=source_weights)
+                if coral is None
+                else coral(*pair, source_weights=source_weights, key=k)  # an average per source
             )
         return torch.stack(per_source).mean() if per_source else logits.sum() * 0
