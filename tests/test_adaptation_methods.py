@@ -104,6 +104,14 @@ def test_covariance_momentum_reaches_the_coral_loss(shifted_images):
     )
 
 
+@pytest.mark.parametrize(("partial", "momentum"), [(False, 0.9), (True, 0.0)])
+def test_auto_covariance_momentum_takes_one_batch_on_a_partial_target(shifted_images, partial, momentum):
+    X, y, _ = shifted_images
+    auto = deep(method="coral", partial=partial, max_epochs=2).fit(X, y)
+    explicit = deep(method="coral", partial=partial, max_epochs=2, covariance_momentum=momentum).fit(X, y)
+    np.testing.assert_array_equal(auto.predict_proba(X), explicit.predict_proba(X))
+
+
 def test_domain_batchnorm_normalises_each_domain_with_its_own_statistics():
     net = DomainAdaptationNetwork(nn.Identity(), 4, 2, bottleneck_dim=3).train()
     generator = torch.Generator().manual_seed(0)

@@ -71,15 +71,16 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         or the bottleneck features. Aligning the logits gained over the bottleneck for both methods on
         most shifts of ``benchmarks/bench_domain_adaptation.py``, which keeps both as rows of its tables
         (the figures are in ``benchmarks/RESULTS.md``). The other methods ignore it.
-    covariance_momentum : float in [0, 1), default=0.9
+    covariance_momentum : "auto" or float in [0, 1), default="auto"
         For ``"coral"``: how much the difference of the domains' covariances that the loss follows remembers
         of the earlier batches (an exponential moving average; 0: the current batch alone, as in Deep
         CORAL). With 16 rows per domain in a batch, one batch's covariances are mostly sampling noise:
         averaged at 0.9, CORAL gained over the batch alone on both from-scratch shifts of
         ``benchmarks/bench_domain_adaptation.py`` (its ``covariance_momentum=0`` rows). It also aligns
         harder: on the benchmark's target that lacks half the source classes, CORAL lost more to the absent
-        classes at 0.9 than at 0 (with and without ``partial``): there, prefer 0. A momentum near 1
-        remembers features the network has since changed. The other methods ignore it.
+        classes at 0.9 than at 0 (with and without ``partial``). ``"auto"``: 0.9, except with
+        ``partial=True``, which says the target lacks classes: 0. A momentum near 1 remembers features the
+        network has since changed. The other methods ignore it.
     bottleneck_dim : int, default=256
         Width of the bottleneck between backbone and head.
     discriminator_dim : int, default=512
@@ -178,7 +179,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         "method": [StrOptions(set(METHODS))],
         "trade_off": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "alignment_layer": [StrOptions({"logits", "bottleneck"})],
-        "covariance_momentum": [Interval(Real, 0, 1, closed="left")],
+        "covariance_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
         "bottleneck_dim": [Interval(Integral, 1, None, closed="left")],
         "discriminator_dim": [Interval(Integral, 1, None, closed="left")],
         "domain_batchnorm": [StrOptions({"auto"}), "boolean"],
@@ -195,7 +196,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         weights="DEFAULT",
         trade_off="auto",
         alignment_layer="logits",
-        covariance_momentum=0.9,
+        covariance_momentum="auto",
         bottleneck_dim=256,
         discriminator_dim=512,
         self_training_epochs=None,

@@ -125,8 +125,13 @@ class AdaptationObjectiveMixin:
 
     def _coral_loss(self):
         if getattr(self, "_coral", None) is None:
-            self._coral = SmoothedCoralLoss(self.covariance_momentum)
+            self._coral = SmoothedCoralLoss(self._covariance_momentum())
         return self._coral
+
+    def _covariance_momentum(self):
+        if self.covariance_momentum != "auto":
+            return self.covariance_momentum
+        return 0.0 if self.partial else 0.9
 
     def _trade_off(self):
         if self.trade_off != "auto":
