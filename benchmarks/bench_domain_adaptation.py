@@ -32,6 +32,7 @@ Usage: python benchmarks/bench_domain_adaptation.py [--benchmarks mnist_m typese
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from sktransfer.datasets import blend_on_photos, load_digit_images, load_mnist_d
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     ImportanceWeightingClassifier,
+    PseudoLabelCollapseWarning,
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
@@ -120,6 +122,7 @@ class Benchmark:
         self.settings = settings
         self.X = np.concatenate([source, target])
         self.y = np.concatenate([source_y, np.full(len(target), -1)])
+        self.collapses = {}  # method: the seeds whose fit warned that self-training emptied classes
 
     def ours(self, method, seed, **params):
         return DomainAdaptedClassifier(method=method, random_state=seed, **{**self.settings, **params})
@@ -241,7 +244,13 @@ def method_table(benchmark, seeds, skada_available):
     benchmark.ours("source_only", 0, max_epochs=1).fit(benchmark.X, benchmark.y)  # untimed warm-up
     for method in benchmark.methods:
         for seed in seeds:
-            clf, elapsed = timed(lambda m=method, s=seed: benchmark.ours(m, s).fit(benchmark.X, benchmark.y))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", PseudoLabelCollapseWarning)
+                clf, elapsed = timed(
+                    lambda m=method, s=seed: benchmark.ours(m, s).fit(benchmark.X, benchmark.y)
+                )
+            if any(issubclass(warning.category, PseudoLabelCollapseWarning) for warning in caught):
+                benchmark.collapses.setdefault(method, []).append(seed)
             scores.setdefault(method, []).append(benchmark.accuracy(clf))
             seconds.setdefault(method, []).append(elapsed)
             if seed == seeds[0]:
@@ -708,6 +717,17 @@ def section(benchmark, scores, seconds, skada_scores, seeds, extra=()):
             f"| {method} | {mean_std(values)} | {delta} | {skada} | {elapsed:.0f} | {elapsed / base_seconds:.2f}× |"
         )
     lines += ["", *goals(benchmark, scores, skada_scores), *extra]
+    for method in (m for m in benchmark.methods if m == "self_training" or m in benchmark.collapses):
+        collapsed = benchmark.collapses.get(method, [])
+        which = ""
+        if collapsed:
+            collapsed_scores = [scores[method][list(seeds).index(seed)] for seed in collapsed]
+            which = f" ({', '.join(map(str, collapsed))}), which scored {mean_std(collapsed_scores)}"
+        lines += [
+            "",
+            f"{method}: fit warned with a PseudoLabelCollapseWarning (self-training emptied classes from the "
+            f"target predictions) in {len(collapsed)} of {len(seeds)} seeds{which}.",
+        ]
     return "\n".join(lines)
 
 

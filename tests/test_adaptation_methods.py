@@ -9,7 +9,8 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
-from sktransfer.domain_adaptation import deep_embedded_validation_scorer
+from sktransfer.domain_adaptation import PseudoLabelCollapseWarning, deep_embedded_validation_scorer
+from sktransfer.domain_adaptation import objectives as adaptation_objectives
 from sktransfer.domain_adaptation.losses import (
     MultilinearMap,
     SmoothedCoralLoss,
@@ -197,6 +198,64 @@ def test_self_training_runs_in_the_last_epochs_only(shifted_images):
     assert not np.array_equal(
         refined.predict_proba(X), deep(method="dann", max_epochs=3).fit(X, y).predict_proba(X)
     )
+
+
+def pushes_every_target_row_into_the_first_class(target_logits, threshold, balance):
+    """A self-training loss that collapses the target predictions, as confirmation bias does on a weak model."""
+    first = torch.zeros(len(target_logits), dtype=torch.long)
+    return 100 * nn.functional.cross_entropy(target_logits, first)
+
+
+def test_self_training_warns_when_it_empties_classes_of_the_target_predictions(shifted_images, monkeypatch):
+    X, y, _ = shifted_images
+    monkeypatch.setattr(
+        adaptation_objectives, "pseudo_label_loss", pushes_every_target_row_into_the_first_class
+    )
+    clf = deep(method="self_training", max_epochs=4, lr=0.05)
+    with pytest.warns(
+        PseudoLabelCollapseWarning, match="stop predicting 1 of the 2 classes on the target rows"
+    ) as record:
+        clf.fit(X, y)
+    assert len(np.unique(clf.predict(X[len(X) // 2 :]))) == 1
+    assert record[0].filename == __file__  # it points at the line that called fit
+
+
+@pytest.mark.filterwarnings("error::sktransfer.domain_adaptation.PseudoLabelCollapseWarning")
+def test_self_training_that_keeps_every_class_is_quiet(shifted_images):
+    X, y, _ = shifted_images
+    clf = deep(method="self_training", max_epochs=4).fit(X, y)
+    # The target rows of the epoch before self-training and of the last one were counted.
+    assert clf._counts_before_self_training.sum() == clf._last_counts.sum() > 0
+
+
+@pytest.mark.filterwarnings("error::sktransfer.domain_adaptation.PseudoLabelCollapseWarning")
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"method": "self_training", "self_training_epochs": 4},  # no epoch before it to compare with
+        {"method": "self_training", "partial": True},  # classes the target lacks are meant to leave
+        {"method": "source_only"},
+    ],
+)
+def test_collapse_is_not_judged_without_an_epoch_before_self_training_or_with_partial(
+    shifted_images, monkeypatch, params
+):
+    X, y, _ = shifted_images
+    monkeypatch.setattr(
+        adaptation_objectives, "pseudo_label_loss", pushes_every_target_row_into_the_first_class
+    )
+    clf = deep(max_epochs=4, lr=0.05, **params).fit(X, y)
+    assert clf._counts_before_self_training is None
+
+
+def test_collapsed_classes_held_a_share_before_and_kept_almost_none():
+    collapsed = adaptation_objectives.collapsed_classes
+    assert collapsed(np.array([30, 30, 30, 10]), np.array([0, 50, 49, 1])) == [
+        0
+    ]  # class 3 too small to judge
+    assert collapsed(np.array([30, 30, 30, 10]), np.array([1, 60, 39, 0])) == [0]  # 1% of 100 < 5% of 30%
+    assert collapsed(np.array([30, 30, 30, 10]), np.array([5, 50, 45, 0])) == []
+    assert collapsed(np.array([50, 50]), np.array([0, 100])) == [0]
 
 
 @pytest.mark.parametrize("method", ["dann", "cdan", "mmd", "coral"])

@@ -62,6 +62,13 @@ teacher = make_pipeline(flatten, LogisticRegression()).fit(X, y)
 FineTuneClassifier(teacher=teacher, verbose=1, **tiny).fit(X, unlabelled)
 print("LogME", round(logme_score(flatten.transform(X), y), 3))
 PrototypeClassifier().fit(flatten.transform(X), y)""",
+    """\
+import torch
+from sktransfer.domain_adaptation import objectives
+first = lambda logits, threshold, balance: 100 * torch.nn.functional.cross_entropy(  # a collapsing self-training
+    logits, torch.zeros(len(logits), dtype=torch.long))
+objectives.pseudo_label_loss = first
+DomainAdaptedClassifier(method="self_training", **{**tiny, "max_epochs": 6, "lr": 0.05}).fit(X, unlabelled);""",
     "print(cross_val_score(FineTuneClassifier(num_workers=2, verbose=1, **tiny), X, y, cv=2, n_jobs=2))",
     "import time\ntime.sleep(1)  # output the workers write late would come here",
 ]
@@ -89,7 +96,7 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, reweight, text, before_after, cross_validation, late = client.execute().cells
+    _, fit, adapt, reweight, text, before_after, collapse, cross_validation, late = client.execute().cells
 
     # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
     assert TEXT_BAR.search(streams(fit, "stderr"))
@@ -124,6 +131,11 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert re.search(r"LogME -?\d+\.\d+", streams(before_after, "stdout"))
     (result,) = [output for output in before_after.outputs if output.output_type == "execute_result"]
     assert result.data["text/plain"] == "PrototypeClassifier()"
+
+    # Self-training that empties a class of the target predictions says so once, naming the class.
+    assert streams(collapse, "stderr").count("PseudoLabelCollapseWarning") == 1
+    assert re.search(r"'(dark|bright)' \d+% → 0\.0%", streams(collapse, "stderr"))
+    assert "objectives.py" not in streams(collapse, "stderr")  # it points at the cell's line that called fit
 
     # Folds in worker processes, each loading images in worker processes of its own, with no bars.
     assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])

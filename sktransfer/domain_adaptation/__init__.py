@@ -12,6 +12,7 @@
 
 from .deep import METHODS, DomainAdaptedClassifier
 from .domains import NoTargetDataWarning, split_domains
+from .objectives import PseudoLabelCollapseWarning
 from .reweighting import FewEffectiveRowsWarning, ImportanceWeightingClassifier
 from .scorers import (
     deep_embedded_validation_scorer,
@@ -30,6 +31,7 @@ __all__ = [
     "FewEffectiveRowsWarning",
     "ImportanceWeightingClassifier",
     "NoTargetDataWarning",
+    "PseudoLabelCollapseWarning",
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
