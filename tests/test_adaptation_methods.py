@@ -250,9 +250,8 @@ def test_collapse_is_not_judged_without_an_epoch_before_self_training_or_with_pa
 
 def test_collapsed_classes_held_a_share_before_and_kept_almost_none():
     collapsed = adaptation_objectives.collapsed_classes
-    assert collapsed(np.array([30, 30, 30, 10]), np.array([0, 50, 49, 1])) == [
-        0
-    ]  # class 3 too small to judge
+    # Class 3 held under half the uniform share before: too small to judge.
+    assert collapsed(np.array([30, 30, 30, 10]), np.array([0, 50, 49, 1])) == [0]
     assert collapsed(np.array([30, 30, 30, 10]), np.array([1, 60, 39, 0])) == [0]  # 1% of 100 < 5% of 30%
     assert collapsed(np.array([30, 30, 30, 10]), np.array([5, 50, 45, 0])) == []
     assert collapsed(np.array([50, 50]), np.array([0, 100])) == [0]
