@@ -414,7 +414,7 @@ def per_class_logme(candidates, rows, embedded, y):
         )
         lines.append(
             f"- LogME of each class against the rest, {twin} / {candidate.name}: {cells}. LogME is their mean: "
-            "the log of each indicator's residual variance, so a class that one network fits almost exactly "
+            "the log of each indicator's residual variance, so a class that one network fits much better "
             "outweighs the classes that both fit loosely, although those decide most of the linear probe's "
             "errors."
         )

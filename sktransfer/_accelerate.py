@@ -120,6 +120,10 @@ class AcceleratedRun:
             for buffer in self.module.buffers():
                 torch.distributed.broadcast(buffer.data, src=0)
 
+    def sum_over_processes(self, tensor):
+        """``tensor`` summed over the processes (each holds its own batches' part); itself in one process."""
+        return self.accelerator.reduce(tensor, reduction="sum") if self.distributed else tensor
+
     def all_finite(self, loss):
         """Whether the loss is finite in every process, so that all of them stop together if one diverges."""
         finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -270,6 +274,10 @@ class AcceleratedTrainingMixin:
         if method_name == "on_grad_computed" and self._run is not None and not self._run.syncs_gradients():
             return  # gradient callbacks (clipping) see the complete gradients of a cycle only
         super().notify(method_name, **cb_kwargs)
+
+    def _summed_over_processes(self, tensor):
+        """A sum over this epoch's batches, completed with the other processes' batches under a run."""
+        return tensor if self._run is None else self._run.sum_over_processes(tensor)
 
     def _distributed_loader(self, loader):
         """A training loader sharded across the processes of a run (as it is without one)."""

@@ -76,7 +76,7 @@ def logme_score(features, y, *, fit_intercept=True):
     Notes
     -----
     The score is the mean over the classes of each indicator's evidence, which follows the log of its
-    residual variance: a class that one network separates almost exactly from the rest raises its score
+    residual variance: a class that one network separates much better from the rest raises its score
     more than a better fit of the classes that both separate loosely, although those make most of a
     classifier's errors. On Rotten Tomatoes fresh / rotten / synopsis texts, a randomly initialised MiniLM
     scores above the pretrained one at the last layer (``benchmarks/RESULTS.md``): both fit the fresh and

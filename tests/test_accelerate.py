@@ -122,24 +122,31 @@ def test_settings_that_disagree_with_the_accelerator_are_refused_before_loading(
     assert CountingNet.calls == []
 
 
-def _launch_two_processes(*arguments):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One launch of tests/_ddp_training.py over two CPU processes (gloo), whose rank 1 fails at the end.
+
+    Each launch costs the two processes' start (seconds of imports), so both tests below share this one.
+    """
+    out = tmp_path_factory.mktemp("ddp")
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    return subprocess.run(
-        [*command, str(REPOSITORY / "tests" / "_ddp_training.py"), *arguments],
+    completed = subprocess.run(
+        [*command, str(REPOSITORY / "tests" / "_ddp_training.py"), str(out)],
         env=environment,
         capture_output=True,
         text=True,
         timeout=300,
     )
+    return completed, out
 
 
-def test_two_processes_keep_one_network(tmp_path):
+def test_two_processes_keep_one_network(two_processes):
     """DDP over two CPU processes (gloo), gradual unfreezing included: the processes end with the same
     weights, which needs the network wrapped again each time a stage starts to train."""
-    completed = _launch_two_processes(str(tmp_path))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    first, second = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1))
+    completed, out = two_processes
+    assert all((out / f"rank{rank}.pt").exists() for rank in (0, 1)), completed.stderr[-3000:]
+    first, second = (torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1))
     assert first["world_size"] == 2
     assert first["stages"] == [0, 2, 3, 3, 3]
     assert first["validation_losses"] == second["validation_losses"]
@@ -147,9 +154,13 @@ def test_two_processes_keep_one_network(tmp_path):
         for name, tensor in first[network].items():
             torch.testing.assert_close(tensor, second[network][name], rtol=0, atol=0, msg=name)
     assert (first["predictions"] == first["labels"]).mean() > 0.9
+    np.testing.assert_array_equal(first["class_weights"], second["class_weights"])
+    np.testing.assert_array_equal(first["predicted_counts"], second["predicted_counts"])
+    # Both processes' rows, not one's (the epoch's 12 batches split evenly, so accelerate repeats none).
+    assert first["predicted_counts"].sum() == first["target_rows_per_epoch"]
 
 
-def test_a_failing_process_ends_the_run_instead_of_waiting_for_it(tmp_path):
-    completed = _launch_two_processes(str(tmp_path), "fail")
+def test_a_failing_process_ends_the_run_instead_of_waiting_for_it(two_processes):
+    completed, _ = two_processes  # the script's last fit fails in rank 1, while rank 0 waits for it
     assert completed.returncode != 0
     assert "rank 1 fails in epoch 2" in completed.stderr

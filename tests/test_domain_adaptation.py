@@ -215,10 +215,19 @@ def test_bad_input_is_refused_early(shifted_images):
 
 def test_no_target_rows_warns_and_trains_on_the_source(labelled_images):
     X, y = labelled_images
-    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain"):
+    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain") as record:
         clf = deep(method="dann").fit(X, y)
+    assert record[0].filename == __file__  # the line that called fit, not a frame of sklearn's
     assert clf.predict(X).dtype == y.dtype
     assert clf.score(X, y) > 0.9  # a constant prediction gets 0.5
+
+
+def test_shallow_no_target_warning_points_at_the_line_that_called_fit():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), np.tile([0, 1], 10)
+    with pytest.warns(NoTargetDataWarning) as record:
+        FeatureAlignmentClassifier().fit(X, y)
+    assert record[0].filename == __file__
 
 
 def test_inputs_are_not_modified(shifted_images):

@@ -1,5 +1,5 @@
 import importlib.metadata
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -75,10 +75,14 @@ def test_main_job_refuses_too_small_classes(tmp_path):
         main([str(tmp_path), "--quiet"])
 
 
-def test_console_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "sktransfer", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0
-    assert "ImageFolder" in result.stdout
+def test_console_entry_point_help(monkeypatch, capsys):
+    # `python -m sktransfer --help`, run in this interpreter: a new one would spend seconds importing torch.
+    monkeypatch.setattr(sys, "argv", ["sktransfer", "--help"])
+    monkeypatch.delitem(sys.modules, "sktransfer.__main__")  # run afresh, as the interpreter would
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("sktransfer", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "ImageFolder" in capsys.readouterr().out
 
 
 def test_load_image_folder_errors(tmp_path):
@@ -193,10 +197,14 @@ def test_main_job_version(capsys):
     assert sktransfer.__version__ == importlib.metadata.version("sktransfer")
 
 
-def test_main_job_without_domain_adaptation_on_the_offline_data(tiny_job, capsys):
+def test_main_job_without_domain_adaptation_on_the_offline_data(tiny_job, capsys, monkeypatch):
     _, options, _ = tiny_job
     options = [*options, "--per-class", "2", "--no-fine-tuning", "--device", "cpu"]
+    # The text tables are reached; test_main_job_text_tables runs them on a few tweets.
+    text_tables = []
+    monkeypatch.setattr(sktransfer.__main__, "compare_text", text_tables.append)
     assert main([*options, "--no-domain-adaptation"]) == 0
+    assert len(text_tables) == 1
     out = capsys.readouterr().out
     assert "scikit-image texture patches (offline): 10 images, 5 classes" in out
     assert "linear probe on squeezenet1_0 embeddings" in out

@@ -20,6 +20,7 @@ from sktransfer.domain_adaptation import (
     NoTargetDataWarning,
     prediction_entropy_scorer,
 )
+from sktransfer.domain_adaptation.density_ratio import effective_sample_size, flattening_exponent
 
 
 def truth(x):
@@ -75,7 +76,7 @@ def test_weights_follow_the_formula_on_out_of_fold_probabilities(covariate_shift
     X, y, _ = covariate_shift
     target = (y == -1).astype(int)
     folds = list(StratifiedKFold(4, shuffle=True, random_state=3).split(X, target))
-    clf = iw(cv=folds, clip=None).fit(X, y)
+    clf = iw(cv=folds, clip=None, flatten=1.0).fit(X, y)
     proba = np.zeros(len(X))
     for train, test in folds:  # each row scored by a discriminator that did not see it
         domain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
@@ -84,16 +85,26 @@ def test_weights_follow_the_formula_on_out_of_fold_probabilities(covariate_shift
         proba[test] = domain.predict_proba(X[test])[:, 1]
     ratio = proba[y != -1] / (1 - proba[y != -1]) * 200 / 100
     np.testing.assert_allclose(clf.weights_, ratio / ratio.mean(), rtol=1e-6)
+    assert clf.flatten_ == 1.0
+    # The default flattens the same ratios to a power that keeps half the source rows in play.
+    auto = iw(cv=folds, clip=None).fit(X, y)
+    assert 0 < auto.flatten_ < 1
+    flattened = ratio**auto.flatten_
+    np.testing.assert_allclose(auto.weights_, flattened / flattened.mean(), rtol=1e-6)
+    assert auto.effective_sample_size_ == pytest.approx(100, rel=1e-6)
+    half = iw(cv=folds, clip=None, flatten=0.5).fit(X, y)
+    np.testing.assert_allclose(half.weights_, ratio**0.5 / np.mean(ratio**0.5), rtol=1e-6)
+    assert iw(cv=folds, flatten=0.0).fit(X, y).effective_sample_size_ == pytest.approx(200)
 
 
 def test_clip_caps_the_largest_weights(covariate_shift):
     X, y, _ = covariate_shift
-    free = iw(clip=None).fit(X, y).weights_
-    clipped = iw(clip=0.9).fit(X, y).weights_
+    free = iw(clip=None, flatten=1.0).fit(X, y).weights_
+    clipped = iw(clip=0.9, flatten=1.0).fit(X, y).weights_
     assert clipped.mean() == pytest.approx(1.0)
     assert clipped.max() / clipped.min() < free.max() / free.min()
     assert np.sum(clipped == clipped.max()) >= 20  # the top tenth share the cap
-    np.testing.assert_allclose(iw(clip=1.0).fit(X, y).weights_, free)
+    np.testing.assert_allclose(iw(clip=1.0, flatten=1.0).fit(X, y).weights_, free)
 
 
 def test_effective_sample_size_counts_the_rows_the_weights_rest_on(covariate_shift):
@@ -101,7 +112,8 @@ def test_effective_sample_size_counts_the_rows_the_weights_rest_on(covariate_shi
     clf = iw().fit(X, y)
     w = clf.weights_
     assert clf.effective_sample_size_ == pytest.approx(w.sum() ** 2 / np.sum(w**2))
-    assert 20 < clf.effective_sample_size_ < 200  # the target covers part of the source
+    assert 100 <= clf.effective_sample_size_ < 200  # the target covers part of the source; "auto" keeps half
+    assert clf.flatten_ < 1
     unweighted = iw().fit(
         X[y != -1], y[y != -1]
     )  # no target row: weights of one (and a warning, tested below)
@@ -115,12 +127,64 @@ def test_weights_on_a_few_rows_warn_naming_the_way_out():
     target = rng.normal(3.5, 0.3, size=(100, 2))  # beyond all but a handful of source rows
     X = np.concatenate([source, target])
     y = np.concatenate([(source[:, 0] > 0).astype(int), np.full(100, -1)])
-    with pytest.warns(FewEffectiveRowsWarning, match=r"effective_sample_size_.*clip=0\.9.*C=0\.01"):
-        clf = iw(clip=None).fit(X, y)
+    exact = r"of the 300.*\(flatten=1\.0\) rest on \d+ rows.*flatten='auto', a lower clip.*C=0\.01"
+    with pytest.warns(FewEffectiveRowsWarning, match=exact):
+        clf = iw(clip=None, flatten=1.0).fit(X, y)
     assert clf.effective_sample_size_ < 30
+    # The default flattens the weights, and says that little reweighting is left and what else to try.
+    flattened = r"power 0\.\d\d \(flatten_\).*FeatureAlignmentClassifier"
+    with pytest.warns(FewEffectiveRowsWarning, match=flattened) as record:
+        clf = iw(clip=None).fit(X, y)
+    assert record[0].filename == __file__  # the line that called fit
+    assert clf.effective_sample_size_ == pytest.approx(150, rel=1e-6)
+    assert clf.flatten_ < 0.5
+    # Unweighted as asked (flatten=0): nothing to warn of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewEffectiveRowsWarning)
+        assert iw(clip=None, flatten=0.0).fit(X, y).effective_sample_size_ == pytest.approx(300)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewEffectiveRowsWarning)
         iw().fit(*_overlapping(rng))
+
+
+def test_flattening_keeps_separable_domains_from_costing_target_accuracy():
+    """Shifted in every feature but the one the labels follow: the exact ratios leave a few dozen rows.
+
+    The rule is the same in both domains, so the unweighted fit is right; a fit on the few rows the exact
+    ratios keep is not. The default flattens the weights and stays close to the unweighted fit.
+    """
+    rng = np.random.default_rng(0)
+    source, target = rng.normal(size=(300, 20)), rng.normal(size=(200, 20))
+    target[:, 1:] += 0.6
+    source_labels = (source[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    target_labels = (target[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    X = np.concatenate([source, target])
+    y = np.concatenate([source_labels, np.full(200, -1)])
+    unweighted = LogisticRegression(max_iter=1000).fit(source, source_labels).score(target, target_labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewEffectiveRowsWarning)
+        exact = iw(flatten=1.0).fit(X, y)
+    default = iw().fit(X, y)
+    assert exact.effective_sample_size_ < 40
+    assert exact.score(target, target_labels) < unweighted - 0.05
+    assert default.effective_sample_size_ == pytest.approx(150, rel=1e-6)
+    assert default.score(target, target_labels) > exact.score(target, target_labels) + 0.04
+    assert default.score(target, target_labels) > unweighted - 0.04
+
+
+def test_flattening_exponent_keeps_the_share_asked_for_and_refuses_bad_weights():
+    weights = np.random.default_rng(0).lognormal(sigma=3, size=1000)
+    assert effective_sample_size(weights) < 100
+    for share in (0.1, 0.5, 0.9):
+        exponent = flattening_exponent(weights, share)
+        assert effective_sample_size(weights**exponent) == pytest.approx(1000 * share, rel=1e-6)
+    assert flattening_exponent(np.ones(5), 1.0) == 1.0
+    assert flattening_exponent([1e-300, 1.0, 1e300], 0.5) > 0  # no overflow across 600 orders of magnitude
+    for bad in ([1.0, 0.0], [1.0, np.nan], [1.0, np.inf], [-1.0, 1.0]):
+        with pytest.raises(ValueError, match="positive, finite"):
+            flattening_exponent(bad, 0.5)
+    with pytest.raises(ValueError, match="min_effective_share"):
+        flattening_exponent(weights, 0.0)
 
 
 def _overlapping(rng):
@@ -184,8 +248,12 @@ def test_an_estimator_without_sample_weight_is_refused(covariate_shift):
 def test_no_target_rows_warns_and_uses_weights_of_one(covariate_shift):
     X, y, _ = covariate_shift
     source, labels = X[:200], y[:200]
-    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain"):
+    with pytest.warns(NoTargetDataWarning, match="y == -1.*negative sample_domain") as record:
         clf = iw().fit(source, labels)
+    assert record[0].filename == __file__  # the line that called fit, not a frame of sklearn's
+    with pytest.warns(NoTargetDataWarning) as record:  # each fold's fit too, through joblib's frames
+        GridSearchCV(iw(), {"clip": [0.9, None]}, cv=2).fit(source, labels)
+    assert {w.filename for w in record if w.category is NoTargetDataWarning} == {__file__}
     np.testing.assert_array_equal(clf.weights_, np.ones(200))
     assert clf.discriminator_ is None
     plain = LogisticRegression(max_iter=1000).fit(source, labels)
@@ -249,3 +317,6 @@ def test_folds_need_two_rows_of_each_domain_and_a_splitter_is_used_as_given(cova
     np.testing.assert_array_equal(iw(cv=splitter).fit(X, y).weights_, as_list)
     with pytest.raises(ValueError, match="clip"):
         iw(clip=0).fit(X, y)
+    for flatten in (-0.1, 1.5, "exact"):
+        with pytest.raises(ValueError, match="flatten"):
+            iw(flatten=flatten).fit(X, y)

@@ -104,11 +104,12 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         network already predicts most often do not take over the pseudo-labels.
     partial : bool, default=False
         Partial domain adaptation (PADA, Cao et al. 2018), for a target that lacks some source classes:
-        each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1) weigh the
-        source classes, in the classification loss and in the alignment (the discriminator's loss, or the
-        source rows' kernel mean or covariance for ``"mmd"`` and ``"coral"``), so that source classes the
-        target predictions say are absent stop being aligned with it. With ``method="source_only"`` there is
-        no alignment to weigh: fit warns (the ``partial`` section of ``benchmarks/RESULTS.md`` measures it).
+        each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1; over the
+        batches of every process under an ``accelerator``) weigh the source classes, in the classification
+        loss and in the alignment (the discriminator's loss, or the source rows' kernel mean or covariance
+        for ``"mmd"`` and ``"coral"``), so that source classes the target predictions say are absent stop
+        being aligned with it. With ``method="source_only"`` there is no alignment to weigh: fit warns (the
+        ``partial`` section of ``benchmarks/RESULTS.md`` measures it).
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit", "lora"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
         whole backbone from the first epoch. ``"linear_probe"``: none of it. ``"lp_ft"``: none of it for

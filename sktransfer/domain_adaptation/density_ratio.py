@@ -62,3 +62,52 @@ def effective_sample_size(weights):
     """
     weights = np.asarray(weights, dtype=np.float64)
     return float(weights.sum() ** 2 / np.sum(weights**2))
+
+
+def flattening_exponent(weights, min_effective_share):
+    """The largest exponent in [0, 1] that keeps ``weights ** exponent`` on ``min_effective_share`` of the rows.
+
+    Raising importance weights to a power below 1 (Shimodaira's flattening) trades the bias of a less exact
+    density ratio for the variance of a fit that rests on few rows. The effective sample size of
+    ``weights ** exponent`` falls as the exponent grows, so the exponent is found by bisection, as adaptive
+    tempering in sequential Monte Carlo finds its next temperature: 1 when the weights already keep that
+    share; about 0 (equal weights) when only equal weights would.
+
+    Parameters
+    ----------
+    weights : array-like of shape (n_rows,)
+        Positive, finite weights.
+    min_effective_share : float in (0, 1]
+        The share of the rows the flattened weights' effective sample size must reach.
+
+    Returns
+    -------
+    exponent : float
+
+    Examples
+    --------
+    >>> weights = [8.0, 1.0, 1.0, 1.0]
+    >>> round(effective_sample_size(weights) / 4, 2)
+    0.45
+    >>> exponent = flattening_exponent(weights, 0.6)
+    >>> round(exponent, 3), round(effective_sample_size(np.power(weights, exponent)) / 4, 3)
+    (0.73, 0.6)
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+        raise ValueError("flattening_exponent needs positive, finite weights.")
+    if not 0 < min_effective_share <= 1:
+        raise ValueError(f"min_effective_share must be in (0, 1], got {min_effective_share}.")
+    log_weights = np.log(weights)
+    log_weights = log_weights - log_weights.max()  # exp never overflows
+
+    def share(exponent):
+        return effective_sample_size(np.exp(exponent * log_weights)) / len(log_weights)
+
+    if share(1.0) >= min_effective_share:
+        return 1.0
+    low, high = 0.0, 1.0  # share(low) >= min_effective_share > share(high)
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if share(middle) >= min_effective_share else (low, middle)
+    return low

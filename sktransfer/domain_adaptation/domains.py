@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils.validation import column_or_1d
 
 from .._labels import UNLABELLED, require_labels, unlabelled_mask
+from .._stacklevel import caller_stacklevel
 
 
 class NoTargetDataWarning(UserWarning):
@@ -90,7 +91,7 @@ def split_domains(y, sample_domain, n_samples):
             "fit received no target rows, so it trains on the source alone. Mark target rows with y == -1 or "
             "with a negative sample_domain (fit(X, y, sample_domain=...)).",
             NoTargetDataWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return DomainSplit(labelled=labelled, target=target)
 

@@ -1,6 +1,5 @@
 """What DomainAdaptedClassifier minimises: the classification loss, the method's alignment and its stages."""
 
-import sys
 import warnings
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 from skorch.utils import to_tensor
 from torch import nn
 
+from .._stacklevel import caller_stacklevel
 from .domains import UNLABELLED
 from .losses import (
     SmoothedCoralLoss,
@@ -23,10 +23,6 @@ from .networks import ADVERSARIAL
 # Self-training has collapsed a class when its share of the target predictions falls below this fraction of
 # what it was before self-training began (classes below half the uniform share before are not judged).
 _COLLAPSED_SHARE = 0.05
-
-
-# The packages between a user's call of fit and the callbacks of the training loop.
-_TRAINING_PACKAGES = frozenset({"sktransfer", "skorch", "sklearn", "torch"})
 
 
 class PseudoLabelCollapseWarning(UserWarning):
@@ -52,14 +48,6 @@ def collapsed_classes(before, after):
     before, after = before / before.sum(), after / after.sum()
     judged = before >= 0.5 / len(before)
     return [int(k) for k in np.flatnonzero(judged & (after < _COLLAPSED_SHARE * before))]
-
-
-def _caller_outside_the_training_packages():
-    """The ``stacklevel`` that points a warning of the training loop at the line that called fit."""
-    frame, level = sys._getframe(1), 1  # the function that warns is stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _TRAINING_PACKAGES:
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 class AdaptationObjectiveMixin:
@@ -113,16 +101,31 @@ class AdaptationObjectiveMixin:
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
-        summed = self._target_probabilities
-        if self.partial and summed is not None:  # PADA: what the target predictions say of each class
-            self.class_weights_ = (summed / summed.max()).cpu().numpy()
+        if self.partial:  # PADA: what the target predictions say of each class
+            summed = self._epoch_total(self._target_probabilities)
+            if summed is not None and summed.max() > 0:
+                self.class_weights_ = (summed / summed.max()).cpu().numpy()
         self._target_probabilities = None
-        if self._predicted_counts is not None:
-            self._last_counts = self._predicted_counts.cpu().numpy()
+        counts = self._epoch_total(self._predicted_counts) if self._watches_self_training() else None
+        if counts is not None:
+            self._last_counts = counts.cpu().numpy()
             epoch = len(self.history) - 1 - self._first_epoch_of_call
             if epoch == self.max_epochs - self._self_training_epochs() - 1:  # the last epoch before it
                 self._counts_before_self_training = self._last_counts
         self._predicted_counts = None
+
+    def _epoch_total(self, summed):
+        """A per-class sum over this epoch's target rows, over every process (each trained on its own batches).
+
+        Under several processes every one takes part in the sum, even one that saw no target row (zeros).
+        None when no process saw a target row.
+        """
+        if self._run is None or not self._run.distributed:
+            return summed
+        if summed is None:
+            summed = torch.zeros(len(self.classes_), device=self.accelerator.device)
+        total = self._summed_over_processes(summed.float())
+        return total if total.max() > 0 else None  # the same total, so the same answer, in every process
 
     def _watches_self_training(self):
         # With partial=True, classes the target lacks are meant to leave its predictions.
@@ -144,7 +147,7 @@ class AdaptationObjectiveMixin:
             "self-training (benchmarks/RESULTS.md measures it). Compare it with self_training_epochs=0 (or "
             "method='source_only') on a label-free scorer such as information_maximization_scorer.",
             PseudoLabelCollapseWarning,
-            stacklevel=_caller_outside_the_training_packages(),
+            stacklevel=caller_stacklevel(),
         )
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):

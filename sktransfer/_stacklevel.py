@@ -1,0 +1,36 @@
+"""The ``stacklevel`` of a warning raised deep in fit, so that it points at the user's line that called fit."""
+
+import sys
+
+# The packages between a user's call of fit and the code that warns: the library, skorch, sklearn (and the
+# joblib calls of its searches), torch.
+_TRAINING_PACKAGES = frozenset({"sktransfer", "skorch", "sklearn", "joblib", "torch"})
+
+
+def caller_stacklevel():
+    """The ``stacklevel`` that points a warning at the first frame outside the training packages.
+
+    Call it as the ``stacklevel`` argument of ``warnings.warn``: the function that warns is level 1, and
+    every frame of sktransfer, skorch, scikit-learn, joblib or torch above it is skipped, however deep the
+    call: a fit inside a Pipeline or a sequential GridSearchCV points at the user's line. In a worker process
+    or thread (``n_jobs``), where no frame of the user's is on the stack, it points at the worker's code.
+
+    Examples
+    --------
+    A function of the library that warns, called from a user's script:
+
+    >>> import warnings
+    >>> library = {"__name__": "sktransfer.example", "warnings": warnings, "level": caller_stacklevel}
+    >>> exec("def fit(): warnings.warn('deep', UserWarning, stacklevel=level())", library)
+    >>> script = {"__name__": "__main__", "fit": library["fit"]}
+    >>> exec(compile("def main(): fit()", "user_script.py", "exec"), script)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     script["main"]()
+    >>> caught[0].filename, caught[0].lineno
+    ('user_script.py', 1)
+    """
+    frame, level = sys._getframe(1), 1  # the function that warns is stacklevel 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _TRAINING_PACKAGES:
+        frame, level = frame.f_back, level + 1
+    return level
