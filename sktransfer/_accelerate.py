@@ -275,10 +275,6 @@ class AcceleratedTrainingMixin:
             return  # gradient callbacks (clipping) see the complete gradients of a cycle only
         super().notify(method_name, **cb_kwargs)
 
-    def _summed_over_processes(self, tensor):
-        """A sum over this epoch's batches, completed with the other processes' batches under a run."""
-        return tensor if self._run is None else self._run.sum_over_processes(tensor)
-
     def _distributed_loader(self, loader):
         """A training loader sharded across the processes of a run (as it is without one)."""
         return loader if self._run is None else self._run.prepare_loader(loader)

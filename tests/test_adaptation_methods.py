@@ -335,8 +335,10 @@ def test_partial_weighs_the_classes_in_mmd_and_coral(method):
 
 def test_partial_without_alignment_warns(shifted_images):
     X, y, _ = shifted_images
-    with pytest.warns(UserWarning, match="partial=True with method='source_only' weighs the classification"):
+    message = "partial=True with method='source_only' weighs the classification"
+    with pytest.warns(UserWarning, match=message) as record:
         deep(method="source_only", partial=True, max_epochs=1).fit(X, y)
+    assert [w.filename for w in record if message in str(w.message)] == [__file__]  # the line that called fit
 
 
 def test_partial_needs_cross_entropy(shifted_images):

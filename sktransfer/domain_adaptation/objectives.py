@@ -77,7 +77,7 @@ class AdaptationObjectiveMixin:
                 "benchmark's partial target (benchmarks/RESULTS.md) it lowered the target accuracy. Use "
                 "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
                 UserWarning,
-                stacklevel=4,  # the caller of fit
+                stacklevel=caller_stacklevel(),
             )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
@@ -124,7 +124,7 @@ class AdaptationObjectiveMixin:
             return summed
         if summed is None:
             summed = torch.zeros(len(self.classes_), device=self.accelerator.device)
-        total = self._summed_over_processes(summed.float())
+        total = self._run.sum_over_processes(summed.float())
         return total if total.max() > 0 else None  # the same total, so the same answer, in every process
 
     def _watches_self_training(self):

@@ -9,6 +9,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_parameter, validate_data
 
+from .._stacklevel import caller_stacklevel
 from .density_ratio import density_ratios, domain_discriminator, effective_sample_size, flattening_exponent
 from .domains import TargetScoreMixin, split_domains
 from .shallow import EstimatorOnTargetFeaturesMixin
@@ -240,7 +241,7 @@ class ImportanceWeightingClassifier(
             f"{n_source} source rows (their effective sample size; effective_sample_size_ is that of the "
             f"weights used): the discriminator tells the domains apart almost everywhere, and {consequence}",
             FewEffectiveRowsWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
 
     def _folds(self, n_source, n_target):
