@@ -5,6 +5,8 @@ import warnings
 
 from joblib.parallel import get_active_backend
 
+from ._stacklevel import caller_stacklevel
+
 
 def in_joblib_worker():
     """Whether this code runs inside a joblib worker (a process or a thread of ``Parallel(n_jobs=...)``).
@@ -48,6 +50,6 @@ def loader_processes(num_workers):
         f"num_workers={num_workers} cannot start DataLoader workers inside this joblib worker process; "
         "the images are loaded in the process itself. Use n_jobs=1 with num_workers, or num_workers=0.",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
     return {"num_workers": 0}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ._progress import progress
+from ._stacklevel import caller_stacklevel
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What the ``precision`` parameter accepts: a precision, or "auto" for the fastest one native to the device.
@@ -210,7 +211,7 @@ def check_precision(precision, devices):
             "benchmarks/bench_precision.py). Use precision='float32', or precision='auto', which picks "
             "bfloat16 only where the hardware computes it natively.",
             SlowPrecisionWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return resolved
 

@@ -1,14 +1,17 @@
-"""The ``stacklevel`` of a warning raised deep in fit, so that it points at the user's line that called fit."""
+"""The ``stacklevel`` of a warning raised deep in the library, so that it points at the user's line.
+
+Every warning of sktransfer takes its ``stacklevel`` from :func:`caller_stacklevel` (a test checks it).
+"""
 
 import sys
 
-# The packages between a user's call of fit and the code that warns: the library, skorch, sklearn (and the
-# joblib calls of its searches), torch.
-_TRAINING_PACKAGES = frozenset({"sktransfer", "skorch", "sklearn", "joblib", "torch"})
+# The packages between a user's call (fit, transform, a scorer, transform_on_dask) and the code that warns:
+# the library, skorch, sklearn (and the joblib calls of its searches), torch.
+_SKIPPED_PACKAGES = frozenset({"sktransfer", "skorch", "sklearn", "joblib", "torch"})
 
 
 def caller_stacklevel():
-    """The ``stacklevel`` that points a warning at the first frame outside the training packages.
+    """The ``stacklevel`` that points a warning at the first frame outside sktransfer and the code it runs in.
 
     Call it as the ``stacklevel`` argument of ``warnings.warn``: the function that warns is level 1, and
     every frame of sktransfer, skorch, scikit-learn, joblib or torch above it is skipped, however deep the
@@ -31,6 +34,6 @@ def caller_stacklevel():
     ('user_script.py', 1)
     """
     frame, level = sys._getframe(1), 1  # the function that warns is stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _TRAINING_PACKAGES:
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _SKIPPED_PACKAGES:
         frame, level = frame.f_back, level + 1
     return level

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._stacklevel import caller_stacklevel
 from .feature_extraction import PretrainedFeatureExtractor
 
 _DASK_MISSING = "transform_on_dask needs Dask's distributed scheduler: pip install 'sktransfer[dask]'."
@@ -65,7 +66,7 @@ def _check_worker_environment(client):
             "later workers inherit), or `MALLOC_TRIM_THRESHOLD_` unset in the pre-spawn-environ of the "
             "workers' Dask configuration.",
             SlowWorkersWarning,
-            stacklevel=4,  # this helper, transform_on_dask, sklearn's parameter validation, the caller
+            stacklevel=caller_stacklevel(),
         )
 
 
@@ -211,8 +212,10 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
     if width is None:
         raise ValueError("X is empty: its partitions hold 0 paths; at least one is required.")
-    if failures:  # stacklevel: this function, sklearn's parameter validation, then the caller
-        warnings.warn(_describe_failures(failures, retries), PartitionFailedWarning, stacklevel=3)
+    if failures:
+        warnings.warn(
+            _describe_failures(failures, retries), PartitionFailedWarning, stacklevel=caller_stacklevel()
+        )
     return _stack(results, width)
 
 

@@ -27,6 +27,7 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
+from ._stacklevel import caller_stacklevel
 from .backbones import OFFLINE_MODEL_NAME, build_feature_model, built_by_library, load_backbone
 from .images import PreprocessedImages, batch_loader, validated_source
 from .texts import in_length_order
@@ -265,7 +266,7 @@ class PretrainedFeatureExtractor(
                 "compute the embeddings again. Define the preprocess function at module level, without "
                 "unpicklable state such as locks, or use a torchvision transform object.",
                 UserWarning,
-                stacklevel=4,  # this method, _embedding_key, transform, the caller
+                stacklevel=caller_stacklevel(),
             )
             return process_local_key(self.preprocess_)
 

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._labels import checked_labels, encode_labels
+from ._stacklevel import caller_stacklevel
 
 
 class NewClassWarning(UserWarning):
@@ -93,7 +94,7 @@ def _class_rows(coef, intercept, source_classes, classes):
             f"the classes {new[:10]} of y are not among source_estimator.classes_ {source_classes[:10]}: "
             "their parameters are pulled toward zero (the source's mean class score).",
             NewClassWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     zeros = np.zeros(rows.shape[1])
     table = np.array([rows[position[label]] if label in position else zeros for label in labels])
@@ -269,7 +270,7 @@ class RegularTransferClassifier(_SourceRegularizedMixin, ClassifierMixin, BaseEs
                 f"L-BFGS stopped before converging ({result.message}) after {result.nit} iterations: raise "
                 "max_iter, or alpha when the target classes are separable.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=caller_stacklevel(),
             )
         parameters = prior + result.x.reshape(prior.shape)
         self.coef_, self.intercept_ = parameters[:, :-1], parameters[:, -1]

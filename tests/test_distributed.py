@@ -101,8 +101,9 @@ def test_a_failed_partition_is_reported_with_its_paths(client, paths, tmp_path):
     assert failed_paths == with_broken[5:10]
     assert "broken.png" in str(exception)
 
-    with pytest.warns(PartitionFailedWarning, match="broken.png"):
+    with pytest.warns(PartitionFailedWarning, match="broken.png") as record:
         embeddings = transform_on_dask(extractor, with_broken, client=client, partition_size=5, errors="nan")
+    assert [w.filename for w in record if w.category is PartitionFailedWarning] == [__file__]
     assert np.isnan(embeddings[5:10]).all()
     expected = extractor.fit(paths).transform(paths)
     np.testing.assert_allclose(embeddings[:5], expected[:5], rtol=1e-5, atol=1e-6)
@@ -153,9 +154,10 @@ def test_workers_with_dask_default_malloc_trimming_are_reported(paths, monkeypat
     with (
         distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
-        pytest.warns(SlowWorkersWarning, match="MALLOC_TRIM_THRESHOLD_=65536"),
+        pytest.warns(SlowWorkersWarning, match="MALLOC_TRIM_THRESHOLD_=65536") as record,
     ):
         transform_on_dask(extractor, paths[:3], client=client)
+    assert [w.filename for w in record if w.category is SlowWorkersWarning] == [__file__]
 
 
 def _fine_tune_search():

@@ -297,9 +297,11 @@ def test_a_preprocess_without_a_stable_hash_warns_once_per_fit(rgb_images, tmp_p
         warnings.simplefilter("always")
         first, second = extractor.transform(rgb_images), extractor.transform(rgb_images)
     assert [re.search(message, str(w.message)) is not None for w in record] == [True]
+    assert record[0].filename == __file__  # the line that called transform
     np.testing.assert_array_equal(first, second)  # cached in this process
-    with pytest.warns(UserWarning, match=message):
-        clone(extractor).fit(rgb_images).transform(rgb_images)  # the same callable: still served
+    with pytest.warns(UserWarning, match=message) as in_pipeline:
+        make_pipeline(clone(extractor)).fit_transform(rgb_images)  # the same callable: still served
+    assert [w.filename for w in in_pipeline if re.search(message, str(w.message))] == [__file__]
     assert counting.image_rows() == len(rgb_images)
 
 

@@ -1,8 +1,10 @@
 """Everyday mistakes get a message that says what to do, and the public names import from the package."""
 
+import ast
 import copy
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,8 @@ import pytest
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 import sktransfer
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, domain_adaptation
@@ -48,9 +52,13 @@ def test_the_text_minus_one_is_a_class_and_the_warning_says_how_to_mark_targets(
     y = np.array(["a", "b", "a", "b", "a", "b", "-1", "-1", "-1"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", domain_adaptation.NoTargetDataWarning)
-        with pytest.warns(TextLabelWarning, match=r"integer -1 .*sample_domain"):
+        with pytest.warns(TextLabelWarning, match=r"integer -1 .*sample_domain") as record:
             clf = FeatureAlignmentClassifier().fit(X, y)
+        with pytest.warns(TextLabelWarning) as in_pipeline:
+            make_pipeline(StandardScaler(), FeatureAlignmentClassifier()).fit(X, y)
     assert "-1" in clf.classes_.tolist()
+    # Both point at the line that called fit, not at a frame of sklearn's.
+    assert [w.filename for w in [*record, *in_pipeline] if w.category is TextLabelWarning] == [__file__] * 2
 
 
 def test_scoring_against_minus_one_in_cross_validation_says_so_first():
@@ -61,6 +69,7 @@ def test_scoring_against_minus_one_in_cross_validation_says_so_first():
         scores = cross_val_score(FeatureAlignmentClassifier(), X, y, cv=3)
     assert np.isnan(scores).all()
     assert issubclass(caught[0].category, UnlabelledScoringWarning)
+    assert caught[0].filename == __file__  # the line that called cross_val_score
     assert str(caught[0].message).startswith("y holds -1 (unlabelled target rows)")
     fitted = FeatureAlignmentClassifier().fit(X, y)
     with warnings.catch_warnings():
@@ -118,3 +127,16 @@ def test_lambda_parameters_still_reach_joblib_workers_and_copies(rgb_images):
         pickle.dumps(PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(rgb_images))
     )
     assert fitted.transform(rgb_images).shape == (6, 8)
+
+
+def test_every_warning_of_the_library_takes_its_stacklevel_from_the_stack_walk():
+    """A fixed stacklevel points into sklearn (or the library) as soon as the call goes through a Pipeline."""
+    package = Path(sktransfer.__file__).parent
+    fixed = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "warnings.warn":
+                levels = [ast.unparse(k.value) for k in node.keywords if k.arg == "stacklevel"]
+                if levels != ["caller_stacklevel()"]:
+                    fixed.append(f"{path.relative_to(package)}:{node.lineno} stacklevel={levels}")
+    assert not fixed, fixed

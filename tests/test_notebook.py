@@ -63,6 +63,11 @@ FineTuneClassifier(teacher=teacher, verbose=1, **tiny).fit(X, unlabelled)
 print("LogME", round(logme_score(flatten.transform(X), y), 3))
 PrototypeClassifier().fit(flatten.transform(X), y)""",
     """\
+from sklearn.preprocessing import StandardScaler
+from sktransfer import FeatureAlignmentClassifier
+named = np.array(["a", "b"] * 3 + ["-1"] * 3)  # "-1" as text is a class: a warning says so
+make_pipeline(StandardScaler(), FeatureAlignmentClassifier()).fit(shift.normal(size=(9, 2)), named);""",
+    """\
 import torch
 from sktransfer.domain_adaptation import objectives
 first = lambda logits, threshold, balance: 100 * torch.nn.functional.cross_entropy(  # a collapsing self-training
@@ -96,7 +101,9 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, reweight, text, before_after, collapse, cross_validation, late = client.execute().cells
+    _, fit, adapt, reweight, text, before_after, in_pipeline, collapse, cross_validation, late = (
+        client.execute().cells
+    )
 
     # Text bars where the notebook cannot draw widgets, and skorch's epoch table.
     assert TEXT_BAR.search(streams(fit, "stderr"))
@@ -131,6 +138,12 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert re.search(r"LogME -?\d+\.\d+", streams(before_after, "stdout"))
     (result,) = [output for output in before_after.outputs if output.output_type == "execute_result"]
     assert result.data["text/plain"] == "PrototypeClassifier()"
+
+    # A warning from deep inside a Pipeline's fit points at the cell's line, not at a frame of sklearn's.
+    warned = streams(in_pipeline, "stderr")
+    assert "TextLabelWarning" in warned
+    assert "sklearn" not in warned
+    assert "make_pipeline(StandardScaler(), FeatureAlignmentClassifier())" in warned  # the line shown
 
     # Self-training that empties a class of the target predictions says so once, naming the class.
     assert streams(collapse, "stderr").count("PseudoLabelCollapseWarning") == 1

@@ -27,5 +27,6 @@ def test_loky_processes_fork_their_dataloader_workers(monkeypatch):
     assert loader_processes(2) == {"num_workers": 2, "multiprocessing_context": "fork"}
     assert loader_processes(0) == {"num_workers": 0}
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # Windows
-    with pytest.warns(RuntimeWarning, match="cannot start DataLoader workers"):
+    with pytest.warns(RuntimeWarning, match="cannot start DataLoader workers") as record:
         assert loader_processes(2) == {"num_workers": 0}
+    assert record[0].filename == __file__

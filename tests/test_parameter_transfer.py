@@ -142,8 +142,9 @@ def test_a_binary_target_reads_its_two_classes_of_a_multiclass_source():
 def test_a_class_the_source_lacks_starts_from_zero_with_a_warning():
     X_source, y_source, X, y = related_tasks(3)
     source = LogisticRegression().fit(X_source[y_source != "cat"], y_source[y_source != "cat"])
-    with pytest.warns(NewClassWarning, match=r"the classes \['cat'\] of y are not among"):
+    with pytest.warns(NewClassWarning, match=r"the classes \['cat'\] of y are not among") as record:
         clf = RegularTransferClassifier(source, alpha=1e12).fit(X, y)
+    assert [w.filename for w in record if w.category is NewClassWarning] == [__file__]  # the line of fit
     coef, intercept = source.coef_[0] / 2, source.intercept_[0] / 2  # a binary source, centred
     np.testing.assert_allclose(clf.coef_, [-coef, coef, 0 * coef], atol=1e-8)
     np.testing.assert_allclose(clf.intercept_, [-intercept, intercept, 0], atol=1e-8)
@@ -199,8 +200,12 @@ def test_the_source_stays_fitted_through_clones_and_grid_search(tasks):
 def test_too_few_iterations_warn():
     X_source, y_source, X, y = related_tasks(3)
     source = LogisticRegression().fit(X_source, y_source)
-    with pytest.warns(ConvergenceWarning, match=r"raise max_iter"):
+    with pytest.warns(ConvergenceWarning, match=r"raise max_iter") as record:
         RegularTransferClassifier(source, alpha=0.0, max_iter=1).fit(X, y)
+    with pytest.warns(ConvergenceWarning) as in_pipeline:
+        make_pipeline(StandardScaler(), RegularTransferClassifier(source, alpha=0.0, max_iter=1)).fit(X, y)
+    # Both point at the line that called fit, not at a frame of sklearn's or the library's.
+    assert {w.filename for w in [*record, *in_pipeline] if w.category is ConvergenceWarning} == {__file__}
 
 
 # -- the regressor ------------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ def test_emulated_bfloat16_warns_once_with_the_reason_and_the_faster_choice(cpu_
     extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="bfloat16")
     with pytest.warns(
         SlowPrecisionWarning, match=r"neither AVX512-BF16 nor AMX.*precision='float32'.*'auto'"
-    ):
+    ) as record:
         extractor.fit(rgb_images).transform(rgb_images)
+    assert [w.filename for w in record if w.category is SlowPrecisionWarning] == [__file__]  # this line
     with _no_warning(SlowPrecisionWarning):
         extractor.transform(rgb_images)
 

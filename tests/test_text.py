@@ -88,6 +88,19 @@ def test_text_given_to_an_image_backbone_names_both():
         extractor("efficientnet_lite0").fit(["a great film", "boring"])
 
 
+@pytest.mark.parametrize("estimator", [PretrainedFeatureExtractor, FineTuneClassifier])
+def test_a_loaded_transformers_model_is_refused_naming_where_it_came_from(tiny_text_model, estimator):
+    loaded = AutoModel.from_pretrained(tiny_text_model)
+    before = {name: value.clone() for name, value in loaded.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"model=BertModel is a loaded Hugging Face transformers model"
+    ) as error:
+        estimator(loaded, device="cpu").fit(REVIEWS, SENTIMENT)
+    assert f"Pass model={str(tiny_text_model)!r}" in str(error.value)  # the folder it was loaded from
+    assert "save_pretrained(folder)" in str(error.value)
+    assert all(torch.equal(before[name], value) for name, value in loaded.state_dict().items())
+
+
 def test_image_files_given_to_a_text_encoder_name_both(tiny_text_model, tmp_path):
     from PIL import Image
 

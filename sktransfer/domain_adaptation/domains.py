@@ -109,7 +109,7 @@ def _warn_about_text_minus_one(y):
             "(y as an object array) or with a negative sample_domain (fit(X, y, sample_domain=...)), which "
             "also keeps scikit-learn's stratified splitting working with string labels.",
             TextLabelWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
 
 
@@ -169,6 +169,6 @@ class TargetScoreMixin:
             if sys._getframe(1).f_globals.get("__name__", "") == "sklearn.metrics._scorer":
                 # Inside cross_val_score or GridSearchCV, scikit-learn turns this error into a NaN score and
                 # a warning that starts with a traceback: say what is wrong first.
-                warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=2)
+                warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=caller_stacklevel())
             raise
         return super().score(X, y, sample_weight=sample_weight)
