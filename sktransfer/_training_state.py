@@ -4,6 +4,7 @@ import contextlib
 
 import torch
 
+from ._changed_settings import changed_settings, short, warn_of_changed_settings
 from ._runtime import resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
@@ -58,20 +59,33 @@ class TrainingStateMixin:
         adapters = f"rank={self.lora_rank}, alpha={self.lora_alpha}" if self.strategy == "lora" else None
         return self._settings(ARCHITECTURE) | self._network_kwargs() | {"strategy='lora' adapters": adapters}
 
+    def _warn_if_network_settings_changed(self):
+        """Warn when settings that decide the network, or ``preprocess``, changed since the last training call."""
+        fitted, current = self._architecture, self._architecture_settings()
+
+        def shown(name):  # a further argument of the network is named with the parameter behind it
+            parameter = self._network_kwarg_parameters.get(name, name)
+            return name if parameter == name else f"{parameter} (the network's {name})"
+
+        warn_of_changed_settings(
+            {**{shown(name): value for name, value in fitted.items()}, **self._preprocess_applied},
+            {**{shown(name): value for name, value in current.items()}, "preprocess": self.preprocess},
+            "prediction",
+        )
+
     def _apply_changed_settings(self):
         """Make the settings changed since initialisation take effect, or raise for those that cannot."""
-        for name, value in self._architecture_settings().items():
-            fitted = self._architecture[name]
-            if not (
-                value is fitted or (isinstance(value, str | int | float | type(None)) and value == fitted)
-            ):
-                parameter = self._network_kwarg_parameters.get(name, name)
-                change = f"from {_short(fitted)} to {_short(value)}"
-                change = change if parameter == name else f"so that {name} went {change}"
-                raise ValueError(
-                    f"{parameter} changed after fitting ({change}), but it decides the network, which "
-                    "partial_fit and warm_start keep. Refit with warm_start=False to build a new one."
-                )
+        current = self._architecture_settings()
+        changed = changed_settings(self._architecture, current)
+        if changed:
+            name = changed[0]
+            parameter = self._network_kwarg_parameters.get(name, name)
+            change = f"from {short(self._architecture[name])} to {short(current[name])}"
+            change = change if parameter == name else f"so that {name} went {change}"
+            raise ValueError(
+                f"{parameter} changed after fitting ({change}), but it decides the network, which "
+                "partial_fit and warm_start keep. Refit with warm_start=False to build a new one."
+            )
         if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
             self.initialize_callbacks()
         overrides = self.get_params_for("module")  # module__dropout=... wins, as at initialisation
@@ -139,8 +153,3 @@ class TrainingStateMixin:
             yield
             cuda_state = torch.cuda.get_rng_state(device) if cuda else None
             self._training_rng = (torch.get_rng_state(), cuda_state, self.random_state)
-
-
-def _short(value):
-    """A parameter value as an error message shows it: a module by its class, anything else by its repr."""
-    return f"a {type(value).__name__} module" if isinstance(value, torch.nn.Module) else repr(value)

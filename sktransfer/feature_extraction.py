@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import Subset
 
+from ._changed_settings import warn_of_changed_settings
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._hashing import content_hash, process_local_key
 from ._pickling import NamedPicklingErrorsMixin
@@ -33,6 +34,8 @@ from .images import PreprocessedImages, batch_loader, validated_source
 from .texts import in_length_order
 
 _REPLICAS_LOCK = threading.Lock()
+# The parameters that decide the fitted network and its input; changed after fit, transform warns.
+NETWORK_PARAMETERS = ("model", "weights", "layer", "pooling", "normalize", "preprocess", "random_state")
 
 
 def _ships_with_torch(layer):
@@ -215,7 +218,12 @@ class PretrainedFeatureExtractor(
         self._backbone_key = None
         self._replicas = {}
         self._fitted_settings = (self.layer, self.pooling, self.normalize)
+        self._fitted_network = self._network_settings()
         return self
+
+    def _network_settings(self):
+        """The parameters that decide the network and its input, which only ``fit`` applies."""
+        return {name: getattr(self, name) for name in NETWORK_PARAMETERS}
 
     def transform(self, X):
         """Embed X: one float32 row of length ``n_features_out_`` per image.
@@ -230,6 +238,7 @@ class PretrainedFeatureExtractor(
         embeddings : ndarray of shape (n_images, n_features_out_)
         """
         check_is_fitted(self)
+        warn_of_changed_settings(self._fitted_network, self._network_settings(), "transform")
         dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
         root = cache_folder(self.cache)
         if root is None:

@@ -146,6 +146,7 @@ class TransferClassifier(
         """``preprocess_``: the user's ``preprocess``, or the one the weights come with."""
         self.preprocess_ = self.preprocess if self.preprocess is not None else self._weights_preprocess
         self._batch_preprocess = self.preprocess is None
+        self._preprocess_applied = {"preprocess": self.preprocess}
 
     def _network_kwargs(self):
         """Further arguments of ``module`` that a subclass's parameters decide."""
@@ -339,6 +340,7 @@ class TransferClassifier(
         proba : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self, "module_")
+        self._warn_if_network_settings_changed()
         # texts run sorted by length, so that batches carry little padding; rows come back in X's order
         proba = in_length_order(self.get_dataset(X), super().predict_proba).astype(np.float64)
         bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))

@@ -18,6 +18,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validat
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from sktransfer import PretrainedFeatureExtractor, _efficientnet_lite
+from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import run_inference_parallel
 
 from ._models import CountingNet, TinyConvNet, VectorNet
@@ -287,6 +288,33 @@ def test_closures_over_different_values_never_share_cached_embeddings(rgb_images
     triple = tiny(preprocess=scaled(3), cache=tmp_path).fit_transform(rgb_images)
     np.testing.assert_allclose(triple, tiny(preprocess=scaled(3)).fit_transform(rgb_images), rtol=1e-6)
     assert not np.allclose(double, triple)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"layer": "features.0"},
+        {"pooling": "max"},
+        {"normalize": True},
+        {"preprocess": to_unit},
+        {"weights": None},
+    ],
+)
+def test_transform_after_a_change_that_needs_a_refit_warns_naming_it(rgb_images, params):
+    extractor = tiny().fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    (name,) = params
+    with pytest.warns(
+        SettingsChangedWarning, match=rf"{name} changed after fitting .*call fit again"
+    ) as record:
+        embeddings = extractor.set_params(**params).transform(rgb_images)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(embeddings, expected)  # the fitted network, as the warning says
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        extractor.fit(rgb_images).transform(rgb_images)  # refitted: the new setting applies
+        clone(extractor).set_params(batch_size=2, precision="auto").fit(rgb_images).transform(rgb_images)
+        pickle.loads(pickle.dumps(extractor)).transform(rgb_images)  # the same model object after unpickling
 
 
 def test_a_preprocess_without_a_stable_hash_warns_once_per_fit(rgb_images, tmp_path, counting):

@@ -66,7 +66,9 @@ PrototypeClassifier().fit(flatten.transform(X), y)""",
 from sklearn.preprocessing import StandardScaler
 from sktransfer import FeatureAlignmentClassifier
 named = np.array(["a", "b"] * 3 + ["-1"] * 3)  # "-1" as text is a class: a warning says so
-make_pipeline(StandardScaler(), FeatureAlignmentClassifier()).fit(shift.normal(size=(9, 2)), named);""",
+make_pipeline(StandardScaler(), FeatureAlignmentClassifier()).fit(shift.normal(size=(9, 2)), named);
+embed = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(X)
+embed.set_params(layer="features.0").transform(X[:2]).shape""",
     """\
 import torch
 from sktransfer.domain_adaptation import objectives
@@ -144,6 +146,10 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert "TextLabelWarning" in warned
     assert "sklearn" not in warned
     assert "make_pipeline(StandardScaler(), FeatureAlignmentClassifier())" in warned  # the line shown
+    # A setting changed after fit that transform cannot follow says so once, naming it.
+    assert (
+        warned.count("SettingsChangedWarning: layer changed after fitting (from None to 'features.0')") == 1
+    )
 
     # Self-training that empties a class of the target predictions says so once, naming the class.
     assert streams(collapse, "stderr").count("PseudoLabelCollapseWarning") == 1

@@ -1,15 +1,22 @@
 """Settings changed after fitting take effect on the next call (or raise), randomness continues, device stays."""
 
+import pickle
 import threading
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from sktransfer import FineTuneClassifier
+from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
+from sktransfer._changed_settings import SettingsChangedWarning
 
 from ._models import TinyConvNet
+
+
+def _to_unit(image):
+    return image.float() / 255
 
 
 def tiny(**params):
@@ -72,6 +79,60 @@ def test_settings_that_decide_the_network_raise_on_partial_fit(labelled_images, 
     with pytest.raises(ValueError, match=rf"(?s){name} changed after fitting .* Refit with warm_start=False"):
         clf.partial_fit(X, y)
     clf.fit(X, y)  # a cold refit builds the new network
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"layer": "features.0"}, r"layer changed after fitting \(from None to 'features.0'\)"),
+        (
+            {"model": TinyConvNet()},
+            r"model changed after fitting \(from <class .*TinyConvNet'> to a TinyConvNet",
+        ),
+        ({"preprocess": _to_unit}, r"preprocess changed after fitting \(from None to <function _to_unit"),
+    ],
+)
+def test_prediction_after_a_change_that_needs_a_refit_warns_naming_it(labelled_images, params, named):
+    X, y = labelled_images
+    clf = tiny().fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.set_params(**params)
+    with pytest.warns(
+        SettingsChangedWarning, match=rf"{named}.*, but prediction runs the network as fitted"
+    ) as record:
+        proba = clf.predict_proba(X)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(proba, expected)  # the fitted network, as the warning says
+    clf.set_params(**{name: tiny().get_params()[name] for name in params})  # set back: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        clf.predict(X)
+
+
+def test_settings_that_apply_without_a_refit_do_not_warn_and_a_training_call_applies_preprocess(
+    labelled_images,
+):
+    X, y = labelled_images
+    clf = tiny().fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        clf.set_params(lr=0.5, batch_size=4, max_epochs=2, strategy="lp_ft").predict(X)
+        clf.set_params(preprocess=_to_unit).partial_fit(X, y)  # preprocess applies from this call on
+        clf.predict(X)
+        pickle.loads(pickle.dumps(clf.set_params(model=TinyConvNet()).fit(X, y))).predict(X)
+
+
+def test_domain_adaptation_names_the_parameter_behind_a_network_argument(labelled_images):
+    X, y = labelled_images
+    unlabelled = np.array(list(y[:-4]) + [-1] * 4, dtype=object)
+    clf = DomainAdaptedClassifier(model=TinyConvNet, device="cpu", max_epochs=1, random_state=0)
+    clf.fit(X, unlabelled).set_params(method="mmd", bottleneck_dim=8)
+    with pytest.warns(
+        SettingsChangedWarning,
+        match=r"bottleneck_dim changed after fitting \(from 256 to 8\), method \(the network's adversarial\) "
+        r"changed after fitting \(from 'dann' to None\), .* call fit again for the new settings, or set them back",
+    ):
+        clf.predict(X)
 
 
 def _epoch_losses(clf, X, y, calls):

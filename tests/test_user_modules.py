@@ -7,6 +7,7 @@ import torchvision
 from torch import nn
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import NetworkOutputError, run_inference
 
 from ._models import TinyConvNet
@@ -225,7 +226,9 @@ def test_a_per_image_preprocess_stays_per_image_after_set_params(images):
 
     extractor = PretrainedFeatureExtractor(nn.Flatten(), device="cpu", preprocess=shrink).fit(images)
     expected = extractor.transform(images)
-    extractor.set_params(
-        preprocess=None
-    )  # without refitting, the fitted preprocessing still applies as it did
-    np.testing.assert_array_equal(extractor.transform(images), expected)
+    extractor.set_params(preprocess=None)
+    with pytest.warns(SettingsChangedWarning, match="preprocess changed after fitting"):
+        unchanged = extractor.transform(
+            images
+        )  # without refitting, the fitted preprocessing applies as it did
+    np.testing.assert_array_equal(unchanged, expected)
