@@ -34,8 +34,8 @@ def changed_settings(fitted, current):
     ]
 
 
-def warn_of_changed_settings(fitted, current, method):
-    """Warn that ``method`` runs the network as fitted although the settings in ``fitted`` have changed.
+def warn_of_changed_settings(fitted, current, method, model="the network"):
+    """Warn that ``method`` runs ``model`` as fitted although the settings in ``fitted`` have changed.
 
     Examples
     --------
@@ -53,7 +53,7 @@ def warn_of_changed_settings(fitted, current, method):
             for name in changed
         )
         warnings.warn(
-            f"{changes}, but {method} runs the network as fitted: call fit again for the new "
+            f"{changes}, but {method} runs {model} as fitted: call fit again for the new "
             f"setting{'s' if len(changed) > 1 else ''}, or set {'them' if len(changed) > 1 else 'it'} back.",
             SettingsChangedWarning,
             stacklevel=caller_stacklevel(),

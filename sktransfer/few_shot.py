@@ -10,6 +10,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._changed_settings import warn_of_changed_settings
 from ._labels import checked_labels, encode_labels
 
 
@@ -29,6 +30,8 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     metric : {"cosine", "euclidean"}, default="cosine"
+        Applies from ``fit``, which makes the prototypes for it: changed afterwards, predictions keep the
+        fitted metric and warn (``SettingsChangedWarning``) until the next ``fit``.
     temperature : float, default=0.1
         Divides the similarities before their softmax in :meth:`predict_proba`; smaller gives sharper
         probabilities, and predictions do not depend on it. The default suits cosine similarities, which lie
@@ -100,6 +103,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         np.add.at(sums, codes, sample_weight[:, None] * self._directions(X))
         means = sums / totals[:, None]
         self.prototypes_ = normalize(means) if self.metric == "cosine" else means
+        self._fitted_metric = self.metric
         return self
 
     def _directions(self, X):
@@ -109,8 +113,11 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
     def _similarities(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        if self.metric == "cosine":
-            return self._directions(X) @ self.prototypes_.T
+        # The prototypes were made for the fitted metric: comparing rows to them by another would mix both.
+        metric = self._fitted_metric
+        warn_of_changed_settings({"metric": metric}, {"metric": self.metric}, "prediction", "the prototypes")
+        if metric == "cosine":
+            return normalize(X) @ self.prototypes_.T
         return -cdist(X, self.prototypes_, "sqeuclidean")
 
     def decision_function(self, X):

@@ -1,9 +1,12 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import PretrainedFeatureExtractor
+from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer.few_shot import PrototypeClassifier
 
 from ._models import TinyConvNet
@@ -103,3 +106,22 @@ def test_few_shot_images_in_a_pipeline(labelled_images):
     pipeline.fit(X[shots], y[shots])
     assert pipeline.predict_proba(X).shape == (len(X), 2)
     assert np.mean(pipeline.predict(X) == y) > 0.9
+
+
+def test_a_metric_changed_after_fit_warns_and_the_prototypes_keep_theirs():
+    X = np.array([[1.0, 0.0], [1.0, 0.0], [10.0, 1.0], [10.0, 1.0]])
+    clf = PrototypeClassifier(metric="euclidean").fit(X, ["a", "a", "b", "b"])
+    query = [[5.0, 0.3]]  # nearer a's mean; the cosine of its direction with b's unscaled mean is larger
+    assert clf.predict(query).tolist() == ["a"]
+    clf.set_params(metric="cosine")
+    with pytest.warns(
+        SettingsChangedWarning, match=r"metric changed after fitting \(from 'euclidean' to 'cosine'\)"
+    ):
+        assert clf.predict(query).tolist() == [
+            "a"
+        ]  # the prototypes are compared by the metric they were made for
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        clf.set_params(metric="euclidean", temperature=2.0).predict_proba(
+            query
+        )  # temperature applies at once
