@@ -1,19 +1,33 @@
 """Parameters changed since fitting that decide the fitted network, which a fitted estimator cannot follow."""
 
+import numbers
+import os
 import warnings
 
 import torch
 
 from ._stacklevel import caller_stacklevel
 
+# Values that set_params may replace with an equal copy (a path built again, a numpy integer): compared by value.
+_COMPARED_BY_VALUE = (str, numbers.Number, os.PathLike, type(None))
+
 
 class SettingsChangedWarning(UserWarning):
     """A parameter that decides the fitted network changed after fitting; the network runs as fitted."""
 
 
-def short(value):
-    """A parameter value as a message shows it: a module by its class, anything else by its repr."""
-    return f"a {type(value).__name__} module" if isinstance(value, torch.nn.Module) else repr(value)
+def short(value, limit=80):
+    """A parameter value as a message shows it: a module by its class, anything else by its repr, on one line.
+
+    Examples
+    --------
+    >>> short(torch.nn.Linear(2, 2)), short("features.3")
+    ('a Linear module', "'features.3'")
+    """
+    if isinstance(value, torch.nn.Module):
+        return f"a {type(value).__name__} module"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def changed_settings(fitted, current):
@@ -28,14 +42,31 @@ def changed_settings(fitted, current):
         name
         for name, value in fitted.items()
         if not (
-            current[name] is value
-            or (isinstance(value, str | int | float | type(None)) and current[name] == value)
+            current[name] is value or (isinstance(value, _COMPARED_BY_VALUE) and bool(current[name] == value))
         )
     ]
 
 
-def warn_of_changed_settings(fitted, current, method, model="the network"):
+def describe_change(name, fitted, current, parameter=None):
+    """ "``parameter`` changed after fitting (...)": what went from which value to which.
+
+    ``parameter`` is the one behind ``name`` where ``name`` is a setting it decides, not a parameter itself.
+
+    Examples
+    --------
+    >>> describe_change("adversarial", "dann", None, parameter="method")
+    "method changed after fitting (so that adversarial went from 'dann' to None)"
+    """
+    change = f"from {short(fitted)} to {short(current)}"
+    if parameter is None or parameter == name:
+        return f"{name} changed after fitting ({change})"
+    return f"{parameter} changed after fitting (so that {name} went {change})"
+
+
+def warn_of_changed_settings(fitted, current, method, model="the network", parameters=None):
     """Warn that ``method`` runs ``model`` as fitted although the settings in ``fitted`` have changed.
+
+    ``parameters`` names the parameter behind a setting that is not one itself.
 
     Examples
     --------
@@ -48,13 +79,14 @@ def warn_of_changed_settings(fitted, current, method, model="the network"):
     """
     changed = changed_settings(fitted, current)
     if changed:
+        parameters = parameters or {}
         changes = ", ".join(
-            f"{name} changed after fitting (from {short(fitted[name])} to {short(current[name])})"
-            for name in changed
+            describe_change(name, fitted[name], current[name], parameters.get(name)) for name in changed
         )
+        several = len(changed) > 1
         warnings.warn(
             f"{changes}, but {method} runs {model} as fitted: call fit again for the new "
-            f"setting{'s' if len(changed) > 1 else ''}, or set {'them' if len(changed) > 1 else 'it'} back.",
+            f"setting{'s' if several else ''}, or set {'them' if several else 'it'} back.",
             SettingsChangedWarning,
             stacklevel=caller_stacklevel(),
         )

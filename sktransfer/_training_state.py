@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from ._changed_settings import changed_settings, short, warn_of_changed_settings
+from ._changed_settings import changed_settings, describe_change, warn_of_changed_settings
 from ._runtime import resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
@@ -61,16 +61,14 @@ class TrainingStateMixin:
 
     def _warn_if_network_settings_changed(self):
         """Warn when settings that decide the network, or ``preprocess``, changed since the last training call."""
-        fitted, current = self._architecture, self._architecture_settings()
-
-        def shown(name):  # a further argument of the network is named with the parameter behind it
-            parameter = self._network_kwarg_parameters.get(name, name)
-            return name if parameter == name else f"{parameter} (the network's {name})"
-
+        # Estimators fitted before these records existed (unpickled) have nothing to compare.
+        fitted = {**self._architecture, **getattr(self, "_preprocess_applied", {})}
         warn_of_changed_settings(
-            {**{shown(name): value for name, value in fitted.items()}, **self._preprocess_applied},
-            {**{shown(name): value for name, value in current.items()}, "preprocess": self.preprocess},
+            fitted,
+            {**self._architecture_settings(), "preprocess": self.preprocess},
             "prediction",
+            "the network and its preprocessing",
+            self._network_kwarg_parameters,
         )
 
     def _apply_changed_settings(self):
@@ -79,12 +77,12 @@ class TrainingStateMixin:
         changed = changed_settings(self._architecture, current)
         if changed:
             name = changed[0]
-            parameter = self._network_kwarg_parameters.get(name, name)
-            change = f"from {short(self._architecture[name])} to {short(current[name])}"
-            change = change if parameter == name else f"so that {name} went {change}"
+            change = describe_change(
+                name, self._architecture[name], current[name], self._network_kwarg_parameters.get(name)
+            )
             raise ValueError(
-                f"{parameter} changed after fitting ({change}), but it decides the network, which "
-                "partial_fit and warm_start keep. Refit with warm_start=False to build a new one."
+                f"{change}, but it decides the network, which partial_fit and warm_start keep. Refit with "
+                "warm_start=False to build a new one."
             )
         if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
             self.initialize_callbacks()

@@ -219,6 +219,8 @@ class PretrainedFeatureExtractor(
         self._replicas = {}
         self._fitted_settings = (self.layer, self.pooling, self.normalize)
         self._fitted_network = self._network_settings()
+        if not (self.weights is None or (callable(self.model) and not isinstance(self.model, nn.Module))):
+            del self._fitted_network["random_state"]  # the weights were loaded, not drawn: it decided nothing
         return self
 
     def _network_settings(self):
@@ -238,7 +240,11 @@ class PretrainedFeatureExtractor(
         embeddings : ndarray of shape (n_images, n_features_out_)
         """
         check_is_fitted(self)
-        warn_of_changed_settings(self._fitted_network, self._network_settings(), "transform")
+        # An extractor fitted before this record existed (unpickled) has nothing to compare.
+        fitted = getattr(self, "_fitted_network", {})
+        warn_of_changed_settings(
+            fitted, self._network_settings(), "transform", "the network and its preprocessing"
+        )
         dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
         root = cache_folder(self.cache)
         if root is None:

@@ -23,7 +23,11 @@ from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
 from ._pixel_values import check_values, sample_error
 from .backbones import reads_text
-from .text_encoders import OFFLINE_TEXT_MODEL_NAME
+from .text_encoders import (
+    OFFLINE_TEXT_MODEL_NAME,
+    is_loaded_transformers_model,
+    loaded_transformers_model_message,
+)
 from .texts import as_text_source, is_pandas, looks_like_text
 
 _CHANNEL_COUNTS = (1, 3, 4)
@@ -199,8 +203,8 @@ def validated_source(estimator, X, *, reset):
             del estimator.n_features_in_
         return as_text_source(X, estimator.model)
     if estimator.model is not None and looks_like_text(X):
-        if _is_loaded_transformers_model(estimator.model):
-            raise ValueError(_loaded_transformers_model_message(estimator.model))
+        if is_loaded_transformers_model(estimator.model):
+            raise ValueError(loaded_transformers_model_message(estimator.model))
         first = X.iloc[0] if is_pandas(X) and X.ndim == 1 else np.asarray(X, dtype=object).ravel()[0]
         raise ValueError(
             f"X holds text (sample 0, {str(first)[:60]!r}, is no file), but model={_name(estimator.model)} reads "
@@ -225,23 +229,6 @@ def validated_source(estimator, X, *, reset):
 
 def _name(model):
     return repr(model) if isinstance(model, str) else type(model).__name__
-
-
-def _is_loaded_transformers_model(model):
-    """A model object of Hugging Face transformers (found without importing it)."""
-    return type(model).__module__.startswith("transformers.") and hasattr(model, "save_pretrained")
-
-
-def _loaded_transformers_model_message(model):
-    """Why a loaded transformers model cannot read texts here, and the names that can."""
-    source = getattr(getattr(model, "config", None), "_name_or_path", "")
-    named = f"model={source!r} (where it was loaded from)" if source else "its hub id or local folder"
-    return (
-        f"model={type(model).__name__} is a loaded Hugging Face transformers model: a text encoder is named "
-        f"here, so that its tokenizer and pooling load with it and the fitted estimator pickles by name. Pass "
-        f"{named}; for a model you changed, save it and its tokenizer with save_pretrained(folder) and pass "
-        "model=folder."
-    )
 
 
 def is_vector_input(X):

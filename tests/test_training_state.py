@@ -98,7 +98,8 @@ def test_prediction_after_a_change_that_needs_a_refit_warns_naming_it(labelled_i
     expected = clf.predict_proba(X)
     clf.set_params(**params)
     with pytest.warns(
-        SettingsChangedWarning, match=rf"{named}.*, but prediction runs the network as fitted"
+        SettingsChangedWarning,
+        match=rf"{named}.*, but prediction runs the network and its preprocessing as fitted",
     ) as record:
         proba = clf.predict_proba(X)
     assert record[0].filename == __file__
@@ -129,8 +130,8 @@ def test_domain_adaptation_names_the_parameter_behind_a_network_argument(labelle
     clf.fit(X, unlabelled).set_params(method="mmd", bottleneck_dim=8)
     with pytest.warns(
         SettingsChangedWarning,
-        match=r"bottleneck_dim changed after fitting \(from 256 to 8\), method \(the network's adversarial\) "
-        r"changed after fitting \(from 'dann' to None\), .* call fit again for the new settings, or set them back",
+        match=r"bottleneck_dim changed after fitting \(from 256 to 8\), method changed after fitting \(so that "
+        r"adversarial went from 'dann' to None\), .* call fit again for the new settings, or set them back",
     ):
         clf.predict(X)
 
