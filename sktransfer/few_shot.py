@@ -114,7 +114,8 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         # The prototypes were made for the fitted metric: comparing rows to them by another would mix both.
-        metric = self._fitted_metric
+        # One pickled before this record existed falls back on its metric parameter.
+        metric = getattr(self, "_fitted_metric", self.metric)
         warn_of_changed_settings({"metric": metric}, {"metric": self.metric}, "prediction", "the prototypes")
         if metric == "cosine":
             return normalize(X) @ self.prototypes_.T
