@@ -61,10 +61,10 @@ class TrainingStateMixin:
 
     def _warn_if_network_settings_changed(self):
         """Warn when settings that decide the network, or ``preprocess``, changed since the last training call."""
-        # Estimators fitted before these records existed (unpickled) have nothing to compare.
-        fitted = {**self._architecture, **getattr(self, "_preprocess_applied", {})}
+        # An estimator pickled before this record existed compares its preprocess with itself.
+        applied = getattr(self, "_preprocess_applied", self.preprocess)
         warn_of_changed_settings(
-            fitted,
+            {**self._architecture, "preprocess": applied},
             {**self._architecture_settings(), "preprocess": self.preprocess},
             "prediction",
             "the network and its preprocessing",

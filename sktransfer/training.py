@@ -146,7 +146,7 @@ class TransferClassifier(
         """``preprocess_``: the user's ``preprocess``, or the one the weights come with."""
         self.preprocess_ = self.preprocess if self.preprocess is not None else self._weights_preprocess
         self._batch_preprocess = self.preprocess is None
-        self._preprocess_applied = {"preprocess": self.preprocess}
+        self._preprocess_applied = self.preprocess  # what predict runs until the next training call
 
     def _network_kwargs(self):
         """Further arguments of ``module`` that a subclass's parameters decide."""
@@ -368,7 +368,14 @@ class TransferClassifier(
     # -- parameters and tags --------------------------------------------------------------------------
 
     def __setattr__(self, name, value):
-        if name in ("model", "augment", "preprocess", "preprocess_", "_weights_preprocess"):
+        if name in (
+            "model",
+            "augment",
+            "preprocess",
+            "preprocess_",
+            "_weights_preprocess",
+            "_preprocess_applied",
+        ):
             # These may be modules (a user's network, torchvision v2 transforms), but they are parameters or
             # plain fitted state here, not components for skorch to register, move and train.
             object.__setattr__(self, name, value)

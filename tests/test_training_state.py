@@ -13,10 +13,7 @@ from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer._changed_settings import SettingsChangedWarning
 
 from ._models import TinyConvNet
-
-
-def _to_unit(image):
-    return image.float() / 255
+from ._preprocessing import to_unit
 
 
 def tiny(**params):
@@ -89,7 +86,7 @@ def test_settings_that_decide_the_network_raise_on_partial_fit(labelled_images, 
             {"model": TinyConvNet()},
             r"model changed after fitting \(from <class .*TinyConvNet'> to a TinyConvNet",
         ),
-        ({"preprocess": _to_unit}, r"preprocess changed after fitting \(from None to <function _to_unit"),
+        ({"preprocess": to_unit}, r"preprocess changed after fitting \(from None to <function to_unit"),
     ],
 )
 def test_prediction_after_a_change_that_needs_a_refit_warns_naming_it(labelled_images, params, named):
@@ -118,7 +115,7 @@ def test_settings_that_apply_without_a_refit_do_not_warn_and_a_training_call_app
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingsChangedWarning)
         clf.set_params(lr=0.5, batch_size=4, max_epochs=2, strategy="lp_ft").predict(X)
-        clf.set_params(preprocess=_to_unit).partial_fit(X, y)  # preprocess applies from this call on
+        clf.set_params(preprocess=to_unit).partial_fit(X, y)  # preprocess applies from this call on
         clf.predict(X)
         pickle.loads(pickle.dumps(clf.set_params(model=TinyConvNet()).fit(X, y))).predict(X)
 
