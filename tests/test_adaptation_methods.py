@@ -186,6 +186,46 @@ def test_pseudo_labels_take_confident_rows_and_balance_classes():
     assert balanced.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_pseudo_labels_can_come_from_other_logits_of_the_same_rows():
+    logits = torch.tensor([[6.0, 0.0], [0.0, 0.1]])
+    labelling = torch.tensor([[0.0, 6.0], [0.0, 0.1]])  # the first row confidently of class 1 instead
+    loss = pseudo_label_loss(logits, threshold=0.9, labelling_logits=labelling)
+    expected = nn.functional.cross_entropy(logits[:1], torch.tensor([1])) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_copy_of_weights_keeps_tied_weights_tied():
+    shared = nn.Linear(3, 3)
+    network = nn.Sequential(shared, nn.ReLU(), shared)
+    weights = adaptation_objectives.copy_of_weights(network)
+    assert weights["0.weight"] is weights["2.weight"]
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.func.functional_call(network, weights, (x,)), network(x))
+
+
+def test_self_training_takes_each_epochs_pseudo_labels_from_the_weights_it_began_with(
+    shifted_images, monkeypatch
+):
+    """Labels from the network being trained reinforce themselves step by step; the epoch's copy does not."""
+    X, y, _ = shifted_images
+    calls = []
+
+    def recording(target_logits, threshold, balance, labelling_logits=None):
+        calls.append((target_logits.detach().clone(), labelling_logits))
+        return pseudo_label_loss(target_logits, threshold, balance, labelling_logits=labelling_logits)
+
+    monkeypatch.setattr(adaptation_objectives, "pseudo_label_loss", recording)
+    clf = deep(method="self_training", max_epochs=4, lr=0.05).fit(X, y)  # self-trains in epochs 3 and 4
+    batches = len(calls) // 2
+    assert batches > 1
+    assert len(calls) == 2 * batches
+    for epoch in range(2):
+        (first_logits, first_labelling), *later = calls[epoch * batches : (epoch + 1) * batches]
+        torch.testing.assert_close(first_labelling, first_logits)  # the copy is the network, at first
+        assert not any(torch.allclose(logits, labelling) for logits, labelling in later)  # then it stays
+    assert clf._labelling_weights is None  # the copy is not kept in the fitted estimator
+
+
 def test_self_training_runs_in_the_last_epochs_only(shifted_images):
     X, y, _ = shifted_images
     source_only = deep(method="source_only", max_epochs=3).fit(X, y).predict_proba(X)
@@ -200,7 +240,7 @@ def test_self_training_runs_in_the_last_epochs_only(shifted_images):
     )
 
 
-def pushes_every_target_row_into_the_first_class(target_logits, threshold, balance):
+def pushes_every_target_row_into_the_first_class(target_logits, threshold, balance, labelling_logits):
     """A self-training loss that collapses the target predictions, as confirmation bias does on a weak model."""
     first = torch.zeros(len(target_logits), dtype=torch.long)
     return 100 * nn.functional.cross_entropy(target_logits, first)

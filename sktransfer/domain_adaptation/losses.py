@@ -137,21 +137,26 @@ def _weighted_mean(values, weights):
     return (values * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def pseudo_label_loss(target_logits, threshold=0.9, balance=True):
-    """Self-training: cross-entropy of target rows with the classes the network itself gives them confidently.
+def pseudo_label_loss(target_logits, threshold=0.9, balance=True, labelling_logits=None):
+    """Self-training: cross-entropy of target rows with the classes the network gives them confidently.
 
-    A row joins when its top probability (not back-propagated through) is at least ``threshold``; the loss
-    is averaged over every target row, so it grows with the share of confident rows. With ``balance``,
-    each predicted class present among the selected rows carries the same total weight, so that classes
-    the network already favours do not take over.
+    The pseudo-labels and their confidence come from ``labelling_logits`` (the same rows through a copy of
+    the network's weights made at the start of the epoch), or from ``target_logits`` themselves when None.
+    A row joins when its top probability is at least ``threshold``; the loss is averaged over every target
+    row, so it grows with the share of confident rows. With ``balance``, each predicted class present among
+    the selected rows carries the same total weight, so that classes the network already favours do not
+    take over.
 
     Examples
     --------
     >>> logits = torch.tensor([[4.0, 0.0], [0.0, 0.1]])
     >>> round(float(pseudo_label_loss(logits)), 4)  # only the first row is confident
     0.0091
+    >>> round(float(pseudo_label_loss(logits, labelling_logits=torch.tensor([[0.0, 4.0], [0.0, 0.1]]))), 4)
+    2.0091
     """
-    probabilities = torch.softmax(target_logits.detach().float(), dim=1)
+    labelling = target_logits if labelling_logits is None else labelling_logits
+    probabilities = torch.softmax(labelling.detach().float(), dim=1)
     confidence, labels = probabilities.max(dim=1)
     selected = confidence >= threshold
     if not selected.any():

@@ -8,6 +8,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from .._stacklevel import caller_stacklevel
+from ..texts import TokenBatch
 from .domains import UNLABELLED
 from .losses import (
     SmoothedCoralLoss,
@@ -50,13 +51,33 @@ def collapsed_classes(before, after):
     return [int(k) for k in np.flatnonzero(judged & (after < _COLLAPSED_SHARE * before))]
 
 
+def copy_of_weights(module):
+    """A detached copy of ``module``'s parameters and buffers by name, tied ones kept tied.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(2, 1)
+    >>> weights = copy_of_weights(layer)
+    >>> _ = nn.init.zeros_(layer.weight)
+    >>> bool(weights["weight"].abs().sum() > 0)
+    True
+    """
+    copies, by_tensor = {}, {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) not in by_tensor:
+            by_tensor[id(tensor)] = tensor.detach().clone()
+        copies[name] = by_tensor[id(tensor)]
+    return copies
+
+
 class AdaptationObjectiveMixin:
     """The loss of a training batch of both domains, and the schedule of its parts over the epochs.
 
     Training targets are class indices for labelled rows (source k's shifted by k * n_classes) and -1 for
     target rows. The loss is the classification loss of the labelled rows (weighted per class with
     ``partial``), plus self-training on confident target rows in the last ``self_training_epochs``, plus
-    ``trade_off`` times the method's alignment loss. The alignment warms up over the epochs, from 0 to
+    ``trade_off`` times the method's alignment loss. Self-training takes each epoch's pseudo-labels from a
+    copy of the network's weights made at the start of the epoch, not from the network each step leaves. The alignment warms up over the epochs, from 0 to
     ``trade_off`` along DANN's schedule 2 / (1 + exp(-10 p)) - 1 of the training progress p: through the
     gradient reversal for DANN and CDAN, as a factor of the loss for the others: in the first steps the
     features and predictions are still those of an untrained head, and aligning them is noise. PADA's class
@@ -93,11 +114,19 @@ class AdaptationObjectiveMixin:
         self._target_probabilities = None
         self._coral = None  # each fit averages CORAL's covariance difference anew
         self._predicted_counts = self._counts_before_self_training = self._last_counts = None
+        self._labelling_weights = None
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         super().on_train_end(net, X=X, y=y, **kwargs)
         self._coral = None  # its averages live on the training device: not kept in the fitted estimator
+        self._labelling_weights = None  # a copy of the network's weights, for training only
         self._warn_if_self_training_collapsed()
+
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        epoch = len(self.history) - 1 - self._first_epoch_of_call  # skorch has opened this epoch's row
+        if self._self_training_epochs() > 0 and epoch >= self.max_epochs - self._self_training_epochs():
+            self._labelling_weights = copy_of_weights(self.module_)
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
@@ -193,7 +222,10 @@ class AdaptationObjectiveMixin:
             self._predicted_counts = counts if summed is None else summed + counts
         if self._self_training_now:
             loss = loss + pseudo_label_loss(
-                logits[target], self.pseudo_label_threshold, self.pseudo_label_balance
+                logits[target],
+                self.pseudo_label_threshold,
+                self.pseudo_label_balance,
+                labelling_logits=self._labelling_logits(X, target),
             )
         if self.method in ("source_only", "self_training") or not labelled.any():
             return loss
@@ -202,6 +234,18 @@ class AdaptationObjectiveMixin:
         return loss + self._trade_off() * warm_up * self._alignment(
             y_pred, codes, labels, sources, class_weights
         )
+
+    def _labelling_logits(self, X, rows):
+        """The logits that the network as it was at the start of this epoch gives the ``rows`` of batch ``X``.
+
+        Pseudo-labels from the network being trained reinforce themselves within the epoch: each step
+        makes its own confident predictions more confident, and on a weak network classes empty out.
+        """
+        x = X.to(self.device) if isinstance(X, TokenBatch) else to_tensor(X, device=self.device)
+        x = {name: value[rows] for name, value in x.items()} if isinstance(x, dict) else x[rows]
+        args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
+        with torch.no_grad(), self._autocast():
+            return torch.func.functional_call(self.module_, self._labelling_weights, args, kwargs)[0]
 
     def _coral_loss(self):
         if getattr(self, "_coral", None) is None:
