@@ -226,6 +226,30 @@ def test_self_training_takes_each_epochs_pseudo_labels_from_the_weights_it_began
     assert clf._labelling_weights is None  # the copy is not kept in the fitted estimator
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"strategy": "linear_probe"},  # the head trains on the backbone's features, computed once
+        {"model": None},  # X holds embeddings
+    ],
+    ids=["precomputed-features", "embeddings"],
+)
+def test_self_training_labels_batches_of_features_too(shifted_images, monkeypatch, params):
+    X, y, _ = shifted_images
+    if params.get("model", "tiny") is None:
+        X = X.reshape(len(X), -1)[:, :12].astype(np.float32)
+    labelled_rows = []
+
+    def recording(target_logits, threshold, balance, labelling_logits=None):
+        labelled_rows.append(labelling_logits.shape)
+        return pseudo_label_loss(target_logits, threshold, balance, labelling_logits=labelling_logits)
+
+    monkeypatch.setattr(adaptation_objectives, "pseudo_label_loss", recording)
+    deep(method="self_training", pseudo_label_threshold=0.0, **params).fit(X, y)
+    assert labelled_rows
+    assert all(shape[1] == 2 for shape in labelled_rows)
+
+
 def test_self_training_runs_in_the_last_epochs_only(shifted_images):
     X, y, _ = shifted_images
     source_only = deep(method="source_only", max_epochs=3).fit(X, y).predict_proba(X)

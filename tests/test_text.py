@@ -293,6 +293,9 @@ def test_domain_adaptation_on_text_both_paths(tiny_text_model):
         method="dann", model=tiny_text_model, max_epochs=2, batch_size=4, device="cpu", random_state=0
     )
     assert deep.fit(X, y).predict(target).shape == (4,)
+    # Self-training runs the target rows' tokens through the epoch's copy of the weights.
+    deep.set_params(method="self_training", self_training_epochs=1, pseudo_label_threshold=0.0)
+    assert deep.fit(X, y).predict(target).shape == (4,)
     embed = extractor(tiny_text_model)
     shallow = FeatureAlignmentClassifier(LogisticRegression(), method="coral")
     features = embed.fit(X).transform(X)
