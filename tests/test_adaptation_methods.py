@@ -203,24 +203,34 @@ def test_copy_of_weights_keeps_tied_weights_tied():
     torch.testing.assert_close(torch.func.functional_call(network, weights, (x,)), network(x))
 
 
+@pytest.mark.parametrize("domain_batchnorm", [True, False])
 def test_self_training_takes_each_epochs_pseudo_labels_from_the_weights_it_began_with(
-    shifted_images, monkeypatch
+    shifted_images, monkeypatch, domain_batchnorm
 ):
     """Labels from the network being trained reinforce themselves step by step; the epoch's copy does not."""
     X, y, _ = shifted_images
-    calls = []
+    calls, copies = [], []
 
     def recording(target_logits, threshold, balance, labelling_logits=None):
         calls.append((target_logits.detach().clone(), labelling_logits))
         return pseudo_label_loss(target_logits, threshold, balance, labelling_logits=labelling_logits)
 
+    def counted_copy(module):
+        copies.append(len(calls))
+        return copy_of_weights(module)
+
+    copy_of_weights = adaptation_objectives.copy_of_weights
     monkeypatch.setattr(adaptation_objectives, "pseudo_label_loss", recording)
-    clf = deep(method="self_training", max_epochs=4, lr=0.05).fit(X, y)  # self-trains in epochs 3 and 4
+    monkeypatch.setattr(adaptation_objectives, "copy_of_weights", counted_copy)
+    clf = deep(method="self_training", max_epochs=4, lr=0.05, domain_batchnorm=domain_batchnorm)
+    clf.fit(X, y)  # self-trains in epochs 3 and 4
     batches = len(calls) // 2
     assert batches > 1
     assert len(calls) == 2 * batches
+    assert copies == [0, batches]  # one copy per self-training epoch, before its first step
     for epoch in range(2):
         (first_logits, first_labelling), *later = calls[epoch * batches : (epoch + 1) * batches]
+        # The same BatchNorm statistics as the training forward: per domain, or of the mixed batch.
         torch.testing.assert_close(first_labelling, first_logits)  # the copy is the network, at first
         assert not any(torch.allclose(logits, labelling) for logits, labelling in later)  # then it stays
     assert clf._labelling_weights is None  # the copy is not kept in the fitted estimator
@@ -241,13 +251,14 @@ def test_self_training_labels_batches_of_features_too(shifted_images, monkeypatc
     labelled_rows = []
 
     def recording(target_logits, threshold, balance, labelling_logits=None):
-        labelled_rows.append(labelling_logits.shape)
+        labelled_rows.append((target_logits.detach().clone(), labelling_logits))
         return pseudo_label_loss(target_logits, threshold, balance, labelling_logits=labelling_logits)
 
     monkeypatch.setattr(adaptation_objectives, "pseudo_label_loss", recording)
     deep(method="self_training", pseudo_label_threshold=0.0, **params).fit(X, y)
-    assert labelled_rows
-    assert all(shape[1] == 2 for shape in labelled_rows)
+    (first_logits, first_labelling), *later = labelled_rows  # the first step of the second epoch
+    torch.testing.assert_close(first_labelling, first_logits)
+    assert all(labelling.shape == logits.shape for logits, labelling in later)
 
 
 def test_self_training_runs_in_the_last_epochs_only(shifted_images):

@@ -72,7 +72,7 @@ embed.set_params(layer="features.0").transform(X[:2]).shape""",
     """\
 import torch
 from sktransfer.domain_adaptation import objectives
-first = lambda logits, threshold, balance: 100 * torch.nn.functional.cross_entropy(  # a collapsing self-training
+first = lambda logits, threshold, balance, labelling_logits: 100 * torch.nn.functional.cross_entropy(  # a collapsing self-training
     logits, torch.zeros(len(logits), dtype=torch.long))
 objectives.pseudo_label_loss = first
 DomainAdaptedClassifier(method="self_training", **{**tiny, "max_epochs": 6, "lr": 0.05}).fit(X, unlabelled);""",

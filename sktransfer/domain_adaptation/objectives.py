@@ -53,22 +53,47 @@ def collapsed_classes(before, after):
 
 
 def copy_of_weights(module):
-    """A detached copy of ``module``'s parameters and buffers by name, tied ones kept tied.
+    """A detached copy of ``module``'s trainable parameters and of its buffers, by name; tied ones stay tied.
+
+    Frozen parameters are left out: they keep their values, so a ``torch.func.functional_call`` with the
+    copy reads them from the module itself. The buffers are copied, so that the BatchNorm statistics a
+    call with the copy updates are the copy's, not the module's.
 
     Examples
     --------
     >>> layer = nn.Linear(2, 1)
+    >>> layer.bias.requires_grad_(False)
+    Parameter containing:
+    tensor([...])
     >>> weights = copy_of_weights(layer)
+    >>> sorted(weights)
+    ['weight']
     >>> _ = nn.init.zeros_(layer.weight)
     >>> bool(weights["weight"].abs().sum() > 0)
     True
     """
+    trainable = [(n, t) for n, t in module.named_parameters(remove_duplicate=False) if t.requires_grad]
     copies, by_tensor = {}, {}
-    for name, tensor in module.state_dict(keep_vars=True).items():
+    for name, tensor in [*trainable, *module.named_buffers(remove_duplicate=False)]:
         if id(tensor) not in by_tensor:
             by_tensor[id(tensor)] = tensor.detach().clone()
         copies[name] = by_tensor[id(tensor)]
     return copies
+
+
+def rows_of(X, rows):
+    """The rows of a batch (a tensor, a dict of tensors, a TokenBatch) that the boolean mask ``rows`` picks.
+
+    Examples
+    --------
+    >>> rows_of({"features": torch.arange(3)}, torch.tensor([True, False, True]))
+    {'features': tensor([0, 2])}
+    """
+    if isinstance(X, TokenBatch):
+        return X[rows.to(X.attention_mask.device)]
+    if isinstance(X, dict):
+        return {name: value[rows.to(value.device)] for name, value in X.items()}
+    return X[rows.to(X.device)]
 
 
 class AdaptationObjectiveMixin:
@@ -78,11 +103,12 @@ class AdaptationObjectiveMixin:
     target rows. The loss is the classification loss of the labelled rows (weighted per class with
     ``partial``), plus self-training on confident target rows in the last ``self_training_epochs``, plus
     ``trade_off`` times the method's alignment loss. Self-training takes each epoch's pseudo-labels from a
-    copy of the network's weights made at the start of the epoch, not from the network each step leaves. The alignment warms up over the epochs, from 0 to
-    ``trade_off`` along DANN's schedule 2 / (1 + exp(-10 p)) - 1 of the training progress p: through the
-    gradient reversal for DANN and CDAN, as a factor of the loss for the others: in the first steps the
-    features and predictions are still those of an untrained head, and aligning them is noise. PADA's class
-    weights are updated at the end of each epoch from the target predictions.
+    copy of the trainable weights made at the epoch's first step, not from the network each step leaves.
+    The alignment warms up over the epochs, from 0 to ``trade_off`` along DANN's schedule
+    2 / (1 + exp(-10 p)) - 1 of the training progress p: through the gradient reversal for DANN and CDAN, as
+    a factor of the loss for the others: in the first steps the features and predictions are still those of
+    an untrained head, and aligning them is noise. PADA's class weights are updated at the end of each epoch
+    from the target predictions.
     """
 
     def _self_training_epochs(self):
@@ -123,11 +149,10 @@ class AdaptationObjectiveMixin:
         self._labelling_weights = None  # a copy of the network's weights, for training only
         self._warn_if_self_training_collapsed()
 
-    def on_epoch_begin(self, net, **kwargs):
-        super().on_epoch_begin(net, **kwargs)
-        epoch = len(self.history) - 1 - self._first_epoch_of_call  # skorch has opened this epoch's row
-        if self._self_training_epochs() > 0 and epoch >= self.max_epochs - self._self_training_epochs():
-            self._labelling_weights = copy_of_weights(self.module_)
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_labelling_weights"] = None  # for training only (a fit that raised may have left one)
+        return state
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
@@ -136,6 +161,7 @@ class AdaptationObjectiveMixin:
             if summed is not None and summed.max() > 0:
                 self.class_weights_ = (summed / summed.max()).cpu().numpy()
         self._target_probabilities = None
+        self._labelling_weights = None  # the next self-training epoch copies the weights it begins with
         counts = self._epoch_total(self._predicted_counts) if self._watches_self_training() else None
         if counts is not None:
             self._last_counts = counts.cpu().numpy()
@@ -184,6 +210,9 @@ class AdaptationObjectiveMixin:
         super().on_batch_begin(net, batch=batch, training=training, **kwargs)
         epoch = len(self.history) - 1 - self._first_epoch_of_call  # skorch has opened this epoch's row
         self._self_training_now = training and epoch >= self.max_epochs - self._self_training_epochs()
+        if self._self_training_now and self._labelling_weights is None:
+            # The epoch's first step: after the callbacks' on_epoch_begin, which may unfreeze layers.
+            self._labelling_weights = copy_of_weights(self.module_)
         if training:
             # skorch has just opened this batch's history row, so the rows before it are the batches done.
             done = len(self.history) - 1 + (len(self.history[-1, "batches"]) - 1) / self._batches_per_epoch
@@ -226,7 +255,7 @@ class AdaptationObjectiveMixin:
                 logits[target],
                 self.pseudo_label_threshold,
                 self.pseudo_label_balance,
-                labelling_logits=self._labelling_logits(X, target),
+                labelling_logits=self._labelling_logits(X, y_true, target),
             )
         if self.method in ("source_only", "self_training") or not labelled.any():
             return loss
@@ -236,17 +265,23 @@ class AdaptationObjectiveMixin:
             y_pred, codes, labels, sources, class_weights
         )
 
-    def _labelling_logits(self, X, rows):
-        """The logits that the network as it was at the start of this epoch gives the ``rows`` of batch ``X``.
+    def _labelling_logits(self, X, y, rows):
+        """The logits that the network as it was at this epoch's first step gives the ``rows`` of batch ``X``.
 
         Pseudo-labels from the network being trained reinforce themselves within the epoch: each step
-        makes its own confident predictions more confident, and on a weak network classes empty out.
+        makes its own confident predictions more confident, and on a weak network classes empty out. The
+        copy runs in training mode, as the network does: BatchNorm normalises the target rows by their own
+        batch statistics where the training forward does (``domain_batchnorm``), else the whole batch is
+        run, and dropout draws its own mask.
         """
+        inputs = self._training_inputs(y)
+        if inputs:  # each domain normalised on its own: the target rows alone give the same logits
+            X = rows_of(X, rows)  # moved to the device after selection: fewer rows to copy
         x = X.to(self.device) if isinstance(X, TokenBatch) else to_tensor(X, device=self.device)
-        x = {name: value[rows] for name, value in x.items()} if isinstance(x, dict) else x[rows]
         args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
         with torch.no_grad(), self._autocast():
-            return torch.func.functional_call(self.module_, self._labelling_weights, args, kwargs)[0]
+            logits = torch.func.functional_call(self.module_, self._labelling_weights, args, kwargs)[0]
+        return logits if inputs else logits[rows]
 
     def _coral_loss(self):
         if getattr(self, "_coral", None) is None:
