@@ -27,7 +27,8 @@ def device_description(device):
         cpu = match.group(1).strip() if match else cpu
     native = cpu_native_bfloat16()
     bfloat16 = f"native bfloat16 ({native})" if native else "no native bfloat16 (bfloat16 emulated)"
-    return f"CPU {cpu}, {torch.get_num_threads()} threads, {bfloat16}"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu}, {threads} thread{'s' if threads > 1 else ''}, {bfloat16}"
 
 
 def environment_line(device):

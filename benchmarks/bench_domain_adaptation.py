@@ -30,6 +30,7 @@ Usage: python benchmarks/bench_domain_adaptation.py [--benchmarks mnist_m typese
 """
 
 import argparse
+import itertools
 import sys
 import time
 import warnings
@@ -668,13 +669,13 @@ def frozen_rows(benchmark, seeds, skada_available):
     )
     skada_scores = {}
     if skada_available:
-        skada_scores, direction = skada_shallow(benchmark, ours.weights_)
+        skada_scores, direction = skada_shallow(benchmark, ours.weights_, seeds)
         notes += ["", direction]
     return scores, seconds, skada_scores, notes
 
 
-def skada_shallow(benchmark, our_weights):
-    """skada's shallow counterparts around the same logistic regression; and which way its weights point."""
+def skada_shallow(benchmark, our_weights, seeds):
+    """skada's shallow counterparts around the same logistic regression, per seed; where its weights point."""
     import skada
     from scipy.stats import spearmanr
     from sklearn.linear_model import LogisticRegression
@@ -682,16 +683,17 @@ def skada_shallow(benchmark, our_weights):
     domains = np.concatenate([np.ones(len(benchmark.source), dtype=int), np.full(len(benchmark.target), -2)])
     # Our subspace alignment keeps min(source rows, target rows, features, 100) components: so does skada's.
     limit = min(len(benchmark.source), len(benchmark.target), benchmark.source.shape[1], 100)
-    options = {"SubspaceAlignment": {"n_components": limit}}
+    # skada's SubspaceAlignment runs a randomized PCA (ours an exact one): seeded, one fit per seed.
+    options = {"SubspaceAlignment": lambda seed: {"n_components": limit, "random_state": seed}}
     scores = {}
-    for name, counterpart in SKADA_SHALLOW.items():
+    for (name, counterpart), seed in itertools.product(SKADA_SHALLOW.items(), seeds):
         # skada's reweighting passes sample_weight through metadata routing: the estimator requests it.
         with sklearn.config_context(enable_metadata_routing=True):
             estimator = LogisticRegression(max_iter=1000).set_fit_request(sample_weight=True)
-            clf = getattr(skada, counterpart)(estimator, **options.get(counterpart, {}))
+            clf = getattr(skada, counterpart)(estimator, **options.get(counterpart, lambda seed: {})(seed))
             clf.fit(benchmark.X, benchmark.y, sample_domain=domains)
             predicted = clf.predict(benchmark.target, sample_domain=np.full(len(benchmark.target), -2))
-        scores[name] = [float(np.mean(predicted == benchmark.target_y))]
+        scores.setdefault(name, []).append(float(np.mean(predicted == benchmark.target_y)))
     adapter = skada.DiscriminatorReweightAdapter().fit(benchmark.X, sample_domain=domains)
     theirs = adapter.compute_weights(benchmark.X, sample_domain=domains)[: len(benchmark.source)]
     odds = adapter.domain_classifier_.predict_proba(benchmark.source)[:, 1]
