@@ -93,8 +93,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         ``pseudo_label_threshold`` are trained on with that class, next to the labelled rows. A
         refinement stage after any method; ``None``: 0, or the second half of the epochs for
         ``method="self_training"``. Each epoch's pseudo-labels come from a copy of the network's weights
-        made at the start of the epoch (one more copy of the weights in memory, and a forward pass of the
-        target rows through it), not from the network each step leaves: labels from the network being
+        made at the start of the epoch (a copy of the trainable weights in memory, and a forward pass of
+        the target rows through it), not from the network each step leaves: labels from the network being
         trained made its own confident guesses more confident step after step, and on the benchmark's
         frozen embeddings, where the network got 30% of the target right, emptied 3 to 5 of the 10 classes
         in every fit. When self-training still all but empties a class from the target predictions, which
