@@ -16,10 +16,9 @@ import os
 
 import torch
 from skorch.callbacks import PrintLog, ProgressBar
-from skorch.utils import noop, to_tensor
+from skorch.utils import noop
 
 from ._runtime import resolve_device
-from .texts import TokenBatch
 
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -234,11 +233,8 @@ class AcceleratedTrainingMixin:
         if run is None or not self.module_.training:
             return super().infer(x, **fit_params)
         with self._autocast():  # a training forward pass under an accelerator goes through its wrapper (DDP)
-            module = run.training_module()
-            x = x.to(self.device) if isinstance(x, TokenBatch) else to_tensor(x, device=self.device)
-            if isinstance(x, dict):
-                return module(**self._merge_x_and_fit_params(x, fit_params))
-            return module(x, **fit_params)
+            args, kwargs = self._forward_arguments(x, fit_params)
+            return run.training_module()(*args, **kwargs)
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if not training and self._run is not None:

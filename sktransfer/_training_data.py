@@ -1,10 +1,12 @@
 """The datasets the trainable estimators train on: labelled images, stored features, augmented views."""
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from skorch.dataset import ValidSplit
-from skorch.utils import is_dataset
+from skorch.utils import is_dataset, to_tensor
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
@@ -239,10 +241,25 @@ class TrainingDataMixin:
         """A batch sampler for the training data, or None for shuffled batches of ``batch_size``."""
         return None
 
+    def _forward_arguments(self, x, fit_params):
+        """``(args, kwargs)`` that call the network on batch ``x``, moved to the device, with ``fit_params``.
+
+        A :class:`~sktransfer.texts.TokenBatch` is the first argument (skorch would unpack its mapping into
+        keyword arguments). Anything else goes through skorch's ``to_tensor``: a mapping of tensors becomes
+        keyword arguments beside ``fit_params`` (a name in both raises ValueError, as in skorch), anything
+        else the first argument.
+        """
+        if isinstance(x, TokenBatch):
+            return (x.to(self.device),), fit_params
+        x = to_tensor(x, device=self.device)
+        if isinstance(x, Mapping):
+            return (), self._merge_x_and_fit_params(x, fit_params)
+        return (x,), fit_params
+
     def infer(self, x, **fit_params):
-        if isinstance(x, TokenBatch):  # skorch would unpack a mapping into keyword arguments
-            return self.module_(x.to(self.device), **fit_params)
-        return super().infer(x, **fit_params)
+        """skorch's inference step, with token batches passed whole (see ``_forward_arguments``)."""
+        args, kwargs = self._forward_arguments(x, fit_params)
+        return self.module_(*args, **kwargs)
 
     def check_data(self, X, y=None):
         """Labels are checked and encoded by ``fit`` before skorch sees them."""

@@ -360,8 +360,12 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
             "n_sources": getattr(self, "_n_sources", 1),
         }
 
+    def _normalises_domains_apart(self):
+        """Whether BatchNorm normalises each domain's rows by their own statistics in training."""
+        return not (self.domain_batchnorm is False or (self.domain_batchnorm == "auto" and self.partial))
+
     def _training_inputs(self, y):
-        if self.domain_batchnorm is False or (self.domain_batchnorm == "auto" and self.partial):
+        if not self._normalises_domains_apart():
             return {}
         return {"is_target": to_tensor(y, device=self.device) == UNLABELLED}
 

@@ -108,7 +108,8 @@ class AdaptationObjectiveMixin:
     2 / (1 + exp(-10 p)) - 1 of the training progress p: through the gradient reversal for DANN and CDAN, as
     a factor of the loss for the others: in the first steps the features and predictions are still those of
     an untrained head, and aligning them is noise. PADA's class weights are updated at the end of each epoch
-    from the target predictions.
+    from the target predictions. The estimator it is mixed into says whether BatchNorm normalises the domains
+    apart in training (``_normalises_domains_apart``).
     """
 
     def _self_training_epochs(self):
@@ -255,7 +256,7 @@ class AdaptationObjectiveMixin:
                 logits[target],
                 self.pseudo_label_threshold,
                 self.pseudo_label_balance,
-                labelling_logits=self._labelling_logits(X, y_true, target),
+                labelling_logits=self._labelling_logits(X, target),
             )
         if self.method in ("source_only", "self_training") or not labelled.any():
             return loss
@@ -265,7 +266,7 @@ class AdaptationObjectiveMixin:
             y_pred, codes, labels, sources, class_weights
         )
 
-    def _labelling_logits(self, X, y, rows):
+    def _labelling_logits(self, X, rows):
         """The logits that the network as it was at this epoch's first step gives the ``rows`` of batch ``X``.
 
         Pseudo-labels from the network being trained reinforce themselves within the epoch: each step
@@ -274,14 +275,13 @@ class AdaptationObjectiveMixin:
         batch statistics where the training forward does (``domain_batchnorm``), else the whole batch is
         run, and dropout draws its own mask.
         """
-        inputs = self._training_inputs(y)
-        if inputs:  # each domain normalised on its own: the target rows alone give the same logits
+        apart = self._normalises_domains_apart()
+        if apart:  # each domain normalised on its own: the target rows alone give the same logits
             X = rows_of(X, rows)  # moved to the device after selection: fewer rows to copy
-        x = X.to(self.device) if isinstance(X, TokenBatch) else to_tensor(X, device=self.device)
-        args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
+        args, kwargs = self._forward_arguments(X, {})
         with torch.no_grad(), self._autocast():
             logits = torch.func.functional_call(self.module_, self._labelling_weights, args, kwargs)[0]
-        return logits if inputs else logits[rows]
+        return logits if apart else logits[rows]
 
     def _coral_loss(self):
         if getattr(self, "_coral", None) is None:
