@@ -716,8 +716,8 @@ def domain_adaptation_section(args, device, seeds):
             *held,
             f"- The exact density ratios rest on {effective[EXACT_RATIOS][0]:.0f} of the "
             f"{2 * args.source_per_class} source rows (effective sample size, mean over seeds); at its "
-            "default (flatten='auto') ImportanceWeightingClassifier raises them to the power "
-            f"{effective['ImportanceWeightingClassifier'][1]:.2f} (mean), which keeps "
+            "default (flatten='auto') ImportanceWeightingClassifier chooses by importance-weighted "
+            f"cross-validation the power {effective['ImportanceWeightingClassifier'][1]:.2f} (mean), which keeps "
             f"{effective['ImportanceWeightingClassifier'][0]:.0f} rows in play",
             "",
         ]

@@ -20,7 +20,12 @@ from sktransfer.domain_adaptation import (
     NoTargetDataWarning,
     prediction_entropy_scorer,
 )
-from sktransfer.domain_adaptation.density_ratio import effective_sample_size, flattening_exponent
+from sktransfer.domain_adaptation.density_ratio import effective_sample_size
+from sktransfer.domain_adaptation.flattening import (
+    FLATTENING_POWERS,
+    cross_validated_flattening,
+    flattening_exponent,
+)
 
 
 def truth(x):
@@ -66,7 +71,7 @@ def test_weights_are_larger_for_source_rows_near_the_target(covariate_shift):
     assert clf.weights_.mean() == pytest.approx(1.0)
     assert (clf.weights_ > 0).all()
     near, far = clf.weights_[np.abs(x + 1) < 0.5], clf.weights_[x > 0.5]
-    assert near.mean() > 5 * far.mean()
+    assert near.mean() > 4 * far.mean()
     assert np.corrcoef(x, clf.weights_)[0, 1] < -0.5
     # The discriminator fitted on every row scores target-like rows higher too.
     assert clf.discriminator_.predict_proba([[-1.0]])[0, 1] > clf.discriminator_.predict_proba([[1.0]])[0, 1]
@@ -86,15 +91,64 @@ def test_weights_follow_the_formula_on_out_of_fold_probabilities(covariate_shift
     ratio = proba[y != -1] / (1 - proba[y != -1]) * 200 / 100
     np.testing.assert_allclose(clf.weights_, ratio / ratio.mean(), rtol=1e-6)
     assert clf.flatten_ == 1.0
-    # The default flattens the same ratios to a power that keeps half the source rows in play.
+    assert clf.flatten_cv_errors_ is None  # a number was given: nothing was chosen
+    # The default raises the same ratios to the power it chose.
     auto = iw(cv=folds, clip=None).fit(X, y)
     assert 0 < auto.flatten_ < 1
     flattened = ratio**auto.flatten_
     np.testing.assert_allclose(auto.weights_, flattened / flattened.mean(), rtol=1e-6)
-    assert auto.effective_sample_size_ == pytest.approx(100, rel=1e-6)
     half = iw(cv=folds, clip=None, flatten=0.5).fit(X, y)
     np.testing.assert_allclose(half.weights_, ratio**0.5 / np.mean(ratio**0.5), rtol=1e-6)
     assert iw(cv=folds, flatten=0.0).fit(X, y).effective_sample_size_ == pytest.approx(200)
+
+
+def test_auto_flattening_is_the_flattest_power_within_a_standard_error_of_the_lowest_weighted_error(
+    covariate_shift,
+):
+    """flatten="auto": importance-weighted cross-validation over the source rows, then the one-SE rule."""
+    X, y, target_labels = covariate_shift
+    source, labels = X[y != -1], y[y != -1]
+    ratios = iw(flatten=1.0).fit(X, y).weights_  # the same out-of-fold ratios: same folds, same clip
+    clf = iw().fit(X, y)
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(source, labels))
+    losses = {}
+    for power in FLATTENING_POWERS:
+        wrong = np.zeros(len(source))
+        for train, test in folds:  # each source row judged by a model that did not see it
+            weights = ratios[train] ** power
+            model = LogisticRegression(max_iter=1000).fit(
+                source[train], labels[train], sample_weight=weights / weights.mean()
+            )
+            wrong[test] = model.predict(source[test]) != labels[test]
+        losses[power] = ratios * wrong  # errors counted with their density ratio
+    errors = {power: loss.mean() for power, loss in losses.items()}
+    assert clf.flatten_cv_errors_ == pytest.approx(errors)
+    best = min(errors, key=errors.get)
+    tolerance = errors[best] + losses[best].std(ddof=1) / np.sqrt(200)
+    assert clf.flatten_ == min(power for power in FLATTENING_POWERS if errors[power] <= tolerance)
+    # Here reweighting pays: the unweighted fit errs on most target-like rows, and the chosen power does not.
+    assert errors[0.0] > 10 * errors[clf.flatten_]
+    assert clf.flatten_ > 0
+    flattened = ratios**clf.flatten_
+    np.testing.assert_allclose(clf.weights_, flattened / flattened.mean(), rtol=1e-6)
+    assert clf.score(X[y == -1], target_labels) > 0.9
+    # The function the estimator calls gives the same answer.
+    power, same = cross_validated_flattening(LogisticRegression(max_iter=1000), source, labels, ratios, 5, 0)
+    assert power == clf.flatten_
+    assert same == pytest.approx(clf.flatten_cv_errors_)
+
+
+def test_auto_flattening_without_rows_to_hold_out_keeps_half_the_source_rows_in_play(covariate_shift):
+    """A class with a single source row cannot be cross-validated: "auto" falls back to the effective size."""
+    X, y, _ = covariate_shift
+    lonely = y.copy()
+    lonely[np.flatnonzero(y == 1)[1:]] = 0  # class 1 keeps a single source row
+    clf = iw(clip=None).fit(X, lonely)
+    assert clf.flatten_cv_errors_ is None
+    ratios = iw(clip=None, flatten=1.0).fit(X, lonely).weights_
+    assert clf.flatten_ == pytest.approx(flattening_exponent(ratios, 0.5))
+    assert clf.effective_sample_size_ == pytest.approx(100, rel=1e-6)
+    assert cross_validated_flattening(LogisticRegression(), X[:200], lonely[:200], ratios, 5, 0) == (None, {})
 
 
 def test_clip_caps_the_largest_weights(covariate_shift):
@@ -112,7 +166,7 @@ def test_effective_sample_size_counts_the_rows_the_weights_rest_on(covariate_shi
     clf = iw().fit(X, y)
     w = clf.weights_
     assert clf.effective_sample_size_ == pytest.approx(w.sum() ** 2 / np.sum(w**2))
-    assert 100 <= clf.effective_sample_size_ < 200  # the target covers part of the source; "auto" keeps half
+    assert 50 <= clf.effective_sample_size_ < 200  # the target covers part of the source
     assert clf.flatten_ < 1
     unweighted = iw().fit(
         X[y != -1], y[y != -1]
@@ -131,13 +185,14 @@ def test_weights_on_a_few_rows_warn_naming_the_way_out():
     with pytest.warns(FewEffectiveRowsWarning, match=exact):
         clf = iw(clip=None, flatten=1.0).fit(X, y)
     assert clf.effective_sample_size_ < 30
+    exact_effective_size = clf.effective_sample_size_
     # The default flattens the weights, and says that little reweighting is left and what else to try.
     flattened = r"power 0\.\d\d \(flatten_\).*FeatureAlignmentClassifier"
     with pytest.warns(FewEffectiveRowsWarning, match=flattened) as record:
         clf = iw(clip=None).fit(X, y)
     assert record[0].filename == __file__  # the line that called fit
-    assert clf.effective_sample_size_ == pytest.approx(150, rel=1e-6)
-    assert clf.flatten_ < 0.5
+    assert 0 < clf.flatten_ < 1
+    assert clf.effective_sample_size_ > exact_effective_size
     # Unweighted as asked (flatten=0): nothing to warn of.
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewEffectiveRowsWarning)
@@ -147,29 +202,41 @@ def test_weights_on_a_few_rows_warn_naming_the_way_out():
         iw().fit(*_overlapping(rng))
 
 
-def test_flattening_keeps_separable_domains_from_costing_target_accuracy():
-    """Shifted in every feature but the one the labels follow: the exact ratios leave a few dozen rows.
-
-    The rule is the same in both domains, so the unweighted fit is right; a fit on the few rows the exact
-    ratios keep is not. The default flattens the weights and stays close to the unweighted fit.
-    """
+def _nuisance_shift(shift):
+    """Shifted in every feature but the one the labels follow, by ``shift`` standard deviations."""
     rng = np.random.default_rng(0)
     source, target = rng.normal(size=(300, 20)), rng.normal(size=(200, 20))
-    target[:, 1:] += 0.6
+    target[:, 1:] += shift
     source_labels = (source[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
     target_labels = (target[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
     X = np.concatenate([source, target])
     y = np.concatenate([source_labels, np.full(200, -1)])
     unweighted = LogisticRegression(max_iter=1000).fit(source, source_labels).score(target, target_labels)
+    return X, y, target, target_labels, unweighted
+
+
+def test_flattening_keeps_separable_domains_from_costing_target_accuracy():
+    """The rule is the same in both domains, so the unweighted fit is right; one on the few rows the exact
+    ratios keep is not. Cross-validation shows no gain from reweighting, and the default does not reweight.
+    """
+    X, y, target, target_labels, unweighted = _nuisance_shift(0.6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewEffectiveRowsWarning)
         exact = iw(flatten=1.0).fit(X, y)
     default = iw().fit(X, y)
     assert exact.effective_sample_size_ < 40
     assert exact.score(target, target_labels) < unweighted - 0.05
-    assert default.effective_sample_size_ == pytest.approx(150, rel=1e-6)
-    assert default.score(target, target_labels) > exact.score(target, target_labels) + 0.04
-    assert default.score(target, target_labels) > unweighted - 0.04
+    assert default.flatten_ == 0
+    assert default.effective_sample_size_ == pytest.approx(300)
+    assert default.score(target, target_labels) == unweighted
+    # Further apart the ratios rest on under a tenth of the rows: fit says it did not reweight, and why.
+    X, y, target, target_labels, unweighted = _nuisance_shift(1.0)
+    message = r"rest on \d+ of the 300.*found no power.*fitted the estimator unweighted \(flatten_=0"
+    with pytest.warns(FewEffectiveRowsWarning, match=message) as record:
+        default = iw().fit(X, y)
+    assert record[0].filename == __file__
+    assert default.score(target, target_labels) == unweighted
+    assert set(default.flatten_cv_errors_) == set(FLATTENING_POWERS)
 
 
 def test_flattening_exponent_keeps_the_share_asked_for_and_refuses_bad_weights():
