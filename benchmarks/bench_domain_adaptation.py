@@ -672,12 +672,12 @@ def frozen_rows(benchmark, seeds, skada_available):
     )
     skada_scores = {}
     if skada_available:
-        skada_scores, direction = skada_shallow(benchmark, ours.weights_, seeds)
+        skada_scores, direction = skada_shallow(benchmark, exact.weights_, seeds)
         notes += ["", direction]
     return scores, seconds, skada_scores, notes
 
 
-def skada_shallow(benchmark, our_weights, seeds):
+def skada_shallow(benchmark, our_ratios, seeds):
     """skada's shallow counterparts around the same logistic regression, per seed; where its weights point."""
     import skada
     from scipy.stats import spearmanr
@@ -703,8 +703,8 @@ def skada_shallow(benchmark, our_weights, seeds):
     direction = (
         "skada 0.6.0's DiscriminatorReweight weighs a source row by P(source | x) / P(target | x), the inverse "
         "of the density ratio: the Spearman correlation of its weights with its own discriminator's "
-        f"P(target | x) is {spearmanr(theirs, odds).statistic:+.2f}, and with our weights "
-        f"{spearmanr(theirs, our_weights).statistic:+.2f}. Its row is kept as the named counterpart; it "
+        f"P(target | x) is {spearmanr(theirs, odds).statistic:+.2f}, and with our (clipped) density ratios "
+        f"{spearmanr(theirs, our_ratios).statistic:+.2f}. Its row is kept as the named counterpart; it "
         "reweighs away from the target, so it is not the same method."
     )
     return scores, direction
