@@ -58,9 +58,10 @@ class ImportanceWeightingClassifier(
     then clipped at a quantile, against the few rows that a confident discriminator would otherwise let
     dominate, flattened (raised to a power of at most 1, see ``flatten``) and rescaled to a mean of 1 over
     the source rows. The default chooses the power by importance-weighted cross-validation, so that the
-    weights are used only as far as they show a gain on the source rows that resemble the target. When the density ratios rest on fewer than a tenth of the source rows (their effective
-    sample size), fit warns with a ``FewEffectiveRowsWarning``: the domains barely overlap, and reweighting
-    can then do little for the target.
+    weights are used only as far as they show a gain on the source rows that resemble the target. When the
+    density ratios rest on fewer than a tenth of the source rows (their effective sample size), fit warns
+    with a ``FewEffectiveRowsWarning``: the domains barely overlap, and reweighting can then do little for
+    the target.
 
     Parameters
     ----------
@@ -246,7 +247,7 @@ class ImportanceWeightingClassifier(
             consequence = (
                 "importance-weighted cross-validation found no power of them that beats the unweighted fit "
                 "by more than its standard error, so flatten='auto' fitted the estimator unweighted "
-                "(flatten_=0, flatten_cv_errors_): reweighting can do nothing for this shift. Aligning the "
+                "(flatten_=0, flatten_cv_errors_): reweighting showed no gain on this shift. Aligning the "
                 "features may: FeatureAlignmentClassifier, or DomainAdaptedClassifier to train the network "
                 "itself."
             )
