@@ -23,8 +23,9 @@ from sktransfer.domain_adaptation import (
 from sktransfer.domain_adaptation.density_ratio import effective_sample_size
 from sktransfer.domain_adaptation.flattening import (
     FLATTENING_POWERS,
-    cross_validated_flattening,
+    choose_flattening,
     flattening_exponent,
+    flattest_within_one_standard_error,
 )
 
 
@@ -123,9 +124,7 @@ def test_auto_flattening_is_the_flattest_power_within_a_standard_error_of_the_lo
         losses[power] = ratios * wrong  # errors counted with their density ratio
     errors = {power: loss.mean() for power, loss in losses.items()}
     assert clf.flatten_cv_errors_ == pytest.approx(errors)
-    best = min(errors, key=errors.get)
-    tolerance = errors[best] + losses[best].std(ddof=1) / np.sqrt(200)
-    assert clf.flatten_ == min(power for power in FLATTENING_POWERS if errors[power] <= tolerance)
+    assert clf.flatten_ == flattest_within_one_standard_error(losses)
     # Here reweighting pays: the unweighted fit errs on most target-like rows, and the chosen power does not.
     assert errors[0.0] > 10 * errors[clf.flatten_]
     assert clf.flatten_ > 0
@@ -133,7 +132,7 @@ def test_auto_flattening_is_the_flattest_power_within_a_standard_error_of_the_lo
     np.testing.assert_allclose(clf.weights_, flattened / flattened.mean(), rtol=1e-6)
     assert clf.score(X[y == -1], target_labels) > 0.9
     # The function the estimator calls gives the same answer.
-    power, same = cross_validated_flattening(LogisticRegression(max_iter=1000), source, labels, ratios, 5, 0)
+    power, same = choose_flattening(LogisticRegression(max_iter=1000), source, labels, ratios, 5, 0)
     assert power == clf.flatten_
     assert same == pytest.approx(clf.flatten_cv_errors_)
 
@@ -148,7 +147,47 @@ def test_auto_flattening_without_rows_to_hold_out_keeps_half_the_source_rows_in_
     ratios = iw(clip=None, flatten=1.0).fit(X, lonely).weights_
     assert clf.flatten_ == pytest.approx(flattening_exponent(ratios, 0.5))
     assert clf.effective_sample_size_ == pytest.approx(100, rel=1e-6)
-    assert cross_validated_flattening(LogisticRegression(), X[:200], lonely[:200], ratios, 5, 0) == (None, {})
+    power, errors = choose_flattening(LogisticRegression(), X[:200], lonely[:200], ratios, 5, 0)
+    assert (power, errors) == (pytest.approx(clf.flatten_), None)
+
+
+def test_the_one_standard_error_rule_prefers_flatter_powers_within_the_noise():
+    """The lowest mean loss does not win alone: a flatter power within one standard error of it does."""
+    noisy_best = np.array([0.0, 0.0, 0.0, 0.6])  # mean 0.15, standard error 0.15
+    losses = {0.0: np.full(4, 0.31), 0.5: np.full(4, 0.2), 1.0: noisy_best}
+    assert min(losses, key=lambda power: losses[power].mean()) == 1.0
+    assert flattest_within_one_standard_error(losses) == 0.5  # 0.2 <= 0.15 + 0.15; 0.31 is not
+    losses[0.0] = np.full(4, 0.29)
+    assert flattest_within_one_standard_error(losses) == 0.0
+    precise_best = np.full(4, 0.15)  # the same mean, no spread: the lowest wins
+    assert flattest_within_one_standard_error({0.0: np.full(4, 0.2), 1.0: precise_best}) == 1.0
+
+
+def test_auto_flattening_folds_follow_cv_and_the_smallest_class(covariate_shift):
+    X, y, _ = covariate_shift
+    source, labels = X[y != -1], y[y != -1]
+    ratios = iw(flatten=1.0, cv=KFold(3, shuffle=True, random_state=0)).fit(X, y).weights_
+
+    def chosen(n_splits, labels=labels):
+        return choose_flattening(LogisticRegression(max_iter=1000), source, labels, ratios, n_splits, 0)[1]
+
+    # A splitter for the discriminator's folds: "auto" validates on 5 folds of the source rows.
+    splitter = iw(cv=KFold(3, shuffle=True, random_state=0)).fit(X, y)
+    assert splitter.flatten_cv_errors_ == pytest.approx(chosen(5))
+    assert iw(cv=3).fit(X, y).flatten_cv_errors_ != pytest.approx(iw(cv=5).fit(X, y).flatten_cv_errors_)
+    # A class of three source rows: three folds, each training fold with two of them.
+    few = labels.copy()
+    few[np.flatnonzero(labels == 1)[3:]] = 0
+    assert chosen(5, few) == pytest.approx(chosen(3, few))
+    with_few = np.concatenate([few, np.full(100, -1)])
+    assert set(iw(cv=KFold(3, shuffle=True, random_state=0)).fit(X, with_few).flatten_cv_errors_) == set(
+        FLATTENING_POWERS
+    )
+    # A RandomState instance: the same generator state, the same folds and choice.
+    first = iw(random_state=np.random.RandomState(0)).fit(X, y)
+    second = iw(random_state=np.random.RandomState(0)).fit(X, y)
+    assert first.flatten_cv_errors_ == second.flatten_cv_errors_
+    np.testing.assert_array_equal(first.weights_, second.weights_)
 
 
 def test_clip_caps_the_largest_weights(covariate_shift):
@@ -186,8 +225,9 @@ def test_weights_on_a_few_rows_warn_naming_the_way_out():
         clf = iw(clip=None, flatten=1.0).fit(X, y)
     assert clf.effective_sample_size_ < 30
     exact_effective_size = clf.effective_sample_size_
-    # The default flattens the weights, and says that little reweighting is left and what else to try.
-    flattened = r"power 0\.\d\d \(flatten_\).*FeatureAlignmentClassifier"
+    # The default chose a power by cross-validation, and says how few rows the gain it saw rests on.
+    flattened = r"cross-validation chose the power 0\.\d\d \(flatten_, flatten_cv_errors_\), under which the "
+    flattened += r"weights rest on \d+ rows.*compare with flatten=0.*FeatureAlignmentClassifier"
     with pytest.warns(FewEffectiveRowsWarning, match=flattened) as record:
         clf = iw(clip=None).fit(X, y)
     assert record[0].filename == __file__  # the line that called fit

@@ -8,27 +8,35 @@ from .density_ratio import effective_sample_size
 
 # The powers that flatten="auto" chooses among: from an unweighted fit (0) to the density ratios themselves (1).
 FLATTENING_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Where a class has too few source rows to cross-validate, the power keeps this share of them in play.
+FALLBACK_EFFECTIVE_SHARE = 0.5
 
 
-def cross_validated_flattening(estimator, source, labels, ratios, n_splits, random_state):
-    """The flattest power of ``ratios`` whose importance-weighted validation error is within a standard error of the lowest.
+def choose_flattening(estimator, source, labels, ratios, n_splits, random_state):
+    """The power of ``ratios`` that importance-weighted cross-validation supports: ``flatten="auto"``.
 
     Importance-weighted cross-validation (Sugiyama, Krauledat and Müller 2007) estimates the target error of
     a model from labelled source rows alone: each held-out source row's error counts with its density ratio.
     For each power in ``FLATTENING_POWERS``, ``estimator`` is fitted on the training folds weighted by
-    ``ratios ** power`` and scored on the held-out fold so. Flatter weights rest on more rows and vary less,
-    so, as the one-standard-error rule prefers the simplest model (Breiman et al. 1984), the flattest power
-    whose error is within one standard error of the lowest wins: reweighting is used only as far as it
-    shows a gain larger than the noise of its own estimate.
+    ``ratios ** power`` (rescaled to mean 1) and its held-out errors are so counted. Flatter weights rest on
+    more rows and vary less, so, as Breiman's one-standard-error rule prefers the simplest model, the
+    flattest power whose error is within one standard error (of the lowest error's estimate) of the lowest
+    wins (:func:`flattest_within_one_standard_error`): 0, an unweighted fit, where reweighting shows no gain
+    beyond that noise.
+
+    Where a class has a single source row there is nothing to hold out, and the power is instead the largest
+    that keeps an effective sample size of half the source rows (:func:`flattening_exponent`); where every
+    ratio is equal, any power gives the same weights, and 1 is returned.
 
     Parameters
     ----------
     estimator : classifier
-        Cloned for each fold and power; its ``fit`` takes ``sample_weight``.
+        Cloned for each fold and power; its ``fit`` takes ``sample_weight``, and must succeed on the rows of
+        a training fold.
     source : ndarray of shape (n_source_rows, n_features)
     labels : ndarray of shape (n_source_rows,)
     ratios : ndarray of shape (n_source_rows,)
-        The density ratio of each source row, mean 1.
+        The density ratio of each source row, positive, mean 1.
     n_splits : int
         Folds, stratified by label; lowered to the row count of the smallest class.
     random_state : int, RandomState instance or None
@@ -36,10 +44,17 @@ def cross_validated_flattening(estimator, source, labels, ratios, n_splits, rand
 
     Returns
     -------
-    power : float or None
-        ``None`` when a class has a single source row: there is then nothing to validate on.
-    errors : dict of float to float
-        The importance-weighted cross-validated error rate of each power.
+    power : float
+    errors : dict of float to float or None
+        The importance-weighted cross-validated error rate of each power; ``None`` when none was
+        cross-validated.
+
+    References
+    ----------
+    .. [1] M. Sugiyama, M. Krauledat and K.-R. Müller, "Covariate shift adaptation by importance weighted
+       cross validation", Journal of Machine Learning Research 8, 2007.
+    .. [2] L. Breiman, J. Friedman, R. Olshen and C. Stone, "Classification and Regression Trees", 1984
+       (the one-standard-error rule).
 
     Examples
     --------
@@ -48,16 +63,18 @@ def cross_validated_flattening(estimator, source, labels, ratios, n_splits, rand
     >>> source = rng.normal(size=(200, 1))
     >>> labels = (np.abs(source[:, 0]) > 1).astype(int)
     >>> ratios = np.exp(-2 * (source[:, 0] + 1) ** 2 + source[:, 0] ** 2 / 2)  # target N(-1, 0.5), source N(0, 1)
-    >>> power, errors = cross_validated_flattening(
+    >>> power, errors = choose_flattening(
     ...     LogisticRegression(), source, labels, ratios / ratios.mean(), n_splits=5, random_state=0
     ... )
     >>> power > 0, errors[power] < errors[0.0]
     (True, True)
     """
+    if np.ptp(ratios) == 0:
+        return 1.0, None
     _, counts = np.unique(labels, return_counts=True)
     n_splits = min(n_splits, int(counts.min()))
     if n_splits < 2:
-        return None, {}
+        return flattening_exponent(ratios, FALLBACK_EFFECTIVE_SHARE), None
     folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=random_state).split(source, labels))
     losses = {}
     for power in FLATTENING_POWERS:
@@ -69,10 +86,36 @@ def cross_validated_flattening(estimator, source, labels, ratios, n_splits, rand
             )
             wrong[test] = fitted.predict(source[test]) != labels[test]
         losses[power] = ratios * wrong
-    errors = {power: float(loss.mean()) for power, loss in losses.items()}
-    best = min(errors, key=errors.get)
-    tolerance = errors[best] + np.std(losses[best], ddof=1) / np.sqrt(len(source))
-    return min(power for power in FLATTENING_POWERS if errors[power] <= tolerance), errors
+    return flattest_within_one_standard_error(losses), {
+        power: float(loss.mean()) for power, loss in losses.items()
+    }
+
+
+def flattest_within_one_standard_error(losses):
+    """The smallest power whose mean loss is within one standard error of the lowest mean loss.
+
+    The standard error is that of the lowest mean, ``std(ddof=1) / sqrt(n_rows)`` of its per-row losses.
+
+    Parameters
+    ----------
+    losses : dict of float to ndarray of shape (n_rows,)
+        Each power's per-row (weighted) losses on the same rows.
+
+    Returns
+    -------
+    power : float
+
+    Examples
+    --------
+    >>> flattest_within_one_standard_error({0.0: np.array([0.3, 0.1]), 1.0: np.array([0.0, 0.2])})
+    0.0
+    >>> flattest_within_one_standard_error({0.0: np.array([1.0, 1.0]), 1.0: np.array([0.0, 0.2])})
+    1.0
+    """
+    means = {power: float(np.mean(loss)) for power, loss in losses.items()}
+    best = min(means, key=means.get)
+    tolerance = means[best] + np.std(losses[best], ddof=1) / np.sqrt(len(losses[best]))
+    return min(power for power, mean in means.items() if mean <= tolerance)
 
 
 def flattening_exponent(weights, min_effective_share):

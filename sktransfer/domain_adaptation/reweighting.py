@@ -12,13 +12,11 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_para
 from .._stacklevel import caller_stacklevel
 from .density_ratio import density_ratios, domain_discriminator, effective_sample_size
 from .domains import TargetScoreMixin, split_domains
-from .flattening import cross_validated_flattening, flattening_exponent
+from .flattening import choose_flattening
 from .shallow import EstimatorOnTargetFeaturesMixin
 
 # Density ratios that rest on under this share of the source rows say that the domains barely overlap.
 _FEW_EFFECTIVE_ROWS = 0.1
-# Where a class has too few source rows to cross-validate, flatten="auto" keeps this share of them in play.
-_AUTO_EFFECTIVE_SHARE = 0.5
 
 
 class FewEffectiveRowsWarning(UserWarning):
@@ -78,17 +76,17 @@ class ImportanceWeightingClassifier(
         The weights are the (clipped) density ratios to this power (Shimodaira's flattening): 1 keeps the
         ratios, under which the weighted source loss estimates the target's without bias, but rests on few
         rows when the domains barely overlap; 0 weighs every row alike, as an unweighted fit. ``"auto"``
-        chooses among 0, 0.25, 0.5, 0.75 and 1 by importance-weighted cross-validation (Sugiyama et al.
-        2007): ``estimator`` is fitted on the source rows of each training fold, weighted by the ratios to
-        that power, and its errors on the held-out source rows count with their ratios, which estimates its
-        error on the target. The flattest power whose error is within one standard error of the lowest
-        wins (the one-standard-error rule): reweighting is used as far as it shows a gain larger than the
-        noise of that estimate, and not at all (power 0) where it shows none. That costs ``estimator``
-        five fits per fold; set a number to skip it. Where a class has a single source row and nothing
+        chooses among 0, 0.25, 0.5, 0.75 and 1 by importance-weighted cross-validation [3]_: ``estimator``
+        is fitted on the source rows of each training fold, weighted by the ratios to that power, and its
+        errors on the held-out source rows count with their ratios, which estimates its error on the
+        target. The flattest power whose error is within one standard error (that of the lowest error's
+        estimate) of the lowest wins, by the one-standard-error rule [4]_: 0, an unweighted fit, where
+        reweighting shows no gain beyond that noise. That costs ``estimator`` five fits per fold, each on a
+        training fold's rows; set a number to skip them. Where a class has a single source row and nothing
         can be held out, ``"auto"`` is the largest power whose weights keep an effective sample size of
-        half the source rows. On the benchmarks' shifts, where a discriminator tells the domains apart
-        almost everywhere, the unflattened ratios cost up to 0.13 of target accuracy against an
-        unweighted fit (benchmarks/RESULTS.md).
+        half the source rows [5]_. On the benchmarks' shifts, where a discriminator tells the domains apart
+        almost everywhere, the unflattened ratios cost up to 0.13 of target accuracy against an unweighted
+        fit, and ``"auto"`` lands within 0.004 of it (benchmarks/RESULTS.md).
     cv : int, cross-validation generator, iterable or None, default=5
         The folds of the out-of-fold discriminator probabilities. An int is the number of stratified,
         shuffled folds, lowered to the number of rows of the smaller domain where that is fewer (at least 2
@@ -112,8 +110,8 @@ class ImportanceWeightingClassifier(
         The power the density ratios were raised to: ``flatten``, or the one ``"auto"`` chose.
     flatten_cv_errors_ : dict of float to float or None
         With ``flatten="auto"``: the importance-weighted cross-validated error rate of each power it chose
-        among. ``None`` when it did not cross-validate (a number for ``flatten``, no target row, or a class
-        with a single source row).
+        among. ``None`` when it did not cross-validate (a number for ``flatten``, no target row or equal
+        ratios everywhere, or a class with a single source row).
     discriminator_ : classifier or None
         The ``discriminator`` fitted on every row, for inspection (``weights_`` come from the out-of-fold
         copies); ``None`` when fit saw no target row.
@@ -145,7 +143,11 @@ class ImportanceWeightingClassifier(
        log-likelihood function", Journal of Statistical Planning and Inference 90(2), 2000.
     .. [2] S. Bickel, M. Brückner and T. Scheffer, "Discriminative learning for differing training and test
        distributions", ICML 2007.
-    .. [3] A. Jasra, D. A. Stephens, A. Doucet and T. Tsagaris, "Inference for Lévy-driven stochastic
+    .. [3] M. Sugiyama, M. Krauledat and K.-R. Müller, "Covariate shift adaptation by importance weighted
+       cross validation", Journal of Machine Learning Research 8, 2007.
+    .. [4] L. Breiman, J. Friedman, R. Olshen and C. Stone, "Classification and Regression Trees", 1984
+       (the one-standard-error rule).
+    .. [5] A. Jasra, D. A. Stephens, A. Doucet and T. Tsagaris, "Inference for Lévy-driven stochastic
        volatility models via adaptive sequential Monte Carlo", Scandinavian Journal of Statistics 38(1),
        2011 (the effective sample size that picks the tempering exponent).
 
@@ -229,27 +231,29 @@ class ImportanceWeightingClassifier(
     def _flattening_exponent(self, estimator, source, labels, ratios):
         if self.flatten != "auto":
             return float(self.flatten), None
-        if np.ptp(ratios) == 0:  # no target row: every power gives the same weights
-            return 1.0, None
         n_splits = self.cv if isinstance(self.cv, Integral) else 5
-        power, errors = cross_validated_flattening(
-            estimator, source, labels, ratios, n_splits, self.random_state
-        )
-        if power is None:
-            return flattening_exponent(ratios, _AUTO_EFFECTIVE_SHARE), None
-        return power, errors
+        return choose_flattening(estimator, source, labels, ratios, n_splits, self.random_state)
 
     def _warn_if_few_effective_rows(self, ratios_effective_size, n_source):
         # With flatten=0 the fit is unweighted, as asked: how little the domains overlap does not change it.
         if ratios_effective_size >= _FEW_EFFECTIVE_ROWS * n_source or self.flatten == 0:
             return
-        if self.flatten_ == 0:
+        align = (
+            "Aligning the features may do more: FeatureAlignmentClassifier, or DomainAdaptedClassifier to train "
+            "the network itself."
+        )
+        if self.flatten_cv_errors_ is not None and self.flatten_ == 0:
             consequence = (
                 "importance-weighted cross-validation found no power of them that beats the unweighted fit "
-                "by more than its standard error, so flatten='auto' fitted the estimator unweighted "
-                "(flatten_=0, flatten_cv_errors_): reweighting showed no gain on this shift. Aligning the "
-                "features may: FeatureAlignmentClassifier, or DomainAdaptedClassifier to train the network "
-                "itself."
+                "by more than a standard error, so flatten='auto' fitted the estimator unweighted (flatten_=0, "
+                f"flatten_cv_errors_): reweighting showed no gain on this shift. {align}"
+            )
+        elif self.flatten_cv_errors_ is not None:
+            consequence = (
+                f"importance-weighted cross-validation chose the power {self.flatten_:.2f} (flatten_, "
+                f"flatten_cv_errors_), under which the weights rest on {self.effective_sample_size_:.0f} rows: "
+                "the gain it measured rests on few rows too. Where a few target labels are at hand, compare "
+                f"with flatten=0. {align}"
             )
         elif self.effective_sample_size_ < _FEW_EFFECTIVE_ROWS * n_source:
             consequence = (
@@ -262,8 +266,7 @@ class ImportanceWeightingClassifier(
             consequence = (
                 f"raised to the power {self.flatten_:.2f} (flatten_) the weights keep "
                 f"{self.effective_sample_size_:.0f} rows in play, which moves the fit toward an unweighted one: "
-                "reweighting can do little for this shift. Aligning the features may do more: "
-                "FeatureAlignmentClassifier, or DomainAdaptedClassifier to train the network itself."
+                f"reweighting can do little for this shift. {align}"
             )
         warnings.warn(
             f"ImportanceWeightingClassifier: the density ratios rest on {ratios_effective_size:.0f} of the "
