@@ -168,22 +168,30 @@ def test_auto_flattening_folds_follow_cv_and_the_smallest_class(covariate_shift)
     source, labels = X[y != -1], y[y != -1]
     ratios = iw(flatten=1.0, cv=KFold(3, shuffle=True, random_state=0)).fit(X, y).weights_
 
-    def chosen(n_splits, labels=labels):
-        return choose_flattening(LogisticRegression(max_iter=1000), source, labels, ratios, n_splits, 0)[1]
+    def chosen(n_splits, labels=labels, ratios=ratios, random_state=0):
+        estimator = LogisticRegression(max_iter=1000)
+        return choose_flattening(estimator, source, labels, ratios, n_splits, random_state)[1]
 
-    # A splitter for the discriminator's folds: "auto" validates on 5 folds of the source rows.
+    # A splitter for the discriminator's folds: "auto" validates on 5 folds of the source rows, not its 3.
     splitter = iw(cv=KFold(3, shuffle=True, random_state=0)).fit(X, y)
     assert splitter.flatten_cv_errors_ == pytest.approx(chosen(5))
-    assert iw(cv=3).fit(X, y).flatten_cv_errors_ != pytest.approx(iw(cv=5).fit(X, y).flatten_cv_errors_)
-    # A class of three source rows: three folds, each training fold with two of them.
+    assert splitter.flatten_cv_errors_ != pytest.approx(chosen(3))
+    # An int: as many folds for both.
+    three = iw(cv=3).fit(X, y)
+    assert three.flatten_cv_errors_ == pytest.approx(
+        chosen(3, ratios=iw(cv=3, flatten=1.0).fit(X, y).weights_)
+    )
+    # A class of three source rows: three folds (so each training fold holds two of them), not five or two.
     few = labels.copy()
-    few[np.flatnonzero(labels == 1)[3:]] = 0
+    few[np.argsort(source[:, 0])[:3]] = 2  # the three leftmost rows
     assert chosen(5, few) == pytest.approx(chosen(3, few))
+    assert chosen(3, few) != pytest.approx(chosen(2, few))
     with_few = np.concatenate([few, np.full(100, -1)])
     assert set(iw(cv=KFold(3, shuffle=True, random_state=0)).fit(X, with_few).flatten_cv_errors_) == set(
         FLATTENING_POWERS
     )
-    # A RandomState instance: the same generator state, the same folds and choice.
+    # A RandomState instance draws the folds once, for every power: as the seed it was made from.
+    assert chosen(5, random_state=np.random.RandomState(0)) == chosen(5)
     first = iw(random_state=np.random.RandomState(0)).fit(X, y)
     second = iw(random_state=np.random.RandomState(0)).fit(X, y)
     assert first.flatten_cv_errors_ == second.flatten_cv_errors_
@@ -227,12 +235,20 @@ def test_weights_on_a_few_rows_warn_naming_the_way_out():
     exact_effective_size = clf.effective_sample_size_
     # The default chose a power by cross-validation, and says how few rows the gain it saw rests on.
     flattened = r"cross-validation chose the power 0\.\d\d \(flatten_, flatten_cv_errors_\), under which the "
-    flattened += r"weights rest on \d+ rows.*compare with flatten=0.*FeatureAlignmentClassifier"
+    flattened += (
+        r"weights keep \d+ rows in play.*rests on about \d+ rows.*compare with flatten=0.*FeatureAlignment"
+    )
     with pytest.warns(FewEffectiveRowsWarning, match=flattened) as record:
         clf = iw(clip=None).fit(X, y)
     assert record[0].filename == __file__  # the line that called fit
     assert 0 < clf.flatten_ < 1
     assert clf.effective_sample_size_ > exact_effective_size
+    assert "flatten='auto'" not in str(record[0].message)  # not offered to whoever already uses it
+    # A power given that keeps more rows in play: the warning says that reweighting can do little.
+    with pytest.warns(
+        FewEffectiveRowsWarning, match=r"raised to the power 0\.30 \(flatten_\).*can do little"
+    ):
+        iw(clip=None, flatten=0.3).fit(X, y)
     # Unweighted as asked (flatten=0): nothing to warn of.
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewEffectiveRowsWarning)

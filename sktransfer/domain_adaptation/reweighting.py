@@ -59,7 +59,7 @@ class ImportanceWeightingClassifier(
     weights are used only as far as they show a gain on the source rows that resemble the target. When the
     density ratios rest on fewer than a tenth of the source rows (their effective sample size), fit warns
     with a ``FewEffectiveRowsWarning``: the domains barely overlap, and reweighting can then do little for
-    the target.
+    the target; the warning says which power was used, and whether cross-validation chose it.
 
     Parameters
     ----------
@@ -219,7 +219,7 @@ class ImportanceWeightingClassifier(
         if split.target.any():
             ratios = self._density_ratios(X, split.target)
             self.discriminator_ = clone(self._discriminator()).fit(X, split.target.astype(int))
-        self.flatten_, self.flatten_cv_errors_ = self._flattening_exponent(estimator, source, labels, ratios)
+        self.flatten_, self.flatten_cv_errors_ = self._choose_flattening(estimator, source, labels, ratios)
         weights = ratios**self.flatten_
         self.weights_ = weights / weights.mean()
         self.effective_sample_size_ = effective_sample_size(self.weights_)
@@ -228,7 +228,7 @@ class ImportanceWeightingClassifier(
         self.classes_ = self.estimator_.classes_
         return self
 
-    def _flattening_exponent(self, estimator, source, labels, ratios):
+    def _choose_flattening(self, estimator, source, labels, ratios):
         if self.flatten != "auto":
             return float(self.flatten), None
         n_splits = self.cv if isinstance(self.cv, Integral) else 5
@@ -251,11 +251,12 @@ class ImportanceWeightingClassifier(
         elif self.flatten_cv_errors_ is not None:
             consequence = (
                 f"importance-weighted cross-validation chose the power {self.flatten_:.2f} (flatten_, "
-                f"flatten_cv_errors_), under which the weights rest on {self.effective_sample_size_:.0f} rows: "
-                "the gain it measured rests on few rows too. Where a few target labels are at hand, compare "
-                f"with flatten=0. {align}"
+                f"flatten_cv_errors_), under which the weights keep {self.effective_sample_size_:.0f} rows in "
+                "play; the held-out errors behind that choice count with the ratios themselves, so the gain it "
+                f"measured rests on about {ratios_effective_size:.0f} rows. Where a few target labels are at "
+                f"hand, compare with flatten=0. {align}"
             )
-        elif self.effective_sample_size_ < _FEW_EFFECTIVE_ROWS * n_source:
+        elif self.flatten != "auto" and self.effective_sample_size_ < _FEW_EFFECTIVE_ROWS * n_source:
             consequence = (
                 f"the weights used (flatten={self.flatten}) rest on {self.effective_sample_size_:.0f} rows, so "
                 "the weighted fit may be no better than an unweighted one. Flatten the weights with "
