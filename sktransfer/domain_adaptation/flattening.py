@@ -15,13 +15,13 @@ FALLBACK_EFFECTIVE_SHARE = 0.5
 def choose_flattening(estimator, source, labels, ratios, n_splits, random_state):
     """The power of ``ratios`` that importance-weighted cross-validation supports: ``flatten="auto"``.
 
-    Importance-weighted cross-validation [1]_ estimates the target error of
-    a model from labelled source rows alone: each held-out source row's error counts with its density ratio.
-    For each power in ``FLATTENING_POWERS``, ``estimator`` is fitted on the training folds weighted by
-    ``ratios ** power`` (rescaled to mean 1) and its held-out errors are so counted. Flatter weights rest on
-    more rows and vary less, so, as the one-standard-error rule [2]_ prefers the simplest model, the
-    flattest power whose error is within one standard error (of the lowest error's estimate) of the lowest
-    wins (:func:`flattest_within_one_standard_error`): 0, an unweighted fit, where reweighting shows no gain
+    Importance-weighted cross-validation [1]_ estimates the target error of a model from labelled source
+    rows alone: each held-out source row's error counts with its density ratio. For each power in
+    ``FLATTENING_POWERS``, ``estimator`` is fitted on the training folds weighted by ``ratios ** power``
+    (rescaled to mean 1) and its held-out errors are so counted. Flatter weights rest on more rows and vary
+    less, so, as the one-standard-error rule [2]_ prefers the simplest model, the flattest power whose error
+    is within one standard error (of the lowest error's estimate) of the lowest wins
+    (:func:`flattest_within_one_standard_error`): 0, an unweighted fit, where reweighting shows no gain
     beyond that noise.
 
     Where a class has a single source row there is nothing to hold out, and the power is instead the largest
