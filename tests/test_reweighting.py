@@ -3,6 +3,7 @@
 import pickle
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 import sklearn
@@ -360,6 +361,25 @@ def test_pickle_round_trip_and_determinism(covariate_shift):
     np.testing.assert_array_equal(restored.weights_, first.weights_)
     other = iw(random_state=1).fit(X, y)  # other folds, other out-of-fold probabilities
     assert not np.array_equal(other.weights_, first.weights_)
+
+
+def test_n_jobs_runs_the_fits_in_parallel_with_the_same_result(covariate_shift, monkeypatch):
+    X, y, _ = covariate_shift
+    serial = iw().fit(X, y)
+    jobs = []
+    original = joblib.Parallel.__init__
+
+    def record(self, *args, **kwargs):
+        jobs.append(kwargs.get("n_jobs", args[0] if args else None))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(joblib.Parallel, "__init__", record)
+    parallel = iw(n_jobs=2).fit(X, y)
+    assert jobs == [2, 2]  # the discriminator's folds, then the cross-validated powers
+    assert parallel.flatten_ == serial.flatten_
+    assert parallel.flatten_cv_errors_ == serial.flatten_cv_errors_
+    np.testing.assert_array_equal(parallel.weights_, serial.weights_)
+    np.testing.assert_array_equal(parallel.predict_proba(X), serial.predict_proba(X))
 
 
 def test_an_estimator_without_sample_weight_is_refused(covariate_shift):

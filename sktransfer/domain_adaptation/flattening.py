@@ -3,6 +3,7 @@
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.parallel import Parallel, delayed
 
 from .density_ratio import effective_sample_size
 
@@ -12,7 +13,7 @@ FLATTENING_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FALLBACK_EFFECTIVE_SHARE = 0.5
 
 
-def choose_flattening(estimator, source, labels, ratios, n_splits, random_state):
+def choose_flattening(estimator, source, labels, ratios, n_splits, random_state, n_jobs=None):
     """The power of ``ratios`` that importance-weighted cross-validation supports: ``flatten="auto"``.
 
     Importance-weighted cross-validation [1]_ estimates the target error of a model from labelled source
@@ -41,6 +42,9 @@ def choose_flattening(estimator, source, labels, ratios, n_splits, random_state)
         Folds, stratified by label; lowered to the row count of the smallest class.
     random_state : int, RandomState instance or None
         Shuffles the rows into folds.
+    n_jobs : int or None, default=None
+        The fits (one per power and fold) run in parallel on this many jobs; ``None`` is 1 outside a
+        ``joblib.parallel_config`` context. The result does not depend on it.
 
     Returns
     -------
@@ -76,19 +80,25 @@ def choose_flattening(estimator, source, labels, ratios, n_splits, random_state)
     if n_splits < 2:
         return flattening_exponent(ratios, FALLBACK_EFFECTIVE_SHARE), None
     folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=random_state).split(source, labels))
-    losses = {}
-    for power in FLATTENING_POWERS:
-        weights = ratios**power
-        wrong = np.zeros(len(source))
-        for train, test in folds:
-            fitted = clone(estimator).fit(
-                source[train], labels[train], sample_weight=weights[train] / weights[train].mean()
-            )
-            wrong[test] = fitted.predict(source[test]) != labels[test]
-        losses[power] = ratios * wrong
+    tasks = [(power, train, test) for power in FLATTENING_POWERS for train, test in folds]
+    held_out_mistakes = Parallel(n_jobs=n_jobs)(
+        delayed(_held_out_mistakes)(estimator, source, labels, ratios**power, train, test)
+        for power, train, test in tasks
+    )
+    losses = {power: np.zeros(len(source)) for power in FLATTENING_POWERS}
+    for (power, _, test), mistakes in zip(tasks, held_out_mistakes, strict=True):
+        losses[power][test] = ratios[test] * mistakes
     return flattest_within_one_standard_error(losses), {
         power: float(loss.mean()) for power, loss in losses.items()
     }
+
+
+def _held_out_mistakes(estimator, source, labels, weights, train, test):
+    """Whether ``estimator`` fitted on the ``train`` rows, weighted, errs on each ``test`` row."""
+    fitted = clone(estimator).fit(
+        source[train], labels[train], sample_weight=weights[train] / weights[train].mean()
+    )
+    return fitted.predict(source[test]) != labels[test]
 
 
 def flattest_within_one_standard_error(losses):
