@@ -14,6 +14,8 @@ from skorch.utils import to_numpy
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
+from ._labelled_scoring import LabelledRowsScorer, compares_labels
+from ._labels import UNLABELLED
 from ._progress import notebook_bars, shows_progress
 from ._training_data import label_codes
 from ._training_state import CALLBACK_SETTINGS
@@ -239,20 +241,40 @@ class CallbacksMixin:
         return callbacks
 
     def initialize_callbacks(self):
-        """skorch's callbacks; scoring callbacks that compare labels get them decoded, as predict gives them."""
+        """skorch's callbacks; scoring callbacks that compare labels get them decoded, as predict gives them.
+
+        Rows without a label (-1: target rows, rows only a teacher labels) keep -1, as the library's
+        label-free scorers read them; scikit-learn's metrics (a scoring name, a scorer, or ``None`` for the
+        net's ``score``) are computed on the labelled rows alone.
+        """
         super().initialize_callbacks()
         decoded = []
         for name, callback in self.callbacks_:
             if isinstance(callback, EpochScoring) and callback.target_extractor is to_numpy:
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
+                if compares_labels(callback.scoring_):
+                    callback.scoring_ = LabelledRowsScorer(callback.scoring_)
             decoded.append((name, callback))
         self.callbacks_ = self._main_process_callbacks(decoded)
         self._callbacks_made_for = self._settings(CALLBACK_SETTINGS)
         return self
 
     def _decode_targets(self, y):
-        return self.classes_[encoded_labels(y)]
+        """The labels of training codes, as predict gives them; -1 (no label) stays -1.
+
+        A further source domain's codes (class + k * n_classes) read as their class.
+        """
+        codes = encoded_labels(y)
+        labelled = codes != UNLABELLED
+        labels = self.classes_[np.where(labelled, codes, 0) % len(self.classes_)]
+        if labelled.all():
+            return labels
+        if labels.dtype.kind in "iuf":
+            return np.where(labelled, labels, UNLABELLED)
+        labels = labels.astype(object)
+        labels[~labelled] = UNLABELLED
+        return labels
 
     def _validates(self):
         return self.train_split is not None or _is_true(self.early_stopping)

@@ -348,8 +348,24 @@ def test_several_sources_are_aligned_one_by_one(shifted_images, method):
     assert not np.allclose(clf.predict_proba(X), pooled)
     three = np.where(domains == 2, 3, domains)
     three[:2] = 2
-    with pytest.raises(ValueError, match="3 source domains"):
+    with pytest.raises(ValueError, match=r"source domains \[3, 5\], which .* not initialised with"):
         clf.partial_fit(X, y, sample_domain=np.where(np.arange(len(y)) < 4, 5, three))
+
+
+def test_a_source_domain_keeps_its_discriminator_column_when_others_are_absent(shifted_images):
+    X, _, y_source = shifted_images
+    half = len(y_source) // 2
+    order = np.r_[0:6, 12:18, 6:12, 18:24]
+    X = np.concatenate([X[: len(y_source)][order], X[len(y_source) :]])
+    y = np.concatenate([y_source[order], np.full(len(y_source), -1, dtype=object)]).astype(object)
+    domains = np.concatenate([np.repeat([1, 2], half), np.full(len(y_source), -1)])
+    clf = deep(method="dann", max_epochs=1).fit(X, y, sample_domain=domains)
+    second = domains != 1  # the second source and the target
+    codes = clf._targets(y[second], int(second.sum()), reset=False, sample_domain=domains[second])
+    source_codes = codes[codes >= 0]
+    assert source_codes.size == half and (source_codes // len(clf.classes_) == 1).all()  # column 1, not 0
+    clf.partial_fit(X[second], y[second], sample_domain=domains[second])
+    assert clf.module_.discriminator[-1].out_features == 2
 
 
 def test_validation_accuracy_reads_the_class_of_every_source(shifted_images):
@@ -359,6 +375,21 @@ def test_validation_accuracy_reads_the_class_of_every_source(shifted_images):
     clf = deep(method="dann", max_epochs=3, lr=0.01, train_split=ValidSplit(4, stratified=True))
     clf.fit(X, y, sample_domain=domains)
     assert clf.history[-1, "valid_acc"] > 0.9
+
+
+def test_a_users_accuracy_callback_scores_the_labelled_rows_of_every_source(shifted_images):
+    from skorch.callbacks import EpochScoring
+
+    X, y, y_source = shifted_images
+    order = np.r_[0:6, 12:18, 6:12, 18:24]  # both classes in each source
+    X = np.concatenate([X[: len(y_source)][order], X[len(y_source) :]])
+    y = np.concatenate([y_source[order], y[len(y_source) :]]).astype(object)
+    domains = np.concatenate([np.repeat([1, 2], len(y_source) // 2), np.full(len(y_source), -1)])
+    scoring = EpochScoring("accuracy", name="user_acc", lower_is_better=False)
+    clf = deep(method="dann", max_epochs=3, callbacks=[scoring], train_split=ValidSplit(4, stratified=True))
+    clf.fit(X, y, sample_domain=domains)  # the validation rows hold target rows and both sources' rows
+    assert clf.history[:, "user_acc"] == pytest.approx(clf.history[:, "valid_acc"])
+    assert not hasattr(scoring, "scoring_") or not callable(scoring.scoring_)  # the user's callback as given
 
 
 def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_images):

@@ -1,5 +1,6 @@
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metadata_routing import get_routing_for_object
 
-from sktransfer import DomainAdaptedClassifier
+from sktransfer import DomainAdaptedClassifier, ImportanceWeightingClassifier
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
@@ -228,6 +229,44 @@ def test_shallow_no_target_warning_points_at_the_line_that_called_fit():
     with pytest.warns(NoTargetDataWarning) as record:
         FeatureAlignmentClassifier().fit(X, y)
     assert record[0].filename == __file__
+
+
+def test_shallow_alignment_with_one_target_row_warns_that_it_aligns_nothing(shifted_features):
+    X, y, _ = shifted_features
+    rows = np.r_[0:200, 200]  # the source rows and a single target row
+    for method in ("coral", "subspace"):
+        with pytest.warns(NoTargetDataWarning, match=f"method='{method}'.*single target row"):
+            clf = FeatureAlignmentClassifier(method=method).fit(X[rows], y[rows])
+        assert clf.source_map_ is None and clf.target_basis_ is None
+
+
+def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):
+    X, y, _ = shifted_features
+    with pytest.warns(UserWarning, match=r"method='coral'\) does not read n_components=2"):
+        FeatureAlignmentClassifier(n_components=2).fit(X, y)
+    with pytest.warns(UserWarning, match="lowers n_components=9 to 4"):
+        clf = FeatureAlignmentClassifier(method="subspace", n_components=9).fit(X, y)
+    assert clf.target_basis_.shape == (4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FeatureAlignmentClassifier(method="subspace", n_components=3).fit(X, y)
+
+
+@pytest.mark.parametrize("blank", [np.nan, None])
+def test_blank_labels_of_target_rows_are_ignored(shifted_features, blank):
+    X, y, _ = shifted_features
+    target = y == -1
+    marked = y
+    if blank is None:  # string classes, target rows marked with the integer -1
+        marked = np.array(["a", "b"], dtype=object)[y.clip(0)]
+        marked[target] = -1
+    blanked = marked.astype(float if blank is not None else object)  # pandas' float labels with NaN, or None
+    blanked[target] = blank
+    domains = np.where(target, -1, 1)
+    for make in (FeatureAlignmentClassifier, lambda: ImportanceWeightingClassifier(random_state=0)):
+        expected = make().fit(X, marked).predict(X)
+        predicted = make().fit(X, blanked, sample_domain=domains).predict(X)
+        np.testing.assert_array_equal(predicted, expected)
 
 
 def test_inputs_are_not_modified(shifted_images):

@@ -336,18 +336,21 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         labels = column_or_1d(y)[split.labelled]
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
-        sources = np.zeros(split.labelled.sum(), dtype=np.int64)
+        domains = np.ones(split.labelled.sum(), dtype=np.int64)  # without sample_domain: one source, 1
         if sample_domain is not None:
-            _, sources = np.unique(column_or_1d(sample_domain)[split.labelled], return_inverse=True)
-        n_sources = int(sources.max()) + 1 if sources.size else 1
-        if reset:
-            self._n_sources = n_sources
-        elif n_sources > getattr(self, "_n_sources", n_sources):
+            domains = column_or_1d(sample_domain)[split.labelled]
+        if reset or not hasattr(self, "_source_domains"):
+            self._source_domains = np.unique(domains)
+            self._n_sources = max(len(self._source_domains), 1)
+        unseen = np.setdiff1d(domains, self._source_domains)
+        if unseen.size:
             raise ValueError(
-                f"sample_domain holds {n_sources} source domains, but {type(self).__name__} was initialised "
-                f"with {self._n_sources}: call fit to start again with these domains."
+                f"sample_domain holds the source domains {unseen.tolist()}, which {type(self).__name__} was not "
+                f"initialised with (it knows {self._source_domains.tolist()}: each has its own column of the "
+                "domain discriminator): call fit to start again with these domains."
             )
-        codes[split.labelled] += sources * len(self.classes_)
+        # Source k keeps its number (its discriminator column) from one call to the next, whichever are present.
+        codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
         return codes
 
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)

@@ -124,12 +124,23 @@ def _check_target_classes(y, unlabelled, masked):
     """Labels given to target rows (masked from training) must be classes the source rows teach."""
     source_classes = set(y[~(unlabelled | masked)].tolist())
     given = masked & ~unlabelled
-    unknown = sorted({label for label in y[given].tolist() if label not in source_classes}, key=str)
+    unknown = sorted(
+        {label for label in y[given].tolist() if label not in source_classes and not _is_missing(label)},
+        key=str,
+    )
     if unknown:
         raise ValueError(
             f"target rows hold labels that no source row has: {unknown[:10]}; a classifier trained on the "
             "source can never predict them."
         )
+
+
+def _is_missing(label):
+    """Whether a label is blank: None, NaN or pandas' NA (a target row's label need not be given)."""
+    try:
+        return label is None or bool(label != label)
+    except TypeError:  # pandas.NA, whose comparisons are themselves NA
+        return True
 
 
 class UnlabelledScoringWarning(UserWarning):

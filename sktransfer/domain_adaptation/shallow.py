@@ -1,5 +1,6 @@
 """FeatureAlignmentClassifier: align source embeddings with the target's, then fit any estimator."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,7 +12,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .domains import TargetScoreMixin, split_domains
+from .._stacklevel import caller_stacklevel
+from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
 
 
 def _covariance(X, reg):
@@ -20,6 +22,12 @@ def _covariance(X, reg):
         scale[scale == 0] = 1.0
         return ledoit_wolf(X / scale)[0] * np.outer(scale, scale)
     return np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]) + reg * np.eye(X.shape[1])
+
+
+def _subspace_dimension(n_components, n_source, n_target, n_features):
+    """``n_components`` within what both domains allow; ``None``: all they allow, at most 100."""
+    limit = min(n_source, n_target, n_features)
+    return min(limit, 100) if n_components is None else min(n_components, limit)
 
 
 def _matrix_power(matrix, power):
@@ -110,7 +118,9 @@ class FeatureAlignmentClassifier(
         Trained on the aligned source features; ``None`` is a ``LogisticRegression(max_iter=1000)``.
     method : {"coral", "subspace", "source_only"}, default="coral"
     n_components : int or None, default=None
-        Dimension of the subspaces; ``None`` keeps as many as the smaller domain allows (at most 100).
+        Dimension of the subspaces (``method="subspace"`` only); ``None`` keeps as many as the smaller domain
+        allows (at most 100). A number above what the features and the rows of either domain allow is
+        lowered to that, with a warning.
     reg : "auto" or float, default="auto"
         Regularisation of CORAL's covariances: Ledoit-Wolf shrinkage of the correlation matrix (towards the
         diagonal of the variances), or this much added to the diagonal.
@@ -170,6 +180,7 @@ class FeatureAlignmentClassifier(
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))
         source, labels, target = X[split.labelled], column_or_1d(y)[split.labelled], X[split.target]
+        self._warn_about_settings_without_effect(len(source), len(target), X.shape[1])
         self.target_mean_ = target.mean(axis=0) if len(target) else source.mean(axis=0)
         self.source_map_ = None
         self.target_basis_ = None
@@ -178,8 +189,7 @@ class FeatureAlignmentClassifier(
             self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
             aligned = (source - source.mean(axis=0)) @ self.source_map_
         elif self.method == "subspace" and len(target) > 1:
-            limit = min(len(source), len(target), X.shape[1], 100)
-            components = min(self.n_components or limit, limit)
+            components = _subspace_dimension(self.n_components, len(source), len(target), X.shape[1])
             source_basis = PCA(components, svd_solver="full").fit(source).components_.T
             self.target_basis_ = PCA(components, svd_solver="full").fit(target).components_.T
             aligned = (source - source.mean(axis=0)) @ source_basis @ (source_basis.T @ self.target_basis_)
@@ -188,6 +198,35 @@ class FeatureAlignmentClassifier(
         self.estimator_ = clone(self._estimator()).fit(aligned, labels)
         self.classes_ = self.estimator_.classes_
         return self
+
+    def _warn_about_settings_without_effect(self, n_source, n_target, n_features):
+        name = f"FeatureAlignmentClassifier(method={self.method!r})"
+        if self.method != "source_only" and n_target == 1:
+            needs = "its covariance" if self.method == "coral" else "its principal components"
+            warnings.warn(
+                f"{name} got a single target row, and aligning with the target needs {needs}, which one row "
+                "cannot give: fit aligns nothing and trains on the source alone, as method='source_only'. "
+                "Pass the target rows (y == -1 or a negative sample_domain) with the source rows.",
+                NoTargetDataWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        if self.n_components is None or n_target < 2:
+            return
+        if self.method != "subspace":
+            warnings.warn(
+                f"{name} does not read n_components={self.n_components}: only method='subspace' does.",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        elif self.n_components > min(n_source, n_target, n_features):
+            warnings.warn(
+                f"{name} lowers n_components={self.n_components} to "
+                f"{_subspace_dimension(self.n_components, n_source, n_target, n_features)}: a subspace has no "
+                f"more dimensions than the features ({n_features}) or the rows of either domain ({n_source} "
+                f"source, {n_target} target).",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
 
     def _target_features(self, X):
         check_is_fitted(self)

@@ -1,0 +1,68 @@
+"""A user's label-comparing scoring callback, scored on the rows that have labels.
+
+Domain adaptation and distillation train on rows without a label (``y == -1``). A scikit-learn metric that
+compares predictions with labels (a scoring name, a scorer, or ``None`` for the net's own ``score``) would
+count those rows as errors; :class:`LabelledRowsScorer` hands it the labelled rows alone.
+"""
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import check_scoring
+from sklearn.metrics._scorer import _BaseScorer
+
+from ._labels import unlabelled_mask
+
+
+def compares_labels(scoring):
+    """Whether an ``EpochScoring``'s resolved scoring is scikit-learn's: a name, a scorer, or the net's score."""
+    return scoring is None or isinstance(scoring, str | _BaseScorer)
+
+
+class LabelledRowsScorer:
+    """Score ``net`` with ``scoring`` on the rows whose label is not -1; NaN when there are none.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> X, y = np.zeros((4, 1)), np.array([0, 0, 1, 1])
+    >>> net = DummyClassifier(strategy="constant", constant=0).fit(X, y)
+    >>> LabelledRowsScorer("accuracy")(net, X, np.array([0, 0, -1, -1]))
+    1.0
+    """
+
+    def __init__(self, scoring):
+        self.scoring = scoring
+
+    def __call__(self, net, X, y):
+        y = np.asarray(y)
+        labelled = ~unlabelled_mask(y)
+        scorer = check_scoring(net, self.scoring)
+        if labelled.all():
+            return scorer(net, X, y)
+        if not labelled.any():
+            return float("nan")
+        labels = np.array(y[labelled].tolist())  # without the -1 marks, the labels' own dtype
+        return scorer(_PredictionsOnRows(net, X, labelled), None, labels)
+
+
+class _PredictionsOnRows(ClassifierMixin, BaseEstimator):
+    """A fitted classifier's predictions on all of ``X``, restricted to ``rows``: what a scorer reads.
+
+    The net predicts on the whole of ``X`` (during skorch's scoring, its cached validation outputs), and
+    the scorer sees the selected rows only.
+    """
+
+    def __init__(self, net, X, rows):
+        self.net = net
+        self.X = X
+        self.rows = rows
+
+    @property
+    def classes_(self):
+        return self.net.classes_
+
+    def predict(self, X):
+        return np.asarray(self.net.predict(self.X))[self.rows]
+
+    def predict_proba(self, X):
+        return np.asarray(self.net.predict_proba(self.X))[self.rows]
