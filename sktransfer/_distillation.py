@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
-from ._labels import UNLABELLED, require_labels, unlabelled_mask
+from ._labels import UNLABELLED, label_array, require_labels, unlabelled_mask
 from ._training_data import LABEL
 
 DISTILLATION_CONSTRAINTS = {
@@ -135,7 +135,7 @@ class DistillationMixin:
             return super()._targets(y, n_samples, reset=reset, classes=classes)
         own = teacher_classes(self.teacher)
         require_labels(y, type(self).__name__, "the label of each image, -1 for an unlabelled one")
-        y = column_or_1d(y, warn=True)
+        y = label_array(y)
         if len(y) != n_samples:  # scikit-learn's wording
             raise ValueError(
                 f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"

@@ -11,6 +11,26 @@ def require_labels(y, estimator_name, what="the label of each image"):
         raise ValueError(f"{estimator_name} requires y to be passed, but the target y is None: pass {what}.")
 
 
+def label_array(y):
+    """``y`` as a 1-D array, where a list that mixes class names with the number -1 keeps -1 a number.
+
+    NumPy would turn such a list into text, and the mark of an unlabelled row into the class "-1".
+
+    Examples
+    --------
+    >>> label_array(["cat", -1, "dog"]).tolist()
+    ['cat', -1, 'dog']
+    >>> label_array(["cat", "-1"]).dtype.kind
+    'U'
+    """
+    if not hasattr(y, "dtype"):
+        values = list(y)
+        texts = [isinstance(value, str) for value in values]
+        if any(texts) and not all(texts):
+            y = np.asarray(values, dtype=object)
+    return column_or_1d(y, warn=True)
+
+
 def missing_labels(y):
     """Indices of NaN or None labels.
 

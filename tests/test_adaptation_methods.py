@@ -439,18 +439,40 @@ def test_partial_weighs_the_classes_in_mmd_and_coral(method):
     assert float(alone) == 0.0
 
 
-def test_partial_without_alignment_warns(shifted_images):
+@pytest.mark.parametrize("method", ["source_only", "self_training", "mcc"])
+def test_partial_without_alignment_warns(shifted_images, method):
     X, y, _ = shifted_images
-    message = "partial=True with method='source_only' weighs the classification"
+    message = f"partial=True with method='{method}' weighs the classification"
     with pytest.warns(UserWarning, match=message) as record:
-        deep(method="source_only", partial=True, max_epochs=1).fit(X, y)
+        deep(method=method, partial=True, max_epochs=1).fit(X, y)
     assert [w.filename for w in record if message in str(w.message)] == [__file__]  # the line that called fit
 
 
-def test_partial_needs_cross_entropy(shifted_images):
+class _FocalLikeLoss(nn.CrossEntropyLoss):
+    def forward(self, logits, labels):
+        return 2 * super().forward(logits, labels)
+
+
+@pytest.mark.parametrize("criterion", [nn.NLLLoss, _FocalLikeLoss, _FocalLikeLoss()])
+def test_partial_needs_cross_entropy_itself_and_says_so_before_training(shifted_images, criterion):
     X, y, _ = shifted_images
-    with pytest.raises(ValueError, match="partial=True"):
-        deep(partial=True, criterion=nn.NLLLoss).fit(X, y)
+    clf = deep(partial=True, criterion=criterion)
+    with pytest.raises(ValueError, match="partial=True weighs the classes of nn.CrossEntropyLoss"):
+        clf.fit(X, y)
+    assert not clf.initialized_  # refused before the network was built
+
+
+def test_partial_keeps_the_criterions_own_settings():
+    clf = DomainAdaptedClassifier(method="dann", partial=True, device="cpu")
+    clf.classes_inferred_, clf.class_weights_ = np.array(["a", "b"]), np.array([1.0, 0.5])
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 100.0]), label_smoothing=0.1, reduction="sum")
+    object.__setattr__(clf, "criterion_", criterion)  # as initialize sets it from criterion__* parameters
+    logits = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    codes = torch.tensor([0, 1, 1, 0, -1, -1])
+    expected = nn.functional.cross_entropy(
+        logits[:4], codes[:4], weight=torch.tensor([1.0, 50.0]), label_smoothing=0.1, reduction="sum"
+    )
+    assert float(clf.get_loss((logits,), codes)) == pytest.approx(float(expected))
 
 
 def test_new_methods_through_routed_grid_search_with_a_label_free_scorer(shifted_images):

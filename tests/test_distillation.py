@@ -240,6 +240,13 @@ def test_string_labels_come_back_as_the_teacher_gives_them(teacher, confounded):
     assert student.score(X[:n_labelled], y[:n_labelled].astype(str)) >= 0.75
 
 
+def test_a_plain_list_of_labels_and_minus_one_marks_unlabelled_rows(teacher, confounded):
+    X, y, _ = confounded
+    as_array = tiny(teacher=teacher, max_epochs=2).fit(X, y)
+    as_list = tiny(teacher=teacher, max_epochs=2).fit(X, y.tolist())  # NumPy would read -1 as the text "-1"
+    np.testing.assert_array_equal(as_list.predict_proba(X), as_array.predict_proba(X))
+
+
 def test_a_text_student_learns_from_a_tfidf_teacher(tiny_text_model):
     texts = np.array(["good film", "great acting", "bad plot", "awful film", "fine cast", "dull story"] * 3)
     labels = np.array(["pos", "pos", "neg", "neg", "pos", "neg"] * 3)

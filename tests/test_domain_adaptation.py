@@ -130,6 +130,24 @@ def test_batches_are_half_source_half_target():
     assert all(sum(i >= 10 for i in batch) == sum(i < 10 for i in batch) == 2 for batch in batches)
 
 
+@pytest.mark.parametrize("n_source", [2, 3, 5, 7, 9])
+def test_no_batch_holds_a_single_source_row(n_source):
+    is_target = np.array([False] * n_source + [True] * 3)
+    batches = list(DomainBalancedBatchSampler(is_target, batch_size=4))
+    assert sorted(i for batch in batches for i in batch if i < n_source) == list(range(n_source))
+    assert all(sum(i < n_source for i in batch) >= 2 for batch in batches)
+    assert max(map(len, batches)) - min(map(len, batches)) <= 2  # a row of each domain at most
+
+
+def test_batches_too_small_for_batchnorm_by_domain_are_refused_before_training(shifted_images):
+    X, y, _ = shifted_images
+    clf = deep(batch_size=3)
+    with pytest.raises(ValueError, match="batch_size=3 gives each training batch 1 source row"):
+        clf.fit(X, y)
+    assert not clf.initialized_
+    deep(batch_size=2, domain_batchnorm=False, max_epochs=1).fit(X, y)  # one row of each domain: fine
+
+
 def test_reversal_strength_warms_up(shifted_images):
     X, y, _ = shifted_images
     clf = deep(method="dann", max_epochs=3)
@@ -347,6 +365,19 @@ def test_importance_weighting_counts_the_target_like_source_rows():
     assert right > 0.9  # the source rows near the target weigh the most
     assert wrong < 0.1
     assert right + wrong == pytest.approx(1.0)  # the same weights, on complementary rows
+
+
+def test_a_plain_list_of_labels_and_minus_one_marks_target_rows(shifted_features):
+    X, y, _ = shifted_features
+    names = np.array(["a", "b"], dtype=object)[y.clip(0)]
+    names[y == -1] = -1
+    as_list = names.tolist()  # NumPy would read -1 as the text "-1" among the class names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no TextLabelWarning: the -1 is a number
+        clf = FeatureAlignmentClassifier().fit(X, as_list)
+    np.testing.assert_array_equal(clf.predict(X), FeatureAlignmentClassifier().fit(X, names).predict(X))
+    for scorer in (prediction_entropy_scorer, importance_weighted_scorer):
+        assert scorer(clf, X, as_list) == scorer(clf, X, names)
 
 
 def test_label_free_scorers(shifted_features, shifted_images):

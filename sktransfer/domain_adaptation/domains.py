@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-from .._labels import UNLABELLED, require_labels, unlabelled_mask
+from .._labels import UNLABELLED, label_array, missing_labels, require_labels, unlabelled_mask
 from .._stacklevel import caller_stacklevel
 
 
@@ -54,7 +54,7 @@ def split_domains(y, sample_domain, n_samples):
     [False, False, True]
     """
     require_labels(y, "this estimator", "the labels of the source rows, and -1 for target rows")
-    y = column_or_1d(y, warn=True)
+    y = label_array(y)
     if len(y) != n_samples:
         raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")
     _warn_about_text_minus_one(y)
@@ -124,23 +124,13 @@ def _check_target_classes(y, unlabelled, masked):
     """Labels given to target rows (masked from training) must be classes the source rows teach."""
     source_classes = set(y[~(unlabelled | masked)].tolist())
     given = masked & ~unlabelled
-    unknown = sorted(
-        {label for label in y[given].tolist() if label not in source_classes and not _is_missing(label)},
-        key=str,
-    )
+    given[missing_labels(y)] = False  # a blank label is no label
+    unknown = sorted({label for label in y[given].tolist() if label not in source_classes}, key=str)
     if unknown:
         raise ValueError(
             f"target rows hold labels that no source row has: {unknown[:10]}; a classifier trained on the "
             "source can never predict them."
         )
-
-
-def _is_missing(label):
-    """Whether a label is blank: None, NaN or pandas' NA (a target row's label need not be given)."""
-    try:
-        return label is None or bool(label != label)
-    except TypeError:  # pandas.NA, whose comparisons are themselves NA
-        return True
 
 
 class UnlabelledScoringWarning(UserWarning):
@@ -149,7 +139,7 @@ class UnlabelledScoringWarning(UserWarning):
 
 def check_scorable(y):
     """Refuse labels that mark unlabelled target rows: accuracy against -1 would count them as errors."""
-    unlabelled = np.flatnonzero(unlabelled_mask(column_or_1d(y)))
+    unlabelled = np.flatnonzero(unlabelled_mask(label_array(y)))
     if unlabelled.size:
         raise ValueError(
             f"y holds -1 (unlabelled target rows) at samples {unlabelled[:10].tolist()}: accuracy against them "

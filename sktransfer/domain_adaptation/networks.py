@@ -77,7 +77,9 @@ class DomainBalancedBatchSampler(Sampler):
     """Batches of half source rows and half target rows; an epoch is one pass over the source rows.
 
     Target rows are drawn in shuffled passes, as many as the source rows need. Without target rows the
-    batches are plain shuffled source batches. Batch sizes differ by at most one row.
+    batches are plain shuffled source batches. Batch sizes differ by at most one row, and unless
+    ``batch_size`` asks for a single source row per batch, none holds fewer than two source rows (BatchNorm
+    normalises a batch by its statistics): five source rows at two per batch make batches of three and two.
 
     Examples
     --------
@@ -92,7 +94,10 @@ class DomainBalancedBatchSampler(Sampler):
         self.per_batch = max(1, batch_size // 2) if self.target.size else batch_size
 
     def __len__(self):
-        return math.ceil(len(self.source) / self.per_batch)
+        n_batches = math.ceil(len(self.source) / self.per_batch)
+        if self.per_batch > 1:  # no batch of a single source row, which BatchNorm cannot normalise
+            n_batches = min(n_batches, max(1, len(self.source) // 2))
+        return n_batches
 
     def __iter__(self):
         chunks = np.array_split(self.source[torch.randperm(len(self.source)).numpy()], len(self))

@@ -119,11 +119,32 @@ class AdaptationObjectiveMixin:
 
     def _check_settings(self, X):
         super()._check_settings(X)
-        if self.partial and self.method == "source_only":
+        if self.batch_size < 4 and self._normalises_domains_apart():
+            raise ValueError(
+                f"batch_size={self.batch_size} gives each training batch {max(1, self.batch_size // 2)} source "
+                "row and as many target rows, and BatchNorm, which normalises each domain's rows apart in "
+                f"training (domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
+                "batch_size >= 4."
+            )
+        if not self.partial:
+            return
+        criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)
+        if criterion is not nn.CrossEntropyLoss:  # a subclass's own forward would be bypassed
+            raise ValueError(
+                f"partial=True weighs the classes of nn.CrossEntropyLoss; criterion={self.criterion!r} "
+                "cannot take those weights: use nn.CrossEntropyLoss (its weight, ignore_index, reduction and "
+                "label_smoothing are kept) or partial=False."
+            )
+        if self.method in ("source_only", "self_training", "mcc"):
+            measured = (
+                " on the benchmark's partial target (benchmarks/RESULTS.md) it lowered the target accuracy."
+                if self.method == "source_only"
+                else ""
+            )
             warnings.warn(
-                "partial=True with method='source_only' weighs the classification loss alone, by the model's "
-                "own target predictions, with no alignment to keep away from the absent classes; on the "
-                "benchmark's partial target (benchmarks/RESULTS.md) it lowered the target accuracy. Use "
+                f"partial=True with method={self.method!r} weighs the classification loss alone, by the "
+                "model's own target predictions: the method aligns no source rows with the target, so the "
+                f"class weights cannot keep the alignment away from the absent classes;{measured} Use "
                 "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
                 UserWarning,
                 stacklevel=caller_stacklevel(),
@@ -131,11 +152,6 @@ class AdaptationObjectiveMixin:
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        if self.partial and not isinstance(self.criterion_, nn.CrossEntropyLoss):
-            raise ValueError(
-                f"partial=True weighs the classes of nn.CrossEntropyLoss; criterion={self.criterion!r} "
-                "cannot take those weights: use the default criterion or partial=False."
-            )
         self._first_epoch_of_call = len(self.history)
         if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
             self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
@@ -230,12 +246,18 @@ class AdaptationObjectiveMixin:
         class_weights = torch.as_tensor(self.class_weights_, dtype=torch.float32, device=logits.device)
         if not labelled.any():
             loss = logits.sum() * 0
-        elif self.partial:
+        elif self.partial:  # the criterion's own settings, its class weights times PADA's
+            criterion = self.criterion_
+            weight = (
+                class_weights if criterion.weight is None else class_weights * criterion.weight.to(logits)
+            )
             loss = nn.functional.cross_entropy(
                 logits[labelled],
                 labels,
-                weight=class_weights,
-                label_smoothing=self.criterion_.label_smoothing,
+                weight=weight,
+                ignore_index=criterion.ignore_index,
+                reduction=criterion.reduction,
+                label_smoothing=criterion.label_smoothing,
             )
         else:
             loss = self.criterion_(logits[labelled], labels)

@@ -15,8 +15,8 @@ from sklearn.utils import check_consistent_length
 from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
 from sklearn.utils.validation import column_or_1d
 
+from .._labels import label_array, unlabelled_mask
 from .density_ratio import density_ratios, domain_discriminator
-from .domains import unlabelled_mask
 
 
 class _DomainScorer:
@@ -53,7 +53,7 @@ class _DomainScorer:
             Greater is better.
         """
         check_consistent_length(X, y, sample_domain)
-        target = np.zeros(len(X), dtype=bool) if y is None else unlabelled_mask(column_or_1d(y))
+        target = np.zeros(len(X), dtype=bool) if y is None else unlabelled_mask(label_array(y))
         if sample_domain is not None:
             target |= column_or_1d(sample_domain) < 0
         if not target.any():
@@ -219,7 +219,7 @@ class _SourceWeightedScorer(_DomainScorer):
                 f"{self._name} needs labelled source rows: y, and rows that are neither y == -1 nor of a "
                 "negative sample_domain."
             )
-        y = column_or_1d(y)
+        y = label_array(y)
         features = _embeddings(estimator, X, self._name)
         domain = domain_discriminator().fit(features, target)
         weights = density_ratios(domain.predict_proba(features[source])[:, 1], source.sum(), target.sum())
