@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._labels import UNLABELLED, label_array, require_labels, unlabelled_mask
 from ._training_data import LABEL
+from ._unused_settings import warn_of_unused_settings
 
 DISTILLATION_CONSTRAINTS = {
     "teacher": [HasMethods(["predict_proba"]), None],
@@ -129,6 +130,11 @@ class DistillationMixin:
     validation split), as ``{"label": codes, "teacher": probabilities}``; they are not kept afterwards.
     Without a teacher, everything is as without this mixin: -1 is a label like any other.
     """
+
+    def _check_settings(self, X):
+        super()._check_settings(X)
+        if self.teacher is None:
+            warn_of_unused_settings(self, ["temperature", "distillation_weight"], "with a teacher")
 
     def _targets(self, y, n_samples, reset=True, classes=None):
         if self.teacher is None:

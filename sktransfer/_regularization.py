@@ -12,6 +12,8 @@ from numbers import Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._unused_settings import warn_of_unused_settings
+
 REGULARIZATION_CONSTRAINTS = {
     "regularization": [StrOptions({"l2_sp"}), None],
     "regularization_strength": [Interval(Real, 0, None, closed="left")],
@@ -75,6 +77,7 @@ class RegularizationMixin:
     def _check_settings(self, X):
         super()._check_settings(X)
         if self.regularization != "l2_sp":
+            warn_of_unused_settings(self, ["regularization_strength"], "with regularization='l2_sp'")
             return
         if self.model is None or self.weights is None:
             given = (

@@ -1,5 +1,6 @@
 """PrototypeClassifier: few-shot classification of embeddings by their most similar class mean."""
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._changed_settings import warn_of_changed_settings
 from ._labels import checked_labels, encode_labels
+from ._stacklevel import caller_stacklevel
 
 
 class PrototypeClassifier(ClassifierMixin, BaseEstimator):
@@ -102,13 +104,18 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         sums = np.zeros((len(self.classes_), X.shape[1]))
         np.add.at(sums, codes, sample_weight[:, None] * self._directions(X))
         means = sums / totals[:, None]
+        if self.metric == "cosine":
+            _refuse_prototypes_without_direction(means, self.classes_)
         self.prototypes_ = normalize(means) if self.metric == "cosine" else means
         self._fitted_metric = self.metric
         return self
 
     def _directions(self, X):
-        """Rows scaled to unit length for the cosine (a row of zeros stays zeros), else unchanged."""
-        return normalize(X) if self.metric == "cosine" else X
+        """Rows scaled to unit length for the cosine, else unchanged."""
+        if self.metric == "cosine":
+            _warn_of_rows_without_direction(X, "they add nothing to their class's prototype")
+            return normalize(X)
+        return X
 
     def _similarities(self, X):
         check_is_fitted(self)
@@ -118,6 +125,9 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         metric = getattr(self, "_fitted_metric", self.metric)
         warn_of_changed_settings({"metric": metric}, {"metric": self.metric}, "prediction", "the prototypes")
         if metric == "cosine":
+            _warn_of_rows_without_direction(
+                X, "each is as similar to every prototype, and gets equal probabilities"
+            )
             return normalize(X) @ self.prototypes_.T
         return -cdist(X, self.prototypes_, "sqeuclidean")
 
@@ -162,3 +172,25 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
         """
         return softmax(self._similarities(X) / self.temperature, axis=1)
+
+
+def _warn_of_rows_without_direction(X, consequence):
+    """A cosine compares directions, and a row of zeros has none (an empty input often embeds to zeros)."""
+    zero = np.flatnonzero(~np.any(X, axis=1))
+    if zero.size:
+        warnings.warn(
+            f"X holds rows of zeros (samples {zero[:10].tolist()}), which have no direction for "
+            f"metric='cosine' to compare: {consequence}. Drop them, or use metric='euclidean'.",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
+def _refuse_prototypes_without_direction(means, classes):
+    zero = np.flatnonzero(~np.any(means, axis=1))
+    if zero.size:
+        raise ValueError(
+            f"the unit rows of the classes {classes[zero].tolist()[:10]} average to zeros, so their prototypes "
+            "have no direction for metric='cosine' to compare: give them rows that are not all zeros, or use "
+            "metric='euclidean'."
+        )

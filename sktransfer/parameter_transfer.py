@@ -116,6 +116,20 @@ class _SourceRegularizedMixin:
         cloned.source_estimator = self.source_estimator
         return cloned
 
+    def get_params(self, deep=True):
+        # The fitted source is read, never refitted: its own parameters are not this estimator's to search.
+        return super().get_params(deep=False)
+
+    def set_params(self, **params):
+        nested = sorted(name for name in params if name.startswith("source_estimator__"))
+        if nested:
+            raise ValueError(
+                f"{type(self).__name__} reads the fitted source_estimator and never changes it, so {nested} "
+                "cannot be set (it would change the source model every clone shares, and no fit would read "
+                "it): fit source models with those settings and search over source_estimator instead."
+            )
+        return super().set_params(**params)
+
     def _linear_output(self, X):
         """``X @ coef_.T + intercept_`` for X checked against the fit."""
         check_is_fitted(self)

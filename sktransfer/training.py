@@ -33,6 +33,7 @@ from ._training_device import DeviceMixin
 from ._training_parameters import PARAMETER_CONSTRAINTS, STRATEGIES  # noqa: F401 (STRATEGIES read from here)
 from ._training_repr import SklearnRepr
 from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
+from ._unused_settings import warn_of_unused_settings
 from .backbones import (
     Backbone,
     FeatureModel,
@@ -290,6 +291,8 @@ class TransferClassifier(
         if self.accelerator is not None:
             check_accelerator(self.accelerator, self._precision(), self.__dict__["device"])
         self._precision()
+        if self.strategy != "lora":
+            warn_of_unused_settings(self, ["lora_rank", "lora_alpha"], "with strategy='lora'")
 
     def _train(self, source, targets, routing_method, fit_params):
         with self._on_device(), self._random_stream():

@@ -29,7 +29,9 @@ from ._transferability_linalg import (
 )
 
 # A matrix of non-negative rows that sum to 1 within this tolerance holds probabilities; any other, logits.
-_PROBABILITY_ATOL = 1e-3
+# Probabilities rounded to three decimals, or stored in bfloat16, miss 1 by up to about 1e-2 over a thousand
+# classes; a softmax of them as logits would flatten them to almost uniform.
+_PROBABILITY_ATOL = 0.05
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 
@@ -271,8 +273,8 @@ def leep_score(source_output, y):
     ----------
     source_output : array-like of shape (n_samples, n_source_classes)
         The source classifier's output for each target sample. Probabilities (non-negative rows that sum to
-        1, within 1e-3, renormalised) are used as they are; any other matrix is read as logits and turned
-        into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
+        1 within 0.05, as rounded or bfloat16 probabilities do; renormalised) are used as they are; any
+        other matrix is read as logits and turned into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
         pass ``np.column_stack([np.zeros_like(l), l])``.
     y : array-like of shape (n_samples,)
         Target class labels, at least two classes.
@@ -525,6 +527,12 @@ def _hard_predictions(source_output):
     values = np.asarray(source_output)
     if values.ndim == 2 and values.shape[1] > 1:
         return _checked_features(values, "source_output").argmax(axis=1)
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.any(values != np.round(values)):
+        raise ValueError(
+            "source_output holds one number per sample that is not a class label: give the source "
+            "classifier's predicted classes, or its output for every source class (for a binary classifier "
+            "with one logit l, np.column_stack([np.zeros_like(l), l]))."
+        )
     codes, _ = _label_codes(values, "source_output")
     if len(codes) < 2:
         raise ValueError(f"source_output has {len(codes)} sample(s): a score needs at least 2.")

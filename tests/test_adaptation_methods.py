@@ -363,7 +363,8 @@ def test_a_source_domain_keeps_its_discriminator_column_when_others_are_absent(s
     second = domains != 1  # the second source and the target
     codes = clf._targets(y[second], int(second.sum()), reset=False, sample_domain=domains[second])
     source_codes = codes[codes >= 0]
-    assert source_codes.size == half and (source_codes // len(clf.classes_) == 1).all()  # column 1, not 0
+    assert source_codes.size == half
+    assert (source_codes // len(clf.classes_) == 1).all()
     clf.partial_fit(X[second], y[second], sample_domain=domains[second])
     assert clf.module_.discriminator[-1].out_features == 2
 
@@ -457,7 +458,7 @@ class _FocalLikeLoss(nn.CrossEntropyLoss):
 def test_partial_needs_cross_entropy_itself_and_says_so_before_training(shifted_images, criterion):
     X, y, _ = shifted_images
     clf = deep(partial=True, criterion=criterion)
-    with pytest.raises(ValueError, match="partial=True weighs the classes of nn.CrossEntropyLoss"):
+    with pytest.raises(ValueError, match=r"partial=True weighs the classes of nn\.CrossEntropyLoss"):
         clf.fit(X, y)
     assert not clf.initialized_  # refused before the network was built
 

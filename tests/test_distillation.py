@@ -1,6 +1,7 @@
 """Knowledge distillation: a network learns from a fitted teacher's probabilities, on labelled and -1 rows."""
 
 import pickle
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -259,3 +260,24 @@ def test_a_text_student_learns_from_a_tfidf_teacher(tiny_text_model):
     student.fit(texts, y)
     assert student.predict(texts).shape == (len(texts),)
     assert set(student.classes_.tolist()) == {"neg", "pos"}
+
+
+def test_settings_that_cannot_take_effect_warn(labelled_images):
+    X, y = labelled_images
+    cases = {
+        r"temperature=2\.0 and distillation_weight=0\.2 take effect only with a teacher": {
+            "temperature": 2.0,
+            "distillation_weight": 0.2,
+        },
+        r"regularization_strength=5\.0 takes effect only with regularization='l2_sp'": {
+            "regularization_strength": 5.0
+        },
+        r"lora_rank=4 takes effect only with strategy='lora'": {"lora_rank": 4},
+    }
+    for message, params in cases.items():
+        with pytest.warns(UserWarning, match=message) as record:
+            tiny(max_epochs=1, **params).fit(X, y)
+        assert [w.filename for w in record if "take" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny(max_epochs=1).fit(X, y)  # at their defaults, nothing to say

@@ -255,7 +255,8 @@ def test_shallow_alignment_with_one_target_row_warns_that_it_aligns_nothing(shif
     for method in ("coral", "subspace"):
         with pytest.warns(NoTargetDataWarning, match=f"method='{method}'.*single target row"):
             clf = FeatureAlignmentClassifier(method=method).fit(X[rows], y[rows])
-        assert clf.source_map_ is None and clf.target_basis_ is None
+        assert clf.source_map_ is None
+        assert clf.target_basis_ is None
 
 
 def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):

@@ -125,3 +125,20 @@ def test_a_metric_changed_after_fit_warns_and_the_prototypes_keep_theirs():
         clf.set_params(metric="euclidean", temperature=2.0).predict_proba(
             query
         )  # temperature applies at once
+
+
+def test_rows_without_a_direction_warn_and_a_prototype_without_one_is_refused():
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.0, 0.0]])
+    y = ["a", "a", "b", "b", "b"]
+    with pytest.warns(UserWarning, match=r"rows of zeros \(samples \[4\]\).*add nothing") as record:
+        clf = PrototypeClassifier().fit(X, y)
+    assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"samples \[1\]\).*equal probabilities"):
+        proba = clf.predict_proba(np.array([[1.0, 1.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(proba[1], [0.5, 0.5])
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match=r"classes \['x'\] average to zeros"):
+        PrototypeClassifier().fit(opposite, ["x", "x", "y", "y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PrototypeClassifier(metric="euclidean").fit(X, y).predict(X)  # a centroid has no need of directions

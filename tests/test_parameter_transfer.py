@@ -197,6 +197,19 @@ def test_the_source_stays_fitted_through_clones_and_grid_search(tasks):
     assert search.best_estimator_.source_estimator is source
 
 
+def test_the_sources_own_parameters_are_not_searchable(tasks):
+    X_source, y_source, X, y = tasks
+    source = LogisticRegression().fit(X_source, y_source)
+    clf = RegularTransferClassifier(source)
+    assert set(clf.get_params()) == {"source_estimator", "alpha", "max_iter", "tol"}
+    with pytest.raises(ValueError, match=r"\['source_estimator__C'\] cannot be set"):
+        GridSearchCV(clf, {"source_estimator__C": [0.001, 100.0]}, cv=3).fit(X, y)
+    assert source.C == 1.0  # the user's source model as it was
+    regressor = RegularTransferRegressor(Ridge().fit(X_source, X_source[:, 0]))
+    with pytest.raises(ValueError, match="source_estimator__alpha"):
+        regressor.set_params(source_estimator__alpha=5.0)
+
+
 def test_too_few_iterations_warn():
     X_source, y_source, X, y = related_tasks(3)
     source = LogisticRegression().fit(X_source, y_source)

@@ -292,6 +292,26 @@ def test_logits_and_probabilities_give_the_same_leep_and_nce():
     assert nce_score(logits, y) == nce_score(probabilities, y) == nce_score(probabilities.argmax(axis=1), y)
 
 
+def test_nce_refuses_one_logit_per_sample_naming_what_to_pass():
+    y = np.repeat(["a", "b"], 5)
+    logit = np.linspace(-2, 2, 10)
+    for output in (logit, logit[:, None]):
+        with pytest.raises(ValueError, match="not a class label.*np.column_stack"):
+            nce_score(output, y)
+    assert nce_score(np.column_stack([np.zeros_like(logit), logit]), y) == 0.0
+
+
+def test_rounded_and_bfloat16_probabilities_are_read_as_probabilities():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, size=200)
+    probabilities = softmax(3 * rng.normal(size=(200, 100)) + 4 * np.eye(100)[y * 20], axis=1)
+    exact = leep_score(probabilities, y)
+    assert np.abs(probabilities.round(3).sum(axis=1) - 1).max() > 1e-3
+    assert leep_score(probabilities.round(3), y) == pytest.approx(exact, abs=0.02)
+    halved = torch.from_numpy(probabilities).to(torch.bfloat16).float().numpy()
+    assert leep_score(halved, y) == pytest.approx(exact, abs=0.02)
+
+
 def test_known_values():
     y = np.array([0, 0, 0, 1])
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))

@@ -1,0 +1,38 @@
+"""Warn of parameters set away from their defaults where they cannot take effect.
+
+scikit-learn warns so of ``LogisticRegression(l1_ratio=...)`` without the elastic-net penalty: a setting that
+is silently ignored reads as one that was tried.
+"""
+
+import inspect
+import warnings
+
+from ._stacklevel import caller_stacklevel
+
+
+def warn_of_unused_settings(estimator, names, needs):
+    """Warn when any of ``names`` differs from its default on ``estimator``, which ``needs`` to read it.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_of_unused_settings(LogisticRegression(tol=0.1), ["tol", "C"], "with a solver that iterates")
+    >>> str(caught[0].message)
+    'LogisticRegression: tol=0.1 takes effect only with a solver that iterates, and is ignored here.'
+    """
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    changed = [
+        f"{name}={getattr(estimator, name)!r}"
+        for name in names
+        if name in defaults and getattr(estimator, name) != defaults[name].default
+    ]
+    if changed:
+        verb = "takes effect" if len(changed) == 1 else "take effect"
+        warnings.warn(
+            f"{type(estimator).__name__}: {' and '.join(changed)} {verb} only {needs}, and "
+            f"{'is' if len(changed) == 1 else 'are'} ignored here.",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
