@@ -296,7 +296,7 @@ def test_nce_refuses_one_logit_per_sample_naming_what_to_pass():
     y = np.repeat(["a", "b"], 5)
     logit = np.linspace(-2, 2, 10)
     for output in (logit, logit[:, None]):
-        with pytest.raises(ValueError, match="not a class label.*np.column_stack"):
+        with pytest.raises(ValueError, match=r"not a class label.*np\.column_stack"):
             nce_score(output, y)
     assert nce_score(np.column_stack([np.zeros_like(logit), logit]), y) == 0.0
 
