@@ -20,18 +20,27 @@ REGULARIZATION_CONSTRAINTS = {
 }
 
 
-def weight_snapshot(module):
-    """A detached copy of each parameter of ``module``, by name.
+def anchor_first_trained(module, anchor):
+    """Add to ``anchor`` a detached copy of each trainable parameter of ``module`` it does not hold yet.
+
+    Called before a step's penalty: a parameter that trains for the first time has been frozen since the
+    network was built, so its value is still the pretrained one. Parameters that never train (a linear
+    probe's backbone, all but the biases under BitFit, the base weights under LoRA) are never copied.
 
     Examples
     --------
     >>> from torch import nn
     >>> layer = nn.Linear(2, 1)
-    >>> snapshot = weight_snapshot(layer)
-    >>> sorted(snapshot), snapshot["weight"].requires_grad
-    (['bias', 'weight'], False)
+    >>> layer.bias.requires_grad_(False)
+    Parameter containing:...
+    >>> anchor = {}
+    >>> anchor_first_trained(layer, anchor)
+    >>> sorted(anchor), anchor["weight"].requires_grad
+    (['weight'], False)
     """
-    return {name: parameter.detach().clone() for name, parameter in module.named_parameters()}
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad and name not in anchor:
+            anchor[name] = parameter.detach().clone()
 
 
 def l2_sp_penalty(module, anchor, strength):
@@ -44,7 +53,8 @@ def l2_sp_penalty(module, anchor, strength):
     --------
     >>> from torch import nn
     >>> layer = nn.Linear(2, 1)
-    >>> anchor = weight_snapshot(layer)
+    >>> anchor = {}
+    >>> anchor_first_trained(layer, anchor)
     >>> with torch.no_grad():
     ...     _ = layer.weight.add_(1.0)  # two weights, each 1 away from the anchor
     >>> round(l2_sp_penalty(layer, anchor, strength=0.1).item(), 6)
@@ -63,9 +73,10 @@ def l2_sp_penalty(module, anchor, strength):
 class RegularizationMixin:
     """``regularization="l2_sp"``: a penalty toward the pretrained backbone weights, weight decay on the rest.
 
-    The backbone's weights are copied when the network is built (the anchor, on the network's device, and
-    pickled with the estimator, on the CPU: a ``partial_fit`` after unpickling must pull toward the same
-    weights, and the pretrained file or module they came from may not be there any more). Each training
+    Each backbone parameter is copied when it first trains (the anchor: until then it was frozen, so the
+    copy is of the pretrained value), on the network's device, and pickled with the estimator, on the CPU:
+    a ``partial_fit`` after unpickling must pull toward the same weights, and the pretrained file or module
+    they came from may not be there any more. Parameters that never train are never copied. Each training
     batch adds ``regularization_strength / 2`` times the squared distance of the backbone's trainable
     parameters from the anchor to the loss (``train_loss`` includes it; the validation loss does not), and
     the backbone's parameter groups get no weight decay, which would pull them toward zero instead; the
@@ -93,8 +104,7 @@ class RegularizationMixin:
 
     def initialize_module(self):
         super().initialize_module()
-        backbone = self.module_.backbone
-        self._l2_sp_anchor = weight_snapshot(backbone) if self.regularization == "l2_sp" else None
+        self._l2_sp_anchor = {} if self.regularization == "l2_sp" else None  # filled as parameters train
         return self
 
     def _move_to_device(self):
@@ -119,6 +129,7 @@ class RegularizationMixin:
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.regularization == "l2_sp":
+            anchor_first_trained(self.module_.backbone, self._l2_sp_anchor)
             penalty = l2_sp_penalty(self.module_.backbone, self._l2_sp_anchor, self.regularization_strength)
             if penalty is not None:
                 loss = loss + penalty

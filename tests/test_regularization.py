@@ -8,7 +8,7 @@ import torch
 from sklearn.base import clone
 
 from sktransfer import FineTuneClassifier
-from sktransfer._regularization import l2_sp_penalty
+from sktransfer._regularization import anchor_first_trained, l2_sp_penalty
 
 from ._models import TinyConvNet
 
@@ -36,6 +36,8 @@ def _distance(module, anchor):
 def test_the_penalty_is_zero_at_first_and_its_gradient_pulls_toward_the_anchor():
     clf = tiny(regularization_strength=0.5, classes=["bright", "dark"]).initialize()
     backbone, anchor = clf.module_.backbone, clf._l2_sp_anchor
+    assert anchor == {}  # each parameter is copied when it first trains
+    anchor_first_trained(backbone, anchor)
     assert set(anchor) == {name for name, _ in backbone.named_parameters()}  # the head is left out
     assert l2_sp_penalty(backbone, anchor, 0.5).item() == 0.0
     with torch.no_grad():
@@ -133,10 +135,20 @@ def test_every_strategy_trains_under_l2_sp(labelled_images, strategy):
     clf = tiny(strategy=strategy, lr=0.05, freeze_epochs=1, unfreeze_epochs=1).fit(X, y)
     assert clf.score(X, y) > 0.9
     penalty = l2_sp_penalty(clf.module_.backbone, clf._l2_sp_anchor, 1.0)
+    trained = {name for name, p in clf.module_.backbone.named_parameters() if p.requires_grad}
+    assert set(clf._l2_sp_anchor) == trained  # no copy of what never trains
     if strategy == "linear_probe":  # nothing in the backbone trains
         assert penalty is None
     else:
         assert penalty.item() > 0
+
+
+def test_the_anchor_of_a_frozen_backbone_costs_nothing_in_the_pickle(labelled_images):
+    X, y = labelled_images
+    probe = tiny(strategy="linear_probe", max_epochs=1).fit(X, y)
+    plain = tiny(strategy="linear_probe", regularization=None, max_epochs=1).fit(X, y)
+    assert probe._l2_sp_anchor == {}
+    assert len(pickle.dumps(probe)) < len(pickle.dumps(plain)) + 2000
 
 
 def test_lora_adapters_are_held_near_their_start(tiny_text_model):
