@@ -1,5 +1,7 @@
 """The adaptation methods' own parts: losses, domain batch statistics, several sources, partial, self-training."""
 
+import warnings
+
 import numpy as np
 import pytest
 import sklearn
@@ -11,6 +13,7 @@ from torch import nn
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer.domain_adaptation import PseudoLabelCollapseWarning, deep_embedded_validation_scorer
 from sktransfer.domain_adaptation import objectives as adaptation_objectives
+from sktransfer.domain_adaptation.deep import METHODS
 from sktransfer.domain_adaptation.losses import (
     MultilinearMap,
     SmoothedCoralLoss,
@@ -447,6 +450,43 @@ def test_partial_without_alignment_warns(shifted_images, method):
     with pytest.warns(UserWarning, match=message) as record:
         deep(method=method, partial=True, max_epochs=1).fit(X, y)
     assert [w.filename for w in record if message in str(w.message)] == [__file__]  # the line that called fit
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        (
+            "mmd",
+            {"discriminator_dim": 8},
+            r"discriminator_dim=8 takes effect only with method='dann' or 'cdan'",
+        ),
+        ("dann", {"alignment_layer": "bottleneck"}, r"alignment_layer='bottleneck' takes effect only with"),
+        (
+            "mmd",
+            {"covariance_momentum": 0.5},
+            r"covariance_momentum=0\.5 takes effect only with method='coral'",
+        ),
+        (
+            "coral",
+            {"pseudo_label_threshold": 0.5},
+            r"pseudo_label_threshold=0\.5 takes effect only with self",
+        ),
+    ],
+)
+def test_settings_the_method_does_not_read_warn(shifted_images, method, params, message):
+    X, y, _ = shifted_images
+    with pytest.warns(UserWarning, match=message) as record:
+        deep(method=method, max_epochs=1, **params).fit(X, y)
+    assert [w.filename for w in record if "takes effect" in str(w.message)] == [__file__]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_defaults_warn_of_nothing_unread(shifted_images, method):
+    X, y, _ = shifted_images
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        deep(method=method, max_epochs=1).fit(X, y)
+    assert not [w for w in record if "takes effect" in str(w.message)]
 
 
 class _FocalLikeLoss(nn.CrossEntropyLoss):

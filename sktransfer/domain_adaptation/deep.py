@@ -70,7 +70,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         its loss (the last classification layer, fc8, in Sun & Saenko 2016) and the top layer DAN adapts,
         or the bottleneck features. Aligning the logits gained over the bottleneck for both methods on
         most shifts of ``benchmarks/bench_domain_adaptation.py``, which keeps both as rows of its tables
-        (the figures are in ``benchmarks/RESULTS.md``). The other methods ignore it.
+        (the figures are in ``benchmarks/RESULTS.md``). The other methods ignore it, and fit warns when it
+        is set for them.
     covariance_momentum : "auto" or float in [0, 1), default="auto"
         For ``"coral"``: how much the difference of the domains' covariances that the loss follows remembers
         of the earlier batches (an exponential moving average; 0: the current batch alone, as in Deep
@@ -80,13 +81,14 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         harder: on the benchmark's target that lacks half the source classes, CORAL lost more to the absent
         classes at 0.9 than at 0 (with and without ``partial``). ``"auto"``: 0.9, except with
         ``partial=True``, which says the target lacks classes: 0. A momentum near 1 remembers features the
-        network has since changed. The other methods ignore it.
+        network has since changed. The other methods ignore it, and fit warns when it is set for them.
     bottleneck_dim : int, default=256
         Width of the bottleneck between backbone and head.
     discriminator_dim : int, default=512
         Hidden width of the two layers of the domain discriminator of DANN and CDAN. On a small network
         the discriminator can cost as much as the rest: 1024, the width used with ResNet-50, nearly
         tripled the time of a CDAN training step of a LeNet, for no better accuracy on MNIST → MNIST-M.
+        The other methods have no discriminator, and fit warns when it is set for them.
     self_training_epochs : int or None, default=None
         The last this many epochs of each ``fit`` (after the method's own alignment has worked on the
         features) add self-training: target rows whose predicted class has a probability of at least
@@ -102,7 +104,9 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         :class:`~sktransfer.domain_adaptation.PseudoLabelCollapseWarning`. Not judged with
         ``partial=True``, where absent classes are meant to leave the predictions.
     pseudo_label_threshold : float, default=0.9
-        The probability a target row's predicted class needs for the row to be self-trained on.
+        The probability a target row's predicted class needs for the row to be self-trained on. Without
+        self-training epochs this and ``pseudo_label_balance`` are not read, and fit warns when they are
+        set.
     pseudo_label_balance : bool, default=True
         Give every class among the selected target rows the same total weight, so that the classes the
         network already predicts most often do not take over the pseudo-labels.

@@ -8,6 +8,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from .._stacklevel import caller_stacklevel
+from .._unused_settings import warn_of_unused_settings
 from ..texts import TokenBatch
 from .domains import UNLABELLED
 from .losses import (
@@ -119,6 +120,7 @@ class AdaptationObjectiveMixin:
 
     def _check_settings(self, X):
         super()._check_settings(X)
+        self._warn_of_settings_the_method_ignores()
         if self.batch_size < 4 and self._normalises_domains_apart():
             raise ValueError(
                 f"batch_size={self.batch_size} gives each training batch {max(1, self.batch_size // 2)} source "
@@ -148,6 +150,23 @@ class AdaptationObjectiveMixin:
                 "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
                 UserWarning,
                 stacklevel=caller_stacklevel(),
+            )
+
+    def _warn_of_settings_the_method_ignores(self):
+        method = f"method={self.method!r}"
+        if self.method not in ADVERSARIAL:
+            warn_of_unused_settings(
+                self, ["discriminator_dim"], f"with method='dann' or 'cdan', not {method}"
+            )
+        if self.method not in ("mmd", "coral"):
+            warn_of_unused_settings(self, ["alignment_layer"], f"with method='mmd' or 'coral', not {method}")
+        if self.method != "coral":
+            warn_of_unused_settings(self, ["covariance_momentum"], f"with method='coral', not {method}")
+        if self._self_training_epochs() == 0:
+            warn_of_unused_settings(
+                self,
+                ["pseudo_label_threshold", "pseudo_label_balance"],
+                "with self-training (method='self_training', or self_training_epochs above 0)",
             )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
