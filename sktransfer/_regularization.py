@@ -128,8 +128,9 @@ class RegularizationMixin:
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if training and self.regularization == "l2_sp":
+        if training and self._l2_sp_anchor is not None:  # also while set_params turned L2-SP off for a while
             anchor_first_trained(self.module_.backbone, self._l2_sp_anchor)
+        if training and self.regularization == "l2_sp":
             penalty = l2_sp_penalty(self.module_.backbone, self._l2_sp_anchor, self.regularization_strength)
             if penalty is not None:
                 loss = loss + penalty

@@ -253,7 +253,8 @@ class CallbacksMixin:
             if isinstance(callback, EpochScoring) and callback.target_extractor is to_numpy:
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
-                if compares_labels(callback.scoring_):
+                # -1 marks unlabelled rows only where it is not a class (no teacher: then it is a label)
+                if compares_labels(callback.scoring_) and UNLABELLED not in self.classes_.tolist():
                     callback.scoring_ = LabelledRowsScorer(callback.scoring_)
             decoded.append((name, callback))
         self.callbacks_ = self._main_process_callbacks(decoded)

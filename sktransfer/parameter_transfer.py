@@ -117,10 +117,33 @@ class _SourceRegularizedMixin:
         return cloned
 
     def get_params(self, deep=True):
-        # The fitted source is read, never refitted: its own parameters are not this estimator's to search.
+        """The estimator's parameters, without ``source_estimator``'s own (``source_estimator__*``).
+
+        The fitted source is read, never refitted or changed: its parameters are not this estimator's to
+        search, so ``deep`` adds nothing.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Accepted for scikit-learn's interface; the result is the same either way.
+
+        Returns
+        -------
+        params : dict
+        """
         return super().get_params(deep=False)
 
     def set_params(self, **params):
+        """Set parameters; ``source_estimator__*`` is refused, as the fitted source is never changed.
+
+        Parameters
+        ----------
+        **params : dict
+
+        Returns
+        -------
+        self
+        """
         nested = sorted(name for name in params if name.startswith("source_estimator__"))
         if nested:
             raise ValueError(

@@ -10,6 +10,7 @@ eigendecomposition for each embedding score and never through the inverse of a m
 type, strings included.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from ._stacklevel import caller_stacklevel
 from ._transferability_linalg import (
     bhattacharyya_overlap,
     ledoit_wolf_shrinkage,
@@ -28,9 +30,10 @@ from ._transferability_linalg import (
     spectral_projections,
 )
 
-# A matrix of non-negative rows that sum to 1 within this tolerance holds probabilities; any other, logits.
-# Probabilities rounded to three decimals, or stored in bfloat16, miss 1 by up to about 1e-2 over a thousand
-# classes; a softmax of them as logits would flatten them to almost uniform.
+# A matrix whose entries all lie in [0, 1] holds probabilities (rounded, truncated to the top classes, or
+# stored in bfloat16, its rows may miss 1 by 0.1 over a thousand classes: a softmax of them as logits would
+# flatten them to almost uniform); any other, logits. Rows that miss 1 by more than this are renormalised
+# with a warning.
 _PROBABILITY_ATOL = 0.05
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
@@ -272,9 +275,10 @@ def leep_score(source_output, y):
     Parameters
     ----------
     source_output : array-like of shape (n_samples, n_source_classes)
-        The source classifier's output for each target sample. Probabilities (non-negative rows that sum to
-        1 within 0.05, as rounded or bfloat16 probabilities do; renormalised) are used as they are; any
-        other matrix is read as logits and turned into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
+        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1] is
+        read as probabilities and each row renormalised to sum to 1 (rounded, truncated or bfloat16
+        probabilities miss it; a warning says so beyond 0.05); any other is read as logits and turned into
+        probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
         pass ``np.column_stack([np.zeros_like(l), l])``.
     y : array-like of shape (n_samples,)
         Target class labels, at least two classes.
@@ -516,10 +520,24 @@ def _source_probabilities(source_output):
             "source_output has one column: give the source classifier's output for every source class "
             "(for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l]))."
         )
-    sums = values.sum(axis=1, keepdims=True)
-    if np.all(values >= 0) and np.all(np.abs(sums - 1) <= _PROBABILITY_ATOL):
-        return values / sums
-    return softmax(values, axis=1)
+    if not np.all((values >= 0) & (values <= 1)):
+        return softmax(values, axis=1)
+    sums = values.sum(axis=1)
+    empty = np.flatnonzero(sums == 0)
+    if empty.size:
+        raise ValueError(
+            f"source_output is all zeros at samples {empty[:10].tolist()}: probabilities sum to 1 (pass the "
+            "source classifier's probabilities or logits)."
+        )
+    if np.abs(sums - 1).max() > _PROBABILITY_ATOL:
+        warnings.warn(
+            f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "
+            "read as probabilities and renormalised. Pass the source classifier's logits if these are not "
+            "probabilities.",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    return values / sums[:, None]
 
 
 def _hard_predictions(source_output):

@@ -370,6 +370,21 @@ def test_a_source_domain_keeps_its_discriminator_column_when_others_are_absent(s
     assert (source_codes // len(clf.classes_) == 1).all()
     clf.partial_fit(X[second], y[second], sample_domain=domains[second])
     assert clf.module_.discriminator[-1].out_features == 2
+    with pytest.raises(ValueError, match=r"fitted on the source domains \[1, 2\].*pass sample_domain"):
+        clf.partial_fit(X, y)
+    del clf._source_domains  # as pickled by an earlier version
+    with pytest.raises(ValueError, match="pickled by an earlier version"):
+        clf.partial_fit(X[second], y[second], sample_domain=domains[second])
+    clf.partial_fit(X, y, sample_domain=domains)  # every source: columns in their sorted order, as fit gave
+    np.testing.assert_array_equal(clf._source_domains, [1, 2])
+
+
+def test_without_sample_domain_partial_fit_reads_the_single_source_fit_knew(shifted_images):
+    X, y, _ = shifted_images
+    domains = np.where(np.asarray(y, dtype=object) == -1, -1, 2)
+    clf = deep(method="dann", max_epochs=1).fit(X, y, sample_domain=domains)
+    clf.partial_fit(X, y)  # the source rows are domain 2's, the only one fit knew
+    np.testing.assert_array_equal(clf._source_domains, [2])
 
 
 def test_validation_accuracy_reads_the_class_of_every_source(shifted_images):
@@ -394,6 +409,26 @@ def test_a_users_accuracy_callback_scores_the_labelled_rows_of_every_source(shif
     clf.fit(X, y, sample_domain=domains)  # the validation rows hold target rows and both sources' rows
     assert clf.history[:, "user_acc"] == pytest.approx(clf.history[:, "valid_acc"])
     assert not hasattr(scoring, "scoring_") or not callable(scoring.scoring_)  # the user's callback as given
+
+
+def test_a_users_scoring_callback_keeps_a_class_named_minus_one_without_a_teacher(labelled_images):
+    from sklearn.metrics import make_scorer
+    from skorch.callbacks import EpochScoring
+
+    X, y = labelled_images
+    minus_one = np.where(y == y[0], -1, 1)  # without a teacher, -1 is a label like any other
+    rows = EpochScoring(make_scorer(lambda truth, _: float(len(truth))), name="rows", lower_is_better=False)
+    clf = FineTuneClassifier(
+        model=TinyConvNet,
+        device="cpu",
+        strategy="full",
+        max_epochs=1,
+        batch_size=8,
+        callbacks=[rows],
+        train_split=ValidSplit(4, stratified=True),
+    )
+    clf.fit(X, minus_one)
+    assert clf.history[-1, "rows"] == len(X) // 4  # every validation row, those of class -1 included
 
 
 def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_images):

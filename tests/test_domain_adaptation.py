@@ -146,6 +146,8 @@ def test_batches_too_small_for_batchnorm_by_domain_are_refused_before_training(s
         clf.fit(X, y)
     assert not clf.initialized_
     deep(batch_size=2, domain_batchnorm=False, max_epochs=1).fit(X, y)  # one row of each domain: fine
+    source = np.asarray(y, dtype=object) != -1
+    deep(batch_size=2, max_epochs=1).fit(X[source], y[source])  # no target rows: batches of two source rows
 
 
 def test_reversal_strength_warms_up(shifted_images):

@@ -105,6 +105,18 @@ def test_partial_fit_keeps_pulling_toward_the_pretrained_weights(labelled_images
     restored.partial_fit(X, y)  # after unpickling, toward the same weights
 
 
+def test_the_anchor_stays_the_pretrained_weights_while_l2_sp_is_off_for_a_while(labelled_images):
+    X, y = labelled_images
+    settings = {"strategy": "gradual", "freeze_epochs": 1, "unfreeze_epochs": 1, "max_epochs": 1, "lr": 0.05}
+    clf = tiny(**settings).fit(X, y)  # the head alone trained: nothing of the backbone anchored yet
+    pretrained = {name: p.detach().clone() for name, p in clf.module_.backbone.named_parameters()}
+    clf.set_params(regularization=None).partial_fit(X, y)  # the backbone trains, unpenalised
+    clf.set_params(regularization="l2_sp").partial_fit(X, y)
+    assert set(clf._l2_sp_anchor) == set(pretrained)
+    for name, tensor in clf._l2_sp_anchor.items():
+        torch.testing.assert_close(tensor, pretrained[name])
+
+
 def test_l2_sp_set_after_fitting_without_it_asks_for_a_refit(labelled_images):
     X, y = labelled_images
     clf = tiny(regularization=None, max_epochs=1).fit(X, y)

@@ -301,15 +301,19 @@ def test_nce_refuses_one_logit_per_sample_naming_what_to_pass():
     assert nce_score(np.column_stack([np.zeros_like(logit), logit]), y) == 0.0
 
 
-def test_rounded_and_bfloat16_probabilities_are_read_as_probabilities():
+def test_rounded_truncated_and_bfloat16_probabilities_are_read_as_probabilities():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, size=200)
-    probabilities = softmax(3 * rng.normal(size=(200, 100)) + 4 * np.eye(100)[y * 20], axis=1)
+    probabilities = softmax(2 * rng.normal(size=(200, 1000)) + 3 * np.eye(1000)[y * 200], axis=1)
     exact = leep_score(probabilities, y)
-    assert np.abs(probabilities.round(3).sum(axis=1) - 1).max() > 1e-3
-    assert leep_score(probabilities.round(3), y) == pytest.approx(exact, abs=0.02)
     halved = torch.from_numpy(probabilities).to(torch.bfloat16).float().numpy()
     assert leep_score(halved, y) == pytest.approx(exact, abs=0.02)
+    rounded = probabilities.round(3)
+    assert np.abs(rounded.sum(axis=1) - 1).max() > 0.05  # a thousand small roundings
+    with pytest.warns(UserWarning, match="read as probabilities and renormalised"):
+        assert leep_score(rounded, y) == pytest.approx(exact, abs=0.05)
+    with pytest.raises(ValueError, match=r"all zeros at samples \[0\]"):
+        leep_score(np.vstack([np.zeros(1000), probabilities[1:]]), y)
 
 
 def test_known_values():

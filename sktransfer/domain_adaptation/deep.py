@@ -337,13 +337,18 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
         split = split_domains(y, sample_domain, n_samples)
+        if split.target.any() and self.batch_size < 4 and self._normalises_domains_apart():
+            raise ValueError(
+                f"batch_size={self.batch_size} gives each training batch {max(1, self.batch_size // 2)} source "
+                "row and as many target rows, and BatchNorm, which normalises each domain's rows apart in "
+                f"training (domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
+                "batch_size >= 4."
+            )
         labels = column_or_1d(y)[split.labelled]
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
-        domains = np.ones(split.labelled.sum(), dtype=np.int64)  # without sample_domain: one source, 1
-        if sample_domain is not None:
-            domains = column_or_1d(sample_domain)[split.labelled]
-        if reset or not hasattr(self, "_source_domains"):
+        domains = self._source_domain_of_rows(split.labelled, sample_domain, reset)
+        if reset:
             self._source_domains = np.unique(domains)
             self._n_sources = max(len(self._source_domains), 1)
         unseen = np.setdiff1d(domains, self._source_domains)
@@ -356,6 +361,31 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         # Source k keeps its number (its discriminator column) from one call to the next, whichever are present.
         codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
         return codes
+
+    def _source_domain_of_rows(self, labelled, sample_domain, reset):
+        """The source domain of each labelled row: 1 without ``sample_domain``, or the one source fitted."""
+        known = getattr(self, "_source_domains", ())
+        if sample_domain is not None:
+            domains = column_or_1d(sample_domain)[labelled]
+        elif reset or not len(known):
+            domains = np.ones(labelled.sum(), dtype=np.int64)
+        elif len(known) == 1:
+            domains = np.full(labelled.sum(), known[0])  # the single source fit knew
+        else:
+            raise ValueError(
+                f"{type(self).__name__} was fitted on the source domains {known.tolist()}, each with its own column "
+                "of the domain discriminator: pass sample_domain to say which rows come from which."
+            )
+        if not reset and not hasattr(self, "_source_domains"):  # pickled before the domains were kept
+            known = np.unique(domains)
+            if len(known) != self._n_sources:
+                raise ValueError(
+                    f"this {type(self).__name__} was pickled by an earlier version, which did not keep which "
+                    f"of its {self._n_sources} source domains had which discriminator column; this call holds "
+                    f"{len(known)}: give it every source domain, or call fit to start again."
+                )
+            self._source_domains = known
+        return domains
 
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
 

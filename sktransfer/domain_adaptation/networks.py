@@ -77,9 +77,10 @@ class DomainBalancedBatchSampler(Sampler):
     """Batches of half source rows and half target rows; an epoch is one pass over the source rows.
 
     Target rows are drawn in shuffled passes, as many as the source rows need. Without target rows the
-    batches are plain shuffled source batches. Batch sizes differ by at most one row, and unless
-    ``batch_size`` asks for a single source row per batch, none holds fewer than two source rows (BatchNorm
-    normalises a batch by its statistics): five source rows at two per batch make batches of three and two.
+    batches are plain shuffled source batches. The batches' numbers of source rows differ by at most one
+    (and so do their numbers of target rows), and unless ``batch_size`` asks for a single source row per
+    batch, no batch holds fewer than two source rows (BatchNorm normalises a batch by its statistics): five
+    source rows at two per batch make batches of three and two.
 
     Examples
     --------

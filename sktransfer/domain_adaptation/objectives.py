@@ -121,13 +121,6 @@ class AdaptationObjectiveMixin:
     def _check_settings(self, X):
         super()._check_settings(X)
         self._warn_of_settings_the_method_ignores()
-        if self.batch_size < 4 and self._normalises_domains_apart():
-            raise ValueError(
-                f"batch_size={self.batch_size} gives each training batch {max(1, self.batch_size // 2)} source "
-                "row and as many target rows, and BatchNorm, which normalises each domain's rows apart in "
-                f"training (domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
-                "batch_size >= 4."
-            )
         if not self.partial:
             return
         criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)

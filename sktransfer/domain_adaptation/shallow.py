@@ -206,7 +206,7 @@ class FeatureAlignmentClassifier(
             warnings.warn(
                 f"{name} got a single target row, and aligning with the target needs {needs}, which one row "
                 "cannot give: fit aligns nothing and trains on the source alone, as method='source_only'. "
-                "Pass the target rows (y == -1 or a negative sample_domain) with the source rows.",
+                "Pass at least two target rows (y == -1 or a negative sample_domain).",
                 NoTargetDataWarning,
                 stacklevel=caller_stacklevel(),
             )
