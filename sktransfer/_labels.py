@@ -23,7 +23,7 @@ def label_array(y):
     >>> label_array(["cat", "-1"]).dtype.kind
     'U'
     """
-    if not hasattr(y, "dtype"):
+    if isinstance(y, list | tuple):
         values = list(y)
         texts = [isinstance(value, str) for value in values]
         if any(texts) and not all(texts):

@@ -275,10 +275,10 @@ def leep_score(source_output, y):
     Parameters
     ----------
     source_output : array-like of shape (n_samples, n_source_classes)
-        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1] is
-        read as probabilities and each row renormalised to sum to 1 (rounded, truncated or bfloat16
-        probabilities miss it; a warning says so beyond 0.05); any other is read as logits and turned into
-        probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
+        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1],
+        without a row of zeros, is read as probabilities and each row renormalised to sum to 1 (rounded,
+        truncated or bfloat16 probabilities miss it; a warning says so beyond 0.05); any other is read as
+        logits and turned into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
         pass ``np.column_stack([np.zeros_like(l), l])``.
     y : array-like of shape (n_samples,)
         Target class labels, at least two classes.
@@ -520,15 +520,9 @@ def _source_probabilities(source_output):
             "source_output has one column: give the source classifier's output for every source class "
             "(for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l]))."
         )
-    if not np.all((values >= 0) & (values <= 1)):
-        return softmax(values, axis=1)
     sums = values.sum(axis=1)
-    empty = np.flatnonzero(sums == 0)
-    if empty.size:
-        raise ValueError(
-            f"source_output is all zeros at samples {empty[:10].tolist()}: probabilities sum to 1 (pass the "
-            "source classifier's probabilities or logits)."
-        )
+    if not np.all((values >= 0) & (values <= 1)) or np.any(sums == 0):  # a row of zeros: uniform logits
+        return softmax(values, axis=1)
     if np.abs(sums - 1).max() > _PROBABILITY_ATOL:
         warnings.warn(
             f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "
