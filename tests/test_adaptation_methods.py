@@ -445,6 +445,12 @@ def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_
     assert np.array_equal(deep(method="dann", max_epochs=3).fit(X_partial, y_partial).class_weights_, [1, 1])
 
 
+def test_mmd_of_rows_all_alike_is_zero_not_nan():
+    same = torch.zeros(8, 4)  # a bottleneck whose units are all dead: every row the same
+    assert float(mmd_loss(same[:4], same[4:])) == 0.0
+    assert float(mmd_loss(same[:4], same[4:], source_weights=torch.ones(4))) == pytest.approx(0.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("distance", [mmd_loss, coral_loss], ids=["mmd", "coral"])
 def test_source_weights_can_leave_out_the_rows_the_target_lacks(distance):
     generator = torch.Generator().manual_seed(0)

@@ -186,6 +186,7 @@ def mmd_loss(source, target, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0), s
     rows = torch.cat([source, target]).float()
     distances = torch.cdist(rows, rows).pow(2)
     base = distances.detach().sum() / (len(rows) ** 2 - len(rows))
+    base = base.clamp_min(torch.finfo(base.dtype).tiny)  # rows all alike (dead units): no distance, not NaN
     kernel = sum(torch.exp(-distances / (base * multiplier)) for multiplier in bandwidth_multipliers)
     n = len(source)
     if source_weights is None:
