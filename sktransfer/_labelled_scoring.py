@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _BaseScorer
 
-from ._labels import unlabelled_mask
+from ._labels import UNLABELLED, unlabelled_mask
 
 
 def compares_labels(scoring):
@@ -20,6 +20,9 @@ def compares_labels(scoring):
 
 class LabelledRowsScorer:
     """Score ``net`` with ``scoring`` on the rows whose label is not -1; NaN when there are none.
+
+    Where -1 is one of ``net.classes_`` (a classifier without a teacher, for which -1 is a label like any
+    other), every row is scored.
 
     Examples
     --------
@@ -35,8 +38,10 @@ class LabelledRowsScorer:
 
     def __call__(self, net, X, y):
         y = np.asarray(y)
-        labelled = ~unlabelled_mask(y)
         scorer = check_scoring(net, self.scoring)
+        if UNLABELLED in net.classes_.tolist():  # -1 is a class (no teacher): every row has a label
+            return scorer(net, X, y)
+        labelled = ~unlabelled_mask(y)
         if labelled.all():
             return scorer(net, X, y)
         if not labelled.any():

@@ -245,7 +245,8 @@ class CallbacksMixin:
 
         Rows without a label (-1: target rows, rows only a teacher labels) keep -1, as the library's
         label-free scorers read them; scikit-learn's metrics (a scoring name, a scorer, or ``None`` for the
-        net's ``score``) are computed on the labelled rows alone.
+        net's ``score``) are computed on the labelled rows alone, unless -1 is one of the classes (without
+        a teacher, -1 is a label like any other).
         """
         super().initialize_callbacks()
         decoded = []
@@ -253,8 +254,7 @@ class CallbacksMixin:
             if isinstance(callback, EpochScoring) and callback.target_extractor is to_numpy:
                 callback = copy.copy(callback)  # the user's callback object stays as given
                 callback.target_extractor = self._decode_targets
-                # -1 marks unlabelled rows only where it is not a class (no teacher: then it is a label)
-                if compares_labels(callback.scoring_) and UNLABELLED not in self.classes_.tolist():
+                if compares_labels(callback.scoring_):
                     callback.scoring_ = LabelledRowsScorer(callback.scoring_)
             decoded.append((name, callback))
         self.callbacks_ = self._main_process_callbacks(decoded)

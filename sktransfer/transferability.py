@@ -275,10 +275,12 @@ def leep_score(source_output, y):
     Parameters
     ----------
     source_output : array-like of shape (n_samples, n_source_classes)
-        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1],
-        without a row of zeros, is read as probabilities and each row renormalised to sum to 1 (rounded,
-        truncated or bfloat16 probabilities miss it; a warning says so beyond 0.05); any other is read as
-        logits and turned into probabilities by a softmax over each row. For a binary source classifier with one logit ``l``,
+        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1] is
+        read as probabilities and each row renormalised to sum to 1 (rounded, truncated or bfloat16
+        probabilities miss it; a warning says so beyond 0.05); any other, or one of zeros only, is read as
+        logits and turned into probabilities by a softmax over each row. Logits that happen to lie in
+        [0, 1] would be read as probabilities: shift them, ``logits - logits.max(axis=1, keepdims=True)``,
+        which changes no softmax. For a binary source classifier with one logit ``l``,
         pass ``np.column_stack([np.zeros_like(l), l])``.
     y : array-like of shape (n_samples,)
         Target class labels, at least two classes.
@@ -521,8 +523,14 @@ def _source_probabilities(source_output):
             "(for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l]))."
         )
     sums = values.sum(axis=1)
-    if not np.all((values >= 0) & (values <= 1)) or np.any(sums == 0):  # a row of zeros: uniform logits
+    if not np.all((values >= 0) & (values <= 1)) or np.all(sums == 0):  # all zeros: uniform logits
         return softmax(values, axis=1)
+    empty = np.flatnonzero(sums == 0)
+    if empty.size:
+        raise ValueError(
+            f"source_output reads as probabilities (every entry in [0, 1]) but is all zeros at samples "
+            f"{empty[:10].tolist()}: give every sample the source classifier's probabilities, or pass logits."
+        )
     if np.abs(sums - 1).max() > _PROBABILITY_ATOL:
         warnings.warn(
             f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "

@@ -11,7 +11,11 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
-from sktransfer.domain_adaptation import PseudoLabelCollapseWarning, deep_embedded_validation_scorer
+from sktransfer.domain_adaptation import (
+    PseudoLabelCollapseWarning,
+    deep_embedded_validation_scorer,
+    prediction_entropy_scorer,
+)
 from sktransfer.domain_adaptation import objectives as adaptation_objectives
 from sktransfer.domain_adaptation.deep import METHODS
 from sktransfer.domain_adaptation.losses import (
@@ -373,10 +377,22 @@ def test_a_source_domain_keeps_its_discriminator_column_when_others_are_absent(s
     with pytest.raises(ValueError, match=r"fitted on the source domains \[1, 2\].*pass sample_domain"):
         clf.partial_fit(X, y)
     del clf._source_domains  # as pickled by an earlier version
-    with pytest.raises(ValueError, match="pickled by an earlier version"):
+    with pytest.raises(ValueError, match="pickled by an earlier version"):  # one of its two sources only
         clf.partial_fit(X[second], y[second], sample_domain=domains[second])
     clf.partial_fit(X, y, sample_domain=domains)  # every source: columns in their sorted order, as fit gave
     np.testing.assert_array_equal(clf._source_domains, [1, 2])
+
+
+def test_partial_fit_after_initialize_learns_its_single_source(shifted_images):
+    X, y, _ = shifted_images
+    clf = deep(method="dann", max_epochs=1, classes=["bright", "dark"]).initialize()
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf._source_domains, [1])
+    two = np.where(np.asarray(y, dtype=object) == -1, -1, np.arange(len(y)) % 2 + 1)
+    with pytest.raises(ValueError, match="holds 2 source domain"):
+        deep(method="dann", max_epochs=1, classes=["bright", "dark"]).initialize().partial_fit(
+            X, y, sample_domain=two
+        )
 
 
 def test_without_sample_domain_partial_fit_reads_the_single_source_fit_knew(shifted_images):
@@ -409,6 +425,21 @@ def test_a_users_accuracy_callback_scores_the_labelled_rows_of_every_source(shif
     clf.fit(X, y, sample_domain=domains)  # the validation rows hold target rows and both sources' rows
     assert clf.history[:, "user_acc"] == pytest.approx(clf.history[:, "valid_acc"])
     assert not hasattr(scoring, "scoring_") or not callable(scoring.scoring_)  # the user's callback as given
+
+
+def test_a_users_scoring_callback_can_be_set_before_fit_and_searched(shifted_images):
+    from skorch.callbacks import EpochScoring
+
+    X, y, _ = shifted_images
+    scoring = EpochScoring("accuracy", name="user_acc", lower_is_better=False)
+    clf = deep(max_epochs=1, callbacks=[("user_acc", scoring)], train_split=ValidSplit(4, stratified=True))
+    clf.set_params(callbacks=[("user_acc", scoring)])  # skorch rebuilds the callbacks of an unfitted net
+    clf.set_params(callbacks__user_acc__on_train=True)
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y.astype(str)))
+    grid = {"callbacks__user_acc__on_train": [True, False]}
+    search = GridSearchCV(clf, grid, cv=folds, scoring=prediction_entropy_scorer, error_score="raise")
+    search.fit(X, y.astype(object))
+    assert np.isfinite(search.best_estimator_.history[:, "user_acc"]).all()
 
 
 def test_a_users_scoring_callback_keeps_a_class_named_minus_one_without_a_teacher(labelled_images):

@@ -148,6 +148,8 @@ def test_batches_too_small_for_batchnorm_by_domain_are_refused_before_training(s
     deep(batch_size=2, domain_batchnorm=False, max_epochs=1).fit(X, y)  # one row of each domain: fine
     source = np.asarray(y, dtype=object) != -1
     deep(batch_size=2, max_epochs=1).fit(X[source], y[source])  # no target rows: batches of two source rows
+    with pytest.raises(ValueError, match="batch_size=1 gives training batches of one row"):
+        deep(batch_size=1).fit(X[source], y[source])
 
 
 def test_reversal_strength_warms_up(shifted_images):

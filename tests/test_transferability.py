@@ -314,6 +314,8 @@ def test_rounded_truncated_and_bfloat16_probabilities_are_read_as_probabilities(
         assert leep_score(rounded, y) == pytest.approx(exact, abs=0.05)
     uniform = np.zeros((200, 1000))  # logits that say nothing, not probabilities
     assert leep_score(uniform, y) == pytest.approx(leep_score(uniform - 1, y))
+    with pytest.raises(ValueError, match=r"all zeros at samples \[0\]"):  # a missing row among probabilities
+        leep_score(np.vstack([np.zeros(1000), probabilities[1:]]), y)
 
 
 def test_known_values():

@@ -337,13 +337,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
         split = split_domains(y, sample_domain, n_samples)
-        if split.target.any() and self.batch_size < 4 and self._normalises_domains_apart():
-            raise ValueError(
-                f"batch_size={self.batch_size} gives each training batch {max(1, self.batch_size // 2)} source "
-                "row and as many target rows, and BatchNorm, which normalises each domain's rows apart in "
-                f"training (domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
-                "batch_size >= 4."
-            )
+        self._refuse_batches_too_small_for_batchnorm(split.target.any())
         labels = column_or_1d(y)[split.labelled]
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
@@ -356,7 +350,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
             raise ValueError(
                 f"sample_domain holds the source domains {unseen.tolist()}, which {type(self).__name__} was not "
                 f"initialised with (it knows {self._source_domains.tolist()}: each has its own column of the "
-                "domain discriminator): call fit to start again with these domains."
+                "domain discriminator): fit with warm_start=False to start again with these domains."
             )
         # Source k keeps its number (its discriminator column) from one call to the next, whichever are present.
         codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
@@ -376,16 +370,32 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
                 f"{type(self).__name__} was fitted on the source domains {known.tolist()}, each with its own column "
                 "of the domain discriminator: pass sample_domain to say which rows come from which."
             )
-        if not reset and not hasattr(self, "_source_domains"):  # pickled before the domains were kept
-            known = np.unique(domains)
-            if len(known) != self._n_sources:
+        if not reset and not hasattr(self, "_source_domains"):  # initialize() called, or an earlier pickle
+            known, columns = np.unique(domains), getattr(self, "_n_sources", 1)
+            if len(known) != columns:
                 raise ValueError(
-                    f"this {type(self).__name__} was pickled by an earlier version, which did not keep which "
-                    f"of its {self._n_sources} source domains had which discriminator column; this call holds "
-                    f"{len(known)}: give it every source domain, or call fit to start again."
+                    f"this {type(self).__name__} was initialised (by initialize(), or pickled by an earlier "
+                    f"version) without a record of which source domain has which of its {columns} "
+                    f"discriminator column(s); this call holds {len(known)} source domain(s): give it every "
+                    "source domain, or fit with warm_start=False to start again."
                 )
-            self._source_domains = known
+            self._source_domains, self._n_sources = known, columns
         return domains
+
+    def _refuse_batches_too_small_for_batchnorm(self, has_target_rows):
+        """BatchNorm normalises a batch by its own statistics, which one row cannot give."""
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size={self.batch_size} gives training batches of one row, and the bottleneck's "
+                "BatchNorm needs at least 2: use batch_size >= 2 (>= 4 with target rows)."
+            )
+        if has_target_rows and self.batch_size < 4 and self._normalises_domains_apart():
+            raise ValueError(
+                f"batch_size={self.batch_size} gives each training batch {self.batch_size // 2} source row and "
+                "as many target rows, and BatchNorm, which normalises each domain's rows apart in training "
+                f"(domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
+                "batch_size >= 4."
+            )
 
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
 

@@ -156,10 +156,11 @@ class AdaptationObjectiveMixin:
         if self.method != "coral":
             warn_of_unused_settings(self, ["covariance_momentum"], f"with method='coral', not {method}")
         if self._self_training_epochs() == 0:
+            how = "self_training_epochs above 0"
+            if self.method != "self_training":
+                how = f"method='self_training', or {how}"
             warn_of_unused_settings(
-                self,
-                ["pseudo_label_threshold", "pseudo_label_balance"],
-                "with self-training (method='self_training', or self_training_epochs above 0)",
+                self, ["pseudo_label_threshold", "pseudo_label_balance"], f"with self-training ({how})"
             )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
