@@ -26,7 +26,8 @@ ground truth). Rotten Tomatoes is never paired with VADER's movie domain: they s
 - ``domain_adaptation``: VADER amazon → tweets and nyt → amazon (pairs with a gap between source-only and
   target-only), 500 labelled source and 500 unlabelled target texts, tested on 1,000 other target texts,
   3 seeds: source-only, FeatureAlignmentClassifier (coral, subspace), ImportanceWeightingClassifier and the
-  deep methods on frozen embeddings (``model=None``), target-only as the bound; then MiniLM fine-tuned end to
+  deep methods on frozen embeddings (``model=None``; with DomainAdaptedClassifier(source_only), the same
+  network without alignment), target-only as the bound; then MiniLM fine-tuned end to
   end for 2 epochs, on the first pair only and with 400 labelled source and 400 unlabelled target texts
   (what two CPU cores afford in about 15 minutes): FineTuneClassifier on the source alone and
   DomainAdaptedClassifier(source_only) (the same network, no alignment loss) against DomainAdaptedClassifier
@@ -552,6 +553,12 @@ class Domain:
 EXACT_RATIOS = "reference: ImportanceWeightingClassifier(flatten=1.0), the exact density ratios"
 
 
+# The network that DomainAdaptedClassifier trains on embeddings (bottleneck and head), without alignment.
+SAME_NETWORK_ON_EMBEDDINGS = (
+    "source only, the adapting network: DomainAdaptedClassifier(source_only) on the embeddings (model=None)"
+)
+
+
 def shallow_methods(seed, device):
     """The rows on frozen embeddings: each a classifier reading source and (y == -1) target rows."""
     return {
@@ -566,6 +573,9 @@ def shallow_methods(seed, device):
         ),
         EXACT_RATIOS: ImportanceWeightingClassifier(
             LogisticRegression(max_iter=1000), flatten=1.0, random_state=seed
+        ),
+        SAME_NETWORK_ON_EMBEDDINGS: DomainAdaptedClassifier(
+            method="source_only", model=None, device=device, random_state=seed
         ),
         "DomainAdaptedClassifier(dann) on the embeddings (model=None)": DomainAdaptedClassifier(
             method="dann", model=None, device=device, random_state=seed
@@ -650,8 +660,12 @@ def deep_rows(source, target, args, seeds, device):
     return scores, seconds
 
 
-def adaptation_table(scores, seconds):
-    """The rows with their differences from the first (source-only); whether each method reaches it."""
+def adaptation_table(scores, seconds, same_network):
+    """The rows with their differences from the first (source-only); whether each method reaches it.
+
+    ``same_network`` names the row of DomainAdaptedClassifier without alignment: the deep methods are also
+    held against it, which tells what the alignment adds apart from the network.
+    """
     names = list(scores)
     base = float(np.mean(scores[names[0]]))
     lines = ["| method | target accuracy | Δ vs source-only | seconds per fit |", "|---|---:|---:|---:|"]
@@ -666,16 +680,15 @@ def adaptation_table(scores, seconds):
         for name in names[1:]
         if not name.startswith(("source only", "target only", "reference"))
     ]
-    if SAME_NETWORK in scores:  # the adapting network's own source-only: what the alignment alone adds
-        same = float(np.mean(scores[SAME_NETWORK]))
-        held += [
-            goal(
-                round(float(np.mean(scores[name])), 3) >= round(same, 3),
-                f"{name} ≥ DomainAdaptedClassifier(source_only) ({np.mean(scores[name]) - same:+.3f})",
-            )
-            for name in names
-            if name.startswith("DomainAdaptedClassifier(") and name != SAME_NETWORK
-        ]
+    same = float(np.mean(scores[same_network]))
+    held += [
+        goal(
+            round(float(np.mean(scores[name])), 3) >= round(same, 3),
+            f"{name} ≥ DomainAdaptedClassifier(source_only) ({np.mean(scores[name]) - same:+.3f})",
+        )
+        for name in names
+        if name.startswith("DomainAdaptedClassifier(")
+    ]
     return lines, held
 
 
@@ -698,14 +711,15 @@ def domain_adaptation_section(args, device, seeds):
             domains.setdefault(name, Domain(name, args.target_test, fitted))
         source, target = domains[source_name], domains[target_name]
         scores, seconds, effective = shallow_rows(source, target, args, seeds, device)
-        table, held = adaptation_table(scores, seconds)
+        table, held = adaptation_table(scores, seconds, SAME_NETWORK_ON_EMBEDDINGS)
         names = list(scores)
         base, bound = float(np.mean(scores[names[0]])), float(np.mean(scores[names[-1]]))
         lines += [
             f"### {source_name} → {target_name}",
             "",
             f"On frozen {MODEL} embeddings (mean pooling); DomainAdaptedClassifier(model=None) trains its "
-            "bottleneck, head and discriminator on them at its defaults.",
+            "bottleneck, head and discriminator on them at its defaults; its own source-only row tells what "
+            "the alignment adds apart from that network.",
             "",
             *table,
             "",
@@ -723,7 +737,7 @@ def domain_adaptation_section(args, device, seeds):
         ]
         if index < args.deep_pairs:
             scores, seconds = deep_rows(source, target, args, seeds, device)
-            table, held = adaptation_table(scores, seconds)
+            table, held = adaptation_table(scores, seconds, SAME_NETWORK)
             lines += [
                 f"Fine-tuning {MODEL} end to end (strategy 'full', lr 1e-3 for the new layers, 1e-4 for the "
                 f"encoder, {epochs(args.deep_epochs)}, batch 32), on this pair only: {args.deep_per_class} "
