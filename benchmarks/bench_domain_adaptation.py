@@ -476,11 +476,17 @@ ABLATION = {
         "discriminator_dim": 1024,
         "trade_off": 1.0,
     },
-    "+ discriminator 512 wide, trade_off='auto' (0.3 for DANN): the defaults": {},
+    "+ discriminator 512 wide (trade_off=1 still)": {"trade_off": 1.0},
+    "+ trade_off='auto' (0.3 for DANN): the defaults": {},
     "the defaults without AdaBN at prediction (recalibrate_batchnorm=False)": {
         "recalibrate_batchnorm": False
     },
     "the defaults at a short budget (max_epochs=3)": {"max_epochs": 3},
+    "the step before the defaults (discriminator 1024 wide, trade_off=1) at a short budget (max_epochs=3)": {
+        "discriminator_dim": 1024,
+        "trade_off": 1.0,
+        "max_epochs": 3,
+    },
 }
 
 
