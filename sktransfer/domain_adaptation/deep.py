@@ -63,8 +63,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         reversed gradient at full weight pulls the features toward whatever fools the discriminator before
         the classes have formed: trained from scratch on typeset → handwritten digits, it fell below
         source-only at 1.0 and gained at 0.3, while on MNIST → MNIST-M 1.0 gained about 0.04 more, at 10
-        epochs as at 3 (the trade-off grid and the ablation of ``benchmarks/bench_domain_adaptation.py``). CDAN, whose conditioning and
-        certainty weights temper the same gradient, keeps 1.0.
+        epochs as at 3 (the trade-off grid and the ablation of ``benchmarks/bench_domain_adaptation.py``).
+        CDAN, whose conditioning and certainty weights temper the same gradient, keeps 1.0.
     alignment_layer : {"logits", "bottleneck"}, default="logits"
         What ``"mmd"`` and ``"coral"`` align: the head's output (class logits), where Deep CORAL applies
         its loss (the last classification layer, fc8, in Sun & Saenko 2016) and the top layer DAN adapts,
@@ -387,7 +387,7 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size={self.batch_size} gives training batches of one row, and the bottleneck's "
-                "BatchNorm needs at least 2: use batch_size >= 2 (>= 4 with target rows)."
+                "BatchNorm needs at least 2: use batch_size >= 2 (>= 4 with target rows and per-domain BatchNorm)."
             )
         if has_target_rows and self.batch_size < 4 and self._normalises_domains_apart():
             raise ValueError(
