@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.metadata_routing import get_routing_for_object
 
@@ -460,3 +460,69 @@ def test_neighborhood_consistency_needs_two_target_rows_and_features():
     plain = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     with pytest.raises(ValueError, match="needs 2-D features"):
         neighborhood_consistency_scorer(plain, np.zeros((3, 2, 2)), [-1, -1, -1])
+
+
+def _marked(shifted_blobs):
+    """Source and target rows together, the target rows marked -1."""
+    source, ys, target, _ = shifted_blobs
+    return np.concatenate([source, target]), np.concatenate([ys, np.full(len(target), -1)])
+
+
+def test_an_estimator_that_learnt_minus_one_as_a_class_is_refused(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    minus_one_a_class = LogisticRegression().fit(X, y)  # the target rows taught a class -1
+    for scorer in (prediction_entropy_scorer, *NEW_SCORERS):
+        with pytest.raises(ValueError, match="learnt -1 as a class"):
+            scorer(minus_one_a_class, X, y)
+
+
+def test_the_features_are_those_the_estimator_classifies(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    stretch = FunctionTransformer(lambda Z: Z * [10.0, 1.0])  # features unlike X: its neighbours differ
+    pipeline = make_pipeline(stretch, LogisticRegression())
+    search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0]}, cv=2).fit(X[y != -1], y[y != -1])
+    for scorer in (neighborhood_consistency_scorer, deep_embedded_validation_scorer):
+        assert scorer(search, X, y) == scorer(search.best_estimator_, X, y)  # a search read as its best
+    assert neighborhood_consistency_scorer(search, X, y) != pytest.approx(
+        neighborhood_consistency_scorer(_OnRawRows(search), X, y)
+    )
+    subspace = FeatureAlignmentClassifier(method="subspace", n_components=1).fit(X, y)
+    target = X[y == -1]
+    reads = subspace._target_features(target)  # what its estimator_ reads: the target's principal direction
+    expected = neighborhood_consistency_scorer(subspace.estimator_, reads, y[y == -1])
+    assert neighborhood_consistency_scorer(subspace, X, y) == pytest.approx(expected)
+    assert neighborhood_consistency_scorer(subspace, X, y) != pytest.approx(
+        neighborhood_consistency_scorer(_OnRawRows(subspace), X, y)
+    )
+
+
+class _OnRawRows:
+    """A fitted classifier seen from outside: its predictions, and no features of its own."""
+
+    def __init__(self, fitted):
+        self.fitted, self.classes_ = fitted, fitted.classes_
+
+    def predict(self, X):
+        return self.fitted.predict(X)
+
+
+def test_scorers_refuse_what_fit_refuses(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    clf = FeatureAlignmentClassifier().fit(X, y)
+    blank = y.astype(float)
+    blank[:3] = np.nan
+    with pytest.raises(ValueError, match=r"missing \(NaN or None\) at samples \[0, 1, 2\]"):
+        deep_embedded_validation_scorer(clf, X, blank)
+    with pytest.raises(ValueError, match=r"sample_domain is 0 for samples \[0\]"):
+        prediction_entropy_scorer(clf, X, y, sample_domain=np.r_[0, np.ones(len(y) - 1)])
+    with pytest.raises(ValueError, match="sample_domain must hold numbers"):
+        prediction_entropy_scorer(clf, X, y, sample_domain=np.full(len(y), "source"))
+    for value in (0.0, -0.05):
+        scorer = copy.copy(soft_neighborhood_density_scorer)
+        scorer.temperature = value
+        with pytest.raises(ValueError, match="temperature"):
+            scorer(clf, X, y)
+    scorer = copy.copy(neighborhood_consistency_scorer)
+    scorer.n_neighbors = None
+    with pytest.raises(TypeError, match="n_neighbors"):
+        scorer(clf, X, y)

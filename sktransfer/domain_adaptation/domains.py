@@ -60,25 +60,7 @@ def split_domains(y, sample_domain, n_samples):
     _warn_about_text_minus_one(y)
     target = unlabelled_mask(y)
     if sample_domain is not None:
-        domains = column_or_1d(np.asarray(sample_domain), warn=True)
-        if len(domains) != n_samples:
-            raise ValueError(f"sample_domain has {len(domains)} values but X has {n_samples} rows.")
-        if domains.dtype.kind not in "iuf" or not np.all(np.isfinite(domains)):
-            raise ValueError(
-                "sample_domain must hold numbers: positive for source rows, negative for target rows."
-            )
-        zeros = np.flatnonzero(domains == 0)
-        if zeros.size == n_samples:
-            raise ValueError(
-                "sample_domain holds only zeros: mark source rows with positive values (1, 2, ...) and target "
-                "rows with negative ones (-1, -2, ...)."
-            )
-        if zeros.size:
-            raise ValueError(
-                f"sample_domain is 0 for samples {zeros[:10].tolist()}: use a positive value for a source row "
-                "and a negative one for a target row."
-            )
-        masked = domains < 0
+        masked = checked_sample_domain(sample_domain, n_samples) < 0
         if (target | masked).all():
             _no_source_rows()
         _check_target_classes(y, target, masked)
@@ -94,6 +76,35 @@ def split_domains(y, sample_domain, n_samples):
             stacklevel=caller_stacklevel(),
         )
     return DomainSplit(labelled=labelled, target=target)
+
+
+def checked_sample_domain(sample_domain, n_samples):
+    """``sample_domain`` as a 1-D array of non-zero numbers, one per row of X; anything else raises.
+
+    Examples
+    --------
+    >>> checked_sample_domain([1, 1, -1], 3).tolist()
+    [1, 1, -1]
+    """
+    domains = column_or_1d(np.asarray(sample_domain), warn=True)
+    if len(domains) != n_samples:
+        raise ValueError(f"sample_domain has {len(domains)} values but X has {n_samples} rows.")
+    if domains.dtype.kind not in "iuf" or not np.all(np.isfinite(domains)):
+        raise ValueError(
+            "sample_domain must hold numbers: positive for source rows, negative for target rows."
+        )
+    zeros = np.flatnonzero(domains == 0)
+    if zeros.size == n_samples:
+        raise ValueError(
+            "sample_domain holds only zeros: mark source rows with positive values (1, 2, ...) and target "
+            "rows with negative ones (-1, -2, ...)."
+        )
+    if zeros.size:
+        raise ValueError(
+            f"sample_domain is 0 for samples {zeros[:10].tolist()}: use a positive value for a source row "
+            "and a negative one for a target row."
+        )
+    return domains
 
 
 class TextLabelWarning(UserWarning):

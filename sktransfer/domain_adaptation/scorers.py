@@ -7,16 +7,19 @@ hand each one its fold's slice of it; without routing, ``y == -1`` marks the tar
 as GridSearchCV expects.
 """
 
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn import get_config
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_consistent_length
+from sklearn.utils import check_consistent_length, check_scalar
 from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
-from sklearn.utils.validation import column_or_1d
 
-from .._labels import label_array, unlabelled_mask
+from .._labels import UNLABELLED, label_array, missing_labels, unlabelled_mask
 from .density_ratio import density_ratios, domain_discriminator
+from .domains import checked_sample_domain
+from .shallow import EstimatorOnTargetFeaturesMixin
 
 
 class _DomainScorer:
@@ -55,7 +58,15 @@ class _DomainScorer:
         check_consistent_length(X, y, sample_domain)
         target = np.zeros(len(X), dtype=bool) if y is None else unlabelled_mask(label_array(y))
         if sample_domain is not None:
-            target |= column_or_1d(sample_domain) < 0
+            target |= checked_sample_domain(sample_domain, len(X)) < 0
+        classes = getattr(estimator, "classes_", None)
+        if classes is not None and UNLABELLED in np.asarray(classes).tolist():
+            raise ValueError(
+                f"{self._name} scores an estimator that learnt -1 as a class (classes_ holds it): it was fitted "
+                "with the target rows as rows of a class -1, so its confident predictions of -1 on them would "
+                "win. Fit an estimator that reads y == -1 as target rows (DomainAdaptedClassifier, "
+                "FeatureAlignmentClassifier, ImportanceWeightingClassifier)."
+            )
         if not target.any():
             raise ValueError(
                 f"{self._name} received no target row: mark target rows with y == -1 or with a negative "
@@ -190,11 +201,23 @@ class _InformationMaximizationScorer(_DomainScorer):
 
 
 def _embeddings(estimator, X, name):
-    """The features in which to compare domains: the estimator's own embedding, or X itself."""
-    if isinstance(estimator, Pipeline):
-        X, estimator = estimator[:-1].transform(X), estimator[-1]
+    """The features in which to compare domains: those the estimator classifies, or X itself.
+
+    A fitted search is read through its ``best_estimator_``, a Pipeline (nested or not) through its steps;
+    then the last estimator's own embedding (``embed``), the features a shallow aligner maps the rows to
+    (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X.
+    """
+    while True:
+        if hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif isinstance(estimator, Pipeline):
+            X, estimator = estimator[:-1].transform(X), estimator[-1]
+        else:
+            break
     if hasattr(estimator, "embed"):
         return estimator.embed(X)
+    if isinstance(estimator, EstimatorOnTargetFeaturesMixin):
+        X = estimator._target_features(X)
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind not in "iuf":
         raise ValueError(
@@ -220,6 +243,12 @@ class _SourceWeightedScorer(_DomainScorer):
                 "negative sample_domain."
             )
         y = label_array(y)
+        missing = np.flatnonzero(source)[missing_labels(y[source])]
+        if missing.size:
+            raise ValueError(
+                f"{self._name} needs the label of every source row, and y is missing (NaN or None) at samples "
+                f"{missing[:10].tolist()}: mark target rows with -1 or a negative sample_domain."
+            )
         features = _embeddings(estimator, X, self._name)
         domain = domain_discriminator().fit(features, target)
         weights = density_ratios(domain.predict_proba(features[source])[:, 1], source.sum(), target.sum())
@@ -391,8 +420,11 @@ class _SoftNeighborhoodDensityScorer(_DomainScorer):
             raise ValueError(
                 f"{self._name} needs at least two target rows: it compares each one with the others."
             )
+        temperature = check_scalar(
+            self.temperature, "temperature", Real, min_val=0, include_boundaries="neither"
+        )
         proba = estimator.predict_proba(_rows(X, target))
-        return float(np.mean(_neighbourhood_entropies(proba, self.temperature)))
+        return float(np.mean(_neighbourhood_entropies(proba, temperature)))
 
 
 class _NeighborhoodConsistencyScorer(_DomainScorer):
@@ -459,7 +491,7 @@ class _NeighborhoodConsistencyScorer(_DomainScorer):
         rows = _rows(X, target)
         features = _embeddings(estimator, rows, self._name)
         _, predicted = np.unique(np.asarray(estimator.predict(rows)), return_inverse=True)
-        n_neighbors = min(self.n_neighbors, n_target - 1)
+        n_neighbors = min(check_scalar(self.n_neighbors, "n_neighbors", Integral, min_val=1), n_target - 1)
         # Without a query, kneighbors leaves each row out of its own neighbours.
         neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(features).kneighbors(return_distance=False)
         observed = float(np.mean(predicted[neighbours] == predicted[:, None]))
