@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import sklearn
 from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
@@ -526,3 +527,25 @@ def test_scorers_refuse_what_fit_refuses(shifted_blobs):
     scorer.n_neighbors = None
     with pytest.raises(TypeError, match="n_neighbors"):
         scorer(clf, X, y)
+
+
+class _Stateless(TransformerMixin, BaseEstimator):
+    """A frozen extractor: fit learns nothing, so it sets no fitted attribute."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.tanh(np.asarray(X, dtype=float))
+
+
+def test_a_pipeline_with_a_stateless_extractor_is_scored(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    pipeline = make_pipeline(_Stateless(), LogisticRegression()).fit(X[y != -1], y[y != -1])
+    reference = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression()).fit(X[y != -1], y[y != -1])
+    for scorer in (neighborhood_consistency_scorer, deep_embedded_validation_scorer):
+        assert scorer(pipeline, X, y) == pytest.approx(scorer(reference, X, y))
+    rows = tuple(X)  # a tuple of rows, as the loaders accept
+    assert prediction_entropy_scorer(pipeline, rows, y) == pytest.approx(
+        prediction_entropy_scorer(pipeline, X, y)
+    )

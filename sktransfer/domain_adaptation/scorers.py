@@ -129,7 +129,7 @@ class _DomainScorer:
 
 
 def _rows(X, mask):
-    return [X[i] for i in np.flatnonzero(mask)] if isinstance(X, list) else X[mask]
+    return [X[i] for i in np.flatnonzero(mask)] if isinstance(X, list | tuple) else X[mask]
 
 
 class _PredictionEntropyScorer(_DomainScorer):
@@ -210,8 +210,10 @@ def _embeddings(estimator, X, name):
     while True:
         if hasattr(estimator, "best_estimator_"):
             estimator = estimator.best_estimator_
-        elif isinstance(estimator, Pipeline):
-            X, estimator = estimator[:-1].transform(X), estimator[-1]
+        elif isinstance(estimator, Pipeline):  # step by step: a slice would ask its stateless steps for fit
+            for _, step in estimator.steps[:-1]:
+                X = X if step is None or step == "passthrough" else step.transform(X)
+            estimator = estimator[-1]
         else:
             break
     if hasattr(estimator, "embed"):
