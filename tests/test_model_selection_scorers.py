@@ -22,6 +22,7 @@ import sktransfer
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     deep_embedded_validation_scorer,
+    importance_weighted_scorer,
     information_maximization_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
@@ -472,21 +473,23 @@ def _marked(shifted_blobs):
 def test_an_estimator_that_learnt_minus_one_as_a_class_is_refused(shifted_blobs):
     X, y = _marked(shifted_blobs)
     minus_one_a_class = LogisticRegression().fit(X, y)  # the target rows taught a class -1
-    for scorer in (prediction_entropy_scorer, *NEW_SCORERS):
-        with pytest.raises(ValueError, match="learnt -1 as a class"):
+    for scorer in (prediction_entropy_scorer, importance_weighted_scorer, *NEW_SCORERS):
+        with pytest.raises(ValueError, match="classes_ hold -1, the label the library reserves"):
             scorer(minus_one_a_class, X, y)
 
 
 def test_the_features_are_those_the_estimator_classifies(shifted_blobs):
     X, y = _marked(shifted_blobs)
-    stretch = FunctionTransformer(lambda Z: Z * [10.0, 1.0])  # features unlike X: its neighbours differ
-    pipeline = make_pipeline(stretch, LogisticRegression())
+    squash = FunctionTransformer(lambda Z: np.tanh(Z * [3.0, 0.3]))  # features no scaling of X gives
+    pipeline = make_pipeline(squash, LogisticRegression())
     search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0]}, cv=2).fit(X[y != -1], y[y != -1])
     for scorer in (neighborhood_consistency_scorer, deep_embedded_validation_scorer):
         assert scorer(search, X, y) == scorer(search.best_estimator_, X, y)  # a search read as its best
-    assert neighborhood_consistency_scorer(search, X, y) != pytest.approx(
-        neighborhood_consistency_scorer(_OnRawRows(search), X, y)
-    )
+        assert scorer(search, X, y) != pytest.approx(scorer(_OnRawRows(search), X, y))
+    inner = FeatureAlignmentClassifier(make_pipeline(squash, LogisticRegression()), method="coral").fit(X, y)
+    reads = inner.estimator_[0].transform(inner._target_features(X[y == -1]))
+    expected = neighborhood_consistency_scorer(inner.estimator_[-1], reads, y[y == -1])
+    assert neighborhood_consistency_scorer(inner, X, y) == pytest.approx(expected)  # through its estimator
     subspace = FeatureAlignmentClassifier(method="subspace", n_components=1).fit(X, y)
     target = X[y == -1]
     reads = subspace._target_features(target)  # what its estimator_ reads: the target's principal direction
@@ -506,6 +509,9 @@ class _OnRawRows:
     def predict(self, X):
         return self.fitted.predict(X)
 
+    def predict_proba(self, X):
+        return self.fitted.predict_proba(X)
+
 
 def test_scorers_refuse_what_fit_refuses(shifted_blobs):
     X, y = _marked(shifted_blobs)
@@ -518,7 +524,7 @@ def test_scorers_refuse_what_fit_refuses(shifted_blobs):
         prediction_entropy_scorer(clf, X, y, sample_domain=np.r_[0, np.ones(len(y) - 1)])
     with pytest.raises(ValueError, match="sample_domain must hold numbers"):
         prediction_entropy_scorer(clf, X, y, sample_domain=np.full(len(y), "source"))
-    for value in (0.0, -0.05):
+    for value in (0.0, -0.05, np.inf, np.nan):
         scorer = copy.copy(soft_neighborhood_density_scorer)
         scorer.temperature = value
         with pytest.raises(ValueError, match="temperature"):

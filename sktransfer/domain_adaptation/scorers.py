@@ -62,10 +62,11 @@ class _DomainScorer:
         classes = getattr(estimator, "classes_", None)
         if classes is not None and UNLABELLED in np.asarray(classes).tolist():
             raise ValueError(
-                f"{self._name} scores an estimator that learnt -1 as a class (classes_ holds it): it was fitted "
-                "with the target rows as rows of a class -1, so its confident predictions of -1 on them would "
-                "win. Fit an estimator that reads y == -1 as target rows (DomainAdaptedClassifier, "
-                "FeatureAlignmentClassifier, ImportanceWeightingClassifier)."
+                f"{self._name} scores an estimator whose classes_ hold -1, the label the library reserves for "
+                "target rows: fitted with the target rows as a class -1, its confident predictions of -1 on "
+                "them would win a search. Fit an estimator that reads y == -1 as target rows "
+                "(DomainAdaptedClassifier, FeatureAlignmentClassifier, ImportanceWeightingClassifier), or "
+                "recode a class named -1."
             )
         if not target.any():
             raise ValueError(
@@ -214,12 +215,12 @@ def _embeddings(estimator, X, name):
             for _, step in estimator.steps[:-1]:
                 X = X if step is None or step == "passthrough" else step.transform(X)
             estimator = estimator[-1]
+        elif isinstance(estimator, EstimatorOnTargetFeaturesMixin):  # then what its own estimator reads
+            X, estimator = estimator._target_features(X), estimator.estimator_
         else:
             break
     if hasattr(estimator, "embed"):
         return estimator.embed(X)
-    if isinstance(estimator, EstimatorOnTargetFeaturesMixin):
-        X = estimator._target_features(X)
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind not in "iuf":
         raise ValueError(
@@ -427,6 +428,8 @@ class _SoftNeighborhoodDensityScorer(_DomainScorer):
         temperature = check_scalar(
             self.temperature, "temperature", Real, min_val=0, include_boundaries="neither"
         )
+        if not np.isfinite(temperature):
+            raise ValueError(f"temperature == {temperature}, must be a finite number above 0.")
         proba = estimator.predict_proba(_rows(X, target))
         return float(np.mean(_neighbourhood_entropies(proba, temperature)))
 
