@@ -35,6 +35,8 @@ from ._transferability_linalg import (
 # flatten them to almost uniform); any other, logits. Rows that miss 1 by more than this are renormalised
 # with a warning.
 _PROBABILITY_ATOL = 0.05
+# What to pass for a binary source classifier that gives one logit per sample.
+_ONE_LOGIT = "for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l])"
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 
@@ -519,8 +521,8 @@ def _source_probabilities(source_output):
     values = _checked_features(source_output, "source_output")
     if values.shape[1] < 2:
         raise ValueError(
-            "source_output has one column: give the source classifier's output for every source class "
-            "(for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l]))."
+            f"source_output has one column: give the source classifier's output for every source class "
+            f"({_ONE_LOGIT})."
         )
     sums = values.sum(axis=1)
     if not np.all((values >= 0) & (values <= 1)) or np.all(sums == 0):  # all zeros: uniform logits
@@ -550,8 +552,7 @@ def _hard_predictions(source_output):
     if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.any(values != np.round(values)):
         raise ValueError(
             "source_output holds one number per sample that is not a class label: give the source "
-            "classifier's predicted classes, or its output for every source class (for a binary classifier "
-            "with one logit l, np.column_stack([np.zeros_like(l), l]))."
+            f"classifier's predicted classes, or its output for every source class ({_ONE_LOGIT})."
         )
     codes, _ = _label_codes(values, "source_output")
     if len(codes) < 2:

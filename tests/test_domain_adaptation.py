@@ -265,7 +265,9 @@ def test_shallow_alignment_with_one_target_row_warns_that_it_aligns_nothing(shif
 
 def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):
     X, y, _ = shifted_features
-    with pytest.warns(UserWarning, match=r"method='coral'\) does not read n_components=2"):
+    with pytest.warns(
+        UserWarning, match=r"n_components=2 takes effect only with method='subspace', not method='coral'"
+    ):
         FeatureAlignmentClassifier(n_components=2).fit(X, y)
     with pytest.warns(UserWarning, match="lowers n_components=9 to 4"):
         clf = FeatureAlignmentClassifier(method="subspace", n_components=9).fit(X, y)

@@ -17,6 +17,8 @@ from .shallow import EstimatorOnTargetFeaturesMixin
 
 # Density ratios that rest on under this share of the source rows say that the domains barely overlap.
 _FEW_EFFECTIVE_ROWS = 0.1
+# The folds of cv=None, and of flatten="auto" when cv is not an int.
+_DEFAULT_FOLDS = 5
 
 
 class FewEffectiveRowsWarning(UserWarning):
@@ -84,9 +86,10 @@ class ImportanceWeightingClassifier(
         reweighting shows no gain beyond that noise. That costs ``estimator`` five fits per fold, each on a
         training fold's rows (``n_jobs`` runs them in parallel); set a number to skip them. Where a class
         has a single source row and nothing can be held out, ``"auto"`` is the largest power whose weights
-        keep an effective sample size of half the source rows [5]_. On the benchmarks' shifts, where a discriminator tells the domains apart
-        almost everywhere, the unflattened ratios cost up to 0.13 of target accuracy against an unweighted
-        fit, and ``"auto"`` lands within 0.004 of it (benchmarks/RESULTS.md).
+        keep an effective sample size of half the source rows [5]_. On the benchmarks' shifts, where a
+        discriminator tells the domains apart almost everywhere, the unflattened ratios cost up to 0.13 of
+        target accuracy against an unweighted fit, and ``"auto"`` lands within 0.004 of it
+        (benchmarks/RESULTS.md).
     cv : int, cross-validation generator, iterable or None, default=5
         The folds of the out-of-fold discriminator probabilities. An int is the number of stratified,
         shuffled folds, lowered to the number of rows of the smaller domain where that is fewer (at least 2
@@ -244,7 +247,7 @@ class ImportanceWeightingClassifier(
     def _choose_flattening(self, estimator, source, labels, ratios):
         if self.flatten != "auto":
             return float(self.flatten), None
-        n_splits = self.cv if isinstance(self.cv, Integral) else 5
+        n_splits = self.cv if isinstance(self.cv, Integral) else _DEFAULT_FOLDS
         return choose_flattening(estimator, source, labels, ratios, n_splits, self.random_state, self.n_jobs)
 
     def _warn_if_few_effective_rows(self, ratios_effective_size, n_source):
@@ -293,7 +296,7 @@ class ImportanceWeightingClassifier(
     def _folds(self, n_source, n_target):
         if self.cv is not None and not isinstance(self.cv, Integral):
             return self.cv
-        n_splits = min(5 if self.cv is None else self.cv, n_source, n_target)
+        n_splits = min(_DEFAULT_FOLDS if self.cv is None else self.cv, n_source, n_target)
         if n_splits < 2:
             raise ValueError(
                 f"ImportanceWeightingClassifier got {n_source} source rows and {n_target} target rows: "

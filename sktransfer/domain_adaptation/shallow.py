@@ -13,6 +13,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._stacklevel import caller_stacklevel
+from .._unused_settings import warn_of_unused_settings
 from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
 
 
@@ -213,10 +214,8 @@ class FeatureAlignmentClassifier(
         if self.n_components is None or n_target < 2:
             return
         if self.method != "subspace":
-            warnings.warn(
-                f"{name} does not read n_components={self.n_components}: only method='subspace' does.",
-                UserWarning,
-                stacklevel=caller_stacklevel(),
+            warn_of_unused_settings(
+                self, ["n_components"], f"with method='subspace', not method={self.method!r}"
             )
         elif self.n_components > min(n_source, n_target, n_features):
             warnings.warn(
