@@ -371,15 +371,15 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
                 "of the domain discriminator: pass sample_domain to say which rows come from which."
             )
         if not reset and not hasattr(self, "_source_domains"):  # initialize() called, or an earlier pickle
-            known, columns = np.unique(domains), getattr(self, "_n_sources", 1)
-            if len(known) != columns:
+            present, columns = np.unique(domains), getattr(self, "_n_sources", 1)
+            if len(present) != columns:
                 raise ValueError(
                     f"this {type(self).__name__} was initialised (by initialize(), or pickled by an earlier "
                     f"version) without a record of which source domain has which of its {columns} "
-                    f"discriminator column(s); this call holds {len(known)} source domain(s): give it every "
+                    f"discriminator column(s); this call holds {len(present)} source domain(s): give it every "
                     "source domain, or fit with warm_start=False to start again."
                 )
-            self._source_domains, self._n_sources = known, columns
+            self._source_domains, self._n_sources = present, columns
         return domains
 
     def _refuse_batches_too_small_for_batchnorm(self, has_target_rows):
