@@ -385,8 +385,8 @@ class _SoftNeighborhoodDensityScorer(_DomainScorer):
     Call it as ``soft_neighborhood_density_scorer(estimator, X, y=None, sample_domain=None)``, or give it
     as ``scoring``; it needs at least two target rows. To use another temperature, set ``temperature`` on a
     copy (``copy.copy(soft_neighborhood_density_scorer)``). It compares every pair of target rows: its
-    memory stays bounded, but its time grows with their square (about 10 s for 40,000 rows on two CPU
-    cores), for each candidate and fold of a search.
+    memory stays bounded, but its time grows with the square of their number, for each candidate and fold
+    of a search.
 
     The score lies between 0 and log(n_target - 1): compare candidates on the same rows, as GridSearchCV
     does. It grows with the size of the clusters, not with their correctness: a model that gives every
