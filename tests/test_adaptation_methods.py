@@ -159,6 +159,10 @@ def test_cdan_conditions_the_discriminator_on_the_predictions():
     assert domain.shape == (6, 1)
     assert net.discriminator[0].in_features == 5 * 3
     assert MultilinearMap(300, 20).out_features == 1024  # 6,000 columns: the randomised map
+    ten_classes = MultilinearMap(256, 10)  # the default bottleneck: 2,560 columns, randomised to 1,024
+    assert ten_classes.randomised
+    assert ten_classes.out_features == 1024
+    assert ten_classes(torch.randn(4, 256), torch.softmax(torch.randn(4, 10), 1)).shape == (4, 1024)
     full = MultilinearMap(2, 2)(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.25, 0.75]]))
     torch.testing.assert_close(full, torch.tensor([[0.25, 0.5, 0.75, 1.5]]))
 

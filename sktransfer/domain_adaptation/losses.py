@@ -62,28 +62,31 @@ class MultilinearMap(nn.Module):
 
     The outer product has ``n_features * n_classes`` columns; above ``max_features`` columns, both factors
     are projected by fixed random matrices to ``max_features`` columns and multiplied element-wise (the
-    randomised multilinear map, whose inner products approximate the full map's).
+    randomised multilinear map, whose inner products approximate the full map's). The default of 1024 is
+    the paper's randomised width: a 256-wide bottleneck with 10 classes gives the discriminator 1024 inputs,
+    not the full map's 2560 (a first layer 2.5 times as large).
 
     Examples
     --------
     >>> MultilinearMap(8, 3)(torch.ones(2, 8), torch.ones(2, 3) / 3).shape
     torch.Size([2, 24])
-    >>> MultilinearMap(256, 31).out_features
+    >>> MultilinearMap(256, 10).out_features
     1024
     """
 
-    def __init__(self, n_features, n_classes, max_features=4096):
+    def __init__(self, n_features, n_classes, max_features=1024):
         super().__init__()
         self.randomised = n_features * n_classes > max_features
-        self.out_features = 1024 if self.randomised else n_features * n_classes
+        self.out_features = max_features if self.randomised else n_features * n_classes
         if self.randomised:
             generator = torch.Generator().manual_seed(0)
-            self.register_buffer("feature_map", torch.randn(n_features, 1024, generator=generator))
-            self.register_buffer("class_map", torch.randn(n_classes, 1024, generator=generator))
+            self.register_buffer("feature_map", torch.randn(n_features, max_features, generator=generator))
+            self.register_buffer("class_map", torch.randn(n_classes, max_features, generator=generator))
 
     def forward(self, features, probabilities):
         if self.randomised:
-            return (features @ self.feature_map) * (probabilities @ self.class_map) / 1024**0.5
+            projected = (features @ self.feature_map) * (probabilities @ self.class_map)
+            return projected / self.out_features**0.5
         return torch.einsum("nc,nf->ncf", probabilities, features).flatten(1)
 
 
