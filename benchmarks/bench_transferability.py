@@ -7,7 +7,8 @@
   first), the ImageNet weights with Gaussian noise of 0.5 and 1 times each weight tensor's standard deviation
   added (saved as checkpoints, given as ``weights=<path>``), and torchvision's mobilenet_v3_small and resnet18
   with random weights. For each candidate: LogME (with an intercept, and without one as in the paper),
-  H-score (Ledoit-Wolf shrinkage) and GBC (64 principal components, spherical covariances) of its embeddings
+  H-score (Ledoit-Wolf shrinkage; adjusted for chance, as the library computes it, and not adjusted, as
+  the papers do) and GBC (64 principal components, spherical covariances) of its embeddings
   of the training images; LEEP and NCE of its own 1000-class classifier's logits
   (``PretrainedFeatureExtractor(layer="classifier")``, ``"fc"`` for a ResNet) for the candidates that keep
   their whole network (``layer=None``); the linear-probe accuracy (StandardScaler + LogisticRegression on the
@@ -58,11 +59,13 @@ from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, load_backbone
 from sktransfer.datasets import load_digit_images, load_mnist_digits, load_movie_reviews, load_textures
 from sktransfer.transferability import gbc_score, h_score, leep_score, logme_score, nce_score
 
-# LogME as the library computes it (with an intercept) and as the paper does (without one), side by side.
+# LogME and the H-score as the library computes them (with an intercept; adjusted for chance) and as the
+# papers do (without one; not adjusted), side by side.
 EMBEDDING_SCORES = {
     "LogME": logme_score,
     "LogME, no intercept": partial(logme_score, fit_intercept=False),
     "H-score": h_score,
+    "H-score, not adjusted": partial(h_score, adjusted=False),
     "GBC": gbc_score,
 }
 OUTPUT_SCORES = {"LEEP": leep_score, "NCE": nce_score}

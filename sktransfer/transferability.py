@@ -39,6 +39,9 @@ _PROBABILITY_ATOL = 0.05
 _ONE_LOGIT = "for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l])"
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
+# The adjusted H-score's room above chance, as a share of its largest value, below which the features fit
+# every labelling (up to rounding) and the score is 0.
+_CHANCE_ROOM = 1e-9
 
 
 @validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
@@ -122,20 +125,33 @@ def logme_score(features, y, *, fit_intercept=True):
     {
         **_FEATURES_AND_LABELS,
         "shrinkage": [StrOptions({"ledoit_wolf"}), Interval(Real, 0, 1, closed="both"), None],
+        "adjusted": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
-def h_score(features, y, *, shrinkage="ledoit_wolf"):
+def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     """H-score: how much of the features' variance lies between the classes, in the features' own metric.
 
     ``tr(cov(f)^-1 cov(E[f | y]))`` (Bao et al. 2019), the sum of the squared canonical correlations
     between the features and the one-hot labels. With ``shrinkage=None``, as in the paper, ``cov(f)^-1`` is
     the pseudo-inverse and the score lies between 0 and ``n_classes - 1``; but whenever the features have at
-    least as many dimensions as samples it is ``n_classes - 1`` whatever they are. The default is the
-    regularised H-score of Ibrahim et al. (2022), which they found stable and better at ranking:
-    ``tr(cov_s(f)^-1 (1 - s) cov(E[f | y]))``, with ``cov_s(f)`` shrunk towards a multiple of the identity by
-    the Ledoit-Wolf amount ``s``; it also lies between 0 and ``n_classes - 1``. The score does not change when
-    the features are scaled or shifted.
+    least as many dimensions as samples it is ``n_classes - 1`` whatever they are. The default shrinkage is
+    the regularised H-score of Ibrahim et al. (2022): ``tr(cov_s(f)^-1 (1 - s) cov(E[f | y]))``, with
+    ``cov_s(f)`` shrunk towards a multiple of the identity by the Ledoit-Wolf amount ``s``; it also lies
+    between 0 and ``n_classes - 1``.
+
+    Even so, the class means of a few samples lie apart by chance, the more so the more directions the
+    features vary in: labels drawn at random give wide features a high H-score. By default the score is
+    adjusted for chance, as the adjusted Rand index adjusts the Rand index: ``(H - E) / (n_classes - 1 - E)``,
+    with ``E`` the exact mean of ``H`` over every permutation of ``y`` (the shrinkage does not depend on the
+    labels): ``E = (n_classes - 1) / (n_samples - 1) * sum_i w_i``, where ``w_i`` is the weight that the
+    shrunk inverse covariance gives the i-th principal direction (1 without shrinkage), so that ``sum_i w_i``
+    counts the directions the features effectively vary in. The adjusted score is 1 when the classes are
+    told apart perfectly and 0, on average, for labels unrelated to the features; it is 0 where the features
+    fit every labelling (``shrinkage=None`` and as many dimensions as samples). In
+    ``benchmarks/bench_transferability.py`` the adjustment is what makes the H-score rank layers of different
+    widths and random-weights networks at all. Both scores do not change when the features are scaled or
+    shifted.
 
     Parameters
     ----------
@@ -147,11 +163,14 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
         ``s``, the weight of the identity in the shrunk covariance ``cov_s(f) = (1 - s) cov(f) + s mu I``
         (``mu`` the mean variance): Ledoit and Wolf's estimate, or a given value. ``None`` or 0: the
         pseudo-inverse of ``cov(f)``, directions of (numerically) no variance left out.
+    adjusted : bool, default=True
+        Adjust the score for chance, as above. ``False``: the papers' H-score.
 
     Returns
     -------
     score : float
-        Greater is better.
+        Greater is better: at most 1 adjusted (below 0 when the classes lie less apart than chance would
+        put them), between 0 and ``n_classes - 1`` not adjusted.
 
     References
     ----------
@@ -159,6 +178,8 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
        Approach to Transferability in Task Transfer Learning", ICIP 2019.
     .. [2] S. Ibrahim, N. Ponomareva and R. Mazumder, "Newer is not always better: Rethinking
        transferability metrics, their peculiarities, stability and performance", ECML PKDD 2022.
+    .. [3] L. Hubert and P. Arabie, "Comparing partitions", Journal of Classification 2, 1985 (the
+       adjustment for chance).
 
     Examples
     --------
@@ -166,8 +187,11 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
     >>> rng = np.random.default_rng(0)
     >>> y = np.repeat([0, 1], 30)
     >>> separable = np.c_[y + 0.2 * rng.normal(size=60), rng.normal(size=60)]
-    >>> round(h_score(separable, y), 2), round(h_score(rng.normal(size=(60, 2)), y), 2)
-    (0.67, 0.0)
+    >>> round(h_score(separable, y, adjusted=False), 2), round(h_score(separable, y), 2)
+    (0.67, 0.66)
+    >>> noise = rng.normal(size=(60, 40))  # 40 directions of chance separation, without shrinkage
+    >>> round(h_score(noise, y, shrinkage=None, adjusted=False), 2), round(h_score(noise, y, shrinkage=None), 2)
+    (0.69, 0.04)
     """
     features = _checked_features(features, "features")
     codes, n_classes = _class_codes(y, len(features), "features")
@@ -181,7 +205,14 @@ def h_score(features, y, *, shrinkage="ledoit_wolf"):
     shrinkage = shrinkage or 0.0
     kept = (1 - shrinkage) * sigma
     weights = kept / (kept + shrinkage * np.sum(centred**2) / centred.shape[1])
-    return float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
+    score = float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
+    if not adjusted:
+        return score
+    # Each u_i is a unit vector orthogonal to the ones; over the permutations of y, (u_i^T 1_k)^2 / n_k
+    # averages (n - n_k) / (n (n - 1)), and so H averages (n_classes - 1) / (n - 1) * sum_i weight_i.
+    chance = (n_classes - 1) / (len(features) - 1) * float(np.sum(weights))
+    room = (n_classes - 1) - chance
+    return 0.0 if room <= _CHANCE_ROOM * (n_classes - 1) else (score - chance) / room
 
 
 @validate_params(

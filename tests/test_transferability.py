@@ -1,5 +1,6 @@
 """Transferability scores: values against slow references, invariances, stability, errors, and the scorers."""
 
+import itertools
 import math
 import pickle
 import warnings
@@ -235,7 +236,42 @@ def test_logme_does_not_reward_features_for_lying_far_from_the_origin():
 def test_h_score_against_the_written_out_covariances(shrinkage):
     features, y = clustered()
     expected = slow_h_score(features, y, shrinkage)
-    assert h_score(features, y, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
+    assert h_score(features, y, shrinkage=shrinkage, adjusted=False) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("shrinkage", [None, "ledoit_wolf", 0.3])
+def test_adjusted_h_score_averages_zero_over_every_labelling(shrinkage):
+    features, _ = clustered(n_per_class=3, n_features=4, n_classes=3)
+    features = features[:8]  # classes of 3, 3 and 2 samples: 560 distinct labellings
+    labellings = {
+        tuple(labels)
+        for labels in (
+            np.array([0, 0, 0, 1, 1, 1, 2, 2])[list(order)] for order in itertools.permutations(range(8))
+        )
+    }
+    raw = [h_score(features, labels, shrinkage=shrinkage, adjusted=False) for labels in labellings]
+    adjusted = [h_score(features, labels, shrinkage=shrinkage) for labels in labellings]
+    assert len(labellings) == 560
+    assert np.mean(raw) > 0.5  # the class means of a few samples lie apart by chance
+    assert np.mean(adjusted) == pytest.approx(0.0, abs=1e-9)
+    assert max(adjusted) <= 1.0
+    # The adjustment is the same for every labelling: the score is an increasing affine map of the raw one.
+    slope, _ = np.polyfit(raw, adjusted, 1)
+    assert slope > 0
+    np.testing.assert_allclose(np.corrcoef(raw, adjusted)[0, 1], 1.0, rtol=1e-9)
+
+
+def test_adjusted_h_score_ranks_separated_classes_above_wide_noise():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 15)
+    features = rng.normal(size=(30, 3))
+    features[:, 0] += 1.2 * y  # the classes lie apart along one of three directions
+    noise = rng.normal(size=(30, 25))
+    # Without the adjustment, 25 directions of chance separation outscore one of real separation.
+    assert h_score(noise, y, shrinkage=None, adjusted=False) > h_score(
+        features, y, shrinkage=None, adjusted=False
+    )
+    assert h_score(features, y, shrinkage=None) > 0.1 > h_score(noise, y, shrinkage=None)
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
@@ -331,11 +367,14 @@ def test_shrinkage_keeps_the_h_score_informative_when_n_samples_is_below_n_featu
     features, labels = clustered(n_per_class=4, n_features=20)
     noise = np.random.default_rng(1).normal(size=features.shape)
     # The pseudo-inverse sees n_classes - 1 in any 20-d features of 12 samples, the shrunk covariance does not.
-    assert h_score(features, labels, shrinkage=None) == pytest.approx(2.0)
-    assert h_score(noise, labels, shrinkage=None) == pytest.approx(2.0)
+    assert h_score(features, labels, shrinkage=None, adjusted=False) == pytest.approx(2.0)
+    assert h_score(noise, labels, shrinkage=None, adjusted=False) == pytest.approx(2.0)
+    # Adjusted for chance, features that fit every labelling score 0.
+    assert h_score(features, labels, shrinkage=None) == 0.0
     assert h_score(features, labels) > 2 * h_score(noise, labels)
     for values in (features, noise, features[:, :3]):
-        assert 0 <= h_score(values, labels) <= 2.0
+        assert 0 <= h_score(values, labels, adjusted=False) <= 2.0
+        assert h_score(values, labels) <= 1.0
 
 
 def test_more_separable_scores_higher():
