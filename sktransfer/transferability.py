@@ -150,7 +150,7 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     told apart perfectly and 0, on average, for labels unrelated to the features; it is 0 where the features
     fit every labelling (``shrinkage=None`` and as many dimensions as samples). In
     ``benchmarks/bench_transferability.py`` the adjustment is what makes the H-score rank layers of different
-    widths and random-weights networks at all. Both scores do not change when the features are scaled or
+    widths and random-weights networks at all. Neither score changes when the features are scaled or
     shifted.
 
     Parameters
