@@ -41,7 +41,7 @@ _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 # The adjusted H-score's room above chance, as a share of its largest value, below which the features fit
 # every labelling (up to rounding) and the score is 0.
-_CHANCE_ROOM = 1e-9
+_CHANCE_ROOM = 1e-12
 
 
 @validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
@@ -146,9 +146,12 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     with ``E`` the exact mean of ``H`` over every permutation of ``y`` (the shrinkage does not depend on the
     labels): ``E = (n_classes - 1) / (n_samples - 1) * sum_i w_i``, where ``w_i`` is the weight that the
     shrunk inverse covariance gives the i-th principal direction (1 without shrinkage), so that ``sum_i w_i``
-    counts the directions the features effectively vary in. The adjusted score is 1 when the classes are
-    told apart perfectly and 0, on average, for labels unrelated to the features; it is 0 where the features
-    fit every labelling (``shrinkage=None`` and as many dimensions as samples). In
+    counts the directions the features effectively vary in. The adjusted score is at most 1 (1 for classes told
+    apart perfectly, without shrinkage) and 0, on average, for labels unrelated to the features; it is 0
+    where the features fit every labelling (``shrinkage=None`` and as many dimensions as samples). Its
+    spread over random labels grows as the room above chance, ``n_classes - 1 - E``, shrinks: without
+    shrinkage and with nearly as many dimensions as samples it can lie far below 0; the default shrinkage
+    keeps the room wide. In
     ``benchmarks/bench_transferability.py`` the adjustment is what makes the H-score rank layers of different
     widths and random-weights networks at all. Neither score changes when the features are scaled or
     shifted.
@@ -204,14 +207,20 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
         shrinkage = ledoit_wolf_shrinkage(centred, sigma)
     shrinkage = shrinkage or 0.0
     kept = (1 - shrinkage) * sigma
-    weights = kept / (kept + shrinkage * np.sum(centred**2) / centred.shape[1])
+    mean_variance = np.sum(centred**2) / centred.shape[1]  # n_samples times the mean variance, as sigma
+    weights = kept / (kept + shrinkage * mean_variance)
     score = float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
     if not adjusted:
         return score
     # Each u_i is a unit vector orthogonal to the ones; over the permutations of y, (u_i^T 1_k)^2 / n_k
-    # averages (n - n_k) / (n (n - 1)), and so H averages (n_classes - 1) / (n - 1) * sum_i weight_i.
-    chance = (n_classes - 1) / (len(features) - 1) * float(np.sum(weights))
-    room = (n_classes - 1) - chance
+    # averages (n - n_k) / (n (n - 1)), and so H averages (n_classes - 1) / (n - 1) * sum_i weight_i. The
+    # room above it, n_classes - 1 minus that, is summed from its non-negative parts (the n - 1 directions
+    # orthogonal to the ones that the features leave out, and 1 - weight_i for those they keep), not
+    # subtracted, so that it stays exact when the shrinkage is tiny.
+    scale = (n_classes - 1) / (len(features) - 1)
+    chance = scale * float(np.sum(weights))
+    left_out = max(len(features) - 1 - len(weights), 0)
+    room = scale * (left_out + float(np.sum(shrinkage * mean_variance / (kept + shrinkage * mean_variance))))
     return 0.0 if room <= _CHANCE_ROOM * (n_classes - 1) else (score - chance) / room
 
 

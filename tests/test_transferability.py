@@ -239,9 +239,11 @@ def test_h_score_against_the_written_out_covariances(shrinkage):
     assert h_score(features, y, shrinkage=shrinkage, adjusted=False) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("shrinkage", [None, "ledoit_wolf", 0.3])
-def test_adjusted_h_score_averages_zero_over_every_labelling(shrinkage):
-    features, _ = clustered(n_per_class=3, n_features=4, n_classes=3)
+@pytest.mark.parametrize(
+    ("shrinkage", "n_features"), [(None, 4), ("ledoit_wolf", 4), (0.3, 4), ("ledoit_wolf", 12), (1e-6, 12)]
+)
+def test_adjusted_h_score_averages_zero_over_every_labelling(shrinkage, n_features):
+    features, _ = clustered(n_per_class=3, n_features=n_features, n_classes=3)
     features = features[:8]  # classes of 3, 3 and 2 samples: 560 distinct labellings
     labellings = {
         tuple(labels)
@@ -259,6 +261,18 @@ def test_adjusted_h_score_averages_zero_over_every_labelling(shrinkage):
     slope, _ = np.polyfit(raw, adjusted, 1)
     assert slope > 0
     np.testing.assert_allclose(np.corrcoef(raw, adjusted)[0, 1], 1.0, rtol=1e-9)
+
+
+def test_adjusted_h_score_is_one_for_perfect_separation_and_continuous_in_a_tiny_shrinkage():
+    y = np.repeat([0, 1, 2], 5)
+    one_hot = np.eye(3)[y] + 1e-3 * np.random.default_rng(0).normal(size=(15, 3))
+    assert h_score(np.eye(3)[y], y, shrinkage=None) == pytest.approx(1.0)
+    assert 0.99 < h_score(one_hot, y, shrinkage=None) <= 1.0
+    # More dimensions than samples: the room above chance shrinks with the shrinkage, the score does not jump.
+    features, labels = clustered(n_per_class=4, n_features=20)
+    scores = [h_score(features, labels, shrinkage=amount) for amount in (1e-10, 1e-8, 1e-6)]
+    np.testing.assert_allclose(scores, scores[-1], rtol=1e-4)
+    assert scores[-1] > 0.1
 
 
 def test_adjusted_h_score_ranks_separated_classes_above_wide_noise():
