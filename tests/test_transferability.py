@@ -385,7 +385,8 @@ def test_shrinkage_keeps_the_h_score_informative_when_n_samples_is_below_n_featu
     assert h_score(noise, labels, shrinkage=None, adjusted=False) == pytest.approx(2.0)
     # Adjusted for chance, features that fit every labelling score 0.
     assert h_score(features, labels, shrinkage=None) == 0.0
-    assert h_score(features, labels) > 2 * h_score(noise, labels)
+    assert h_score(features, labels, adjusted=False) > 2 * h_score(noise, labels, adjusted=False)
+    assert h_score(features, labels) > 0.5 > 0.1 > h_score(noise, labels)
     for values in (features, noise, features[:, :3]):
         assert 0 <= h_score(values, labels, adjusted=False) <= 2.0
         assert h_score(values, labels) <= 1.0
