@@ -1,0 +1,45 @@
+"""Every warning and error that sktransfer raises on purpose, importable from one place.
+
+Each class lives beside the code that raises it; this module gathers them, as ``sklearn.exceptions`` does
+for scikit-learn, so that a notebook can silence a warning it has read or catch an error by its class
+without knowing which module raises it.
+
+Examples
+--------
+>>> import warnings
+>>> from sktransfer.exceptions import SettingsChangedWarning
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore", SettingsChangedWarning)  # read once, silenced in this block
+...     warnings.warn("layer changed after fit", SettingsChangedWarning)
+>>> issubclass(SettingsChangedWarning, UserWarning)
+True
+"""
+
+from ._changed_settings import SettingsChangedWarning
+from ._runtime import NetworkOutputError, SlowPrecisionWarning
+from .backbones import WeightsUnavailableError
+from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
+from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
+from .domain_adaptation.objectives import PseudoLabelCollapseWarning
+from .domain_adaptation.reweighting import FewEffectiveRowsWarning
+from .parameter_transfer import NewClassWarning
+from .text_encoders import TextEncoderUnavailableError
+from .training import TrainingDivergedError
+
+__all__ = [
+    "FewEffectiveRowsWarning",
+    "NetworkOutputError",
+    "NewClassWarning",
+    "NoTargetDataWarning",
+    "PartitionError",
+    "PartitionFailedWarning",
+    "PseudoLabelCollapseWarning",
+    "SettingsChangedWarning",
+    "SlowPrecisionWarning",
+    "SlowWorkersWarning",
+    "TextEncoderUnavailableError",
+    "TextLabelWarning",
+    "TrainingDivergedError",
+    "UnlabelledScoringWarning",
+    "WeightsUnavailableError",
+]
