@@ -24,6 +24,7 @@ from sktransfer.domain_adaptation.losses import (
     certainty_weights,
     domain_adversarial_loss,
     mmd_loss,
+    partial_class_weights,
     pseudo_label_loss,
 )
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
@@ -478,6 +479,33 @@ def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_
     assert weights["dark"] == 1.0
     assert weights["bright"] < 0.5
     assert np.array_equal(deep(method="dann", max_epochs=3).fit(X_partial, y_partial).class_weights_, [1, 1])
+
+
+def test_partial_weights_keep_the_classes_the_target_holds_although_it_favours_one():
+    # The target holds class 0 three times as often as class 1, and no class 2: each weight estimates how much
+    # rarer the class is in the target than in the source (1, 3/4, 0). Dividing the target shares by their
+    # maximum, as PADA does, weighs class 1 about 1/3, nearer the absent class than the present one.
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 6.0], [6.0, 0.0], [-6.0, -6.0]], dtype=np.float32)
+    y_source = np.repeat([0, 1, 2], 40)
+    source = centres[y_source] + rng.normal(size=(120, 2)).astype(np.float32)
+    y_target = np.repeat([0, 1], [90, 30])
+    target = centres[y_target] + 1.0 + rng.normal(size=(120, 2)).astype(np.float32)
+    X = np.concatenate([source, target])
+    y = np.concatenate([y_source, np.full(120, -1)])
+    clf = DomainAdaptedClassifier(
+        model=None, method="dann", partial=True, max_epochs=10, batch_size=32, device="cpu", random_state=0
+    ).fit(X, y)
+    assert np.mean(clf.predict(target) == y_target) > 0.9
+    assert clf.class_weights_[0] == 1.0
+    assert 0.6 < clf.class_weights_[1] < 0.95  # from soft predictions, about the ratio of 3/4
+    assert clf.class_weights_[2] < 0.15
+
+
+def test_partial_weights_are_the_ratio_of_target_to_source_shares_capped_at_one():
+    predicted = torch.tensor([30.0, 10.0, 0.0, 0.0])  # the target's summed probabilities
+    counts = torch.tensor([10, 10, 20, 0])  # the source's rows: the last class has none
+    np.testing.assert_allclose(partial_class_weights(predicted, counts), [1.0, 1.0, 0.0, 1.0])
 
 
 def test_mmd_of_rows_all_alike_is_zero_not_nan():

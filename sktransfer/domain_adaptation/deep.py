@@ -112,11 +112,13 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         network already predicts most often do not take over the pseudo-labels.
     partial : bool, default=False
         Partial domain adaptation (PADA, Cao et al. 2018), for a target that lacks some source classes:
-        each epoch, the target rows' mean predicted probabilities (scaled to a maximum of 1; over the
-        batches of every process under an ``accelerator``) weigh the source classes, in the classification
-        loss and in the alignment (the discriminator's loss, or the source rows' kernel mean or covariance
-        for ``"mmd"`` and ``"coral"``), so that source classes the target predictions say are absent stop
-        being aligned with it. With ``method="source_only"`` there is no alignment to weigh: fit warns (the
+        each epoch, each class's share of the target rows' predicted probabilities, over its share of the
+        source rows and capped at 1 (over the batches of every process under an ``accelerator``), weighs
+        the source classes, in the classification loss and in the alignment (the discriminator's loss, or
+        the source rows' kernel mean or covariance for ``"mmd"`` and ``"coral"``), so that source classes
+        the target predictions say are absent stop being aligned with it. PADA divides the shares by their
+        maximum instead, which also down-weights the classes the target holds whenever its predictions
+        favour one class (``partial_class_weights`` says more). With ``method="source_only"`` there is no alignment to weigh: fit warns (the
         ``partial`` section of ``benchmarks/RESULTS.md`` measures it).
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit", "lora"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
@@ -162,8 +164,8 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
     history_ : skorch.History
         Losses and accuracies (of labelled rows) per epoch.
     class_weights_ : ndarray of shape (n_classes,)
-        With ``partial=True``, the weight of each source class after the last epoch (1 for the class the
-        target predictions hold most); ones otherwise.
+        With ``partial=True``, the weight of each source class after the last epoch (1 for a class the
+        target predictions hold at least as often as the source rows do); ones otherwise.
 
     See Also
     --------

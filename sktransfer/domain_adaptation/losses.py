@@ -140,6 +140,30 @@ def _weighted_mean(values, weights):
     return (values * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
+def partial_class_weights(target_probabilities, source_counts):
+    """Class weights for partial adaptation: each class's share of the target over its share of the source.
+
+    ``target_probabilities`` sums the target rows' predicted probabilities per class and ``source_counts``
+    counts the labelled source rows per class; a class's weight is the ratio of its two shares, capped at 1,
+    an estimate of how much rarer the class is in the target than in the source. PADA (Cao et al. 2018)
+    divides the target shares by their maximum instead, which leaves every class but the one the
+    predictions favour most far below 1: on the benchmark's partial target, where the shifted target was
+    predicted as one digit twice as often as the others, the digits the target held weighed 0.1 to 0.2, as
+    little as the absent ones, and the source rows that teach them hardly trained. A class without source
+    rows keeps the weight 1.
+
+    Examples
+    --------
+    >>> shares = torch.tensor([0.5, 0.3, 0.2, 0.0])  # the target's predictions favour the first class
+    >>> partial_class_weights(shares, torch.tensor([25, 25, 25, 25]))
+    tensor([1.0000, 1.0000, 0.8000, 0.0000])
+    """
+    target_share = target_probabilities.double() / target_probabilities.sum()
+    source_share = source_counts.double() / source_counts.sum()
+    ratio = target_share / torch.where(source_share > 0, source_share, 1.0)
+    return torch.where(source_share > 0, ratio, 1.0).clamp(max=1.0).float()
+
+
 def pseudo_label_loss(target_logits, threshold=0.9, balance=True, labelling_logits=None):
     """Self-training: cross-entropy of target rows with the classes the network gives them confidently.
 

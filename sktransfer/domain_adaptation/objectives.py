@@ -17,6 +17,7 @@ from .losses import (
     domain_adversarial_loss,
     minimum_class_confusion_loss,
     mmd_loss,
+    partial_class_weights,
     pseudo_label_loss,
     reversal_coefficient,
 )
@@ -168,7 +169,7 @@ class AdaptationObjectiveMixin:
         self._first_epoch_of_call = len(self.history)
         if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
             self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
-        self._target_probabilities = None
+        self._target_probabilities = self._source_counts = None
         self._coral = None  # each fit averages CORAL's covariance difference anew
         self._predicted_counts = self._counts_before_self_training = self._last_counts = None
         self._labelling_weights = None
@@ -186,11 +187,12 @@ class AdaptationObjectiveMixin:
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
-        if self.partial:  # PADA: what the target predictions say of each class
+        if self.partial:  # PADA: what the target predictions say of each class, against the source rows
             summed = self._epoch_total(self._target_probabilities)
-            if summed is not None and summed.max() > 0:
-                self.class_weights_ = (summed / summed.max()).cpu().numpy()
-        self._target_probabilities = None
+            counts = self._epoch_total(self._source_counts)
+            if summed is not None and summed.max() > 0 and counts is not None and counts.max() > 0:
+                self.class_weights_ = partial_class_weights(summed, counts).cpu().numpy()
+        self._target_probabilities = self._source_counts = None
         self._labelling_weights = None  # the next self-training epoch copies the weights it begins with
         counts = self._epoch_total(self._predicted_counts) if self._watches_self_training() else None
         if counts is not None:
@@ -276,6 +278,9 @@ class AdaptationObjectiveMixin:
             loss = self.criterion_(logits[labelled], labels)
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
             loss = loss + 0 * y_pred[2].sum()
+        if training and self.partial:  # each class's source rows this epoch, which the target shares weigh
+            counts = torch.bincount(labels, minlength=len(self.classes_))
+            self._source_counts = counts if self._source_counts is None else self._source_counts + counts
         if not training or not target.any():
             return loss
         if self.partial:
