@@ -16,7 +16,7 @@ beside skada's counterpart on the same network, data, optimizer, schedule and nu
 - ``frozen``: the same shift on frozen EfficientNet-Lite0 embeddings (``model=None``), every method and the
   shallow ones.
 - ``partial``: ``mnist_m`` with a target that holds the digits 0 to 4 only, each method without and with
-  ``partial=True`` (PADA's class weights); and with the whole target, what ``partial=True`` costs there.
+  ``partial=True`` (PADA-style class weights); and with the whole target, what ``partial=True`` costs there.
 
 - ``selection``: on each shift, how well each label-free scorer ranks a small grid of DANN configurations
   (trade_off × lr) by target accuracy (Kendall's τ), and what its pick loses against the best candidate;
@@ -541,7 +541,7 @@ def partial_section(seeds):
         full.settings,
     )
     lines = [
-        "## Domain adaptation — partial target (PADA)",
+        "## Domain adaptation — partial target (PADA-style class weights)",
         "",
         environment_line(torch.device("cpu")),
         "",
@@ -554,21 +554,26 @@ def partial_section(seeds):
         "CORAL's default, `covariance_momentum='auto'`, averages the covariances at 0.9 without `partial` and "
         "takes one batch's (0) with it; the last two rows fix the momentum.",
         "",
-        *partial_table(benchmark, PARTIAL_ROWS, seeds),
+        *partial_table(benchmark, PARTIAL_ROWS, seeds, "absent digits' mean weight"),
         "",
         f"On the whole target ({len(full.target)} rows, every digit), what `partial=True` costs a user who "
         "turns it on for a target that lacks no class; the last column is then the mean weight of the digits "
-        f"{PRESENT_DIGITS} to 9:",
+        f"{PRESENT_DIGITS} to 9 (which the partial target lacks):",
         "",
-        *partial_table(full, {method: (method, {}) for method in PARTIAL_METHODS}, seeds),
+        *partial_table(
+            full,
+            {method: (method, {}) for method in PARTIAL_METHODS},
+            seeds,
+            f"digits {PRESENT_DIGITS}-9 mean weight",
+        ),
     ]
     return "\n".join(lines)
 
 
-def partial_table(benchmark, rows, seeds):
-    """Target accuracy of each row's method without and with partial=True, and the weights it gave."""
+def partial_table(benchmark, rows, seeds, weight_column):
+    """Target accuracy of each row's method without and with partial=True, and the weights it gave digits 5-9."""
     lines = [
-        "| method | partial=False | partial=True | difference | absent digits' mean weight |",
+        f"| method | partial=False | partial=True | difference | {weight_column} |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, (method, params) in rows.items():

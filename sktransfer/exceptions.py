@@ -1,4 +1,4 @@
-"""Every warning and error that sktransfer raises on purpose, importable from one place.
+"""Every warning and error class that sktransfer defines, importable from one place.
 
 Each class lives beside the code that raises it; this module gathers them, as ``sklearn.exceptions`` does
 for scikit-learn, so that a notebook can silence a warning it has read or catch an error by its class

@@ -116,10 +116,11 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         source rows and capped at 1 (over the batches of every process under an ``accelerator``), weighs
         the source classes, in the classification loss and in the alignment (the discriminator's loss, or
         the source rows' kernel mean or covariance for ``"mmd"`` and ``"coral"``), so that source classes
-        the target predictions say are absent stop being aligned with it. PADA divides the shares by their
-        maximum instead, which also down-weights the classes the target holds whenever its predictions
-        favour one class (``partial_class_weights`` says more). With ``method="source_only"`` there is no alignment to weigh: fit warns (the
-        ``partial`` section of ``benchmarks/RESULTS.md`` measures it).
+        the target predictions say are absent stop being aligned with it. PADA divides the target shares by
+        their maximum instead, which also down-weights the classes the target holds whenever its predictions
+        favour one class (``sktransfer.domain_adaptation.losses.partial_class_weights`` says more). With
+        ``method="source_only"`` there is no alignment to weigh: fit warns (the ``partial`` section of
+        ``benchmarks/RESULTS.md`` measures it).
     strategy : {"full", "gradual", "lp_ft", "linear_probe", "bitfit", "lora"}, default="full"
         What trains in the backbone; the bottleneck, head and discriminator always train. ``"full"``: the
         whole backbone from the first epoch. ``"linear_probe"``: none of it. ``"lp_ft"``: none of it for

@@ -110,7 +110,7 @@ class AdaptationObjectiveMixin:
     2 / (1 + exp(-10 p)) - 1 of the training progress p: through the gradient reversal for DANN and CDAN, as
     a factor of the loss for the others: in the first steps the features and predictions are still those of
     an untrained head, and aligning them is noise. PADA's class weights are updated at the end of each epoch
-    from the target predictions. The estimator it is mixed into says whether BatchNorm normalises the domains
+    from the target predictions and the source rows' classes. The estimator it is mixed into says whether BatchNorm normalises the domains
     apart in training (``_normalises_domains_apart``).
     """
 
@@ -191,7 +191,7 @@ class AdaptationObjectiveMixin:
             summed = self._epoch_total(self._target_probabilities)
             counts = self._epoch_total(self._source_counts)
             if summed is not None and summed.max() > 0 and counts is not None and counts.max() > 0:
-                self.class_weights_ = partial_class_weights(summed, counts).cpu().numpy()
+                self.class_weights_ = partial_class_weights(summed.cpu(), counts.cpu()).numpy()
         self._target_probabilities = self._source_counts = None
         self._labelling_weights = None  # the next self-training epoch copies the weights it begins with
         counts = self._epoch_total(self._predicted_counts) if self._watches_self_training() else None
@@ -203,10 +203,11 @@ class AdaptationObjectiveMixin:
         self._predicted_counts = None
 
     def _epoch_total(self, summed):
-        """A per-class sum over this epoch's target rows, over every process (each trained on its own batches).
+        """A per-class sum over this epoch's rows, over every process (each trained on its own batches).
 
-        Under several processes every one takes part in the sum, even one that saw no target row (zeros).
-        None when no process saw a target row.
+        The target rows' predicted probabilities or counts, or the source rows' counts. Under several
+        processes every one takes part in the sum, even one that saw no such row (zeros). None when no
+        process saw one.
         """
         if self._run is None or not self._run.distributed:
             return summed
@@ -279,7 +280,8 @@ class AdaptationObjectiveMixin:
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
             loss = loss + 0 * y_pred[2].sum()
         if training and self.partial:  # each class's source rows this epoch, which the target shares weigh
-            counts = torch.bincount(labels, minlength=len(self.classes_))
+            counts = torch.zeros(len(self.classes_), device=labels.device)
+            counts = counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))  # no host sync
             self._source_counts = counts if self._source_counts is None else self._source_counts + counts
         if not training or not target.any():
             return loss
