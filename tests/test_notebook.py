@@ -70,6 +70,11 @@ make_pipeline(StandardScaler(), FeatureAlignmentClassifier()).fit(shift.normal(s
 embed = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(X)
 embed.set_params(layer="features.0").transform(X[:2]).shape""",
     """\
+import warnings
+from sktransfer.exceptions import SettingsChangedWarning
+warnings.filterwarnings("ignore", category=SettingsChangedWarning)  # read above: silenced from here on
+embed.set_params(layer="features.1").transform(X[:2]).shape""",
+    """\
 import torch
 from sktransfer.domain_adaptation import objectives
 first = lambda logits, threshold, balance, labelling_logits: 100 * torch.nn.functional.cross_entropy(  # a collapsing self-training
@@ -103,7 +108,7 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_name, timeout=120, resources={"metadata": {"path": str(ROOT)}}
     )
-    _, fit, adapt, reweight, text, before_after, in_pipeline, collapse, cross_validation, late = (
+    _, fit, adapt, reweight, text, before_after, in_pipeline, silenced, collapse, cross_validation, late = (
         client.execute().cells
     )
 
@@ -150,6 +155,11 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert (
         warned.count("SettingsChangedWarning: layer changed after fitting (from None to 'features.0')") == 1
     )
+
+    # Silenced by its class from sktransfer.exceptions, the warning no longer shows; transform still runs.
+    assert "Warning" not in streams(silenced, "stderr")
+    (result,) = [output for output in silenced.outputs if output.output_type == "execute_result"]
+    assert result.data["text/plain"] == "(2, 8)"
 
     # Self-training that empties a class of the target predictions says so once, naming the class.
     assert streams(collapse, "stderr").count("PseudoLabelCollapseWarning") == 1
