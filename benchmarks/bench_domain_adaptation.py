@@ -554,7 +554,8 @@ def partial_section(seeds):
         "gave the five absent digits after the last epoch (each class's share of the target predictions over "
         "its share of the source rows, capped at 1). "
         "CORAL's default, `covariance_momentum='auto'`, averages the covariances at 0.9 without `partial` and "
-        "takes one batch's (0) with it; the two `covariance_momentum` rows fix the momentum. `domain_batchnorm='auto'` "
+        "takes one batch's (0) with it; the two `covariance_momentum` rows fix the momentum. "
+        "`domain_batchnorm='auto'` "
         "normalises each domain's rows with their own batch statistics, except with `partial=True`: a target "
         "that lacks classes has other statistics for that reason alone; the last row keeps it on.",
         "",

@@ -110,8 +110,8 @@ class AdaptationObjectiveMixin:
     2 / (1 + exp(-10 p)) - 1 of the training progress p: through the gradient reversal for DANN and CDAN, as
     a factor of the loss for the others: in the first steps the features and predictions are still those of
     an untrained head, and aligning them is noise. PADA's class weights are updated at the end of each epoch
-    from the target predictions and the source rows' classes. The estimator it is mixed into says whether BatchNorm normalises the domains
-    apart in training (``_normalises_domains_apart``).
+    from the target predictions and the source rows' classes. The estimator it is mixed into says whether
+    BatchNorm normalises the domains apart in training (``_normalises_domains_apart``).
     """
 
     def _self_training_epochs(self):
