@@ -10,6 +10,10 @@ import warnings
 from ._stacklevel import caller_stacklevel
 
 
+class IgnoredSettingWarning(UserWarning):
+    """A parameter set away from its default cannot take effect with the other settings, and is ignored."""
+
+
 def warn_of_unused_settings(estimator, names, needs):
     """Warn when any of ``names`` differs from its default on ``estimator``, which ``needs`` to read it.
 
@@ -33,6 +37,6 @@ def warn_of_unused_settings(estimator, names, needs):
         warnings.warn(
             f"{type(estimator).__name__}: {' and '.join(changed)} {verb} only {needs}, and "
             f"{'is' if len(changed) == 1 else 'are'} ignored here.",
-            UserWarning,
+            IgnoredSettingWarning,
             stacklevel=caller_stacklevel(),
         )

@@ -17,6 +17,7 @@ True
 
 from ._changed_settings import SettingsChangedWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
+from ._unused_settings import IgnoredSettingWarning
 from .backbones import WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
 from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
@@ -28,6 +29,7 @@ from .training import TrainingDivergedError
 
 __all__ = [
     "FewEffectiveRowsWarning",
+    "IgnoredSettingWarning",
     "NetworkOutputError",
     "NewClassWarning",
     "NoTargetDataWarning",

@@ -28,6 +28,7 @@ from sktransfer.domain_adaptation.losses import (
     pseudo_label_loss,
 )
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
+from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import TinyConvNet
 from ._models import tiny_domain_adapted as deep
@@ -580,7 +581,7 @@ def test_partial_without_alignment_warns(shifted_images, method):
 )
 def test_settings_the_method_does_not_read_warn(shifted_images, method, params, message):
     X, y, _ = shifted_images
-    with pytest.warns(UserWarning, match=message) as record:
+    with pytest.warns(IgnoredSettingWarning, match=message) as record:
         deep(method=method, max_epochs=1, **params).fit(X, y)
     assert [w.filename for w in record if "takes effect" in str(w.message)] == [__file__]
 
