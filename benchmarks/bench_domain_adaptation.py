@@ -530,7 +530,7 @@ PRESENT_DIGITS = 5  # the partial target holds the digits 0 to 4 only
 
 
 def partial_section(seeds):
-    """Partial adaptation: MNIST → MNIST-M with a target that holds half the source's classes, and the whole one."""
+    """Partial adaptation: MNIST → MNIST-M with a target that holds half the source's classes; the whole one."""
     full = mnist_m()
     present = full.target_y < PRESENT_DIGITS
     benchmark = Benchmark(

@@ -208,7 +208,8 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     shrinkage = shrinkage or 0.0
     kept = (1 - shrinkage) * sigma
     mean_variance = np.sum(centred**2) / centred.shape[1]  # n_samples times the mean variance, as sigma
-    weights = kept / (kept + shrinkage * mean_variance)
+    shrunk = kept + shrinkage * mean_variance
+    weights = kept / shrunk
     score = float(np.sum(weights[:, None] * projected2 / indicators.sum(axis=0)))
     if not adjusted:
         return score
@@ -220,7 +221,7 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     scale = (n_classes - 1) / (len(features) - 1)
     chance = scale * float(np.sum(weights))
     left_out = max(len(features) - 1 - len(weights), 0)
-    room = scale * (left_out + float(np.sum(shrinkage * mean_variance / (kept + shrinkage * mean_variance))))
+    room = scale * (left_out + float(np.sum(shrinkage * mean_variance / shrunk)))
     return 0.0 if room <= _CHANCE_ROOM * (n_classes - 1) else (score - chance) / room
 
 

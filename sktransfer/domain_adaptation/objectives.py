@@ -54,6 +54,25 @@ def collapsed_classes(before, after):
     return [int(k) for k in np.flatnonzero(judged & (after < _COLLAPSED_SHARE * before))]
 
 
+def class_counts(indices, n_classes):
+    """How many of ``indices`` fall in each of ``n_classes`` classes, as floats, without a host sync.
+
+    ``torch.bincount`` waits for the GPU to size its output; this runs in every training step.
+
+    Examples
+    --------
+    >>> class_counts(torch.tensor([0, 2, 2]), 4)
+    tensor([1., 0., 2., 0.])
+    """
+    counts = torch.zeros(n_classes, device=indices.device)
+    return counts.index_add_(0, indices, torch.ones_like(indices, dtype=counts.dtype))
+
+
+def _added(total, values):
+    """An epoch's running per-class sum: ``values`` alone for its first batch."""
+    return values if total is None else total + values
+
+
 def copy_of_weights(module):
     """A detached copy of ``module``'s trainable parameters and of its buffers, by name; tied ones stay tied.
 
@@ -280,19 +299,15 @@ class AdaptationObjectiveMixin:
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
             loss = loss + 0 * y_pred[2].sum()
         if training and self.partial:  # each class's source rows this epoch, which the target shares weigh
-            counts = torch.zeros(len(self.classes_), device=labels.device)
-            counts = counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))  # no host sync
-            self._source_counts = counts if self._source_counts is None else self._source_counts + counts
+            self._source_counts = _added(self._source_counts, class_counts(labels, len(self.classes_)))
         if not training or not target.any():
             return loss
         if self.partial:
             probabilities = torch.softmax(logits[target].detach(), dim=1).sum(dim=0)
-            summed = self._target_probabilities
-            self._target_probabilities = probabilities if summed is None else summed + probabilities
+            self._target_probabilities = _added(self._target_probabilities, probabilities)
         if self._watches_self_training():  # which classes the network predicts on the target, each epoch
-            counts = torch.bincount(logits[target].detach().argmax(dim=1), minlength=logits.shape[1])
-            summed = self._predicted_counts
-            self._predicted_counts = counts if summed is None else summed + counts
+            predicted = class_counts(logits[target].detach().argmax(dim=1), logits.shape[1])
+            self._predicted_counts = _added(self._predicted_counts, predicted)
         if self._self_training_now:
             loss = loss + pseudo_label_loss(
                 logits[target],
