@@ -345,14 +345,7 @@ class TransferClassifier(
         check_is_fitted(self, "module_")
         self._warn_if_network_settings_changed()
         # texts run sorted by length, so that batches carry little padding; rows come back in X's order
-        proba = in_length_order(self.get_dataset(X), super().predict_proba).astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
-        if bad.size:
-            raise FloatingPointError(
-                f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
-                "diverged during training (refit with a smaller lr or precision='float32')."
-            )
-        return proba / proba.sum(axis=1, keepdims=True)
+        return checked_probabilities(in_length_order(self.get_dataset(X), super().predict_proba))
 
     def predict(self, X):
         """The most probable label of each image, of the type the labels had in ``fit``.
@@ -394,3 +387,15 @@ class TransferClassifier(
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         return tags
+
+
+def checked_probabilities(proba):
+    """The network's probabilities in float64, each row summing to 1; raises if one is not finite."""
+    proba = proba.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+    if bad.size:
+        raise FloatingPointError(
+            f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
+            "diverged during training (refit with a smaller lr or precision='float32')."
+        )
+    return proba / proba.sum(axis=1, keepdims=True)

@@ -18,6 +18,7 @@ from sktransfer import DomainAdaptedClassifier, ImportanceWeightingClassifier
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
+    deep_embedded_validation_scorer,
     importance_weighted_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
@@ -413,6 +414,47 @@ def test_label_free_scorers(shifted_features, shifted_images):
         FixedPredictions(clf.predict(images[target])), clf.embed(images[target]), y_int[target]
     )
     assert consistency == on_bottleneck
+
+
+class _FixedProbabilities(FixedPredictions):
+    """The stand-in with the probabilities of each row too, and the classes they are of."""
+
+    def __init__(self, fitted, rows):
+        super().__init__(fitted.predict(rows))
+        self.proba, self.classes_ = fitted.predict_proba(rows), fitted.classes_
+
+    def predict_proba(self, X):
+        assert len(X) == len(self.proba)
+        return self.proba
+
+
+def test_scorers_run_the_network_once_over_each_row(shifted_images):
+    images, image_labels, _ = shifted_images
+    y = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
+    clf = deep(method="coral").fit(images, y)
+    source, target = y != -1, y == -1
+    on_features = {
+        importance_weighted_scorer: (_FixedProbabilities(clf, images[source]), clf.embed(images), y),
+        deep_embedded_validation_scorer: (_FixedProbabilities(clf, images[source]), clf.embed(images), y),
+        neighborhood_consistency_scorer: (
+            _FixedProbabilities(clf, images[target]),
+            clf.embed(images[target]),
+            y[target],
+        ),
+    }
+    rows = []
+    hook = clf.module_.bottleneck.register_forward_hook(
+        lambda module, inputs, output: rows.append(len(output))
+    )
+    try:
+        for scorer, (stand_in, features, labels) in on_features.items():
+            rows.clear()
+            score = scorer(clf, images, y)
+            # embedding and predictions from one pass: each scored row through the network once
+            assert sum(rows) == (target.sum() if scorer is neighborhood_consistency_scorer else len(images))
+            assert score == pytest.approx(scorer(stand_in, features, labels))
+    finally:
+        hook.remove()
 
 
 @pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])

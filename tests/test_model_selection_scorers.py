@@ -555,3 +555,25 @@ def test_a_pipeline_with_a_stateless_extractor_is_scored(shifted_blobs):
     assert prediction_entropy_scorer(pipeline, rows, y) == pytest.approx(
         prediction_entropy_scorer(pipeline, X, y)
     )
+
+
+class _CountingRows(_Stateless):
+    """The stateless extractor, counting the rows it transforms: an embedding pass is the costly part."""
+
+    def transform(self, X):
+        self.rows_transformed_ = getattr(self, "rows_transformed_", 0) + len(X)
+        return super().transform(X)
+
+
+@pytest.mark.parametrize(
+    "scorer", [importance_weighted_scorer, deep_embedded_validation_scorer, neighborhood_consistency_scorer]
+)
+def test_a_pipeline_embeds_each_row_once_for_features_and_predictions(shifted_blobs, scorer):
+    X, y = _marked(shifted_blobs)
+    pipeline = make_pipeline(_CountingRows(), LogisticRegression()).fit(X[y != -1], y[y != -1])
+    pipeline[0].rows_transformed_ = 0
+    score = scorer(pipeline, X, y)
+    scored_rows = len(X) if scorer is not neighborhood_consistency_scorer else int(np.sum(y == -1))
+    assert pipeline[0].rows_transformed_ == scored_rows
+    reference = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression()).fit(X[y != -1], y[y != -1])
+    assert score == pytest.approx(scorer(reference, X, y))

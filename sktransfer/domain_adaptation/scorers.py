@@ -201,12 +201,15 @@ class _InformationMaximizationScorer(_DomainScorer):
         return float(_entropy(proba.mean(axis=0)) - np.mean(_entropy(proba)))
 
 
-def _embeddings(estimator, X, name):
-    """The features in which to compare domains: those the estimator classifies, or X itself.
+def _features_and_outputs(estimator, X, rows, output, name):
+    """The features in which to compare domains, of every row of X, and ``output`` of ``rows`` of X.
 
-    A fitted search is read through its ``best_estimator_``, a Pipeline (nested or not) through its steps;
-    then the last estimator's own embedding (``embed``), the features a shallow aligner maps the rows to
-    (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X.
+    ``output`` is ``"predict"`` or ``"predict_proba"``, of the estimator that classifies. The features are
+    those it classifies: a fitted search is read through its ``best_estimator_``, a Pipeline (nested or
+    not) through its steps, then the last estimator's own embedding (``embed``), the features a shallow
+    aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X. Each step
+    transforms X once, and a network that gives its embedding and its predictions in one pass
+    (DomainAdaptedClassifier) runs once over the rows.
     """
     while True:
         if hasattr(estimator, "best_estimator_"):
@@ -219,15 +222,20 @@ def _embeddings(estimator, X, name):
             X, estimator = estimator._target_features(X), estimator.estimator_
         else:
             break
+    if hasattr(estimator, "_embed_and_predict_proba"):
+        features, proba = estimator._embed_and_predict_proba(X)
+        proba = proba[rows]
+        return features, proba if output == "predict_proba" else estimator.classes_[proba.argmax(axis=1)]
     if hasattr(estimator, "embed"):
-        return estimator.embed(X)
-    X = np.asarray(X)
-    if X.ndim != 2 or X.dtype.kind not in "iuf":
-        raise ValueError(
-            f"{name} needs 2-D features: X itself, a Pipeline whose last step reads features, or an "
-            "estimator with an embed() method such as DomainAdaptedClassifier."
-        )
-    return X
+        features = estimator.embed(X)
+    else:
+        features = np.asarray(X)
+        if features.ndim != 2 or features.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{name} needs 2-D features: X itself, a Pipeline whose last step reads features, or an "
+                "estimator with an embed() method such as DomainAdaptedClassifier."
+            )
+    return features, getattr(estimator, output)(_rows(X, rows))
 
 
 class _SourceWeightedScorer(_DomainScorer):
@@ -252,10 +260,10 @@ class _SourceWeightedScorer(_DomainScorer):
                 f"{self._name} needs the label of every source row, and y is missing (NaN or None) at samples "
                 f"{missing[:10].tolist()}: mark target rows with -1 or a negative sample_domain."
             )
-        features = _embeddings(estimator, X, self._name)
+        features, outputs = _features_and_outputs(estimator, X, source, self._output, self._name)
         domain = domain_discriminator().fit(features, target)
         weights = density_ratios(domain.predict_proba(features[source])[:, 1], source.sum(), target.sum())
-        return self._weighted_score(estimator, _rows(X, source), y[source], weights)
+        return self._weighted_score(estimator, outputs, y[source], weights)
 
 
 class _ImportanceWeightedScorer(_SourceWeightedScorer):
@@ -281,9 +289,10 @@ class _ImportanceWeightedScorer(_SourceWeightedScorer):
     """
 
     _name = "importance_weighted_scorer"
+    _output = "predict"
 
-    def _weighted_score(self, estimator, X_source, y_source, weights):
-        correct = estimator.predict(X_source) == y_source
+    def _weighted_score(self, estimator, predicted, y_source, weights):
+        correct = predicted == y_source
         return float(np.sum(weights * correct) / np.sum(weights))
 
 
@@ -336,16 +345,19 @@ class _DeepEmbeddedValidationScorer(_SourceWeightedScorer):
     """
 
     _name = "deep_embedded_validation_scorer"
+    _output = "predict_proba"
 
-    def _weighted_score(self, estimator, X_source, y_source, weights):
-        classes = getattr(estimator, "classes_", None)
-        if classes is None:
+    def _score(self, estimator, X, y, target):
+        if getattr(estimator, "classes_", None) is None:  # before the estimator runs over the rows
             raise ValueError(
                 f"{self._name} reads the probability of each source label in estimator.classes_."
             )
-        column = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
+        return super()._score(estimator, X, y, target)
+
+    def _weighted_score(self, estimator, proba, y_source, weights):
+        column = {label: i for i, label in enumerate(np.asarray(estimator.classes_).tolist())}
         index = np.array([column.get(label, -1) for label in np.asarray(y_source).tolist()])
-        proba = np.asarray(estimator.predict_proba(X_source), dtype=np.float64)
+        proba = np.asarray(proba, dtype=np.float64)
         true_proba = np.where(index >= 0, proba[np.arange(len(index)), index], 0.0)
         loss = -np.log(np.clip(true_proba, 1e-12, 1.0))
         return -_control_variate_risk(weights * loss, weights)
@@ -496,8 +508,9 @@ class _NeighborhoodConsistencyScorer(_DomainScorer):
                 f"{self._name} needs at least two target rows: it compares each one with its neighbours."
             )
         rows = _rows(X, target)
-        features = _embeddings(estimator, rows, self._name)
-        _, predicted = np.unique(np.asarray(estimator.predict(rows)), return_inverse=True)
+        every_row = np.ones(n_target, dtype=bool)
+        features, predicted = _features_and_outputs(estimator, rows, every_row, "predict", self._name)
+        _, predicted = np.unique(np.asarray(predicted), return_inverse=True)
         n_neighbors = min(check_scalar(self.n_neighbors, "n_neighbors", Integral, min_val=1), n_target - 1)
         # Without a query, kneighbors leaves each row out of its own neighbours.
         neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(features).kneighbors(return_distance=False)
