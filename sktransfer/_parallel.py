@@ -6,6 +6,7 @@ import warnings
 from joblib.parallel import get_active_backend
 
 from ._stacklevel import caller_stacklevel
+from ._unused_settings import IgnoredSettingWarning
 
 
 def in_joblib_worker():
@@ -49,7 +50,7 @@ def loader_processes(num_workers):
     warnings.warn(
         f"num_workers={num_workers} cannot start DataLoader workers inside this joblib worker process; "
         "the images are loaded in the process itself. Use n_jobs=1 with num_workers, or num_workers=0.",
-        RuntimeWarning,
+        IgnoredSettingWarning,
         stacklevel=caller_stacklevel(),
     )
     return {"num_workers": 0}

@@ -11,7 +11,11 @@ from ._stacklevel import caller_stacklevel
 
 
 class IgnoredSettingWarning(UserWarning):
-    """A parameter set away from its default cannot take effect with the other settings, and is ignored."""
+    """A parameter set away from its default cannot take effect, or not fully, with the other settings.
+
+    The message names the parameter, what it needs, and what happens instead: the setting is ignored, or
+    lowered to what the data allow.
+    """
 
 
 def warn_of_unused_settings(estimator, names, needs):

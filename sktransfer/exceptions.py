@@ -23,9 +23,12 @@ from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarn
 from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
 from .domain_adaptation.objectives import PseudoLabelCollapseWarning
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
+from .feature_extraction import UnhashablePreprocessWarning
+from .few_shot import ZeroRowsWarning
 from .parameter_transfer import NewClassWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
+from .transferability import RenormalizedProbabilitiesWarning
 
 __all__ = [
     "FewEffectiveRowsWarning",
@@ -36,12 +39,15 @@ __all__ = [
     "PartitionError",
     "PartitionFailedWarning",
     "PseudoLabelCollapseWarning",
+    "RenormalizedProbabilitiesWarning",
     "SettingsChangedWarning",
     "SlowPrecisionWarning",
     "SlowWorkersWarning",
     "TextEncoderUnavailableError",
     "TextLabelWarning",
     "TrainingDivergedError",
+    "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
     "WeightsUnavailableError",
+    "ZeroRowsWarning",
 ]

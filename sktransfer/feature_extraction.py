@@ -38,6 +38,10 @@ _REPLICAS_LOCK = threading.Lock()
 NETWORK_PARAMETERS = ("model", "weights", "layer", "pooling", "normalize", "preprocess", "random_state")
 
 
+class UnhashablePreprocessWarning(UserWarning):
+    """``preprocess`` has no hash by value, so the embedding cache serves only the process that filled it."""
+
+
 def _ships_with_torch(layer):
     return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
 
@@ -280,7 +284,7 @@ class PretrainedFeatureExtractor(
                 "will only serve this process: other processes (Dask or joblib workers, a restarted notebook) "
                 "compute the embeddings again. Define the preprocess function at module level, without "
                 "unpicklable state such as locks, or use a torchvision transform object.",
-                UserWarning,
+                UnhashablePreprocessWarning,
                 stacklevel=caller_stacklevel(),
             )
             return process_local_key(self.preprocess_)

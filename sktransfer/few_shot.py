@@ -16,6 +16,10 @@ from ._labels import checked_labels, encode_labels
 from ._stacklevel import caller_stacklevel
 
 
+class ZeroRowsWarning(UserWarning):
+    """Rows of zeros have no direction for a cosine to compare; the message says what becomes of them."""
+
+
 class PrototypeClassifier(ClassifierMixin, BaseEstimator):
     """Classify embeddings by their most similar class prototype: the mean of the class's embeddings.
 
@@ -181,7 +185,7 @@ def _warn_of_rows_without_direction(X, consequence):
         warnings.warn(
             f"X holds rows of zeros (samples {zero[:10].tolist()}), which have no direction for "
             f"metric='cosine' to compare: {consequence}. Drop them, or use metric='euclidean'.",
-            UserWarning,
+            ZeroRowsWarning,
             stacklevel=caller_stacklevel(),
         )
 

@@ -44,6 +44,10 @@ _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 _CHANCE_ROOM = 1e-12
 
 
+class RenormalizedProbabilitiesWarning(UserWarning):
+    """``source_output`` read as probabilities whose rows do not sum to 1, and renormalised."""
+
+
 @validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
 def logme_score(features, y, *, fit_intercept=True):
     """LogME: the log marginal evidence of a Bayesian linear model from the features to the labels.
@@ -579,7 +583,7 @@ def _source_probabilities(source_output):
             f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "
             "read as probabilities and renormalised. Pass the source classifier's logits if these are not "
             "probabilities.",
-            UserWarning,
+            RenormalizedProbabilitiesWarning,
             stacklevel=caller_stacklevel(),
         )
     return values / sums[:, None]

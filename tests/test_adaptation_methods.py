@@ -553,7 +553,7 @@ def test_partial_weighs_the_classes_in_mmd_and_coral(method):
 def test_partial_without_alignment_warns(shifted_images, method):
     X, y, _ = shifted_images
     message = f"partial=True with method='{method}' weighs the classification"
-    with pytest.warns(UserWarning, match=message) as record:
+    with pytest.warns(IgnoredSettingWarning, match=message) as record:
         deep(method=method, partial=True, max_epochs=1).fit(X, y)
     assert [w.filename for w in record if message in str(w.message)] == [__file__]  # the line that called fit
 

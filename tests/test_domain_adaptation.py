@@ -25,6 +25,7 @@ from sktransfer.domain_adaptation import (
 )
 from sktransfer.domain_adaptation.deep import METHODS
 from sktransfer.domain_adaptation.networks import DomainBalancedBatchSampler
+from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import TinyConvNet
 from ._models import tiny_domain_adapted as deep
@@ -270,7 +271,7 @@ def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):
         UserWarning, match=r"n_components=2 takes effect only with method='subspace', not method='coral'"
     ):
         FeatureAlignmentClassifier(n_components=2).fit(X, y)
-    with pytest.warns(UserWarning, match="lowers n_components=9 to 4"):
+    with pytest.warns(IgnoredSettingWarning, match="lowers n_components=9 to 4"):
         clf = FeatureAlignmentClassifier(method="subspace", n_components=9).fit(X, y)
     assert clf.target_basis_.shape == (4, 4)
     with warnings.catch_warnings():

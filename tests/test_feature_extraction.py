@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sktransfer import PretrainedFeatureExtractor, _efficientnet_lite
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import run_inference_parallel
+from sktransfer.exceptions import UnhashablePreprocessWarning
 
 from ._models import CountingNet, TinyConvNet, VectorNet
 from ._preprocessing import inverted, locked, scaled, to_unit
@@ -343,9 +344,10 @@ def test_a_preprocess_without_a_stable_hash_warns_once_per_fit(rgb_images, tmp_p
         warnings.simplefilter("always")
         first, second = extractor.transform(rgb_images), extractor.transform(rgb_images)
     assert [re.search(message, str(w.message)) is not None for w in record] == [True]
+    assert record[0].category is UnhashablePreprocessWarning
     assert record[0].filename == __file__  # the line that called transform
     np.testing.assert_array_equal(first, second)  # cached in this process
-    with pytest.warns(UserWarning, match=message) as in_pipeline:
+    with pytest.warns(UnhashablePreprocessWarning, match=message) as in_pipeline:
         make_pipeline(clone(extractor)).fit_transform(rgb_images)  # the same callable: still served
     assert [w.filename for w in in_pipeline if re.search(message, str(w.message))] == [__file__]
     assert counting.image_rows() == len(rgb_images)

@@ -7,6 +7,7 @@ import pytest
 from joblib import Parallel, delayed
 
 from sktransfer._parallel import in_joblib_worker, loader_processes
+from sktransfer.exceptions import IgnoredSettingWarning
 
 
 def test_joblib_workers_are_told_from_the_main_program():
@@ -27,6 +28,6 @@ def test_loky_processes_fork_their_dataloader_workers(monkeypatch):
     assert loader_processes(2) == {"num_workers": 2, "multiprocessing_context": "fork"}
     assert loader_processes(0) == {"num_workers": 0}
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # Windows
-    with pytest.warns(RuntimeWarning, match="cannot start DataLoader workers") as record:
+    with pytest.warns(IgnoredSettingWarning, match="cannot start DataLoader workers") as record:
         assert loader_processes(2) == {"num_workers": 0}
     assert record[0].filename == __file__

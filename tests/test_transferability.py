@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from sktransfer import PretrainedFeatureExtractor, _transferability_linalg
+from sktransfer.exceptions import RenormalizedProbabilitiesWarning
 from sktransfer.transferability import (
     gbc_score,
     gbc_scorer,
@@ -360,7 +361,7 @@ def test_rounded_truncated_and_bfloat16_probabilities_are_read_as_probabilities(
     assert leep_score(halved, y) == pytest.approx(exact, abs=0.02)
     rounded = probabilities.round(3)
     assert np.abs(rounded.sum(axis=1) - 1).max() > 0.05  # a thousand small roundings
-    with pytest.warns(UserWarning, match="read as probabilities and renormalised"):
+    with pytest.warns(RenormalizedProbabilitiesWarning, match="read as probabilities and renormalised"):
         assert leep_score(rounded, y) == pytest.approx(exact, abs=0.05)
     uniform = np.zeros((200, 1000))  # logits that say nothing, not probabilities
     assert leep_score(uniform, y) == pytest.approx(leep_score(uniform - 1, y))

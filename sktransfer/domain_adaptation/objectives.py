@@ -8,7 +8,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from .._stacklevel import caller_stacklevel
-from .._unused_settings import warn_of_unused_settings
+from .._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
 from ..texts import TokenBatch
 from .domains import UNLABELLED
 from .losses import (
@@ -161,7 +161,7 @@ class AdaptationObjectiveMixin:
                 "model's own target predictions: the method aligns no source rows with the target, so the "
                 f"class weights cannot keep the alignment away from the absent classes;{measured} Use "
                 "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
-                UserWarning,
+                IgnoredSettingWarning,
                 stacklevel=caller_stacklevel(),
             )
 

@@ -13,7 +13,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._stacklevel import caller_stacklevel
-from .._unused_settings import warn_of_unused_settings
+from .._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
 from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
 
 
@@ -223,7 +223,7 @@ class FeatureAlignmentClassifier(
                 f"{_subspace_dimension(self.n_components, n_source, n_target, n_features)}: a subspace has no "
                 f"more dimensions than the features ({n_features}) or the rows of either domain ({n_source} "
                 f"source, {n_target} target).",
-                UserWarning,
+                IgnoredSettingWarning,
                 stacklevel=caller_stacklevel(),
             )
 
