@@ -342,10 +342,14 @@ class TransferClassifier(
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
+        return checked_probabilities(self._run_fitted(X, super().predict_proba))
+
+    def _run_fitted(self, X, run):
+        """``run(dataset of X)`` on the fitted network, texts sorted by length, rows back in X's order."""
         check_is_fitted(self, "module_")
         self._warn_if_network_settings_changed()
-        # texts run sorted by length, so that batches carry little padding; rows come back in X's order
-        return checked_probabilities(in_length_order(self.get_dataset(X), super().predict_proba))
+        # texts run sorted by length, so that batches carry little padding
+        return in_length_order(self.get_dataset(X), run)
 
     def predict(self, X):
         """The most probable label of each image, of the type the labels had in ``fit``.

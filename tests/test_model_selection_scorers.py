@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validat
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.metadata_routing import get_routing_for_object
 
@@ -565,6 +566,25 @@ class _CountingRows(_Stateless):
         return super().transform(X)
 
 
+class _Outputs:
+    """A fitted classifier stand-in that hands out the predictions and probabilities it was given."""
+
+    def __init__(self, fitted, rows):
+        self.predicted, self.proba, self.classes_ = (
+            fitted.predict(rows),
+            fitted.predict_proba(rows),
+            fitted.classes_,
+        )
+
+    def predict(self, X):
+        assert len(X) == len(self.predicted)
+        return self.predicted
+
+    def predict_proba(self, X):
+        assert len(X) == len(self.proba)
+        return self.proba
+
+
 @pytest.mark.parametrize(
     "scorer", [importance_weighted_scorer, deep_embedded_validation_scorer, neighborhood_consistency_scorer]
 )
@@ -573,7 +593,23 @@ def test_a_pipeline_embeds_each_row_once_for_features_and_predictions(shifted_bl
     pipeline = make_pipeline(_CountingRows(), LogisticRegression()).fit(X[y != -1], y[y != -1])
     pipeline[0].rows_transformed_ = 0
     score = scorer(pipeline, X, y)
-    scored_rows = len(X) if scorer is not neighborhood_consistency_scorer else int(np.sum(y == -1))
-    assert pipeline[0].rows_transformed_ == scored_rows
-    reference = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression()).fit(X[y != -1], y[y != -1])
-    assert score == pytest.approx(scorer(reference, X, y))
+    scored = y == -1 if scorer is neighborhood_consistency_scorer else np.ones(len(y), dtype=bool)
+    assert pipeline[0].rows_transformed_ == scored.sum()
+    # the score of the pipeline's outputs (predictions of the source rows for the importance-weighted ones, of
+    # the target rows for neighbourhood consistency) in the features its classifier reads
+    predicted = y != -1 if scorer is not neighborhood_consistency_scorer else scored
+    stand_in = _Outputs(pipeline, X[predicted])
+    assert score == pytest.approx(scorer(stand_in, np.tanh(X[scored]), y[scored]))
+
+
+def test_scorers_refuse_what_they_cannot_score_before_embedding(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    without_proba = make_pipeline(_CountingRows(), LinearSVC()).fit(X[y != -1], y[y != -1])
+    without_proba[0].rows_transformed_ = 0
+    with pytest.raises(ValueError, match=r"predict_proba"):
+        deep_embedded_validation_scorer(without_proba, X, y)
+    scorer = copy.copy(neighborhood_consistency_scorer)
+    scorer.n_neighbors = 0
+    with pytest.raises(ValueError, match="n_neighbors"):
+        scorer(without_proba, X, y)
+    assert without_proba[0].rows_transformed_ == 0

@@ -293,6 +293,11 @@ def test_domain_adaptation_on_text_both_paths(tiny_text_model):
         method="dann", model=tiny_text_model, max_epochs=2, batch_size=4, device="cpu", random_state=0
     )
     assert deep.fit(X, y).predict(target).shape == (4,)
+    # The scorers' one pass runs the texts sorted by length, as predict_proba does, and puts the rows back.
+    features, proba = deep._embed_and_predict_proba(X)
+    np.testing.assert_array_equal(proba, deep.predict_proba(X))
+    one_at_a_time = np.concatenate([deep.embed([text]) for text in X])  # no padding
+    np.testing.assert_allclose(features, one_at_a_time, rtol=1e-4, atol=1e-5)
     # Self-training runs the target rows' tokens through the epoch's copy of the weights.
     deep.set_params(method="self_training", self_training_epochs=1, pseudo_label_threshold=0.0)
     assert deep.fit(X, y).predict(target).shape == (4,)

@@ -5,7 +5,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import column_or_1d
 from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import Subset
@@ -13,7 +13,6 @@ from torch.utils.data import Subset
 from .._training_data import dataset_targets
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
-from ..texts import in_length_order
 from ..training import TransferClassifier, checked_probabilities
 from .domains import UNLABELLED, TargetScoreMixin, split_domains
 from .networks import ADVERSARIAL, DomainAdaptationNetwork, DomainBalancedBatchSampler
@@ -453,22 +452,19 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         -------
         features : ndarray of shape (n_samples, bottleneck_dim)
         """
-        return self.forward(X)[1].float().numpy()
+        return self._embed_and_predict_proba(X)[0]
 
     def _embed_and_predict_proba(self, X):
         """``embed(X)`` and ``predict_proba(X)`` from one pass of the network, for the scorers that read both."""
-        check_is_fitted(self, "module_")
-        self._warn_if_network_settings_changed()
-        nonlinearity = self._get_predict_nonlinearity()
 
         def probabilities_then_features(dataset):
+            nonlinearity = self._get_predict_nonlinearity()
             batches = [
                 torch.cat([nonlinearity(logits).float(), bottleneck.float()], dim=1).numpy()
                 for logits, bottleneck in self.forward_iter(dataset)
             ]
             return np.concatenate(batches)
 
-        # the rows in the order predict_proba runs them, so that the probabilities are the same
-        joined = in_length_order(self.get_dataset(X), probabilities_then_features)
+        joined = self._run_fitted(X, probabilities_then_features)  # in predict_proba's order of rows
         n_classes = len(self.classes_)
-        return joined[:, n_classes:], checked_probabilities(joined[:, :n_classes])
+        return np.ascontiguousarray(joined[:, n_classes:]), checked_probabilities(joined[:, :n_classes])

@@ -348,9 +348,11 @@ class _DeepEmbeddedValidationScorer(_SourceWeightedScorer):
     _output = "predict_proba"
 
     def _score(self, estimator, X, y, target):
-        if getattr(estimator, "classes_", None) is None:  # before the estimator runs over the rows
+        # before the estimator runs over the rows
+        if getattr(estimator, "classes_", None) is None or not hasattr(estimator, "predict_proba"):
             raise ValueError(
-                f"{self._name} reads the probability of each source label in estimator.classes_."
+                f"{self._name} reads the probability of each source label (predict_proba) in the columns of "
+                "estimator.classes_: score a classifier that has both."
             )
         return super()._score(estimator, X, y, target)
 
@@ -507,11 +509,11 @@ class _NeighborhoodConsistencyScorer(_DomainScorer):
             raise ValueError(
                 f"{self._name} needs at least two target rows: it compares each one with its neighbours."
             )
+        n_neighbors = min(check_scalar(self.n_neighbors, "n_neighbors", Integral, min_val=1), n_target - 1)
         rows = _rows(X, target)
         every_row = np.ones(n_target, dtype=bool)
         features, predicted = _features_and_outputs(estimator, rows, every_row, "predict", self._name)
         _, predicted = np.unique(np.asarray(predicted), return_inverse=True)
-        n_neighbors = min(check_scalar(self.n_neighbors, "n_neighbors", Integral, min_val=1), n_target - 1)
         # Without a query, kneighbors leaves each row out of its own neighbours.
         neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(features).kneighbors(return_distance=False)
         observed = float(np.mean(predicted[neighbours] == predicted[:, None]))
