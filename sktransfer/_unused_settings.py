@@ -11,7 +11,7 @@ from ._stacklevel import caller_stacklevel
 
 
 class IgnoredSettingWarning(UserWarning):
-    """A parameter set away from its default cannot take effect, or not fully, with the other settings.
+    """A parameter set away from its default cannot take effect as set with the other settings or the data.
 
     The message names the parameter, what it needs, and what happens instead: the setting is ignored, or
     lowered to what the data allow.

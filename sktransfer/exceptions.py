@@ -21,10 +21,10 @@ from ._unused_settings import IgnoredSettingWarning
 from .backbones import WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
 from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
-from .domain_adaptation.objectives import PseudoLabelCollapseWarning
+from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, PseudoLabelCollapseWarning
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .feature_extraction import UnhashablePreprocessWarning
-from .few_shot import ZeroRowsWarning
+from .few_shot import ZeroVectorRowsWarning
 from .parameter_transfer import NewClassWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
@@ -36,6 +36,7 @@ __all__ = [
     "NetworkOutputError",
     "NewClassWarning",
     "NoTargetDataWarning",
+    "PartialWithoutAlignmentWarning",
     "PartitionError",
     "PartitionFailedWarning",
     "PseudoLabelCollapseWarning",
@@ -49,5 +50,5 @@ __all__ = [
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
     "WeightsUnavailableError",
-    "ZeroRowsWarning",
+    "ZeroVectorRowsWarning",
 ]

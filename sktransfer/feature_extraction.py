@@ -98,8 +98,8 @@ class PretrainedFeatureExtractor(
         the image's content (a file's bytes, an array's pixels). :meth:`transform` runs the network on the
         images it has not seen only, so a grid search or cross-validation over the downstream estimator
         runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
-        that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with a
-        warning.
+        that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with an
+        ``UnhashablePreprocessWarning``.
     num_workers : int, default=0
         DataLoader worker processes that decode and preprocess images while the network runs; inside
         joblib's worker processes too.

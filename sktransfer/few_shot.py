@@ -16,7 +16,7 @@ from ._labels import checked_labels, encode_labels
 from ._stacklevel import caller_stacklevel
 
 
-class ZeroRowsWarning(UserWarning):
+class ZeroVectorRowsWarning(UserWarning):
     """Rows of zeros have no direction for a cosine to compare; the message says what becomes of them."""
 
 
@@ -185,7 +185,7 @@ def _warn_of_rows_without_direction(X, consequence):
         warnings.warn(
             f"X holds rows of zeros (samples {zero[:10].tolist()}), which have no direction for "
             f"metric='cosine' to compare: {consequence}. Drop them, or use metric='euclidean'.",
-            ZeroRowsWarning,
+            ZeroVectorRowsWarning,
             stacklevel=caller_stacklevel(),
         )
 

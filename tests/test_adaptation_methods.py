@@ -28,7 +28,7 @@ from sktransfer.domain_adaptation.losses import (
     pseudo_label_loss,
 )
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
-from sktransfer.exceptions import IgnoredSettingWarning
+from sktransfer.exceptions import IgnoredSettingWarning, PartialWithoutAlignmentWarning
 
 from ._models import TinyConvNet
 from ._models import tiny_domain_adapted as deep
@@ -553,7 +553,7 @@ def test_partial_weighs_the_classes_in_mmd_and_coral(method):
 def test_partial_without_alignment_warns(shifted_images, method):
     X, y, _ = shifted_images
     message = f"partial=True with method='{method}' weighs the classification"
-    with pytest.warns(IgnoredSettingWarning, match=message) as record:
+    with pytest.warns(PartialWithoutAlignmentWarning, match=message) as record:
         deep(method=method, partial=True, max_epochs=1).fit(X, y)
     assert [w.filename for w in record if message in str(w.message)] == [__file__]  # the line that called fit
 

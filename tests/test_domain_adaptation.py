@@ -268,7 +268,8 @@ def test_shallow_alignment_with_one_target_row_warns_that_it_aligns_nothing(shif
 def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):
     X, y, _ = shifted_features
     with pytest.warns(
-        UserWarning, match=r"n_components=2 takes effect only with method='subspace', not method='coral'"
+        IgnoredSettingWarning,
+        match=r"n_components=2 takes effect only with method='subspace', not method='coral'",
     ):
         FeatureAlignmentClassifier(n_components=2).fit(X, y)
     with pytest.warns(IgnoredSettingWarning, match="lowers n_components=9 to 4"):

@@ -1,6 +1,8 @@
+import ast
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import sktransfer
 import sktransfer.exceptions
@@ -29,3 +31,18 @@ def test_every_warning_and_error_is_importable_from_sktransfer_exceptions():
     assert sorted(classes) == sktransfer.exceptions.__all__
     for name, cls in classes.items():
         assert getattr(sktransfer.exceptions, name) is cls  # the class raised, not a copy
+
+
+def test_every_warning_has_a_class_of_the_library_or_of_scikit_learn():
+    """So that a notebook can silence one warning it has read without silencing the others."""
+    generic = {"Warning", "UserWarning", "RuntimeWarning"}
+    unclassed = []
+    for path in sorted(Path(sktransfer.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not (isinstance(node, ast.Call) and ast.unparse(node.func) == "warnings.warn"):
+                continue
+            category = node.args[1] if len(node.args) > 1 else None
+            category = next((kw.value for kw in node.keywords if kw.arg == "category"), category)
+            if category is None or ast.unparse(category) in generic:
+                unclassed.append(f"{path.name}:{node.lineno}")
+    assert not unclassed

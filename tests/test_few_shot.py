@@ -7,7 +7,7 @@ from sklearn.pipeline import make_pipeline
 
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._changed_settings import SettingsChangedWarning
-from sktransfer.exceptions import ZeroRowsWarning
+from sktransfer.exceptions import ZeroVectorRowsWarning
 from sktransfer.few_shot import PrototypeClassifier
 
 from ._models import TinyConvNet
@@ -131,10 +131,10 @@ def test_a_metric_changed_after_fit_warns_and_the_prototypes_keep_theirs():
 def test_rows_without_a_direction_warn_and_a_prototype_without_one_is_refused():
     X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.0, 0.0]])
     y = ["a", "a", "b", "b", "b"]
-    with pytest.warns(ZeroRowsWarning, match=r"rows of zeros \(samples \[4\]\).*add nothing") as record:
+    with pytest.warns(ZeroVectorRowsWarning, match=r"rows of zeros \(samples \[4\]\).*add nothing") as record:
         clf = PrototypeClassifier().fit(X, y)
     assert record[0].filename == __file__
-    with pytest.warns(ZeroRowsWarning, match=r"samples \[1\]\).*equal probabilities"):
+    with pytest.warns(ZeroVectorRowsWarning, match=r"samples \[1\]\).*equal probabilities"):
         proba = clf.predict_proba(np.array([[1.0, 1.0], [0.0, 0.0]]))
     np.testing.assert_allclose(proba[1], [0.5, 0.5])
     opposite = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])

@@ -8,7 +8,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from .._stacklevel import caller_stacklevel
-from .._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
+from .._unused_settings import warn_of_unused_settings
 from ..texts import TokenBatch
 from .domains import UNLABELLED
 from .losses import (
@@ -26,6 +26,10 @@ from .networks import ADVERSARIAL
 # Self-training has collapsed a class when its share of the target predictions falls below this fraction of
 # what it was before self-training began (classes below half the uniform share before are not judged).
 _COLLAPSED_SHARE = 0.05
+
+
+class PartialWithoutAlignmentWarning(UserWarning):
+    """``partial=True`` with a method that aligns no source rows: its class weights only weigh the labelled loss."""
 
 
 class PseudoLabelCollapseWarning(UserWarning):
@@ -161,7 +165,7 @@ class AdaptationObjectiveMixin:
                 "model's own target predictions: the method aligns no source rows with the target, so the "
                 f"class weights cannot keep the alignment away from the absent classes;{measured} Use "
                 "partial=True with method='dann', 'cdan', 'mmd' or 'coral', or partial=False.",
-                IgnoredSettingWarning,
+                PartialWithoutAlignmentWarning,
                 stacklevel=caller_stacklevel(),
             )
 
