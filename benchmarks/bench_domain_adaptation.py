@@ -63,6 +63,11 @@ from sktransfer.domain_adaptation import (
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
+from sktransfer.domain_adaptation.density_ratio import (
+    density_ratios,
+    domain_discriminator,
+    effective_sample_size,
+)
 
 METHODS = ("source_only", "dann", "cdan", "mmd", "coral", "mcc", "self_training")
 SKADA = {"dann": "DANN", "cdan": "CDAN", "mmd": "DAN", "coral": "DeepCoral", "mcc": "MCC"}
@@ -354,11 +359,13 @@ SELECTIONS = {
 
 
 def selection_scores(benchmark, candidates, seed=0, held_out=0.2):
-    """Target accuracy and each label-free score of each candidate, as a search sees them.
+    """Target accuracy and each label-free score of each candidate, as a search sees them; and on how many rows
+    the importance-weighted scorers' density ratios rest.
 
     As in a fold of GridSearchCV, each candidate is fitted on part of the labelled source rows (and every
     target row, unlabelled) and scored on the source rows it did not see (the importance-weighted scorers
-    read them) with the target rows.
+    read them) with the target rows. The last value is, per candidate, the effective sample size of the
+    density ratios those scorers weigh the held-out source rows by, as a share of those rows.
     """
     fit_rows, held_rows = train_test_split(
         np.arange(len(benchmark.source)), test_size=held_out, stratify=benchmark.source_y, random_state=seed
@@ -367,15 +374,22 @@ def selection_scores(benchmark, candidates, seed=0, held_out=0.2):
     y_fit = np.concatenate([benchmark.source_y[fit_rows], np.full(len(benchmark.target), -1)])
     X_score = np.concatenate([benchmark.source[held_rows], benchmark.target])
     y_score = np.concatenate([benchmark.source_y[held_rows], np.full(len(benchmark.target), -1)])
-    accuracies, scores = [], {name: [] for name in SCORERS}
+    accuracies, scores, effective = [], {name: [] for name in SCORERS}, []
+    target = y_score == -1
     for label, params in candidates.items():
         params = dict(params)
         clf = benchmark.ours(params.pop("method"), seed, **params).fit(X_fit, y_fit)
         accuracies.append(benchmark.accuracy(clf))
         for name, scorer in SCORERS.items():
             scores[name].append(scorer(clf, X_score, y_score))
+        # the weights of importance_weighted_scorer and deep_embedded_validation_scorer: a discriminator of
+        # the domains on the bottleneck features of the rows scored
+        features = clf.embed(X_score)
+        p_target = domain_discriminator().fit(features, target).predict_proba(features[~target])[:, 1]
+        ratios = density_ratios(p_target, int((~target).sum()), int(target.sum()))
+        effective.append(effective_sample_size(ratios) / len(held_rows))
         print(f"{benchmark.name} selection {label}: {accuracies[-1]:.3f}", flush=True)
-    return np.array(accuracies), {name: np.array(values) for name, values in scores.items()}
+    return np.array(accuracies), {name: np.array(values) for name, values in scores.items()}, effective
 
 
 def shown(labels, accuracies):
@@ -427,12 +441,13 @@ def selection_section(benchmarks, kind="selection", seeds=(0,)):
         "",
     ]
     taus, gaps = {name: [] for name in SCORERS}, {name: [] for name in SCORERS}
-    runs = []
+    runs, effective = [], []
     for benchmark in benchmarks:
         candidates = candidates_of(benchmark)
         for seed in seeds:
             runs.append(f"{benchmark.name} {seed}")
-            accuracies, scores = selection_scores(benchmark, candidates, seed)
+            accuracies, scores, shares = selection_scores(benchmark, candidates, seed)
+            effective.append(shares)
             lines += shift_selection_table(
                 benchmark, kind, list(candidates), accuracies, scores, seed, taus, gaps
             )
@@ -461,6 +476,15 @@ def selection_section(benchmarks, kind="selection", seeds=(0,)):
         "",
         f"- {'met' if held else 'NOT met'}: a label-free scorer ranks the candidates better than prediction "
         f"entropy (higher mean τ) without a larger mean gap: {', '.join(better) if better else 'none'}",
+        "- The importance-weighted scorers (importance-weighted source risk, deep embedded validation) weigh "
+        "the held-out source rows by density ratios that a discriminator of the domains gives on each "
+        "candidate's bottleneck features; their effective sample size, as a share of those rows, median "
+        "(smallest–largest) over the candidates: "
+        + ", ".join(
+            f"{run} {np.median(shares):.1%} ({min(shares):.1%}–{max(shares):.1%})"
+            for run, shares in zip(runs, effective, strict=True)
+        )
+        + ". Where the domains barely overlap, their estimates rest on a few rows.",
     ]
     return "\n".join(lines)
 
