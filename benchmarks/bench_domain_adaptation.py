@@ -63,11 +63,7 @@ from sktransfer.domain_adaptation import (
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
-from sktransfer.domain_adaptation.density_ratio import (
-    density_ratios,
-    domain_discriminator,
-    effective_sample_size,
-)
+from sktransfer.domain_adaptation.density_ratio import effective_sample_size, source_density_ratios
 
 METHODS = ("source_only", "dann", "cdan", "mmd", "coral", "mcc", "self_training")
 SKADA = {"dann": "DANN", "cdan": "CDAN", "mmd": "DAN", "coral": "DeepCoral", "mcc": "MCC"}
@@ -384,9 +380,7 @@ def selection_scores(benchmark, candidates, seed=0, held_out=0.2):
             scores[name].append(scorer(clf, X_score, y_score))
         # the weights of importance_weighted_scorer and deep_embedded_validation_scorer: a discriminator of
         # the domains on the bottleneck features of the rows scored
-        features = clf.embed(X_score)
-        p_target = domain_discriminator().fit(features, target).predict_proba(features[~target])[:, 1]
-        ratios = density_ratios(p_target, int((~target).sum()), int(target.sum()))
+        ratios = source_density_ratios(clf.embed(X_score), target)
         effective.append(effective_sample_size(ratios) / len(held_rows))
         print(f"{benchmark.name} selection {label}: {accuracies[-1]:.3f}", flush=True)
     return np.array(accuracies), {name: np.array(values) for name, values in scores.items()}, effective

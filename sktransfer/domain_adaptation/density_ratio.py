@@ -48,6 +48,23 @@ def density_ratios(p_target, n_source, n_target):
     return p_target / (1 - p_target) * (n_source / n_target)
 
 
+def source_density_ratios(features, target):
+    """The density ratio of each source row, told by the default discriminator fitted on every row.
+
+    The label-free scorers weigh the labelled rows of a validation fold so: the discriminator learns the
+    fold's own rows (``target`` marks the target ones) and scores its source rows.
+
+    Examples
+    --------
+    >>> features = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> source_density_ratios(features, np.array([False, False, True, True])).round(2).tolist()
+    [0.21, 0.57]
+    """
+    target = np.asarray(target, dtype=bool)
+    p_target = domain_discriminator().fit(features, target).predict_proba(features[~target])[:, 1]
+    return density_ratios(p_target, int((~target).sum()), int(target.sum()))
+
+
 def effective_sample_size(weights):
     """Kish's effective number of rows of a weighted sample: (sum of weights)² / sum of squared weights.
 

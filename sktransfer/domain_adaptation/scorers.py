@@ -17,7 +17,7 @@ from sklearn.utils import check_consistent_length, check_scalar
 from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
 
 from .._labels import UNLABELLED, label_array, missing_labels, unlabelled_mask
-from .density_ratio import density_ratios, domain_discriminator
+from .density_ratio import source_density_ratios
 from .domains import checked_sample_domain
 from .shallow import EstimatorOnTargetFeaturesMixin
 
@@ -261,9 +261,7 @@ class _SourceWeightedScorer(_DomainScorer):
                 f"{missing[:10].tolist()}: mark target rows with -1 or a negative sample_domain."
             )
         features, outputs = _features_and_outputs(estimator, X, source, self._output, self._name)
-        domain = domain_discriminator().fit(features, target)
-        weights = density_ratios(domain.predict_proba(features[source])[:, 1], source.sum(), target.sum())
-        return self._weighted_score(estimator, outputs, y[source], weights)
+        return self._weighted_score(estimator, outputs, y[source], source_density_ratios(features, target))
 
 
 class _ImportanceWeightedScorer(_SourceWeightedScorer):
