@@ -58,7 +58,7 @@ def source_density_ratios(features, target):
     --------
     >>> features = np.array([[0.0], [1.0], [2.0], [3.0]])
     >>> source_density_ratios(features, np.array([False, False, True, True])).round(2).tolist()
-    [0.21, 0.57]
+    [0.28, 0.66]
     """
     target = np.asarray(target, dtype=bool)
     p_target = domain_discriminator().fit(features, target).predict_proba(features[~target])[:, 1]
