@@ -459,6 +459,30 @@ def test_scorers_run_the_network_once_over_each_row(shifted_images):
         hook.remove()
 
 
+class _Reweighted(DomainAdaptedClassifier):
+    """A user's subclass whose predict_proba post-processes the network's: class 1 made 50 times likelier."""
+
+    def predict_proba(self, X):
+        proba = super().predict_proba(X) * [1.0, 50.0]
+        return proba / proba.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "scorer", [importance_weighted_scorer, deep_embedded_validation_scorer, neighborhood_consistency_scorer]
+)
+def test_scorers_ask_a_subclass_that_overrides_predict_proba_for_its_own(shifted_images, scorer):
+    """The one pass through the network would bypass the override: the subclass's outputs are scored."""
+    images, image_labels, _ = shifted_images
+    y = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
+    clf = clone(deep(method="coral")).set_params(random_state=0)
+    reweighted = _Reweighted(**clf.get_params()).fit(images, y)
+    scored = y == -1 if scorer is neighborhood_consistency_scorer else np.ones(len(y), dtype=bool)
+    predicted = y == -1 if scorer is neighborhood_consistency_scorer else y != -1
+    stand_in = _FixedProbabilities(reweighted, images[predicted])
+    expected = scorer(stand_in, reweighted.embed(images[scored]), y[scored])
+    assert scorer(reweighted, images, y) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])
 def test_scorers_refuse_data_without_target_rows(shifted_features, scorer):
     X, _, labels = shifted_features

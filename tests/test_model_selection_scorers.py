@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
@@ -600,6 +600,33 @@ def test_a_pipeline_embeds_each_row_once_for_features_and_predictions(shifted_bl
     predicted = y != -1 if scorer is not neighborhood_consistency_scorer else scored
     stand_in = _Outputs(pipeline, X[predicted])
     assert score == pytest.approx(scorer(stand_in, np.tanh(X[scored]), y[scored]))
+
+
+class _Thresholded(Pipeline):
+    """A user's Pipeline whose predict moves the decision threshold: what it predicts is what counts."""
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.9).astype(int)]
+
+
+@pytest.mark.parametrize("scorer", [importance_weighted_scorer, neighborhood_consistency_scorer])
+def test_scorers_ask_a_wrapper_that_overrides_predict_for_its_own(shifted_blobs, scorer):
+    X, y = _marked(shifted_blobs)
+    pipeline = _Thresholded([("squash", _Stateless()), ("clf", LogisticRegression())])
+    pipeline.fit(X[y != -1], y[y != -1])
+    scored = y == -1 if scorer is neighborhood_consistency_scorer else np.ones(len(y), dtype=bool)
+    predicted = y == -1 if scorer is neighborhood_consistency_scorer else y != -1
+    stand_in = _Outputs(pipeline, X[predicted])
+    assert not np.array_equal(stand_in.predicted, pipeline[-1].predict(np.tanh(X[predicted])))
+    assert scorer(pipeline, X, y) == pytest.approx(scorer(stand_in, np.tanh(X[scored]), y[scored]))
+
+
+def test_scorers_read_boolean_features(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    flags = X > 0
+    clf = LogisticRegression().fit(flags[y != -1], y[y != -1])
+    for scorer in (importance_weighted_scorer, neighborhood_consistency_scorer):
+        assert scorer(clf, flags, y) == pytest.approx(scorer(clf, flags.astype(float), y))
 
 
 def test_scorers_refuse_what_they_cannot_score_before_embedding(shifted_blobs):
