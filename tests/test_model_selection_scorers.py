@@ -29,7 +29,8 @@ from sktransfer.domain_adaptation import (
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
-from sktransfer.domain_adaptation.scorers import _control_variate_risk, _neighbourhood_entropies
+from sktransfer.domain_adaptation._neighbourhood_scorers import _neighbourhood_entropies
+from sktransfer.domain_adaptation._weighted_scorers import _control_variate_risk
 
 NEW_SCORERS = [
     soft_neighborhood_density_scorer,

@@ -1,0 +1,67 @@
+"""The features and the outputs a label-free scorer reads, from one pass through a search, Pipeline or network."""
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from ._domain_scorer import _rows
+from .shallow import EstimatorOnTargetFeaturesMixin
+
+# The libraries whose predict, predict_proba and embed the scorers may bypass by walking into an estimator.
+_LIBRARIES = ("sklearn", "sktransfer")
+
+
+def _outputs_as_shipped(estimator):
+    """Whether ``predict``, ``predict_proba`` and ``embed`` of estimator are scikit-learn's or sktransfer's own.
+
+    A subclass that overrides one of them (a user's post-processing, say) must be asked for its outputs
+    itself, not through the steps or the network it wraps.
+    """
+    for name in ("predict", "predict_proba", "embed"):
+        owner = next((cls for cls in type(estimator).__mro__ if name in vars(cls)), None)
+        if owner is not None and owner.__module__.partition(".")[0] not in _LIBRARIES:
+            return False
+    return True
+
+
+def _features_and_outputs(estimator, X, rows, output, name):
+    """The features in which to compare domains, of every row of X, and ``output`` of ``rows`` of X.
+
+    ``output`` is ``"predict"`` or ``"predict_proba"``, of the estimator that classifies. The features are
+    those it classifies: a fitted search is read through its ``best_estimator_``, a Pipeline (nested or
+    not) through its steps, then the last estimator's own embedding (``embed``), the features a shallow
+    aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X. Each step
+    transforms X once, and a network that gives its embedding and its predictions in one pass
+    (DomainAdaptedClassifier) runs once over the rows. Where a wrapper on the way, or that network,
+    overrides ``predict``, ``predict_proba`` or ``embed`` in a class of its own, the outputs are asked of the
+    estimator as given instead, at the cost of a second pass.
+    """
+    given, given_X, shipped = estimator, X, True
+    while True:
+        if hasattr(estimator, "best_estimator_"):
+            shipped, estimator = shipped and _outputs_as_shipped(estimator), estimator.best_estimator_
+        elif isinstance(estimator, Pipeline):  # step by step: a slice would ask its stateless steps for fit
+            shipped = shipped and _outputs_as_shipped(estimator)
+            for _, step in estimator.steps[:-1]:
+                X = X if step is None or step == "passthrough" else step.transform(X)
+            estimator = estimator[-1]
+        elif isinstance(estimator, EstimatorOnTargetFeaturesMixin):  # then what its own estimator reads
+            shipped = shipped and _outputs_as_shipped(estimator)
+            X, estimator = estimator._target_features(X), estimator.estimator_
+        else:
+            break
+    if shipped and hasattr(estimator, "_embed_and_predict_proba") and _outputs_as_shipped(estimator):
+        features, proba = estimator._embed_and_predict_proba(X)
+        proba = proba[rows]
+        return features, proba if output == "predict_proba" else estimator.classes_[proba.argmax(axis=1)]
+    if hasattr(estimator, "embed"):
+        features = estimator.embed(X)
+    else:
+        features = np.asarray(X)
+        if features.ndim != 2 or features.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{name} needs 2-D features: X itself, a Pipeline whose last step reads features, or an "
+                "estimator with an embed() method such as DomainAdaptedClassifier."
+            )
+    if not shipped:
+        return features, getattr(given, output)(_rows(given_X, rows))
+    return features, getattr(estimator, output)(_rows(X, rows))
