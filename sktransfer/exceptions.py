@@ -17,6 +17,7 @@ True
 
 from ._changed_settings import SettingsChangedWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
+from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
 from .backbones import WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
@@ -28,7 +29,6 @@ from .few_shot import ZeroVectorRowsWarning
 from .parameter_transfer import NewClassWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
-from .transferability import RenormalizedProbabilitiesWarning
 
 __all__ = [
     "FewEffectiveRowsWarning",

@@ -10,18 +10,20 @@ eigendecomposition for each embedding score and never through the inverse of a m
 type, strings included.
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.pipeline import Pipeline
-from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
 
-from ._stacklevel import caller_stacklevel
+from ._transferability_inputs import (
+    RenormalizedProbabilitiesWarning,
+    checked_features,
+    class_codes,
+    hard_predictions,
+    label_codes,
+    one_hot,
+    source_probabilities,
+)
 from ._transferability_linalg import (
     bhattacharyya_overlap,
     ledoit_wolf_shrinkage,
@@ -29,23 +31,28 @@ from ._transferability_linalg import (
     principal_coordinates,
     spectral_projections,
 )
+from ._transferability_scorers import TransferabilityScorer, make_transferability_scorer
 
-# A matrix whose entries all lie in [0, 1] holds probabilities (rounded, truncated to the top classes, or
-# stored in bfloat16, its rows may miss 1 by 0.1 over a thousand classes: a softmax of them as logits would
-# flatten them to almost uniform); any other, logits. Rows that miss 1 by more than this are renormalised
-# with a warning.
-_PROBABILITY_ATOL = 0.05
-# What to pass for a binary source classifier that gives one logit per sample.
-_ONE_LOGIT = "for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l])"
+__all__ = [
+    "RenormalizedProbabilitiesWarning",
+    "gbc_score",
+    "gbc_scorer",
+    "h_score",
+    "h_score_scorer",
+    "leep_score",
+    "leep_scorer",
+    "logme_score",
+    "logme_scorer",
+    "make_transferability_scorer",
+    "nce_score",
+    "nce_scorer",
+]
+
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
 _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 # The adjusted H-score's room above chance, as a share of its largest value, below which the features fit
 # every labelling (up to rounding) and the score is 0.
 _CHANCE_ROOM = 1e-12
-
-
-class RenormalizedProbabilitiesWarning(UserWarning):
-    """``source_output`` read as probabilities whose rows do not sum to 1, and renormalised."""
 
 
 @validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
@@ -115,9 +122,9 @@ def logme_score(features, y, *, fit_intercept=True):
     >>> bool(logme_score(separable, y) > logme_score(noise, y))
     True
     """
-    features = _checked_features(features, "features")
-    codes, n_classes = _class_codes(y, len(features), "features")
-    indicators, dimensions = _one_hot(codes, n_classes), len(features)
+    features = checked_features(features, "features")
+    codes, n_classes = class_codes(y, len(features), "features")
+    indicators, dimensions = one_hot(codes, n_classes), len(features)
     if fit_intercept:  # the flat-prior intercept integrated out: what is left lies orthogonal to the ones
         features, indicators = features - features.mean(axis=0), indicators - indicators.mean(axis=0)
         dimensions -= 1
@@ -200,10 +207,10 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     >>> round(h_score(noise, y, shrinkage=None, adjusted=False), 2), round(h_score(noise, y, shrinkage=None), 2)
     (0.69, 0.04)
     """
-    features = _checked_features(features, "features")
-    codes, n_classes = _class_codes(y, len(features), "features")
+    features = checked_features(features, "features")
+    codes, n_classes = class_codes(y, len(features), "features")
     centred = features - features.mean(axis=0)
-    indicators = _one_hot(codes, n_classes)
+    indicators = one_hot(codes, n_classes)
     # sigma: n_samples times the eigenvalues of cov(f); H = sum over classes k and directions i of
     # weight_i (u_i^T 1_k)^2 / n_k, each weight the direction's eigenvalue, shrunk, over its shrunk covariance.
     sigma, projected2, _ = spectral_projections(centred, indicators)
@@ -285,11 +292,11 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     >>> round(gbc_score(apart, y), 2), round(gbc_score(rng.normal(size=(60, 2)), y), 2)
     (-0.77, -1.97)
     """
-    features = _checked_features(features, "features")
-    codes, n_classes = _class_codes(y, len(features), "features")
+    features = checked_features(features, "features")
+    codes, n_classes = class_codes(y, len(features), "features")
     counts = np.bincount(codes, minlength=n_classes)
     if counts.min() < 2:
-        label = _label_codes(y, "y")[1].tolist()[counts.argmin()]
+        label = label_codes(y, "y")[1].tolist()[counts.argmin()]
         raise ValueError(
             f"gbc_score fits a Gaussian to each class, and class {label!r} has a single row of features: give "
             "at least two rows of each class. (GridSearchCV splits the rows of a transformer, such as "
@@ -299,7 +306,7 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     coordinates = principal_coordinates(features - features.mean(axis=0), n_components)
     if coordinates.shape[1] == 0:  # constant features tell no class apart from any other
         return float(-n_classes * (n_classes - 1))
-    indicators = _one_hot(codes, n_classes)
+    indicators = one_hot(codes, n_classes)
     means = indicators.T @ coordinates / counts[:, None]
     variances = indicators.T @ (coordinates - means[codes]) ** 2 / counts[:, None]
     if covariance_type == "spherical":
@@ -352,9 +359,9 @@ def leep_score(source_output, y):
     >>> round(leep_score(telling, y), 3), round(leep_score(np.zeros((4, 3)), y), 3)
     (-0.062, -0.693)
     """
-    probabilities = _source_probabilities(source_output)
-    codes, n_classes = _class_codes(y, len(probabilities), "source_output")
-    joint = _one_hot(codes, n_classes).T @ probabilities  # (n_classes, n_source_classes), n times p(y, z)
+    probabilities = source_probabilities(source_output)
+    codes, n_classes = class_codes(y, len(probabilities), "source_output")
+    joint = one_hot(codes, n_classes).T @ probabilities  # (n_classes, n_source_classes), n times p(y, z)
     source_mass = joint.sum(axis=0)
     conditional = np.divide(joint, source_mass, out=np.zeros_like(joint), where=source_mass > 0)
     expected = np.einsum("iz,iz->i", probabilities, conditional[codes])
@@ -396,8 +403,8 @@ def nce_score(source_output, y):
     >>> round(nce_score(["tabby", "beagle", "tabby", "beagle"], y), 3)  # -log(2)
     -0.693
     """
-    predicted = _hard_predictions(source_output)
-    codes, n_classes = _class_codes(y, len(predicted), "source_output")
+    predicted = hard_predictions(source_output)
+    codes, n_classes = class_codes(y, len(predicted), "source_output")
     joint = np.bincount(predicted * n_classes + codes, minlength=(predicted.max() + 1) * n_classes)
     joint = joint.reshape(-1, n_classes) / len(codes)
     source_mass = np.broadcast_to(joint.sum(axis=1, keepdims=True), joint.shape)
@@ -405,201 +412,8 @@ def nce_score(source_output, y):
     return float(np.sum(joint[seen] * np.log(joint[seen] / source_mass[seen])))
 
 
-# -- scorers --------------------------------------------------------------------------------------------
-
-
-class _TransferabilityScorer:
-    """``scorer(estimator, X, y)``: a transferability score of the features that a fitted estimator gives X."""
-
-    def __init__(self, score_func, name, kwargs):
-        self._score_func = score_func
-        self._name = name
-        self._kwargs = kwargs
-
-    def __repr__(self):
-        return self._name
-
-    def __call__(self, estimator, X, y):
-        """Score the features (or source outputs) that ``estimator`` gives ``X`` against the labels ``y``.
-
-        Parameters
-        ----------
-        estimator : fitted transformer or Pipeline
-            A transformer (such as PretrainedFeatureExtractor), or a Pipeline: its final step is dropped when
-            it predicts (a classifier), and the features are the transform of the steps before it.
-        X : images, texts or array-like
-            What the estimator reads.
-        y : array-like of shape (n_samples,)
-            Class labels.
-
-        Returns
-        -------
-        score : float
-            Greater is better.
-        """
-        return self._score_func(_scored_features(estimator, X, self._name), y, **self._kwargs)
-
-
-def make_transferability_scorer(score_func, **kwargs):
-    """A scorer, ``scorer(estimator, X, y)``, that scores the features a fitted estimator gives X.
-
-    For the ``scoring`` of GridSearchCV over backbones, layers and weights. The features are
-    ``estimator.transform(X)``; for a Pipeline whose final step predicts (a classifier), the transform of
-    the steps before it.
-
-    To rank candidates by one embedding pass each, and without training a classifier, search over the
-    extractor alone (or a Pipeline that ends with it): its ``fit`` loads the weights and embeds nothing, so
-    only the scorer embeds, each validation fold once. Since nothing is learnt from the training rows, one
-    split that validates on every row, ``cv=[(rows, rows)]`` with ``rows = np.arange(n_samples)``, scores all
-    the labelled images at once; for folds, pass ``cv=StratifiedKFold(...)``, as GridSearchCV does not
-    stratify the folds of a transformer. A Pipeline that ends with a classifier, or with ``"passthrough"``,
-    embeds the training folds too in each ``fit`` (and trains the classifier): give its extractor a ``cache``
-    folder, so that each image still runs once per candidate. Several scores at once
-    (``scoring={"logme": logme_scorer, "h_score": h_score_scorer}``) embed once per score without a cache.
-
-    The module's ready-made scorers are ``logme_scorer``, ``h_score_scorer``, ``gbc_scorer`` (on embeddings),
-    ``leep_scorer`` and ``nce_scorer`` (on the source classifier's outputs: extract at the classifier, e.g.
-    ``PretrainedFeatureExtractor(layer="classifier")`` for EfficientNet-Lite0, ``layer="fc"`` for a
-    torchvision ResNet).
-
-    Parameters
-    ----------
-    score_func : callable
-        ``score_func(features, y, **kwargs)``, greater is better, such as :func:`h_score`.
-    **kwargs
-        Further arguments of ``score_func``, e.g. ``shrinkage=None``.
-
-    Returns
-    -------
-    scorer : callable
-        ``scorer(estimator, X, y)``, a float.
-
-    Examples
-    --------
-    Which PCA keeps the digits most linearly separable, without training a classifier:
-
-    >>> from sklearn.datasets import load_digits
-    >>> from sklearn.decomposition import PCA
-    >>> from sklearn.model_selection import GridSearchCV
-    >>> X, y = load_digits(return_X_y=True)
-    >>> search = GridSearchCV(PCA(random_state=0), {"n_components": [2, 8, 32]}, scoring=logme_scorer)
-    >>> search.fit(X, y).best_params_
-    {'n_components': 32}
-    >>> pinv_h_score = make_transferability_scorer(h_score, shrinkage=None)
-    >>> pinv_h_score
-    make_transferability_scorer(h_score, shrinkage=None)
-    """
-    arguments = "".join(f", {key}={value!r}" for key, value in kwargs.items())
-    return _TransferabilityScorer(
-        score_func, f"make_transferability_scorer({score_func.__name__}{arguments})", kwargs
-    )
-
-
-def _scored_features(estimator, X, name):
-    """What ``estimator`` makes of ``X`` before any classifier: its transform, a final predictor dropped."""
-    if isinstance(estimator, Pipeline):
-        final = estimator.steps[-1][1]
-        if final is None or isinstance(final, str) or not hasattr(final, "predict"):
-            return estimator.transform(X)
-        if len(estimator.steps) > 1:
-            return estimator[:-1].transform(X)
-    elif hasattr(estimator, "transform"):
-        return estimator.transform(X)
-    raise TypeError(
-        f"{name} scores the features a transformer gives (such as PretrainedFeatureExtractor), alone or in a "
-        f"Pipeline; {type(estimator).__name__} transforms nothing before it predicts."
-    )
-
-
-logme_scorer = _TransferabilityScorer(logme_score, "logme_scorer", {})
-h_score_scorer = _TransferabilityScorer(h_score, "h_score_scorer", {})
-gbc_scorer = _TransferabilityScorer(gbc_score, "gbc_scorer", {})
-leep_scorer = _TransferabilityScorer(leep_score, "leep_scorer", {})
-nce_scorer = _TransferabilityScorer(nce_score, "nce_scorer", {})
-
-
-# -- inputs ---------------------------------------------------------------------------------------------
-
-
-def _checked_features(values, name):
-    """A finite float64 matrix of at least two rows; a new array where a conversion was needed."""
-    return check_array(values, dtype=np.float64, ensure_min_samples=2, input_name=name)
-
-
-def _class_codes(y, n_samples, name):
-    """``y``'s classes as codes 0..n_classes-1, and n_classes; labels of any type, at least two classes."""
-    codes, classes = _label_codes(y, "y")
-    if len(codes) != n_samples:
-        raise ValueError(
-            f"y has {len(codes)} labels for the {n_samples} rows of {name}: give one label per row."
-        )
-    if len(classes) < 2:
-        raise ValueError(
-            f"y has a single class ({classes.tolist()[0]!r}): a transferability score compares at least two "
-            "classes. (GridSearchCV splits the rows of a transformer, such as PretrainedFeatureExtractor, into "
-            "folds without stratifying them: pass cv=StratifiedKFold(5, shuffle=True, random_state=0).)"
-        )
-    return codes, len(classes)
-
-
-def _label_codes(labels, name):
-    """Class labels of any type as codes 0..k-1, in the order of the sorted labels, and those labels."""
-    labels = column_or_1d(labels)
-    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):  # before sklearn casts NaN to int
-        raise ValueError(f"Input {name} contains NaN or infinity.")
-    check_classification_targets(labels)
-    try:
-        classes, codes = np.unique(labels, return_inverse=True)
-    except TypeError as exc:
-        raise ValueError(f"{name} mixes labels that cannot be sorted together: {exc}") from exc
-    return codes.reshape(-1), classes
-
-
-def _one_hot(codes, n_classes):
-    indicators = np.zeros((len(codes), n_classes))
-    indicators[np.arange(len(codes)), codes] = 1.0
-    return indicators
-
-
-def _source_probabilities(source_output):
-    """``source_output`` as float64 probabilities: kept (renormalised) if they are, softmaxed if logits."""
-    values = _checked_features(source_output, "source_output")
-    if values.shape[1] < 2:
-        raise ValueError(
-            f"source_output has one column: give the source classifier's output for every source class "
-            f"({_ONE_LOGIT})."
-        )
-    sums = values.sum(axis=1)
-    if not np.all((values >= 0) & (values <= 1)) or np.all(sums == 0):  # all zeros: uniform logits
-        return softmax(values, axis=1)
-    empty = np.flatnonzero(sums == 0)
-    if empty.size:
-        raise ValueError(
-            f"source_output reads as probabilities (every entry in [0, 1]) but is all zeros at samples "
-            f"{empty[:10].tolist()}: give every sample the source classifier's probabilities, or pass logits."
-        )
-    if np.abs(sums - 1).max() > _PROBABILITY_ATOL:
-        warnings.warn(
-            f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "
-            "read as probabilities and renormalised. Pass the source classifier's logits if these are not "
-            "probabilities.",
-            RenormalizedProbabilitiesWarning,
-            stacklevel=caller_stacklevel(),
-        )
-    return values / sums[:, None]
-
-
-def _hard_predictions(source_output):
-    """The predicted source class of each sample as codes: from labels, or from each row's largest entry."""
-    values = np.asarray(source_output)
-    if values.ndim == 2 and values.shape[1] > 1:
-        return _checked_features(values, "source_output").argmax(axis=1)
-    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.any(values != np.round(values)):
-        raise ValueError(
-            "source_output holds one number per sample that is not a class label: give the source "
-            f"classifier's predicted classes, or its output for every source class ({_ONE_LOGIT})."
-        )
-    codes, _ = _label_codes(values, "source_output")
-    if len(codes) < 2:
-        raise ValueError(f"source_output has {len(codes)} sample(s): a score needs at least 2.")
-    return codes
+logme_scorer = TransferabilityScorer(logme_score, "logme_scorer", {})
+h_score_scorer = TransferabilityScorer(h_score, "h_score_scorer", {})
+gbc_scorer = TransferabilityScorer(gbc_score, "gbc_scorer", {})
+leep_scorer = TransferabilityScorer(leep_score, "leep_scorer", {})
+nce_scorer = TransferabilityScorer(nce_score, "nce_scorer", {})

@@ -1,0 +1,107 @@
+"""The inputs of the transferability scores checked: features, class labels, and source classifier outputs."""
+
+import warnings
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from ._stacklevel import caller_stacklevel
+
+# A matrix whose entries all lie in [0, 1] holds probabilities (rounded, truncated to the top classes, or
+# stored in bfloat16, its rows may miss 1 by 0.1 over a thousand classes: a softmax of them as logits would
+# flatten them to almost uniform); any other, logits. Rows that miss 1 by more than this are renormalised
+# with a warning.
+_PROBABILITY_ATOL = 0.05
+# What to pass for a binary source classifier that gives one logit per sample.
+_ONE_LOGIT = "for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l])"
+
+
+class RenormalizedProbabilitiesWarning(UserWarning):
+    """``source_output`` read as probabilities whose rows do not sum to 1, and renormalised."""
+
+
+def checked_features(values, name):
+    """A finite float64 matrix of at least two rows; a new array where a conversion was needed."""
+    return check_array(values, dtype=np.float64, ensure_min_samples=2, input_name=name)
+
+
+def class_codes(y, n_samples, name):
+    """``y``'s classes as codes 0..n_classes-1, and n_classes; labels of any type, at least two classes."""
+    codes, classes = label_codes(y, "y")
+    if len(codes) != n_samples:
+        raise ValueError(
+            f"y has {len(codes)} labels for the {n_samples} rows of {name}: give one label per row."
+        )
+    if len(classes) < 2:
+        raise ValueError(
+            f"y has a single class ({classes.tolist()[0]!r}): a transferability score compares at least two "
+            "classes. (GridSearchCV splits the rows of a transformer, such as PretrainedFeatureExtractor, into "
+            "folds without stratifying them: pass cv=StratifiedKFold(5, shuffle=True, random_state=0).)"
+        )
+    return codes, len(classes)
+
+
+def label_codes(labels, name):
+    """Class labels of any type as codes 0..k-1, in the order of the sorted labels, and those labels."""
+    labels = column_or_1d(labels)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):  # before sklearn casts NaN to int
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    check_classification_targets(labels)
+    try:
+        classes, codes = np.unique(labels, return_inverse=True)
+    except TypeError as exc:
+        raise ValueError(f"{name} mixes labels that cannot be sorted together: {exc}") from exc
+    return codes.reshape(-1), classes
+
+
+def one_hot(codes, n_classes):
+    indicators = np.zeros((len(codes), n_classes))
+    indicators[np.arange(len(codes)), codes] = 1.0
+    return indicators
+
+
+def source_probabilities(source_output):
+    """``source_output`` as float64 probabilities: kept (renormalised) if they are, softmaxed if logits."""
+    values = checked_features(source_output, "source_output")
+    if values.shape[1] < 2:
+        raise ValueError(
+            f"source_output has one column: give the source classifier's output for every source class "
+            f"({_ONE_LOGIT})."
+        )
+    sums = values.sum(axis=1)
+    if not np.all((values >= 0) & (values <= 1)) or np.all(sums == 0):  # all zeros: uniform logits
+        return softmax(values, axis=1)
+    empty = np.flatnonzero(sums == 0)
+    if empty.size:
+        raise ValueError(
+            f"source_output reads as probabilities (every entry in [0, 1]) but is all zeros at samples "
+            f"{empty[:10].tolist()}: give every sample the source classifier's probabilities, or pass logits."
+        )
+    if np.abs(sums - 1).max() > _PROBABILITY_ATOL:
+        warnings.warn(
+            f"source_output lies in [0, 1], but its rows sum to between {sums.min():.3g} and {sums.max():.3g}: "
+            "read as probabilities and renormalised. Pass the source classifier's logits if these are not "
+            "probabilities.",
+            RenormalizedProbabilitiesWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    return values / sums[:, None]
+
+
+def hard_predictions(source_output):
+    """The predicted source class of each sample as codes: from labels, or from each row's largest entry."""
+    values = np.asarray(source_output)
+    if values.ndim == 2 and values.shape[1] > 1:
+        return checked_features(values, "source_output").argmax(axis=1)
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.any(values != np.round(values)):
+        raise ValueError(
+            "source_output holds one number per sample that is not a class label: give the source "
+            f"classifier's predicted classes, or its output for every source class ({_ONE_LOGIT})."
+        )
+    codes, _ = label_codes(values, "source_output")
+    if len(codes) < 2:
+        raise ValueError(f"source_output has {len(codes)} sample(s): a score needs at least 2.")
+    return codes
