@@ -5,24 +5,22 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import column_or_1d
-from skorch.utils import to_tensor
 from torch import nn
-from torch.utils.data import Subset
 
-from .._training_data import dataset_targets
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferClassifier, checked_probabilities
-from .domains import UNLABELLED, TargetScoreMixin, split_domains
-from .networks import ADVERSARIAL, DomainAdaptationNetwork, DomainBalancedBatchSampler
+from .domains import SourceDomainsMixin, TargetScoreMixin
+from .networks import ADVERSARIAL, DomainAdaptationNetwork, DomainBatchesMixin
 from .objectives import AdaptationObjectiveMixin
 
 METHODS = ("dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only")
 
 
 @document_parameters
-class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, TransferClassifier):
+class DomainAdaptedClassifier(
+    TargetScoreMixin, SourceDomainsMixin, DomainBatchesMixin, AdaptationObjectiveMixin, TransferClassifier
+):
     """Learn from labelled source images and unlabelled target images, to predict well on the target.
 
     ``fit(X, y, sample_domain=None)`` takes both domains in one X: a row is target when ``y == -1`` or when
@@ -339,69 +337,6 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
         """Train ``max_epochs`` more epochs; the first call initialises. See :meth:`fit`."""
         return self._partial_fit(X, y, fit_params, classes=classes, sample_domain=sample_domain)
 
-    def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
-        """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
-        split = split_domains(y, sample_domain, n_samples)
-        self._refuse_batches_too_small_for_batchnorm(split.target.any())
-        labels = column_or_1d(y)[split.labelled]
-        codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
-        codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
-        domains = self._source_domain_of_rows(split.labelled, sample_domain, reset)
-        if reset:
-            self._source_domains = np.unique(domains)
-            self._n_sources = max(len(self._source_domains), 1)
-        unseen = np.setdiff1d(domains, self._source_domains)
-        if unseen.size:
-            raise ValueError(
-                f"sample_domain holds the source domains {unseen.tolist()}, which {type(self).__name__} was not "
-                f"initialised with (it knows {self._source_domains.tolist()}: each has its own column of the "
-                "domain discriminator): fit with warm_start=False to start again with these domains."
-            )
-        # Source k keeps its number (its discriminator column) from one call to the next, whichever are present.
-        codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
-        return codes
-
-    def _source_domain_of_rows(self, labelled, sample_domain, reset):
-        """The source domain of each labelled row: 1 without ``sample_domain``, or the one source fitted."""
-        known = getattr(self, "_source_domains", ())
-        if sample_domain is not None:
-            domains = column_or_1d(sample_domain)[labelled]
-        elif reset or not len(known):
-            domains = np.ones(labelled.sum(), dtype=np.int64)
-        elif len(known) == 1:
-            domains = np.full(labelled.sum(), known[0])  # the single source fit knew
-        else:
-            raise ValueError(
-                f"{type(self).__name__} was fitted on the source domains {known.tolist()}, each with its own column "
-                "of the domain discriminator: pass sample_domain to say which rows come from which."
-            )
-        if not reset and not hasattr(self, "_source_domains"):  # initialize() called, or an earlier pickle
-            present, columns = np.unique(domains), getattr(self, "_n_sources", 1)
-            if len(present) != columns:
-                raise ValueError(
-                    f"this {type(self).__name__} was initialised (by initialize(), or pickled by an earlier "
-                    f"version) without a record of which source domain has which of its {columns} "
-                    f"discriminator column(s); this call holds {len(present)} source domain(s): give it every "
-                    "source domain, or fit with warm_start=False to start again."
-                )
-            self._source_domains, self._n_sources = present, columns
-        return domains
-
-    def _refuse_batches_too_small_for_batchnorm(self, has_target_rows):
-        """BatchNorm normalises a batch by its own statistics, which one row cannot give."""
-        if self.batch_size < 2:
-            raise ValueError(
-                f"batch_size={self.batch_size} gives training batches of one row, and the bottleneck's "
-                "BatchNorm needs at least 2: use batch_size >= 2 (>= 4 with target rows and per-domain BatchNorm)."
-            )
-        if has_target_rows and self.batch_size < 4 and self._normalises_domains_apart():
-            raise ValueError(
-                f"batch_size={self.batch_size} gives each training batch {self.batch_size // 2} source row and "
-                "as many target rows, and BatchNorm, which normalises each domain's rows apart in training "
-                f"(domain_batchnorm={self.domain_batchnorm!r}), needs at least 2 rows of each: use "
-                "batch_size >= 4."
-            )
-
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
 
     def _network_kwargs(self):
@@ -411,35 +346,6 @@ class DomainAdaptedClassifier(TargetScoreMixin, AdaptationObjectiveMixin, Transf
             "adversarial": self.method if self.method in ADVERSARIAL else None,
             "n_sources": getattr(self, "_n_sources", 1),
         }
-
-    def _normalises_domains_apart(self):
-        """Whether BatchNorm normalises each domain's rows by their own statistics in training."""
-        return not (self.domain_batchnorm is False or (self.domain_batchnorm == "auto" and self.partial))
-
-    def _training_inputs(self, y):
-        if not self._normalises_domains_apart():
-            return {}
-        return {"is_target": to_tensor(y, device=self.device) == UNLABELLED}
-
-    def _batch_sampler(self, dataset, batch_size):
-        return DomainBalancedBatchSampler(dataset_targets(dataset) == UNLABELLED, batch_size)
-
-    def get_iterator(self, dataset, training=False):
-        iterator = super().get_iterator(dataset, training=training)
-        if training:  # this process's batches (an accelerator shards them across processes)
-            self._batches_per_epoch = len(iterator)
-        return iterator
-
-    def _recalibration_data(self, dataset):
-        """The target rows: predict reads every row as a target row, so BatchNorm keeps target statistics.
-
-        This is AdaBN (Li et al. 2016) on top of each method: statistics gathered on the mixed batches of
-        training would normalise target features partly with the source domain's mean and variance; those
-        of the target rows alone standardise them as the layers above expect. With fewer than two target
-        rows, every row is used.
-        """
-        rows = np.flatnonzero(dataset_targets(dataset) == UNLABELLED)
-        return Subset(dataset, rows) if rows.size > 1 else dataset
 
     def embed(self, X):
         """The bottleneck features of X, what the head reads (and what DANN's discriminator sees).

@@ -184,3 +184,62 @@ class TargetScoreMixin:
                 warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=caller_stacklevel())
             raise
         return super().score(X, y, sample_weight=sample_weight)
+
+
+class SourceDomainsMixin:
+    """The training targets of both domains: class codes of the labelled rows, -1 for the target rows.
+
+    Rows of several source domains (positive ``sample_domain`` values) are told apart in the codes: source k's
+    are shifted by k * n_classes, so that the loss reads each row's class and the column of the domain
+    discriminator that separates its source from the target. The numbering of the sources is kept from one
+    ``partial_fit`` to the next. The estimator it is mixed into encodes the labels (``_encode_labels``) and
+    checks that its batches can be normalised (``_refuse_batches_too_small_for_batchnorm``).
+    """
+
+    def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
+        """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
+        split = split_domains(y, sample_domain, n_samples)
+        self._refuse_batches_too_small_for_batchnorm(split.target.any())
+        labels = column_or_1d(y)[split.labelled]
+        codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
+        codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
+        domains = self._source_domain_of_rows(split.labelled, sample_domain, reset)
+        if reset:
+            self._source_domains = np.unique(domains)
+            self._n_sources = max(len(self._source_domains), 1)
+        unseen = np.setdiff1d(domains, self._source_domains)
+        if unseen.size:
+            raise ValueError(
+                f"sample_domain holds the source domains {unseen.tolist()}, which {type(self).__name__} was not "
+                f"initialised with (it knows {self._source_domains.tolist()}: each has its own column of the "
+                "domain discriminator): fit with warm_start=False to start again with these domains."
+            )
+        # Source k keeps its number (its discriminator column) from one call to the next, whichever are present.
+        codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
+        return codes
+
+    def _source_domain_of_rows(self, labelled, sample_domain, reset):
+        """The source domain of each labelled row: 1 without ``sample_domain``, or the one source fitted."""
+        known = getattr(self, "_source_domains", ())
+        if sample_domain is not None:
+            domains = column_or_1d(sample_domain)[labelled]
+        elif reset or not len(known):
+            domains = np.ones(labelled.sum(), dtype=np.int64)
+        elif len(known) == 1:
+            domains = np.full(labelled.sum(), known[0])  # the single source fit knew
+        else:
+            raise ValueError(
+                f"{type(self).__name__} was fitted on the source domains {known.tolist()}, each with its own column "
+                "of the domain discriminator: pass sample_domain to say which rows come from which."
+            )
+        if not reset and not hasattr(self, "_source_domains"):  # initialize() called, or an earlier pickle
+            present, columns = np.unique(domains), getattr(self, "_n_sources", 1)
+            if len(present) != columns:
+                raise ValueError(
+                    f"this {type(self).__name__} was initialised (by initialize(), or pickled by an earlier "
+                    f"version) without a record of which source domain has which of its {columns} "
+                    f"discriminator column(s); this call holds {len(present)} source domain(s): give it every "
+                    "source domain, or fit with warm_start=False to start again."
+                )
+            self._source_domains, self._n_sources = present, columns
+        return domains
