@@ -17,6 +17,7 @@ True
 
 from ._changed_settings import SettingsChangedWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
+from ._source_parameters import NewClassWarning
 from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
 from .backbones import WeightsUnavailableError
@@ -26,7 +27,6 @@ from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, Pseudo
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .feature_extraction import UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
-from .parameter_transfer import NewClassWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
 

@@ -1,0 +1,163 @@
+"""A fitted source linear model's parameters read as the prior of a target model's, and what both estimators share."""
+
+import warnings
+from numbers import Real
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._stacklevel import caller_stacklevel
+
+
+class NewClassWarning(UserWarning):
+    """Target classes that the source model lacks: their parameters are pulled toward zero."""
+
+
+def source_parameters(estimator, n_features, n_rows=None):
+    """Float64 copies of the ``coef_`` (2-D) and ``intercept_`` (one per row) of ``estimator``'s source.
+
+    The source must be a classifier (have ``classes_``) when ``estimator`` is one, and must not otherwise;
+    ``n_rows``, when given, is the number of rows its ``coef_`` must have (a regressor's outputs).
+    """
+    source, name = estimator.source_estimator, type(estimator).__name__
+    classifier = isinstance(estimator, ClassifierMixin)
+    if isinstance(source, Pipeline):
+        raise TypeError(
+            "source_estimator is a Pipeline: pass its final linear model and put the fitted preprocessing "
+            f"before {name}, unchanged: make_pipeline(FrozenEstimator(source[:-1]), {name}(source[-1])), "
+            "with sklearn.frozen.FrozenEstimator."
+        )
+    try:
+        check_is_fitted(source)
+    except NotFittedError as exc:
+        raise NotFittedError(
+            f"source_estimator={source!r} is not fitted: fit it on the source task first (it is read, never "
+            "refitted)."
+        ) from exc
+    if classifier != hasattr(source, "classes_"):
+        problem, kind = ("has no classes_", "classifier") if classifier else ("is a classifier", "regressor")
+        raise TypeError(f"source_estimator={source!r} {problem}: {name} takes a fitted linear {kind}.")
+    if not (hasattr(source, "coef_") and hasattr(source, "intercept_")):
+        raise TypeError(
+            f"source_estimator={source!r} has no coef_ and intercept_: pass a fitted linear model, such as "
+            "LogisticRegression, LinearSVC, RidgeClassifier, SGDClassifier, Ridge or LinearRegression."
+        )
+    coef = source.coef_.toarray() if sparse.issparse(source.coef_) else source.coef_
+    coef = np.array(coef, dtype=np.float64, ndmin=2)  # a copy: the source is never modified
+    if coef.shape[1] != n_features:
+        raise ValueError(
+            f"X has {n_features} features, but source_estimator was fitted on {coef.shape[1]} (the columns "
+            "of its coef_): both need the same features, such as embeddings of the same extractor."
+        )
+    if n_rows is not None and len(coef) != n_rows:
+        raise ValueError(
+            f"y has {n_rows} target column(s), but source_estimator predicts {len(coef)} (the rows of its "
+            "coef_)."
+        )
+    intercept = np.broadcast_to(np.asarray(source.intercept_, dtype=np.float64), (len(coef),)).copy()
+    return coef, intercept
+
+
+def class_rows(coef, intercept, source_classes, classes):
+    """The source's parameters as the prior of each target class: one row for two classes, else one a class.
+
+    The source's class scores (coefficients and intercept) are centred over its classes (a softmax is blind
+    to that); a class the source lacks gets zeros, the source's mean score. Labels match by value.
+    """
+    rows = np.hstack([coef, intercept[:, None]])
+    source_classes = np.asarray(source_classes).tolist()
+    if len(rows) == 1 and len(source_classes) == 2:  # a binary model scores classes_[1] against classes_[0]
+        rows = np.vstack([-rows / 2, rows / 2])
+    elif len(rows) != len(source_classes):
+        raise ValueError(
+            f"source_estimator has {len(source_classes)} classes_ but {len(rows)} rows of coef_: expected one "
+            "row per class, or one row for two classes."
+        )
+    rows -= rows.mean(axis=0)
+    position = {label: index for index, label in enumerate(source_classes)}
+    labels = classes.tolist()
+    new = [label for label in labels if label not in position]
+    if len(new) == len(labels):
+        raise ValueError(
+            f"none of the classes of y {labels[:10]} is among source_estimator.classes_ {source_classes[:10]}: "
+            "there is nothing to transfer (labels match by value, so 1 and '1' differ)."
+        )
+    if new:
+        warnings.warn(
+            f"the classes {new[:10]} of y are not among source_estimator.classes_ {source_classes[:10]}: "
+            "their parameters are pulled toward zero (the source's mean class score).",
+            NewClassWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    zeros = np.zeros(rows.shape[1])
+    table = np.array([rows[position[label]] if label in position else zeros for label in labels])
+    return table[1:] - table[:1] if len(labels) == 2 else table
+
+
+class SourceRegularizedMixin:
+    """The shared parameters' constraints, clones that keep the fitted ``source_estimator``, the linear map."""
+
+    _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's convention)
+        "source_estimator": [HasMethods(["fit", "predict"]), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __sklearn_clone__(self):
+        # Cloning the source would return it unfitted; it is read only, so every clone shares it, as
+        # sklearn.frozen.FrozenEstimator would (GridSearchCV and cross_validate clone their estimator).
+        cloned = super().__sklearn_clone__()
+        cloned.source_estimator = self.source_estimator
+        return cloned
+
+    def get_params(self, deep=True):
+        """The estimator's parameters, without ``source_estimator``'s own (``source_estimator__*``).
+
+        The fitted source is read, never refitted or changed: its parameters are not this estimator's to
+        search, so ``deep`` adds nothing.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Accepted for scikit-learn's interface; the result is the same either way.
+
+        Returns
+        -------
+        params : dict
+        """
+        return super().get_params(deep=False)
+
+    def set_params(self, **params):
+        """Set parameters; ``source_estimator__*`` is refused, as the fitted source is never changed.
+
+        Parameters
+        ----------
+        **params : dict
+
+        Returns
+        -------
+        self
+        """
+        nested = sorted(name for name in params if name.startswith("source_estimator__"))
+        if nested:
+            raise ValueError(
+                f"{type(self).__name__} reads the fitted source_estimator and never changes it, so {nested} "
+                "cannot be set (it would change the source model every clone shares, and no fit would read "
+                "it): fit source models with those settings and search over source_estimator instead."
+            )
+        return super().set_params(**params)
+
+    def _linear_output(self, X):
+        """``X @ coef_.T + intercept_`` for X checked against the fit."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ self.coef_.T + self.intercept_
+
+
+def with_ones(X):
+    """X with a column of ones, for the intercept."""
+    return np.hstack([X, np.ones((len(X), 1))])
