@@ -1,4 +1,4 @@
-"""A fitted source linear model's parameters read as the prior of a target model's, and what both estimators share."""
+"""The source model of the regular-transfer estimators: its parameters as the prior, kept fitted in clones."""
 
 import warnings
 from numbers import Real

@@ -412,6 +412,9 @@ def nce_score(source_output, y):
     return float(np.sum(joint[seen] * np.log(joint[seen] / source_mass[seen])))
 
 
+# Its name here before it had a module of its own, where searches pickled then look for it.
+_TransferabilityScorer = TransferabilityScorer
+
 logme_scorer = TransferabilityScorer(logme_score, "logme_scorer", {})
 h_score_scorer = TransferabilityScorer(h_score, "h_score_scorer", {})
 gbc_scorer = TransferabilityScorer(gbc_score, "gbc_scorer", {})

@@ -17,7 +17,7 @@ from skorch.callbacks import Callback
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer.domain_adaptation import NoTargetDataWarning
-from sktransfer.domain_adaptation.networks import DomainBalancedBatchSampler
+from sktransfer.domain_adaptation.domain_batches import DomainBalancedBatchSampler
 from tests._models import TinyConvNet
 
 

@@ -8,6 +8,7 @@ import sklearn
 import torch
 from scipy.stats import entropy
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
@@ -24,7 +25,7 @@ from sktransfer.domain_adaptation import (
     prediction_entropy_scorer,
 )
 from sktransfer.domain_adaptation.deep import METHODS
-from sktransfer.domain_adaptation.networks import DomainBalancedBatchSampler
+from sktransfer.domain_adaptation.domain_batches import DomainBalancedBatchSampler
 from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import TinyConvNet
@@ -481,6 +482,7 @@ def test_scorers_ask_a_subclass_that_overrides_predict_proba_for_its_own(shifted
     stand_in = _FixedProbabilities(reweighted, images[predicted])
     expected = scorer(stand_in, reweighted.embed(images[scored]), y[scored])
     assert scorer(reweighted, images, y) == pytest.approx(expected)
+    assert scorer(FrozenEstimator(reweighted), images, y) == pytest.approx(expected)  # it forwards attributes
 
 
 @pytest.mark.parametrize("scorer", [prediction_entropy_scorer, importance_weighted_scorer])

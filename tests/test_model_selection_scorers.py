@@ -620,6 +620,9 @@ def test_scorers_ask_a_wrapper_that_overrides_predict_for_its_own(shifted_blobs,
     stand_in = _Outputs(pipeline, X[predicted])
     assert not np.array_equal(stand_in.predicted, pipeline[-1].predict(np.tanh(X[predicted])))
     assert scorer(pipeline, X, y) == pytest.approx(scorer(stand_in, np.tanh(X[scored]), y[scored]))
+    patched = make_pipeline(_Stateless(), LogisticRegression()).fit(X[y != -1], y[y != -1])
+    patched.predict = pipeline.predict  # set on the instance: what it predicts is what counts too
+    assert scorer(patched, X, y) == pytest.approx(scorer(stand_in, np.tanh(X[scored]), y[scored]))
 
 
 def test_scorers_read_boolean_features(shifted_blobs):
@@ -641,3 +644,19 @@ def test_scorers_refuse_what_they_cannot_score_before_embedding(shifted_blobs):
     with pytest.raises(ValueError, match="n_neighbors"):
         scorer(without_proba, X, y)
     assert without_proba[0].rows_transformed_ == 0
+
+
+@pytest.mark.parametrize(
+    "scorer",
+    [
+        soft_neighborhood_density_scorer,
+        neighborhood_consistency_scorer,
+        importance_weighted_scorer,
+        deep_embedded_validation_scorer,
+    ],
+)
+def test_scorers_pickled_before_they_had_modules_of_their_own_still_load(scorer):
+    module = type(scorer).__module__
+    old = pickle.dumps(scorer, protocol=0).replace(module.encode(), b"sktransfer.domain_adaptation.scorers")
+    assert b"sktransfer.domain_adaptation.scorers" in old
+    assert type(pickle.loads(old)) is type(scorer)

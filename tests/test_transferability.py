@@ -619,3 +619,11 @@ def test_a_made_scorer_passes_its_arguments(labelled_images):
     scorer = make_transferability_scorer(h_score, shrinkage=None)
     assert scorer(extractor, X, y) == pytest.approx(h_score(extractor.transform(X), y, shrinkage=None))
     assert repr(scorer) == "make_transferability_scorer(h_score, shrinkage=None)"
+
+
+def test_scorers_pickled_before_they_had_a_module_of_their_own_still_load():
+    new = b"sktransfer._transferability_scorers\nTransferabilityScorer"
+    data = pickle.dumps(logme_scorer, protocol=0)
+    assert new in data
+    old = data.replace(new, b"sktransfer.transferability\n_TransferabilityScorer")
+    assert repr(pickle.loads(old)) == "logme_scorer"

@@ -13,12 +13,20 @@ _LIBRARIES = ("sklearn", "sktransfer")
 def _outputs_as_shipped(estimator):
     """Whether ``predict``, ``predict_proba`` and ``embed`` of estimator are scikit-learn's or sktransfer's own.
 
-    A subclass that overrides one of them (a user's post-processing, say) must be asked for its outputs
-    itself, not through the steps or the network it wraps.
+    Each is looked up as a call would find it (through a wrapper that forwards attributes, such as
+    FrozenEstimator): a method whose function was written outside these libraries (a user's subclass, or a
+    function patched onto a class) or set on the instance itself must be asked for the outputs, not
+    bypassed through the steps or the network it wraps.
     """
     for name in ("predict", "predict_proba", "embed"):
-        owner = next((cls for cls in type(estimator).__mro__ if name in vars(cls)), None)
-        if owner is not None and owner.__module__.partition(".")[0] not in _LIBRARIES:
+        try:
+            method = getattr(estimator, name)
+        except AttributeError:  # absent, or unavailable (available_if)
+            continue
+        owner, function = getattr(method, "__self__", None), getattr(method, "__func__", None)
+        if owner is None or function is None or name in getattr(owner, "__dict__", {}):
+            return False
+        if getattr(function, "__module__", "").partition(".")[0] not in _LIBRARIES:
             return False
     return True
 
@@ -32,8 +40,9 @@ def _features_and_outputs(estimator, X, rows, output, name):
     aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X. Each step
     transforms X once, and a network that gives its embedding and its predictions in one pass
     (DomainAdaptedClassifier) runs once over the rows. Where a wrapper on the way, or that network,
-    overrides ``predict``, ``predict_proba`` or ``embed`` in a class of its own, the outputs are asked of the
-    estimator as given instead, at the cost of a second pass.
+    has a ``predict``, ``predict_proba`` or ``embed`` that is not scikit-learn's or sktransfer's (a subclass's
+    override, or a function set on it), the outputs are asked of the estimator as given instead, at the cost
+    of a second pass.
     """
     given, given_X, shipped = estimator, X, True
     while True:

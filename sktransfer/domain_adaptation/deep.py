@@ -10,8 +10,9 @@ from torch import nn
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferClassifier, checked_probabilities
-from .domains import SourceDomainsMixin, TargetScoreMixin
-from .networks import ADVERSARIAL, DomainAdaptationNetwork, DomainBatchesMixin
+from .domain_batches import DomainBatchesMixin
+from .domains import SourceDomainsMixin, TargetScoreMixin, split_domains
+from .networks import ADVERSARIAL, DomainAdaptationNetwork
 from .objectives import AdaptationObjectiveMixin
 
 METHODS = ("dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only")
@@ -336,6 +337,12 @@ class DomainAdaptedClassifier(
     def partial_fit(self, X, y, classes=None, sample_domain=None, **fit_params):
         """Train ``max_epochs`` more epochs; the first call initialises. See :meth:`fit`."""
         return self._partial_fit(X, y, fit_params, classes=classes, sample_domain=sample_domain)
+
+    def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
+        """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
+        split = split_domains(y, sample_domain, n_samples)
+        self._refuse_batches_too_small_for_batchnorm(split.target.any())
+        return self._source_codes(y, split, reset=reset, classes=classes, sample_domain=sample_domain)
 
     _network_kwarg_parameters = {"adversarial": "method"}  # noqa: RUF012 (read-only)
 

@@ -192,16 +192,13 @@ class SourceDomainsMixin:
     Rows of several source domains (positive ``sample_domain`` values) are told apart in the codes: source k's
     are shifted by k * n_classes, so that the loss reads each row's class and the column of the domain
     discriminator that separates its source from the target. The numbering of the sources is kept from one
-    ``partial_fit`` to the next. The estimator it is mixed into encodes the labels (``_encode_labels``) and
-    checks that its batches can be normalised (``_refuse_batches_too_small_for_batchnorm``).
+    ``partial_fit`` to the next. The estimator it is mixed into encodes the labels (``_encode_labels``).
     """
 
-    def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
+    def _source_codes(self, y, split, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
-        split = split_domains(y, sample_domain, n_samples)
-        self._refuse_batches_too_small_for_batchnorm(split.target.any())
         labels = column_or_1d(y)[split.labelled]
-        codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
+        codes = np.full(len(split.labelled), UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
         domains = self._source_domain_of_rows(split.labelled, sample_domain, reset)
         if reset:

@@ -10,8 +10,26 @@ as GridSearchCV expects.
 import numpy as np
 
 from ._domain_scorer import _DomainScorer, _rows
-from ._neighbourhood_scorers import neighborhood_consistency_scorer, soft_neighborhood_density_scorer
-from ._weighted_scorers import deep_embedded_validation_scorer, importance_weighted_scorer
+from ._neighbourhood_scorers import (
+    _NeighborhoodConsistencyScorer,
+    _SoftNeighborhoodDensityScorer,
+    neighborhood_consistency_scorer,
+    soft_neighborhood_density_scorer,
+)
+from ._weighted_scorers import (
+    _DeepEmbeddedValidationScorer,
+    _ImportanceWeightedScorer,
+    deep_embedded_validation_scorer,
+    importance_weighted_scorer,
+)
+
+# Where searches pickled before these classes had modules of their own look for them.
+_PICKLED_HERE = (
+    _DeepEmbeddedValidationScorer,
+    _ImportanceWeightedScorer,
+    _NeighborhoodConsistencyScorer,
+    _SoftNeighborhoodDensityScorer,
+)
 
 __all__ = [
     "deep_embedded_validation_scorer",
