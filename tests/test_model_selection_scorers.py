@@ -10,6 +10,7 @@ import pytest
 import sklearn
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
@@ -631,6 +632,12 @@ def test_scorers_read_boolean_features(shifted_blobs):
     clf = LogisticRegression().fit(flags[y != -1], y[y != -1])
     for scorer in (importance_weighted_scorer, neighborhood_consistency_scorer):
         assert scorer(clf, flags, y) == pytest.approx(scorer(clf, flags.astype(float), y))
+
+
+def test_deep_embedded_validation_of_an_unfitted_classifier_says_so(shifted_blobs):
+    X, y = _marked(shifted_blobs)
+    with pytest.raises(NotFittedError):
+        deep_embedded_validation_scorer(make_pipeline(StandardScaler(), LogisticRegression()), X, y)
 
 
 def test_scorers_refuse_what_they_cannot_score_before_embedding(shifted_blobs):

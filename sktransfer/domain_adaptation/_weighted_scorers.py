@@ -1,6 +1,7 @@
 """Scorers that weigh the labelled source rows by how target-like they are: IWCV and deep embedded validation."""
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from .._labels import label_array, missing_labels
 from ._domain_scorer import _DomainScorer
@@ -117,6 +118,8 @@ class _DeepEmbeddedValidationScorer(_SourceWeightedScorer):
 
     def _score(self, estimator, X, y, target):
         # before the estimator runs over the rows
+        if getattr(estimator, "classes_", None) is None and hasattr(estimator, "fit"):
+            check_is_fitted(estimator)  # an unfitted classifier lacks classes_ for that reason alone
         if getattr(estimator, "classes_", None) is None or not hasattr(estimator, "predict_proba"):
             raise ValueError(
                 f"{self._name} reads the probability of each source label (predict_proba) in the columns of "
