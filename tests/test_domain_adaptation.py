@@ -475,8 +475,7 @@ def test_scorers_ask_a_subclass_that_overrides_predict_proba_for_its_own(shifted
     """The one pass through the network would bypass the override: the subclass's outputs are scored."""
     images, image_labels, _ = shifted_images
     y = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
-    clf = clone(deep(method="coral")).set_params(random_state=0)
-    reweighted = _Reweighted(**clf.get_params()).fit(images, y)
+    reweighted = _Reweighted(**deep(method="coral").get_params()).fit(images, y)
     scored = y == -1 if scorer is neighborhood_consistency_scorer else np.ones(len(y), dtype=bool)
     predicted = y == -1 if scorer is neighborhood_consistency_scorer else y != -1
     stand_in = _FixedProbabilities(reweighted, images[predicted])
