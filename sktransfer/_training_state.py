@@ -1,6 +1,7 @@
 """What carries over from one training call to the next: settings changed since fitting, and randomness."""
 
 import contextlib
+from numbers import Integral
 
 import torch
 
@@ -140,7 +141,7 @@ class TrainingStateMixin:
         cuda = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             saved = self._training_rng
-            if saved is None or saved[2] is not self.random_state:
+            if saved is None or not _same_random_state(saved[2], self.random_state):
                 torch.manual_seed(seed_of(self.random_state))
             else:
                 torch.set_rng_state(saved[0])
@@ -151,3 +152,20 @@ class TrainingStateMixin:
             yield
             cuda_state = torch.cuda.get_rng_state(device) if cuda else None
             self._training_rng = (torch.get_rng_state(), cuda_state, self.random_state)
+
+
+def _same_random_state(before, now):
+    """Whether ``random_state`` is still the one the training stream was seeded from.
+
+    An int is the same seed whatever the object holding it: a pickled estimator or ``set_params`` with an
+    equal value gets a new int object, and must continue the stream, not reseed it. A ``RandomState``
+    instance is the same only as the same object (its state moves as it is drawn from).
+
+    Examples
+    --------
+    >>> _same_random_state(12345, int("12345")), _same_random_state(1, 2)
+    (True, False)
+    """
+    if isinstance(before, Integral) and isinstance(now, Integral):
+        return int(before) == int(now)
+    return before is now

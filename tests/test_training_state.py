@@ -204,6 +204,19 @@ def test_a_new_random_state_reseeds_training(labelled_images):
     assert second_loss(1) == second_loss(1)
 
 
+def test_an_equal_random_state_continues_the_stream_after_pickling_and_set_params(labelled_images):
+    # 12345 is not one of Python's cached small ints: a pickled copy, or set_params with an equal value,
+    # holds another int object of the same value, which must not reseed the stream.
+    X, y = labelled_images
+    params = {"strategy": "full", "dropout": 0.5, "lr": 1e-12, "lr_schedule": None, "random_state": 12345}
+    clf = tiny(**params).fit(X, y)
+    copied = pickle.loads(pickle.dumps(clf))
+    reset = pickle.loads(pickle.dumps(clf)).set_params(random_state=int("12345"))
+    expected = clf.partial_fit(X, y).history[-1, "train_loss"]
+    assert copied.partial_fit(X, y).history[-1, "train_loss"] == expected
+    assert reset.partial_fit(X, y).history[-1, "train_loss"] == expected
+
+
 def test_rates_of_users_param_groups_restart_and_cannot_change(labelled_images):
     X, y = labelled_images
     clf = tiny(strategy="full", lr=1e-3, optimizer__param_groups=[("backbone.*", {"lr": 1e-4})]).fit(X, y)
