@@ -30,19 +30,35 @@ def short(value, limit=80):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _NotSet:
+    """The value of a setting that one side of a comparison lacks (a ``module__*`` parameter set after fit)."""
+
+    def __repr__(self):
+        return "unset"
+
+
+NOT_SET = _NotSet()
+
+
 def changed_settings(fitted, current):
-    """The names in ``fitted`` whose ``current`` value is another object, or another plain value.
+    """The names whose ``current`` value is another object, or another plain value, than the ``fitted`` one.
+
+    A name on one side only has changed from, or to, :data:`NOT_SET`.
 
     Examples
     --------
     >>> changed_settings({"layer": None, "pooling": "avg"}, {"layer": "features", "pooling": "avg"})
     ['layer']
+    >>> changed_settings({}, {"module__width": 8})
+    ['module__width']
     """
+    names = [*fitted, *(name for name in current if name not in fitted)]
     return [
         name
-        for name, value in fitted.items()
+        for name in names
         if not (
-            current[name] is value or (isinstance(value, _COMPARED_BY_VALUE) and bool(current[name] == value))
+            (value := fitted.get(name, NOT_SET)) is (now := current.get(name, NOT_SET))
+            or (isinstance(value, _COMPARED_BY_VALUE) and bool(now == value))
         )
     ]
 
@@ -81,7 +97,8 @@ def warn_of_changed_settings(fitted, current, method, model="the network", param
     if changed:
         parameters = parameters or {}
         changes = ", ".join(
-            describe_change(name, fitted[name], current[name], parameters.get(name)) for name in changed
+            describe_change(name, fitted.get(name, NOT_SET), current.get(name, NOT_SET), parameters.get(name))
+            for name in changed
         )
         several = len(changed) > 1
         warnings.warn(

@@ -66,6 +66,28 @@ def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
     assert clf.module_.freeze_batchnorm
 
 
+def test_module_settings_set_after_fit_keep_the_fitted_network(labelled_images):
+    # skorch builds a new, untrained module for a module__ key set after initialisation.
+    X, y = labelled_images
+    clf = tiny(strategy="full", max_epochs=2).fit(X, y)
+    expected = clf.predict_proba(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        np.testing.assert_array_equal(clf.set_params(module__dropout=0.3).predict_proba(X), expected)
+    clf.partial_fit(X, y)  # and the next training call applies it to the fitted network
+    assert clf.module_.head[0].p == 0.3
+    assert len(clf.history) == 4  # two more epochs of the same network
+
+    clf.set_params(module__channels_last=True)  # an argument that decides the network
+    with pytest.warns(
+        SettingsChangedWarning, match=r"module__channels_last changed after fitting \(from unset"
+    ):
+        clf.predict(X)
+    with pytest.raises(ValueError, match="module__channels_last changed after fitting"):
+        clf.partial_fit(X, y)
+    assert clf.fit(X, y).module_.channels_last  # a cold fit builds the network with it
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("layer", "features.0"), ("pooling", "max"), ("model", TinyConvNet())]
 )
