@@ -54,6 +54,7 @@ def source_parameters(estimator, n_features, n_rows=None):
             f"X has {n_features} features, but source_estimator was fitted on {coef.shape[1]} (the columns "
             "of its coef_): both need the same features, such as embeddings of the same extractor."
         )
+    _check_feature_names(source, getattr(estimator, "feature_names_in_", None))
     if n_rows is not None and len(coef) != n_rows:
         raise ValueError(
             f"y has {n_rows} target column(s), but source_estimator predicts {len(coef)} (the rows of its "
@@ -61,6 +62,21 @@ def source_parameters(estimator, n_features, n_rows=None):
         )
     intercept = np.broadcast_to(np.asarray(source.intercept_, dtype=np.float64), (len(coef),)).copy()
     return coef, intercept
+
+
+def _check_feature_names(source, names):
+    """Raise when X's column names differ from the source's: its coefficients apply to the columns by position."""
+    source_names = getattr(source, "feature_names_in_", None)
+    if source_names is None or names is None:
+        return
+    source_names, names = np.asarray(source_names).tolist(), np.asarray(names).tolist()
+    if source_names != names:
+        column = next(i for i, (a, b) in enumerate(zip(names, source_names, strict=True)) if a != b)
+        raise ValueError(
+            f"X's columns differ from those source_estimator was fitted on (column {column} is "
+            f"{names[column]!r} in X, {source_names[column]!r} in the source): its coefficients apply by "
+            "position, so select X's columns in the source's order, X[source_estimator.feature_names_in_]."
+        )
 
 
 def class_rows(coef, intercept, source_classes, classes):

@@ -188,6 +188,22 @@ def test_unusable_sources_are_refused_before_fitting():
         RegularTransferRegressor(Ridge().fit(X_source, np.c_[y_source, y_source])).fit(X, y)
 
 
+@pytest.mark.parametrize("estimator", [RegularTransferClassifier, RegularTransferRegressor])
+def test_columns_in_another_order_than_the_sources_are_refused(tasks, estimator):
+    pandas = pytest.importorskip("pandas")
+    X_source, y_source, X, y = tasks
+    columns = list("abcde")
+    source_X = pandas.DataFrame(X_source, columns=columns)
+    if estimator is RegularTransferRegressor:
+        source, y = Ridge().fit(source_X, X_source @ np.arange(5.0)), X @ np.arange(5.0)
+    else:
+        source = LogisticRegression().fit(source_X, y_source)
+    estimator(source).fit(pandas.DataFrame(X, columns=columns), y)  # the same columns: fine
+    shuffled = pandas.DataFrame(X[:, ::-1], columns=columns[::-1])
+    with pytest.raises(ValueError, match=r"column 0 is 'e' in X, 'a' in the source.*feature_names_in_\]"):
+        estimator(source).fit(shuffled, y)
+
+
 def test_the_source_stays_fitted_through_clones_and_grid_search(tasks):
     X_source, y_source, X, y = tasks
     source = LogisticRegression().fit(X_source, y_source)
