@@ -28,6 +28,24 @@ def checked_features(values, name):
     return check_array(values, dtype=np.float64, ensure_min_samples=2, input_name=name)
 
 
+def unit_scaled_features(values, name):
+    """:func:`checked_features`, scaled by a power of two so that the largest magnitude lies in [0.5, 1).
+
+    The scores do not change when the features are scaled; their squares and products, though, overflow
+    or underflow for magnitudes beyond about 1e±77. A power of two changes no digit of any value.
+
+    Examples
+    --------
+    >>> unit_scaled_features([[3.0, -4.0], [1.0, 2.0]], "features").tolist()
+    [[0.375, -0.5], [0.125, 0.25]]
+    """
+    features = checked_features(values, name)
+    largest = np.max(np.abs(features))
+    if largest == 0:
+        return features
+    return np.ldexp(features, -int(np.frexp(largest)[1]))
+
+
 def class_codes(y, n_samples, name):
     """``y``'s classes as codes 0..n_classes-1, and n_classes; labels of any type, at least two classes."""
     codes, classes = label_codes(y, "y")

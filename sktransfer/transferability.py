@@ -17,12 +17,12 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 
 from ._transferability_inputs import (
     RenormalizedProbabilitiesWarning,
-    checked_features,
     class_codes,
     hard_predictions,
     label_codes,
     one_hot,
     source_probabilities,
+    unit_scaled_features,
 )
 from ._transferability_linalg import (
     bhattacharyya_overlap,
@@ -122,7 +122,7 @@ def logme_score(features, y, *, fit_intercept=True):
     >>> bool(logme_score(separable, y) > logme_score(noise, y))
     True
     """
-    features = checked_features(features, "features")
+    features = unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
     indicators, dimensions = one_hot(codes, n_classes), len(features)
     if fit_intercept:  # the flat-prior intercept integrated out: what is left lies orthogonal to the ones
@@ -207,7 +207,7 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     >>> round(h_score(noise, y, shrinkage=None, adjusted=False), 2), round(h_score(noise, y, shrinkage=None), 2)
     (0.69, 0.04)
     """
-    features = checked_features(features, "features")
+    features = unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
     centred = features - features.mean(axis=0)
     indicators = one_hot(codes, n_classes)
@@ -292,7 +292,7 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     >>> round(gbc_score(apart, y), 2), round(gbc_score(rng.normal(size=(60, 2)), y), 2)
     (-0.77, -1.97)
     """
-    features = checked_features(features, "features")
+    features = unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
     counts = np.bincount(codes, minlength=n_classes)
     if counts.min() < 2:

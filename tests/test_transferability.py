@@ -426,6 +426,9 @@ def test_embedding_scores_ignore_the_scale_of_the_features():
         assert logme_score(scale * features, y) == pytest.approx(logme_score(features, y), rel=1e-7)
         assert h_score(scale * features + 5, y) == pytest.approx(h_score(features, y), rel=1e-7)
         assert gbc_score(scale * features + 5, y) == pytest.approx(gbc_score(features, y), rel=1e-7)
+    for scale in (1e-150, 1e100, 1e160):  # squares and products would underflow or overflow
+        for score in (logme_score, h_score, gbc_score):
+            assert score(scale * features, y) == pytest.approx(score(features, y), rel=1e-7)
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
     assert gbc_score(features @ rotation, y) == pytest.approx(gbc_score(features, y), rel=1e-7)
 
