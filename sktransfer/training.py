@@ -219,6 +219,12 @@ class TransferClassifier(
         y = checked_labels(y, n_samples)
         if reset and self.classes is None:
             self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
+        elif not reset and classes is not None and not _same_classes(classes, self.classes_):
+            raise ValueError(
+                f"classes={np.asarray(classes).tolist()[:10]} is not the classes_ of the fitted network "
+                f"{np.asarray(self.classes_).tolist()[:10]}: a later partial_fit continues with those; refit "
+                "(fit, warm_start=False) for other classes."
+            )
         return encode_labels(y, self.classes_)
 
     def _targets(self, y, n_samples, reset=True, classes=None):
@@ -403,3 +409,15 @@ def checked_probabilities(proba):
             "diverged during training (refit with a smaller lr or precision='float32')."
         )
     return proba / proba.sum(axis=1, keepdims=True)
+
+
+def _same_classes(classes, fitted):
+    """Whether ``classes`` names the ``fitted`` classes, in any order.
+
+    Examples
+    --------
+    >>> _same_classes(["b", "a"], np.array(["a", "b"])), _same_classes(["a", "z"], np.array(["a", "b"]))
+    (True, False)
+    """
+    classes, fitted = np.unique(np.asarray(classes)), np.unique(np.asarray(fitted))
+    return classes.shape == fitted.shape and bool(np.all(classes == fitted))

@@ -190,6 +190,9 @@ def test_partial_fit_continues_the_schedule(labelled_images):
     assert clf.history[:, "trainable_stages"] == [0, 0]
     clf.partial_fit(X, y)  # the backbone unfreezes now: no stored features
     assert clf.history[:, "trainable_stages"] == [0, 0, 3, 3]
+    clf.partial_fit(X[:4], y[:4], classes=["dark", "bright"])  # the same classes, in any order
+    with pytest.raises(ValueError, match=r"classes=\['bright', 'grey'\] is not the classes_ of the fitted"):
+        clf.partial_fit(X, y, classes=["bright", "grey"])  # was silently ignored
 
 
 def test_pickle_and_skorch_save_load_round_trips(labelled_images, tmp_path):
