@@ -15,7 +15,8 @@ model : str, torch.nn.Module or callable, default="efficientnet_lite0"
     factory. Its classifier is replaced by the new layers.
 weights : str, path-like or None, default="DEFAULT"
     ``"DEFAULT"``, a torchvision weights name, the path of a saved state_dict, or ``None`` (random
-    initialisation: training from scratch).
+    initialisation: training from scratch; a module object's layers are re-drawn, as for
+    :class:`~sktransfer.PretrainedFeatureExtractor`).
 layer : str or None, default=None
     Where the backbone is cut; ``None`` replaces its classifier.
 pooling : {"avg", "max"} or None, default="avg"

@@ -8,6 +8,7 @@ behave the same way.
 import copy
 import difflib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,6 +24,7 @@ from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._feature_model import FeatureModel, resolve_pooling
 from ._runtime import seeded
+from ._stacklevel import caller_stacklevel
 from .text_encoders import OFFLINE_TEXT_MODEL_NAME, TextEncoder, is_text_model, load_text_encoder
 
 OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
@@ -30,6 +32,10 @@ OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
 
 class WeightsUnavailableError(OSError):
     """Pretrained weights are neither in torch's cache nor downloadable from here."""
+
+
+class KeptParametersWarning(UserWarning):
+    """``weights=None`` could not re-draw some parameters of a module passed as an object: they keep its values."""
 
 
 @dataclass
@@ -120,7 +126,7 @@ def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False
         if isinstance(model, nn.Module):
             backbone = _from_module(model, weights)
         elif callable(model):
-            backbone = _from_module(_build(model), weights)
+            backbone = _from_module(_build(model), weights, built_here=True)
         elif model == OFFLINE_MODEL_NAME:
             backbone = _offline_default(weights)
         elif reads_text(model):
@@ -138,20 +144,50 @@ def _build(factory):
     return module
 
 
-def _from_module(model, weights):
+def _from_module(model, weights, built_here=False):
     module = copy.deepcopy(model).cpu()
     if is_checkpoint(weights):
         load_checkpoint(module, weights, _classifier_name(module))
     elif weights is None:
-        for layer in module.modules():
-            if callable(getattr(layer, "reset_parameters", None)):
-                layer.reset_parameters()
+        kept = _redraw_parameters(module)
+        if kept and not built_here:
+            warnings.warn(
+                f"weights=None re-drew the layers of the {type(model).__name__} module that initialise "
+                "themselves (reset_parameters), but these parameters have no initialisation of their own "
+                f"and keep the values the module holds: {', '.join(kept[:5])}"
+                f"{f' and {len(kept) - 5} more' if len(kept) > 5 else ''}. For a module built anew under "
+                f"random_state, pass model={type(model).__name__} (the class, or a function that builds "
+                "it), or initialise them in the module's reset_parameters.",
+                KeptParametersWarning,
+                stacklevel=caller_stacklevel(),
+            )
     elif weights != "DEFAULT":
         raise ValueError(
             f"weights={weights!r} cannot apply to a torch.nn.Module model: pass weights='DEFAULT' to keep the "
             "module's own weights, or the path of a state_dict file to load into it."
         )
     return Backbone(module, imagenet_normalize(), type(model).__name__)
+
+
+def _redraw_parameters(module):
+    """Re-draw every layer that initialises itself, innermost first as construction does; the names kept.
+
+    A layer initialises itself through ``reset_parameters`` (or ``_reset_parameters``, as
+    ``nn.MultiheadAttention`` and ``nn.Transformer`` name it). A parameter that no such layer owns keeps its
+    value unless an enclosing layer's reset changed it: those kept are returned, by name.
+    """
+    before = {name: parameter.detach().clone() for name, parameter in module.named_parameters()}
+    owned = set()
+    for name, layer in reversed(list(module.named_modules())):
+        reset = getattr(layer, "reset_parameters", None) or getattr(layer, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+            owned.update(f"{name}.{own}" if name else own for own, _ in layer.named_parameters(recurse=False))
+    return [
+        name
+        for name, parameter in module.named_parameters()
+        if name not in owned and torch.equal(parameter.detach(), before[name])
+    ]
 
 
 def _offline_default(weights):

@@ -20,12 +20,12 @@ from ._runtime import NetworkOutputError, SlowPrecisionWarning
 from ._source_parameters import NewClassWarning
 from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
-from .backbones import WeightsUnavailableError
+from .backbones import KeptParametersWarning, WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
 from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
 from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, PseudoLabelCollapseWarning
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
-from .feature_extraction import UnhashablePreprocessWarning
+from .feature_extraction import UnhashableModuleWarning, UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
@@ -33,6 +33,7 @@ from .training import TrainingDivergedError
 __all__ = [
     "FewEffectiveRowsWarning",
     "IgnoredSettingWarning",
+    "KeptParametersWarning",
     "NetworkOutputError",
     "NewClassWarning",
     "NoTargetDataWarning",
@@ -47,6 +48,7 @@ __all__ = [
     "TextEncoderUnavailableError",
     "TextLabelWarning",
     "TrainingDivergedError",
+    "UnhashableModuleWarning",
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
     "WeightsUnavailableError",

@@ -42,6 +42,14 @@ class UnhashablePreprocessWarning(UserWarning):
     """``preprocess`` has no hash by value, so the embedding cache serves only the process that filled it."""
 
 
+class UnhashableModuleWarning(UserWarning):
+    """A layer of ``model`` holds an attribute without a hash by value: the embedding cache serves one process."""
+
+
+# What a layer's embedding key holds apart from the layer's other attributes: parameters, buffers, sublayers.
+_KEYED_APART = ("_parameters", "_buffers", "_modules")
+
+
 def _ships_with_torch(layer):
     return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
 
@@ -65,7 +73,10 @@ class PretrainedFeatureExtractor(
     weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"`` (the best torchvision weights, downloaded into torch's cache on first use; for a
         module, its own weights), a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
-        state_dict, or ``None`` for a random initialisation (of a module too: its layers are reset).
+        state_dict, or ``None`` for a random initialisation. A module object is copied and every layer of
+        it that initialises itself (``reset_parameters``) is re-drawn; a parameter that no layer
+        initialises keeps the object's value, with a :class:`~sktransfer.exceptions.KeptParametersWarning`
+        (pass the module's class to build it anew).
     layer : str or None, default=None
         Node whose output is the embedding. ``None`` takes the input of the classifier (a final linear layer)
         or, for a module without one (say, its classifier set to ``nn.Identity()``), the module's output; any
@@ -94,12 +105,14 @@ class PretrainedFeatureExtractor(
         L2-normalise each embedding (for cosine similarity downstream).
     cache : str, path-like, joblib.Memory or None, default=None
         Folder (or a ``joblib.Memory``, whose location is used) that keeps the embedding of each image,
-        keyed on the network's weights and graph, the preprocessing, these parameters, the precision and
-        the image's content (a file's bytes, an array's pixels). :meth:`transform` runs the network on the
+        keyed on the network's weights, buffers and graph (for a user's own layers, also their ``forward``
+        code and other attributes), the preprocessing, these parameters, the precision and the image's
+        content (a file's bytes, an array's pixels). :meth:`transform` runs the network on the
         images it has not seen only, so a grid search or cross-validation over the downstream estimator
         runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
         that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with an
-        ``UnhashablePreprocessWarning``.
+        ``UnhashablePreprocessWarning``; so does a layer attribute without one, with an
+        ``UnhashableModuleWarning``.
     num_workers : int, default=0
         DataLoader worker processes that decode and preprocess images while the network runs; inside
         joblib's worker processes too.
@@ -268,10 +281,43 @@ class PretrainedFeatureExtractor(
                 {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
                 key=lambda forward: forward.__qualname__,
             )
-            graph = (repr(self.backbone_), user_code, self._preprocess_key(), self._fitted_settings)
-            self._backbone_key = content_hash((self.backbone_.state_dict(), *graph))
+            graph = (
+                repr(self.backbone_),
+                user_code,
+                self._user_layer_key(),
+                self._preprocess_key(),
+                self._fitted_settings,
+            )
+            # every buffer: those not persistent (not in the state_dict) can decide the output too
+            buffers = dict(self.backbone_.named_buffers())
+            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers, *graph))
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         return content_hash((self._backbone_key, self._precision(self._devices())))
+
+    def _user_layer_key(self):
+        """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
+
+        Their parameters, buffers and sublayers are keyed apart; an attribute without a hash by value makes
+        it (with a warning) a key of this process.
+        """
+        state = [
+            {name: value for name, value in vars(layer).items() if name not in _KEYED_APART}
+            for layer in self.backbone_.modules()
+            if not _ships_with_torch(layer)
+        ]
+        try:
+            return content_hash(state)
+        except Exception as exc:
+            reason = exc.args[0] if exc.args else type(exc).__name__
+            warnings.warn(
+                f"an attribute of a layer of model cannot be hashed by value ({reason}), so the embedding "
+                "cache will only serve this process: other processes (Dask or joblib workers, a restarted "
+                "notebook) compute the embeddings again. Keep picklable values (numbers, strings, arrays) "
+                "as the module's attributes.",
+                UnhashableModuleWarning,
+                stacklevel=caller_stacklevel(),
+            )
+            return process_local_key(self.backbone_)
 
     def _preprocess_key(self):
         """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""

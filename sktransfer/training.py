@@ -101,12 +101,10 @@ class TransferClassifier(
                 )
             backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
         else:
-            backbone = load_backbone(
-                self.model,
-                self.weights,
-                random_state=self.random_state,
-                progress=shows_progress(self.verbose),
-            )
+            # initialize() has seeded torch's stream from random_state: the backbone's random weights are
+            # its first draws, and the new layers draw after them (seeded again here, the head would
+            # repeat the backbone's first numbers).
+            backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample)

@@ -1,4 +1,5 @@
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from sktransfer.backbones import (
     FeatureModel,
+    KeptParametersWarning,
     WeightsUnavailableError,
     build_feature_model,
     expected_weights_path,
@@ -122,6 +124,36 @@ def test_weights_none_resets_a_module_and_squeezenet_loses_its_classifier():
     assert torch.equal(reset.fc.weight, load_backbone(module, weights=None, random_state=0).module.fc.weight)
     squeezenet = load_backbone("squeezenet1_1", weights=None)
     assert _features(squeezenet, torch.rand(1, 3, 64, 64)).shape == (1, 512)
+
+
+class _WithAttention(torch.nn.Module):
+    """Attention (initialised by _reset_parameters) and a bare parameter that no layer initialises."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+        self.token = torch.nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return self.attention(x + self.token, x, x)[0]
+
+
+def test_weights_none_redraws_attention_and_warns_of_the_parameters_it_cannot():
+    module = _WithAttention()
+    with torch.no_grad():
+        module.attention.in_proj_weight.fill_(0.5)
+        module.token.fill_(7.0)
+    with pytest.warns(
+        KeptParametersWarning, match=r"keep the values the module holds: token\. .*model=_With"
+    ) as w:
+        reset = load_backbone(module, weights=None, random_state=0).module
+    assert w[0].filename == __file__
+    assert not torch.equal(reset.attention.in_proj_weight, module.attention.in_proj_weight)
+    assert torch.equal(reset.token, module.token)  # kept, as the warning says
+    assert bool((module.attention.in_proj_weight == 0.5).all())  # the user's module is left as it was
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KeptParametersWarning)
+        load_backbone(_WithAttention, weights=None, random_state=0)  # built anew: nothing kept from anyone
 
 
 def test_weights_of_another_architecture_are_refused():

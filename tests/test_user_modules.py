@@ -9,6 +9,7 @@ from torch import nn
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import NetworkOutputError, run_inference
+from sktransfer.exceptions import UnhashableModuleWarning
 
 from ._models import TinyConvNet
 
@@ -88,6 +89,23 @@ def test_fine_tuning_a_module_without_classifier_sizes_the_head_from_its_output(
     clf = FineTuneClassifier(_resnet_without_fc(), strategy="linear_probe", max_epochs=1, device="cpu")
     clf.fit(images, [0, 1, 0, 1])
     assert clf.module_.head[-1].in_features == 512
+
+
+def test_the_new_head_does_not_repeat_the_random_numbers_of_the_backbone():
+    # weights=None: the backbone's first layer and the head are both drawn under random_state; the head
+    # drew the very numbers of the backbone's first layer when the stream was seeded again for it.
+    X, y = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32), np.arange(40) % 3
+    clf = FineTuneClassifier(
+        model=nn.Sequential(nn.Linear(5, 8), nn.ReLU()),
+        weights=None,
+        random_state=0,
+        device="cpu",
+        max_epochs=1,
+    )
+    clf.set_params(lr=1e-12).fit(X, y)
+    first = clf.module_.backbone.body[0].weight.detach().flatten() * 5**0.5  # uniform(-1, 1) draws
+    head = clf.module_.head[1].weight.detach().flatten() * 8**0.5
+    assert not torch.allclose(head, first[: len(head)], atol=1e-3)
 
 
 def test_a_final_linear_layer_is_still_the_classifier_that_is_cut(images):
@@ -203,6 +221,41 @@ def test_editing_a_users_module_does_not_bring_back_cached_embeddings(images, tm
     before = old.fit(images).transform(images)
     after = new.fit(images).transform(images)
     assert not np.allclose(before, after)
+
+
+class _Scaled(nn.Module):
+    """A module whose output depends on a plain attribute, outside its parameters and code."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("shift", torch.zeros(3), persistent=False)  # not in the state_dict either
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) * self.scale + self.shift
+
+
+def test_modules_that_differ_in_attributes_or_unsaved_buffers_are_cached_apart(images, tmp_path):
+    def embeddings(module):
+        return PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path).fit(images).transform(images)
+
+    plain = embeddings(_Scaled(1.0))
+    np.testing.assert_allclose(embeddings(_Scaled(10.0)), 10 * plain, rtol=1e-6)
+    shifted = _Scaled(1.0)
+    shifted.shift += 1
+    np.testing.assert_allclose(embeddings(shifted), plain + 1, rtol=1e-6)
+
+
+def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_process(images, tmp_path):
+    class Local:  # an instance of a class defined in a function: copied, but not pickled by name
+        pass
+
+    module = _Scaled(2.0)
+    module.settings = Local()
+    extractor = PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path).fit(images)
+    with pytest.warns(UnhashableModuleWarning, match="an attribute of a layer of model cannot be hashed"):
+        first = extractor.transform(images)
+    np.testing.assert_array_equal(extractor.transform(images), first)
 
 
 def test_palette_images_with_other_palettes_are_cached_apart(tmp_path):
