@@ -6,10 +6,51 @@ import warnings
 
 import torch
 
+from ._hashing import content_hash
 from ._stacklevel import caller_stacklevel
 
+
+class ArgumentsByValue:
+    """Further arguments of a network (its ``module__*`` parameters), equal when their values are.
+
+    A pickled estimator holds copies of them, which must not count as a change.
+
+    Examples
+    --------
+    >>> ArgumentsByValue({"tags": ("a",)}) == ArgumentsByValue({"tags": ("a",)}), ArgumentsByValue({})
+    (True, none)
+    """
+
+    def __init__(self, arguments):
+        self.arguments = dict(arguments)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, ArgumentsByValue)
+            and self.arguments.keys() == other.arguments.keys()
+            and all(_same_value(value, other.arguments[name]) for name, value in self.arguments.items())
+        )
+
+    __hash__ = None
+
+    def __repr__(self):
+        return ", ".join(f"module__{name}={short(value)}" for name, value in self.arguments.items()) or "none"
+
+
+def _same_value(first, second):
+    if first is second:
+        return True
+    try:
+        return bool(first == second)
+    except Exception:  # an array compares element by element: compare the contents
+        try:
+            return content_hash(first) == content_hash(second)
+        except Exception:
+            return False
+
+
 # Values that set_params may replace with an equal copy (a path built again, a numpy integer): compared by value.
-_COMPARED_BY_VALUE = (str, numbers.Number, os.PathLike, type(None))
+_COMPARED_BY_VALUE = (str, numbers.Number, os.PathLike, type(None), ArgumentsByValue)
 
 
 class SettingsChangedWarning(UserWarning):
@@ -30,35 +71,19 @@ def short(value, limit=80):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _NotSet:
-    """The value of a setting that one side of a comparison lacks (a ``module__*`` parameter set after fit)."""
-
-    def __repr__(self):
-        return "unset"
-
-
-NOT_SET = _NotSet()
-
-
 def changed_settings(fitted, current):
-    """The names whose ``current`` value is another object, or another plain value, than the ``fitted`` one.
-
-    A name on one side only has changed from, or to, :data:`NOT_SET`.
+    """The names in ``fitted`` whose ``current`` value is another object, or another plain value.
 
     Examples
     --------
     >>> changed_settings({"layer": None, "pooling": "avg"}, {"layer": "features", "pooling": "avg"})
     ['layer']
-    >>> changed_settings({}, {"module__width": 8})
-    ['module__width']
     """
-    names = [*fitted, *(name for name in current if name not in fitted)]
     return [
         name
-        for name in names
+        for name, value in fitted.items()
         if not (
-            (value := fitted.get(name, NOT_SET)) is (now := current.get(name, NOT_SET))
-            or (isinstance(value, _COMPARED_BY_VALUE) and bool(now == value))
+            current[name] is value or (isinstance(value, _COMPARED_BY_VALUE) and bool(current[name] == value))
         )
     ]
 
@@ -97,8 +122,7 @@ def warn_of_changed_settings(fitted, current, method, model="the network", param
     if changed:
         parameters = parameters or {}
         changes = ", ".join(
-            describe_change(name, fitted.get(name, NOT_SET), current.get(name, NOT_SET), parameters.get(name))
-            for name in changed
+            describe_change(name, fitted[name], current[name], parameters.get(name)) for name in changed
         )
         several = len(changed) > 1
         warnings.warn(

@@ -75,7 +75,8 @@ def _check_feature_names(source, names):
         raise ValueError(
             f"X's columns differ from those source_estimator was fitted on (column {column} is "
             f"{names[column]!r} in X, {source_names[column]!r} in the source): its coefficients apply by "
-            "position, so select X's columns in the source's order, X[source_estimator.feature_names_in_]."
+            "position, so give X the columns of source_estimator.feature_names_in_, in that order (rename "
+            "or reorder them)."
         )
 
 

@@ -95,7 +95,8 @@ random_state : int, RandomState instance or None, default=None
     Seeds the initialisation of the new layers, the order of the batches, dropout, augmentation and the
     validation split: two fits on the CPU give the same predictions. Each ``partial_fit`` (or warm ``fit``)
     continues the random stream of the calls before it, so successive calls draw new batches while the same
-    sequence of calls gives the same predictions; a ``random_state`` set after fitting starts a new stream.
+    sequence of calls gives the same predictions (a pickled copy too); another ``random_state`` set after
+    fitting (another int, or a RandomState object) starts a new stream, while the same int continues it.
 verbose : int, default=0
     1 prints skorch's epoch table and shows progress bars: text bars, or widgets in a Jupyter notebook
     with ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) the bars

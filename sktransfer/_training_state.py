@@ -5,7 +5,7 @@ from numbers import Integral
 
 import torch
 
-from ._changed_settings import NOT_SET, changed_settings, describe_change, warn_of_changed_settings
+from ._changed_settings import ArgumentsByValue, changed_settings, describe_change, warn_of_changed_settings
 from ._runtime import resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
@@ -42,11 +42,13 @@ class TrainingStateMixin:
 
     def set_params(self, **params):
         if self.initialized_:
-            # skorch builds a new, untrained module for any module__ key set after initialisation, which
-            # would throw away the fitted weights at once. Kept as settings instead: the next training call
-            # applies dropout and BatchNorm freezing to the fitted network, and raises for the others,
+            # skorch builds a new, untrained module for a module or module__ key set after initialisation,
+            # which would throw away the fitted weights at once. Kept as settings instead: the next training
+            # call applies dropout and BatchNorm freezing to the fitted network, and raises for the others,
             # which decide the network (prediction warns of them meanwhile); a cold fit builds with them.
-            module_settings = {key: value for key, value in params.items() if key.startswith("module__")}
+            module_settings = {
+                key: value for key, value in params.items() if key == "module" or key.startswith("module__")
+            }
             vars(self).update(module_settings)
             self._params_to_validate.update(module_settings)
             params = {key: value for key, value in params.items() if key not in module_settings}
@@ -69,16 +71,19 @@ class TrainingStateMixin:
     def _architecture_settings(self):
         """The settings that decide the network, as fitted: parameters, subclass arguments, LoRA adapters."""
         adapters = f"rank={self.lora_rank}, alpha={self.lora_alpha}" if self.strategy == "lora" else None
-        module_settings = {
-            f"module__{name}": value
+        arguments = {
+            name: value
             for name, value in self.get_params_for("module").items()
             if name not in MODULE_SETTINGS_APPLIED
         }
         return (
             self._settings(ARCHITECTURE)
             | self._network_kwargs()
-            | {"strategy='lora' adapters": adapters}
-            | module_settings
+            | {
+                "strategy='lora' adapters": adapters,
+                "module": self.module,
+                "module__*": ArgumentsByValue(arguments),
+            }
         )
 
     def _warn_if_network_settings_changed(self):
@@ -100,10 +105,7 @@ class TrainingStateMixin:
         if changed:
             name = changed[0]
             change = describe_change(
-                name,
-                self._architecture.get(name, NOT_SET),
-                current.get(name, NOT_SET),
-                self._network_kwarg_parameters.get(name),
+                name, self._architecture[name], current[name], self._network_kwarg_parameters.get(name)
             )
             raise ValueError(
                 f"{change}, but it decides the network, which partial_fit and warm_start keep. Refit with "

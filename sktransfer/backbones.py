@@ -176,7 +176,11 @@ def _redraw_parameters(module):
     ``nn.MultiheadAttention`` and ``nn.Transformer`` name it). A parameter that no such layer owns keeps its
     value unless an enclosing layer's reset changed it: those kept are returned, by name.
     """
-    before = {name: parameter.detach().clone() for name, parameter in module.named_parameters()}
+    before = {  # a lazy layer's parameters take their shape, and their values, from its first input
+        name: parameter.detach().clone()
+        for name, parameter in module.named_parameters()
+        if not nn.parameter.is_lazy(parameter)
+    }
     owned = set()
     for name, layer in reversed(list(module.named_modules())):
         reset = getattr(layer, "reset_parameters", None) or getattr(layer, "_reset_parameters", None)
@@ -186,7 +190,7 @@ def _redraw_parameters(module):
     return [
         name
         for name, parameter in module.named_parameters()
-        if name not in owned and torch.equal(parameter.detach(), before[name])
+        if name in before and name not in owned and torch.equal(parameter.detach(), before[name])
     ]
 
 

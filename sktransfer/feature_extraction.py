@@ -46,8 +46,20 @@ class UnhashableModuleWarning(UserWarning):
     """A layer of ``model`` holds an attribute without a hash by value: the embedding cache serves one process."""
 
 
-# What a layer's embedding key holds apart from the layer's other attributes: parameters, buffers, sublayers.
-_KEYED_APART = ("_parameters", "_buffers", "_modules")
+# torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
+# numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
+_MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
+
+
+def _warn_of_a_process_local_key(subject, exc, advice, category):
+    reason = exc.args[0] if exc.args else type(exc).__name__
+    warnings.warn(
+        f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this process: "
+        "other processes (Dask or joblib workers, a restarted notebook) compute the embeddings again. "
+        f"{advice}",
+        category,
+        stacklevel=caller_stacklevel(),
+    )
 
 
 def _ships_with_torch(layer):
@@ -297,41 +309,41 @@ class PretrainedFeatureExtractor(
     def _user_layer_key(self):
         """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
 
-        Their parameters, buffers and sublayers are keyed apart; an attribute without a hash by value makes
-        it (with a warning) a key of this process.
+        Their parameters, buffers and sublayers are keyed apart; the layers of torch, torchvision and
+        transformers are keyed by their parameters and repr (a transformers layer's configuration holds the
+        path it was loaded from). An attribute without a hash by value makes the key, with a warning, one of
+        this process.
         """
-        state = [
-            {name: value for name, value in vars(layer).items() if name not in _KEYED_APART}
-            for layer in self.backbone_.modules()
-            if not _ships_with_torch(layer)
-        ]
-        try:
-            return content_hash(state)
-        except Exception as exc:
-            reason = exc.args[0] if exc.args else type(exc).__name__
-            warnings.warn(
-                f"an attribute of a layer of model cannot be hashed by value ({reason}), so the embedding "
-                "cache will only serve this process: other processes (Dask or joblib workers, a restarted "
-                "notebook) compute the embeddings again. Keep picklable values (numbers, strings, arrays) "
-                "as the module's attributes.",
-                UnhashableModuleWarning,
-                stacklevel=caller_stacklevel(),
-            )
-            return process_local_key(self.backbone_)
+        hashes = {}
+        for name, layer in self.backbone_.named_modules():
+            if _ships_with_torch(layer) or type(layer).__module__.startswith("transformers."):
+                continue
+            for attribute, value in vars(layer).items():
+                if attribute in _MODULE_BOOKKEEPING:
+                    continue
+                try:
+                    hashes[f"{name}.{attribute}"] = content_hash(value)
+                except Exception as exc:
+                    _warn_of_a_process_local_key(
+                        f"the attribute {type(layer).__name__}.{attribute} of model",
+                        exc,
+                        "Keep picklable values (numbers, strings, arrays) as the module's attributes.",
+                        UnhashableModuleWarning,
+                    )
+                    return process_local_key(self.backbone_)
+        return hashes
 
     def _preprocess_key(self):
         """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""
         try:
             return content_hash(self.preprocess_)
         except Exception as exc:
-            reason = exc.args[0] if exc.args else type(exc).__name__
-            warnings.warn(
-                f"preprocess={self.preprocess_!r} cannot be hashed by value ({reason}), so the embedding cache "
-                "will only serve this process: other processes (Dask or joblib workers, a restarted notebook) "
-                "compute the embeddings again. Define the preprocess function at module level, without "
-                "unpicklable state such as locks, or use a torchvision transform object.",
+            _warn_of_a_process_local_key(
+                f"preprocess={self.preprocess_!r}",
+                exc,
+                "Define the preprocess function at module level, without unpicklable state such as locks, or use "
+                "a torchvision transform object.",
                 UnhashablePreprocessWarning,
-                stacklevel=caller_stacklevel(),
             )
             return process_local_key(self.preprocess_)
 

@@ -93,6 +93,14 @@ class TransferClassifier(
         return self
 
     def initialize_module(self):
+        # One stream, seeded here (skorch's set_params also rebuilds the module outside initialize): the
+        # backbone's random weights are its first draws, the new layers draw after them. Seeded apart, the
+        # head drew the very numbers of the backbone's first layer.
+        with seeded(self.random_state):
+            self._build_module()
+        return self
+
+    def _build_module(self):
         self._weights_preprocess = None
         if self.model is None:  # X holds features already (embeddings): the new layers read them as they are
             if not hasattr(self, "n_features_in_"):
@@ -101,9 +109,6 @@ class TransferClassifier(
                 )
             backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
         else:
-            # initialize() has seeded torch's stream from random_state: the backbone's random weights are
-            # its first draws, and the new layers draw after them (seeded again here, the head would
-            # repeat the backbone's first numbers).
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
@@ -132,7 +137,6 @@ class TransferClassifier(
         self._apply_preprocess()
         self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
         self._architecture = self._architecture_settings()
-        return self
 
     def _first_sample(self):
         """The first training image, preprocessed, while ``fit`` initialises; None outside fit."""

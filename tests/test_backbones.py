@@ -154,6 +154,8 @@ def test_weights_none_redraws_attention_and_warns_of_the_parameters_it_cannot():
     with warnings.catch_warnings():
         warnings.simplefilter("error", KeptParametersWarning)
         load_backbone(_WithAttention, weights=None, random_state=0)  # built anew: nothing kept from anyone
+        lazy = load_backbone(torch.nn.Sequential(torch.nn.LazyLinear(3)), weights=None).module
+    assert lazy(torch.ones(2, 5)).shape == (2, 3)  # its parameters take their shape from the first input
 
 
 def test_weights_of_another_architecture_are_refused():

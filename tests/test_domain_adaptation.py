@@ -398,7 +398,7 @@ def test_label_free_scorers(shifted_features, shifted_images):
         importance_weighted_scorer(plain, X[200:], y[200:])
     images, image_labels, _ = shifted_images
     y_int = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
-    clf = deep(method="coral").fit(images, y_int)
+    clf = deep(method="coral", lr=0.01).fit(images, y_int)  # learns from any initialisation at this rate
     source = y_int != -1
     predictions = clf.predict(images[source])
     assert np.mean(predictions == y_int[source]) > 0.9

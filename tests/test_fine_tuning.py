@@ -35,7 +35,7 @@ def test_string_labels_in_a_grid_search(labelled_images):
     proba = best.predict_proba(X)
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    scores = cross_val_score(tiny(), X, y, cv=2)
+    scores = cross_val_score(tiny(lr=0.05), X, y, cv=2)  # learns from any initialisation at this rate
     assert scores.shape == (2,)
     assert scores.min() > 0.9  # each fold trains on both classes; a constant prediction gets 0.5
 
@@ -142,7 +142,8 @@ def test_learning_rate_warms_up_then_decays(labelled_images):
     assert 0 < peak < len(rates) - 1
     assert rates[0] < rates[peak]
     assert rates[-1] < rates[peak]
-    assert tiny(lr_schedule="onecycle", strategy="full").fit(X, y).score(X, y) > 0.5
+    # at lr=0.05 it learns from any initialisation (at the default rate, from about half of them)
+    assert tiny(lr_schedule="onecycle", strategy="full", lr=0.05).fit(X, y).score(X, y) > 0.5
 
 
 class CountingAugment:

@@ -200,7 +200,9 @@ def test_columns_in_another_order_than_the_sources_are_refused(tasks, estimator)
         source = LogisticRegression().fit(source_X, y_source)
     estimator(source).fit(pandas.DataFrame(X, columns=columns), y)  # the same columns: fine
     shuffled = pandas.DataFrame(X[:, ::-1], columns=columns[::-1])
-    with pytest.raises(ValueError, match=r"column 0 is 'e' in X, 'a' in the source.*feature_names_in_\]"):
+    with pytest.raises(
+        ValueError, match=r"column 0 is 'e' in X, 'a' in the source.*feature_names_in_, in that order"
+    ):
         estimator(source).fit(shuffled, y)
 
 

@@ -67,25 +67,28 @@ def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
 
 
 def test_module_settings_set_after_fit_keep_the_fitted_network(labelled_images):
-    # skorch builds a new, untrained module for a module__ key set after initialisation.
+    # skorch builds a new, untrained module for a module or module__ key set after initialisation.
     X, y = labelled_images
     clf = tiny(strategy="full", max_epochs=2).fit(X, y)
     expected = clf.predict_proba(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingsChangedWarning)
-        np.testing.assert_array_equal(clf.set_params(module__dropout=0.3).predict_proba(X), expected)
+        clf.set_params(module__dropout=0.3, module=clf.module)  # module: the same class again
+        np.testing.assert_array_equal(clf.predict_proba(X), expected)
     clf.partial_fit(X, y)  # and the next training call applies it to the fitted network
     assert clf.module_.head[0].p == 0.3
     assert len(clf.history) == 4  # two more epochs of the same network
 
     clf.set_params(module__channels_last=True)  # an argument that decides the network
-    with pytest.warns(
-        SettingsChangedWarning, match=r"module__channels_last changed after fitting \(from unset"
-    ):
+    named = r"module__\* changed after fitting \(from none to module__channels_last=True\)"
+    with pytest.warns(SettingsChangedWarning, match=named):
         clf.predict(X)
-    with pytest.raises(ValueError, match="module__channels_last changed after fitting"):
+    with pytest.raises(ValueError, match=named):
         clf.partial_fit(X, y)
     assert clf.fit(X, y).module_.channels_last  # a cold fit builds the network with it
+    with warnings.catch_warnings():  # a pickled copy holds copies of the arguments: no change
+        warnings.simplefilter("error", SettingsChangedWarning)
+        pickle.loads(pickle.dumps(clf)).partial_fit(X, y).predict(X)
 
 
 @pytest.mark.parametrize(

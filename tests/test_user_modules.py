@@ -1,5 +1,7 @@
 """A user's module is used as written: its own output, its forward's side effects, its hooks, its layout."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -246,6 +248,28 @@ def test_modules_that_differ_in_attributes_or_unsaved_buffers_are_cached_apart(i
     np.testing.assert_allclose(embeddings(shifted), plain + 1, rtol=1e-6)
 
 
+def test_transform_of_a_module_with_its_own_weights_changes_no_setting(images):
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)  # random_state unused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        extractor.transform(images)
+
+
+def _no_change(module, inputs, output):
+    return None
+
+
+def test_the_cache_key_of_a_users_module_does_not_depend_on_hooks_registered_before_it(images):
+    def key():
+        module = _Scaled(1.0)
+        module.register_forward_hook(_no_change)  # numbered by a process-wide counter
+        return PretrainedFeatureExtractor(module, device="cpu").fit(images)._embedding_key()
+
+    first = key()
+    nn.Linear(1, 1).register_forward_hook(_no_change)  # as a restarted notebook's cells might, or not
+    assert key() == first
+
+
 def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_process(images, tmp_path):
     class Local:  # an instance of a class defined in a function: copied, but not pickled by name
         pass
@@ -253,7 +277,9 @@ def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_pr
     module = _Scaled(2.0)
     module.settings = Local()
     extractor = PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path).fit(images)
-    with pytest.warns(UnhashableModuleWarning, match="an attribute of a layer of model cannot be hashed"):
+    with pytest.warns(
+        UnhashableModuleWarning, match=r"the attribute _Scaled\.settings of model cannot be hashed"
+    ):
         first = extractor.transform(images)
     np.testing.assert_array_equal(extractor.transform(images), first)
 
