@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from joblib.hashing import NumpyHasher
 
+from ._pixel_values import is_eight_bit
+
 DIGEST_SIZE = 16  # bytes of an image's key
 _READ_CHUNK = 1 << 20
 _LOCAL_KEYS = {}  # id(obj) -> key, while obj lives (see process_local_key)
@@ -190,7 +192,10 @@ def text_key(text):
 
 
 def pil_image_key(image):
-    """Key of a PIL image: the RGB pixels the network reads (a palette image's indices are not enough)."""
+    """Key of a PIL image: the RGB pixels the network reads (a palette image's indices are not enough), or a
+    wider mode's own values (16-bit, float), which a conversion to RGB would clip."""
+    if not is_eight_bit(image.mode):
+        return _digest(f"pil {image.mode} {image.size}", np.asarray(image).tobytes())
     rgb = image.convert("RGB")
     return _digest(f"pil {rgb.size}", rgb.tobytes())
 

@@ -1,6 +1,7 @@
 """Checks of the pixel values of image arrays (dtype, range, finiteness) that copy none of the images."""
 
 import numpy as np
+from PIL import ImageMode
 
 _RANGE_CHUNK_BYTES = 1 << 22  # validation reads this much at a time from an array whose samples are scattered
 
@@ -61,3 +62,33 @@ def _per_sample_ranges(images, batch):
         chunk = chunk.reshape(len(chunk), -1)  # a view where the samples are contiguous, else a chunk's copy
         lows[start : start + step], highs[start : start + step] = chunk.min(axis=1), chunk.max(axis=1)
     return lows, highs
+
+
+def is_eight_bit(mode):
+    """Whether a PIL image mode holds 8-bit (or 1-bit) values, which Pillow converts to RGB without loss.
+
+    Examples
+    --------
+    >>> is_eight_bit("P"), is_eight_bit("I;16"), is_eight_bit("F")
+    (True, False, False)
+    """
+    return ImageMode.getmode(mode).typestr[-2:] in ("u1", "b1")
+
+
+def wide_pil_pixels(image, index):
+    """The (H, W) values of a PIL image of a wider mode (16- or 32-bit integers, floats), checked as arrays are.
+
+    Pillow's conversion to RGB clips such values at 255 instead of scaling them, so they are read as they
+    are: integers in [0, 255] and floats in [0, 1] are images, anything else is refused, naming the sample.
+    """
+    pixels = np.array(image)  # a copy of our own: torch takes it over
+    low, high = float(np.min(pixels)), float(np.max(pixels))
+    is_float = pixels.dtype.kind == "f"
+    if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= (1 if is_float else 255)):
+        scale = "[0, 1]" if is_float else "[0, 255]"
+        raise sample_error(
+            f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}], outside "
+            f"{scale}, which Pillow's conversion to RGB would clip. Scale it first, for 16 bits "
+            "np.asarray(image) // 257 as uint8, or to floats in [0, 1], and pass that array."
+        )
+    return pixels

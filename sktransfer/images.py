@@ -3,7 +3,8 @@
 Accepted X: numpy arrays and torch tensors of images (N×H×W×C, N×C×H×W, or grayscale N×H×W; uint8, other
 integers in [0, 255], or floats in [0, 1]), a sequence of such images of any sizes, a sequence
 of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series or
-one-column DataFrame of paths. A 2-D array is a batch of feature vectors, for networks that read vectors.
+one-column DataFrame of paths. A PIL image (or file) of a wider mode than 8 bits (16- or 32-bit integers,
+floats) is read as its values, under the rules of arrays, not clipped at 255 as Pillow's RGB conversion would. A 2-D array is a batch of feature vectors, for networks that read vectors.
 
 Each image comes out as a (3, H, W) tensor, uint8 or float in [0, 1]: grayscale is replicated to three
 channels and an alpha channel dropped. Nothing the user passed is modified.
@@ -21,7 +22,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
-from ._pixel_values import check_values, sample_error
+from ._pixel_values import check_values, is_eight_bit, sample_error, wide_pil_pixels
 from .backbones import reads_text
 from .text_encoders import (
     OFFLINE_TEXT_MODEL_NAME,
@@ -88,10 +89,10 @@ class ImageList(ImageSource):
 
 
 class PILImages(ImageSource):
-    """A sequence of PIL images, converted to RGB when loaded."""
+    """A sequence of PIL images, converted to RGB when loaded (wider modes read as their values)."""
 
     def load(self, index):
-        return pil_to_tensor(self.items[index].convert("RGB"))
+        return _pil_tensor(self.items[index], index)
 
     def fingerprints(self):
         return [pil_image_key(image) for image in self.items]
@@ -104,7 +105,13 @@ class ImageFiles(ImageSource):
         path = self.items[index]
         try:
             with Image.open(path) as image:
-                return pil_to_tensor(image.convert("RGB"))
+                return _pil_tensor(image, index)
+        except ValueError as exc:
+            if str(exc).startswith(f"X: sample {index} is a PIL image"):
+                raise ValueError(f"{exc} (file {path!r})") from None
+            raise sample_error(
+                f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
+            ) from exc
         except Exception as exc:
             raise sample_error(
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
@@ -112,6 +119,13 @@ class ImageFiles(ImageSource):
 
     def fingerprints(self):
         return [file_key(path) for path in self.items]
+
+
+def _pil_tensor(image, index):
+    """(3, H, W) tensor of a PIL image: uint8 for the 8-bit modes, wider modes read as arrays are."""
+    if is_eight_bit(image.mode):
+        return pil_to_tensor(image.convert("RGB"))
+    return _as_tensor(wide_pil_pixels(image, index)[None, None])[0]
 
 
 def _as_tensor(batch):
