@@ -51,7 +51,11 @@ class UnhashableModuleWarning(UserWarning):
 _MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
 
 
-def _warn_of_a_process_local_key(subject, exc, advice, category):
+def _warn_of_a_process_local_key(extractor, subject, exc, advice, category):
+    warned = vars(extractor).setdefault("_process_local_keys_warned", set())
+    if (category, subject) in warned:
+        return
+    warned.add((category, subject))
     reason = exc.args[0] if exc.args else type(exc).__name__
     warnings.warn(
         f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this process: "
@@ -245,6 +249,7 @@ class PretrainedFeatureExtractor(
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         self._backbone_key = None
+        self._process_local_keys_warned = set()  # each warned of once per fit, though keyed at each transform
         self._replicas = {}
         self._fitted_settings = (self.layer, self.pooling, self.normalize)
         self._fitted_network = self._network_settings()
@@ -285,26 +290,25 @@ class PretrainedFeatureExtractor(
         )
 
     def _embedding_key(self):
-        """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision."""
+        """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision.
+
+        The weights and buffers are hashed once (their bytes are most of the cost); the rest, each call:
+        the code of a user's layers and the data globals it reads, their attributes and ``preprocess``
+        may change after fit (a cell run again in a notebook, a module edited before an unpickled extractor
+        runs), and a key that kept them would serve the embeddings of the old code.
+        """
         if self._backbone_key is None:
-            # A user's module is keyed on the code of its layers' forward too, so that editing it (in a
-            # notebook, say) does not bring back embeddings of the old code.
-            user_code = sorted(
-                {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
-                key=lambda forward: forward.__qualname__,
-            )
-            graph = (
-                repr(self.backbone_),
-                user_code,
-                self._user_layer_key(),
-                self._preprocess_key(),
-                self._fitted_settings,
-            )
             # every buffer: those not persistent (not in the state_dict) can decide the output too
             buffers = dict(self.backbone_.named_buffers())
-            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers, *graph))
+            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers))
+        user_code = sorted(
+            {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
+            key=lambda forward: forward.__qualname__,
+        )
+        graph = (repr(self.backbone_), user_code, self._user_layer_key(), self._preprocess_key())
         # precision may change after fit; "auto" counts as what it resolves to on this machine
-        return content_hash((self._backbone_key, self._precision(self._devices())))
+        precision = self._precision(self._devices())
+        return content_hash((self._backbone_key, *graph, self._fitted_settings, precision))
 
     def _user_layer_key(self):
         """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
@@ -325,6 +329,7 @@ class PretrainedFeatureExtractor(
                     hashes[f"{name}.{attribute}"] = content_hash(value)
                 except Exception as exc:
                     _warn_of_a_process_local_key(
+                        self,
                         f"the attribute {type(layer).__name__}.{attribute} of model",
                         exc,
                         "Keep picklable values (numbers, strings, arrays) as the module's attributes.",
@@ -339,6 +344,7 @@ class PretrainedFeatureExtractor(
             return content_hash(self.preprocess_)
         except Exception as exc:
             _warn_of_a_process_local_key(
+                self,
                 f"preprocess={self.preprocess_!r}",
                 exc,
                 "Define the preprocess function at module level, without unpicklable state such as locks, or use "

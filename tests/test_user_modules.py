@@ -1,5 +1,6 @@
 """A user's module is used as written: its own output, its forward's side effects, its hooks, its layout."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -253,6 +254,20 @@ def test_transform_of_a_module_with_its_own_weights_changes_no_setting(images):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingsChangedWarning)
         extractor.transform(images)
+
+
+_BRIGHTNESS = 1.0  # a data global that the preprocess below reads
+
+
+def _brightened(image):
+    return image.float() / 255 * _BRIGHTNESS
+
+
+def test_what_the_code_reads_is_keyed_at_each_transform_not_only_the_first(images, tmp_path, monkeypatch):
+    cached = PretrainedFeatureExtractor(_Scaled(1.0), preprocess=_brightened, device="cpu", cache=tmp_path)
+    before = cached.fit(images).transform(images)
+    monkeypatch.setattr(sys.modules[__name__], "_BRIGHTNESS", 3.0)  # as a notebook cell run again would
+    np.testing.assert_allclose(cached.transform(images), 3 * before, rtol=1e-6)
 
 
 def _no_change(module, inputs, output):
