@@ -27,11 +27,13 @@ from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, Pseudo
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .feature_extraction import UnhashableModuleWarning, UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
+from .images import GrayscaleStripsWarning
 from .text_encoders import TextEncoderUnavailableError
 from .training import TrainingDivergedError
 
 __all__ = [
     "FewEffectiveRowsWarning",
+    "GrayscaleStripsWarning",
     "IgnoredSettingWarning",
     "KeptParametersWarning",
     "NetworkOutputError",

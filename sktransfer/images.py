@@ -11,6 +11,7 @@ channels and an alpha channel dropped. Nothing the user passed is modified.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
 from ._pixel_values import check_values, is_eight_bit, sample_error, wide_pil_pixels
+from ._stacklevel import caller_stacklevel
 from .backbones import reads_text
 from .text_encoders import (
     OFFLINE_TEXT_MODEL_NAME,
@@ -32,6 +34,13 @@ from .text_encoders import (
 from .texts import as_text_source, is_pandas, looks_like_text
 
 _CHANNEL_COUNTS = (1, 3, 4)
+
+
+class GrayscaleStripsWarning(UserWarning):
+    """A 3-D array whose last axis is 3 or 4 long: read as grayscale images 3 or 4 pixels wide, as N×H×W.
+
+    Most likely one H×W×C colour image without its batch axis.
+    """
 
 
 def _check_not_empty(count):
@@ -323,6 +332,13 @@ def _from_array(array, channels_first):
     if array.ndim >= 1:
         _check_not_empty(len(array))
     if array.ndim == 3:
+        if array.shape[-1] in (3, 4) and array.shape[1] > 4:
+            warnings.warn(
+                f"X of shape {array.shape} is read as {array.shape[0]} grayscale images of "
+                f"{array.shape[1]}×{array.shape[2]} pixels. For one colour image, pass X[None] (N×H×W×C).",
+                GrayscaleStripsWarning,
+                stacklevel=caller_stacklevel(),
+            )
         array = array[:, None]
     elif array.ndim == 4:
         array = _channels_first(array, channels_first, None)

@@ -1,4 +1,5 @@
 import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from sktransfer import _pixel_values
+from sktransfer.exceptions import GrayscaleStripsWarning
 from sktransfer.images import PreprocessedImages, as_image_source, batch_loader, is_vector_input
 
 
@@ -33,6 +35,15 @@ def test_grayscale_is_replicated_to_three_channels(rgb_images):
     assert loaded.shape == (6, 3, 20, 20)
     assert torch.equal(loaded[:, 0], loaded[:, 2])
     assert torch.equal(loaded[:, 1], torch.from_numpy(gray))
+
+
+def test_one_colour_image_without_its_batch_axis_warns(rgb_images):
+    with pytest.warns(GrayscaleStripsWarning, match=r"read as 20 grayscale images of 20×3 pixels.*X\[None\]"):
+        assert len(as_image_source(rgb_images[0])) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GrayscaleStripsWarning)
+        as_image_source(rgb_images[..., 0])  # grayscale images: N×H×W
+        as_image_source(rgb_images[0][None])
 
 
 def test_float_images_are_read_in_zero_one(rgb_images):
