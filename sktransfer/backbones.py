@@ -367,6 +367,40 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     return model
 
 
+# What ``pooling`` needs to take effect, for the warning when it cannot.
+POOLING_NEEDS = (
+    "at a layer that outputs a map or a token sequence (layer=None reads the vector the network pools for "
+    "its classifier: set layer to a convolution stage instead)"
+)
+
+
+def pooled_by_the_network(backbone, layer):
+    """Whether ``layer`` gives the input of the backbone's final linear classifier: a vector it has pooled.
+
+    ``pooling`` then has nothing to pool (only a spatial node, a map or a token sequence, has).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> pooled_by_the_network(Backbone(net, None, ""), None), pooled_by_the_network(Backbone(net, None, ""), "0")
+    (True, False)
+    """
+    if layer is not None or isinstance(backbone.module, TextEncoder):
+        return False
+    classifier = _classifier_name(backbone.module)
+    return classifier is not None and isinstance(
+        _first_layer(backbone.module.get_submodule(classifier)), nn.Linear
+    )
+
+
+def _first_layer(head):
+    """The first Linear or Conv2d layer of a classifier head (the head itself when it is one), or None."""
+    if isinstance(head, nn.Linear | nn.Conv2d):
+        return head
+    return next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
+
+
 def feature_size(backbone, layer=None, pooling="avg", example=None):
     """Length of the feature vector that :func:`build_feature_model` gives for ``backbone``.
 
@@ -385,12 +419,7 @@ def feature_size(backbone, layer=None, pooling="avg", example=None):
         return backbone.module.hidden_size
     classifier = _classifier_name(backbone.module) if layer is None else None
     if classifier is not None:
-        head = backbone.module.get_submodule(classifier)
-        first = (
-            head
-            if isinstance(head, nn.Linear | nn.Conv2d)
-            else next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
-        )
+        first = _first_layer(backbone.module.get_submodule(classifier))
         if isinstance(first, nn.Linear):
             return first.in_features
         if isinstance(first, nn.Conv2d):

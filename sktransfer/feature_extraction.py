@@ -29,7 +29,15 @@ from ._runtime import (
     run_inference_parallel,
 )
 from ._stacklevel import caller_stacklevel
-from .backbones import OFFLINE_MODEL_NAME, build_feature_model, built_by_library, load_backbone
+from ._unused_settings import warn_of_unused_settings
+from .backbones import (
+    OFFLINE_MODEL_NAME,
+    POOLING_NEEDS,
+    build_feature_model,
+    built_by_library,
+    load_backbone,
+    pooled_by_the_network,
+)
 from .images import PreprocessedImages, batch_loader, validated_source
 from .texts import in_length_order
 
@@ -235,6 +243,8 @@ class PretrainedFeatureExtractor(
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
+        if pooled_by_the_network(backbone, self.layer):
+            warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no

@@ -35,12 +35,14 @@ from ._training_repr import SklearnRepr
 from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
 from ._unused_settings import warn_of_unused_settings
 from .backbones import (
+    POOLING_NEEDS,
     Backbone,
     FeatureModel,
     built_by_library,
     cut_at_layer,
     feature_size,
     load_backbone,
+    pooled_by_the_network,
     resolve_pooling,
 )
 from .images import PreprocessedImages, validated_source
@@ -112,6 +114,8 @@ class TransferClassifier(
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
+            if pooled_by_the_network(backbone, self.layer):
+                warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
         body = cut_at_layer(backbone.module, self.layer)

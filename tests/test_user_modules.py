@@ -12,7 +12,7 @@ from torch import nn
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import NetworkOutputError, run_inference
-from sktransfer.exceptions import UnhashableModuleWarning
+from sktransfer.exceptions import IgnoredSettingWarning, UnhashableModuleWarning
 
 from ._models import TinyConvNet
 
@@ -109,6 +109,23 @@ def test_the_new_head_does_not_repeat_the_random_numbers_of_the_backbone():
     first = clf.module_.backbone.body[0].weight.detach().flatten() * 5**0.5  # uniform(-1, 1) draws
     head = clf.module_.head[1].weight.detach().flatten() * 8**0.5
     assert not torch.allclose(head, first[: len(head)], atol=1e-3)
+
+
+def test_pooling_at_the_classifiers_input_warns_that_it_is_ignored(images):
+    # layer=None reads the vector the network pools for its final linear classifier: nothing to pool.
+    y = np.arange(len(images)) % 2
+    for estimator in (
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu", pooling="max"),
+        FineTuneClassifier(TinyConvNet(), device="cpu", pooling="max", max_epochs=1),
+    ):
+        with pytest.warns(
+            IgnoredSettingWarning, match=r"pooling='max' takes effect only at a layer that outputs"
+        ):
+            estimator.fit(images, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredSettingWarning)
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu", pooling="max", layer="features").fit(images)
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)  # the default says nothing
 
 
 def test_a_final_linear_layer_is_still_the_classifier_that_is_cut(images):
