@@ -145,6 +145,8 @@ class BackboneWithHead(nn.Module):
                 for name, parameter in module.named_parameters(recurse=False):
                     if name == "bias" or isinstance(module, _NORM_LAYERS):
                         parameter.requires_grad_(True)
+        for parameter in _unreached_parameters(self.backbone):  # after a text encoder's layer: no gradient
+            parameter.requires_grad_(False)
         self.head.requires_grad_(True)
         self.train(self.training)
 
@@ -164,3 +166,13 @@ class BackboneWithHead(nn.Module):
                 if isinstance(layer, nn.modules.batchnorm._BatchNorm):
                     layer.eval()
         return self
+
+
+def _unreached_parameters(backbone):
+    """The parameters of a text encoder's blocks after its ``layer``, which do not reach the features."""
+    return [
+        parameter
+        for part in backbone.modules()
+        if isinstance(part, TextEncoder)
+        for parameter in part.unreached_parameters()
+    ]

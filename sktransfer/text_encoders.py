@@ -199,7 +199,32 @@ class TextEncoder(nn.Module):
         return [f"{name}.{child}" for child, _ in blocks.named_children()]
 
     def stage_names(self):
-        """Stages for gradual unfreezing and layer-wise rates: the embeddings, then each block."""
+        """Stages for gradual unfreezing and layer-wise rates: the embeddings, then each block up to ``layer``.
+
+        The blocks after the one that holds ``layer`` (and a final norm) do not reach the output: they are no
+        stages, see :meth:`unreached_parameters`.
+        """
+        stages = self._all_stage_names()
+        if self.layer is None:
+            return stages
+        cut = f"transformer.{self.layer}"
+        reached = [
+            index
+            for index, stage in enumerate(stages)
+            if cut == stage or cut.startswith(f"{stage}.") or stage.startswith(f"{cut}.")
+        ]
+        return stages[: max(reached) + 1] if reached else stages
+
+    def unreached_parameters(self):
+        """The parameters of the stages after ``layer``, which get no gradient: they never train."""
+        kept = len(self.stage_names())
+        return [
+            parameter
+            for stage in self._all_stage_names()[kept:]
+            for parameter in self.get_submodule(stage).parameters()
+        ]
+
+    def _all_stage_names(self):
         top = [
             name
             for name, child in self.transformer.named_children()

@@ -277,6 +277,26 @@ def test_text_stages_are_the_embeddings_then_each_block(tiny_text_model):
     assert rates[2] == pytest.approx(1e-3 * ratio * 0.25)  # the embeddings, two blocks down
 
 
+def test_text_stages_end_at_the_layer_and_the_blocks_after_it_never_train(tiny_text_model):
+    # The blocks after layer get no gradient: gradual unfreezing reached them first, and nothing trained.
+    clf = FineTuneClassifier(
+        tiny_text_model,
+        layer="encoder.layer.0",
+        strategy="gradual",
+        freeze_epochs=1,
+        unfreeze_epochs=2,
+        max_epochs=3,
+        lr=1e-2,
+        device="cpu",
+        random_state=0,
+    ).fit(REVIEWS, SENTIMENT)
+    assert clf.module_.stage_names == ["body.transformer.embeddings", "body.transformer.encoder.layer.0"]
+    assert clf.history[:, "trainable_stages"] == [0, 1, 2]
+    encoder = clf.module_.backbone.body.transformer.encoder
+    assert all(parameter.requires_grad for parameter in encoder.layer[0].parameters())
+    assert not any(parameter.requires_grad for parameter in encoder.layer[1].parameters())
+
+
 def test_fine_tuned_text_classifier_pickles(tiny_text_model):
     clf = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu", random_state=0)
     clf.fit(REVIEWS, SENTIMENT)
