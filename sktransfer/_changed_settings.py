@@ -38,15 +38,18 @@ class ArgumentsByValue:
 
 
 def _same_value(first, second):
+    """Equal, or (an object without ``__eq__`` unpickled, an array) of equal contents."""
     if first is second:
         return True
     try:
-        return bool(first == second)
-    except Exception:  # an array compares element by element: compare the contents
-        try:
-            return content_hash(first) == content_hash(second)
-        except Exception:
-            return False
+        if bool(first == second):
+            return True
+    except Exception:  # an array compares element by element
+        pass
+    try:
+        return content_hash(first) == content_hash(second)
+    except Exception:
+        return False
 
 
 # Values that set_params may replace with an equal copy (a path built again, a numpy integer): compared by value.

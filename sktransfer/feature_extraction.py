@@ -315,10 +315,35 @@ class PretrainedFeatureExtractor(
             {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
             key=lambda forward: forward.__qualname__,
         )
-        graph = (repr(self.backbone_), user_code, self._user_layer_key(), self._preprocess_key())
+        graph = (
+            repr(self.backbone_),
+            user_code,
+            self._user_layer_key(),
+            self._hooks_key(),
+            self._preprocess_key(),
+        )
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         precision = self._precision(self._devices())
         return content_hash((self._backbone_key, *graph, self._fitted_settings, precision))
+
+    def _hooks_key(self):
+        """Hash of the forward hooks of every layer, in order (their registry numbers are per process)."""
+        hooks = [
+            (name, list(layer._forward_pre_hooks.values()), list(layer._forward_hooks.values()))
+            for name, layer in self.backbone_.named_modules()
+            if layer._forward_pre_hooks or layer._forward_hooks
+        ]
+        try:
+            return content_hash(hooks)
+        except Exception as exc:
+            _warn_of_a_process_local_key(
+                self,
+                "a forward hook of model",
+                exc,
+                "Register module-level functions as hooks.",
+                UnhashableModuleWarning,
+            )
+            return process_local_key(self.backbone_)
 
     def _user_layer_key(self):
         """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.

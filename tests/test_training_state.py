@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer._changed_settings import SettingsChangedWarning
+from sktransfer._network import BackboneWithHead
 
 from ._models import TinyConvNet
 from ._preprocessing import to_unit
@@ -64,6 +65,29 @@ def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
     clf.set_params(dropout=0.3, freeze_batchnorm=True).partial_fit(X, y)
     assert clf.module_.head[0].p == 0.3
     assert clf.module_.freeze_batchnorm
+
+
+class _Options:
+    """A module argument without __eq__: a pickled copy equals it only by its contents."""
+
+    def __init__(self, width):
+        self.width = width
+
+
+class _HeadWithOptions(BackboneWithHead):
+    def __init__(self, *args, options=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.options = options
+
+
+def test_module_arguments_of_a_pickled_copy_are_no_change(labelled_images):
+    X, y = labelled_images
+    clf = tiny(module=_HeadWithOptions, module__options=_Options(1)).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        pickle.loads(pickle.dumps(clf)).partial_fit(X, y).predict(X)
+    with pytest.raises(ValueError, match="module__\\* changed after fitting"):
+        clf.set_params(module__options=_Options(2)).partial_fit(X, y)
 
 
 def test_module_settings_set_after_fit_keep_the_fitted_network(labelled_images):

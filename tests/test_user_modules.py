@@ -287,6 +287,20 @@ def test_what_the_code_reads_is_keyed_at_each_transform_not_only_the_first(image
     np.testing.assert_allclose(cached.transform(images), 3 * before, rtol=1e-6)
 
 
+def _doubled(module, inputs, output):
+    return 2 * output
+
+
+def test_a_forward_hook_that_changes_the_output_is_cached_apart(images, tmp_path):
+    plain = (
+        PretrainedFeatureExtractor(_Scaled(1.0), device="cpu", cache=tmp_path).fit(images).transform(images)
+    )
+    hooked = _Scaled(1.0)
+    hooked.register_forward_hook(_doubled)
+    doubled = PretrainedFeatureExtractor(hooked, device="cpu", cache=tmp_path).fit(images).transform(images)
+    np.testing.assert_allclose(doubled, 2 * plain, rtol=1e-6)
+
+
 def _no_change(module, inputs, output):
     return None
 
