@@ -76,19 +76,22 @@ def is_eight_bit(mode):
 
 
 def wide_pil_pixels(image, index):
-    """The (H, W) values of a PIL image of a wider mode (16- or 32-bit integers, floats), checked as arrays are.
+    """The (H, W) values of a PIL image of a wider mode (16- or 32-bit integers, floats), on the 0-255 scale.
 
     Pillow's conversion to RGB clips such values at 255 instead of scaling them, so they are read as they
-    are: integers in [0, 255] and floats in [0, 1] are images, anything else is refused, naming the sample.
+    are, on Pillow's 0-255 scale (its 'F' mode too, as ``convert("F")`` gives it): values in [0, 255] are an
+    image, anything else is refused, naming the sample. Floats come back as floats in [0, 1].
     """
     pixels = np.array(image)  # a copy of our own: torch takes it over
     low, high = float(np.min(pixels)), float(np.max(pixels))
-    is_float = pixels.dtype.kind == "f"
-    if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= (1 if is_float else 255)):
-        scale = "[0, 1]" if is_float else "[0, 255]"
+    if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= 255):
+        advice = (
+            "scale it to 8 bits first (np.asarray(image) // 257 as uint8 for 16 bits)"
+            if pixels.dtype.kind in "ui"
+            else "pass np.asarray(image) scaled to floats in [0, 1] instead"
+        )
         raise sample_error(
             f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}], outside "
-            f"{scale}, which Pillow's conversion to RGB would clip. Scale it first, for 16 bits "
-            "np.asarray(image) // 257 as uint8, or to floats in [0, 1], and pass that array."
+            f"the 0-255 scale of Pillow, whose conversion to RGB would clip them: {advice}."
         )
-    return pixels
+    return pixels / np.float32(255) if pixels.dtype.kind == "f" else pixels

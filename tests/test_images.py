@@ -63,17 +63,17 @@ def test_wide_pil_modes_are_read_as_their_values_not_clipped(tmp_path, rgb_image
     sixteen = [Image.fromarray(image.astype(np.uint16)) for image in gray]  # mode I;16, within [0, 255]
     assert sixteen[0].mode == "I;16"
     assert torch.equal(_loaded(sixteen), _loaded(gray))
-    unit = gray.astype(np.float32) / 255
-    torch.testing.assert_close(_loaded([Image.fromarray(image) for image in unit]), _loaded(unit))
-    keys = as_image_source([Image.fromarray(image) for image in unit]).fingerprints()
-    assert len(set(keys)) == len(unit)  # not one key for every float image that clips to black
+    floats = [Image.fromarray(image).convert("F") for image in gray]  # Pillow's float mode: a 0-255 scale
+    torch.testing.assert_close(_loaded(floats), _loaded(gray.astype(np.float32) / 255))
+    keys = as_image_source([Image.fromarray(image.astype(np.float32) / 255) for image in gray]).fingerprints()
+    assert len(set(keys)) == len(gray)  # not one key for every float image that clips to black
     wide = np.linspace(0, 65535, 400).reshape(20, 20).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "wide.png")
     with pytest.raises(
         ValueError, match=r"sample 1 is a PIL image of mode 'I;16' with values in \[0, 65535\]"
     ):
         _loaded([Image.fromarray(gray[0].astype(np.uint16)), Image.fromarray(wide)])
-    with pytest.raises(ValueError, match=r"sample 0 .* would clip.*wide\.png"):
+    with pytest.raises(ValueError, match=r"sample 0 .* would clip them: scale it to 8 bits.*wide\.png"):
         _loaded([str(tmp_path / "wide.png")])
 
 
