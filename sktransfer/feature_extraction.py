@@ -302,15 +302,18 @@ class PretrainedFeatureExtractor(
     def _embedding_key(self):
         """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision.
 
-        The weights and buffers are hashed once (their bytes are most of the cost); the rest, each call:
-        the code of a user's layers and the data globals it reads, their attributes and ``preprocess``
-        may change after fit (a cell run again in a notebook, a module edited before an unpickled extractor
+        The weights, buffers and the library's own preprocessing are hashed once (most of the cost); the
+        rest, each call: the code of a user's layers and the data globals it reads, their attributes and hooks
+        and a user's ``preprocess`` may change after fit (a cell run again in a notebook, a module edited before an unpickled extractor
         runs), and a key that kept them would serve the embeddings of the old code.
         """
         if self._backbone_key is None:
             # every buffer: those not persistent (not in the state_dict) can decide the output too
             buffers = dict(self.backbone_.named_buffers())
-            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers))
+            # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens
+            # of milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
+            own = self._preprocess_key() if self.preprocess is None else None
+            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers, own))
         user_code = sorted(
             {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
             key=lambda forward: forward.__qualname__,
@@ -320,7 +323,7 @@ class PretrainedFeatureExtractor(
             user_code,
             self._user_layer_key(),
             self._hooks_key(),
-            self._preprocess_key(),
+            None if self.preprocess is None else self._preprocess_key(),
         )
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         precision = self._precision(self._devices())

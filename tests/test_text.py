@@ -169,6 +169,17 @@ def test_sentence_transformers_max_length_truncates(tiny_text_model):
     assert fitted.preprocess_([long_text]).shape == (1, 24)
 
 
+def test_the_cache_key_of_a_text_encoder_stays_the_same_across_transforms(tiny_text_model, tmp_path):
+    # The tokenizer's padding state changes as it runs (in worker processes here): it is keyed once per fit.
+    fitted = extractor(tiny_text_model, cache=tmp_path, num_workers=1).fit(REVIEWS)
+    keys = [fitted._embedding_key()]
+    for _ in range(2):
+        fitted.transform(REVIEWS)
+        keys.append(fitted._embedding_key())
+    assert len(set(keys)) == 1
+    assert len(list(tmp_path.iterdir())) == 1  # one folder of embeddings
+
+
 def test_layer_takes_a_block_output(tiny_text_model):
     last = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
     first_block = extractor(tiny_text_model, layer="encoder.layer.0").fit(REVIEWS).transform(REVIEWS)
