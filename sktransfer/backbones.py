@@ -369,15 +369,18 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
 
 # What ``pooling`` needs to take effect, for the warning when it cannot.
 POOLING_NEEDS = (
-    "at a layer that outputs a map or a token sequence (layer=None reads the vector the network pools for "
-    "its classifier: set layer to a convolution stage instead)"
+    "at a layer that outputs a map or a token sequence (layer=None reads the features the network pools for "
+    "its classifier: set layer to one of its blocks or stages instead)"
 )
 
 
 def pooled_by_the_network(backbone, layer):
-    """Whether ``layer`` gives the input of the backbone's final linear classifier: a vector it has pooled.
+    """Whether ``layer`` gives the features the backbone pools for its classifier, which ``pooling`` cannot change.
 
-    ``pooling`` then has nothing to pool (only a spatial node, a map or a token sequence, has).
+    With ``layer=None`` the classifier is cut away: a final linear layer reads what the network has pooled,
+    and a convolutional classifier block (SqueezeNet's) is replaced by global average pooling. Only a
+    spatial node (a map or a token sequence) has something for ``pooling`` to pool. (A user's module whose
+    final linear layer reads a token sequence is taken for pooled too.)
 
     Examples
     --------
@@ -388,10 +391,7 @@ def pooled_by_the_network(backbone, layer):
     """
     if layer is not None or isinstance(backbone.module, TextEncoder):
         return False
-    classifier = _classifier_name(backbone.module)
-    return classifier is not None and isinstance(
-        _first_layer(backbone.module.get_submodule(classifier)), nn.Linear
-    )
+    return _classifier_name(backbone.module) is not None
 
 
 def _first_layer(head):

@@ -38,9 +38,10 @@ _CHANNEL_COUNTS = (1, 3, 4)
 
 
 class GrayscaleStripsWarning(UserWarning):
-    """A 3-D array whose last axis is 3 or 4 long: read as grayscale images 3 or 4 pixels wide, as N×H×W.
+    """A 3-D array whose last axis is 3 or 4 long (and its second longer): read as N×H×W grayscale images 3 or
+    4 pixels wide, though most likely one H×W×C colour image without its batch axis.
 
-    Most likely one H×W×C colour image without its batch axis.
+    A channels-first image (C×H×W) is not told apart from 3 or 4 grayscale images, and does not warn.
     """
 
 
