@@ -54,6 +54,9 @@ class UnhashableModuleWarning(UserWarning):
     """A layer of ``model`` holds an attribute without a hash by value: the embedding cache serves one process."""
 
 
+# The version of how inputs are read and keyed: changed with them, so that a cache filled before (the
+# embeddings of 16-bit images clipped at 255, say) is not served for inputs now read otherwise.
+_KEY_VERSION = 2
 # torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
 # numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
 _MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
@@ -327,7 +330,7 @@ class PretrainedFeatureExtractor(
         )
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         precision = self._precision(self._devices())
-        return content_hash((self._backbone_key, *graph, self._fitted_settings, precision))
+        return content_hash((_KEY_VERSION, self._backbone_key, *graph, self._fitted_settings, precision))
 
     def _hooks_key(self):
         """Hash of the forward hooks of every layer, in order (their registry numbers are per process)."""
