@@ -412,7 +412,9 @@ class PreprocessedImages(Dataset):
             return batch if self.preprocess is None else self.preprocess(batch)
         images = [self.source.load(index) for index in indices]
         if self.augment is not None:
-            images = [self.augment(image) for image in images]
+            # contiguous: a grayscale image is a view of its one channel three times, which a transform
+            # that writes in place (RandomErasing(inplace=True)) cannot write to
+            images = [self.augment(image.contiguous()) for image in images]
         if self.preprocess is not None:
             images = [self.preprocess(image) for image in images]
         first = tuple(images[0].shape)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from sktransfer import _pixel_values
 from sktransfer.exceptions import GrayscaleStripsWarning
@@ -44,6 +45,15 @@ def test_one_colour_image_without_its_batch_axis_warns(rgb_images):
         warnings.simplefilter("error", GrayscaleStripsWarning)
         as_image_source(rgb_images[..., 0])  # grayscale images: N×H×W
         as_image_source(rgb_images[0][None])
+
+
+def test_an_augment_that_writes_in_place_works_on_grayscale_images(rgb_images):
+    gray = rgb_images[..., 0].copy()
+    erase = v2.RandomErasing(p=1.0, value=0, inplace=True)
+    augmented = PreprocessedImages(as_image_source(gray), None, augment=erase)[0]
+    assert augmented.shape == (3, 20, 20)
+    assert int((augmented == 0).sum()) > int((torch.from_numpy(gray[0]) == 0).sum()) * 3  # erased
+    np.testing.assert_array_equal(gray, rgb_images[..., 0])  # the user's images are left alone
 
 
 def test_float_images_are_read_in_zero_one(rgb_images):
