@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 from ._parallel import loader_processes
 from ._runtime import run_inference
 from .images import PreprocessedImages, VectorRows, already_batched, batch_loader, validated_source
-from .texts import TokenBatch, in_length_order
+from .texts import TextSource, TokenBatch, in_length_order
 
 
 def default_augmentation():
@@ -141,9 +141,10 @@ def dataset_targets(dataset):
 def with_augment(dataset, augment):
     """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
     base, indices = unwrap_subsets(dataset)
-    if not isinstance(base, LabelledImages) or isinstance(base.images.source, VectorRows):
+    if not isinstance(base, LabelledImages) or isinstance(base.images.source, VectorRows | TextSource):
         raise ValueError(
-            "augment applies to images passed as X; this training data holds no images to augment."
+            "augment applies to images passed as X; this training data holds no images to augment "
+            "(feature vectors or texts): set augment=None."
         )
     augmented = LabelledImages(base.images.with_augment(augment), base.targets)
     return augmented if indices is None else Subset(augmented, indices.tolist())

@@ -308,6 +308,14 @@ def test_text_stages_end_at_the_layer_and_the_blocks_after_it_never_train(tiny_t
     assert not any(parameter.requires_grad for parameter in encoder.layer[1].parameters())
 
 
+def test_augment_on_texts_is_refused_with_the_parameter_named(tiny_text_model):
+    clf = FineTuneClassifier(tiny_text_model, augment="default", max_epochs=1, device="cpu")
+    with pytest.raises(
+        ValueError, match=r"holds no images to augment \(feature vectors or texts\): set augment"
+    ):
+        clf.fit(REVIEWS, SENTIMENT)
+
+
 def test_fine_tuned_text_classifier_pickles(tiny_text_model):
     clf = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu", random_state=0)
     clf.fit(REVIEWS, SENTIMENT)
