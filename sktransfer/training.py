@@ -231,6 +231,11 @@ class TransferClassifier(
                 f"{np.asarray(self.classes_).tolist()[:10]}: a later partial_fit continues with those; refit "
                 "(fit, warm_start=False) for other classes."
             )
+        elif reset and classes is not None and not _same_classes(classes, self.classes):
+            raise ValueError(
+                f"partial_fit's classes={np.asarray(classes).tolist()[:10]} differ from the estimator's "
+                f"classes={np.asarray(self.classes).tolist()[:10]}: give one of them, or the same classes."
+            )
         return encode_labels(y, self.classes_)
 
     def _targets(self, y, n_samples, reset=True, classes=None):

@@ -194,6 +194,16 @@ def test_partial_fit_continues_the_schedule(labelled_images):
     clf.partial_fit(X[:4], y[:4], classes=["dark", "bright"])  # the same classes, in any order
     with pytest.raises(ValueError, match=r"classes=\['bright', 'grey'\] is not the classes_ of the fitted"):
         clf.partial_fit(X, y, classes=["bright", "grey"])  # was silently ignored
+    with pytest.raises(ValueError, match=r"partial_fit's classes=\['bright', 'grey'\] differ from the estim"):
+        tiny(classes=["bright", "dark"]).partial_fit(
+            X, y, classes=["bright", "grey"]
+        )  # the constructor's won
+    assert tiny(classes=["dark", "bright"]).partial_fit(
+        X, y, classes=["bright", "dark"]
+    ).classes_.tolist() == [
+        "dark",
+        "bright",
+    ]
 
 
 def test_pickle_and_skorch_save_load_round_trips(labelled_images, tmp_path):
