@@ -158,7 +158,8 @@ class DistillationMixin:
                 f"{own.tolist()[:10]}); the teacher must know every class of y."
             )
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
-        classes = own if classes is None else classes
+        if classes is None and reset and self.classes is None:
+            classes = own  # the student predicts the teacher's classes, unless told others
         codes[labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
         return codes
 

@@ -210,6 +210,14 @@ def test_teacher_columns_follow_the_students_classes(teacher, confounded):
         teacher_probabilities(teacher, X, np.array(["green", "blue"]), len(X))
 
 
+def test_a_student_with_classes_of_its_own_fits_and_continues(teacher, confounded):
+    # classes wider than the teacher's: the teacher's probability of "blue" is 0, the student's is learnt
+    X, y, _ = confounded
+    student = tiny(teacher=teacher, classes=["blue", "green", "red"], max_epochs=1).fit(X, y)
+    assert student.classes_.tolist() == ["blue", "green", "red"]
+    assert student.partial_fit(X, y).predict_proba(X).shape == (len(X), 3)
+
+
 def test_softening_probabilities_is_softening_logits():
     logits = np.array([[3.0, 1.0, -2.0], [0.0, 0.5, 0.2]])
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
