@@ -80,7 +80,9 @@ def wide_pil_pixels(image, index):
 
     Pillow's conversion to RGB clips such values at 255 instead of scaling them, so they are read as they
     are, on Pillow's 0-255 scale (its 'F' mode too, as ``convert("F")`` gives it): values in [0, 255] are an
-    image, anything else is refused, naming the sample. Floats come back as floats in [0, 1].
+    image, anything else is refused, naming the sample; so is a float image whose values all lie in [0, 1]
+    (not all 0), made from an array on the [0, 1] scale, which would read as black. Floats come back as
+    floats in [0, 1].
     """
     pixels = np.array(image)  # a copy of our own: torch takes it over
     low, high = float(np.min(pixels)), float(np.max(pixels))
@@ -93,5 +95,11 @@ def wide_pil_pixels(image, index):
         raise sample_error(
             f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}], outside "
             f"the 0-255 scale of Pillow, whose conversion to RGB would clip them: {advice}."
+        )
+    if pixels.dtype.kind == "f" and 0 < high <= 1:
+        raise sample_error(
+            f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}]: Pillow's "
+            "float images are on a 0-255 scale, so these would read as black. Pass np.asarray(image), a float "
+            "array in [0, 1], instead (or the image times 255)."
         )
     return pixels / np.float32(255) if pixels.dtype.kind == "f" else pixels

@@ -76,7 +76,9 @@ def test_wide_pil_modes_are_read_as_their_values_not_clipped(tmp_path, rgb_image
     floats = [Image.fromarray(image).convert("F") for image in gray]  # Pillow's float mode: a 0-255 scale
     torch.testing.assert_close(_loaded(floats), _loaded(gray.astype(np.float32) / 255))
     keys = as_image_source([Image.fromarray(image.astype(np.float32) / 255) for image in gray]).fingerprints()
-    assert len(set(keys)) == len(gray)  # not one key for every float image that clips to black
+    assert len(set(keys)) == len(gray)  # not one key for every float image that the RGB conversion blackens
+    with pytest.raises(ValueError, match=r"sample 0 is a PIL image of mode 'F' with values in \[0, 1\]"):
+        _loaded([Image.fromarray(gray[0].astype(np.float32) / gray[0].max())])  # would read as black
     wide = np.linspace(0, 65535, 400).reshape(20, 20).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "wide.png")
     with pytest.raises(
