@@ -17,8 +17,9 @@ def backbone_stages(module, dominance=0.5):
     ViT's ``encoder.layers``, a ResNet-50's ``layer4``), is replaced by its own stages; single layers
     (convolutions, norms) are never split apart. So a ResNet-50 gives ``conv1, bn1, layer1, layer2, layer3,
     layer4.0, layer4.1, layer4.2`` and an EfficientNet ``features.0, ..., features.8``. A text encoder's stages
-    are its embeddings and then each transformer block (see ``TextEncoder.stage_names``). Parameters that belong
-    to no stage (a ViT's class token) go with the first one, see :func:`parameters_by_stage`.
+    are its embeddings and then each transformer block up to its ``layer`` (see ``TextEncoder.stage_names``;
+    the rest never trains). Parameters that belong to no stage (a ViT's class token) go with the first one,
+    see :func:`parameters_by_stage`.
 
     Examples
     --------

@@ -1,6 +1,7 @@
 """PretrainedFeatureExtractor: a pretrained network as an sklearn transformer from images to embeddings."""
 
 import copy
+import inspect
 import os
 import threading
 import warnings
@@ -305,17 +306,18 @@ class PretrainedFeatureExtractor(
     def _embedding_key(self):
         """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision.
 
-        The weights, buffers and the library's own preprocessing are hashed once (most of the cost); the
-        rest, each call: the code of a user's layers and the data globals it reads, their attributes and hooks
-        and a user's ``preprocess`` may change after fit (a cell run again in a notebook, a module edited before an unpickled extractor
-        runs), and a key that kept them would serve the embeddings of the old code.
+        The weights, buffers and the library's own preprocessing are hashed once per fit (most of the cost).
+        The rest is hashed at each call: the code of a user's layers and the data globals it reads, their
+        attributes and hooks, and a user's ``preprocess`` may change after fit (a cell run again in a
+        notebook, a module edited before an unpickled extractor runs), and a key that kept them would serve
+        the embeddings of the old code.
         """
         if self._backbone_key is None:
             # every buffer: those not persistent (not in the state_dict) can decide the output too
             buffers = dict(self.backbone_.named_buffers())
             # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens
             # of milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
-            own = self._preprocess_key() if self.preprocess is None else None
+            own = self._preprocess_key() if self._batch_preprocess else None
             self._backbone_key = content_hash((self.backbone_.state_dict(), buffers, own))
         user_code = sorted(
             {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
@@ -326,7 +328,7 @@ class PretrainedFeatureExtractor(
             user_code,
             self._user_layer_key(),
             self._hooks_key(),
-            None if self.preprocess is None else self._preprocess_key(),
+            None if self._batch_preprocess else self._preprocess_key(),
         )
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         precision = self._precision(self._devices())
@@ -334,8 +336,22 @@ class PretrainedFeatureExtractor(
 
     def _hooks_key(self):
         """Hash of the forward hooks of every layer, in order (their registry numbers are per process)."""
+        names = {id(layer): name for name, layer in self.backbone_.named_modules()}
+
+        def by_content(hook):
+            # A method by its function's code and its owner: a layer of the network by its name (its state
+            # is keyed apart, its hook registries are numbered per process), another object as it is.
+            if inspect.ismethod(hook):
+                owner = hook.__self__
+                return (hook.__func__, names.get(id(owner), owner))
+            return hook
+
         hooks = [
-            (name, list(layer._forward_pre_hooks.values()), list(layer._forward_hooks.values()))
+            (
+                name,
+                [by_content(hook) for hook in layer._forward_pre_hooks.values()],
+                [by_content(hook) for hook in layer._forward_hooks.values()],
+            )
             for name, layer in self.backbone_.named_modules()
             if layer._forward_pre_hooks or layer._forward_hooks
         ]

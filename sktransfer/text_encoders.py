@@ -216,12 +216,13 @@ class TextEncoder(nn.Module):
         return stages[: max(reached) + 1] if reached else stages
 
     def unreached_parameters(self):
-        """The parameters of the stages after ``layer``, which get no gradient: they never train."""
-        kept = len(self.stage_names())
+        """The parameters outside the stages, which get no gradient and never train: the blocks after
+        ``layer`` and a BERT-style pooler (the features are hidden states, never its output)."""
+        stages = self.stage_names()
         return [
             parameter
-            for stage in self._all_stage_names()[kept:]
-            for parameter in self.get_submodule(stage).parameters()
+            for name, parameter in self.named_parameters()
+            if not any(name == stage or name.startswith(f"{stage}.") for stage in stages)
         ]
 
     def _all_stage_names(self):

@@ -306,6 +306,13 @@ def test_text_stages_end_at_the_layer_and_the_blocks_after_it_never_train(tiny_t
     encoder = clf.module_.backbone.body.transformer.encoder
     assert all(parameter.requires_grad for parameter in encoder.layer[0].parameters())
     assert not any(parameter.requires_grad for parameter in encoder.layer[1].parameters())
+    whole = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu").fit(
+        REVIEWS, SENTIMENT
+    )
+    pooler = (
+        whole.module_.backbone.body.transformer.pooler
+    )  # the features are hidden states, never its output
+    assert not any(parameter.requires_grad for parameter in pooler.parameters())
 
 
 def test_augment_on_texts_is_refused_with_the_parameter_named(tiny_text_model):

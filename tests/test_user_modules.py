@@ -316,6 +316,33 @@ def test_the_cache_key_of_a_users_module_does_not_depend_on_hooks_registered_bef
     assert key() == first
 
 
+class _SelfHooked(_Scaled):
+    """Registers a method of its own as a hook, as modules often do."""
+
+    def __init__(self):
+        super().__init__(1.0)
+        self.register_forward_hook(self._halved)
+
+    def _halved(self, module, inputs, output):
+        return output / 2
+
+
+def test_a_hook_that_is_a_method_of_the_module_keys_alike_in_every_process(images):
+    def key():
+        return PretrainedFeatureExtractor(_SelfHooked(), device="cpu").fit(images)._embedding_key()
+
+    first = key()
+    nn.Linear(1, 1).register_forward_hook(_no_change)  # advances torch's process-wide hook counter
+    assert key() == first
+
+
+def test_a_preprocess_set_after_fit_does_not_change_the_key_of_the_fitted_one(images):
+    extractor = PretrainedFeatureExtractor(_Scaled(1.0), device="cpu").fit(images)
+    before = extractor._embedding_key()
+    extractor.set_params(preprocess=_brightened)  # transform warns, and runs the fitted preprocessing
+    assert extractor._embedding_key() == before
+
+
 def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_process(images, tmp_path):
     class Local:  # an instance of a class defined in a function: copied, but not pickled by name
         pass
