@@ -12,6 +12,17 @@ from ._runtime import resolve_device, seed_of
 ARCHITECTURE = ("model", "weights", "layer", "pooling")
 # The network's arguments (module__*) that a training call applies to the fitted network; the others decide it.
 MODULE_SETTINGS_APPLIED = ("dropout", "freeze_batchnorm")
+# Components whose settings (the component, or component__argument) set after fitting are kept for the next
+# training call, not applied by skorch at once: the network's arguments and compilation, which skorch applies
+# by building a new network, and the loaders', for which skorch raises (as for the optimizer's class, the
+# key "optimizer"; its arguments, optimizer__lr and the like, skorch applies to the fitted optimizer).
+KEPT_AS_SETTINGS = ("module", "compile", "iterator_train", "iterator_valid", "dataset")
+
+
+def _kept_as_setting(key):
+    return key == "optimizer" or key.split("__", 1)[0] in KEPT_AS_SETTINGS
+
+
 # Settings that decide the optimizer's rates: a user's optimizer__param_groups fixes them at initialisation.
 OPTIMIZER_SETTINGS = ("lr", "backbone_lr_ratio", "layer_decay", "weight_decay")
 # Settings that decide the callbacks: changed after fitting, the callbacks are made again.
@@ -31,10 +42,10 @@ class TrainingStateMixin:
     """Each ``partial_fit`` or warm ``fit`` trains with the settings of that moment, from the state left.
 
     Learning rates and weight decay (with the per-stage ratios), dropout, BatchNorm freezing, label
-    smoothing, ``preprocess`` and the settings that decide the callbacks (schedules, early stopping,
-    checkpoints, verbosity) take effect on the next call; a setting that decides the network's architecture
-    raises there, asking for a refit. Training randomness continues across calls (see
-    :meth:`_random_stream`).
+    smoothing, ``preprocess``, the optimizer's class, the loaders' settings and the settings that decide the
+    callbacks (schedules, early stopping, checkpoints, verbosity) take effect on the next call; a setting
+    that decides the network's architecture raises there, asking for a refit. Training randomness continues
+    across calls (see :meth:`_random_stream`).
     """
 
     # The parameter behind each further argument of the network (``_network_kwargs``), for error messages.
@@ -42,16 +53,16 @@ class TrainingStateMixin:
 
     def set_params(self, **params):
         if self.initialized_:
-            # skorch builds a new, untrained module for a module or module__ key set after initialisation,
-            # which would throw away the fitted weights at once. Kept as settings instead: the next training
-            # call applies dropout and BatchNorm freezing to the fitted network, and raises for the others,
-            # which decide the network (prediction warns of them meanwhile); a cold fit builds with them.
-            module_settings = {
-                key: value for key, value in params.items() if key == "module" or key.startswith("module__")
-            }
-            vars(self).update(module_settings)
-            self._params_to_validate.update(module_settings)
-            params = {key: value for key, value in params.items() if key not in module_settings}
+            # skorch builds a new, untrained module for a module, module__, compile or compile__ key set after
+            # initialisation, which would throw away the fitted weights at once, and raises its internal error
+            # for optimizer, iterator_* and dataset keys. Kept as settings instead: the next training call
+            # applies dropout, BatchNorm freezing, the optimizer's class and the loaders' settings to the
+            # fitted network, and raises for the others, which decide the network (prediction warns of them
+            # meanwhile); a cold fit builds with them.
+            kept = {key: value for key, value in params.items() if _kept_as_setting(key)}
+            vars(self).update(kept)
+            self._params_to_validate.update(kept)
+            params = {key: value for key, value in params.items() if key not in kept}
         super().set_params(**params)
         if self.initialized_:
             # skorch applies optimizer__lr and the like straight to every parameter group, and keeps no
@@ -83,6 +94,8 @@ class TrainingStateMixin:
                 "strategy='lora' adapters": adapters,
                 "module": self.module,
                 "module__*": ArgumentsByValue(arguments),
+                "compile": self.compile,
+                "compile__*": ArgumentsByValue(self.get_params_for("compile")),
             }
         )
 
@@ -113,6 +126,8 @@ class TrainingStateMixin:
             )
         if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
             self.initialize_callbacks()
+        if self.optimizer is not getattr(self, "_optimizer_class", self.optimizer):
+            self._initialize_optimizer()  # another class: a new optimizer, whose state starts afresh
         overrides = self.get_params_for("module")  # module__dropout=... wins, as at initialisation
         self.module_.set_dropout(overrides.get("dropout", self.dropout))
         self.module_.freeze_batchnorm = overrides.get("freeze_batchnorm", self._freezes_batchnorm())

@@ -177,6 +177,7 @@ class TransferClassifier(
         ``_group_weight_decay`` gives it. A user's own ``optimizer__param_groups`` replaces this.
         """
         self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
+        self._optimizer_class = self.optimizer
         if "param_groups" in self.get_params_for("optimizer"):
             super().initialize_optimizer()
             for group in self.optimizer_.param_groups:  # the rates a schedule starts from at each call

@@ -115,6 +115,55 @@ def test_module_settings_set_after_fit_keep_the_fitted_network(labelled_images):
         pickle.loads(pickle.dumps(clf)).partial_fit(X, y).predict(X)
 
 
+def test_compilation_set_after_fit_keeps_the_fitted_network(labelled_images):
+    # skorch builds a new, untrained module for a compile or compile__ key set after initialisation.
+    X, y = labelled_images
+    clf = tiny(strategy="full", max_epochs=2).fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.set_params(compile=False)  # the value it has: no change at all
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    clf.set_params(compile=True, compile__dynamic=False)
+    with pytest.warns(SettingsChangedWarning, match=r"compile changed after fitting \(from False to True\)"):
+        np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    with pytest.raises(ValueError, match="compile changed after fitting"):
+        clf.partial_fit(X, y)
+    clf.set_params(compile=False)
+    with pytest.raises(ValueError, match=r"compile__\* changed after fitting"):
+        clf.partial_fit(X, y)
+
+
+def test_optimizer_and_loader_settings_set_after_fit_apply_to_the_fitted_network(labelled_images):
+    # skorch raised its internal error ("Something went wrong, please open an issue") for these keys.
+    X, y = labelled_images
+    clf = tiny(strategy="full").fit(X, y)
+    fitted = {name: tensor.clone() for name, tensor in clf.module_.state_dict().items()}
+    drawn = []
+
+    class CountingSampler(torch.utils.data.Sampler):
+        def __iter__(self):
+            drawn.append(len(X))
+            return iter(range(len(X)))
+
+        def __len__(self):
+            return len(X)
+
+    clf.set_params(
+        optimizer=torch.optim.SGD,
+        optimizer__momentum=0.5,
+        iterator_train__sampler=CountingSampler(),
+        iterator_train__shuffle=False,
+        iterator_valid__batch_size=4,
+        dataset__length=None,
+    )
+    assert all(torch.equal(fitted[name], tensor) for name, tensor in clf.module_.state_dict().items())
+    clf.partial_fit(X, y)
+    assert isinstance(clf.optimizer_, torch.optim.SGD)
+    assert clf.optimizer_.param_groups[0]["momentum"] == 0.5
+    assert [group["stage_depth"] for group in clf.optimizer_.param_groups] == [None, 0, 1, 2]  # stages
+    assert drawn == [len(X)]
+    assert not all(torch.equal(fitted[name], tensor) for name, tensor in clf.module_.state_dict().items())
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("layer", "features.0"), ("pooling", "max"), ("model", TinyConvNet())]
 )
