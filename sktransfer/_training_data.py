@@ -138,14 +138,19 @@ def dataset_targets(dataset):
     return targets if indices is None else targets[indices]
 
 
-def with_augment(dataset, augment):
-    """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
-    base, indices = unwrap_subsets(dataset)
-    if not isinstance(base, LabelledImages) or isinstance(base.images.source, VectorRows | TextSource):
+def refuse_augment_without_images(augment, source):
+    """Raise when ``augment`` is set and ``source`` (what X holds, validated) is feature vectors or texts."""
+    if augment is not None and isinstance(source, VectorRows | TextSource):
         raise ValueError(
             "augment applies to images passed as X; this training data holds no images to augment "
             "(feature vectors or texts): set augment=None."
         )
+
+
+def with_augment(dataset, augment):
+    """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
+    base, indices = unwrap_subsets(dataset)
+    refuse_augment_without_images(augment, base.images.source)
     augmented = LabelledImages(base.images.with_augment(augment), base.targets)
     return augmented if indices is None else Subset(augmented, indices.tolist())
 

@@ -28,7 +28,12 @@ from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import seeded
 from ._training_callbacks import CallbacksMixin, trainable_stage_count
-from ._training_data import TrainingDataMixin, label_codes, refuse_torch_dataset
+from ._training_data import (
+    TrainingDataMixin,
+    label_codes,
+    refuse_augment_without_images,
+    refuse_torch_dataset,
+)
 from ._training_device import DeviceMixin
 from ._training_parameters import PARAMETER_CONSTRAINTS, STRATEGIES  # noqa: F401 (STRATEGIES read from here)
 from ._training_repr import SklearnRepr
@@ -266,6 +271,7 @@ class TransferClassifier(
     def _fit(self, X, y, fit_params, **target_kwargs):
         self._check_settings(X)
         source = validated_source(self, X, reset=True)
+        refuse_augment_without_images(self.augment, source)  # before the weights load
         warm = self.warm_start and self.initialized_
         codes = self._targets(y, len(source), reset=not warm, **target_kwargs)
         if not warm:
@@ -299,6 +305,7 @@ class TransferClassifier(
             return self._fit(X, y, fit_params, **target_kwargs)
         self._check_settings(X)
         source = validated_source(self, X, reset=False)
+        refuse_augment_without_images(self.augment, source)
         codes = self._targets(y, len(source), reset=False, **target_kwargs)
         return self._train(source, self._training_targets(X, codes), "partial_fit", fit_params)
 

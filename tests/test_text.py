@@ -321,6 +321,11 @@ def test_augment_on_texts_is_refused_with_the_parameter_named(tiny_text_model):
         ValueError, match=r"holds no images to augment \(feature vectors or texts\): set augment"
     ):
         clf.fit(REVIEWS, SENTIMENT)
+    assert not clf.initialized_  # refused before the weights load
+    fitted = clf.set_params(augment=None).fit(REVIEWS, SENTIMENT)
+    with pytest.raises(ValueError, match="set augment=None"):  # and before a further call trains
+        fitted.set_params(augment="default").partial_fit(REVIEWS, SENTIMENT)
+    assert len(fitted.history) == 1
 
 
 def test_fine_tuned_text_classifier_pickles(tiny_text_model):
