@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from torch.nn.modules import module as torch_module
 from torch.utils.data import Subset
 
 from ._changed_settings import warn_of_changed_settings
@@ -335,7 +336,11 @@ class PretrainedFeatureExtractor(
         return content_hash((_KEY_VERSION, self._backbone_key, *graph, self._fitted_settings, precision))
 
     def _hooks_key(self):
-        """Hash of the forward hooks of every layer, in order (their registry numbers are per process)."""
+        """Hash of the forward hooks of every layer and of torch's global ones, in order.
+
+        Global hooks (``torch.nn.modules.module.register_module_forward_hook``) run on every layer. The
+        hooks' registry numbers are per process and left out.
+        """
         names = {id(layer): name for name, layer in self.backbone_.named_modules()}
 
         def by_content(hook):
@@ -355,6 +360,9 @@ class PretrainedFeatureExtractor(
             for name, layer in self.backbone_.named_modules()
             if layer._forward_pre_hooks or layer._forward_hooks
         ]
+        global_hooks = (torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks)
+        if any(global_hooks):
+            hooks.append((None, *[[by_content(hook) for hook in kind.values()] for kind in global_hooks]))
         try:
             return content_hash(hooks)
         except Exception as exc:

@@ -301,6 +301,20 @@ def test_a_forward_hook_that_changes_the_output_is_cached_apart(images, tmp_path
     np.testing.assert_allclose(doubled, 2 * plain, rtol=1e-6)
 
 
+def test_a_global_forward_hook_that_changes_the_output_is_cached_apart(images, tmp_path):
+    plain = (
+        PretrainedFeatureExtractor(_Scaled(1.0), device="cpu", cache=tmp_path).fit(images).transform(images)
+    )
+    handle = torch.nn.modules.module.register_module_forward_hook(_doubled)  # runs on every layer
+    try:
+        hooked = PretrainedFeatureExtractor(_Scaled(1.0), device="cpu").fit(images).transform(images)
+        cached = PretrainedFeatureExtractor(_Scaled(1.0), device="cpu", cache=tmp_path).fit(images)
+        np.testing.assert_allclose(cached.transform(images), hooked, rtol=1e-6)
+    finally:
+        handle.remove()
+    assert not np.allclose(hooked, plain)
+
+
 def _no_change(module, inputs, output):
     return None
 
