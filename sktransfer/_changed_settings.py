@@ -4,6 +4,7 @@ import numbers
 import os
 import warnings
 
+import numpy as np
 import torch
 
 from ._hashing import content_hash
@@ -37,6 +38,31 @@ class ArgumentsByValue:
         return ", ".join(f"module__{name}={short(value)}" for name, value in self.arguments.items()) or "none"
 
 
+class ClassesByValue:
+    """The classes a network is built for, equal to others when they hold the same labels in the same order.
+
+    Examples
+    --------
+    >>> ClassesByValue(["a", "b"]) == ClassesByValue(np.array(["a", "b"])), ClassesByValue(["b", "a"])
+    (True, ['b', 'a'])
+    """
+
+    def __init__(self, classes):
+        self.classes = np.asarray(classes)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, ClassesByValue)
+            and self.classes.shape == other.classes.shape
+            and bool(np.all(self.classes == other.classes))
+        )
+
+    __hash__ = None
+
+    def __repr__(self):
+        return short(self.classes.tolist())
+
+
 def _same_value(first, second):
     """Equal, or (an object without ``__eq__`` unpickled, an array) of equal contents."""
     if first is second:
@@ -53,7 +79,7 @@ def _same_value(first, second):
 
 
 # Values that set_params may replace with an equal copy (a path built again, a numpy integer): compared by value.
-_COMPARED_BY_VALUE = (str, numbers.Number, os.PathLike, type(None), ArgumentsByValue)
+_COMPARED_BY_VALUE = (str, numbers.Number, os.PathLike, type(None), ArgumentsByValue, ClassesByValue)
 
 
 class SettingsChangedWarning(UserWarning):

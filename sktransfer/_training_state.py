@@ -5,7 +5,13 @@ from numbers import Integral
 
 import torch
 
-from ._changed_settings import ArgumentsByValue, changed_settings, describe_change, warn_of_changed_settings
+from ._changed_settings import (
+    ArgumentsByValue,
+    ClassesByValue,
+    changed_settings,
+    describe_change,
+    warn_of_changed_settings,
+)
 from ._runtime import resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
@@ -96,6 +102,8 @@ class TrainingStateMixin:
                 "module__*": ArgumentsByValue(arguments),
                 "compile": self.compile,
                 "compile__*": ArgumentsByValue(self.get_params_for("compile")),
+                # the fitted classes while the parameter leaves them to y (None)
+                "classes": ClassesByValue(self.classes_ if self.classes is None else self.classes),
             }
         )
 

@@ -229,20 +229,39 @@ class TransferClassifier(
         """Check y and turn it into class indices; with ``reset``, fix the classes (``classes`` or y's) first."""
         require_labels(y, type(self).__name__)
         y = checked_labels(y, n_samples)
-        if reset and self.classes is None:
-            self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
-        elif not reset and classes is not None and not _same_classes(classes, self.classes_):
+        if not reset and classes is not None and not _same_classes(classes, self.classes_):
             raise ValueError(
                 f"classes={np.asarray(classes).tolist()[:10]} is not the classes_ of the fitted network "
                 f"{np.asarray(self.classes_).tolist()[:10]}: a later partial_fit continues with those; refit "
                 "(fit, warm_start=False) for other classes."
             )
-        elif reset and classes is not None and not _same_classes(classes, self.classes):
+        if (
+            reset
+            and classes is not None
+            and self.classes is not None
+            and not _same_classes(classes, self.classes)
+        ):
             raise ValueError(
                 f"partial_fit's classes={np.asarray(classes).tolist()[:10]} differ from the estimator's "
                 f"classes={np.asarray(self.classes).tolist()[:10]}: give one of them, or the same classes."
             )
+        if reset and self.classes is not None:  # the classes of the network about to be built, in order
+            self.classes_inferred_ = np.asarray(self.classes)
+        elif reset:
+            self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
         return encode_labels(y, self.classes_)
+
+    @property
+    def classes_(self):
+        """The fitted network's classes, in the order of its outputs (of ``predict_proba``'s columns).
+
+        Fixed when the network is built: ``classes`` set after fitting decides the next fit's network, not
+        the labels of this one's outputs (skorch's ``classes_`` reads the parameter as it is now).
+        """
+        try:
+            return self.classes_inferred_
+        except AttributeError:  # not fitted, or pickled before the classes were fixed at fit
+            return NeuralNetClassifier.classes_.fget(self)
 
     def _targets(self, y, n_samples, reset=True, classes=None):
         """What the network trains on for ``y``: class indices (subclasses may add -1 for unlabelled rows)."""

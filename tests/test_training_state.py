@@ -115,6 +115,27 @@ def test_module_settings_set_after_fit_keep_the_fitted_network(labelled_images):
         pickle.loads(pickle.dumps(clf)).partial_fit(X, y).predict(X)
 
 
+def test_classes_set_after_fit_do_not_relabel_the_fitted_network(labelled_images):
+    # skorch's classes_ read the classes parameter as it was at each call: every label swapped, silently.
+    X, names = labelled_images
+    clf = tiny(strategy="full", max_epochs=2).fit(X, names)
+    expected, labels = clf.predict_proba(X), clf.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsChangedWarning)
+        clf.set_params(classes=["bright", "dark"]).predict(X)  # the fitted classes again: no change
+    clf.set_params(classes=["dark", "bright"])
+    with pytest.warns(
+        SettingsChangedWarning, match=r"classes changed after fitting \(from \['bright', 'dark'\]"
+    ):
+        np.testing.assert_array_equal(clf.predict(X), labels)
+    np.testing.assert_array_equal(clf.classes_, ["bright", "dark"])
+    with pytest.warns(SettingsChangedWarning):
+        np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    with pytest.raises(ValueError, match="classes changed after fitting"):
+        clf.partial_fit(X, names)
+    assert clf.fit(X, names).classes_.tolist() == ["dark", "bright"]  # a cold fit builds for them
+
+
 def test_compilation_set_after_fit_keeps_the_fitted_network(labelled_images):
     # skorch builds a new, untrained module for a compile or compile__ key set after initialisation.
     X, y = labelled_images
