@@ -18,6 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ._labelled_scoring import refuse_unlabelled_scoring
 from ._labels import UNLABELLED, label_array, require_labels, unlabelled_mask
 from ._training_data import LABEL
 from ._unused_settings import warn_of_unused_settings
@@ -130,6 +131,27 @@ class DistillationMixin:
     validation split), as ``{"label": codes, "teacher": probabilities}``; they are not kept afterwards.
     Without a teacher, everything is as without this mixin: -1 is a label like any other.
     """
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy; with a teacher, refuses -1 labels (unlabelled rows), which would be scored as errors.
+
+        Parameters
+        ----------
+        X : images
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like or None
+
+        Returns
+        -------
+        score : float
+        """
+        if self.teacher is not None:
+            refuse_unlabelled_scoring(
+                y,
+                "Score with labelled rows: the student learns the unlabelled ones from the teacher alone, "
+                "so cross-validate on the labelled rows (y != -1), or pass scoring that skips them.",
+            )
+        return super().score(X, y, sample_weight=sample_weight)
 
     def _check_settings(self, X):
         super()._check_settings(X)

@@ -1,16 +1,43 @@
-"""A user's label-comparing scoring callback, scored on the rows that have labels.
+"""Scoring where rows may have no label (``y == -1``): refused by ``score``, skipped by epoch callbacks.
 
-Domain adaptation and distillation train on rows without a label (``y == -1``). A scikit-learn metric that
-compares predictions with labels (a scoring name, a scorer, or ``None`` for the net's own ``score``) would
-count those rows as errors; :class:`LabelledRowsScorer` hands it the labelled rows alone.
+Domain adaptation and distillation train on rows without a label. A scikit-learn metric that compares
+predictions with labels (a scoring name, a scorer, or ``None`` for the net's own ``score``) would count those
+rows as errors: the estimators' ``score`` refuses them (:func:`refuse_unlabelled_scoring`), and
+:class:`LabelledRowsScorer` hands a user's epoch scoring the labelled rows alone.
 """
+
+import sys
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _BaseScorer
 
-from ._labels import UNLABELLED, unlabelled_mask
+from ._labels import UNLABELLED, label_array, unlabelled_mask
+from ._stacklevel import caller_stacklevel
+
+
+class UnlabelledScoringWarning(UserWarning):
+    """Accuracy was asked against -1 labels (unlabelled rows) by a scikit-learn scorer."""
+
+
+def refuse_unlabelled_scoring(y, advice):
+    """Raise for -1 labels in ``y`` (unlabelled rows), which accuracy would count as errors; ``advice`` says
+    what to do instead. Called by an estimator's ``score``: inside a scikit-learn scorer, it warns first.
+    """
+    unlabelled = np.flatnonzero(unlabelled_mask(label_array(y)))
+    if not unlabelled.size:
+        return
+    message = (
+        f"y holds -1 (unlabelled rows) at samples {unlabelled[:10].tolist()}: accuracy against them means "
+        f"nothing. {advice}"
+    )
+    if sys._getframe(2).f_globals.get("__name__", "") == "sklearn.metrics._scorer":
+        # Inside cross_val_score or GridSearchCV, scikit-learn turns the error into a NaN score and a warning
+        # that starts with a traceback: say what is wrong first.
+        warnings.warn(message, UnlabelledScoringWarning, stacklevel=caller_stacklevel())
+    raise ValueError(message)
 
 
 def compares_labels(scoring):

@@ -16,13 +16,14 @@ True
 """
 
 from ._changed_settings import SettingsChangedWarning
+from ._labelled_scoring import UnlabelledScoringWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
 from ._source_parameters import NewClassWarning
 from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
 from .backbones import KeptParametersWarning, WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
-from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledScoringWarning
+from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning
 from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, PseudoLabelCollapseWarning
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .feature_extraction import UnhashableModuleWarning, UnhashablePreprocessWarning

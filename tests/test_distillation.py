@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
@@ -19,6 +20,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import FineTuneClassifier
 from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
+from sktransfer.exceptions import UnlabelledScoringWarning
 
 from ._models import CountingNet, TinyConvNet
 
@@ -100,6 +102,23 @@ def test_a_distilled_student_follows_the_teacher_where_labels_mislead(teacher, c
     student_agreement = np.mean(student.predict(unlabelled) == expected)
     assert student_agreement >= 0.95
     assert student_agreement >= plain_agreement + 0.2
+
+
+def test_a_students_score_refuses_unlabelled_rows_which_would_count_as_errors(teacher, confounded):
+    X, y, n_labelled = confounded
+    student = tiny(teacher=FrozenEstimator(teacher), max_epochs=2).fit(X, y)
+    with pytest.raises(
+        ValueError, match=r"y holds -1 \(unlabelled rows\) at samples \[8, 9,.*Score with labelled"
+    ):
+        student.score(X, y)
+    assert 0 <= student.score(X[:n_labelled], y[:n_labelled].astype(str)) <= 1
+    with pytest.warns(UnlabelledScoringWarning, match="y holds -1"):  # said first, inside cross-validation
+        scores = cross_val_score(student, X, y, cv=KFold(2, shuffle=True, random_state=0))
+    assert np.isnan(scores).all()
+    # without a teacher, -1 is a label like any other
+    numbers = np.array([0, 1, -1] * 4)
+    without = tiny(max_epochs=1).fit(X[:12], numbers)
+    assert 0 <= without.score(X[:12], numbers) <= 1
 
 
 def test_teacher_probabilities_are_computed_once_per_fit(teacher, confounded):

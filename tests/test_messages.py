@@ -19,7 +19,8 @@ import sktransfer
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, domain_adaptation
 from sktransfer.datasets import save_image_folder
 from sktransfer.domain_adaptation import FeatureAlignmentClassifier
-from sktransfer.domain_adaptation.domains import TextLabelWarning, UnlabelledScoringWarning
+from sktransfer.domain_adaptation.domains import TextLabelWarning
+from sktransfer.exceptions import UnlabelledScoringWarning
 
 from ._models import TinyConvNet
 
@@ -70,7 +71,7 @@ def test_scoring_against_minus_one_in_cross_validation_says_so_first():
     assert np.isnan(scores).all()
     assert issubclass(caught[0].category, UnlabelledScoringWarning)
     assert caught[0].filename == __file__  # the line that called cross_val_score
-    assert str(caught[0].message).startswith("y holds -1 (unlabelled target rows)")
+    assert str(caught[0].message).startswith("y holds -1 (unlabelled rows)")
     fitted = FeatureAlignmentClassifier().fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnlabelledScoringWarning)  # a direct call raises, without a warning

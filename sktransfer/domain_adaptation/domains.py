@@ -6,13 +6,13 @@ training. Rows that keep a label and a positive domain train the classifier, so 
 given with their own positive domain make the adaptation semi-supervised.
 """
 
-import sys
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
+from .._labelled_scoring import refuse_unlabelled_scoring
 from .._labels import UNLABELLED, label_array, missing_labels, require_labels, unlabelled_mask
 from .._stacklevel import caller_stacklevel
 
@@ -144,21 +144,6 @@ def _check_target_classes(y, unlabelled, masked):
         )
 
 
-class UnlabelledScoringWarning(UserWarning):
-    """Accuracy was asked against -1 labels (unlabelled target rows) by a scikit-learn scorer."""
-
-
-def check_scorable(y):
-    """Refuse labels that mark unlabelled target rows: accuracy against -1 would count them as errors."""
-    unlabelled = np.flatnonzero(unlabelled_mask(label_array(y)))
-    if unlabelled.size:
-        raise ValueError(
-            f"y holds -1 (unlabelled target rows) at samples {unlabelled[:10].tolist()}: accuracy against them "
-            "means nothing. Score with labelled target data, or select models without target labels through "
-            "sktransfer.domain_adaptation.prediction_entropy_scorer or importance_weighted_scorer."
-        )
-
-
 class TargetScoreMixin:
     """``score`` for domain-adaptation classifiers: accuracy, refusing -1 labels (unlabelled target rows)."""
 
@@ -175,14 +160,11 @@ class TargetScoreMixin:
         -------
         score : float
         """
-        try:
-            check_scorable(y)
-        except ValueError as error:
-            if sys._getframe(1).f_globals.get("__name__", "") == "sklearn.metrics._scorer":
-                # Inside cross_val_score or GridSearchCV, scikit-learn turns this error into a NaN score and
-                # a warning that starts with a traceback: say what is wrong first.
-                warnings.warn(str(error), UnlabelledScoringWarning, stacklevel=caller_stacklevel())
-            raise
+        refuse_unlabelled_scoring(
+            y,
+            "Score with labelled target data, or select models without target labels through "
+            "sktransfer.domain_adaptation.prediction_entropy_scorer or importance_weighted_scorer.",
+        )
         return super().score(X, y, sample_weight=sample_weight)
 
 
