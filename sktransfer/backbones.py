@@ -273,6 +273,16 @@ def _download_guarded(name, weights_entry, progress):
 _CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
 
 
+def _descends_into(layer):
+    """Whether the search for the last layer looks inside ``layer``: not into torch's own layers.
+
+    Containers and composite models are searched; a layer of torch's own is one layer, even where it holds
+    sublayers whose weights it reads itself (``MultiheadAttention.out_proj``).
+    """
+    own = type(layer).__module__.startswith("torch.nn.")
+    return not own or isinstance(layer, nn.Sequential | nn.ModuleList | nn.ModuleDict)
+
+
 def _classifier_name(module):
     """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
 
@@ -291,7 +301,7 @@ def _classifier_name(module):
     None
     """
     path, part = [], module
-    while children := list(part.named_children()):
+    while _descends_into(part) and (children := list(part.named_children())):
         name, part = children[-1]
         path.append(name)
     if not path:
@@ -401,13 +411,56 @@ def _first_layer(head):
     return next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
 
 
-def feature_size(backbone, layer=None, pooling="avg", example=None):
+def classifier_to_cut(backbone, layer):
+    """``(name, width)`` of the classifier that ``layer=None`` cuts from ``backbone`` and of what it reads.
+
+    None for another layer, for a network without a classifier (see :func:`_classifier_name`) and for text
+    encoders. Call it before :func:`build_feature_model`, which cuts the module in place.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> classifier_to_cut(Backbone(nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 2)), None, ""), None)
+    ('2', 7)
+    """
+    if layer is not None or isinstance(backbone.module, TextEncoder):
+        return None
+    name = _classifier_name(backbone.module)
+    first = None if name is None else _first_layer(backbone.module.get_submodule(name))
+    if isinstance(first, nn.Linear):
+        return name, first.in_features
+    if isinstance(first, nn.Conv2d):
+        return name, first.in_channels
+    return None
+
+
+def check_classifier_ran_last(cut, width):
+    """Raise when the network without its classifier ``cut`` returns ``width`` features, not what that read.
+
+    ``cut`` is what :func:`classifier_to_cut` gave. A mismatch means that the layer registered last (taken
+    for the classifier) is not the last one the network's forward runs.
+    """
+    if cut is not None and cut[1] != width:
+        name, read = cut
+        raise ValueError(
+            f"model: layer=None cuts away the layer it registers last, {name!r} (reading {read} features), "
+            f"as its classifier, but without it the network returns {width} features, not {read}: its forward "
+            f"does not end with {name!r}, so the output would not be the classifier's input. Pass layer= "
+            "naming the layer whose output you want (an unknown name lists them), or register the classifier "
+            "last in the module's __init__."
+        )
+
+
+def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False):
     """Length of the feature vector that :func:`build_feature_model` gives for ``backbone``.
 
     With ``layer=None`` this is the input size of the classifier being cut away, so no forward pass is
-    needed. Otherwise one blank input runs through a copy: shaped like the preprocessed image that
-    ``example()`` returns (modules ending with a Flatten have a width that depends on the image size), or
-    like a 224×224 image through the backbone's preprocessing when ``example`` is None or returns None.
+    needed, unless ``verify`` asks to check on ``example()`` that the network without it gives as many (a
+    user's module, whose classifier is only taken to be the layer it registers last:
+    :func:`check_classifier_ran_last`).
+    Otherwise one blank input runs through a copy: shaped like the preprocessed image that ``example()``
+    returns (modules ending with a Flatten have a width that depends on the image size), or like a 224×224
+    image through the backbone's preprocessing when ``example`` is None or returns None.
 
     Examples
     --------
@@ -417,27 +470,25 @@ def feature_size(backbone, layer=None, pooling="avg", example=None):
     """
     if isinstance(backbone.module, TextEncoder):  # pooled hidden states, at any layer
         return backbone.module.hidden_size
-    classifier = _classifier_name(backbone.module) if layer is None else None
-    if classifier is not None:
-        first = _first_layer(backbone.module.get_submodule(classifier))
-        if isinstance(first, nn.Linear):
-            return first.in_features
-        if isinstance(first, nn.Conv2d):
-            return first.in_channels
-    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
+    cut = classifier_to_cut(backbone, layer)
     sample = None if example is None else example()
+    if cut is not None and not (verify and sample is not None):
+        return cut[1]
+    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
     if sample is None:
         image = torch.zeros(3, 224, 224, dtype=torch.uint8)
         sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
     sample = torch.zeros_like(sample)
     try:
         with torch.inference_mode():
-            return int(model(sample[None]).shape[1])
+            width = int(model(sample[None]).shape[1])
     except Exception as exc:
         raise ValueError(
             f"could not find the feature size of layer={layer!r}: a blank {tuple(sample.shape)} input failed "
             f"({exc}); use layer=None or a module that returns features for such images."
         ) from exc
+    check_classifier_ran_last(cut, width)
+    return width
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -37,6 +37,8 @@ from .backbones import (
     POOLING_NEEDS,
     build_feature_model,
     built_by_library,
+    check_classifier_ran_last,
+    classifier_to_cut,
     load_backbone,
     pooled_by_the_network,
 )
@@ -250,6 +252,7 @@ class PretrainedFeatureExtractor(
         )
         if pooled_by_the_network(backbone, self.layer):
             warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
+        cut = classifier_to_cut(backbone, self.layer)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no
@@ -263,6 +266,7 @@ class PretrainedFeatureExtractor(
         self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
+        check_classifier_ran_last(cut, self.n_features_out_)
         self._backbone_key = None
         self._process_local_keys_warned = set()  # each warned of once per fit, though keyed at each transform
         self._replicas = {}

@@ -121,7 +121,8 @@ class TransferClassifier(
             self._apply_preprocess()
             if pooled_by_the_network(backbone, self.layer):
                 warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
-            n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample)
+            verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
+            n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
         body = cut_at_layer(backbone.module, self.layer)
         if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away

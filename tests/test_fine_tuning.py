@@ -267,8 +267,11 @@ def test_image_files_are_read_lazily(labelled_images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
     clf = tiny(strategy="full", lr=0.05).fit(paths, y)
-    # Training reads the files as it draws batches, each epoch: none is held decoded in memory.
+    # Training reads the files as it draws batches, each epoch: none is held decoded in memory. The first is
+    # read once more, to check the output width of a user's network without its classifier.
     assert set(decoded) == set(names)
+    assert decoded[names[0]] == decoded[names[1]] + 1
+    decoded[names[0]] -= 1
     assert len(set(decoded.values())) == 1
     assert min(decoded.values()) >= clf.max_epochs
     decoded.clear()

@@ -15,6 +15,7 @@ from sktransfer._runtime import NetworkOutputError, run_inference
 from sktransfer.exceptions import IgnoredSettingWarning, UnhashableModuleWarning
 
 from ._models import TinyConvNet
+from ._preprocessing import to_unit
 
 MEAN, STD = (
     torch.tensor([0.485, 0.456, 0.406])[:, None, None],
@@ -398,3 +399,53 @@ def test_a_per_image_preprocess_stays_per_image_after_set_params(images):
             images
         )  # without refitting, the fitted preprocessing applies as it did
     np.testing.assert_array_equal(unchanged, expected)
+
+
+class _AdapterRegisteredLast(nn.Module):
+    """Its classifier is ``head``, but the layer registered last, ``adapter``, runs before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head = nn.Linear(8, 5)
+        self.adapter = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.adapter(self.conv(x).mean(dim=(2, 3)))))
+
+
+def test_a_last_registered_layer_that_is_not_the_classifier_is_not_cut_silently(images):
+    # layer=None cut "adapter" away, and the embedding was the class scores of a network without it.
+    labels = np.arange(len(images)) % 2
+    named = r"cuts away the layer it registers last, 'adapter' \(reading 8 features\).* returns 5 features"
+    with pytest.raises(ValueError, match=named):
+        PretrainedFeatureExtractor(_AdapterRegisteredLast(), device="cpu").fit(images)
+    with pytest.raises(ValueError, match=named):  # it failed at the first batch, with a shape error
+        FineTuneClassifier(_AdapterRegisteredLast, weights=None, device="cpu", max_epochs=1).fit(
+            images, labels
+        )
+    embeddings = PretrainedFeatureExtractor(_AdapterRegisteredLast(), layer="adapter", device="cpu")
+    assert embeddings.fit(images).n_features_out_ == 8
+
+
+class _AttentionPooled(nn.Module):
+    """Attention pooling of a convolution's map: the module's output, from torch's MultiheadAttention."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.query = nn.Parameter(torch.ones(1, 1, 8))
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        return self.attention(self.query.expand(len(x), -1, -1), tokens, tokens, need_weights=False)[0][:, 0]
+
+
+def test_a_layer_of_torch_is_not_searched_for_a_classifier_inside(images):
+    # MultiheadAttention's out_proj (a Linear it reads as weights) was cut away, and fit failed.
+    module = _AttentionPooled().eval()
+    with torch.inference_mode():
+        expected = module(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255).numpy()
+    embeddings = PretrainedFeatureExtractor(module, device="cpu", preprocess=to_unit).fit(images)
+    np.testing.assert_allclose(embeddings.transform(images), expected, rtol=1e-5, atol=1e-6)
