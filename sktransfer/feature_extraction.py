@@ -11,7 +11,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
+from torch import fx, nn
 from torch.nn.modules import module as torch_module
 from torch.utils.data import Subset
 
@@ -79,6 +79,17 @@ def _warn_of_a_process_local_key(extractor, subject, exc, advice, category):
         category,
         stacklevel=caller_stacklevel(),
     )
+
+
+def _own_functions(cls):
+    """The functions a user's layer class and its bases (up to torch's) define: ``forward`` and what it calls."""
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.split(".")[0] in ("torch", "torchvision"):
+            continue
+        for value in vars(klass).values():
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if inspect.isfunction(function):
+                yield function
 
 
 def _ships_with_torch(layer):
@@ -323,10 +334,17 @@ class PretrainedFeatureExtractor(
             # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens
             # of milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
             own = self._preprocess_key() if self._batch_preprocess else None
-            self._backbone_key = content_hash((self.backbone_.state_dict(), buffers, own))
+            self._backbone_key = content_hash(
+                (self.backbone_.state_dict(), buffers, own, self._torch_layer_key())
+            )
         user_code = sorted(
-            {type(layer).forward for layer in self.backbone_.modules() if not _ships_with_torch(layer)},
-            key=lambda forward: forward.__qualname__,
+            {
+                function
+                for layer in self.backbone_.modules()
+                if not _ships_with_torch(layer)
+                for function in _own_functions(type(layer))
+            },
+            key=lambda function: (str(function.__module__), function.__qualname__),
         )
         graph = (
             repr(self.backbone_),
@@ -376,6 +394,28 @@ class PretrainedFeatureExtractor(
                 exc,
                 "Register module-level functions as hooks.",
                 UnhashableModuleWarning,
+            )
+            return process_local_key(self.backbone_)
+
+    def _torch_layer_key(self):
+        """Hash of the settings of torch's and torchvision's layers, such as ``norm_first`` or ``batch_first``,
+        which their repr does not show; a layer's code is keyed by the library's version.
+        """
+        settings = {}
+        for name, layer in self.backbone_.named_modules():
+            if isinstance(layer, fx.GraphModule):  # a cut network: keyed by the code generated from its graph
+                settings[f"{name}.code"] = layer.code
+            elif _ships_with_torch(layer):
+                settings.update(
+                    (f"{name}.{attribute}", value)
+                    for attribute, value in vars(layer).items()
+                    if attribute not in _MODULE_BOOKKEEPING
+                )
+        try:
+            return content_hash(settings)
+        except Exception as exc:
+            _warn_of_a_process_local_key(
+                self, "a setting of a torch layer of model", exc, "", UnhashableModuleWarning
             )
             return process_local_key(self.backbone_)
 

@@ -449,3 +449,58 @@ def test_a_layer_of_torch_is_not_searched_for_a_classifier_inside(images):
         expected = module(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255).numpy()
     embeddings = PretrainedFeatureExtractor(module, device="cpu", preprocess=to_unit).fit(images)
     np.testing.assert_allclose(embeddings.transform(images), expected, rtol=1e-5, atol=1e-6)
+
+
+class _Encoded(nn.Module):
+    """Patch tokens through one transformer layer, averaged: its settings are not all in its repr."""
+
+    def __init__(self, norm_first=False):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.block = nn.TransformerEncoderLayer(
+            8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first
+        )
+
+    def forward(self, x):
+        return self.block(self.patch(x).flatten(2).transpose(1, 2)).mean(1)
+
+
+def test_torch_layers_that_differ_in_settings_their_repr_hides_are_cached_apart(images, tmp_path):
+    # repr(TransformerEncoderLayer) leaves norm_first out: both networks shared one key.
+    plain = _Encoded().eval()
+    norm_first = _Encoded(norm_first=True).eval()
+    norm_first.load_state_dict(plain.state_dict())
+    assert repr(plain) == repr(norm_first)
+    expected = PretrainedFeatureExtractor(norm_first, device="cpu").fit(images).transform(images)
+    PretrainedFeatureExtractor(plain, device="cpu", cache=tmp_path).fit(images).transform(images)
+    cached = PretrainedFeatureExtractor(norm_first, device="cpu", cache=tmp_path).fit(images)
+    np.testing.assert_allclose(cached.transform(images), expected, rtol=1e-6)
+
+
+class _Pooled(nn.Module):
+    """Its forward calls a method of its own, which decides the embedding as much as forward does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def pool(self, maps):
+        return maps.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.pool(self.conv(x))
+
+
+def _max_pool(self, maps):
+    return maps.amax(dim=(2, 3))
+
+
+def test_a_method_that_forward_calls_is_keyed_at_each_transform(images, tmp_path, monkeypatch):
+    # Only forward's code was keyed: a cell that redefines the method got the old embeddings.
+    module = _Pooled()
+    cached = PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path).fit(images)
+    averaged = cached.transform(images)
+    monkeypatch.setattr(_Pooled, "pool", _max_pool)
+    expected = PretrainedFeatureExtractor(module, device="cpu").fit(images).transform(images)
+    assert not np.allclose(expected, averaged)
+    np.testing.assert_allclose(cached.transform(images), expected, rtol=1e-6)
