@@ -84,6 +84,19 @@ def _describe_failures(failures, retries):
     return "\n".join(lines)
 
 
+def _shipped(extractor):
+    """What the workers run: a clone that each fits, unless the clones would draw other random weights.
+
+    Random weights without ``random_state`` differ from one draw to the next: a fitted extractor is sent as
+    it is (its network, which its parameters cannot draw again), an unfitted one with one seed for all.
+    """
+    if extractor.random_state is not None or not extractor._draws_weights():
+        return clone(extractor)
+    if hasattr(extractor, "backbone_"):
+        return extractor
+    return clone(extractor).set_params(random_state=int(np.random.SeedSequence().generate_state(1)[0]))
+
+
 def _embed_partition(extractor, paths):
     """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``."""
     paths = list(paths)
@@ -153,7 +166,10 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     ----------
     extractor : PretrainedFeatureExtractor
         The extractor to run; fitted or not, its parameters are what is used (it is cloned, never fitted
-        here). ``device="auto"`` picks each worker's GPU(s) when it has any.
+        here), except where its weights are drawn at random (``weights=None``, a module class) without a
+        ``random_state``: a fitted extractor then runs as fitted, and an unfitted one gets one seed for every
+        worker, so that all rows come from one network. ``device="auto"`` picks each worker's GPU(s) when it
+        has any.
     X : sequence of paths, dask.bag.Bag, dask.dataframe.Series or 1-D dask.array.Array
         Image files that every worker can read (shared or object storage), or texts for a text encoder.
         The partitions of a Dask collection are embedded where they are; a sequence is cut into partitions
@@ -201,7 +217,7 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     client = _default_client() if client is None else client
     partitions = _partitions(client, X, partition_size)
     _check_worker_environment(client)
-    shared = client.scatter(clone(extractor), broadcast=True, hash=False)
+    shared = client.scatter(_shipped(extractor), broadcast=True, hash=False)
     futures = [
         client.submit(_embed_partition, shared, partition, retries=retries, pure=False)
         for partition in partitions

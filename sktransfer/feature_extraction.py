@@ -283,9 +283,13 @@ class PretrainedFeatureExtractor(
         self._replicas = {}
         self._fitted_settings = (self.layer, self.pooling, self.normalize)
         self._fitted_network = self._network_settings()
-        if not (self.weights is None or (callable(self.model) and not isinstance(self.model, nn.Module))):
+        if not self._draws_weights():
             del self._fitted_network["random_state"]  # the weights were loaded, not drawn: it decided nothing
         return self
+
+    def _draws_weights(self):
+        """Whether ``fit`` draws the network's weights at random (``weights=None``, a class or factory)."""
+        return self.weights is None or (callable(self.model) and not isinstance(self.model, nn.Module))
 
     def _network_settings(self):
         """The parameters that decide the network and its input, which only ``fit`` applies."""

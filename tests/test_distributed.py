@@ -9,6 +9,7 @@ import sys
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
@@ -74,6 +75,31 @@ def test_dask_extraction_equals_the_single_process_path(client, paths):
     array = dask_array.from_array(np.array(paths, dtype=object), chunks=7)
     np.testing.assert_allclose(
         transform_on_dask(extractor, array, client=client), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def _advance_torch_random_stream(dask_worker):
+    torch.rand(1 + int(dask_worker.address.rsplit(":", 1)[1]) % 7)  # as far as the worker's port says
+
+
+def test_random_weights_without_a_seed_are_one_network_on_every_worker(client, paths):
+    # Each worker fitted its own clone and drew its own weights: rows alternated between networks.
+    client.run(_advance_torch_random_stream)  # a fresh process starts from torch's fixed seed: not so later
+    torch.rand(3)
+    same_image = [paths[0]] * 6
+    rows = transform_on_dask(
+        PretrainedFeatureExtractor(model=TinyConvNet, device="cpu"),
+        same_image,
+        client=client,
+        partition_size=1,
+    )
+    np.testing.assert_allclose(rows, np.repeat(rows[:1], len(rows), axis=0), rtol=1e-6)
+    fitted = PretrainedFeatureExtractor(model=TinyConvNet, weights=None, device="cpu").fit(paths)  # as fitted
+    np.testing.assert_allclose(
+        transform_on_dask(fitted, paths, client=client, partition_size=3),
+        fitted.transform(paths),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
