@@ -30,13 +30,16 @@ def check_values(images):
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
         raise sample_error(f"sample {index} contains NaN or infinity.")
-    is_float = "f" in kinds
-    bad = (lows < 0) | (highs > (1 if is_float else 255))
+    # each sample on the scale of its own dtype: a list may mix integer and float images
+    is_float = np.array(
+        [dtype.kind == "f" for dtype in ([images.dtype] if batch else [a.dtype for a in images])]
+    )
+    bad = (lows < 0) | (highs > np.where(is_float, 1, 255))
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         expected = (
             "float images must lie in [0, 1] (pixel values 0-255 go in as integers: X.astype(np.uint8))"
-            if is_float
+            if is_float[0 if batch else index]
             else "integer images must lie in [0, 255]"
         )
         raise sample_error(

@@ -66,6 +66,18 @@ def test_float_images_are_read_in_zero_one(rgb_images):
         as_image_source(rgb_images.astype(np.float64))
 
 
+def test_a_list_mixing_integer_and_float_images_reads_each_on_its_own_scale(rgb_images):
+    # Any float image in the list held every image to [0, 1], and the error blamed a uint8 image.
+    unit = rgb_images[1].astype(np.float32) / 255
+    source = as_image_source([rgb_images[0], unit])
+    assert torch.equal(source.load(0), _loaded(rgb_images[:1])[0])  # uint8, as it came
+    torch.testing.assert_close(source.load(1) * 255, _loaded(rgb_images[1:2])[0].float())
+    with pytest.raises(ValueError, match=r"sample 1 has values .*; float images must lie in \[0, 1\]"):
+        as_image_source([rgb_images[0], unit * 2])
+    with pytest.raises(ValueError, match=r"sample 1 has values .*; integer images must lie in \[0, 255\]"):
+        as_image_source([unit, rgb_images[1].astype(np.int32) * 2])
+
+
 def test_wide_pil_modes_are_read_as_their_values_not_clipped(tmp_path, rgb_images):
     # Pillow's convert("RGB") clips 16-bit and float values at 255: a 16-bit image and its negative, or a
     # float image in [0, 1], all read as white or black.
