@@ -24,7 +24,11 @@ from ._unused_settings import IgnoredSettingWarning
 from .backbones import KeptParametersWarning, WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
 from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning
-from .domain_adaptation.objectives import PartialWithoutAlignmentWarning, PseudoLabelCollapseWarning
+from .domain_adaptation.objectives import (
+    PartialWithoutAlignmentWarning,
+    PseudoLabelCollapseWarning,
+    UntrainedPseudoLabelsWarning,
+)
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .feature_extraction import UnhashableModuleWarning, UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
@@ -54,6 +58,7 @@ __all__ = [
     "UnhashableModuleWarning",
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
+    "UntrainedPseudoLabelsWarning",
     "WeightsUnavailableError",
     "ZeroVectorRowsWarning",
 ]

@@ -28,7 +28,11 @@ from sktransfer.domain_adaptation.losses import (
     pseudo_label_loss,
 )
 from sktransfer.domain_adaptation.networks import DomainAdaptationNetwork
-from sktransfer.exceptions import IgnoredSettingWarning, PartialWithoutAlignmentWarning
+from sktransfer.exceptions import (
+    IgnoredSettingWarning,
+    PartialWithoutAlignmentWarning,
+    UntrainedPseudoLabelsWarning,
+)
 
 from ._models import TinyConvNet
 from ._models import tiny_domain_adapted as deep
@@ -286,6 +290,21 @@ def test_self_training_runs_in_the_last_epochs_only(shifted_images):
     assert not np.array_equal(
         refined.predict_proba(X), deep(method="dann", max_epochs=3).fit(X, y).predict_proba(X)
     )
+
+
+def test_self_training_from_the_first_epoch_of_a_new_network_warns(shifted_images):
+    # self_training_epochs >= max_epochs pseudo-labelled the target with an untrained head, silently.
+    X, y, _ = shifted_images
+    clf = deep(method="dann", max_epochs=2, self_training_epochs=2)
+    with pytest.warns(
+        UntrainedPseudoLabelsWarning, match=r"self_training_epochs=2 is not below max_epochs=2"
+    ) as record:
+        clf.fit(X, y)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedPseudoLabelsWarning)
+        clf.partial_fit(X, y)  # a refinement stage of the fitted network
+        deep(method="self_training", max_epochs=2).fit(X, y)  # the default: the second half
 
 
 def pushes_every_target_row_into_the_first_class(target_logits, threshold, balance, labelling_logits):

@@ -12,7 +12,7 @@
 
 from .deep import METHODS, DomainAdaptedClassifier
 from .domains import NoTargetDataWarning, split_domains
-from .objectives import PseudoLabelCollapseWarning
+from .objectives import PseudoLabelCollapseWarning, UntrainedPseudoLabelsWarning
 from .reweighting import FewEffectiveRowsWarning, ImportanceWeightingClassifier
 from .scorers import (
     deep_embedded_validation_scorer,
@@ -32,6 +32,7 @@ __all__ = [
     "ImportanceWeightingClassifier",
     "NoTargetDataWarning",
     "PseudoLabelCollapseWarning",
+    "UntrainedPseudoLabelsWarning",
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",

@@ -93,7 +93,8 @@ class DomainAdaptedClassifier(
         features) add self-training: target rows whose predicted class has a probability of at least
         ``pseudo_label_threshold`` are trained on with that class, next to the labelled rows. A
         refinement stage after any method; ``None``: 0, or the second half of the epochs for
-        ``method="self_training"``. Each epoch's pseudo-labels come from a copy of the network's weights
+        ``method="self_training"``. At or above ``max_epochs``, a fit of a new network self-trains from its
+        first epoch, on an untrained head's guesses, and warns (``UntrainedPseudoLabelsWarning``). Each epoch's pseudo-labels come from a copy of the network's weights
         made at the start of the epoch (a copy of the trainable weights in memory, and a forward pass of
         the target rows through it), not from the network each step leaves: labels from the network being
         trained made its own confident guesses more confident step after step, and on the benchmark's

@@ -36,6 +36,10 @@ class PseudoLabelCollapseWarning(UserWarning):
     """Self-training made the network stop predicting classes it predicted on the target before."""
 
 
+class UntrainedPseudoLabelsWarning(UserWarning):
+    """Self-training starts at the first epoch of a new network, whose first pseudo-labels are guesses."""
+
+
 def collapsed_classes(before, after):
     """The classes whose share of the target predictions self-training all but removed.
 
@@ -189,6 +193,16 @@ class AdaptationObjectiveMixin:
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        if not self.history and self._self_training_epochs() >= self.max_epochs:
+            warnings.warn(
+                f"self_training_epochs={self._self_training_epochs()} is not below max_epochs={self.max_epochs}, "
+                "so self-training starts at the first epoch of a new network: its first pseudo-labels are "
+                "the guesses of an untrained head, and PseudoLabelCollapseWarning has no predictions from "
+                "before self-training to compare with. Set self_training_epochs below max_epochs, or "
+                "self-train in a later partial_fit of the fitted network.",
+                UntrainedPseudoLabelsWarning,
+                stacklevel=caller_stacklevel(),
+            )
         self._first_epoch_of_call = len(self.history)
         if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
             self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
