@@ -289,6 +289,7 @@ class TransferClassifier(
         return self._fit(X, y, fit_params)
 
     def _fit(self, X, y, fit_params, **target_kwargs):
+        _refuse_sample_weight(fit_params, type(self).__name__)
         self._check_settings(X)
         source = validated_source(self, X, reset=True)
         refuse_augment_without_images(self.augment, source)  # before the weights load
@@ -321,6 +322,7 @@ class TransferClassifier(
 
     def _partial_fit(self, X, y, fit_params, **target_kwargs):
         fit_params.pop("_routing_method", None)
+        _refuse_sample_weight(fit_params, type(self).__name__)
         if not self.initialized_:
             return self._fit(X, y, fit_params, **target_kwargs)
         self._check_settings(X)
@@ -448,6 +450,16 @@ def checked_probabilities(proba):
             "diverged during training (refit with a smaller lr or precision='float32')."
         )
     return proba / proba.sum(axis=1, keepdims=True)
+
+
+def _refuse_sample_weight(fit_params, estimator_name):
+    """Raise for ``sample_weight``, which skorch would pass to the network's forward as a fit parameter."""
+    if "sample_weight" in fit_params:
+        raise TypeError(
+            f"sample_weight: {estimator_name} does not weigh rows in its loss (further arguments of fit go "
+            "to the network's forward, as in skorch). To weigh classes, pass criterion__weight=torch.tensor"
+            "([...]) with one weight per class in the order of classes_; to weigh rows, repeat them."
+        )
 
 
 def _same_classes(classes, fitted):

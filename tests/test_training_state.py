@@ -294,6 +294,19 @@ def test_torch_datasets_are_refused_with_a_clear_message(labelled_images):
         clf.predict(dataset)
 
 
+def test_sample_weight_is_refused_naming_the_way_to_weigh_classes(labelled_images):
+    # It reached the network's forward: "forward() got an unexpected keyword argument 'sample_weight'".
+    X, y = labelled_images
+    weights = np.ones(len(X))
+    for clf in (tiny(), DomainAdaptedClassifier(model=TinyConvNet, device="cpu", max_epochs=1)):
+        with pytest.raises(TypeError, match=r"sample_weight: .* criterion__weight=torch.tensor"):
+            clf.fit(X, y, sample_weight=weights)
+        with pytest.raises(TypeError, match="sample_weight"):
+            clf.partial_fit(X, y, sample_weight=weights)
+    weighted = tiny(criterion__weight=torch.tensor([1.0, 3.0])).fit(X, y)  # the way the message names
+    assert weighted.criterion_.weight.tolist() == [1.0, 3.0]
+
+
 def test_other_settings_changed_after_fit_apply(labelled_images):
     X, y = labelled_images
     clf = tiny(strategy="full").fit(X, y)
