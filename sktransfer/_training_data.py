@@ -209,9 +209,36 @@ class TrainingDataMixin:
             seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
             if seed is None:  # several processes must validate on the same rows
                 seed = self._validation_seed()
+            self._check_validation_split(np.asarray(y))
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
         return super().get_split_datasets(X, y, **fit_params)
+
+    def _check_validation_split(self, codes):
+        """Raise, naming the settings, where the stratified validation split cannot hold out every class."""
+        groups, counts = np.unique(codes, return_counts=True)
+        held_out = int(np.ceil(self.validation_fraction * len(codes)))
+        settings = f"early_stopping=True holds out validation_fraction={self.validation_fraction:g}"
+        advice = "Raise validation_fraction, give more rows, or set early_stopping=False."
+        if counts.min() < 2:
+            group = self._describe_training_group(groups[np.argmin(counts)])
+            raise ValueError(
+                f"{settings} of the rows, stratified by class, but {group} has a single row, which cannot be "
+                f"both trained on and validated on. {advice}"
+            )
+        if not len(groups) <= held_out <= len(codes) - len(groups):
+            raise ValueError(
+                f"{settings} of the {len(codes)} rows, stratified by class: {held_out} validation row{'s' * (held_out != 1)}, but "
+                f"the {len(groups)} classes need at least one row each on both sides of the split. {advice}"
+            )
+
+    def _describe_training_group(self, code):
+        """A training code as a message names it: its class, its source domain, or the target rows."""
+        if code < 0:
+            return "the unlabelled target rows"
+        n_classes = len(self.classes_)
+        source = f" of source domain {code // n_classes + 1}" if code >= n_classes else ""
+        return f"class {np.asarray(self.classes_)[[code % n_classes]].tolist()[0]!r}{source}"
 
     def get_iterator(self, dataset, training=False):
         kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")

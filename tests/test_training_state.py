@@ -307,6 +307,24 @@ def test_sample_weight_is_refused_naming_the_way_to_weigh_classes(labelled_image
     assert weighted.criterion_.weight.tolist() == [1.0, 3.0]
 
 
+def test_early_stopping_on_too_few_rows_per_class_names_the_settings(labelled_images):
+    # scikit-learn's splitter raised about test_size and "the least populated class", naming neither.
+    X, y = labelled_images
+    with pytest.raises(ValueError, match=r"validation_fraction=0.1 .* class 'dark' has a single row"):
+        tiny(early_stopping=True).fit(X[11:], y[11:])
+    with pytest.raises(ValueError, match=r"of the 6 rows, stratified by class: 1 validation row, but the 2"):
+        tiny(early_stopping=True).fit(X[9:15], y[9:15])
+    tiny(early_stopping=True, validation_fraction=0.34).fit(X[9:15], y[9:15])
+    domains = DomainAdaptedClassifier(model=TinyConvNet, device="cpu", max_epochs=1, early_stopping=True)
+    target = np.full(len(X), -1, dtype=object)
+    with pytest.raises(ValueError, match=r"class 'dark' of source domain 2 has a single row"):
+        domains.fit(
+            np.concatenate([X, X[:1], X]),
+            np.concatenate([y, y[:1], target]),
+            sample_domain=np.concatenate([np.ones(len(X)), [2], -np.ones(len(X))]),
+        )
+
+
 def test_other_settings_changed_after_fit_apply(labelled_images):
     X, y = labelled_images
     clf = tiny(strategy="full").fit(X, y)
