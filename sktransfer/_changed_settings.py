@@ -12,7 +12,7 @@ from ._stacklevel import caller_stacklevel
 
 
 class ArgumentsByValue:
-    """Further arguments of a network (its ``module__*`` parameters), equal when their values are.
+    """Further arguments of a network (``module__*`` or ``compile__*``), equal when their values are.
 
     A pickled estimator holds copies of them, which must not count as a change.
 
@@ -22,8 +22,9 @@ class ArgumentsByValue:
     (True, none)
     """
 
-    def __init__(self, arguments):
+    def __init__(self, arguments, prefix="module"):
         self.arguments = dict(arguments)
+        self.prefix = prefix
 
     def __eq__(self, other):
         return (
@@ -35,7 +36,8 @@ class ArgumentsByValue:
     __hash__ = None
 
     def __repr__(self):
-        return ", ".join(f"module__{name}={short(value)}" for name, value in self.arguments.items()) or "none"
+        arguments = self.arguments.items()
+        return ", ".join(f"{self.prefix}__{name}={short(value)}" for name, value in arguments) or "none"
 
 
 class ClassesByValue:

@@ -150,6 +150,8 @@ def refuse_augment_without_images(augment, source):
 def with_augment(dataset, augment):
     """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
     base, indices = unwrap_subsets(dataset)
+    if not isinstance(base, LabelledImages):
+        raise ValueError("augment applies to images passed as X; this training data holds stored features.")
     refuse_augment_without_images(augment, base.images.source)
     augmented = LabelledImages(base.images.with_augment(augment), base.targets)
     return augmented if indices is None else Subset(augmented, indices.tolist())
@@ -235,9 +237,12 @@ class TrainingDataMixin:
     def _describe_training_group(self, code):
         """A training code as a message names it: its class, its source domain, or the target rows."""
         if code < 0:
-            return "the unlabelled target rows"
+            return "the unlabelled rows (y == -1)"
         n_classes = len(self.classes_)
-        source = f" of source domain {code // n_classes + 1}" if code >= n_classes else ""
+        domains = getattr(
+            self, "_source_domains", None
+        )  # the sample_domain values of the sources, if several
+        source = f" of source domain {domains[code // n_classes]:g}" if code >= n_classes else ""
         return f"class {np.asarray(self.classes_)[[code % n_classes]].tolist()[0]!r}{source}"
 
     def get_iterator(self, dataset, training=False):

@@ -101,7 +101,7 @@ class TrainingStateMixin:
                 "module": self.module,
                 "module__*": ArgumentsByValue(arguments),
                 "compile": self.compile,
-                "compile__*": ArgumentsByValue(self.get_params_for("compile")),
+                "compile__*": ArgumentsByValue(self.get_params_for("compile"), "compile"),
                 # the fitted classes while the parameter leaves them to y (None)
                 "classes": ClassesByValue(self.classes_ if self.classes is None else self.classes),
             }
@@ -134,7 +134,9 @@ class TrainingStateMixin:
             )
         if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
             self.initialize_callbacks()
-        if self.optimizer is not getattr(self, "_optimizer_class", self.optimizer):
+        # pickled before this record: the class of the optimizer it has
+        made_with = type(self.optimizer_) if isinstance(self.optimizer, type) else self.optimizer
+        if self.optimizer is not getattr(self, "_optimizer_class", made_with):
             self._initialize_optimizer()  # another class: a new optimizer, whose state starts afresh
         overrides = self.get_params_for("module")  # module__dropout=... wins, as at initialisation
         self.module_.set_dropout(overrides.get("dropout", self.dropout))

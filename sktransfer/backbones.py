@@ -427,9 +427,10 @@ def classifier_to_cut(backbone, layer):
         return None
     name = _classifier_name(backbone.module)
     first = None if name is None else _first_layer(backbone.module.get_submodule(name))
-    if isinstance(first, nn.Linear):
+    # a lazy layer that has not run yet reads 0 features: its width is measured, as for a layer
+    if isinstance(first, nn.Linear) and first.in_features:
         return name, first.in_features
-    if isinstance(first, nn.Conv2d):
+    if isinstance(first, nn.Conv2d) and first.in_channels:
         return name, first.in_channels
     return None
 

@@ -3,6 +3,8 @@
 import copy
 import inspect
 import os
+import sys
+import sysconfig
 import threading
 import warnings
 from numbers import Integral
@@ -81,10 +83,27 @@ def _warn_of_a_process_local_key(extractor, subject, exc, advice, category):
     )
 
 
-def _own_functions(cls):
-    """The functions a user's layer class and its bases (up to torch's) define: ``forward`` and what it calls."""
+# Where installed libraries live: their classes' code changes with their version, not in a notebook cell.
+_LIBRARY_FOLDERS = tuple(
+    {os.path.realpath(sysconfig.get_paths()[kind]) + os.sep for kind in ("purelib", "platlib", "stdlib")}
+)
+
+
+def _installed(cls):
+    """Whether ``cls`` comes from an installed library (site-packages or the standard library)."""
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
+
+
+def _keyed_functions(cls):
+    """The code that decides the output of a layer of class ``cls``: its ``forward``, and more of a user's.
+
+    Every function of the classes (and bases) that are not from an installed library, which the forward may
+    call (a pooling method); an installed library's code changes with its version.
+    """
+    yield cls.forward
     for klass in cls.__mro__:
-        if klass is object or klass.__module__.split(".")[0] in ("torch", "torchvision"):
+        if klass is object or _installed(klass):
             continue
         for value in vars(klass).values():
             function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
@@ -341,18 +360,9 @@ class PretrainedFeatureExtractor(
             self._backbone_key = content_hash(
                 (self.backbone_.state_dict(), buffers, own, self._torch_layer_key())
             )
-        user_code = sorted(
-            {
-                function
-                for layer in self.backbone_.modules()
-                if not _ships_with_torch(layer)
-                for function in _own_functions(type(layer))
-            },
-            key=lambda function: (str(function.__module__), function.__qualname__),
-        )
         graph = (
             repr(self.backbone_),
-            user_code,
+            self._user_code_key(),
             self._user_layer_key(),
             self._hooks_key(),
             None if self._batch_preprocess else self._preprocess_key(),
@@ -360,6 +370,22 @@ class PretrainedFeatureExtractor(
         # precision may change after fit; "auto" counts as what it resolves to on this machine
         precision = self._precision(self._devices())
         return content_hash((_KEY_VERSION, self._backbone_key, *graph, self._fitted_settings, precision))
+
+    def _user_code_key(self):
+        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`)."""
+        classes = {type(layer) for layer in self.backbone_.modules() if not _ships_with_torch(layer)}
+        functions = {function for cls in classes for function in _keyed_functions(cls)}
+        try:
+            return content_hash(sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)))
+        except Exception as exc:
+            _warn_of_a_process_local_key(
+                self,
+                "the code of model's layers",
+                exc,
+                "Keep the data globals its functions read picklable.",
+                UnhashableModuleWarning,
+            )
+            return process_local_key(self.backbone_)
 
     def _hooks_key(self):
         """Hash of the forward hooks of every layer and of torch's global ones, in order.

@@ -340,6 +340,18 @@ class TransferClassifier(
         self._precision()
         if self.strategy != "lora":
             warn_of_unused_settings(self, ["lora_rank", "lora_alpha"], "with strategy='lora'")
+        if self.strategy not in ("gradual", "lp_ft"):
+            warn_of_unused_settings(self, ["freeze_epochs"], "with strategy='gradual' or 'lp_ft'")
+        if self.strategy != "gradual":
+            warn_of_unused_settings(self, ["unfreeze_epochs"], "with strategy='gradual'")
+        if self.lr_schedule is None:
+            warn_of_unused_settings(self, ["warmup"], "with an lr_schedule")
+        if not self.early_stopping:
+            warn_of_unused_settings(self, ["patience", "validation_fraction"], "with early_stopping=True")
+        elif self.train_split is not None:
+            warn_of_unused_settings(
+                self, ["validation_fraction"], "without a train_split of your own (train_split=None)"
+            )
 
     def _train(self, source, targets, routing_method, fit_params):
         with self._on_device(), self._random_stream():
@@ -453,8 +465,10 @@ def checked_probabilities(proba):
 
 
 def _refuse_sample_weight(fit_params, estimator_name):
-    """Raise for ``sample_weight``, which skorch would pass to the network's forward as a fit parameter."""
-    if "sample_weight" in fit_params:
+    """Drop ``sample_weight=None``; raise for weights, which skorch would pass to the network's forward."""
+    if fit_params.get("sample_weight") is None:
+        fit_params.pop("sample_weight", None)  # as scikit-learn's meta-estimators pass it
+    else:
         raise TypeError(
             f"sample_weight: {estimator_name} does not weigh rows in its loss (further arguments of fit go "
             "to the network's forward, as in skorch). To weigh classes, pass criterion__weight=torch.tensor"

@@ -305,6 +305,10 @@ def test_self_training_from_the_first_epoch_of_a_new_network_warns(shifted_image
         warnings.simplefilter("error", UntrainedPseudoLabelsWarning)
         clf.partial_fit(X, y)  # a refinement stage of the fitted network
         deep(method="self_training", max_epochs=2).fit(X, y)  # the default: the second half
+    with pytest.warns(
+        UntrainedPseudoLabelsWarning, match=r"second half of max_epochs=1.*Set max_epochs to 2"
+    ):
+        deep(method="self_training", max_epochs=1).fit(X, y)
 
 
 def pushes_every_target_row_into_the_first_class(target_logits, threshold, balance, labelling_logits):

@@ -7,11 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._network import BackboneWithHead
+from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import TinyConvNet
 from ._preprocessing import to_unit
@@ -149,7 +151,9 @@ def test_compilation_set_after_fit_keeps_the_fitted_network(labelled_images):
     with pytest.raises(ValueError, match="compile changed after fitting"):
         clf.partial_fit(X, y)
     clf.set_params(compile=False)
-    with pytest.raises(ValueError, match=r"compile__\* changed after fitting"):
+    with pytest.raises(
+        ValueError, match=r"compile__\* changed after fitting \(from none to compile__dynamic=False"
+    ):
         clf.partial_fit(X, y)
 
 
@@ -303,6 +307,7 @@ def test_sample_weight_is_refused_naming_the_way_to_weigh_classes(labelled_image
             clf.fit(X, y, sample_weight=weights)
         with pytest.raises(TypeError, match="sample_weight"):
             clf.partial_fit(X, y, sample_weight=weights)
+    tiny().fit(X, y, sample_weight=None)  # as scikit-learn's meta-estimators may pass it
     weighted = tiny(criterion__weight=torch.tensor([1.0, 3.0])).fit(X, y)  # the way the message names
     assert weighted.criterion_.weight.tolist() == [1.0, 3.0]
 
@@ -317,12 +322,44 @@ def test_early_stopping_on_too_few_rows_per_class_names_the_settings(labelled_im
     tiny(early_stopping=True, validation_fraction=0.34).fit(X[9:15], y[9:15])
     domains = DomainAdaptedClassifier(model=TinyConvNet, device="cpu", max_epochs=1, early_stopping=True)
     target = np.full(len(X), -1, dtype=object)
-    with pytest.raises(ValueError, match=r"class 'dark' of source domain 2 has a single row"):
+    with pytest.raises(ValueError, match=r"class 'dark' of source domain 5 has a single row"):
         domains.fit(
             np.concatenate([X, X[:1], X]),
             np.concatenate([y, y[:1], target]),
-            sample_domain=np.concatenate([np.ones(len(X)), [2], -np.ones(len(X))]),
+            sample_domain=np.concatenate([np.ones(len(X)), [5], -np.ones(len(X))]),
         )
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        (
+            {"strategy": "full", "freeze_epochs": 3},
+            "freeze_epochs=3 takes effect only with strategy='gradual'",
+        ),
+        (
+            {"strategy": "lp_ft", "unfreeze_epochs": 5},
+            "unfreeze_epochs=5 takes effect only with strategy='gr",
+        ),
+        ({"lr_schedule": None, "warmup": 0.3}, "warmup=0.3 takes effect only with an lr_schedule"),
+        (
+            {"patience": 2, "validation_fraction": 0.3},
+            "patience=2 and validation_fraction=0.3 take effect only",
+        ),
+        (
+            {
+                "early_stopping": True,
+                "validation_fraction": 0.3,
+                "train_split": ValidSplit(3, stratified=True),
+            },
+            "validation_fraction=0.3 takes effect only without a train_split of your own",
+        ),
+    ],
+)
+def test_training_settings_that_cannot_take_effect_warn(labelled_images, params, named):
+    X, y = labelled_images
+    with pytest.warns(IgnoredSettingWarning, match=named):
+        tiny(**params).fit(X, y)
 
 
 def test_other_settings_changed_after_fit_apply(labelled_images):

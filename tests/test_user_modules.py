@@ -1,5 +1,6 @@
 """A user's module is used as written: its own output, its forward's side effects, its hooks, its layout."""
 
+import copy
 import sys
 import warnings
 
@@ -504,3 +505,13 @@ def test_a_method_that_forward_calls_is_keyed_at_each_transform(images, tmp_path
     expected = PretrainedFeatureExtractor(module, device="cpu").fit(images).transform(images)
     assert not np.allclose(expected, averaged)
     np.testing.assert_allclose(cached.transform(images), expected, rtol=1e-6)
+
+
+def test_a_lazy_classifier_that_has_not_run_is_cut_at_its_measured_width(images):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LazyLinear(5))
+    assert PretrainedFeatureExtractor(module, device="cpu").fit(images).n_features_out_ == 4
+    labels = np.arange(len(images)) % 2
+    classifier = FineTuneClassifier(lambda: copy.deepcopy(module), device="cpu", max_epochs=1).fit(
+        images, labels
+    )
+    assert classifier.module_.head[-1].in_features == 4

@@ -194,12 +194,19 @@ class AdaptationObjectiveMixin:
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
         if not self.history and self._self_training_epochs() >= self.max_epochs:
+            if self.self_training_epochs is None:  # method="self_training" with max_epochs=1
+                setting = (
+                    f"method='self_training' self-trains the second half of max_epochs={self.max_epochs}"
+                )
+                advice = "Set max_epochs to 2 or more"
+            else:
+                setting = f"self_training_epochs={self.self_training_epochs} is not below max_epochs={self.max_epochs}"
+                advice = "Set self_training_epochs below max_epochs"
             warnings.warn(
-                f"self_training_epochs={self._self_training_epochs()} is not below max_epochs={self.max_epochs}, "
-                "so self-training starts at the first epoch of a new network: its first pseudo-labels are "
-                "the guesses of an untrained head, and PseudoLabelCollapseWarning has no predictions from "
-                "before self-training to compare with. Set self_training_epochs below max_epochs, or "
-                "self-train in a later partial_fit of the fitted network.",
+                f"{setting}, so self-training starts at the first epoch of a new network: its first "
+                "pseudo-labels are the guesses of an untrained head, and PseudoLabelCollapseWarning has no "
+                f"predictions from before self-training to compare with. {advice}, or self-train in a later "
+                "partial_fit of the fitted network.",
                 UntrainedPseudoLabelsWarning,
                 stacklevel=caller_stacklevel(),
             )
