@@ -192,8 +192,11 @@ def text_key(text):
 
 
 def pil_image_key(image):
-    """Key of a PIL image: the RGB pixels the network reads (a palette image's indices are not enough), or a
-    wider mode's own values (16-bit, float), which a conversion to RGB would clip."""
+    """Key of a PIL image: the pixels the network reads.
+
+    The RGB pixels of an 8-bit mode (a palette image's indices are not enough), or a wider mode's own values
+    (16-bit, float), which a conversion to RGB would clip.
+    """
     if not is_eight_bit(image.mode):
         return _digest(f"pil {image.mode} {image.size}", np.asarray(image).tobytes())
     rgb = image.convert("RGB")

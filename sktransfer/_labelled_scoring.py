@@ -23,8 +23,10 @@ class UnlabelledScoringWarning(UserWarning):
 
 
 def refuse_unlabelled_scoring(y, advice):
-    """Raise for -1 labels in ``y`` (unlabelled rows), which accuracy would count as errors; ``advice`` says
-    what to do instead. Called by an estimator's ``score``: inside a scikit-learn scorer, it warns first.
+    """Raise for -1 labels in ``y`` (unlabelled rows), which accuracy would count as errors.
+
+    ``advice`` says what to do instead. Called by an estimator's ``score``: inside a scikit-learn scorer, it
+    warns first, since scikit-learn turns the error into a NaN score.
     """
     unlabelled = np.flatnonzero(unlabelled_mask(label_array(y)))
     if not unlabelled.size:

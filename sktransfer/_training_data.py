@@ -229,21 +229,20 @@ class TrainingDataMixin:
                 f"both trained on and validated on. {advice}"
             )
         if not len(groups) <= held_out <= len(codes) - len(groups):
+            rows = f"{held_out} validation row{'s' * (held_out != 1)}"
             raise ValueError(
-                f"{settings} of the {len(codes)} rows, stratified by class: {held_out} validation row{'s' * (held_out != 1)}, but "
-                f"the {len(groups)} classes need at least one row each on both sides of the split. {advice}"
+                f"{settings} of the {len(codes)} rows, stratified by class: {rows}, but the {len(groups)} "
+                f"classes need at least one row each on both sides of the split. {advice}"
             )
 
     def _describe_training_group(self, code):
-        """A training code as a message names it: its class, its source domain, or the target rows."""
+        """A training code as a message names it: its class and source domain, or the unlabelled rows."""
         if code < 0:
             return "the unlabelled rows (y == -1)"
-        n_classes = len(self.classes_)
-        domains = getattr(
-            self, "_source_domains", None
-        )  # the sample_domain values of the sources, if several
-        source = f" of source domain {domains[code // n_classes]:g}" if code >= n_classes else ""
-        return f"class {np.asarray(self.classes_)[[code % n_classes]].tolist()[0]!r}{source}"
+        classes = np.asarray(self.classes_).tolist()
+        source = code // len(classes)  # a further source's codes follow the first's (domain adaptation)
+        domain = f" of source domain {self._source_domains[source]:g}" if source else ""
+        return f"class {classes[code % len(classes)]!r}{domain}"
 
     def get_iterator(self, dataset, training=False):
         kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")

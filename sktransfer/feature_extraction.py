@@ -57,7 +57,7 @@ class UnhashablePreprocessWarning(UserWarning):
 
 
 class UnhashableModuleWarning(UserWarning):
-    """A layer of ``model`` holds an attribute without a hash by value: the embedding cache serves one process."""
+    """A layer of ``model`` holds a value without a hash by value: the embedding cache serves one process."""
 
 
 # The version of how inputs are read and keyed: changed with them, so that a cache filled before (the
@@ -75,9 +75,9 @@ def _warn_of_a_process_local_key(extractor, subject, exc, advice, category):
     warned.add((category, subject))
     reason = exc.args[0] if exc.args else type(exc).__name__
     warnings.warn(
-        f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this process: "
-        "other processes (Dask or joblib workers, a restarted notebook) compute the embeddings again. "
-        f"{advice}",
+        f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this "
+        "process: other processes (Dask or joblib workers, a restarted notebook) compute the embeddings "
+        f"again. {advice}",
         category,
         stacklevel=caller_stacklevel(),
     )
@@ -375,17 +375,11 @@ class PretrainedFeatureExtractor(
         """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`)."""
         classes = {type(layer) for layer in self.backbone_.modules() if not _ships_with_torch(layer)}
         functions = {function for cls in classes for function in _keyed_functions(cls)}
-        try:
-            return content_hash(sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)))
-        except Exception as exc:
-            _warn_of_a_process_local_key(
-                self,
-                "the code of model's layers",
-                exc,
-                "Keep the data globals its functions read picklable.",
-                UnhashableModuleWarning,
-            )
-            return process_local_key(self.backbone_)
+        return self._hash_or_local_key(
+            sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)),
+            "the code of model's layers",
+            "Keep the data globals its functions read picklable.",
+        )
 
     def _hooks_key(self):
         """Hash of the forward hooks of every layer and of torch's global ones, in order.
@@ -415,21 +409,14 @@ class PretrainedFeatureExtractor(
         global_hooks = (torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks)
         if any(global_hooks):
             hooks.append((None, *[[by_content(hook) for hook in kind.values()] for kind in global_hooks]))
-        try:
-            return content_hash(hooks)
-        except Exception as exc:
-            _warn_of_a_process_local_key(
-                self,
-                "a forward hook of model",
-                exc,
-                "Register module-level functions as hooks.",
-                UnhashableModuleWarning,
-            )
-            return process_local_key(self.backbone_)
+        return self._hash_or_local_key(
+            hooks, "a forward hook of model", "Register module-level functions as hooks."
+        )
 
     def _torch_layer_key(self):
-        """Hash of the settings of torch's and torchvision's layers, such as ``norm_first`` or ``batch_first``,
-        which their repr does not show; a layer's code is keyed by the library's version.
+        """Hash of the settings of torch's and torchvision's layers that their repr does not show.
+
+        Such as ``norm_first`` or ``batch_first``; a network cut by torch.fx is keyed by its generated code.
         """
         settings = {}
         for name, layer in self.backbone_.named_modules():
@@ -441,13 +428,11 @@ class PretrainedFeatureExtractor(
                     for attribute, value in vars(layer).items()
                     if attribute not in _MODULE_BOOKKEEPING
                 )
-        try:
-            return content_hash(settings)
-        except Exception as exc:
-            _warn_of_a_process_local_key(
-                self, "a setting of a torch layer of model", exc, "", UnhashableModuleWarning
-            )
-            return process_local_key(self.backbone_)
+        return self._hash_or_local_key(
+            settings,
+            "a setting of a torch layer of model",
+            "Keep picklable values as the layers' attributes.",
+        )
 
     def _user_layer_key(self):
         """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
@@ -479,18 +464,25 @@ class PretrainedFeatureExtractor(
 
     def _preprocess_key(self):
         """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""
+        return self._hash_or_local_key(
+            self.preprocess_,
+            f"preprocess={self.preprocess_!r}",
+            "Define the preprocess function at module level, without unpicklable state such as locks, or use "
+            "a torchvision transform object.",
+            UnhashablePreprocessWarning,
+            owner=self.preprocess_,
+        )
+
+    def _hash_or_local_key(self, value, subject, advice, category=UnhashableModuleWarning, owner=None):
+        """``content_hash(value)``, or a key of this process (of ``owner``, else the network) with a warning.
+
+        Where ``value`` has no hash by value, the warning names ``subject``, once per fit.
+        """
         try:
-            return content_hash(self.preprocess_)
+            return content_hash(value)
         except Exception as exc:
-            _warn_of_a_process_local_key(
-                self,
-                f"preprocess={self.preprocess_!r}",
-                exc,
-                "Define the preprocess function at module level, without unpicklable state such as locks, or use "
-                "a torchvision transform object.",
-                UnhashablePreprocessWarning,
-            )
-            return process_local_key(self.preprocess_)
+            _warn_of_a_process_local_key(self, subject, exc, advice, category)
+            return process_local_key(self.backbone_ if owner is None else owner)
 
     @property
     def _n_features_out(self):

@@ -5,7 +5,8 @@ integers in [0, 255], or floats in [0, 1]), a sequence of such images of any siz
 of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series or
 one-column DataFrame of paths. A PIL image (or file) of a wider mode than 8 bits (16- or 32-bit integers,
 floats) is read as its values on Pillow's 0-255 scale, not clipped at 255 as Pillow's RGB conversion would;
-values outside that scale are refused. A 2-D array is a batch of feature vectors, for networks that read vectors.
+values outside that scale are refused. A 2-D array is a batch of feature vectors, for networks that read
+vectors.
 
 Each image comes out as a (3, H, W) tensor, uint8 or float in [0, 1]: grayscale is replicated to three
 channels and an alpha channel dropped. Nothing the user passed is modified.
@@ -38,10 +39,10 @@ _CHANNEL_COUNTS = (1, 3, 4)
 
 
 class GrayscaleStripsWarning(UserWarning):
-    """A 3-D array whose last axis is 3 or 4 long (and its second longer): read as N×H×W grayscale images 3 or
-    4 pixels wide, though most likely one H×W×C colour image without its batch axis.
+    """A 3-D array read as grayscale images 3 or 4 pixels wide: most likely one H×W×C image, unbatched.
 
-    A channels-first image (C×H×W) is not told apart from 3 or 4 grayscale images, and does not warn.
+    It warns where the last axis is 3 or 4 long and the second longer. A channels-first image (C×H×W) is not
+    told apart from 3 or 4 grayscale images, and does not warn.
     """
 
 
@@ -117,13 +118,9 @@ class ImageFiles(ImageSource):
         try:
             with Image.open(path) as image:
                 return _pil_tensor(image, index)
-        except ValueError as exc:
-            if str(exc).startswith(f"X: sample {index} is a PIL image"):
-                raise ValueError(f"{exc} (file {path!r})") from None
-            raise sample_error(
-                f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
-            ) from exc
         except Exception as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(f"X: sample {index} is a PIL image"):
+                raise ValueError(f"{exc} (file {path!r})") from None  # its values, not its decoding
             raise sample_error(
                 f"sample {index}, file {path!r}, could not be decoded as an image: {exc}"
             ) from exc

@@ -199,7 +199,7 @@ class TextEncoder(nn.Module):
         return [f"{name}.{child}" for child, _ in blocks.named_children()]
 
     def stage_names(self):
-        """Stages for gradual unfreezing and layer-wise rates: the embeddings, then each block up to ``layer``.
+        """Stages for gradual unfreezing and layer-wise rates: the embeddings, each block up to ``layer``.
 
         The blocks after the one that holds ``layer`` (and a final norm) do not reach the output: they are no
         stages, see :meth:`unreached_parameters`.
@@ -216,8 +216,10 @@ class TextEncoder(nn.Module):
         return stages[: max(reached) + 1] if reached else stages
 
     def unreached_parameters(self):
-        """The parameters outside the stages, which get no gradient and never train: the blocks after
-        ``layer`` and a BERT-style pooler (the features are hidden states, never its output)."""
+        """The parameters outside the stages, which get no gradient and never train.
+
+        The blocks after ``layer`` and a BERT-style pooler (the features are hidden states, never its output).
+        """
         stages = self.stage_names()
         return [
             parameter

@@ -289,10 +289,7 @@ class TransferClassifier(
         return self._fit(X, y, fit_params)
 
     def _fit(self, X, y, fit_params, **target_kwargs):
-        _refuse_sample_weight(fit_params, type(self).__name__)
-        self._check_settings(X)
-        source = validated_source(self, X, reset=True)
-        refuse_augment_without_images(self.augment, source)  # before the weights load
+        source = self._checked_training_input(X, fit_params, reset=True)
         warm = self.warm_start and self.initialized_
         codes = self._targets(y, len(source), reset=not warm, **target_kwargs)
         if not warm:
@@ -322,14 +319,19 @@ class TransferClassifier(
 
     def _partial_fit(self, X, y, fit_params, **target_kwargs):
         fit_params.pop("_routing_method", None)
-        _refuse_sample_weight(fit_params, type(self).__name__)
         if not self.initialized_:
             return self._fit(X, y, fit_params, **target_kwargs)
-        self._check_settings(X)
-        source = validated_source(self, X, reset=False)
-        refuse_augment_without_images(self.augment, source)
+        source = self._checked_training_input(X, fit_params, reset=False)
         codes = self._targets(y, len(source), reset=False, **target_kwargs)
         return self._train(source, self._training_targets(X, codes), "partial_fit", fit_params)
+
+    def _checked_training_input(self, X, fit_params, *, reset):
+        """The settings, ``fit_params`` and X checked before a training call loads or trains anything."""
+        _refuse_sample_weight(fit_params, type(self).__name__)
+        self._check_settings(X)
+        source = validated_source(self, X, reset=reset)
+        refuse_augment_without_images(self.augment, source)
+        return source
 
     def _check_settings(self, X):
         params = self._settings(self._parameter_constraints)

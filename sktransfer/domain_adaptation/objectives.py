@@ -195,13 +195,12 @@ class AdaptationObjectiveMixin:
         super().on_train_begin(net, X=X, y=y, **kwargs)
         if not self.history and self._self_training_epochs() >= self.max_epochs:
             if self.self_training_epochs is None:  # method="self_training" with max_epochs=1
-                setting = (
-                    f"method='self_training' self-trains the second half of max_epochs={self.max_epochs}"
-                )
+                setting = "method='self_training' self-trains the second half of"
                 advice = "Set max_epochs to 2 or more"
             else:
-                setting = f"self_training_epochs={self.self_training_epochs} is not below max_epochs={self.max_epochs}"
+                setting = f"self_training_epochs={self.self_training_epochs} is not below"
                 advice = "Set self_training_epochs below max_epochs"
+            setting = f"{setting} max_epochs={self.max_epochs}"
             warnings.warn(
                 f"{setting}, so self-training starts at the first epoch of a new network: its first "
                 "pseudo-labels are the guesses of an untrained head, and PseudoLabelCollapseWarning has no "
