@@ -77,13 +77,14 @@ ONE_BATCH_CORAL = {
     "coral, covariance_momentum=0 (one batch's covariances)": ("coral", {"covariance_momentum": 0.0})
 }
 # Reference rows, outside the goals: MMD and CORAL aligning the bottleneck, as before alignment_layer="logits";
-# and one-batch CORAL.
+# one-batch CORAL; and the adversarial methods at full weight, where trade_off="auto" puts them at 0.3.
 REFERENCE_SETTINGS = {
     **{
         f"{method}, alignment_layer='bottleneck'": (method, {"alignment_layer": "bottleneck"})
         for method in ("mmd", "coral")
     },
     **ONE_BATCH_CORAL,
+    **{f"{method}, trade_off=1 (full reversal)": (method, {"trade_off": 1.0}) for method in ("dann", "cdan")},
 }
 SHALLOW_SOURCE_ONLY = "FeatureAlignmentClassifier(source_only)"
 # A reference row, outside the goals: importance weighting with the exact density ratios, not flattened.

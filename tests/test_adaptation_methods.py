@@ -126,6 +126,16 @@ def test_auto_covariance_momentum_takes_one_batch_on_a_partial_target(shifted_im
     np.testing.assert_array_equal(auto.predict_proba(X), explicit.predict_proba(X))
 
 
+@pytest.mark.parametrize(("method", "weight"), [("dann", 0.3), ("cdan", 0.3), ("mmd", 1.0)])
+def test_auto_trade_off_is_lower_for_the_adversarial_methods(shifted_images, method, weight):
+    X, y, _ = shifted_images
+    auto = deep(method=method, max_epochs=2).fit(X, y)
+    explicit = deep(method=method, max_epochs=2, trade_off=weight).fit(X, y)
+    np.testing.assert_array_equal(auto.predict_proba(X), explicit.predict_proba(X))
+    other = deep(method=method, max_epochs=2, trade_off=1.3 - weight).fit(X, y)
+    assert not np.allclose(auto.predict_proba(X), other.predict_proba(X))
+
+
 def test_domain_batchnorm_normalises_each_domain_with_its_own_statistics():
     net = DomainAdaptationNetwork(nn.Identity(), 4, 2, bottleneck_dim=3).train()
     generator = torch.Generator().manual_seed(0)

@@ -377,7 +377,7 @@ class AdaptationObjectiveMixin:
     def _trade_off(self):
         if self.trade_off != "auto":
             return self.trade_off
-        return 0.3 if self.method == "dann" else 1.0
+        return 0.3 if self.method in ADVERSARIAL else 1.0
 
     def _alignment(self, y_pred, codes, labels, sources, class_weights):
         """The method's alignment loss on a training batch that holds source and target rows."""
