@@ -165,7 +165,9 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     keeps the room wide. In
     ``benchmarks/bench_transferability.py`` the adjustment is what makes the H-score rank layers of different
     widths and random-weights networks at all. Neither score changes when the features are scaled or
-    shifted.
+    shifted, or when constant columns (units dead on every sample) are added: they carry no information, and
+    are left out, since they would lower the mean variance ``mu`` the shrinkage aims at and so raise the
+    score.
 
     Parameters
     ----------
@@ -209,6 +211,9 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     """
     features = unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
+    varying = np.ptp(features, axis=0) > 0
+    if varying.any():  # a constant column (a dead unit) would only lower the variance the shrinkage aims at
+        features = features[:, varying]
     centred = features - features.mean(axis=0)
     indicators = one_hot(codes, n_classes)
     # sigma: n_samples times the eigenvalues of cov(f); H = sum over classes k and directions i of

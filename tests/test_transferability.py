@@ -480,6 +480,15 @@ def test_duplicated_columns_change_no_h_score_and_little_logme():
     assert abs(logme_score(doubled, y) - logme_score(features, y)) < 0.05
 
 
+@pytest.mark.parametrize("adjusted", [True, False])
+def test_constant_columns_change_no_h_score(adjusted):
+    features, y = clustered()
+    dead = np.hstack([features, np.zeros((len(features), 100)), np.full((len(features), 3), 0.1)])
+    assert h_score(dead, y, adjusted=adjusted) == pytest.approx(
+        h_score(features, y, adjusted=adjusted), rel=1e-9
+    )
+
+
 def test_extreme_logits_give_finite_source_scores():
     y = np.repeat([0, 1], 4)
     logits = np.where(np.eye(8, 3, dtype=bool), 1e4, -1e4)
