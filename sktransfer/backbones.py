@@ -22,6 +22,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
+from ._classifier_cut import check_classifier_ran_last, classifier_name, classifier_to_cut
 from ._feature_model import FeatureModel, resolve_pooling
 from ._runtime import seeded
 from ._stacklevel import caller_stacklevel
@@ -147,7 +148,7 @@ def _build(factory):
 def _from_module(model, weights, built_here=False):
     module = copy.deepcopy(model).cpu()
     if is_checkpoint(weights):
-        load_checkpoint(module, weights, _classifier_name(module))
+        load_checkpoint(module, weights, classifier_name(module))
     elif weights is None:
         kept = _redraw_parameters(module)
         if kept and not built_here:
@@ -199,7 +200,7 @@ def _offline_default(weights):
     if weights in ("DEFAULT", "IMAGENET1K_V1"):
         module.load_state_dict(_efficientnet_lite.load_packaged_state_dict())
     elif is_checkpoint(weights):
-        load_checkpoint(module, weights, _classifier_name(module))
+        load_checkpoint(module, weights, classifier_name(module))
     elif weights is not None:
         raise ValueError(
             f"weights={weights!r} is not available for model={OFFLINE_MODEL_NAME!r}: use 'DEFAULT' (ImageNet, "
@@ -239,7 +240,7 @@ def _from_torchvision(name, weights, progress):
     _check_model_name(name)
     if is_checkpoint(weights):
         module = torchvision.models.get_model(name, weights=None)
-        load_checkpoint(module, weights, _classifier_name(module))
+        load_checkpoint(module, weights, classifier_name(module))
         resolved = _resolve_torchvision_weights(name, "DEFAULT")
     else:
         resolved = _resolve_torchvision_weights(name, weights)
@@ -270,50 +271,6 @@ def _download_guarded(name, weights_entry, progress):
         ) from exc
 
 
-_CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
-
-
-def _descends_into(layer):
-    """Whether the search for the last layer looks inside ``layer``: not into torch's own layers.
-
-    Containers and composite models are searched; a layer of torch's own is one layer, even where it holds
-    sublayers whose weights it reads itself (``MultiheadAttention.out_proj``).
-    """
-    own = type(layer).__module__.startswith("torch.nn.")
-    return not own or isinstance(layer, nn.Sequential | nn.ModuleList | nn.ModuleDict)
-
-
-def _classifier_name(module):
-    """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
-
-    The classifier is the module's last layer, found by descending into the last child at each level, when
-    that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
-    convolution (SqueezeNet's, which ends in pooling). A classifier the user replaced by ``nn.Identity()``,
-    or a module that ends in anything else (a softmax, a norm, a layer registered out of order), counts as
-    having no classifier: its own output is used, as written.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> _classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
-    '2'
-    >>> print(_classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Identity())))
-    None
-    """
-    path, part = [], module
-    while _descends_into(part) and (children := list(part.named_children())):
-        name, part = children[-1]
-        path.append(name)
-    if not path:
-        return None
-    if isinstance(part, nn.Linear):
-        return ".".join(path)
-    block = module.get_submodule(path[0])
-    if path[0] in _CLASSIFIER_NAMES and any(isinstance(layer, nn.Conv2d) for layer in block.modules()):
-        return path[0]
-    return None
-
-
 # Traced as single calls so that node names stay those of the modules.
 _TRACER_KWARGS = {"leaf_modules": [_efficientnet_lite.SameConv2d]}
 
@@ -332,16 +289,17 @@ def layer_names(module):
 def cut_at_layer(module, layer):
     """The sub-network of ``module`` whose output is ``layer``.
 
-    ``None`` gives the input of the classifier (see :func:`_classifier_name`): a final ``nn.Linear`` is
-    replaced by an identity, so that the network's own pooling and flattening still apply, and a top-level
-    convolutional classifier block (SqueezeNet's) by global average pooling. A network without a classifier,
-    such as one whose classifier the user set to ``nn.Identity()``, is used whole. A name picks any node or
-    module of torchvision's feature-extraction graph; an unknown name lists the valid ones.
+    ``None`` gives the input of the classifier (:func:`~sktransfer._classifier_cut.classifier_name`): a final
+    ``nn.Linear`` is replaced by an identity, so that the network's own pooling and flattening still apply,
+    and a top-level convolutional classifier block (SqueezeNet's) by global average pooling. A network
+    without a classifier, such as one whose classifier the user set to ``nn.Identity()``, is used whole. A
+    name picks any node or module of torchvision's feature-extraction graph; an unknown name lists the valid
+    ones.
     """
     if isinstance(module, TextEncoder):
         return module.at_layer(layer)
     if layer is None:
-        classifier = _classifier_name(module)
+        classifier = classifier_name(module)
         if classifier is not None:
             linear = isinstance(module.get_submodule(classifier), nn.Linear)
             _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
@@ -401,55 +359,7 @@ def pooled_by_the_network(backbone, layer):
     """
     if layer is not None or isinstance(backbone.module, TextEncoder):
         return False
-    return _classifier_name(backbone.module) is not None
-
-
-def _first_layer(head):
-    """The first Linear or Conv2d layer of a classifier head (the head itself when it is one), or None."""
-    if isinstance(head, nn.Linear | nn.Conv2d):
-        return head
-    return next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
-
-
-def classifier_to_cut(backbone, layer):
-    """``(name, width)`` of the classifier that ``layer=None`` cuts from ``backbone`` and of what it reads.
-
-    None for another layer, for a network without a classifier (see :func:`_classifier_name`) and for text
-    encoders. Call it before :func:`build_feature_model`, which cuts the module in place.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> classifier_to_cut(Backbone(nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 2)), None, ""), None)
-    ('2', 7)
-    """
-    if layer is not None or isinstance(backbone.module, TextEncoder):
-        return None
-    name = _classifier_name(backbone.module)
-    first = None if name is None else _first_layer(backbone.module.get_submodule(name))
-    # a lazy layer that has not run yet reads 0 features: its width is measured, as for a layer
-    if isinstance(first, nn.Linear) and first.in_features:
-        return name, first.in_features
-    if isinstance(first, nn.Conv2d) and first.in_channels:
-        return name, first.in_channels
-    return None
-
-
-def check_classifier_ran_last(cut, width):
-    """Raise when the network without its classifier ``cut`` returns ``width`` features, not what that read.
-
-    ``cut`` is what :func:`classifier_to_cut` gave. A mismatch means that the layer registered last (taken
-    for the classifier) is not the last one the network's forward runs.
-    """
-    if cut is not None and cut[1] != width:
-        name, read = cut
-        raise ValueError(
-            f"model: layer=None cuts away the layer it registers last, {name!r} (reading {read} features), "
-            f"as its classifier, but without it the network returns {width} features, not {read}: its forward "
-            f"does not end with {name!r}, so the output would not be the classifier's input. Pass layer= "
-            "naming the layer whose output you want (an unknown name lists them), or register the classifier "
-            "last in the module's __init__."
-        )
+    return classifier_name(backbone.module) is not None
 
 
 def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False):

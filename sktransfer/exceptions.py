@@ -30,7 +30,7 @@ from .domain_adaptation.objectives import (
     UntrainedPseudoLabelsWarning,
 )
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
-from .feature_extraction import UnhashableModuleWarning, UnhashablePreprocessWarning
+from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
 from .images import GrayscaleStripsWarning
 from .text_encoders import TextEncoderUnavailableError

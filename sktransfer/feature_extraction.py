@@ -1,25 +1,21 @@
 """PretrainedFeatureExtractor: a pretrained network as an sklearn transformer from images to embeddings."""
 
 import copy
-import inspect
 import os
-import sys
-import sysconfig
 import threading
-import warnings
 from numbers import Integral
 
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import fx, nn
-from torch.nn.modules import module as torch_module
+from torch import nn
 from torch.utils.data import Subset
 
 from ._changed_settings import warn_of_changed_settings
+from ._classifier_cut import check_classifier_ran_last, classifier_to_cut
 from ._embedding_cache import EmbeddingCache, cache_folder
-from ._hashing import content_hash, process_local_key
+from ._embedding_key import embedding_key
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import (
@@ -32,15 +28,12 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
-from ._stacklevel import caller_stacklevel
 from ._unused_settings import warn_of_unused_settings
 from .backbones import (
     OFFLINE_MODEL_NAME,
     POOLING_NEEDS,
     build_feature_model,
     built_by_library,
-    check_classifier_ran_last,
-    classifier_to_cut,
     load_backbone,
     pooled_by_the_network,
 )
@@ -50,69 +43,6 @@ from .texts import in_length_order
 _REPLICAS_LOCK = threading.Lock()
 # The parameters that decide the fitted network and its input; changed after fit, transform warns.
 NETWORK_PARAMETERS = ("model", "weights", "layer", "pooling", "normalize", "preprocess", "random_state")
-
-
-class UnhashablePreprocessWarning(UserWarning):
-    """``preprocess`` has no hash by value, so the embedding cache serves only the process that filled it."""
-
-
-class UnhashableModuleWarning(UserWarning):
-    """A layer of ``model`` holds a value without a hash by value: the embedding cache serves one process."""
-
-
-# The version of how inputs are read and keyed: changed with them, so that a cache filled before (the
-# embeddings of 16-bit images clipped at 255, say) is not served for inputs now read otherwise.
-_KEY_VERSION = 2
-# torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
-# numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
-_MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
-
-
-def _warn_of_a_process_local_key(extractor, subject, exc, advice, category):
-    warned = vars(extractor).setdefault("_process_local_keys_warned", set())
-    if (category, subject) in warned:
-        return
-    warned.add((category, subject))
-    reason = exc.args[0] if exc.args else type(exc).__name__
-    warnings.warn(
-        f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this "
-        "process: other processes (Dask or joblib workers, a restarted notebook) compute the embeddings "
-        f"again. {advice}",
-        category,
-        stacklevel=caller_stacklevel(),
-    )
-
-
-# Where installed libraries live: their classes' code changes with their version, not in a notebook cell.
-_LIBRARY_FOLDERS = tuple(
-    {os.path.realpath(sysconfig.get_paths()[kind]) + os.sep for kind in ("purelib", "platlib", "stdlib")}
-)
-
-
-def _installed(cls):
-    """Whether ``cls`` comes from an installed library (site-packages or the standard library)."""
-    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
-
-
-def _keyed_functions(cls):
-    """The code that decides the output of a layer of class ``cls``: its ``forward``, and more of a user's.
-
-    Every function of the classes (and bases) that are not from an installed library, which the forward may
-    call (a pooling method); an installed library's code changes with its version.
-    """
-    yield cls.forward
-    for klass in cls.__mro__:
-        if klass is object or _installed(klass):
-            continue
-        for value in vars(klass).values():
-            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            if inspect.isfunction(function):
-                yield function
-
-
-def _ships_with_torch(layer):
-    return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
 
 
 class PretrainedFeatureExtractor(
@@ -343,146 +273,9 @@ class PretrainedFeatureExtractor(
         )
 
     def _embedding_key(self):
-        """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision.
-
-        The weights, buffers and the library's own preprocessing are hashed once per fit (most of the cost).
-        The rest is hashed at each call: the code of a user's layers and the data globals it reads, their
-        attributes and hooks, and a user's ``preprocess`` may change after fit (a cell run again in a
-        notebook, a module edited before an unpickled extractor runs), and a key that kept them would serve
-        the embeddings of the old code.
-        """
-        if self._backbone_key is None:
-            # every buffer: those not persistent (not in the state_dict) can decide the output too
-            buffers = dict(self.backbone_.named_buffers())
-            # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens
-            # of milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
-            own = self._preprocess_key() if self._batch_preprocess else None
-            self._backbone_key = content_hash(
-                (self.backbone_.state_dict(), buffers, own, self._torch_layer_key())
-            )
-        graph = (
-            repr(self.backbone_),
-            self._user_code_key(),
-            self._user_layer_key(),
-            self._hooks_key(),
-            None if self._batch_preprocess else self._preprocess_key(),
-        )
+        """Hash of all that decides an embedding (:func:`~sktransfer._embedding_key.embedding_key`)."""
         # precision may change after fit; "auto" counts as what it resolves to on this machine
-        precision = self._precision(self._devices())
-        return content_hash((_KEY_VERSION, self._backbone_key, *graph, self._fitted_settings, precision))
-
-    def _user_code_key(self):
-        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`)."""
-        classes = {type(layer) for layer in self.backbone_.modules() if not _ships_with_torch(layer)}
-        functions = {function for cls in classes for function in _keyed_functions(cls)}
-        return self._hash_or_local_key(
-            sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)),
-            "the code of model's layers",
-            "Keep the data globals its functions read picklable.",
-        )
-
-    def _hooks_key(self):
-        """Hash of the forward hooks of every layer and of torch's global ones, in order.
-
-        Global hooks (``torch.nn.modules.module.register_module_forward_hook``) run on every layer. The
-        hooks' registry numbers are per process and left out.
-        """
-        names = {id(layer): name for name, layer in self.backbone_.named_modules()}
-
-        def by_content(hook):
-            # A method by its function's code and its owner: a layer of the network by its name (its state
-            # is keyed apart, its hook registries are numbered per process), another object as it is.
-            if inspect.ismethod(hook):
-                owner = hook.__self__
-                return (hook.__func__, names.get(id(owner), owner))
-            return hook
-
-        hooks = [
-            (
-                name,
-                [by_content(hook) for hook in layer._forward_pre_hooks.values()],
-                [by_content(hook) for hook in layer._forward_hooks.values()],
-            )
-            for name, layer in self.backbone_.named_modules()
-            if layer._forward_pre_hooks or layer._forward_hooks
-        ]
-        global_hooks = (torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks)
-        if any(global_hooks):
-            hooks.append((None, *[[by_content(hook) for hook in kind.values()] for kind in global_hooks]))
-        return self._hash_or_local_key(
-            hooks, "a forward hook of model", "Register module-level functions as hooks."
-        )
-
-    def _torch_layer_key(self):
-        """Hash of the settings of torch's and torchvision's layers that their repr does not show.
-
-        Such as ``norm_first`` or ``batch_first``; a network cut by torch.fx is keyed by its generated code.
-        """
-        settings = {}
-        for name, layer in self.backbone_.named_modules():
-            if isinstance(layer, fx.GraphModule):  # a cut network: keyed by the code generated from its graph
-                settings[f"{name}.code"] = layer.code
-            elif _ships_with_torch(layer):
-                settings.update(
-                    (f"{name}.{attribute}", value)
-                    for attribute, value in vars(layer).items()
-                    if attribute not in _MODULE_BOOKKEEPING
-                )
-        return self._hash_or_local_key(
-            settings,
-            "a setting of a torch layer of model",
-            "Keep picklable values as the layers' attributes.",
-        )
-
-    def _user_layer_key(self):
-        """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
-
-        Their parameters, buffers and sublayers are keyed apart; the layers of torch, torchvision and
-        transformers are keyed by their parameters and repr (a transformers layer's configuration holds the
-        path it was loaded from). An attribute without a hash by value makes the key, with a warning, one of
-        this process.
-        """
-        hashes = {}
-        for name, layer in self.backbone_.named_modules():
-            if _ships_with_torch(layer) or type(layer).__module__.startswith("transformers."):
-                continue
-            for attribute, value in vars(layer).items():
-                if attribute in _MODULE_BOOKKEEPING:
-                    continue
-                try:
-                    hashes[f"{name}.{attribute}"] = content_hash(value)
-                except Exception as exc:
-                    _warn_of_a_process_local_key(
-                        self,
-                        f"the attribute {type(layer).__name__}.{attribute} of model",
-                        exc,
-                        "Keep picklable values (numbers, strings, arrays) as the module's attributes.",
-                        UnhashableModuleWarning,
-                    )
-                    return process_local_key(self.backbone_)
-        return hashes
-
-    def _preprocess_key(self):
-        """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""
-        return self._hash_or_local_key(
-            self.preprocess_,
-            f"preprocess={self.preprocess_!r}",
-            "Define the preprocess function at module level, without unpicklable state such as locks, or use "
-            "a torchvision transform object.",
-            UnhashablePreprocessWarning,
-            owner=self.preprocess_,
-        )
-
-    def _hash_or_local_key(self, value, subject, advice, category=UnhashableModuleWarning, owner=None):
-        """``content_hash(value)``, or a key of this process (of ``owner``, else the network) with a warning.
-
-        Where ``value`` has no hash by value, the warning names ``subject``, once per fit.
-        """
-        try:
-            return content_hash(value)
-        except Exception as exc:
-            _warn_of_a_process_local_key(self, subject, exc, advice, category)
-            return process_local_key(self.backbone_ if owner is None else owner)
+        return embedding_key(self, self._precision(self._devices()))
 
     @property
     def _n_features_out(self):

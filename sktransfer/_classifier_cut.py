@@ -1,0 +1,98 @@
+"""The classifier that ``layer=None`` cuts from a network: which layer it is, what it reads, and a check."""
+
+from torch import nn
+
+from .text_encoders import TextEncoder
+
+_CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")
+
+
+def _descends_into(layer):
+    """Whether the search for the last layer looks inside ``layer``: not into torch's own layers.
+
+    Containers and composite models are searched; a layer of torch's own is one layer, even where it holds
+    sublayers whose weights it reads itself (``MultiheadAttention.out_proj``).
+    """
+    own = type(layer).__module__.startswith("torch.nn.")
+    return not own or isinstance(layer, nn.Sequential | nn.ModuleList | nn.ModuleDict)
+
+
+def classifier_name(module):
+    """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
+
+    The classifier is the module's last layer, found by descending into the last child at each level, when
+    that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
+    convolution (SqueezeNet's, which ends in pooling). A classifier the user replaced by ``nn.Identity()``,
+    or a module that ends in anything else (a softmax, a norm, a layer registered out of order), counts as
+    having no classifier: its own output is used, as written.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    '2'
+    >>> print(classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Identity())))
+    None
+    """
+    path, part = [], module
+    while _descends_into(part) and (children := list(part.named_children())):
+        name, part = children[-1]
+        path.append(name)
+    if not path:
+        return None
+    if isinstance(part, nn.Linear):
+        return ".".join(path)
+    block = module.get_submodule(path[0])
+    if path[0] in _CLASSIFIER_NAMES and any(isinstance(layer, nn.Conv2d) for layer in block.modules()):
+        return path[0]
+    return None
+
+
+def _first_layer(head):
+    """The first Linear or Conv2d layer of a classifier head (the head itself when it is one), or None."""
+    if isinstance(head, nn.Linear | nn.Conv2d):
+        return head
+    return next((m for m in head.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
+
+
+def classifier_to_cut(backbone, layer):
+    """``(name, width)`` of the classifier that ``layer=None`` cuts from ``backbone`` and of what it reads.
+
+    None for another layer, for a network without a classifier (see :func:`classifier_name`) and for text
+    encoders. Call it before :func:`~sktransfer.backbones.build_feature_model`, which cuts the module in place.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from sktransfer.backbones import Backbone
+    >>> network = nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 2))
+    >>> classifier_to_cut(Backbone(network, None, ""), None)
+    ('2', 7)
+    """
+    if layer is not None or isinstance(backbone.module, TextEncoder):
+        return None
+    name = classifier_name(backbone.module)
+    first = None if name is None else _first_layer(backbone.module.get_submodule(name))
+    # a lazy layer that has not run yet reads 0 features: its width is measured, as for a layer
+    if isinstance(first, nn.Linear) and first.in_features:
+        return name, first.in_features
+    if isinstance(first, nn.Conv2d) and first.in_channels:
+        return name, first.in_channels
+    return None
+
+
+def check_classifier_ran_last(cut, width):
+    """Raise when the network without its classifier ``cut`` returns ``width`` features, not what that read.
+
+    ``cut`` is what :func:`classifier_to_cut` gave. A mismatch means that the layer registered last (taken
+    for the classifier) is not the last one the network's forward runs.
+    """
+    if cut is not None and cut[1] != width:
+        name, read = cut
+        raise ValueError(
+            f"model: layer=None cuts away the layer it registers last, {name!r} (reading {read} features), "
+            f"as its classifier, but without it the network returns {width} features, not {read}: its forward "
+            f"does not end with {name!r}, so the output would not be the classifier's input. Pass layer= "
+            "naming the layer whose output you want (an unknown name lists them), or register the classifier "
+            "last in the module's __init__."
+        )

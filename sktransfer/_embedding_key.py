@@ -1,0 +1,222 @@
+"""The embedding cache's key: a hash of everything that decides a fitted extractor's embeddings."""
+
+import inspect
+import os
+import sys
+import sysconfig
+import warnings
+
+from torch import fx, nn
+from torch.nn.modules import module as torch_module
+
+from ._hashing import content_hash, process_local_key
+from ._stacklevel import caller_stacklevel
+
+
+class UnhashablePreprocessWarning(UserWarning):
+    """``preprocess`` has no hash by value, so the embedding cache serves only the process that filled it."""
+
+
+class UnhashableModuleWarning(UserWarning):
+    """A layer of ``model`` holds a value without a hash by value: the embedding cache serves one process."""
+
+
+# The version of how inputs are read and keyed: changed with them, so that a cache filled before (the
+# embeddings of 16-bit images clipped at 255, say) is not served for inputs now read otherwise.
+_KEY_VERSION = 2
+# torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
+# numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
+_MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
+# Where installed libraries live: their classes' code changes with their version, not in a notebook cell.
+_LIBRARY_FOLDERS = tuple(
+    {os.path.realpath(sysconfig.get_paths()[kind]) + os.sep for kind in ("purelib", "platlib", "stdlib")}
+)
+
+
+def embedding_key(extractor, precision):
+    """Hash of all that decides an embedding: weights, graph, preprocessing, settings and precision.
+
+    The weights, buffers and the library's own preprocessing are hashed once per fit (most of the cost) and
+    kept on the fitted ``extractor``. The rest is hashed at each call: the code of a user's layers and the
+    data globals it reads, their attributes and hooks, and a user's ``preprocess`` may change after fit (a
+    cell run again in a notebook, a module edited before an unpickled extractor runs), and a key that kept
+    them would serve the embeddings of the old code.
+    """
+    keys = _NetworkKeys(extractor)
+    backbone = extractor.backbone_
+    if extractor._backbone_key is None:
+        # every buffer: those not persistent (not in the state_dict) can decide the output too
+        buffers = dict(backbone.named_buffers())
+        # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens of
+        # milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
+        own = keys.preprocess() if extractor._batch_preprocess else None
+        extractor._backbone_key = content_hash((backbone.state_dict(), buffers, own, keys.torch_layers()))
+    graph = (
+        repr(backbone),
+        keys.user_code(),
+        keys.user_layers(),
+        keys.hooks(),
+        None if extractor._batch_preprocess else keys.preprocess(),
+    )
+    return content_hash(
+        (_KEY_VERSION, extractor._backbone_key, *graph, extractor._fitted_settings, precision)
+    )
+
+
+def _installed(cls):
+    """Whether ``cls`` comes from an installed library (site-packages or the standard library)."""
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
+
+
+def _keyed_functions(cls):
+    """The code that decides the output of a layer of class ``cls``: its ``forward``, and more of a user's.
+
+    Every function of the classes (and bases) that are not from an installed library, which the forward may
+    call (a pooling method); an installed library's code changes with its version.
+    """
+    yield cls.forward
+    for klass in cls.__mro__:
+        if klass is object or _installed(klass):
+            continue
+        for value in vars(klass).values():
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if inspect.isfunction(function):
+                yield function
+
+
+def _ships_with_torch(layer):
+    return type(layer).__module__.split(".")[0] in ("torch", "torchvision")
+
+
+class _NetworkKeys:
+    """The hashes of the parts of a fitted extractor's network and preprocessing that its weights miss.
+
+    A part without a hash by value gets a key of this process instead, with a warning (once per fit, kept
+    on the extractor) naming it and what to change.
+    """
+
+    def __init__(self, extractor):
+        self.extractor = extractor
+        self.backbone = extractor.backbone_
+
+    def user_code(self):
+        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`)."""
+        classes = {type(layer) for layer in self.backbone.modules() if not _ships_with_torch(layer)}
+        functions = {function for cls in classes for function in _keyed_functions(cls)}
+        return self._hash_or_local_key(
+            sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)),
+            "the code of model's layers",
+            "Keep the data globals its functions read picklable.",
+        )
+
+    def hooks(self):
+        """Hash of the forward hooks of every layer and of torch's global ones, in order.
+
+        Global hooks (``torch.nn.modules.module.register_module_forward_hook``) run on every layer. The
+        hooks' registry numbers are per process and left out.
+        """
+        names = {id(layer): name for name, layer in self.backbone.named_modules()}
+
+        def by_content(hook):
+            # A method by its function's code and its owner: a layer of the network by its name (its state
+            # is keyed apart, its hook registries are numbered per process), another object as it is.
+            if inspect.ismethod(hook):
+                owner = hook.__self__
+                return (hook.__func__, names.get(id(owner), owner))
+            return hook
+
+        hooks = [
+            (
+                name,
+                [by_content(hook) for hook in layer._forward_pre_hooks.values()],
+                [by_content(hook) for hook in layer._forward_hooks.values()],
+            )
+            for name, layer in self.backbone.named_modules()
+            if layer._forward_pre_hooks or layer._forward_hooks
+        ]
+        global_hooks = (torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks)
+        if any(global_hooks):
+            hooks.append((None, *[[by_content(hook) for hook in kind.values()] for kind in global_hooks]))
+        return self._hash_or_local_key(
+            hooks, "a forward hook of model", "Register module-level functions as hooks."
+        )
+
+    def torch_layers(self):
+        """Hash of the settings of torch's and torchvision's layers that their repr does not show.
+
+        Such as ``norm_first`` or ``batch_first``; a network cut by torch.fx is keyed by its generated code.
+        """
+        settings = {}
+        for name, layer in self.backbone.named_modules():
+            if isinstance(layer, fx.GraphModule):  # a cut network: keyed by the code generated from its graph
+                settings[f"{name}.code"] = layer.code
+            elif _ships_with_torch(layer):
+                settings.update(
+                    (f"{name}.{attribute}", value)
+                    for attribute, value in vars(layer).items()
+                    if attribute not in _MODULE_BOOKKEEPING
+                )
+        return self._hash_or_local_key(
+            settings,
+            "a setting of a torch layer of model",
+            "Keep picklable values as the layers' attributes.",
+        )
+
+    def user_layers(self):
+        """Hash of the attributes of the user's own layers (a scale, a flag) that their forward may read.
+
+        Their parameters, buffers and sublayers are keyed apart; the layers of torch, torchvision and
+        transformers are keyed by their parameters and repr (a transformers layer's configuration holds the
+        path it was loaded from). An attribute without a hash by value makes the key, with a warning naming
+        it, one of this process.
+        """
+        hashes = {}
+        for name, layer in self.backbone.named_modules():
+            if _ships_with_torch(layer) or type(layer).__module__.startswith("transformers."):
+                continue
+            for attribute, value in vars(layer).items():
+                if attribute not in _MODULE_BOOKKEEPING:
+                    hashes[f"{name}.{attribute}"] = self._hash_or_local_key(
+                        value,
+                        f"the attribute {type(layer).__name__}.{attribute} of model",
+                        "Keep picklable values (numbers, strings, arrays) as the module's attributes.",
+                    )
+        return hashes
+
+    def preprocess(self):
+        """Hash of ``preprocess_``, or (with a warning) a key of this process where it has no stable hash."""
+        preprocess = self.extractor.preprocess_
+        return self._hash_or_local_key(
+            preprocess,
+            f"preprocess={preprocess!r}",
+            "Define the preprocess function at module level, without unpicklable state such as locks, or use "
+            "a torchvision transform object.",
+            UnhashablePreprocessWarning,
+            owner=preprocess,
+        )
+
+    def _hash_or_local_key(self, value, subject, advice, category=UnhashableModuleWarning, owner=None):
+        """``content_hash(value)``, or a key of this process (of ``owner``, else the network) with a warning.
+
+        Where ``value`` has no hash by value, the warning names ``subject``, once per fit.
+        """
+        try:
+            return content_hash(value)
+        except Exception as exc:
+            self._warn_of_a_process_local_key(subject, exc, advice, category)
+            return process_local_key(self.backbone if owner is None else owner)
+
+    def _warn_of_a_process_local_key(self, subject, exc, advice, category):
+        warned = vars(self.extractor).setdefault("_process_local_keys_warned", set())
+        if (category, subject) in warned:
+            return
+        warned.add((category, subject))
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        warnings.warn(
+            f"{subject} cannot be hashed by value ({reason}), so the embedding cache will only serve this "
+            "process: other processes (Dask or joblib workers, a restarted notebook) compute the embeddings "
+            f"again. {advice}",
+            category,
+            stacklevel=caller_stacklevel(),
+        )
