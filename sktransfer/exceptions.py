@@ -16,6 +16,7 @@ True
 """
 
 from ._changed_settings import SettingsChangedWarning
+from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from ._labelled_scoring import UnlabelledScoringWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
 from ._source_parameters import NewClassWarning
@@ -23,14 +24,13 @@ from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
 from .backbones import KeptParametersWarning, WeightsUnavailableError
 from .distributed import PartitionError, PartitionFailedWarning, SlowWorkersWarning
-from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning
+from .domain_adaptation.domains import NoTargetDataWarning, TextLabelWarning, UnlabelledSourceRowsWarning
 from .domain_adaptation.objectives import (
     PartialWithoutAlignmentWarning,
     PseudoLabelCollapseWarning,
     UntrainedPseudoLabelsWarning,
 )
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
-from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from .few_shot import ZeroVectorRowsWarning
 from .images import GrayscaleStripsWarning
 from .text_encoders import TextEncoderUnavailableError
@@ -58,6 +58,7 @@ __all__ = [
     "UnhashableModuleWarning",
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
+    "UnlabelledSourceRowsWarning",
     "UntrainedPseudoLabelsWarning",
     "WeightsUnavailableError",
     "ZeroVectorRowsWarning",

@@ -19,7 +19,7 @@ import sktransfer
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, domain_adaptation
 from sktransfer.datasets import save_image_folder
 from sktransfer.domain_adaptation import FeatureAlignmentClassifier
-from sktransfer.domain_adaptation.domains import TextLabelWarning
+from sktransfer.domain_adaptation.domains import TextLabelWarning, UnlabelledSourceRowsWarning
 from sktransfer.exceptions import UnlabelledScoringWarning
 
 from ._models import TinyConvNet
@@ -60,6 +60,19 @@ def test_the_text_minus_one_is_a_class_and_the_warning_says_how_to_mark_targets(
     assert "-1" in clf.classes_.tolist()
     # Both point at the line that called fit, not at a frame of sklearn's.
     assert [w.filename for w in [*record, *in_pipeline] if w.category is TextLabelWarning] == [__file__] * 2
+
+
+def test_minus_one_on_a_source_domain_warns_that_it_marks_target_rows_not_a_class():
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    y = np.array([-1, 0, 1] * 3 + [0, 1, -1])  # -1 meant as a class of the source rows
+    domains = np.array([1] * 9 + [-2] * 3)
+    with pytest.warns(UnlabelledSourceRowsWarning, match=r"samples \[0, 3, 6\] \(3 rows\).*recode") as record:
+        clf = FeatureAlignmentClassifier().fit(X, y, sample_domain=domains)
+    assert clf.classes_.tolist() == [0, 1]
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnlabelledSourceRowsWarning)  # -1 on target rows only: as documented
+        FeatureAlignmentClassifier().fit(X, np.where(domains < 0, -1, y % 2), sample_domain=domains)
 
 
 def test_scoring_against_minus_one_in_cross_validation_says_so_first():

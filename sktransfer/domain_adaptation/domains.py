@@ -1,7 +1,8 @@
 """Which rows of ``fit(X, y, sample_domain)`` are labelled source rows and which are target rows.
 
 A row is target when its label is -1 (the convention of ``sklearn.semi_supervised``) or when its
-``sample_domain`` is negative; positive domains are sources. The labels of target rows are never read for
+``sample_domain`` is negative; positive domains are sources. A -1 label on a row of a positive domain still
+marks a target row, with an :class:`UnlabelledSourceRowsWarning`: -1 cannot be a class. The labels of target rows are never read for
 training. Rows that keep a label and a positive domain train the classifier, so a few labelled target images
 given with their own positive domain make the adaptation semi-supervised.
 """
@@ -61,6 +62,7 @@ def split_domains(y, sample_domain, n_samples):
     target = unlabelled_mask(y)
     if sample_domain is not None:
         masked = checked_sample_domain(sample_domain, n_samples) < 0
+        _warn_about_unlabelled_source_rows(target & ~masked)
         if (target | masked).all():
             _no_source_rows()
         _check_target_classes(y, target, masked)
@@ -120,6 +122,22 @@ def _warn_about_text_minus_one(y):
             "(y as an object array) or with a negative sample_domain (fit(X, y, sample_domain=...)), which "
             "also keeps scikit-learn's stratified splitting working with string labels.",
             TextLabelWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
+class UnlabelledSourceRowsWarning(UserWarning):
+    """y is -1 on rows whose ``sample_domain`` is positive: they are read as target rows, not as a class."""
+
+
+def _warn_about_unlabelled_source_rows(rows):
+    if rows.any():
+        warnings.warn(
+            f"y is -1 at samples {np.flatnonzero(rows)[:10].tolist()} ({rows.sum()} rows), whose sample_domain "
+            "is positive (a source): y == -1 marks unlabelled target rows, so they are read as target rows and "
+            "-1 is not a class. If -1 is one of your classes, recode the labels (say, as strings); if these "
+            "are target rows, give them a negative sample_domain.",
+            UnlabelledSourceRowsWarning,
             stacklevel=caller_stacklevel(),
         )
 
