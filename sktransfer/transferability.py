@@ -53,6 +53,8 @@ _OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 # The adjusted H-score's room above chance, as a share of its largest value, below which the features fit
 # every labelling (up to rounding) and the score is 0.
 _CHANCE_ROOM = 1e-12
+# h_score leaves out the columns whose range is under this share of the widest column's: dead units.
+_DEAD_COLUMN_SPREAD = 1e-6
 
 
 @validate_params({**_FEATURES_AND_LABELS, "fit_intercept": ["boolean"]}, prefer_skip_nested_validation=True)
@@ -167,7 +169,8 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     widths and random-weights networks at all. Neither score changes when the features are scaled or
     shifted, or when constant columns (units dead on every sample) are added: they carry no information, and
     are left out, since they would lower the mean variance ``mu`` the shrinkage aims at and so raise the
-    score.
+    score. A column counts as constant when its range is under a millionth of the widest column's (float32
+    rounding noise); features that are all constant score 0.
 
     Parameters
     ----------
@@ -211,9 +214,13 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     """
     features = unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
-    varying = np.ptp(features, axis=0) > 0
-    if varying.any():  # a constant column (a dead unit) would only lower the variance the shrinkage aims at
-        features = features[:, varying]
+    # A constant column (a unit dead on every sample; or varying by rounding noise, below float32's resolution
+    # of the widest column) would only lower the mean variance the shrinkage aims at.
+    spread = np.ptp(features, axis=0)
+    varying = spread > _DEAD_COLUMN_SPREAD * spread.max()
+    if not varying.any():  # nothing varies: no direction tells the classes apart
+        return 0.0
+    features = features[:, varying]
     centred = features - features.mean(axis=0)
     indicators = one_hot(codes, n_classes)
     # sigma: n_samples times the eigenvalues of cov(f); H = sum over classes k and directions i of

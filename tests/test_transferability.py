@@ -483,10 +483,14 @@ def test_duplicated_columns_change_no_h_score_and_little_logme():
 @pytest.mark.parametrize("adjusted", [True, False])
 def test_constant_columns_change_no_h_score(adjusted):
     features, y = clustered()
-    dead = np.hstack([features, np.zeros((len(features), 100)), np.full((len(features), 3), 0.1)])
-    assert h_score(dead, y, adjusted=adjusted) == pytest.approx(
-        h_score(features, y, adjusted=adjusted), rel=1e-9
-    )
+    noise = 1e-9 * np.random.default_rng(0).normal(size=(len(features), 50))  # varying by rounding noise only
+    dead = np.hstack([features, np.zeros((len(features), 100)), np.full((len(features), 3), 0.1), noise])
+    score = h_score(features, y, adjusted=adjusted)
+    assert h_score(dead, y, adjusted=adjusted) == pytest.approx(score, rel=1e-9)
+    assert h_score(dead + 1e8, y, adjusted=adjusted) == pytest.approx(
+        score, rel=1e-6
+    )  # still shift-invariant
+    assert h_score(np.full((len(features), 4), 0.1), y, adjusted=adjusted) == 0.0  # nothing varies
 
 
 def test_extreme_logits_give_finite_source_scores():

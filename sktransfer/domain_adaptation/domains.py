@@ -2,9 +2,9 @@
 
 A row is target when its label is -1 (the convention of ``sklearn.semi_supervised``) or when its
 ``sample_domain`` is negative; positive domains are sources. A -1 label on a row of a positive domain still
-marks a target row, with an :class:`UnlabelledSourceRowsWarning`: -1 cannot be a class. The labels of target rows are never read for
-training. Rows that keep a label and a positive domain train the classifier, so a few labelled target images
-given with their own positive domain make the adaptation semi-supervised.
+marks a target row, with an :class:`UnlabelledSourceRowsWarning`: -1 cannot be a class. The labels of target
+rows are never read for training. Rows that keep a label and a positive domain train the classifier, so a few
+labelled target images given with their own positive domain make the adaptation semi-supervised.
 """
 
 import warnings
