@@ -373,6 +373,16 @@ def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_pr
     np.testing.assert_array_equal(extractor.transform(images), first)
 
 
+def test_a_module_that_cannot_be_copied_is_named_with_what_to_do(images):
+    import threading
+
+    module = _Scaled(2.0)
+    module.lock = threading.Lock()  # the library copies the module; a lock cannot be copied
+    with pytest.raises(TypeError, match=r"model: the _Scaled module could not be copied .*pass its class"):
+        PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    assert module.lock is not None  # the user's module is untouched
+
+
 def test_palette_images_with_other_palettes_are_cached_apart(tmp_path):
     from PIL import Image
 
