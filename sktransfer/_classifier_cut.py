@@ -59,7 +59,8 @@ def classifier_to_cut(backbone, layer):
     """``(name, width)`` of the classifier that ``layer=None`` cuts from ``backbone`` and of what it reads.
 
     None for another layer, for a network without a classifier (see :func:`classifier_name`) and for text
-    encoders. Call it before :func:`~sktransfer.backbones.build_feature_model`, which cuts the module in place.
+    encoders. Call it before :func:`~sktransfer.backbones.build_feature_model`, which cuts the module in
+    place.
 
     Examples
     --------
@@ -91,8 +92,8 @@ def check_classifier_ran_last(cut, width):
         name, read = cut
         raise ValueError(
             f"model: layer=None cuts away the layer it registers last, {name!r} (reading {read} features), "
-            f"as its classifier, but without it the network returns {width} features, not {read}: its forward "
-            f"does not end with {name!r}, so the output would not be the classifier's input. Pass layer= "
-            "naming the layer whose output you want (an unknown name lists them), or register the classifier "
-            "last in the module's __init__."
+            f"as its classifier, but without it the network returns {width} features, not {read}: its "
+            f"forward does not end with {name!r}, so the output would not be the classifier's input. Pass "
+            "layer= naming the layer whose output you want (an unknown name lists them), or register the "
+            "classifier last in the module's __init__."
         )

@@ -147,13 +147,14 @@ def _build(factory):
 
 def _from_module(model, weights, built_here=False):
     try:
-        module = copy.deepcopy(model).cpu()
+        module = copy.deepcopy(model)
     except Exception as exc:
         raise TypeError(
-            f"model: the {type(model).__name__} module could not be copied ({exc}); the library trains and cuts "
-            "a copy, so that your module is never modified. Keep copyable values as its attributes (no locks, "
-            "open files or sockets), or pass its class or a function that builds it (called in fit)."
+            f"model: the {type(model).__name__} module could not be copied ({exc}); the library trains and "
+            "cuts a copy, so that your module is never modified. Keep copyable values as its attributes (no "
+            "locks, open files or sockets), or pass its class or a function that builds it (called in fit)."
         ) from exc
+    module = module.cpu()
     if is_checkpoint(weights):
         load_checkpoint(module, weights, classifier_name(module))
     elif weights is None:

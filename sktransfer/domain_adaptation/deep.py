@@ -63,8 +63,9 @@ class DomainAdaptedClassifier(
         toward whatever fools the discriminator before the classes have formed: at 1.0 DANN fell below
         source-only on typeset → handwritten digits trained from scratch, and DANN and CDAN both did with the
         pretrained EfficientNet-Lite0 fine-tuned on that shift, while at 0.3 both gained there. On MNIST →
-        MNIST-M 1.0 gained them 0.03 to 0.04 more: the price of a default that does no harm (``benchmarks/bench_domain_adaptation.py``: its
-        ``trade_off=1`` rows, trade-off grid and ablation; the figures are in ``benchmarks/RESULTS.md``).
+        MNIST-M 1.0 gained them 0.03 to 0.04 more: the price of a default that does no harm
+        (``benchmarks/bench_domain_adaptation.py``: its ``trade_off=1`` rows, trade-off grid and ablation; the
+        figures are in ``benchmarks/RESULTS.md``).
     alignment_layer : {"logits", "bottleneck"}, default="logits"
         What ``"mmd"`` and ``"coral"`` align: the head's output (class logits), where Deep CORAL applies
         its loss (the last classification layer, fc8, in Sun & Saenko 2016) and the top layer DAN adapts,

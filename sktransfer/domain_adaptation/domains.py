@@ -133,10 +133,10 @@ class UnlabelledSourceRowsWarning(UserWarning):
 def _warn_about_unlabelled_source_rows(rows):
     if rows.any():
         warnings.warn(
-            f"y is -1 at samples {np.flatnonzero(rows)[:10].tolist()} ({rows.sum()} rows), whose sample_domain "
-            "is positive (a source): y == -1 marks unlabelled target rows, so they are read as target rows and "
-            "-1 is not a class. If -1 is one of your classes, recode the labels (say, as strings); if these "
-            "are target rows, give them a negative sample_domain.",
+            f"y is -1 at samples {np.flatnonzero(rows)[:10].tolist()} ({rows.sum()} rows), whose "
+            "sample_domain is positive (a source): y == -1 marks unlabelled target rows, so they are read as "
+            "target rows and -1 is not a class. If -1 is one of your classes, recode the labels (say, as "
+            "strings); if these are target rows, give them a negative sample_domain.",
             UnlabelledSourceRowsWarning,
             stacklevel=caller_stacklevel(),
         )
