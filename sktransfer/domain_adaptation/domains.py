@@ -181,7 +181,8 @@ class TargetScoreMixin:
         refuse_unlabelled_scoring(
             y,
             "Score with labelled target data, or select models without target labels through "
-            "sktransfer.domain_adaptation.prediction_entropy_scorer or importance_weighted_scorer.",
+            "sktransfer.domain_adaptation.neighborhood_consistency_scorer or information_maximization_scorer "
+            "(the best-ranking in benchmarks/RESULTS.md).",
         )
         return super().score(X, y, sample_weight=sample_weight)
 
