@@ -21,6 +21,7 @@ from skorch.dataset import unpack_data
 from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
+from ._fused_optimizer import with_fused_default
 from ._labels import checked_labels, encode_labels, require_labels
 from ._lora import add_lora
 from ._mixed_precision import MixedPrecisionMixin
@@ -180,7 +181,8 @@ class TransferClassifier(
 
         Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k`` (its group's
         ``stage_depth`` is k; the new layers' is None), each group with the weight decay
-        ``_group_weight_decay`` gives it. A user's own ``optimizer__param_groups`` replaces this.
+        ``_group_weight_decay`` gives it, fused on the CPU (:mod:`sktransfer._fused_optimizer`). A user's own
+        ``optimizer__param_groups`` replaces this.
         """
         self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
         self._optimizer_class = self.optimizer
@@ -206,7 +208,10 @@ class TransferClassifier(
             for depth, parameters in stages
             if depth is None or parameters
         ]
-        self.optimizer_ = self.optimizer(groups, **{**kwargs, "lr": self._stage_rate(None)})
+        kwargs = with_fused_default(
+            self.optimizer, {**kwargs, "lr": self._stage_rate(None)}, self.module_.parameters()
+        )
+        self.optimizer_ = self.optimizer(groups, **kwargs)
         return self
 
     def _stage_rate(self, depth):

@@ -134,6 +134,31 @@ def test_backbone_learns_slower_than_the_head(labelled_images):
     assert rates == pytest.approx([0.01, 0.001, 0.0005, 0.00025])
 
 
+def test_the_default_optimizer_is_fused_on_the_cpu_and_a_users_choice_is_kept(labelled_images):
+    X, y = labelled_images
+    assert tiny(max_epochs=1).fit(X, y).optimizer_.defaults["fused"] is True
+    chosen = tiny(max_epochs=1, optimizer__foreach=True).fit(X, y).optimizer_.defaults
+    assert chosen["foreach"] is True
+    assert not chosen["fused"]
+
+    class OwnAdamW(torch.optim.AdamW):  # a subclass may step differently: never given another kernel
+        pass
+
+    assert not tiny(max_epochs=1, optimizer=OwnAdamW).fit(X, y).optimizer_.defaults["fused"]
+    assert not tiny(max_epochs=1, optimizer=torch.optim.SGD).fit(X, y).optimizer_.defaults["fused"]
+
+
+def test_the_fused_optimizer_trains_as_the_unfused_one(labelled_images):
+    X, y = labelled_images
+    params = {"strategy": "full", "max_epochs": 3, "lr": 0.01}
+    fused, unfused = tiny(**params).fit(X, y), tiny(**params, optimizer__fused=False).fit(X, y)
+    assert fused.optimizer_.defaults["fused"]
+    assert not unfused.optimizer_.defaults["fused"]
+    expected = unfused.module_.state_dict()
+    for name, after in fused.module_.state_dict().items():
+        torch.testing.assert_close(after, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_learning_rate_warms_up_then_decays(labelled_images):
     X, y = labelled_images
     clf = tiny(max_epochs=5, warmup=0.3, lr=0.01, strategy="full").fit(X, y)
