@@ -6,6 +6,7 @@ cross_val_score.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._labelled_scoring import labelled_rows_scorer
 from .domain_adaptation import (
     DomainAdaptedClassifier,
     FeatureAlignmentClassifier,
@@ -57,6 +58,7 @@ __all__ = [
     "h_score_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
+    "labelled_rows_scorer",
     "leep_score",
     "leep_scorer",
     "logme_score",

@@ -148,8 +148,9 @@ class DistillationMixin:
         if self.teacher is not None:
             refuse_unlabelled_scoring(
                 y,
-                "Score with labelled rows: the student learns the unlabelled ones from the teacher alone, "
-                "so cross-validate on the labelled rows (y != -1), or pass scoring that skips them.",
+                "Score with labelled rows: the student learns the unlabelled ones from the teacher alone; "
+                "in cross_val_score or GridSearchCV, pass scoring=sktransfer.labelled_rows_scorer('accuracy'), "
+                "which scores the labelled rows (y != -1) of each fold.",
             )
         return super().score(X, y, sample_weight=sample_weight)
 

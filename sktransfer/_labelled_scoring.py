@@ -2,8 +2,9 @@
 
 Domain adaptation and distillation train on rows without a label. A scikit-learn metric that compares
 predictions with labels (a scoring name, a scorer, or ``None`` for the net's own ``score``) would count those
-rows as errors: the estimators' ``score`` refuses them (:func:`refuse_unlabelled_scoring`), and
-:class:`LabelledRowsScorer` hands a user's epoch scoring the labelled rows alone.
+rows as errors: the estimators' ``score`` refuses them (:func:`refuse_unlabelled_scoring`),
+:class:`LabelledRowsScorer` hands a user's epoch scoring the labelled rows alone, and
+:func:`labelled_rows_scorer` does the same for ``cross_val_score`` and ``GridSearchCV``.
 """
 
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _BaseScorer
+from sklearn.utils import _safe_indexing
 
 from ._labels import UNLABELLED, label_array, unlabelled_mask
 from ._stacklevel import caller_stacklevel
@@ -47,11 +49,51 @@ def compares_labels(scoring):
     return scoring is None or isinstance(scoring, str | _BaseScorer)
 
 
+def labelled_rows_scorer(scoring="accuracy"):
+    """A scorer that scores only the rows with a label: ``scoring`` on the rows whose ``y`` is not -1.
+
+    Distillation (``FineTuneClassifier(teacher=...)``) and domain adaptation train on rows marked
+    ``y == -1`` (unlabelled), and a cross-validation fold of such data holds some. scikit-learn's scorers
+    would count them as errors, and the estimators' own ``score`` refuses them: give this scorer as
+    ``scoring`` to ``cross_val_score`` or ``GridSearchCV`` to score the labelled rows of each fold. The
+    estimator predicts those rows only. Where -1 is one of the estimator's ``classes_`` (a classifier trained
+    without a teacher, for which -1 is a label like any other), every row is scored. A fold without a
+    labelled row raises a ValueError (a NaN score with a warning inside ``cross_val_score``).
+
+    For domain adaptation the labelled rows are usually source rows: their accuracy says little about the
+    target. To choose a domain-adaptation model without target labels, use
+    :data:`~sktransfer.neighborhood_consistency_scorer` or
+    :data:`~sktransfer.information_maximization_scorer`.
+
+    Parameters
+    ----------
+    scoring : str or callable, default="accuracy"
+        What to compute on the labelled rows: a scikit-learn scoring name (``"accuracy"``,
+        ``"balanced_accuracy"``, ``"neg_log_loss"``, ...) or a scorer ``scorer(estimator, X, y)``.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y)``, a float; greater is better when ``scoring``'s is.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> X, y = np.zeros((4, 1)), np.array([0, 0, 1, 1])
+    >>> always_0 = DummyClassifier(strategy="constant", constant=0).fit(X, y)
+    >>> labelled_rows_scorer("accuracy")(always_0, X, [0, 0, -1, -1])  # rows 2 and 3 are unlabelled
+    1.0
+    """
+    return LabelledRowsScorer(scoring, predict_every_row=False)
+
+
 class LabelledRowsScorer:
     """Score ``net`` with ``scoring`` on the rows whose label is not -1; NaN when there are none.
 
     Where -1 is one of ``net.classes_`` (a classifier without a teacher, for which -1 is a label like any
-    other), every row is scored.
+    other), every row is scored. ``predict_every_row`` (skorch's epoch scoring, whose cached outputs cover
+    all of ``X``): the net predicts every row and the scorer reads the labelled ones; otherwise (the public
+    :func:`labelled_rows_scorer`) the net predicts the labelled rows only, and none raises a ValueError.
 
     Examples
     --------
@@ -62,21 +104,33 @@ class LabelledRowsScorer:
     1.0
     """
 
-    def __init__(self, scoring):
+    def __init__(self, scoring, predict_every_row=True):
         self.scoring = scoring
+        self.predict_every_row = predict_every_row
 
     def __call__(self, net, X, y):
-        y = np.asarray(y)
+        y = label_array(y)
         scorer = check_scoring(net, self.scoring)
-        if UNLABELLED in net.classes_.tolist():  # -1 is a class (no teacher): every row has a label
+        if UNLABELLED in np.asarray(getattr(net, "classes_", [])).tolist():  # -1 is a class: all are labelled
             return scorer(net, X, y)
         labelled = ~unlabelled_mask(y)
         if labelled.all():
             return scorer(net, X, y)
-        if not labelled.any():
-            return float("nan")
         labels = np.array(y[labelled].tolist())  # without the -1 marks, the labels' own dtype
-        return scorer(_PredictionsOnRows(net, X, labelled), None, labels)
+        if self.predict_every_row:
+            return (
+                scorer(_PredictionsOnRows(net, X, labelled), None, labels) if labelled.any() else float("nan")
+            )
+        if not labelled.any():
+            raise ValueError(
+                f"labelled_rows_scorer: all {len(y)} rows have y == -1 (unlabelled); there is nothing to score."
+            )
+        return scorer(net, _safe_indexing(X, np.flatnonzero(labelled)), labels)
+
+    def __repr__(self):
+        if self.predict_every_row:
+            return f"{type(self).__name__}({self.scoring!r})"
+        return f"labelled_rows_scorer({self.scoring!r})"
 
 
 class _PredictionsOnRows(ClassifierMixin, BaseEstimator):

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sktransfer import FineTuneClassifier
+from sktransfer import FineTuneClassifier, labelled_rows_scorer
 from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
 from sktransfer.exceptions import UnlabelledScoringWarning
 
@@ -119,6 +120,34 @@ def test_a_students_score_refuses_unlabelled_rows_which_would_count_as_errors(te
     numbers = np.array([0, 1, -1] * 4)
     without = tiny(max_epochs=1).fit(X[:12], numbers)
     assert 0 <= without.score(X[:12], numbers) <= 1
+
+
+def test_labelled_rows_scorer_cross_validates_a_student_on_the_labelled_rows_of_each_fold(
+    teacher, confounded
+):
+    X, y, n_labelled = confounded
+    student = tiny(teacher=FrozenEstimator(teacher), max_epochs=2)
+    folds = list(KFold(2, shuffle=True, random_state=0).split(X))
+    scorer = labelled_rows_scorer("accuracy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnlabelledScoringWarning)
+        scores = cross_val_score(student, X, y, cv=folds, scoring=scorer)
+        grid = GridSearchCV(student, {"temperature": [2.0, 4.0]}, cv=folds, scoring=scorer).fit(X, y)
+    assert not np.isnan(grid.cv_results_["mean_test_score"]).any()
+    for (train, test), score in zip(folds, scores, strict=True):
+        labelled = test[test < n_labelled]
+        fitted = clone(student).fit(X[train], y[train])
+        assert score == pytest.approx(np.mean(fitted.predict(X[labelled]) == y[labelled]))
+    # the unlabelled rows are neither counted as errors nor predicted
+    always_red = DummyClassifier(strategy="constant", constant="red").fit(X[:2], ["red", "green"])
+    assert scorer(always_red, X, y) == pytest.approx(np.mean(y[:n_labelled] == "red"))
+    assert scorer(always_red, X.tolist(), list(y)) == scorer(always_red, X, y)  # a list of labels and of rows
+    assert repr(scorer) == "labelled_rows_scorer('accuracy')"
+    with pytest.raises(ValueError, match="all 32 rows have y == -1"):
+        scorer(always_red, X[n_labelled:], y[n_labelled:])
+    numbers = np.array([0, 1, -1] * 4)  # -1 among the classes (no teacher): a label like any other
+    minus_one = DummyClassifier(strategy="constant", constant=-1).fit(X[:12], numbers)
+    assert scorer(minus_one, X[:12], numbers) == pytest.approx(1 / 3)
 
 
 def test_teacher_probabilities_are_computed_once_per_fit(teacher, confounded):
