@@ -1,5 +1,7 @@
 """Labels of any type as class indices and back: the checks the trainable estimators share."""
 
+import sys
+
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
@@ -32,18 +34,29 @@ def label_array(y):
 
 
 def missing_labels(y):
-    """Indices of NaN or None labels.
+    """Indices of NaN, None or pandas.NA labels.
 
     Examples
     --------
-    >>> missing_labels(np.array(["a", None, "b"], dtype=object)).tolist()
-    [1]
+    >>> missing_labels(np.array(["a", None, "b", float("nan")], dtype=object)).tolist()
+    [1, 3]
     """
     if y.dtype.kind == "f":
         return np.flatnonzero(np.isnan(y))
     if y.dtype.kind == "O":
-        return np.flatnonzero([value is None or (isinstance(value, float) and value != value) for value in y])
+        return np.flatnonzero([_is_missing(value) for value in y])
     return np.array([], dtype=int)
+
+
+def _is_missing(value):
+    # pandas.NA (the missing value of pandas' "string", "Int64" and "boolean" dtypes) is read without
+    # importing pandas: only data from pandas can hold it.
+    pandas = sys.modules.get("pandas")
+    return (
+        value is None
+        or (isinstance(value, float) and value != value)
+        or (pandas is not None and value is pandas.NA)
+    )
 
 
 def checked_labels(y, n_samples):
@@ -55,7 +68,7 @@ def checked_labels(y, n_samples):
         )
     missing = missing_labels(y)
     if missing.size:
-        raise ValueError(f"y holds missing labels (NaN or None) at samples {missing[:10].tolist()}.")
+        raise ValueError(f"y holds missing labels (NaN, None or NA) at samples {missing[:10].tolist()}.")
     check_classification_targets(y)
     return y
 

@@ -7,7 +7,10 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import ClassifierMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import GammaRegressor, PoissonRegressor, TweedieRegressor
 from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC, NuSVC
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -37,7 +40,8 @@ def source_parameters(estimator, n_features, n_rows=None):
     except NotFittedError as exc:
         raise NotFittedError(
             f"source_estimator={source!r} is not fitted: fit it on the source task first (it is read, never "
-            "refitted)."
+            "refitted). GridSearchCV clones the values it tries, and a clone is unfitted: to search over fitted "
+            "sources, wrap each in sklearn.frozen.FrozenEstimator."
         ) from exc
     if classifier != hasattr(source, "classes_"):
         problem, kind = ("has no classes_", "classifier") if classifier else ("is a classifier", "regressor")
@@ -47,6 +51,7 @@ def source_parameters(estimator, n_features, n_rows=None):
             f"source_estimator={source!r} has no coef_ and intercept_: pass a fitted linear model, such as "
             "LogisticRegression, LinearSVC, RidgeClassifier, SGDClassifier, Ridge or LinearRegression."
         )
+    _refuse_other_parameterisations(source)
     coef = source.coef_.toarray() if sparse.issparse(source.coef_) else source.coef_
     coef = np.array(coef, dtype=np.float64, ndmin=2)  # a copy: the source is never modified
     if coef.shape[1] != n_features:
@@ -61,7 +66,39 @@ def source_parameters(estimator, n_features, n_rows=None):
             "coef_)."
         )
     intercept = np.broadcast_to(np.asarray(source.intercept_, dtype=np.float64), (len(coef),)).copy()
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ValueError(
+            f"source_estimator={source!r} has NaN or infinite values in its coef_ or intercept_: there is no "
+            "source model to transfer; refit it (scaled features or a stronger regularisation often help)."
+        )
     return coef, intercept
+
+
+def _refuse_other_parameterisations(source):
+    """Raise for linear models whose ``coef_`` is not one linear score per class or output.
+
+    An SVC or NuSVC with a linear kernel keeps one row per pair of classes (one-vs-one); with three classes
+    there are as many pairs as classes, and the rows would pass for the classes' own. Poisson, Gamma and
+    Tweedie regressors with a log link predict ``exp(X @ coef_ + intercept_)``, so their coefficients are on
+    another scale than a linear regressor's.
+    """
+    model = source.estimator if isinstance(source, FrozenEstimator) else source
+    if isinstance(model, SVC | NuSVC) and len(model.classes_) > 2:
+        raise TypeError(
+            f"source_estimator={source!r} has {len(model.classes_)} classes and keeps one coef_ row per pair of "
+            "classes (one-vs-one), not one per class: pass a model with one linear score per class, such as "
+            "LinearSVC, LogisticRegression or RidgeClassifier, fitted on the source task."
+        )
+    link = getattr(model, "link", "log")
+    log_link = isinstance(model, PoissonRegressor | GammaRegressor) or (
+        isinstance(model, TweedieRegressor) and (link == "log" or (link == "auto" and model.power > 0))
+    )
+    if log_link:
+        raise TypeError(
+            f"source_estimator={source!r} predicts exp(X @ coef_ + intercept_) (a log link): its coefficients "
+            "are not those of a linear prediction. Pass a linear regressor (Ridge, LinearRegression, or "
+            "TweedieRegressor(power=0)), or fit the source and this estimator both on log(y)."
+        )
 
 
 def _check_feature_names(source, names):
@@ -164,7 +201,8 @@ class SourceRegularizedMixin:
             raise ValueError(
                 f"{type(self).__name__} reads the fitted source_estimator and never changes it, so {nested} "
                 "cannot be set (it would change the source model every clone shares, and no fit would read "
-                "it): fit source models with those settings and search over source_estimator instead."
+                "it): fit source models with those settings and search over source_estimator instead, each "
+                "wrapped in sklearn.frozen.FrozenEstimator (GridSearchCV clones the values it tries)."
             )
         return super().set_params(**params)
 

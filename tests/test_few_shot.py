@@ -87,6 +87,13 @@ def test_a_class_without_weight_is_refused(blobs):
         PrototypeClassifier().fit(X, y, sample_weight=weights)
 
 
+def test_a_blank_label_of_a_pandas_string_column_is_named():
+    pandas = pytest.importorskip("pandas")
+    y = pandas.Series(["a", "b", pandas.NA, "a", "b", "a"], dtype="string")
+    with pytest.raises(ValueError, match=r"y holds missing labels \(NaN, None or NA\) at samples \[2\]"):
+        PrototypeClassifier().fit(np.eye(6), y)  # was pandas' "boolean value of NA is ambiguous"
+
+
 def test_one_shot_and_inputs_left_unchanged(blobs):
     X, y = blobs
     shots = [np.flatnonzero(y == label)[0] for label in ("ant", "bee", "cat")]

@@ -8,16 +8,19 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import (
+    GammaRegressor,
     LinearRegression,
     LogisticRegression,
+    PoissonRegressor,
     Ridge,
     RidgeClassifier,
     SGDClassifier,
+    TweedieRegressor,
 )
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, LinearSVC, NuSVC
 
 from sktransfer.parameter_transfer import (
     NewClassWarning,
@@ -186,6 +189,50 @@ def test_unusable_sources_are_refused_before_fitting():
         RegularTransferRegressor(LogisticRegression().fit(X_source, y_source)).fit(X, y)
     with pytest.raises(ValueError, match=r"y has 1 target column\(s\), but source_estimator predicts 2"):
         RegularTransferRegressor(Ridge().fit(X_source, np.c_[y_source, y_source])).fit(X, y)
+
+
+def test_sources_whose_coefficients_are_not_linear_scores_are_refused():
+    # coef_ of these is not one linear score per class (a linear SVC's rows are pairs of classes, three of
+    # them for three classes) or per output (a log link): they trained a model far from the source, silently
+    X_source, y_source, X, y = related_tasks(3)
+    for pairwise in (SVC(kernel="linear"), NuSVC(kernel="linear", nu=0.1)):
+        source = pairwise.fit(X_source, y_source)
+        for given in (source, FrozenEstimator(source)):
+            with pytest.raises(TypeError, match=r"has 3 classes and keeps one coef_ row per pair of classes"):
+                RegularTransferClassifier(given).fit(X, y)
+    binary = related_tasks(2)
+    RegularTransferClassifier(SVC(kernel="linear").fit(*binary[:2])).fit(*binary[2:])  # one row: one score
+    counts = np.random.default_rng(0).poisson(np.exp(0.3 * X_source[:, 0]))
+    for log_link in (PoissonRegressor(), GammaRegressor(), TweedieRegressor(power=1.5)):
+        source = log_link.fit(X_source, counts + 1)
+        with pytest.raises(TypeError, match=r"predicts exp\(X @ coef_ \+ intercept_\) \(a log link\)"):
+            RegularTransferRegressor(source).fit(X, X[:, 0])
+    RegularTransferRegressor(TweedieRegressor(power=0).fit(X_source, counts)).fit(X, X[:, 0])  # identity
+
+
+def test_a_source_with_non_finite_coefficients_is_refused():
+    X_source, y_source, X, y = related_tasks(2)
+    source = LogisticRegression().fit(X_source, y_source)
+    source.coef_[0, 1] = np.nan
+    with pytest.raises(ValueError, match=r"has NaN or infinite values in its coef_ or intercept_"):
+        RegularTransferClassifier(source).fit(X, y)
+    ridge = Ridge().fit(X_source, X_source[:, 0])
+    ridge.intercept_ = np.inf
+    with pytest.raises(ValueError, match=r"has NaN or infinite values"):
+        RegularTransferRegressor(ridge).fit(X, X[:, 0])
+
+
+def test_a_search_over_fitted_sources_keeps_them_fitted_when_frozen():
+    X_source, y_source, X, y = related_tasks(2)
+    weak, strong = (LogisticRegression(C=C).fit(X_source, y_source) for C in (0.01, 10.0))
+    grid = {"source_estimator": [weak, strong]}
+    with pytest.raises(NotFittedError, match=r"GridSearchCV clones the values it tries.*FrozenEstimator"):
+        GridSearchCV(RegularTransferClassifier(weak), grid, cv=2, error_score="raise").fit(X, y)
+    frozen = {"source_estimator": [FrozenEstimator(weak), FrozenEstimator(strong)]}
+    search = GridSearchCV(RegularTransferClassifier(weak), frozen, cv=2, error_score="raise").fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    with pytest.raises(ValueError, match=r"each wrapped in sklearn.frozen.FrozenEstimator"):
+        RegularTransferClassifier(weak).set_params(source_estimator__C=1.0)
 
 
 @pytest.mark.parametrize("estimator", [RegularTransferClassifier, RegularTransferRegressor])

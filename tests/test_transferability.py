@@ -7,6 +7,7 @@ import warnings
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn
 import torch
@@ -521,8 +522,14 @@ def test_bad_inputs_are_named(score):
         score(features, ["cat"] * len(y))
     with pytest.raises(ValueError, match="Unknown label type: continuous"):
         score(features, np.linspace(0, 1, len(y)))
-    with pytest.raises(ValueError, match="Input y contains NaN"):
-        score(features, np.r_[y[:-1], np.nan])
+    for blank in (np.nan, None, pd.NA):  # a label the user left blank is named, whatever its type
+        labels = pd.Series([*y[:-2], blank, y[-1]], dtype="string" if blank is pd.NA else object)
+        with pytest.raises(ValueError, match=r"y holds missing labels \(NaN, None or NA\) at samples \[43\]"):
+            score(features, labels)
+    with pytest.raises(ValueError, match=r"y holds missing labels .* at samples \[44\]"):
+        score(features, np.r_[np.unique(y, return_inverse=True)[1][:-1], np.nan])
+    with pytest.raises(ValueError, match=r"y holds infinite labels at samples \[44\]"):
+        score(features, np.r_[np.unique(y, return_inverse=True)[1][:-1], np.inf])
     with pytest.raises(ValueError, match="The 'y' parameter"):
         score(features, None)
 
