@@ -10,6 +10,8 @@ model folder, or by the offline default ``"all-MiniLM-L6-v2"``, whose folder shi
 import contextlib
 import json
 import os
+import threading
+from collections.abc import Mapping
 from importlib.util import find_spec
 from itertools import takewhile
 from pathlib import Path
@@ -259,16 +261,27 @@ class TextEncoder(nn.Module):
             raise TypeError(f"a text encoder reads tokenised texts, not a {type(batch).__name__}.")
         if self.layer is None:
             return self.transformer(**batch.inputs).last_hidden_state
-        captured = []
+        captured, caller = [], threading.get_ident()
 
         def capture(module, args, output):
-            captured.append(output[0] if isinstance(output, tuple) else output)
+            # Threads that share this encoder (a thread pool, Dask's threaded workers) each hook the layer
+            # while their own pass runs: a hook keeps the outputs of its own thread's pass only.
+            if threading.get_ident() != caller:
+                return
+            if isinstance(output, Mapping):  # a ModelOutput, such as a whole encoder's: its first field
+                output = next(iter(output.values()))
+            captured.append(output[0] if isinstance(output, tuple | list) else output)
 
         handle = self.transformer.get_submodule(self.layer).register_forward_hook(capture)
         try:
             self.transformer(**batch.inputs)
         finally:
             handle.remove()
+        if not captured:
+            raise ValueError(
+                f"layer={self.layer!r} did not run in the text encoder's forward pass, so it has no output to "
+                f"take; choose one of its blocks {self.block_names()}, or None for the last hidden state."
+            )
         return captured[-1]
 
     def extra_repr(self):

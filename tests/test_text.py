@@ -1,6 +1,8 @@
 """Text encoders: inputs, loading (folder, hub cache, offline default), pooling, length order, estimators."""
 
 import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import huggingface_hub.constants
 import numpy as np
@@ -187,6 +189,32 @@ def test_layer_takes_a_block_output(tiny_text_model):
     assert not np.allclose(first_block, last)
     with pytest.raises(ValueError, match=r"not a module of this text encoder.*encoder\.layer\.1"):
         extractor(tiny_text_model, layer="encoder.layer.9").fit(REVIEWS)
+
+
+def test_threads_sharing_an_extractor_at_a_layer_each_get_their_own_texts_embeddings(tiny_text_model):
+    fitted = extractor(tiny_text_model, layer="encoder.layer.0").fit(REVIEWS)
+    texts = {"first": REVIEWS[:2], "second": REVIEWS[2:4]}
+    expected = {name: fitted.transform(batch) for name, batch in texts.items()}
+    next_block = fitted.backbone_.body.transformer.encoder.layer[1]
+    both_past_the_layer, run_next_block = threading.Barrier(2, timeout=20), next_block.forward
+
+    def forward_once_both_passes_ran_the_layer(*args, **kwargs):
+        both_past_the_layer.wait()  # each pass's hook has seen both passes' outputs of the layer by now
+        return run_next_block(*args, **kwargs)
+
+    next_block.forward = forward_once_both_passes_ran_the_layer
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(texts, pool.map(fitted.transform, texts.values()), strict=True))
+    for name, embeddings in results.items():
+        np.testing.assert_allclose(embeddings, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_layer_that_returns_a_model_output_or_never_runs(tiny_text_model):
+    last = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
+    whole_encoder = extractor(tiny_text_model, layer="encoder").fit(REVIEWS).transform(REVIEWS)
+    np.testing.assert_allclose(whole_encoder, last, rtol=1e-5, atol=1e-6)  # its last_hidden_state
+    with pytest.raises(ValueError, match=r"layer='encoder.layer' did not run .* blocks \['encoder.layer.0'"):
+        extractor(tiny_text_model, layer="encoder.layer").fit(REVIEWS)
 
 
 def test_hub_id_loads_from_the_hugging_face_cache_offline(tiny_text_model, tmp_path, monkeypatch):
