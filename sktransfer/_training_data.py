@@ -1,5 +1,6 @@
 """The datasets the trainable estimators train on: labelled images, stored features, augmented views."""
 
+import contextlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -13,7 +14,7 @@ from torchvision.transforms import v2
 from ._parallel import loader_processes
 from ._runtime import run_inference
 from .images import PreprocessedImages, VectorRows, already_batched, batch_loader, validated_source
-from .texts import TextSource, TokenBatch, in_length_order
+from .texts import TextSource, TokenBatch, in_length_order, texts_and_tokenizer, token_lengths
 
 
 def default_augmentation():
@@ -180,9 +181,21 @@ class TrainingDataMixin:
         """What each row of X trains on, from its class codes: the codes (a subclass may add targets)."""
         return codes
 
+    @contextlib.contextmanager
+    def _training_texts_checked(self):
+        """While training, whose texts ``_training_data`` checked for truncation: predictions warn of none."""
+        self._texts_checked = True
+        try:
+            yield
+        finally:
+            del self._texts_checked
+
     def _training_data(self, source, targets):
         """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
         dataset = self._image_dataset(source, targets)
+        texts = texts_and_tokenizer(dataset)
+        if texts is not None:
+            token_lengths(*texts)  # warns of the texts cut at the encoder's maximum length
         if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
             return dataset
         device = torch.device(self.device)
@@ -203,7 +216,7 @@ class TrainingDataMixin:
 
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
         with torch.random.fork_rng(devices=[]):
-            features = in_length_order(dataset.images, compute)  # texts: sorted by length, little padding
+            features = in_length_order(dataset.images, compute, warn=False)  # texts: sorted, little padding
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):

@@ -34,6 +34,7 @@ from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .few_shot import ZeroVectorRowsWarning
 from .images import GrayscaleStripsWarning
 from .text_encoders import TextEncoderUnavailableError
+from .texts import TruncatedTextsWarning
 from .training import TrainingDivergedError
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "TextEncoderUnavailableError",
     "TextLabelWarning",
     "TrainingDivergedError",
+    "TruncatedTextsWarning",
     "UnhashableModuleWarning",
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",

@@ -164,8 +164,9 @@ class Tokenize:
         return TokenBatch(tokens)
 
     def lengths(self, texts):
-        """Tokens of each text after truncation (specials included), for sorting texts by length."""
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        """Tokens of each text before truncation (specials included): for sorting, and to tell the cut ones."""
+        # verbose=False: transformers' own note on sequences over the model's length is the library's to give
+        ids = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
         return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
     def __reduce__(self):  # content hashing and pickling read the tokenizer's definition, not its caches

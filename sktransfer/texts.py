@@ -10,6 +10,7 @@ travels as one :class:`TokenBatch`. Nothing the user passed is modified.
 import functools
 import math
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch.utils.data import Subset
 
 from ._hashing import text_key
 from ._pixel_values import sample_error
+from ._stacklevel import caller_stacklevel
 
 
 class TextSource:
@@ -181,12 +183,41 @@ class TokenBatch:
         return f"TokenBatch({len(self)} texts × {self.inputs['input_ids'].shape[1]} tokens)"
 
 
-def length_order(dataset):
-    """Indices of ``dataset`` (texts, possibly seen through a Subset) from the longest text to the shortest.
+class TruncatedTextsWarning(UserWarning):
+    """Texts longer than the encoder's maximum length: the tokens past it never reach the network."""
+
+
+def token_lengths(texts, tokenize, warn=True):
+    """Each text's tokens, at most ``tokenize.max_length``; with ``warn``, say which texts are cut there.
+
+    Examples
+    --------
+    >>> class Words:  # a stand-in tokenizer: one token per word, 3 at most
+    ...     max_length = 3
+    ...     def lengths(self, texts):
+    ...         return np.array([len(text.split()) for text in texts])
+    >>> token_lengths(["a b", "a b c d"], Words(), warn=False).tolist()
+    [2, 3]
+    """
+    lengths = tokenize.lengths(texts)
+    cut = np.flatnonzero(lengths > tokenize.max_length)
+    if warn and cut.size:
+        warnings.warn(
+            f"{cut.size} of the {len(texts)} texts are longer than the encoder's maximum of "
+            f"{tokenize.max_length} tokens (samples {cut[:10].tolist()}; the longest has {lengths.max()}): "
+            "they are cut there, and what follows never reaches the network. Split long texts into passages "
+            "of fewer tokens (and average their embeddings, say), or use an encoder with a longer maximum.",
+            TruncatedTextsWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    return np.minimum(lengths, tokenize.max_length)
+
+
+def texts_and_tokenizer(dataset):
+    """The texts ``dataset`` holds (possibly through Subsets), in its order, and their tokenizer; else None.
 
     ``dataset`` holds the texts (``source``) and their tokenizer (``preprocess``) or, as a training dataset
-    does, holds them as its ``images``. Batches of texts of similar lengths need little padding; ``None``
-    when ``dataset`` does not hold texts or is already in that order.
+    does, holds them as its ``images``.
     """
     base, indices = dataset, None
     while isinstance(base, Subset):
@@ -197,14 +228,25 @@ def length_order(dataset):
     tokenize = getattr(base, "preprocess", None)
     if not isinstance(source, TextSource) or not hasattr(tokenize, "lengths"):
         return None
-    texts = source.items if indices is None else [source.items[i] for i in indices]
-    order = np.argsort(-tokenize.lengths(texts), kind="stable")
+    return (source.items if indices is None else [source.items[i] for i in indices]), tokenize
+
+
+def length_order(dataset, warn=True):
+    """Indices of ``dataset`` (texts, possibly seen through a Subset) from the longest text to the shortest.
+
+    Batches of texts of similar lengths need little padding; ``None`` when ``dataset`` does not hold texts
+    or is already in that order. ``warn``: a :class:`TruncatedTextsWarning` names the texts cut short.
+    """
+    found = texts_and_tokenizer(dataset)
+    if found is None:
+        return None
+    order = np.argsort(-token_lengths(*found, warn=warn), kind="stable")
     return None if np.all(order[1:] > order[:-1]) else order
 
 
-def in_length_order(dataset, run):
+def in_length_order(dataset, run, warn=True):
     """``run(dataset)`` on texts sorted by length, its rows put back in ``dataset``'s order."""
-    order = length_order(dataset)
+    order = length_order(dataset, warn)
     if order is None:
         return run(dataset)
     rows = run(Subset(dataset, order.tolist()))

@@ -361,7 +361,7 @@ class TransferClassifier(
             )
 
     def _train(self, source, targets, routing_method, fit_params):
-        with self._on_device(), self._random_stream():
+        with self._on_device(), self._random_stream(), self._training_texts_checked():
             self._move_to_device()
             self._apply_changed_settings()
             data = self._training_data(source, targets)
@@ -414,8 +414,9 @@ class TransferClassifier(
         """``run(dataset of X)`` on the fitted network, texts sorted by length, rows back in X's order."""
         check_is_fitted(self, "module_")
         self._warn_if_network_settings_changed()
-        # texts run sorted by length, so that batches carry little padding
-        return in_length_order(self.get_dataset(X), run)
+        # texts run sorted by length, so that batches carry little padding; inside fit, whose training
+        # texts were checked, no warning of truncated ones
+        return in_length_order(self.get_dataset(X), run, warn=not getattr(self, "_texts_checked", False))
 
     def predict(self, X):
         """The most probable label of each image, of the type the labels had in ``fit``.

@@ -2,6 +2,7 @@
 
 import pickle
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import huggingface_hub.constants
@@ -21,6 +22,7 @@ from sktransfer import (
     FineTuneClassifier,
     PretrainedFeatureExtractor,
 )
+from sktransfer.exceptions import TruncatedTextsWarning
 from sktransfer.text_encoders import TextEncoderUnavailableError, offline_text_model_folder
 from tests._text_models import REVIEWS, SENTIMENT, write_hub_cache, write_tiny_encoder
 
@@ -169,6 +171,31 @@ def test_sentence_transformers_max_length_truncates(tiny_text_model):
     assert fitted.preprocess_.max_length == 24  # sentence_bert_config.json, not the tokenizer's 32
     long_text = " ".join(["good"] * 100)
     assert fitted.preprocess_([long_text]).shape == (1, 24)
+
+
+def test_texts_cut_at_the_maximum_length_are_named_once_per_call(tiny_text_model):
+    texts = [*REVIEWS[:3], " ".join(["good"] * 30) + " but awful", *REVIEWS[3:]]
+    labels = [*SENTIMENT[:3], SENTIMENT[0], *SENTIMENT[3:]]
+    fitted = extractor(tiny_text_model).fit(texts)
+    with pytest.warns(
+        TruncatedTextsWarning,
+        match=r"1 of the 9 texts .* maximum of 24 tokens \(samples \[3\]; the longest has 3[0-9]\)",
+    ):
+        fitted.transform(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedTextsWarning)
+        fitted.transform(REVIEWS)  # none cut: no word
+    clf = FineTuneClassifier(
+        tiny_text_model, device="cpu", max_epochs=2, early_stopping=True, validation_fraction=0.5
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(texts * 2, labels * 2)  # the fit's own predictions (early stopping) do not repeat it
+    cut = [str(w.message) for w in caught if w.category is TruncatedTextsWarning]
+    assert len(cut) == 1
+    assert cut[0].startswith("2 of the 18 texts")
+    with pytest.warns(TruncatedTextsWarning, match=r"samples \[3\]"):
+        clf.predict(texts)
 
 
 def test_the_cache_key_of_a_text_encoder_stays_the_same_across_transforms(tiny_text_model, tmp_path):
