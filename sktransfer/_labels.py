@@ -1,6 +1,7 @@
 """Labels of any type as class indices and back: the checks the trainable estimators share."""
 
 import sys
+from numbers import Real
 
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
@@ -44,17 +45,24 @@ def missing_labels(y):
     if y.dtype.kind == "f":
         return np.flatnonzero(np.isnan(y))
     if y.dtype.kind == "O":
-        return np.flatnonzero([_is_missing(value) for value in y])
+        return np.flatnonzero([is_missing_value(value) for value in y])
     return np.array([], dtype=int)
 
 
-def _is_missing(value):
+def is_missing_value(value):
+    """Whether ``value`` is None, a NaN (of any float type) or pandas.NA.
+
+    Examples
+    --------
+    >>> [is_missing_value(v) for v in (None, np.float32("nan"), 0.0, "")]
+    [True, True, False, False]
+    """
     # pandas.NA (the missing value of pandas' "string", "Int64" and "boolean" dtypes) is read without
     # importing pandas: only data from pandas can hold it.
     pandas = sys.modules.get("pandas")
     return (
         value is None
-        or (isinstance(value, float) and value != value)
+        or (isinstance(value, Real) and bool(value != value))
         or (pandas is not None and value is pandas.NA)
     )
 

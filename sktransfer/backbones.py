@@ -387,8 +387,8 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
     >>> feature_size(Backbone(nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 2)), None, ""))
     7
     """
-    if isinstance(backbone.module, TextEncoder):  # pooled hidden states, at any layer
-        return backbone.module.hidden_size
+    if isinstance(backbone.module, TextEncoder):
+        return _text_feature_size(backbone, layer, pooling)
     cut = classifier_to_cut(backbone, layer)
     sample = None if example is None else example()
     if cut is not None and not (verify and sample is not None):
@@ -408,6 +408,15 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
         ) from exc
     check_classifier_ran_last(cut, width)
     return width
+
+
+def _text_feature_size(backbone, layer, pooling):
+    """The width of a text encoder's pooled features: its hidden size at a block, else one text's run."""
+    if layer is None or layer in backbone.module.block_names():
+        return backbone.module.hidden_size
+    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
+    with torch.inference_mode():  # a sub-layer (a block's feed-forward, say) may be of another width
+        return int(model(backbone.preprocess(["a short text"])).shape[1])
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

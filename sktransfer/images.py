@@ -27,7 +27,7 @@ from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
 from ._pixel_values import check_values, is_eight_bit, sample_error, wide_pil_pixels
 from ._stacklevel import caller_stacklevel
-from .backbones import reads_text
+from .backbones import available_model_names, reads_text
 from .text_encoders import (
     OFFLINE_TEXT_MODEL_NAME,
     is_loaded_transformers_model,
@@ -228,8 +228,16 @@ def validated_source(estimator, X, *, reset):
         if is_loaded_transformers_model(estimator.model):
             raise ValueError(loaded_transformers_model_message(estimator.model))
         first = X.iloc[0] if is_pandas(X) and X.ndim == 1 else np.asarray(X, dtype=object).ravel()[0]
+        model = estimator.model
+        if isinstance(model, str) and model not in available_model_names() and not os.path.exists(model):
+            raise ValueError(
+                f"X holds text (sample 0, {str(first)[:60]!r}), but model={model!r} names no image model and no "
+                "text encoder found here: a bare Hugging Face name counts once the Hugging Face cache holds "
+                "it. Give the full hub id ('org/name', such as 'google-bert/bert-base-uncased'), which "
+                f"transformers downloads, a local model folder, or model='{OFFLINE_TEXT_MODEL_NAME}'."
+            )
         raise ValueError(
-            f"X holds text (sample 0, {str(first)[:60]!r}, is no file), but model={_name(estimator.model)} reads "
+            f"X holds text (sample 0, {str(first)[:60]!r}, is no file), but model={_name(model)} reads "
             f"images: pass image arrays, PIL images or image file paths, or a text encoder such as "
             f"model='{OFFLINE_TEXT_MODEL_NAME}' for texts."
         )

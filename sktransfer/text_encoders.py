@@ -305,7 +305,11 @@ def _own_pooling(location):
     pooling = next((entry["path"] for entry in modules if entry["type"].endswith("Pooling")), None)
     config = location.json(f"{pooling}/config.json") if pooling else None
     modes = [mode for key, mode in _POOLING_MODES.items() if (config or {}).get(key)]
-    if config and len(modes) != 1:
+    # every mode the folder turns on counts: sentence-transformers concatenates them all
+    enabled = [
+        key for key, value in (config or {}).items() if key.startswith("pooling_mode_") and value is True
+    ]
+    if config and (len(modes) != 1 or len(enabled) != 1):
         raise ValueError(
             f"pooling='model': model={location.name!r} pools with {config}; only one of mean, CLS or max "
             "pooling is supported: use pooling='avg', 'cls' or 'max'."

@@ -8,7 +8,6 @@ travels as one :class:`TokenBatch`. Nothing the user passed is modified.
 """
 
 import functools
-import math
 import os
 import warnings
 from numbers import Integral
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import Subset
 
 from ._hashing import text_key
+from ._labels import is_missing_value
 from ._pixel_values import sample_error
 from ._stacklevel import caller_stacklevel
 
@@ -49,10 +49,6 @@ def is_pandas(X):
     return type(X).__module__.startswith("pandas") and hasattr(X, "to_numpy")
 
 
-def _is_missing(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def as_text_source(X, model):
     """Validate X as texts for the text encoder ``model`` and wrap it as a :class:`TextSource`.
 
@@ -82,6 +78,8 @@ def as_text_source(X, model):
         raise ValueError(f"X is a single string ({X[:40]!r}); pass a list of texts, e.g. [text].")
     elif not isinstance(X, list | tuple):
         array = np.asarray(X) if not isinstance(X, torch.Tensor) else None
+        if array is not None and array.ndim == 2 and array.shape[1] == 1 and array.dtype.kind in "OUS":
+            array = array[:, 0]  # one column of texts, as a one-column DataFrame's values give
         if array is None or array.ndim != 1 or array.dtype.kind not in "OUS":
             shape = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
             raise ValueError(
@@ -98,12 +96,32 @@ def as_text_source(X, model):
         )
     for index, text in enumerate(X):
         if isinstance(text, str):
+            if not text.isascii():
+                _check_encodable(text, index)
             continue
-        what = "None" if text is None else "NaN" if _is_missing(text) else f"a {type(text).__name__}"
+        what = (
+            "None"
+            if text is None
+            else "missing (NaN or NA)"
+            if is_missing_value(text)
+            else f"a {type(text).__name__}"
+        )
         raise sample_error(
             f"sample {index} is {what}; every sample must be a string (an empty string is allowed)."
         )
     return TextSource(list(X))
+
+
+def _check_encodable(text, index):
+    """Raise naming the sample for text that is no valid Unicode (lone surrogates), which no tokenizer reads."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise sample_error(
+            f"sample {index} holds {text[exc.start]!r} at character {exc.start}, a lone surrogate that is no "
+            "Unicode character (a file read with errors='surrogateescape' gives them): read it with its own "
+            "encoding, or clean it, e.g. text.encode('utf-8', 'replace').decode()."
+        ) from exc
 
 
 @functools.cache

@@ -1,5 +1,6 @@
 """Text encoders: inputs, loading (folder, hub cache, offline default), pooling, length order, estimators."""
 
+import json
 import pickle
 import threading
 import warnings
@@ -54,8 +55,9 @@ def reference_embeddings(folder, texts, pooling="mean"):
         lambda t: np.array(t, dtype=object),
         pd.Series,
         lambda t: pd.DataFrame({"text": t}),
+        lambda t: pd.DataFrame({"text": t})[["text"]].to_numpy(),  # one column of a 2-D array
     ],
-    ids=["list", "tuple", "str-array", "object-array", "series", "dataframe"],
+    ids=["list", "tuple", "str-array", "object-array", "series", "dataframe", "one-column-array"],
 )
 def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
     fitted = extractor(tiny_text_model).fit(REVIEWS)
@@ -66,7 +68,10 @@ def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
     ("texts", "message"),
     [
         (["good", None], "sample 1 is None"),
-        (pd.Series(["good", "bad", np.nan]), "sample 2 is NaN"),
+        (pd.Series(["good", "bad", np.nan]), r"sample 2 is missing \(NaN or NA\)"),
+        (pd.Series(["good", "bad", None], dtype="string"), r"sample 2 is missing \(NaN or NA\)"),
+        (["good", np.float32("nan")], r"sample 1 is missing \(NaN or NA\)"),
+        (["good", "caf\udce9 au lait"], r"sample 1 holds '\\udce9' at character 3, a lone surrogate"),
         (["good", 3], "sample 1 is a int"),
         ([], "X is empty"),
         ("a single text", "single string"),
@@ -159,6 +164,16 @@ def test_cls_max_and_model_pooling(tiny_text_model, tmp_path):
         extractor(cls_folder, pooling="cls", normalize=True).fit(texts).transform(texts),
         atol=1e-6,
     )
+    # a mode beside mean pooling (sentence-transformers concatenates the two) is refused, not dropped
+    config = cls_folder / "1_Pooling" / "config.json"
+    modes = {
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_mean_sqrt_len_tokens": True,
+    }
+    config.write_text(json.dumps({"word_embedding_dimension": 16, **modes}))
+    with pytest.raises(ValueError, match=r"only one of mean, CLS or max pooling is supported"):
+        extractor(cls_folder, pooling="model").fit(texts)
 
 
 def test_pooling_none_is_refused_for_text(tiny_text_model):
@@ -236,6 +251,13 @@ def test_threads_sharing_an_extractor_at_a_layer_each_get_their_own_texts_embedd
         np.testing.assert_allclose(embeddings, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_a_layer_narrower_or_wider_than_the_hidden_size_gets_a_head_of_its_width(tiny_text_model):
+    layer = "encoder.layer.0.intermediate"  # the block's feed-forward: 32 wide, the hidden states 16
+    assert extractor(tiny_text_model, layer=layer).fit(REVIEWS).transform(REVIEWS).shape == (len(REVIEWS), 32)
+    clf = FineTuneClassifier(tiny_text_model, layer=layer, strategy="full", max_epochs=1, device="cpu")
+    assert clf.fit(REVIEWS, SENTIMENT).predict_proba(REVIEWS).shape == (len(REVIEWS), 2)  # was a shape error
+
+
 def test_a_layer_that_returns_a_model_output_or_never_runs(tiny_text_model):
     last = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
     whole_encoder = extractor(tiny_text_model, layer="encoder").fit(REVIEWS).transform(REVIEWS)
@@ -260,6 +282,15 @@ def test_missing_hub_model_names_the_cache_and_the_way_to_provide_it(tmp_path, m
         TextEncoderUnavailableError, match=rf"(?s){tmp_path}.*huggingface-cli download someone/absent"
     ):
         extractor("someone/absent").fit(REVIEWS)
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "all-minilm-l6-v2"])
+def test_a_bare_name_not_in_the_cache_is_not_called_an_image_model(name, tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(
+        ValueError, match=rf"model='{name}' names no image model and no text encoder found here"
+    ):
+        extractor(name).fit(REVIEWS)  # was "model=... reads images"
 
 
 def test_random_and_checkpoint_weights(tiny_text_model, tmp_path):
