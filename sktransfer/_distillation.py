@@ -10,6 +10,7 @@ alone. :class:`DistillationMixin` gives a trainable estimator the parameters ``t
 and ``distillation_weight``.
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -20,8 +21,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._labelled_scoring import refuse_unlabelled_scoring
 from ._labels import UNLABELLED, label_array, require_labels, unlabelled_mask
+from ._stacklevel import caller_stacklevel
 from ._training_data import LABEL
-from ._unused_settings import warn_of_unused_settings
+from ._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
 
 DISTILLATION_CONSTRAINTS = {
     "teacher": [HasMethods(["predict_proba"]), None],
@@ -158,6 +160,13 @@ class DistillationMixin:
         super()._check_settings(X)
         if self.teacher is None:
             warn_of_unused_settings(self, ["temperature", "distillation_weight"], "with a teacher")
+        elif self.distillation_weight == 0:
+            warnings.warn(
+                f"{type(self).__name__}: distillation_weight=0 gives the teacher no weight, so it is run and "
+                "ignored: set teacher=None, or distillation_weight above 0.",
+                IgnoredSettingWarning,
+                stacklevel=caller_stacklevel(),
+            )
 
     def _targets(self, y, n_samples, reset=True, classes=None):
         if self.teacher is None:
@@ -170,6 +179,11 @@ class DistillationMixin:
                 f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
             )
         labelled = ~unlabelled_mask(y)
+        if self.distillation_weight == 0 and not labelled.any():
+            raise ValueError(
+                "every row of y is -1 (unlabelled), and distillation_weight=0 gives the teacher no weight: "
+                "nothing would train. Raise distillation_weight, or give labelled rows."
+            )
         labels = y[labelled]
         if labels.dtype == object:  # an object array because of the -1 marks: give the labels their own type
             labels = np.asarray(labels.tolist(), dtype=None if labels.size else own.dtype)

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import FineTuneClassifier, labelled_rows_scorer
 from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
-from sktransfer.exceptions import UnlabelledScoringWarning
+from sktransfer.exceptions import IgnoredSettingWarning, UnlabelledScoringWarning
 
 from ._models import CountingNet, TinyConvNet
 
@@ -337,3 +337,11 @@ def test_settings_that_cannot_take_effect_warn(labelled_images):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         tiny(max_epochs=1).fit(X, y)  # at their defaults, nothing to say
+
+
+def test_a_teacher_without_weight_warns_and_cannot_teach_unlabelled_rows(teacher, confounded):
+    X, y, n_labelled = confounded
+    with pytest.warns(IgnoredSettingWarning, match=r"distillation_weight=0 gives the teacher no weight"):
+        tiny(teacher=teacher, distillation_weight=0.0, max_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"every row of y is -1 .* nothing would train"):
+        tiny(teacher=teacher, distillation_weight=0.0, max_epochs=1).fit(X[n_labelled:], y[n_labelled:])
