@@ -150,30 +150,41 @@ class _Location:
 class Tokenize:
     """The preprocessing of a text encoder: a list of texts to a :class:`~sktransfer.texts.TokenBatch`.
 
-    Pads to the longest text of the batch (dynamic padding) and truncates at ``max_length`` tokens.
+    Pads to the longest text of the batch (dynamic padding) and truncates at ``max_length`` tokens. With
+    ``lowercase`` (a sentence-transformers folder's ``do_lower_case``), texts are lowercased first, as
+    sentence-transformers does for such a model.
     """
 
-    def __init__(self, tokenizer, max_length):
+    def __init__(self, tokenizer, max_length, lowercase=False):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.lowercase = lowercase
 
     def __call__(self, texts):
         tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            self._as_read(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         return TokenBatch(tokens)
 
     def lengths(self, texts):
         """Tokens of each text before truncation (specials included): for sorting, and to tell the cut ones."""
         # verbose=False: transformers' own note on sequences over the model's length is the library's to give
-        ids = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(self._as_read(texts), truncation=False, verbose=False)["input_ids"]
         return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
+    def _as_read(self, texts):
+        return [text.lower() for text in texts] if self.lowercase else texts
+
     def __reduce__(self):  # content hashing and pickling read the tokenizer's definition, not its caches
-        return (Tokenize, (self.tokenizer, self.max_length))
+        return (Tokenize, (self.tokenizer, self.max_length, self.lowercase))
 
     def __repr__(self):
-        return f"Tokenize({type(self.tokenizer).__name__}, max_length={self.max_length})"
+        lowercase = ", lowercase=True" if self.lowercase else ""
+        return f"Tokenize({type(self.tokenizer).__name__}, max_length={self.max_length}{lowercase})"
 
 
 class TextEncoder(nn.Module):
@@ -374,7 +385,11 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         pooling, normalizes = exc, False
     return Backbone(
         TextEncoder(transformer),
-        Tokenize(tokenizer, _max_length(location, tokenizer, config)),
+        Tokenize(
+            tokenizer,
+            _max_length(location, tokenizer, config),
+            bool((location.json("sentence_bert_config.json") or {}).get("do_lower_case", False)),
+        ),
         os.fspath(model),
         kind="text",
         own_pooling=pooling,

@@ -176,6 +176,23 @@ def test_cls_max_and_model_pooling(tiny_text_model, tmp_path):
         extractor(cls_folder, pooling="model").fit(texts)
 
 
+def test_a_folder_that_lowercases_its_input_reads_texts_lowercased(tmp_path):
+    folder = write_tiny_encoder(tmp_path / "cased", pooling="mean_tokens")
+    tokenizer_config = folder / "tokenizer_config.json"
+    tokenizer_config.write_text(
+        json.dumps({**json.loads(tokenizer_config.read_text()), "do_lower_case": False})
+    )
+    shouted = [text.upper() for text in REVIEWS]
+    cased = extractor(folder).fit(REVIEWS)
+    assert not np.allclose(cased.transform(shouted), cased.transform(REVIEWS))  # a cased vocabulary
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 24, "do_lower_case": True})
+    )
+    lowercasing = extractor(folder).fit(REVIEWS)  # as sentence-transformers reads such a folder
+    np.testing.assert_allclose(lowercasing.transform(shouted), lowercasing.transform(REVIEWS), atol=1e-6)
+    assert "lowercase=True" in repr(lowercasing.preprocess_)
+
+
 def test_pooling_none_is_refused_for_text(tiny_text_model):
     with pytest.raises(ValueError, match="pooling=None flattens the token sequence"):
         extractor(tiny_text_model, pooling=None).fit(REVIEWS)
