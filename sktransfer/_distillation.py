@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._labelled_scoring import refuse_unlabelled_scoring
-from ._labels import UNLABELLED, label_array, require_labels, unlabelled_mask
+from ._labels import UNLABELLED, label_array, refuse_missing_labels, require_labels, unlabelled_mask
 from ._stacklevel import caller_stacklevel
 from ._training_data import LABEL
 from ._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
@@ -178,6 +178,7 @@ class DistillationMixin:
             raise ValueError(
                 f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
             )
+        refuse_missing_labels(y)
         labelled = ~unlabelled_mask(y)
         if self.distillation_weight == 0 and not labelled.any():
             raise ValueError(

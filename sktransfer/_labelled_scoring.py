@@ -12,11 +12,11 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import check_scoring
+from sklearn.metrics import check_scoring, get_scorer
 from sklearn.metrics._scorer import _BaseScorer
 from sklearn.utils import _safe_indexing
 
-from ._labels import UNLABELLED, label_array, unlabelled_mask
+from ._labels import UNLABELLED, label_array, missing_labels, unlabelled_mask
 from ._stacklevel import caller_stacklevel
 
 
@@ -52,6 +52,8 @@ def compares_labels(scoring):
 def labelled_rows_scorer(scoring="accuracy"):
     """A scorer that scores only the rows with a label: ``scoring`` on the rows whose ``y`` is not -1.
 
+    Rows whose label is missing (None, NaN, pandas.NA) are skipped as well.
+
     Distillation (``FineTuneClassifier(teacher=...)``) and domain adaptation train on rows marked
     ``y == -1`` (unlabelled), and a cross-validation fold of such data holds some. scikit-learn's scorers
     would count them as errors, and the estimators' own ``score`` refuses them: give this scorer as
@@ -84,6 +86,8 @@ def labelled_rows_scorer(scoring="accuracy"):
     >>> labelled_rows_scorer("accuracy")(always_0, X, [0, 0, -1, -1])  # rows 2 and 3 are unlabelled
     1.0
     """
+    if isinstance(scoring, str):
+        get_scorer(scoring)  # a misspelt name raises here, not as a NaN score in every fold
     return LabelledRowsScorer(scoring, predict_every_row=False)
 
 
@@ -114,6 +118,7 @@ class LabelledRowsScorer:
         if UNLABELLED in np.asarray(getattr(net, "classes_", [])).tolist():  # -1 is a class: all are labelled
             return scorer(net, X, y)
         labelled = ~unlabelled_mask(y)
+        labelled[missing_labels(y)] = False  # a blank label is no label either
         if labelled.all():
             return scorer(net, X, y)
         labels = np.array(y[labelled].tolist())  # without the -1 marks, the labels' own dtype

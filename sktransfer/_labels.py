@@ -67,6 +67,23 @@ def is_missing_value(value):
     )
 
 
+def refuse_missing_labels(y, name="y", among=None):
+    """Raise naming the samples whose label is None, NaN or pandas.NA (those of ``among``, a row mask).
+
+    Examples
+    --------
+    >>> refuse_missing_labels(np.array(["a", None], dtype=object))
+    Traceback (most recent call last):
+    ...
+    ValueError: y holds missing labels (NaN, None or NA) at samples [1].
+    """
+    missing = missing_labels(y)
+    if among is not None:
+        missing = missing[among[missing]]
+    if missing.size:
+        raise ValueError(f"{name} holds missing labels (NaN, None or NA) at samples {missing[:10].tolist()}.")
+
+
 def checked_labels(y, n_samples):
     """``y`` as a 1-D array of one classification label per sample, without missing values."""
     y = column_or_1d(y, warn=True)
@@ -74,9 +91,7 @@ def checked_labels(y, n_samples):
         raise ValueError(
             f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
         )
-    missing = missing_labels(y)
-    if missing.size:
-        raise ValueError(f"y holds missing labels (NaN, None or NA) at samples {missing[:10].tolist()}.")
+    refuse_missing_labels(y)
     check_classification_targets(y)
     return y
 
@@ -115,5 +130,8 @@ def unlabelled_mask(y):
     if y.dtype.kind in "iuf":
         return y == UNLABELLED
     if y.dtype.kind == "O":
-        return np.array([not isinstance(v, str) and v is not None and v == UNLABELLED for v in y], dtype=bool)
+        return np.array(
+            [not isinstance(v, str) and not is_missing_value(v) and bool(v == UNLABELLED) for v in y],
+            dtype=bool,
+        )
     return np.zeros(len(y), dtype=bool)

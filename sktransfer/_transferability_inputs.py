@@ -8,7 +8,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from ._labels import missing_labels
+from ._labels import refuse_missing_labels
 from ._stacklevel import caller_stacklevel
 
 # A matrix whose entries all lie in [0, 1] holds probabilities (rounded, truncated to the top classes, or
@@ -66,9 +66,7 @@ def class_codes(y, n_samples, name):
 def label_codes(labels, name):
     """Class labels of any type as codes 0..k-1, in the order of the sorted labels, and those labels."""
     labels = column_or_1d(labels)
-    missing = missing_labels(labels)  # before sklearn calls them an unknown label type, or sorting fails
-    if missing.size:
-        raise ValueError(f"{name} holds missing labels (NaN, None or NA) at samples {missing[:10].tolist()}.")
+    refuse_missing_labels(labels, name)  # before sklearn calls them an unknown label type, or sorting fails
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):  # before sklearn casts inf to int
         raise ValueError(
             f"{name} holds infinite labels at samples {np.flatnonzero(np.isinf(labels))[:10].tolist()}."

@@ -143,6 +143,8 @@ def test_labelled_rows_scorer_cross_validates_a_student_on_the_labelled_rows_of_
     assert scorer(always_red, X, y) == pytest.approx(np.mean(y[:n_labelled] == "red"))
     assert scorer(always_red, X.tolist(), list(y)) == scorer(always_red, X, y)  # a list of labels and of rows
     assert repr(scorer) == "labelled_rows_scorer('accuracy')"
+    with pytest.raises(ValueError, match="'acuracy' is not a valid scoring value"):
+        labelled_rows_scorer("acuracy")  # at once, not as a NaN in every fold
     with pytest.raises(ValueError, match="all 32 rows have y == -1"):
         scorer(always_red, X[n_labelled:], y[n_labelled:])
     numbers = np.array([0, 1, -1] * 4)  # -1 among the classes (no teacher): a label like any other

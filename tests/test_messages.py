@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from joblib import Parallel, delayed
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -90,6 +92,25 @@ def test_scoring_against_minus_one_in_cross_validation_says_so_first():
         warnings.simplefilter("error", UnlabelledScoringWarning)  # a direct call raises, without a warning
         with pytest.raises(ValueError, match="y holds -1"):
             fitted.score(X, y)
+
+
+def test_a_blank_label_of_a_pandas_string_column_is_named_by_every_estimator():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 4)).astype(np.float32)
+    y = pd.Series(["a", "b", pd.NA, *["a", "b"] * 4, "a"], dtype="string")
+    teacher = LogisticRegression().fit(X, np.array(["a", "b"] * 6))
+    estimators = [
+        FineTuneClassifier(model=None, teacher=FrozenEstimator(teacher), max_epochs=1, device="cpu"),
+        sktransfer.DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu"),
+        FeatureAlignmentClassifier(),
+    ]
+    for estimator in estimators:  # were pandas' "boolean value of NA is ambiguous"
+        with pytest.raises(ValueError, match=r"y holds missing labels \(NaN, None or NA\) at samples \[2\]"):
+            estimator.fit(X, y)
+    marked = y.astype(object).where(y.notna(), -1)  # the same row marked unlabelled instead
+    assert sktransfer.labelled_rows_scorer("accuracy")(teacher, X, y) == pytest.approx(
+        sktransfer.labelled_rows_scorer("accuracy")(teacher, X, marked)
+    )  # the scorer skips a blank label as it skips -1
 
 
 def test_every_public_estimator_and_scorer_imports_from_the_package():

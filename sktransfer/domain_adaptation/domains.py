@@ -14,7 +14,14 @@ import numpy as np
 from sklearn.utils.validation import column_or_1d
 
 from .._labelled_scoring import refuse_unlabelled_scoring
-from .._labels import UNLABELLED, label_array, missing_labels, require_labels, unlabelled_mask
+from .._labels import (
+    UNLABELLED,
+    label_array,
+    missing_labels,
+    refuse_missing_labels,
+    require_labels,
+    unlabelled_mask,
+)
 from .._stacklevel import caller_stacklevel
 
 
@@ -70,6 +77,7 @@ def split_domains(y, sample_domain, n_samples):
     labelled = ~target
     if not labelled.any():
         _no_source_rows()
+    refuse_missing_labels(y, among=labelled)  # a blank label on a target row is no label, as -1 is
     if not target.any():
         warnings.warn(
             "fit received no target rows, so it trains on the source alone. Mark target rows with y == -1 or "
