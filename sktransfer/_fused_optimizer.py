@@ -39,3 +39,29 @@ def with_fused_default(optimizer, kwargs, parameters):
     if not all(parameter.device.type == "cpu" and parameter.is_floating_point() for parameter in parameters):
         return kwargs
     return {**kwargs, "fused": True}
+
+
+def move_optimizer_state(optimizer, device):
+    """Move ``optimizer``'s state to ``device``, where its parameters went, as torch's kernels expect it.
+
+    Moments follow their parameters. The step counts (0-dim tensors) stay on the CPU for torch's default
+    implementations, and follow the parameters for fused and capturable ones, whose kernels read them on
+    the parameters' device (as ``Optimizer.load_state_dict`` places them).
+
+    Examples
+    --------
+    >>> layer = torch.nn.Linear(3, 2)
+    >>> optimizer = torch.optim.AdamW(layer.parameters(), fused=True)
+    >>> layer(torch.ones(1, 3)).sum().backward()
+    >>> optimizer.step()
+    >>> move_optimizer_state(optimizer, torch.device("meta"))  # as a move to a GPU would
+    >>> {key: value.device.type for key, value in optimizer.state[layer.weight].items()}
+    {'step': 'meta', 'exp_avg': 'meta', 'exp_avg_sq': 'meta'}
+    """
+    for group in optimizer.param_groups:
+        steps_follow = bool(group.get("fused") or group.get("capturable"))
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and (value.ndim > 0 or steps_follow):
+                    state[key] = value.to(device)

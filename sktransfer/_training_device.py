@@ -3,8 +3,7 @@
 import contextlib
 import threading
 
-import torch
-
+from ._fused_optimizer import move_optimizer_state
 from ._runtime import module_device, resolve_device
 
 _RESOLVED = threading.local()  # per thread: id(net) -> the device skorch's code reads during a call
@@ -72,10 +71,7 @@ class DeviceMixin:
             return
         self.module_.to(device)
         self.criterion_.to(device)
-        for state in self.optimizer_.state.values():
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.ndim > 0:
-                    state[key] = value.to(device)
+        move_optimizer_state(self.optimizer_, device)
 
     def forward_iter(self, X, training=False, device="cpu"):
         with self._on_device():

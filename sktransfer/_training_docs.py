@@ -107,9 +107,10 @@ criterion : torch.nn.Module class, default=torch.nn.CrossEntropyLoss
 optimizer : torch.optim.Optimizer class, default=torch.optim.AdamW
     Built with one parameter group per learning rate (the new layers at ``lr``, the backbone stages at
     the rates ``backbone_lr_ratio`` and ``layer_decay`` give) and with ``weight_decay``.
-    ``optimizer__*`` parameters reach it; ``optimizer__param_groups`` replaces those groups. Torch's Adam
-    and AdamW run fused on the CPU (``fused=True``: the same update, in a fraction of the time on small
-    networks), unless ``optimizer__fused``, ``optimizer__foreach`` or another implementation is given.
+    ``optimizer__*`` parameters reach it; ``optimizer__param_groups`` replaces those groups. With those
+    groups, torch's Adam and AdamW run fused on the CPU (``fused=True``: the same update, in a fraction of
+    the time on small networks), unless ``optimizer__fused``, ``optimizer__foreach`` or another
+    implementation is given.
 train_split : callable or None, default=None
     skorch's split of the training data into training and validation data, such as
     ``skorch.dataset.ValidSplit(5)`` or ``skorch.helper.predefined_split(dataset)``. ``None`` validates

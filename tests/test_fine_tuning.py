@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validat
 from skorch.callbacks import Callback
 
 from sktransfer import FineTuneClassifier
+from sktransfer._fused_optimizer import move_optimizer_state
 from sktransfer.training import TrainingDivergedError
 
 from ._models import CountingNet, TinyConvNet
@@ -157,6 +158,26 @@ def test_the_fused_optimizer_trains_as_the_unfused_one(labelled_images):
     expected = unfused.module_.state_dict()
     for name, after in fused.module_.state_dict().items():
         torch.testing.assert_close(after, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_optimizer_state_follows_the_network_as_its_implementation_expects(labelled_images, fused):
+    X, y = labelled_images
+    optimizer = tiny(max_epochs=1, optimizer__fused=fused).fit(X, y).optimizer_
+    move_optimizer_state(optimizer, torch.device("meta"))  # stands for a GPU: only where tensors go matters
+    for state in optimizer.state.values():
+        assert state["exp_avg"].device.type == "meta"
+        assert state["step"].device.type == ("meta" if fused else "cpu")  # fused kernels read it there
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_fit_on_the_cpu_continues_on_the_gpu(labelled_images):
+    X, y = labelled_images
+    clf = tiny(max_epochs=1).fit(X, y)
+    assert clf.optimizer_.defaults["fused"]
+    clf.set_params(device="cuda").partial_fit(X, y)
+    assert all(state["step"].device.type == "cuda" for state in clf.optimizer_.state.values())
+    assert np.isfinite(clf.predict_proba(X)).all()
 
 
 def test_learning_rate_warms_up_then_decays(labelled_images):
