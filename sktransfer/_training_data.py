@@ -1,6 +1,7 @@
 """The datasets the trainable estimators train on: labelled images, stored features, augmented views."""
 
 import contextlib
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,7 +15,7 @@ from torchvision.transforms import v2
 from ._parallel import loader_processes
 from ._runtime import run_inference
 from .images import PreprocessedImages, VectorRows, already_batched, batch_loader, validated_source
-from .texts import TextSource, TokenBatch, in_length_order, texts_and_tokenizer, token_lengths
+from .texts import TextSource, TokenBatch, in_length_order, warn_of_truncated_texts
 
 
 def default_augmentation():
@@ -158,6 +159,10 @@ def with_augment(dataset, augment):
     return augmented if indices is None else Subset(augmented, indices.tolist())
 
 
+# The estimators training in this thread, whose training texts were checked for truncation.
+_TEXTS_CHECKED = threading.local()
+
+
 class TrainingDataMixin:
     """How a trainable estimator turns X into the batches skorch iterates over.
 
@@ -183,19 +188,26 @@ class TrainingDataMixin:
 
     @contextlib.contextmanager
     def _training_texts_checked(self):
-        """While training, whose texts ``_training_data`` checked for truncation: predictions warn of none."""
-        self._texts_checked = True
+        """While training, whose texts ``_training_data`` checked for truncation: predictions warn of none.
+
+        Kept per thread, beside the estimator rather than on it, so that no pickle made during fit (a
+        checkpoint) carries it.
+        """
+        checked = _TEXTS_CHECKED.__dict__.setdefault("estimators", set())
+        checked.add(id(self))
         try:
             yield
         finally:
-            del self._texts_checked
+            checked.discard(id(self))
+
+    def _texts_were_checked(self):
+        """Whether this thread is inside this estimator's training, whose texts were checked."""
+        return id(self) in getattr(_TEXTS_CHECKED, "estimators", ())
 
     def _training_data(self, source, targets):
         """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
         dataset = self._image_dataset(source, targets)
-        texts = texts_and_tokenizer(dataset)
-        if texts is not None:
-            token_lengths(*texts)  # warns of the texts cut at the encoder's maximum length
+        warn_of_truncated_texts(dataset)
         if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
             return dataset
         device = torch.device(self.device)

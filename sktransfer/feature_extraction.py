@@ -38,7 +38,7 @@ from .backbones import (
     pooled_by_the_network,
 )
 from .images import PreprocessedImages, batch_loader, validated_source
-from .texts import in_length_order
+from .texts import in_length_order, warn_of_truncated_texts
 
 _REPLICAS_LOCK = threading.Lock()
 # The parameters that decide the fitted network and its input; changed after fit, transform warns.
@@ -266,9 +266,10 @@ class PretrainedFeatureExtractor(
         root = cache_folder(self.cache)
         if root is None:
             return self._embed(dataset)
+        warn_of_truncated_texts(dataset)  # among all of X: cached rows were cut as well
         return EmbeddingCache.at(root, self._embedding_key()).embed(
             dataset.source.fingerprints(),
-            lambda missing: self._embed(Subset(dataset, missing.tolist())),
+            lambda missing: self._embed(Subset(dataset, missing.tolist()), warn=False),
             width=self.n_features_out_,
         )
 
@@ -324,8 +325,11 @@ class PretrainedFeatureExtractor(
             *((module, device) for (_, device), module in self._replicas.items()),
         ]
 
-    def _embed(self, dataset):
-        """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding."""
+    def _embed(self, dataset, warn=True):
+        """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding.
+
+        ``warn``: a :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
+        """
         devices = self._devices()
 
         def embed(ordered):
@@ -343,7 +347,7 @@ class PretrainedFeatureExtractor(
                 desc="embedding",
             )
 
-        return in_length_order(dataset, embed)
+        return in_length_order(dataset, embed, warn)
 
     def __getstate__(self):
         state = super().__getstate__()

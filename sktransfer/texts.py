@@ -249,6 +249,13 @@ def texts_and_tokenizer(dataset):
     return (source.items if indices is None else [source.items[i] for i in indices]), tokenize
 
 
+def warn_of_truncated_texts(dataset):
+    """A :class:`TruncatedTextsWarning` for the texts of ``dataset`` cut at the encoder's maximum length."""
+    found = texts_and_tokenizer(dataset)
+    if found is not None:
+        token_lengths(*found)
+
+
 def length_order(dataset, warn=True):
     """Indices of ``dataset`` (texts, possibly seen through a Subset) from the longest text to the shortest.
 

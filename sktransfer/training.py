@@ -416,7 +416,7 @@ class TransferClassifier(
         self._warn_if_network_settings_changed()
         # texts run sorted by length, so that batches carry little padding; inside fit, whose training
         # texts were checked, no warning of truncated ones
-        return in_length_order(self.get_dataset(X), run, warn=not getattr(self, "_texts_checked", False))
+        return in_length_order(self.get_dataset(X), run, warn=not self._texts_were_checked())
 
     def predict(self, X):
         """The most probable label of each image, of the type the labels had in ``fit``.

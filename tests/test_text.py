@@ -5,6 +5,7 @@ import pickle
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import huggingface_hub.constants
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback
 from transformers import AutoModel, AutoTokenizer
 
 from sktransfer import (
@@ -228,6 +230,30 @@ def test_texts_cut_at_the_maximum_length_are_named_once_per_call(tiny_text_model
     assert cut[0].startswith("2 of the 18 texts")
     with pytest.warns(TruncatedTextsWarning, match=r"samples \[3\]"):
         clf.predict(texts)
+
+
+class PicklesEachEpoch(Callback):
+    pickles: ClassVar[list] = []
+
+    def on_epoch_end(self, net, **kwargs):
+        self.pickles.append(pickle.dumps(net))
+
+
+def test_cut_texts_are_named_among_all_of_x_with_a_cache_and_after_a_checkpoint(tiny_text_model, tmp_path):
+    texts = [*REVIEWS[:3], " ".join(["good"] * 30) + " but awful", *REVIEWS[3:]]
+    cached = extractor(tiny_text_model, cache=tmp_path / "cache").fit(texts)
+    cached.transform(texts[:3])
+    for _ in range(2):  # some rows cached, then all: the cut one is still named, by its place in X
+        with pytest.warns(TruncatedTextsWarning, match=r"1 of the 9 texts .*\(samples \[3\];"):
+            cached.transform(texts)
+    PicklesEachEpoch.pickles.clear()
+    keep = PicklesEachEpoch()  # a checkpoint made during fit
+    with pytest.warns(TruncatedTextsWarning):
+        FineTuneClassifier(tiny_text_model, device="cpu", max_epochs=1, callbacks=[keep]).fit(
+            texts, [*SENTIMENT[:3], "pos", *SENTIMENT[3:]]
+        )
+    with pytest.warns(TruncatedTextsWarning, match=r"samples \[3\]"):  # it still names the texts it cuts
+        pickle.loads(PicklesEachEpoch.pickles[-1]).predict(texts)
 
 
 def test_the_cache_key_of_a_text_encoder_stays_the_same_across_transforms(tiny_text_model, tmp_path):
