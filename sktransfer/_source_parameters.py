@@ -1,5 +1,6 @@
 """The source model of the regular-transfer estimators: its parameters as the prior, kept fitted in clones."""
 
+import sys
 import warnings
 from numbers import Real
 
@@ -71,7 +72,33 @@ def source_parameters(estimator, n_features, n_rows=None):
             f"source_estimator={source!r} has NaN or infinite values in its coef_ or intercept_: there is no "
             "source model to transfer; refit it (scaled features or a stronger regularisation often help)."
         )
+    _check_linear_output(source, coef, intercept, classifier)
     return coef, intercept
+
+
+def _check_linear_output(source, coef, intercept, classifier):
+    """Raise unless the source's scores are ``X @ coef_.T + intercept_``, which its prior stands for.
+
+    Checked on a few random rows, on ``predict`` for a regressor and ``decision_function`` for a classifier
+    that has one: a model whose ``coef_`` means something else (PLS, which centres X first; a target
+    transformed after the linear map) would otherwise pass its parameters off as a linear model's.
+    """
+    method = "decision_function" if classifier else "predict"
+    if not hasattr(source, method):
+        return
+    rows = np.random.default_rng(0).standard_normal((8, coef.shape[1]))
+    names = getattr(source, "feature_names_in_", None)
+    given = rows if names is None else sys.modules["pandas"].DataFrame(rows, columns=names)
+    actual = np.asarray(getattr(source, method)(given), dtype=np.float64).reshape(len(rows), -1)
+    expected = rows @ coef.T + intercept
+    gap = np.inf if actual.shape != expected.shape else float(np.abs(actual - expected).max())
+    if not gap <= 1e-6 * (1.0 + float(np.abs(expected).max())):
+        raise TypeError(
+            f"source_estimator={source!r} does not score X as X @ coef_.T + intercept_ (its {method} differs "
+            f"by up to {gap:.3g} on random rows): its coefficients are not those of a linear model of X, which "
+            "is what this estimator starts from. Pass a linear model such as LogisticRegression, Ridge or "
+            "LinearRegression, fitted on the source task."
+        )
 
 
 def _refuse_other_parameterisations(source):

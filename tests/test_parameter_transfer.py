@@ -4,6 +4,7 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.cross_decomposition import PLSRegression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -208,6 +209,20 @@ def test_sources_whose_coefficients_are_not_linear_scores_are_refused():
         with pytest.raises(TypeError, match=r"predicts exp\(X @ coef_ \+ intercept_\) \(a log link\)"):
             RegularTransferRegressor(source).fit(X, X[:, 0])
     RegularTransferRegressor(TweedieRegressor(power=0).fit(X_source, counts)).fit(X, X[:, 0])  # identity
+
+
+def test_a_source_whose_scores_are_not_its_linear_map_is_refused():
+    # PLS centres X before its coef_ (intercept_ is the mean of y): X @ coef_.T + intercept_ is not its
+    # prediction, and the transfer started far from the source without a word
+    X_source, _, X, _ = related_tasks(2)
+    y_source = X_source @ np.arange(5.0) + 3.0
+    pls = PLSRegression(n_components=2).fit(X_source + 5.0, y_source)
+    with pytest.raises(
+        TypeError, match=r"does not score X as X @ coef_.T \+ intercept_ \(its predict differs"
+    ):
+        RegularTransferRegressor(pls).fit(X, X @ np.arange(5.0))
+    for linear in (Ridge(), LinearRegression()):  # a linear model's scores are its linear map
+        RegularTransferRegressor(linear.fit(X_source, y_source)).fit(X, X @ np.arange(5.0))
 
 
 def test_a_source_with_non_finite_coefficients_is_refused():
