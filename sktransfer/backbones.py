@@ -388,7 +388,7 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
     7
     """
     if isinstance(backbone.module, TextEncoder):
-        return _text_feature_size(backbone, layer, pooling)
+        return _text_feature_size(backbone, layer)
     cut = classifier_to_cut(backbone, layer)
     sample = None if example is None else example()
     if cut is not None and not (verify and sample is not None):
@@ -410,13 +410,20 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
     return width
 
 
-def _text_feature_size(backbone, layer, pooling):
-    """The width of a text encoder's pooled features: its hidden size at a block, else one text's run."""
-    if layer is None or layer in backbone.module.block_names():
-        return backbone.module.hidden_size
-    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
-    with torch.inference_mode():  # a sub-layer (a block's feed-forward, say) may be of another width
-        return int(model(backbone.preprocess(["a short text"])).shape[1])
+def _text_feature_size(backbone, layer):
+    """The width of a text encoder's pooled features: its hidden size at a block, else one text's run.
+
+    A sub-layer (a block's feed-forward, say) may be of another width; every pooling keeps the last axis.
+    """
+    encoder = backbone.module
+    if layer is None or layer in encoder.block_names():
+        return encoder.hidden_size
+    taken_at = encoder.layer
+    try:  # the library's own encoder, loaded for this fit: read at ``layer`` once, without a copy
+        with torch.inference_mode():
+            return int(encoder.at_layer(layer)(backbone.preprocess(["a short text"])).shape[-1])
+    finally:
+        encoder.layer = taken_at
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
