@@ -128,7 +128,7 @@ class LabelledRowsScorer:
             )
         if not labelled.any():
             raise ValueError(
-                f"labelled_rows_scorer: all {len(y)} rows have y == -1 (unlabelled); there is nothing to score."
+                f"labelled_rows_scorer: none of the {len(y)} rows has a label (y == -1 or blank): nothing to score."
             )
         return scorer(net, _safe_indexing(X, np.flatnonzero(labelled)), labels)
 

@@ -131,6 +131,15 @@ def _refuse_other_parameterisations(source):
 def _check_feature_names(source, names):
     """Raise when X's column names differ from the source's: its coefficients apply to the columns by position."""
     source_names = getattr(source, "feature_names_in_", None)
+    if source_names is not None and names is None:
+        listed = np.asarray(source_names).tolist()
+        warnings.warn(
+            f"X has no column names, but source_estimator was fitted on named columns ({listed[:5]}"
+            f"{'...' if len(listed) > 5 else ''}): its coefficients apply to X's columns by position, "
+            "so they must come in that order; give X as a DataFrame with those columns to have it checked.",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
     if source_names is None or names is None:
         return
     source_names, names = np.asarray(source_names).tolist(), np.asarray(names).tolist()

@@ -216,12 +216,17 @@ def token_lengths(texts, tokenize, warn=True):
     ...         return np.array([len(text.split()) for text in texts])
     >>> token_lengths(["a b", "a b c d"], Words(), warn=False).tolist()
     [2, 3]
+    >>> Words.max_length = None  # an encoder without a limit: nothing is cut
+    >>> token_lengths(["a b", "a b c d"], Words()).tolist()
+    [2, 4]
     """
     lengths = tokenize.lengths(texts)
+    if tokenize.max_length is None:  # an encoder without a limit of its own
+        return lengths
     cut = np.flatnonzero(lengths > tokenize.max_length)
     if warn and cut.size:
         warnings.warn(
-            f"{cut.size} of the {len(texts)} texts are longer than the encoder's maximum of "
+            f"{cut.size} of the {len(texts)} texts {'is' if cut.size == 1 else 'are'} longer than the encoder's maximum of "
             f"{tokenize.max_length} tokens (samples {cut[:10].tolist()}; the longest has {lengths.max()}): "
             "they are cut there, and what follows never reaches the network. Split long texts into passages "
             "of fewer tokens (and average their embeddings, say), or use an encoder with a longer maximum.",

@@ -268,6 +268,17 @@ def test_columns_in_another_order_than_the_sources_are_refused(tasks, estimator)
         estimator(source).fit(shuffled, y)
 
 
+def test_an_array_given_to_a_source_fitted_on_named_columns_warns(tasks):
+    pandas = pytest.importorskip("pandas")
+    X_source, y_source, X, y = tasks
+    source = LogisticRegression().fit(pandas.DataFrame(X_source, columns=list("abcde")), y_source)
+    with pytest.warns(UserWarning, match=r"X has no column names, but .*\(\['a', 'b', 'c', 'd', 'e'\]\)"):
+        RegularTransferClassifier(source).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        RegularTransferClassifier(source).fit(pandas.DataFrame(X, columns=list("abcde")), y)
+
+
 def test_the_source_stays_fitted_through_clones_and_grid_search(tasks):
     X_source, y_source, X, y = tasks
     source = LogisticRegression().fit(X_source, y_source)
