@@ -22,6 +22,10 @@ class NewClassWarning(UserWarning):
     """Target classes that the source model lacks: their parameters are pulled toward zero."""
 
 
+class UnnamedColumnsWarning(UserWarning):
+    """X without column names for a source fitted on named ones: its coefficients apply by position."""
+
+
 def source_parameters(estimator, n_features, n_rows=None):
     """Float64 copies of the ``coef_`` (2-D) and ``intercept_`` (one per row) of ``estimator``'s source.
 
@@ -137,7 +141,7 @@ def _check_feature_names(source, names):
             f"X has no column names, but source_estimator was fitted on named columns ({listed[:5]}"
             f"{'...' if len(listed) > 5 else ''}): its coefficients apply to X's columns by position, "
             "so they must come in that order; give X as a DataFrame with those columns to have it checked.",
-            UserWarning,
+            UnnamedColumnsWarning,
             stacklevel=caller_stacklevel(),
         )
     if source_names is None or names is None:

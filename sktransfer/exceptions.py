@@ -19,7 +19,7 @@ from ._changed_settings import SettingsChangedWarning
 from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from ._labelled_scoring import UnlabelledScoringWarning
 from ._runtime import NetworkOutputError, SlowPrecisionWarning
-from ._source_parameters import NewClassWarning
+from ._source_parameters import NewClassWarning, UnnamedColumnsWarning
 from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning
 from .backbones import KeptParametersWarning, WeightsUnavailableError
@@ -61,6 +61,7 @@ __all__ = [
     "UnhashablePreprocessWarning",
     "UnlabelledScoringWarning",
     "UnlabelledSourceRowsWarning",
+    "UnnamedColumnsWarning",
     "UntrainedPseudoLabelsWarning",
     "WeightsUnavailableError",
     "ZeroVectorRowsWarning",

@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC, NuSVC
 
+from sktransfer.exceptions import UnnamedColumnsWarning
 from sktransfer.parameter_transfer import (
     NewClassWarning,
     RegularTransferClassifier,
@@ -272,10 +273,12 @@ def test_an_array_given_to_a_source_fitted_on_named_columns_warns(tasks):
     pandas = pytest.importorskip("pandas")
     X_source, y_source, X, y = tasks
     source = LogisticRegression().fit(pandas.DataFrame(X_source, columns=list("abcde")), y_source)
-    with pytest.warns(UserWarning, match=r"X has no column names, but .*\(\['a', 'b', 'c', 'd', 'e'\]\)"):
+    with pytest.warns(
+        UnnamedColumnsWarning, match=r"X has no column names, but .*\(\['a', 'b', 'c', 'd', 'e'\]\)"
+    ):
         RegularTransferClassifier(source).fit(X, y)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("error", UnnamedColumnsWarning)
         RegularTransferClassifier(source).fit(pandas.DataFrame(X, columns=list("abcde")), y)
 
 
