@@ -151,8 +151,9 @@ class DistillationMixin:
             refuse_unlabelled_scoring(
                 y,
                 "Score with labelled rows: the student learns the unlabelled ones from the teacher alone; "
-                "in cross_val_score or GridSearchCV, pass scoring=sktransfer.labelled_rows_scorer('accuracy'), "
-                "which scores the labelled rows (y != -1) of each fold.",
+                "in cross_val_score or GridSearchCV, pass "
+                "scoring=sktransfer.labelled_rows_scorer('accuracy'), which scores the labelled rows "
+                "(y != -1) of each fold.",
             )
         return super().score(X, y, sample_weight=sample_weight)
 

@@ -128,7 +128,8 @@ class LabelledRowsScorer:
             )
         if not labelled.any():
             raise ValueError(
-                f"labelled_rows_scorer: none of the {len(y)} rows has a label (y == -1 or blank): nothing to score."
+                f"labelled_rows_scorer: none of the {len(y)} rows has a label (y == -1 or blank): nothing "
+                "to score."
             )
         return scorer(net, _safe_indexing(X, np.flatnonzero(labelled)), labels)
 

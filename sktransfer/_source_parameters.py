@@ -45,8 +45,8 @@ def source_parameters(estimator, n_features, n_rows=None):
     except NotFittedError as exc:
         raise NotFittedError(
             f"source_estimator={source!r} is not fitted: fit it on the source task first (it is read, never "
-            "refitted). GridSearchCV clones the values it tries, and a clone is unfitted: to search over fitted "
-            "sources, wrap each in sklearn.frozen.FrozenEstimator."
+            "refitted). GridSearchCV clones the values it tries, and a clone is unfitted: to search over "
+            "fitted sources, wrap each in sklearn.frozen.FrozenEstimator."
         ) from exc
     if classifier != hasattr(source, "classes_"):
         problem, kind = ("has no classes_", "classifier") if classifier else ("is a classifier", "regressor")
@@ -99,9 +99,9 @@ def _check_linear_output(source, coef, intercept, classifier):
     if not gap <= 1e-6 * (1.0 + float(np.abs(expected).max())):
         raise TypeError(
             f"source_estimator={source!r} does not score X as X @ coef_.T + intercept_ (its {method} differs "
-            f"by up to {gap:.3g} on random rows): its coefficients are not those of a linear model of X, which "
-            "is what this estimator starts from. Pass a linear model such as LogisticRegression, Ridge or "
-            "LinearRegression, fitted on the source task."
+            f"by up to {gap:.3g} on random rows): its coefficients are not those of a linear model of X, "
+            "which is what this estimator starts from. Pass a linear model such as LogisticRegression, "
+            "Ridge or LinearRegression, fitted on the source task."
         )
 
 
@@ -116,9 +116,9 @@ def _refuse_other_parameterisations(source):
     model = source.estimator if isinstance(source, FrozenEstimator) else source
     if isinstance(model, SVC | NuSVC) and len(model.classes_) > 2:
         raise TypeError(
-            f"source_estimator={source!r} has {len(model.classes_)} classes and keeps one coef_ row per pair of "
-            "classes (one-vs-one), not one per class: pass a model with one linear score per class, such as "
-            "LinearSVC, LogisticRegression or RidgeClassifier, fitted on the source task."
+            f"source_estimator={source!r} has {len(model.classes_)} classes and keeps one coef_ row per pair "
+            "of classes (one-vs-one), not one per class: pass a model with one linear score per class, such "
+            "as LinearSVC, LogisticRegression or RidgeClassifier, fitted on the source task."
         )
     link = getattr(model, "link", "log")
     log_link = isinstance(model, PoissonRegressor | GammaRegressor) or (
@@ -126,9 +126,10 @@ def _refuse_other_parameterisations(source):
     )
     if log_link:
         raise TypeError(
-            f"source_estimator={source!r} predicts exp(X @ coef_ + intercept_) (a log link): its coefficients "
-            "are not those of a linear prediction. Pass a linear regressor (Ridge, LinearRegression, or "
-            "TweedieRegressor(power=0)), or fit the source and this estimator both on log(y)."
+            f"source_estimator={source!r} predicts exp(X @ coef_ + intercept_) (a log link): its "
+            "coefficients are not those of a linear prediction. Pass a linear regressor (Ridge, "
+            "LinearRegression, or TweedieRegressor(power=0)), or fit the source and this estimator both on "
+            "log(y)."
         )
 
 

@@ -231,9 +231,9 @@ def validated_source(estimator, X, *, reset):
         model = estimator.model
         if isinstance(model, str) and model not in available_model_names() and not os.path.exists(model):
             raise ValueError(
-                f"X holds text (sample 0, {str(first)[:60]!r}), but model={model!r} names no image model and no "
-                "text encoder found here: a bare Hugging Face name counts once the Hugging Face cache holds "
-                "it. Give the full hub id ('org/name', such as 'google-bert/bert-base-uncased'), which "
+                f"X holds text (sample 0, {str(first)[:60]!r}), but model={model!r} names no image model and "
+                "no text encoder found here: a bare Hugging Face name counts once the Hugging Face cache "
+                "holds it. Give the full hub id ('org/name', such as 'google-bert/bert-base-uncased'), which "
                 f"transformers downloads, a local model folder, or model='{OFFLINE_TEXT_MODEL_NAME}'."
             )
         raise ValueError(

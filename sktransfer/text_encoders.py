@@ -171,7 +171,7 @@ class Tokenize:
         return TokenBatch(tokens)
 
     def lengths(self, texts):
-        """Tokens of each text before truncation (specials included): for sorting, and to tell the cut ones."""
+        """Tokens of each text before truncation (specials included): to sort them, to tell the cut ones."""
         # verbose=False: transformers' own note on sequences over the model's length is the library's to give
         ids = self.tokenizer(self._as_read(texts), truncation=False, verbose=False)["input_ids"]
         return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
@@ -291,8 +291,8 @@ class TextEncoder(nn.Module):
             handle.remove()
         if not captured:
             raise ValueError(
-                f"layer={self.layer!r} did not run in the text encoder's forward pass, so it has no output to "
-                f"take; choose one of its blocks {self.block_names()}, or None for the last hidden state."
+                f"layer={self.layer!r} did not run in the text encoder's forward pass, so it has no output "
+                f"to take; choose one of its blocks {self.block_names()}, or None for the last hidden state."
             )
         return captured[-1]
 

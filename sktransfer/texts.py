@@ -113,7 +113,7 @@ def as_text_source(X, model):
 
 
 def _check_encodable(text, index):
-    """Raise naming the sample for text that is no valid Unicode (lone surrogates), which no tokenizer reads."""
+    """Raise, naming the sample, for text that is not valid Unicode (lone surrogates): tokenizers fail."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -225,11 +225,14 @@ def token_lengths(texts, tokenize, warn=True):
         return lengths
     cut = np.flatnonzero(lengths > tokenize.max_length)
     if warn and cut.size:
+        one = cut.size == 1
         warnings.warn(
-            f"{cut.size} of the {len(texts)} texts {'is' if cut.size == 1 else 'are'} longer than the encoder's maximum of "
-            f"{tokenize.max_length} tokens (samples {cut[:10].tolist()}; the longest has {lengths.max()}): "
-            "they are cut there, and what follows never reaches the network. Split long texts into passages "
-            "of fewer tokens (and average their embeddings, say), or use an encoder with a longer maximum.",
+            f"{cut.size} of the {len(texts)} texts {'is' if one else 'are'} longer than the encoder's "
+            f"maximum of {tokenize.max_length} tokens (samples {cut[:10].tolist()}; the longest has "
+            f"{lengths.max()}): "
+            f"{'it is' if one else 'they are'} cut there, and what follows never reaches the network. Split "
+            "long texts into passages of fewer tokens (and average their embeddings, say), or use an encoder "
+            "with a longer maximum.",
             TruncatedTextsWarning,
             stacklevel=caller_stacklevel(),
         )
