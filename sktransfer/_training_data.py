@@ -207,8 +207,8 @@ class TrainingDataMixin:
     def _training_data(self, source, targets):
         """The dataset skorch trains on: images, or the frozen backbone's features computed once."""
         dataset = self._image_dataset(source, targets)
-        warn_of_truncated_texts(dataset)
         if not (self.precompute_features and self.augment is None and self._backbone_stays_frozen()):
+            warn_of_truncated_texts(dataset)
             return dataset
         device = torch.device(self.device)
         self.module_.backbone.eval()
@@ -228,7 +228,8 @@ class TrainingDataMixin:
 
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
         with torch.random.fork_rng(devices=[]):
-            features = in_length_order(dataset.images, compute, warn=False)  # texts: sorted, little padding
+            # texts: sorted by length (little padding), the ones cut at the encoder's maximum named
+            features = in_length_order(dataset.images, compute)
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):

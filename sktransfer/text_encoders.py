@@ -315,17 +315,16 @@ def _own_pooling(location):
         )
     pooling = next((entry["path"] for entry in modules if entry["type"].endswith("Pooling")), None)
     config = location.json(f"{pooling}/config.json") if pooling else None
-    modes = [mode for key, mode in _POOLING_MODES.items() if (config or {}).get(key)]
+    if not config:
+        return "avg", "Normalize" in kinds
     # every mode the folder turns on counts: sentence-transformers concatenates them all
-    enabled = [
-        key for key, value in (config or {}).items() if key.startswith("pooling_mode_") and value is True
-    ]
-    if config and (len(modes) != 1 or len(enabled) != 1):
+    enabled = [key for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
+    if len(enabled) != 1 or enabled[0] not in _POOLING_MODES:
         raise ValueError(
             f"pooling='model': model={location.name!r} pools with {config}; only one of mean, CLS or max "
             "pooling is supported: use pooling='avg', 'cls' or 'max'."
         )
-    return (modes[0] if modes else "avg"), "Normalize" in kinds
+    return _POOLING_MODES[enabled[0]], "Normalize" in kinds
 
 
 def _max_length(location, tokenizer, config):

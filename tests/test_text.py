@@ -228,6 +228,13 @@ def test_texts_cut_at_the_maximum_length_are_named_once_per_call(tiny_text_model
     cut = [str(w.message) for w in caught if w.category is TruncatedTextsWarning]
     assert len(cut) == 1
     assert cut[0].startswith("2 of the 18 texts")
+    probe = FineTuneClassifier(tiny_text_model, device="cpu", max_epochs=1, strategy="linear_probe")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe.fit(texts, labels)  # the stored-features path: named once too
+    assert [str(w.message)[:16] for w in caught if w.category is TruncatedTextsWarning] == [
+        "1 of the 9 texts"
+    ]
     with pytest.warns(TruncatedTextsWarning, match=r"samples \[3\]"):
         clf.predict(texts)
 
