@@ -59,6 +59,7 @@ from sktransfer.domain_adaptation import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    mixup_validation_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
@@ -100,6 +101,7 @@ SCORERS = {
     "information maximization": information_maximization_scorer,
     "soft neighbourhood density": soft_neighborhood_density_scorer,
     "neighbourhood consistency": neighborhood_consistency_scorer,
+    "mixup validation": mixup_validation_scorer,
     "importance-weighted source risk": importance_weighted_scorer,
     "deep embedded validation": deep_embedded_validation_scorer,
 }

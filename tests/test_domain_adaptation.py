@@ -21,6 +21,7 @@ from sktransfer.domain_adaptation import (
     NoTargetDataWarning,
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
+    mixup_validation_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
 )
@@ -417,6 +418,26 @@ def test_label_free_scorers(shifted_features, shifted_images):
         FixedPredictions(clf.predict(images[target])), clf.embed(images[target]), y_int[target]
     )
     assert consistency == on_bottleneck
+
+
+def test_mixup_validation_scores_a_network_on_mixed_uint8_images(shifted_images):
+    """The mixes are images of the target's dtype, read on its scale: a fitted network follows the dominant
+    image on most of them, and the score is the same each call."""
+    images, image_labels, _ = shifted_images
+    y = np.array([-1 if label == -1 else int(label == "dark") for label in image_labels])
+    clf = deep(method="coral", lr=0.01).fit(images, y)
+    read = []
+    hook = clf.module_.bottleneck.register_forward_hook(
+        lambda module, inputs, output: read.append(len(output))
+    )
+    try:
+        score = mixup_validation_scorer(clf, images, y)
+    finally:
+        hook.remove()
+    target = int((y == -1).sum())
+    assert target + target <= sum(read) <= 3 * target  # the rows, then a mix within a class for each
+    assert 0.5 < score <= 1.0
+    assert mixup_validation_scorer(clf, images, y) == score
 
 
 class _FixedProbabilities(FixedPredictions):

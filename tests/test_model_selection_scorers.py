@@ -1,5 +1,5 @@
-"""Soft neighbourhood density, deep embedded validation, information maximization and neighbourhood
-consistency: their values, their ranking and their routing."""
+"""Soft neighbourhood density, deep embedded validation, information maximization, neighbourhood
+consistency and mixup validation: their values, their ranking and their routing."""
 
 import copy
 import math
@@ -26,6 +26,7 @@ from sktransfer.domain_adaptation import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    mixup_validation_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
@@ -38,6 +39,7 @@ NEW_SCORERS = [
     deep_embedded_validation_scorer,
     information_maximization_scorer,
     neighborhood_consistency_scorer,
+    mixup_validation_scorer,
 ]
 
 
@@ -314,6 +316,7 @@ def test_scorers_in_a_search_and_cross_validation_of_a_pipeline(shifted_blobs, r
         "dev": deep_embedded_validation_scorer,
         "im": information_maximization_scorer,
         "nc": neighborhood_consistency_scorer,
+        "mix": mixup_validation_scorer,
     }
     with sklearn.config_context(enable_metadata_routing=routing):
         aligned = FeatureAlignmentClassifier(method="source_only")
@@ -667,3 +670,122 @@ def test_scorers_pickled_before_they_had_modules_of_their_own_still_load(scorer)
     old = pickle.dumps(scorer, protocol=0).replace(module.encode(), b"sktransfer.domain_adaptation.scorers")
     assert b"sktransfer.domain_adaptation.scorers" in old
     assert type(pickle.loads(old)) is type(scorer)
+
+
+class ByThreshold:
+    """A fitted classifier stand-in on one feature: class 1 above ``threshold``; it records what it reads."""
+
+    classes_ = np.array([0, 1])
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+        self.read = []
+
+    def predict(self, X):
+        self.read.append(X)
+        values = np.asarray(X, dtype=float).reshape(len(X), -1)[:, 0]
+        return (values > self.threshold).astype(int)
+
+
+def slow_mixup_validation(clf, rows, predicted, first, second, ratio):
+    """The mean of the two agreement rates, pair by pair, for the pairs the scorer drew."""
+    agree = {True: [], False: []}
+    for i, j in zip(first, second, strict=True):
+        mixed = ratio * rows[i] + (1 - ratio) * rows[j]
+        agree[bool(predicted[i] == predicted[j])].append(clf.predict(mixed[None])[0] == predicted[i])
+    return (np.mean(agree[True]) + np.mean(agree[False])) / 2
+
+
+def test_mixup_validation_is_the_mean_of_its_two_agreement_rates():
+    rows = np.array([[0.0], [1.0], [2.0], [6.0], [8.0], [9.0], [10.0]])
+    clf = ByThreshold(3.0)
+    score = mixup_validation_scorer(clf, rows, np.full(7, -1))
+    original, mixes = clf.read
+    np.testing.assert_array_equal(original, rows)
+    # Every row of a class of two rows or more is mixed once with another row of its class, and once with
+    # its successor in a cycle through all rows where that successor is of the other class.
+    predicted = clf.predict(rows)
+    within = {(i, j) for i in range(7) for j in range(7) if i != j and predicted[i] == predicted[j]}
+    blends = 0.55 * rows[:, None, 0] + 0.45 * rows[None, :, 0]
+    np.fill_diagonal(blends, np.nan)
+    pairs = [tuple(np.argwhere(np.isclose(blends, mix))[0]) for mix in mixes[:, 0]]
+    assert sorted(i for i, _ in pairs[:7]) == list(range(7))
+    assert set(pairs[:7]) <= within
+    assert len(pairs) > 7
+    assert not set(pairs[7:]) & within
+    first, second = zip(*pairs, strict=True)
+    assert score == pytest.approx(slow_mixup_validation(clf, rows, predicted, first, second, 0.55))
+
+
+def test_mixup_validation_prefers_a_boundary_midway_between_clusters():
+    """Entropy prefers the confident model whose boundary hugs one cluster; mixup validation prefers the
+    one whose boundary runs midway, where mixes of a row from each cluster fall on the dominant row's side."""
+    rng = np.random.default_rng(1)
+    target = np.concatenate([rng.normal(0, 0.5, 100), rng.normal(6, 0.5, 100)])[:, None]
+    y = np.full(200, -1)
+    midway = LogisticRegression(C=0.01).fit([[0.0], [6.0]], [0, 1])  # boundary at 3, unsure
+    hugging = LogisticRegression(C=1000).fit([[0.5], [1.5]], [0, 1])  # boundary at 1, sure
+    assert prediction_entropy_scorer(hugging, target, y) > prediction_entropy_scorer(midway, target, y)
+    midway_score, hugging_score = (mixup_validation_scorer(clf, target, y) for clf in (midway, hugging))
+    assert midway_score > 0.9  # the mixes across clusters near its boundary can fall on either side
+    # Half of its mixes across clusters, those dominated by the cluster it hugs, cross its boundary.
+    assert hugging_score < 0.8
+
+
+def test_mixup_validation_of_a_collapsed_model_is_at_most_one_half():
+    rows = np.arange(10.0)[:, None]
+    assert mixup_validation_scorer(ByThreshold(100.0), rows, np.full(10, -1)) == 0.5
+
+
+def test_mixup_validation_mixes_integer_images_in_their_own_dtype_and_frames_with_their_columns():
+    pd = pytest.importorskip("pandas")
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 1, 3, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = [0, 10, 20, 200, 230, 255]  # what ByThreshold reads
+    clf = ByThreshold(100)
+    mixup_validation_scorer(clf, images, np.full(6, -1))
+    mixes = clf.read[1]
+    assert mixes.dtype == np.uint8
+    assert mixes.shape[1:] == (1, 3, 3)
+    # Each mix is a rounded 0.55/0.45 blend of two of the images, every pixel of it.
+    blends = np.rint(0.55 * images[:, None].astype(float) + 0.45 * images[None].astype(float))
+    assert all(np.any(np.all(blends == mix, axis=(2, 3, 4))) for mix in mixes)
+    frame = pd.DataFrame({"a": np.arange(6.0), "b": np.ones(6)})
+    clf = ByThreshold(2.5)
+    mixup_validation_scorer(clf, frame, np.full(6, -1))
+    assert list(clf.read[1].columns) == ["a", "b"]
+
+
+def test_mixup_validation_refuses_what_it_cannot_mix_before_predicting():
+    clf = ByThreshold(0.5)
+    with pytest.raises(
+        ValueError, match="mixup_validation_scorer mixes pairs of target rows, so X must hold"
+    ):
+        mixup_validation_scorer(clf, ["a text", "another text", "a third"], [-1, -1, -1])
+    assert clf.read == []
+    with pytest.raises(ValueError, match="mixup_validation_scorer needs at least two target rows"):
+        mixup_validation_scorer(clf, np.zeros((3, 1)), [0, 1, -1])
+    for ratio in (0.5, 1.0, 2.0):
+        scorer = copy.copy(mixup_validation_scorer)
+        scorer.mix_ratio = ratio
+        with pytest.raises(ValueError, match="mix_ratio"):
+            scorer(clf, np.zeros((3, 1)), [-1, -1, -1])
+    assert clf.read == []
+    assert mixup_validation_scorer.mix_ratio == 0.55  # the shared scorer kept its own
+
+
+def test_mixup_validation_draws_the_same_pairs_each_call_and_others_with_another_random_state():
+    rows = np.random.default_rng(2).normal(size=(40, 1))
+    clf = ByThreshold(0.0)
+    y = np.full(40, -1)
+    assert mixup_validation_scorer(clf, rows, y) == mixup_validation_scorer(clf, rows, y)
+    np.testing.assert_array_equal(clf.read[1], clf.read[3])
+    scorer = copy.copy(mixup_validation_scorer)
+    scorer.random_state = 1
+    scorer(clf, rows, y)
+    assert not np.array_equal(clf.read[1], clf.read[5])
+
+
+def test_mixup_validation_ranks_models_by_target_accuracy_better_than_prediction_entropy():
+    mixup_correlation, entropy_correlation = correlations_with_target_accuracy(mixup_validation_scorer)
+    assert mixup_correlation > 0.2  # 0.27, against -0.17 for prediction entropy
+    assert mixup_correlation > entropy_correlation + 0.3

@@ -7,7 +7,7 @@
 - Scorers that select models without target labels, requesting ``sample_domain`` under metadata routing:
   :obj:`prediction_entropy_scorer`, :obj:`information_maximization_scorer`, :obj:`importance_weighted_scorer`,
   :obj:`deep_embedded_validation_scorer`, :obj:`soft_neighborhood_density_scorer`,
-  :obj:`neighborhood_consistency_scorer`.
+  :obj:`neighborhood_consistency_scorer`, :obj:`mixup_validation_scorer`.
 """
 
 from .deep import METHODS, DomainAdaptedClassifier
@@ -18,6 +18,7 @@ from .scorers import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     information_maximization_scorer,
+    mixup_validation_scorer,
     neighborhood_consistency_scorer,
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
@@ -36,6 +37,7 @@ __all__ = [
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
+    "mixup_validation_scorer",
     "neighborhood_consistency_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",

@@ -10,6 +10,7 @@ as GridSearchCV expects.
 import numpy as np
 
 from ._domain_scorer import _DomainScorer, _rows
+from ._mixup_scorer import mixup_validation_scorer
 from ._neighbourhood_scorers import (
     _NeighborhoodConsistencyScorer,
     _SoftNeighborhoodDensityScorer,
@@ -35,6 +36,7 @@ __all__ = [
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "information_maximization_scorer",
+    "mixup_validation_scorer",
     "neighborhood_consistency_scorer",
     "prediction_entropy_scorer",
     "soft_neighborhood_density_scorer",
