@@ -10,9 +10,10 @@ class FeatureModel(nn.Module):
     """A backbone cut at a layer, its output pooled to one vector per input and optionally L2-normalised.
 
     Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L, counting only the
-    tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first token (``"cls"``);
-    ``pooling=None`` flattens instead. An output with another number of rows than the input, or of a shape that pooling
-    cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming ``layer`` and the shapes.
+    tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first real token
+    (``"cls"``); ``pooling=None`` flattens instead. An output with another number of rows than the input,
+    or of a shape that pooling cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming
+    ``layer`` and the shapes.
 
     Examples
     --------
@@ -67,7 +68,11 @@ def _pool(out, pooling, mask):
             raise NetworkOutputError(
                 f"pooling='cls' reads (N, tokens, D) sequences, not {tuple(out.shape)} maps."
             )
-        return out[:, 0]
+        if mask is None:
+            return out[:, 0]
+        # The first real token: the first position, unless the tokenizer pads on the left.
+        first = mask[:, : out.shape[1]].to(torch.int8).argmax(dim=1).to(out.device)
+        return out[torch.arange(len(out), device=out.device), first]
     if out.ndim == 4:
         return out.mean(dim=(2, 3)) if pooling == "avg" else out.amax(dim=(2, 3))
     if mask is None:

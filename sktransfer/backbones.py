@@ -343,31 +343,41 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     return model
 
 
-# What ``pooling`` needs to take effect, for the warning when it cannot.
-POOLING_NEEDS = (
-    "at a layer that outputs a map or a token sequence (layer=None reads the features the network pools for "
-    "its classifier: set layer to one of its blocks or stages instead)"
-)
+def pooling_cannot_apply(backbone, layer):
+    """What ``pooling`` needs to take effect at ``layer``, where it cannot there; None where it can.
 
-
-def pooled_by_the_network(backbone, layer):
-    """Whether ``layer`` gives the features the backbone pools for its classifier, which ``pooling`` cannot change.
-
-    With ``layer=None`` the classifier is cut away: a final linear layer reads what the network has pooled,
-    and a convolutional classifier block (SqueezeNet's) is replaced by global average pooling. Only a
-    spatial node (a map or a token sequence) has something for ``pooling`` to pool. (A user's module whose
-    final linear layer reads a token sequence is taken for pooled too.)
+    With ``layer=None`` an image network's classifier is cut away: a final linear layer reads what the
+    network has pooled, and a convolutional classifier block (SqueezeNet's) is replaced by global average
+    pooling. A text encoder's layer that gives one vector per text (a BERT's ``pooler``) has nothing left
+    to pool either. Only a spatial node (a map or a token sequence) has something for ``pooling`` to pool.
+    (A user's module whose final linear layer reads a token sequence is taken for pooled too.)
 
     Examples
     --------
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    >>> pooled_by_the_network(Backbone(net, None, ""), None), pooled_by_the_network(Backbone(net, None, ""), "0")
-    (True, False)
+    >>> pooling_cannot_apply(Backbone(net, None, ""), None)[:50]
+    'at a layer that outputs a map or a token sequence '
+    >>> pooling_cannot_apply(Backbone(net, None, ""), "0") is None
+    True
     """
-    if layer is not None or isinstance(backbone.module, TextEncoder):
-        return False
-    return classifier_name(backbone.module) is not None
+    if isinstance(backbone.module, TextEncoder):
+        if (
+            layer is None
+            or layer in backbone.module.block_names()
+            or len(_text_output_shape(backbone, layer)) > 2
+        ):
+            return None
+        return (
+            f"at a layer that outputs a token sequence (layer={layer!r} gives one vector per text: set layer "
+            "to one of the encoder's blocks, or to None for its last hidden state)"
+        )
+    if layer is not None or classifier_name(backbone.module) is None:
+        return None
+    return (
+        "at a layer that outputs a map or a token sequence (layer=None reads the features the network pools "
+        "for its classifier: set layer to one of its blocks or stages instead)"
+    )
 
 
 def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False):
@@ -415,13 +425,21 @@ def _text_feature_size(backbone, layer):
 
     A sub-layer (a block's feed-forward, say) may be of another width; every pooling keeps the last axis.
     """
+    if layer is None or layer in backbone.module.block_names():
+        return backbone.module.hidden_size
+    return _text_output_shape(backbone, layer)[-1]
+
+
+def _text_output_shape(backbone, layer):
+    """The shape of a text encoder's output at ``layer`` for one short text.
+
+    The library's own encoder, loaded for this fit, is read at ``layer`` once, without a copy.
+    """
     encoder = backbone.module
-    if layer is None or layer in encoder.block_names():
-        return encoder.hidden_size
     taken_at = encoder.layer
-    try:  # the library's own encoder, loaded for this fit: read at ``layer`` once, without a copy
+    try:
         with torch.inference_mode():
-            return int(encoder.at_layer(layer)(backbone.preprocess(["a short text"])).shape[-1])
+            return tuple(encoder.at_layer(layer)(backbone.preprocess(["a short text"])).shape)
     finally:
         encoder.layer = taken_at
 

@@ -31,11 +31,10 @@ from ._runtime import (
 from ._unused_settings import warn_of_unused_settings
 from .backbones import (
     OFFLINE_MODEL_NAME,
-    POOLING_NEEDS,
     build_feature_model,
     built_by_library,
     load_backbone,
-    pooled_by_the_network,
+    pooling_cannot_apply,
 )
 from .images import PreprocessedImages, batch_loader, validated_source
 from .texts import in_length_order, warn_of_truncated_texts
@@ -210,8 +209,8 @@ class PretrainedFeatureExtractor(
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
-        if pooled_by_the_network(backbone, self.layer):
-            warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
+        if needs := pooling_cannot_apply(backbone, self.layer):
+            warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs

@@ -41,14 +41,13 @@ from ._training_repr import SklearnRepr
 from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
 from ._unused_settings import warn_of_unused_settings
 from .backbones import (
-    POOLING_NEEDS,
     Backbone,
     FeatureModel,
     built_by_library,
     cut_at_layer,
     feature_size,
     load_backbone,
-    pooled_by_the_network,
+    pooling_cannot_apply,
     resolve_pooling,
 )
 from .images import PreprocessedImages, validated_source
@@ -120,8 +119,8 @@ class TransferClassifier(
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
-            if pooled_by_the_network(backbone, self.layer):
-                warn_of_unused_settings(self, ["pooling"], POOLING_NEEDS)
+            if needs := pooling_cannot_apply(backbone, self.layer):
+                warn_of_unused_settings(self, ["pooling"], needs)
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)

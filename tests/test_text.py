@@ -25,7 +25,7 @@ from sktransfer import (
     FineTuneClassifier,
     PretrainedFeatureExtractor,
 )
-from sktransfer.exceptions import TruncatedTextsWarning
+from sktransfer.exceptions import IgnoredSettingWarning, TruncatedTextsWarning
 from sktransfer.text_encoders import TextEncoderUnavailableError, offline_text_model_folder
 from tests._text_models import REVIEWS, SENTIMENT, write_hub_cache, write_tiny_encoder
 
@@ -630,3 +630,39 @@ def test_trained_text_models_predict_in_length_order(tiny_text_model, estimator)
         hook.remove()
     assert widths[:3] == [(2, 22), (2, 20), (2, 4)]  # in input order they would be 22, 21, 20 wide
     np.testing.assert_allclose(proba, one_at_a_time, atol=1e-5)
+
+
+def test_cls_pooling_reads_the_first_real_token_when_the_tokenizer_pads_on_the_left(tmp_path):
+    """Left padding puts pad tokens first in the shorter texts: their first real token is read, not a pad."""
+    folder = write_tiny_encoder(tmp_path / "left", pooling="cls_token")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "padding_side": "left"}))
+    texts = ["good", "a long and dull film", "great fun"]
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    assert tokenizer.padding_side == "left"
+    tokens = tokenizer(texts, padding=True, return_tensors="pt")
+    assert (tokens["attention_mask"][:, 0] == 0).any()  # some texts start with padding
+    with torch.no_grad():
+        hidden = model(**tokens).last_hidden_state
+    first = tokens["attention_mask"].argmax(dim=1)
+    expected = hidden[torch.arange(len(texts)), first].numpy()
+    cls = extractor(str(folder), pooling="cls", batch_size=len(texts)).fit(texts).transform(texts)
+    np.testing.assert_allclose(cls, expected, atol=1e-5)
+
+
+def test_pooling_at_a_layer_that_gives_one_vector_per_text_warns_that_it_is_ignored(tiny_text_model):
+    texts = [t for t in REVIEWS if t]
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"pooling='max' takes effect only .*layer='pooler' gives one"
+    ):
+        pooled = extractor(tiny_text_model, layer="pooler", pooling="max").fit(texts).transform(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredSettingWarning)
+        default = extractor(tiny_text_model, layer="pooler").fit(texts).transform(texts)
+        extractor(tiny_text_model, layer="encoder.layer.0.output", pooling="max").fit(texts)  # a sequence
+    np.testing.assert_array_equal(pooled, default)  # what the warning says: the setting changed nothing
+    with pytest.warns(IgnoredSettingWarning, match="pooling='max'"):
+        FineTuneClassifier(tiny_text_model, layer="pooler", pooling="max", device="cpu", max_epochs=1).fit(
+            REVIEWS, SENTIMENT
+        )
