@@ -15,8 +15,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import check_scoring, get_scorer
 from sklearn.metrics._scorer import _BaseScorer
 from sklearn.utils import _safe_indexing
+from sklearn.utils.metadata_routing import UNCHANGED
 
 from ._labels import UNLABELLED, label_array, missing_labels, unlabelled_mask
+from ._score_request import OneParameterScoreRequest
 from ._stacklevel import caller_stacklevel
 
 
@@ -60,7 +62,9 @@ def labelled_rows_scorer(scoring="accuracy"):
     ``scoring`` to ``cross_val_score`` or ``GridSearchCV`` to score the labelled rows of each fold. The
     estimator predicts those rows only. Where -1 is one of the estimator's ``classes_`` (a classifier trained
     without a teacher, for which -1 is a label like any other), every row is scored. A fold without a
-    labelled row raises a ValueError (a NaN score with a warning inside ``cross_val_score``).
+    labelled row raises a ValueError (a NaN score with a warning inside ``cross_val_score``). With
+    metadata routing enabled, ``scorer.set_score_request(sample_weight=True)`` has each fold's sample
+    weights passed on, those of the labelled rows reaching ``scoring``, as scikit-learn's scorers take them.
 
     For domain adaptation the labelled rows are usually source rows: their accuracy says little about the
     target. To choose a domain-adaptation model without target labels, use
@@ -85,13 +89,15 @@ def labelled_rows_scorer(scoring="accuracy"):
     >>> always_0 = DummyClassifier(strategy="constant", constant=0).fit(X, y)
     >>> labelled_rows_scorer("accuracy")(always_0, X, [0, 0, -1, -1])  # rows 2 and 3 are unlabelled
     1.0
+    >>> labelled_rows_scorer("accuracy")(always_0, X, [0, 1, -1, -1], sample_weight=[3, 1, 1, 1])
+    0.75
     """
     if isinstance(scoring, str):
         get_scorer(scoring)  # a misspelt name raises here, not as a NaN score in every fold
     return LabelledRowsScorer(scoring, predict_every_row=False)
 
 
-class LabelledRowsScorer:
+class LabelledRowsScorer(OneParameterScoreRequest):
     """Score ``net`` with ``scoring`` on the rows whose label is not -1; NaN when there are none.
 
     Where -1 is one of ``net.classes_`` (a classifier without a teacher, for which -1 is a label like any
@@ -108,30 +114,64 @@ class LabelledRowsScorer:
     1.0
     """
 
+    _routed_param = "sample_weight"  # not requested until asked for, as scikit-learn's scorers
+
     def __init__(self, scoring, predict_every_row=True):
         self.scoring = scoring
         self.predict_every_row = predict_every_row
 
-    def __call__(self, net, X, y):
+    def __call__(self, net, X, y, sample_weight=None):
         y = label_array(y)
         scorer = check_scoring(net, self.scoring)
+        weights = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)}
+        if weights and len(weights["sample_weight"]) != len(y):
+            raise ValueError(f"sample_weight has {len(weights['sample_weight'])} values for {len(y)} rows.")
         if UNLABELLED in np.asarray(getattr(net, "classes_", [])).tolist():  # -1 is a class: all are labelled
-            return scorer(net, X, y)
+            return scorer(net, X, y, **weights)
         labelled = ~unlabelled_mask(y)
         labelled[missing_labels(y)] = False  # a blank label is no label either
         if labelled.all():
-            return scorer(net, X, y)
+            return scorer(net, X, y, **weights)
         labels = np.array(y[labelled].tolist())  # without the -1 marks, the labels' own dtype
+        weights = {name: values[labelled] for name, values in weights.items()}
         if self.predict_every_row:
-            return (
-                scorer(_PredictionsOnRows(net, X, labelled), None, labels) if labelled.any() else float("nan")
-            )
+            if not labelled.any():
+                return float("nan")
+            return scorer(_PredictionsOnRows(net, X, labelled), None, labels, **weights)
         if not labelled.any():
             raise ValueError(
                 f"labelled_rows_scorer: none of the {len(y)} rows has a label (y == -1 or blank): nothing "
                 "to score."
             )
-        return scorer(net, _safe_indexing(X, np.flatnonzero(labelled)), labels)
+        return scorer(net, _safe_indexing(X, np.flatnonzero(labelled)), labels, **weights)
+
+    def set_score_request(self, *, sample_weight=UNCHANGED):
+        """Say whether ``GridSearchCV`` and ``cross_validate`` should pass ``sample_weight`` to this scorer.
+
+        Needs metadata routing enabled, as scikit-learn's scorers do; by default the weights are not
+        requested. The weights of the labelled rows reach ``scoring``.
+
+        Parameters
+        ----------
+        sample_weight : bool, None or str, default=UNCHANGED
+            Whether the search hands each fold's weights over (True), leaves them out (False) or raises
+            when they are given (None); a str names the metadata to read as the weights. UNCHANGED keeps
+            the current request.
+
+        Returns
+        -------
+        self : LabelledRowsScorer
+            This scorer, now requesting as asked.
+
+        Examples
+        --------
+        >>> import sklearn
+        >>> with sklearn.config_context(enable_metadata_routing=True):
+        ...     scorer = labelled_rows_scorer("accuracy").set_score_request(sample_weight=True)
+        >>> scorer.get_metadata_routing().score.requests
+        {'sample_weight': True}
+        """
+        return self._update_request(sample_weight)
 
     def __repr__(self):
         if self.predict_every_row:

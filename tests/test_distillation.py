@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
@@ -13,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
@@ -347,3 +348,44 @@ def test_a_teacher_without_weight_warns_and_cannot_teach_unlabelled_rows(teacher
         tiny(teacher=teacher, distillation_weight=0.0, max_epochs=1).fit(X, y)
     with pytest.raises(ValueError, match=r"every row of y is -1 .* nothing would train"):
         tiny(teacher=teacher, distillation_weight=0.0, max_epochs=1).fit(X[n_labelled:], y[n_labelled:])
+
+
+def test_labelled_rows_scorer_takes_the_sample_weights_of_the_labelled_rows_under_routing():
+    X = np.arange(12.0)[:, None]
+    y = np.array(["red", "green", "red", "-1"] * 3, dtype=object)
+    y[y == "-1"] = -1
+    weights = np.arange(1.0, 13.0)
+    always_red = DummyClassifier(strategy="constant", constant="red").fit(X[:2], ["red", "green"])
+    scorer = labelled_rows_scorer("accuracy")
+    labelled = np.flatnonzero(y != -1)
+    expected = np.average(y[labelled] == "red", weights=weights[labelled])
+    assert scorer(always_red, X, y, sample_weight=weights) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="sample_weight has 3 values for 12 rows"):
+        scorer(always_red, X, y, sample_weight=weights[:3])
+    folds = [(np.arange(6), np.arange(6, 12)), (np.arange(6, 12), np.arange(6))]
+    with sklearn.config_context(enable_metadata_routing=True):
+        with pytest.raises(
+            Exception, match="not explicitly set as requested or not requested for labelled_rows"
+        ):
+            cross_validate(
+                FrozenEstimator(always_red),
+                X,
+                y,
+                cv=folds,
+                scoring=scorer,
+                params={"sample_weight": weights},
+            )
+        requested = labelled_rows_scorer("accuracy").set_score_request(sample_weight=True)
+        result = cross_validate(
+            FrozenEstimator(always_red),
+            X,
+            y,
+            cv=folds,
+            scoring=requested,
+            params={"sample_weight": weights},
+        )
+    for (_, test), score in zip(folds, result["test_score"], strict=True):
+        rows = test[y[test] != -1]
+        assert score == pytest.approx(np.average(y[rows] == "red", weights=weights[rows]))
+    with pytest.raises(RuntimeError, match="metadata routing is enabled"):
+        labelled_rows_scorer().set_score_request(sample_weight=True)

@@ -1,15 +1,15 @@
 """The base of the label-free scorers: which rows are target, and the ``sample_domain`` request routing reads."""
 
 import numpy as np
-from sklearn import get_config
 from sklearn.utils import check_consistent_length
-from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
+from sklearn.utils.metadata_routing import UNCHANGED
 
 from .._labels import UNLABELLED, label_array, unlabelled_mask
+from .._score_request import OneParameterScoreRequest
 from .domains import checked_sample_domain
 
 
-class _DomainScorer:
+class _DomainScorer(OneParameterScoreRequest):
     """A label-free scorer, ``scorer(estimator, X, y=None, sample_domain=None)``, that consumes ``sample_domain``.
 
     Routing asks a consumer for nothing but ``get_metadata_routing``, so this class builds its request on
@@ -18,6 +18,7 @@ class _DomainScorer:
     """
 
     _name = None
+    _routed_param = "sample_domain"
 
     def __init__(self):
         self._sample_domain_request = True
@@ -92,29 +93,7 @@ class _DomainScorer:
         >>> scorer.get_metadata_routing().score.requests
         {'sample_domain': 'domains'}
         """
-        if not get_config()["enable_metadata_routing"]:
-            raise RuntimeError(
-                "set_score_request is only available when metadata routing is enabled: "
-                "sklearn.set_config(enable_metadata_routing=True)."
-            )
-        if sample_domain is not UNCHANGED:
-            self._request(sample_domain)  # refuses an invalid alias now rather than during a search
-            self._sample_domain_request = sample_domain
-        return self
-
-    def get_metadata_routing(self):
-        """The metadata this scorer consumes: ``sample_domain``, for ``score``.
-
-        Returns
-        -------
-        request : sklearn.utils.metadata_routing.MetadataRequest
-        """
-        return self._request(self._sample_domain_request)
-
-    def _request(self, alias):
-        request = MetadataRequest(owner=self._name)
-        request.score.add_request(param="sample_domain", alias=alias)
-        return request
+        return self._update_request(sample_domain)
 
 
 def _rows(X, mask):
