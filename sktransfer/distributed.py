@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 
 from ._stacklevel import caller_stacklevel
 from .feature_extraction import PretrainedFeatureExtractor
+from .texts import truncations_collected, warn_of_cut_texts
 
 _DASK_MISSING = "transform_on_dask needs Dask's distributed scheduler: pip install 'sktransfer[dask]'."
 _FIT_LOCK = threading.Lock()
@@ -98,14 +99,36 @@ def _shipped(extractor):
 
 
 def _embed_partition(extractor, paths):
-    """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``."""
+    """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``.
+
+    Returns the embeddings and, for texts cut at the encoder's maximum length, what the warning would say
+    of them (:func:`~sktransfer.texts.truncations_collected`), else None: the client names them among all
+    of X, where a worker's warning would number them within its partition, or not reach the user at all.
+    """
     paths = list(paths)
     if not paths:
-        return np.empty((0, 0), dtype=np.float32)
+        return np.empty((0, 0), dtype=np.float32), None
     with _FIT_LOCK:
         if not hasattr(extractor, "backbone_"):
             extractor.fit(paths[:1])
-    return extractor.transform(paths)
+    with truncations_collected() as cut:
+        embeddings = extractor.transform(paths)
+    return embeddings, (cut[0] if cut else None)
+
+
+def _warn_of_cut_texts(results):
+    """One TruncatedTextsWarning for the texts cut in every partition, numbered among all of X."""
+    offset, cut, longest, max_length = 0, [], 0, None
+    for part in results:  # (embeddings, what was cut) or, for a failed partition, its number of rows
+        if isinstance(part, tuple):
+            if part[1] is not None:
+                _, indices, lengths, max_length = part[1]
+                cut.extend((offset + indices).tolist())
+                longest = max(longest, int(np.max(lengths)))
+            part = len(part[0])
+        offset += part
+    if cut:
+        warn_of_cut_texts(offset, cut, [longest], max_length)
 
 
 def _default_client():
@@ -161,6 +184,8 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     embeddings of one partition, whatever the number of paths. A partition that raises is retried
     ``retries`` times; partitions that still fail are reported together, with their paths. (Dask itself
     reschedules the partitions of a worker that dies, up to its ``distributed.scheduler.allowed-failures``.)
+    Texts cut at the encoder's maximum length are named among all of X, in one
+    :class:`~sktransfer.texts.TruncatedTextsWarning` raised here, as ``transform`` names them.
 
     Parameters
     ----------
@@ -222,7 +247,8 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         client.submit(_embed_partition, shared, partition, retries=retries, pure=False)
         for partition in partitions
     ]
-    results, failures = _gather(futures, partitions)
+    parts, failures = _gather(futures, partitions)
+    results = [part[0] if isinstance(part, tuple) else part for part in parts]
     width = _embedding_width(results)
     if failures and (errors == "raise" or width is None or any(part is None for part in results)):
         raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
@@ -232,6 +258,7 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         warnings.warn(
             _describe_failures(failures, retries), PartitionFailedWarning, stacklevel=caller_stacklevel()
         )
+    _warn_of_cut_texts(parts)
     return _stack(results, width)
 
 

@@ -7,8 +7,10 @@ of the batch, truncation at the encoder's maximum length) as the network reads t
 travels as one :class:`TokenBatch`. Nothing the user passed is modified.
 """
 
+import contextlib
 import functools
 import os
+import threading
 import warnings
 from numbers import Integral
 
@@ -205,6 +207,52 @@ class TruncatedTextsWarning(UserWarning):
     """Texts longer than the encoder's maximum length: the tokens past it never reach the network."""
 
 
+# Where this thread collects the texts cut short instead of warning of them (truncations_collected).
+_COLLECTING = threading.local()
+
+
+@contextlib.contextmanager
+def truncations_collected():
+    """In this thread, record the texts cut short instead of warning: a list of what each warning would say.
+
+    Each entry is ``(n_texts, cut, lengths, max_length)``: the texts checked, the indices of those cut among
+    them, every text's token count, and the encoder's maximum. A Dask worker embeds its partition so, and
+    the client names the cut texts among all of X in one warning (:func:`warn_of_cut_texts`).
+
+    Examples
+    --------
+    >>> class Words:  # a stand-in tokenizer: one token per word, 3 at most
+    ...     max_length = 3
+    ...     def lengths(self, texts):
+    ...         return np.array([len(text.split()) for text in texts])
+    >>> with truncations_collected() as cut:
+    ...     _ = token_lengths(["a b", "a b c d"], Words())
+    >>> [(n, indices.tolist(), maximum) for n, indices, _, maximum in cut]
+    [(2, [1], 3)]
+    """
+    collected, previous = [], getattr(_COLLECTING, "found", None)
+    _COLLECTING.found = collected
+    try:
+        yield collected
+    finally:
+        _COLLECTING.found = previous
+
+
+def warn_of_cut_texts(n_texts, cut, lengths, max_length):
+    """A :class:`TruncatedTextsWarning`: the texts at indices ``cut``, of ``n_texts`` of ``lengths`` tokens."""
+    one = len(cut) == 1
+    warnings.warn(
+        f"{len(cut)} of the {n_texts} texts {'is' if one else 'are'} longer than the encoder's "
+        f"maximum of {max_length} tokens (samples {list(cut[:10])}; the longest has "
+        f"{int(np.max(lengths))}): "
+        f"{'it is' if one else 'they are'} cut there, and what follows never reaches the network. Split "
+        "long texts into passages of fewer tokens (and average their embeddings, say), or use an encoder "
+        "with a longer maximum.",
+        TruncatedTextsWarning,
+        stacklevel=caller_stacklevel(),
+    )
+
+
 def token_lengths(texts, tokenize, warn=True):
     """Each text's tokens, at most ``tokenize.max_length``; with ``warn``, say which texts are cut there.
 
@@ -225,17 +273,11 @@ def token_lengths(texts, tokenize, warn=True):
         return lengths
     cut = np.flatnonzero(lengths > tokenize.max_length)
     if warn and cut.size:
-        one = cut.size == 1
-        warnings.warn(
-            f"{cut.size} of the {len(texts)} texts {'is' if one else 'are'} longer than the encoder's "
-            f"maximum of {tokenize.max_length} tokens (samples {cut[:10].tolist()}; the longest has "
-            f"{lengths.max()}): "
-            f"{'it is' if one else 'they are'} cut there, and what follows never reaches the network. Split "
-            "long texts into passages of fewer tokens (and average their embeddings, say), or use an encoder "
-            "with a longer maximum.",
-            TruncatedTextsWarning,
-            stacklevel=caller_stacklevel(),
-        )
+        collecting = getattr(_COLLECTING, "found", None)
+        if collecting is not None:
+            collecting.append((len(texts), cut, lengths, tokenize.max_length))
+        else:
+            warn_of_cut_texts(len(texts), cut.tolist(), lengths, tokenize.max_length)
     return np.minimum(lengths, tokenize.max_length)
 
 

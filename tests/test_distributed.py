@@ -5,6 +5,7 @@ One local cluster of two worker processes serves the whole module; starting one 
 
 import pickle
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -23,6 +24,7 @@ from sktransfer.distributed import (
     SlowWorkersWarning,
     transform_on_dask,
 )
+from sktransfer.exceptions import TruncatedTextsWarning
 
 from ._models import CountingNet, TinyConvNet
 from ._text_models import REVIEWS
@@ -244,3 +246,23 @@ def test_texts_embed_on_dask_as_in_this_process(client, tiny_text_model):
     extractor = PretrainedFeatureExtractor(tiny_text_model, device="cpu")
     on_dask = transform_on_dask(extractor, texts, client=client, partition_size=5)
     np.testing.assert_allclose(on_dask, extractor.fit(texts).transform(texts), atol=1e-6)
+
+
+def test_texts_cut_on_the_workers_are_named_among_all_of_x_in_one_warning(client, tiny_text_model):
+    """A worker process's warning never reaches the user, and would number the texts within its partition."""
+    long_text = " ".join(["a great film"] * 20)  # past the tiny encoder's 24 tokens
+    texts = REVIEWS * 3
+    texts[13] = texts[20] = long_text
+    extractor = PretrainedFeatureExtractor(tiny_text_model, device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        on_dask = transform_on_dask(extractor, texts, client=client, partition_size=5)
+    cut = [w for w in caught if issubclass(w.category, TruncatedTextsWarning)]
+    assert len(cut) == 1
+    assert "2 of the 24 texts are longer than the encoder's maximum of 24 tokens (samples [13, 20];" in str(
+        cut[0].message
+    )
+    assert cut[0].filename == __file__  # it points at the call
+    with pytest.warns(TruncatedTextsWarning, match=r"samples \[13, 20\]"):
+        here = extractor.fit(texts).transform(texts)
+    np.testing.assert_allclose(on_dask, here, atol=1e-6)
