@@ -64,7 +64,9 @@ def labelled_rows_scorer(scoring="accuracy"):
     without a teacher, for which -1 is a label like any other), every row is scored. A fold without a
     labelled row raises a ValueError (a NaN score with a warning inside ``cross_val_score``). With
     metadata routing enabled, ``scorer.set_score_request(sample_weight=True)`` has each fold's sample
-    weights passed on, those of the labelled rows reaching ``scoring``, as scikit-learn's scorers take them.
+    weights passed on, those of the labelled rows reaching ``scoring``; as with scikit-learn's scorers, a
+    search given ``sample_weight`` raises until the scorer says whether it takes them (True) or not
+    (False).
 
     For domain adaptation the labelled rows are usually source rows: their accuracy says little about the
     target. To choose a domain-adaptation model without target labels, use
@@ -114,7 +116,7 @@ class LabelledRowsScorer(OneParameterScoreRequest):
     1.0
     """
 
-    _routed_param = "sample_weight"  # not requested until asked for, as scikit-learn's scorers
+    _routed_param = "sample_weight"  # unset (None) until asked for, as scikit-learn's scorers
 
     def __init__(self, scoring, predict_every_row=True):
         self.scoring = scoring
@@ -148,8 +150,9 @@ class LabelledRowsScorer(OneParameterScoreRequest):
     def set_score_request(self, *, sample_weight=UNCHANGED):
         """Say whether ``GridSearchCV`` and ``cross_validate`` should pass ``sample_weight`` to this scorer.
 
-        Needs metadata routing enabled, as scikit-learn's scorers do; by default the weights are not
-        requested. The weights of the labelled rows reach ``scoring``.
+        Needs metadata routing enabled, as scikit-learn's scorers do. By default the request is unset
+        (None): a search given ``sample_weight`` raises until it is set. The weights of the labelled rows
+        reach ``scoring``.
 
         Parameters
         ----------

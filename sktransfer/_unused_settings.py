@@ -18,6 +18,19 @@ class IgnoredSettingWarning(UserWarning):
     """
 
 
+def set_away_from_default(estimator, name):
+    """Whether ``estimator``'s parameter ``name`` differs from its default.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> set_away_from_default(LogisticRegression(C=2.0), "C"), set_away_from_default(LogisticRegression(), "C")
+    (True, False)
+    """
+    parameter = inspect.signature(type(estimator).__init__).parameters.get(name)
+    return parameter is not None and getattr(estimator, name) != parameter.default
+
+
 def warn_of_unused_settings(estimator, names, needs):
     """Warn when any of ``names`` differs from its default on ``estimator``, which ``needs`` to read it.
 
@@ -30,11 +43,8 @@ def warn_of_unused_settings(estimator, names, needs):
     >>> str(caught[0].message)
     'LogisticRegression: tol=0.1 takes effect only with a solver that iterates, and is ignored here.'
     """
-    defaults = inspect.signature(type(estimator).__init__).parameters
     changed = [
-        f"{name}={getattr(estimator, name)!r}"
-        for name in names
-        if name in defaults and getattr(estimator, name) != defaults[name].default
+        f"{name}={getattr(estimator, name)!r}" for name in names if set_away_from_default(estimator, name)
     ]
     if changed:
         verb = "takes effect" if len(changed) == 1 else "take effect"

@@ -28,7 +28,7 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
-from ._unused_settings import warn_of_unused_settings
+from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import (
     OFFLINE_MODEL_NAME,
     build_feature_model,
@@ -209,7 +209,9 @@ class PretrainedFeatureExtractor(
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
-        if needs := pooling_cannot_apply(backbone, self.layer):
+        if set_away_from_default(self, "pooling") and (  # the check may run a text layer: only if asked
+            needs := pooling_cannot_apply(backbone, self.layer)
+        ):
             warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)

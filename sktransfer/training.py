@@ -39,7 +39,7 @@ from ._training_device import DeviceMixin
 from ._training_parameters import PARAMETER_CONSTRAINTS, STRATEGIES  # noqa: F401 (STRATEGIES read from here)
 from ._training_repr import SklearnRepr
 from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
-from ._unused_settings import warn_of_unused_settings
+from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import (
     Backbone,
     FeatureModel,
@@ -119,7 +119,9 @@ class TransferClassifier(
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
-            if needs := pooling_cannot_apply(backbone, self.layer):
+            if set_away_from_default(self, "pooling") and (
+                needs := pooling_cannot_apply(backbone, self.layer)
+            ):
                 warn_of_unused_settings(self, ["pooling"], needs)
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import sklearn
+import torch
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
@@ -683,6 +684,12 @@ class ByThreshold:
 
     def predict(self, X):
         self.read.append(X)
+        if isinstance(X, torch.Tensor):
+            X = X.float().numpy()
+        elif hasattr(X, "toarray"):  # sparse
+            X = X.toarray()
+        elif hasattr(X, "columns"):
+            X = X.iloc[:, :1].to_numpy(dtype=float)
         values = np.asarray(X, dtype=float).reshape(len(X), -1)[:, 0]
         return (values > self.threshold).astype(int)
 
@@ -789,3 +796,52 @@ def test_mixup_validation_ranks_models_by_target_accuracy_better_than_prediction
     mixup_correlation, entropy_correlation = correlations_with_target_accuracy(mixup_validation_scorer)
     assert mixup_correlation > 0.2  # 0.27, against -0.17 for prediction entropy
     assert mixup_correlation > entropy_correlation + 0.3
+
+
+def test_mixup_validation_mixes_each_kind_of_rows_in_its_own_kind():
+    """Tensors stay tensors (the library reads them channels first, arrays channels last), each DataFrame
+    column keeps its dtype, wide integers mix exactly, and sparse rows stay sparse."""
+    pd = pytest.importorskip("pandas")
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    y = np.full(4, -1)
+    for dtype in (torch.float32, torch.bfloat16, torch.uint8):
+        images = torch.arange(4 * 3 * 2 * 2).reshape(4, 3, 2, 2).to(dtype)
+        clf = ByThreshold(10)
+        mixup_validation_scorer(clf, images, y)
+        assert isinstance(clf.read[1], torch.Tensor)
+        assert clf.read[1].dtype == dtype
+        assert clf.read[1].shape[1:] == (3, 2, 2)
+    clf = ByThreshold(10)
+    mixup_validation_scorer(clf, list(torch.arange(8.0).reshape(4, 2)), y)  # a list of tensors
+    assert isinstance(clf.read[1], torch.Tensor)
+    frame = pd.DataFrame(
+        {
+            "x": [0.0, 1.0, 20.0, 21.0],
+            "city": np.array([1, 2, 3, 4]),
+            "count": pd.array([1, None, 3, 4], dtype="Int64"),
+            "flag": [True, False, True, False],
+        }
+    )
+    clf = ByThreshold(10)
+    mixup_validation_scorer(clf, frame, y)
+    mixed = clf.read[1]
+    assert mixed.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert set(mixed["city"]) <= {1, 2, 3, 4}  # 0.55 * 1 + 0.45 * 2 = 1.45, rounded to a whole code
+    wide = np.array([[1_700_000_001], [1_700_000_101], [5], [7]], dtype=np.int64)
+    clf = ByThreshold(1000)
+    mixup_validation_scorer(clf, wide, y)
+    assert {int(v) for v in clf.read[1][:, 0]} & {1_700_000_046, 1_700_000_056}  # exact, not float32's
+    clf = ByThreshold(10)
+    mixup_validation_scorer(clf, scipy_sparse.csr_matrix(np.array([[0.0], [1.0], [20.0], [21.0]])), y)
+    assert scipy_sparse.issparse(clf.read[1])
+
+
+def test_mixup_validation_refuses_images_as_objects_and_rows_of_several_shapes():
+    image = pytest.importorskip("PIL.Image")
+    pictures = [image.new("P", (4, 4)) for _ in range(3)]
+    with pytest.raises(ValueError, match="got rows of type Image"):
+        mixup_validation_scorer(ByThreshold(0), pictures, [-1, -1, -1])
+    with pytest.raises(ValueError, match="its rows cannot form one array"):
+        mixup_validation_scorer(ByThreshold(0), [np.zeros(2), np.zeros(3)], [-1, -1])
+    with pytest.raises(ValueError, match="the tensors of the target rows differ in shape"):
+        mixup_validation_scorer(ByThreshold(0), [torch.zeros(2), torch.zeros(3)], [-1, -1])

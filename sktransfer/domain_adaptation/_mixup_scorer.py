@@ -3,6 +3,8 @@
 from numbers import Real
 
 import numpy as np
+import torch
+from scipy.sparse import issparse
 from sklearn.utils import check_random_state, check_scalar
 
 from ._domain_scorer import _DomainScorer, _rows
@@ -18,31 +20,90 @@ def _partners_in_class(codes, random_state):
     return partners
 
 
-def _numbers_to_mix(rows, name):
-    """The rows' values as an array, refused before any prediction where they are not numbers."""
-    values = rows.to_numpy() if hasattr(rows, "columns") else np.asarray(rows)
-    if values.dtype.kind not in "iuf":
-        raise ValueError(
-            f"{name} mixes pairs of target rows, so X must hold numbers (images as arrays, or features); "
-            f"got values of dtype {values.dtype}. Texts, file paths and images as objects cannot be mixed: "
-            "score those models with information_maximization_scorer or neighborhood_consistency_scorer."
-        )
-    return values
+def _cannot_mix(name, what):
+    return ValueError(
+        f"{name} mixes pairs of target rows, so X must hold numbers of one shape (images as arrays or "
+        f"tensors, or features); {what}. Texts, file paths and images as objects cannot be mixed: score those "
+        "models with information_maximization_scorer or neighborhood_consistency_scorer."
+    )
 
 
-def _mixed_rows(rows, values, first, second, ratio):
-    """``ratio`` of each ``first`` row and ``1 - ratio`` of its ``second`` row, in the rows' type and dtype.
+def _mix(values, first, second, ratio):
+    """``ratio`` of each ``first`` row of an array and ``1 - ratio`` of its ``second`` row, in its dtype.
 
-    Integer rows (uint8 images) are rounded back to their dtype, so that the estimator reads the mixed rows
-    on the scale it reads the target rows on; a DataFrame keeps its columns.
+    Integers and booleans are rounded back to their dtype (a uint8 image stays one, read on the scale the
+    target rows are read on; a boolean takes its dominant row's value); integers wider than 16 bits and
+    float64 are mixed in float64, the others in float32.
     """
-    work = np.float64 if values.dtype == np.float64 else np.float32
+    dtype = values.dtype
+    exact = dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize > 2)
+    work = np.float64 if exact else np.float32
     mixed = ratio * values[first].astype(work) + (1.0 - ratio) * values[second].astype(work)
-    if values.dtype.kind in "iu":
-        limits = np.iinfo(values.dtype)
+    if dtype.kind in "iu":
+        limits = np.iinfo(dtype)
         mixed = np.clip(np.rint(mixed), limits.min, limits.max)
-    mixed = mixed.astype(values.dtype, copy=False)
-    return type(rows)(mixed, columns=rows.columns) if hasattr(rows, "columns") else mixed
+    elif dtype.kind == "b":
+        mixed = np.rint(mixed)
+    return mixed.astype(dtype, copy=False)
+
+
+def _frame_mixer(frame, name):
+    """Mixes the rows of a DataFrame column by column, each column back in its own dtype."""
+    from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
+
+    not_numbers = [column for column in frame.columns if not is_numeric_dtype(frame[column].dtype)]
+    if not_numbers:
+        raise _cannot_mix(name, f"the columns {not_numbers[:5]} do not hold numbers")
+    columns = {column: frame[column].to_numpy(dtype=np.float64, na_value=np.nan) for column in frame.columns}
+
+    def mix(first, second, ratio):
+        mixed = {}
+        for column, values in columns.items():
+            dtype = frame[column].dtype
+            blend = _mix(values, first, second, ratio)
+            whole = is_integer_dtype(dtype) or is_bool_dtype(dtype)
+            mixed[column] = (np.rint(blend) if whole else blend).astype(np.float64)
+        return type(frame)(mixed, columns=frame.columns).astype(frame.dtypes.to_dict())
+
+    return mix
+
+
+def _mixer(rows, name):
+    """A function ``mix(first, second, ratio)`` that mixes pairs of ``rows`` and gives them in their own kind.
+
+    Arrays, lists of rows, tensors (lists of tensors become one) and DataFrames can be mixed; anything else
+    (texts, paths, images as objects, rows of several shapes) is refused here, before any prediction.
+    """
+    if hasattr(rows, "columns"):
+        return _frame_mixer(rows, name)
+    if issparse(rows):
+        if rows.dtype.kind not in "biuf":
+            raise _cannot_mix(name, f"got a sparse matrix of dtype {rows.dtype}")
+        return lambda first, second, ratio: (rows[first] * ratio + rows[second] * (1.0 - ratio)).astype(
+            np.float64
+        )
+    if isinstance(rows, list | tuple) and rows and all(isinstance(row, torch.Tensor) for row in rows):
+        if len({tuple(row.shape) for row in rows}) > 1:
+            raise _cannot_mix(name, "the tensors of the target rows differ in shape")
+        rows = torch.stack(list(rows))
+    if isinstance(rows, torch.Tensor):
+        values = rows.detach().cpu()
+        values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+        return lambda first, second, ratio: torch.from_numpy(_mix(values, first, second, ratio)).to(
+            rows.dtype
+        )
+    if isinstance(rows, list | tuple) and not all(
+        isinstance(row, np.ndarray | list | tuple | Real) for row in rows
+    ):
+        kinds = sorted({type(row).__name__ for row in rows})
+        raise _cannot_mix(name, f"got rows of type {', '.join(kinds[:3])}")
+    try:
+        values = np.asarray(rows)
+    except ValueError as exc:  # rows of several shapes
+        raise _cannot_mix(name, f"its rows cannot form one array ({exc})") from exc
+    if values.dtype.kind not in "biuf":
+        raise _cannot_mix(name, f"got values of dtype {values.dtype}")
+    return lambda first, second, ratio: _mix(values, first, second, ratio)
 
 
 class _MixupValidationScorer(_DomainScorer):
@@ -55,13 +116,16 @@ class _MixupValidationScorer(_DomainScorer):
     convex regions of the input (a mix of two rows of a class stays in it); pairs it puts in different
     classes test where its boundary runs: a boundary midway between the two rows gives the dominant row's
     class, a boundary hugging one of them does not. The score is the mean of the two agreement rates, each
-    between 0 and 1; greater is better. A model that gives every target row one class has no pair of the
-    second kind and scores at most 0.5.
+    between 0 and 1; greater is better. A kind of pair the model gives none of counts 0: a model that gives
+    every target row one class scores at most 0.5, and one whose classes each hold a single target row
+    (possible with very few target rows) at most 0.5 too.
 
-    The rows are mixed in the input space, so ``X`` must hold numbers: images as arrays (integer images are
-    rounded back to their dtype) or features; texts and file paths cannot be mixed. It predicts up to
-    three times as many rows as the target holds (the rows, and up to two mixes of each). Pairs are drawn with
-    ``random_state`` (default 0, the same draw for every candidate of a search). Call it as
+    The rows are mixed in the input space, so ``X`` must hold numbers of one shape: images as arrays or
+    tensors (integer images are rounded back to their dtype, so read on the target rows' scale), features
+    as arrays, sparse matrices or DataFrames (each column back in its own dtype); texts, file paths and
+    images as objects (PIL) cannot be mixed. It predicts up to three times as many rows as the target holds
+    (the rows, and up to two mixes of each). Pairs are drawn with ``random_state`` (default 0: an int
+    gives the same draw for every candidate of a search). Call it as
     ``mixup_validation_scorer(estimator, X, y=None, sample_domain=None)``, or give it as ``scoring``; it
     needs at least two target rows. To use another ``mix_ratio`` or ``random_state``, set it on a copy
     (``copy.copy(mixup_validation_scorer)``). The paper's score combines the two kinds of pairs by their
@@ -109,7 +173,7 @@ class _MixupValidationScorer(_DomainScorer):
         others = np.empty(n_target, dtype=np.intp)
         others[cycle] = np.roll(cycle, -1)
         rows = _rows(X, target)
-        values = _numbers_to_mix(rows, self._name)
+        mix = _mixer(rows, self._name)
         predicted = np.asarray(estimator.predict(rows))
         _, codes = np.unique(predicted, return_inverse=True)
         partners = _partners_in_class(codes, random_state)
@@ -117,7 +181,7 @@ class _MixupValidationScorer(_DomainScorer):
         across = np.flatnonzero(codes != codes[others])
         first = np.concatenate([same, across])
         second = np.concatenate([partners[same], others[across]])
-        mixes = _mixed_rows(rows, values, first, second, ratio)
+        mixes = mix(first, second, ratio)
         follows = np.asarray(estimator.predict(mixes)) == predicted[first]
         within = float(follows[: len(same)].mean()) if len(same) else 0.0
         between = float(follows[len(same) :].mean()) if len(across) else 0.0
