@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
@@ -18,8 +17,13 @@ def is_checkpoint(weights):
     return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
 
 
-def read_checkpoint(path):
-    """Read a state_dict saved with ``torch.save``; accepts the usual wrappers and DataParallel prefixes."""
+def read_checkpoint(path, own_keys=()):
+    """Read a state_dict saved with ``torch.save``; accepts the usual wrappers and DataParallel prefixes.
+
+    The "module." that DataParallel and DDP put before every name is taken off, unless that makes fewer of
+    the names those of ``own_keys`` (the state_dict keys of the module it is for): a network whose own layer is
+    called ``module`` keeps its names.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights={str(path)!r}: no such checkpoint file.")
@@ -33,14 +37,16 @@ def read_checkpoint(path):
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights={str(path)!r} does not hold a state_dict (a mapping of names to tensors).")
     state = dict(state)
-    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")  # DataParallel, DDP
-    return state
+    if not all(key.startswith("module.") for key in state):  # DataParallel and DDP prefix every key
+        return state
+    stripped, own_keys = {key.removeprefix("module."): value for key, value in state.items()}, set(own_keys)
+    return stripped if len(stripped.keys() & own_keys) >= len(state.keys() & own_keys) else state
 
 
 def load_checkpoint(module, path, classifier):
     """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is skipped."""
-    state = read_checkpoint(path)
     own = module.state_dict()
+    state = read_checkpoint(path, own)
     skipped = {
         key
         for key, tensor in state.items()

@@ -7,10 +7,14 @@ they are trained. Layers are replaced in place: callers adapt their own copy of 
 
 import math
 import numbers
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._stacklevel import caller_stacklevel
+from ._unused_settings import IgnoredSettingWarning
 
 
 def _check(rank, alpha):
@@ -240,6 +244,97 @@ def add_lora(module, rank=8, alpha=16):
         if isinstance(layer, nn.TransformerEncoder):
             layer.use_nested_tensor = False
     return [name for name, _ in targets]
+
+
+def unreached_adapters(module, sample):
+    """The layers ``add_lora`` adapted in ``module`` whose updates do not reach its output for ``sample``.
+
+    A network may read a layer's weight without calling the layer (torchvision's Swin attention reads its
+    ``qkv`` and ``proj`` weights): an adapter there would never train. One forward and backward pass on
+    ``sample`` (a batch of inputs), in evaluation mode, tells: an adapter none of whose parameters gets a
+    gradient is not reached.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> class ReadsTheWeight(nn.Module):  # calls its first layer, reads the second's weight
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.called, self.read = nn.Linear(4, 4), nn.Linear(4, 2)
+    ...     def forward(self, x):
+    ...         return nn.functional.linear(self.called(x), self.read.weight)
+    >>> network = ReadsTheWeight()
+    >>> add_lora(network, rank=2)
+    ['called', 'read']
+    >>> unreached_adapters(network, torch.randn(3, 4))
+    ['read']
+    """
+    adapters = [(name, layer) for name, layer in module.named_modules() if isinstance(layer, _LoRAAdapter)]
+    parameters = [list(layer.parameters(recurse=False)) for _, layer in adapters]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            output = module(sample)
+            gradients = torch.autograd.grad(
+                output.float().sum(), [p for group in parameters for p in group], allow_unused=True
+            )
+    finally:
+        module.train(was_training)
+    unreached, start = [], 0
+    for (name, _), group in zip(adapters, parameters, strict=True):
+        if all(gradient is None for gradient in gradients[start : start + len(group)]):
+            unreached.append(name)
+        start += len(group)
+    return unreached
+
+
+def remove_adapters(module, names):
+    """Put back, in place, the layers of ``module`` that ``add_lora`` adapted under ``names``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> network = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> add_lora(network, rank=2)
+    ['0', '2']
+    >>> remove_adapters(network, ['2'])
+    >>> type(network[0]).__name__, type(network[2]).__name__
+    ('LoRALinear', 'Linear')
+    """
+    removed = {id(module.get_submodule(name)) for name in names}
+    shared = [name for name, layer in module.named_modules(remove_duplicate=False) if id(layer) in removed]
+    for name in shared:  # a layer reached by several names goes back under each
+        parent, _, attribute = name.rpartition(".")
+        owner = module.get_submodule(parent)
+        setattr(owner, attribute, getattr(owner, attribute).base)
+
+
+def drop_unreached_adapters(features, sample, owner):
+    """Take out of ``features.body``, warning for ``owner``, the adapters that ``sample`` shows never train.
+
+    ``features`` runs ``features.body`` (a :class:`~sktransfer._feature_model.FeatureModel`), whose layers
+    the warning names. Raises a ValueError when none is reached: LoRA would train nothing but the head.
+    """
+    unreached = [name.removeprefix("body.") for name in unreached_adapters(features, sample)]
+    if not unreached:
+        return
+    remove_adapters(features.body, unreached)
+    if not lora_parameters(features.body):
+        raise ValueError(
+            f"strategy='lora': none of the adapted layers ({unreached[:5]}) reaches the network's output: "
+            "the network reads their weights without calling them. Use strategy='full', 'gradual' or "
+            "'bitfit' for this network."
+        )
+    warnings.warn(
+        f"{owner}: strategy='lora' leaves out the layers {unreached[:5]}"
+        f"{' and more' if len(unreached) > 5 else ''}: the network reads their weights without calling them "
+        "(torchvision's Swin attention does), so their adapters would never train. The other adapted layers "
+        "train; strategy='full' trains every layer.",
+        IgnoredSettingWarning,
+        stacklevel=caller_stacklevel(),
+    )
 
 
 def lora_parameters(module):

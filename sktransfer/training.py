@@ -23,7 +23,7 @@ from torch import nn
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._fused_optimizer import with_fused_default
 from ._labels import checked_labels, encode_labels, require_labels
-from ._lora import add_lora
+from ._lora import add_lora, drop_unreached_adapters
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
@@ -127,9 +127,12 @@ class TransferClassifier(
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
         body = cut_at_layer(backbone.module, self.layer)
+        features = FeatureModel(body, pooling=pooling, normalize=normalize, layer=self.layer)
         if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away
             add_lora(body, rank=self.lora_rank, alpha=self.lora_alpha)
-        features = FeatureModel(body, pooling=pooling, normalize=normalize, layer=self.layer)
+            sample = self._first_sample()
+            if isinstance(sample, torch.Tensor):  # an image; text encoders call their linear layers
+                drop_unreached_adapters(features, sample[None], type(self).__name__)
         # Channels-last layout only for image architectures the library builds: a user's module runs as
         # written, and text encoders read token batches.
         library_built = built_by_library(self.model) and backbone.kind == "image"

@@ -102,6 +102,31 @@ def test_checkpoint_of_a_model_fine_tuned_on_other_classes(tmp_path):
         torch.testing.assert_close(_features(backbone, x), fine_tuned.eval()(x))
 
 
+class _Wraps(torch.nn.Module):
+    """A user's network whose own layer is called ``module``, the name DataParallel puts before every key."""
+
+    def __init__(self):
+        super().__init__()
+        self.module = TinyConvNet()
+        self.fc = torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc(self.module(x))
+
+
+def test_a_checkpoint_of_a_network_with_a_layer_called_module_keeps_its_names(tmp_path):
+    torch.manual_seed(0)
+    source = _Wraps()
+    path = tmp_path / "wraps.pt"
+    torch.save(source.state_dict(), path)
+    loaded = load_backbone(_Wraps(), weights=str(path)).module
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, path)  # saved from DataParallel
+    loaded = load_backbone(_Wraps(), weights=str(path)).module
+    torch.testing.assert_close(loaded.module.features[0].weight, source.module.features[0].weight)
+
+
 def test_checkpoint_into_a_module_and_bad_checkpoints(tmp_path):
     source = TinyConvNet()
     with torch.no_grad():

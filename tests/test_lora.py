@@ -7,12 +7,15 @@ import torch
 import torchvision
 from torch import nn
 
+from sktransfer._feature_model import FeatureModel
 from sktransfer._lora import (
     LoRALinear,
     LoRAMultiheadAttention,
     add_lora,
+    drop_unreached_adapters,
     freeze_all_but_lora,
     lora_parameters,
+    unreached_adapters,
 )
 
 
@@ -361,3 +364,61 @@ def test_bad_rank_or_alpha_is_refused_before_anything_changes(rank, alpha, messa
     assert type(network[0]) is nn.Linear
     with pytest.raises(ValueError, match=message):
         LoRALinear(nn.Linear(4, 2), rank=rank, alpha=alpha)
+
+
+class _TinySwin(nn.Module):
+    """torchvision's Swin block, whose attention reads its qkv and proj weights without calling them."""
+
+    def __init__(self, num_classes=2):
+        super().__init__()
+        from torchvision.models.swin_transformer import SwinTransformerBlock
+        from torchvision.ops import Permute
+
+        torch.manual_seed(0)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 4, stride=4),
+            Permute([0, 2, 3, 1]),
+            SwinTransformerBlock(8, 2, window_size=[2, 2], shift_size=[0, 0]),
+            Permute([0, 3, 1, 2]),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def test_adapters_the_network_never_reaches_are_taken_out_with_a_warning(labelled_images):
+    from sktransfer import FineTuneClassifier
+    from sktransfer.exceptions import IgnoredSettingWarning
+
+    X, y = labelled_images
+    clf = FineTuneClassifier(_TinySwin, strategy="lora", lora_rank=2, device="cpu", max_epochs=1, lr=0.1)
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"leaves out the layers \['features.2.attn.qkv', 'features"
+    ):
+        clf.fit(X, y)
+    adapted = {name for name, layer in clf.module_.named_modules() if isinstance(layer, LoRALinear)}
+    assert adapted == {"backbone.body.features.2.mlp.0", "backbone.body.features.2.mlp.3"}
+    assert all(p.abs().sum() > 0 for name, p in clf.module_.named_parameters() if name.endswith("lora_B"))
+
+
+def test_an_adapter_whose_weight_is_read_but_never_called_is_found():
+    class ReadsTheWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.called, self.read = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return nn.functional.linear(self.called(x), self.read.weight)
+
+    network = ReadsTheWeight()
+    add_lora(network, rank=2)
+    assert unreached_adapters(network, torch.randn(3, 4)) == ["read"]
+    only_read = nn.Sequential(ReadsTheWeight())
+    only_read[0].called = nn.Identity()
+    add_lora(only_read, rank=2)
+    with pytest.raises(ValueError, match=r"none of the adapted layers \(\['0.read'\]\)"):
+        drop_unreached_adapters(
+            FeatureModel(only_read, pooling=None), torch.randn(3, 4), "FineTuneClassifier"
+        )
