@@ -1,7 +1,7 @@
 """What carries over from one training call to the next: settings changed since fitting, and randomness."""
 
 import contextlib
-from numbers import Integral
+from numbers import Integral, Real
 
 import torch
 
@@ -87,7 +87,10 @@ class TrainingStateMixin:
 
     def _architecture_settings(self):
         """The settings that decide the network, as fitted: parameters, subclass arguments, LoRA adapters."""
-        adapters = f"rank={self.lora_rank}, alpha={self.lora_alpha}" if self.strategy == "lora" else None
+        # by value: alpha=16 and alpha=16.0 scale the adapters alike
+        alpha = self.lora_alpha
+        alpha = float(alpha) if isinstance(alpha, Real) and not isinstance(alpha, bool) else alpha
+        adapters = f"rank={self.lora_rank}, alpha={alpha!r}" if self.strategy == "lora" else None
         arguments = {
             name: value
             for name, value in self.get_params_for("module").items()

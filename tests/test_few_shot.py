@@ -150,3 +150,21 @@ def test_rows_without_a_direction_warn_and_a_prototype_without_one_is_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PrototypeClassifier(metric="euclidean").fit(X, y).predict(X)  # a centroid has no need of directions
+
+
+def test_cosine_reads_the_direction_of_tiny_rows():
+    """scikit-learn's normalize leaves rows under ten machine epsilons unscaled: the cosine would not be one."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    clf = PrototypeClassifier(temperature=0.1).fit(X * 1e-16, ["cat", "dog"])
+    np.testing.assert_allclose(np.linalg.norm(clf.prototypes_, axis=1), 1.0)
+    rows = np.array([[0.9, 0.1], [0.1, 0.9]])
+    np.testing.assert_allclose(clf.predict_proba(rows * 1e-16), clf.predict_proba(rows))
+    np.testing.assert_array_equal(clf.predict(rows * 1e-16), ["cat", "dog"])
+
+
+@pytest.mark.parametrize("temperature", [0, -0.1])
+def test_a_temperature_set_after_fit_is_checked_when_it_is_read(temperature):
+    clf = PrototypeClassifier().fit(np.eye(2), ["cat", "dog"])
+    clf.set_params(temperature=temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        clf.predict_proba(np.eye(2))

@@ -530,6 +530,17 @@ def test_lora_changed_after_fit_raises_on_partial_fit(tiny_text_model):
         clf.partial_fit(REVIEWS, SENTIMENT)
 
 
+def test_lora_alpha_of_the_same_value_is_no_change(tiny_text_model):
+    clf = FineTuneClassifier(
+        tiny_text_model, strategy="lora", lora_alpha=16, max_epochs=1, device="cpu", random_state=0
+    )
+    clf.fit(REVIEWS, SENTIMENT).set_params(lora_alpha=16.0)
+    clf.partial_fit(REVIEWS, SENTIMENT)  # 16 and 16.0 scale the adapters alike
+    clf.set_params(lora_alpha=8)
+    with pytest.raises(ValueError, match=r"adapters changed after fitting.*alpha=8\.0"):
+        clf.partial_fit(REVIEWS, SENTIMENT)
+
+
 def test_lora_on_a_network_without_linear_layers_names_the_alternatives():
     from tests._models import TinyConvNet
 
