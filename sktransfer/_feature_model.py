@@ -71,7 +71,13 @@ def _pool(out, pooling, mask):
         if mask is None:
             return out[:, 0]
         # The first real token: the first position, unless the tokenizer pads on the left.
-        first = mask[:, : out.shape[1]].to(torch.int8).argmax(dim=1).to(out.device)
+        real = mask[:, : out.shape[1]].to(torch.int8)
+        if ((real.sum(dim=1) == 0) & mask.any(dim=1)).any():
+            raise NetworkOutputError(
+                f"pooling='cls' reads the first real token, and a {out.shape[1]}-token output holds none for "
+                f"a text whose padding comes first (a {mask.shape[1]}-token batch): use pooling='avg'."
+            )
+        first = real.argmax(dim=1).to(out.device)
         return out[torch.arange(len(out), device=out.device), first]
     if out.ndim == 4:
         return out.mean(dim=(2, 3)) if pooling == "avg" else out.amax(dim=(2, 3))

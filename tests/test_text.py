@@ -677,3 +677,22 @@ def test_pooling_at_a_layer_that_gives_one_vector_per_text_warns_that_it_is_igno
         FineTuneClassifier(tiny_text_model, layer="pooler", pooling="max", device="cpu", max_epochs=1).fit(
             REVIEWS, SENTIMENT
         )
+
+
+def test_cls_pooling_refuses_an_output_shorter_than_a_left_padded_texts_padding():
+    from sktransfer._feature_model import FeatureModel
+    from sktransfer._runtime import NetworkOutputError
+    from sktransfer.texts import TokenBatch
+
+    class FirstTwoTokens(torch.nn.Module):
+        def forward(self, batch):
+            return torch.ones(len(batch), 2, 3)
+
+    batch = TokenBatch(
+        {
+            "input_ids": torch.ones(2, 4, dtype=torch.long),
+            "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]]),
+        }
+    )
+    with pytest.raises(NetworkOutputError, match="holds none for a text whose padding comes first"):
+        FeatureModel(FirstTwoTokens(), pooling="cls")(batch)
