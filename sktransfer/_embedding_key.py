@@ -1,15 +1,12 @@
 """The embedding cache's key: a hash of everything that decides a fitted extractor's embeddings."""
 
 import inspect
-import os
-import sys
-import sysconfig
 import warnings
 
 from torch import fx, nn
 from torch.nn.modules import module as torch_module
 
-from ._hashing import content_hash, process_local_key
+from ._hashing import content_hash, installed, process_local_key
 from ._stacklevel import caller_stacklevel
 
 
@@ -28,10 +25,6 @@ _KEY_VERSION = 3
 # torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
 # numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
 _MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
-# Where installed libraries live: their classes' code changes with their version, not in a notebook cell.
-_LIBRARY_FOLDERS = tuple(
-    {os.path.realpath(sysconfig.get_paths()[kind]) + os.sep for kind in ("purelib", "platlib", "stdlib")}
-)
 
 
 def embedding_key(extractor, precision):
@@ -64,12 +57,6 @@ def embedding_key(extractor, precision):
     )
 
 
-def _installed(cls):
-    """Whether ``cls`` comes from an installed library (site-packages or the standard library)."""
-    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
-
-
 def _keyed_functions(cls):
     """The code that decides the output of a layer of class ``cls``: its ``forward``, and more of a user's.
 
@@ -78,7 +65,7 @@ def _keyed_functions(cls):
     """
     yield cls.forward
     for klass in cls.__mro__:
-        if klass is object or _installed(klass):
+        if klass is object or installed(klass):
             continue
         for value in vars(klass).values():
             function = value.__func__ if isinstance(value, staticmethod | classmethod) else value

@@ -7,7 +7,10 @@ they hold the same values, and the same values hash alike everywhere.
 
 import functools
 import hashlib
+import inspect
 import os
+import sys
+import sysconfig
 import types
 import uuid
 import weakref
@@ -19,6 +22,10 @@ from joblib.hashing import NumpyHasher
 from ._pixel_values import is_eight_bit
 
 DIGEST_SIZE = 16  # bytes of an image's key
+# Where installed libraries live: their code changes with their version, not in a notebook cell.
+_LIBRARY_FOLDERS = tuple(
+    {os.path.realpath(sysconfig.get_paths()[kind]) + os.sep for kind in ("purelib", "platlib", "stdlib")}
+)
 _READ_CHUNK = 1 << 20
 _LOCAL_KEYS = {}  # id(obj) -> key, while obj lives (see process_local_key)
 
@@ -37,6 +44,12 @@ class _ContentHasher(NumpyHasher):
     def save(self, obj):
         if isinstance(obj, torch.Tensor):
             obj = _tensor_content(obj)
+        elif isinstance(obj, types.MethodType):  # by its function's code and its owner
+            obj = ("method", obj.__func__, obj.__self__)
+        elif not isinstance(obj, type | types.ModuleType) and not installed(type(obj)):
+            # an instance of a class of the user's: its methods' code decides what it computes (a callable
+            # preprocess object, a layer's activation), and pickling names the class only
+            super().save(("code of", _class_content(type(obj))))
         elif isinstance(obj, types.FunctionType):
             if id(obj) in self._open_functions:
                 obj = ("recursive function", obj.__module__, obj.__qualname__)
@@ -54,9 +67,10 @@ def content_hash(obj):
     """Hex digest of ``obj`` that any process computes alike for equal values.
 
     Tensors hash by dtype, shape and bytes; Python functions (lambdas and closures included) by module,
-    name, bytecode, constants, defaults, captured values and the values of the data globals they read
-    (not the code of other functions they call); anything else as joblib hashes it (objects by class name
-    and state, so that the code of an object's methods is not part of its hash).
+    name, bytecode, constants, defaults, captured values and what they read as globals: data by value, the
+    user's own functions, classes and helper modules by their code, an installed library's by name (its
+    code changes with its version); bound methods by their function and owner; anything else as joblib
+    hashes it (objects by class name and state), with the code of the methods of a user's class.
 
     Raises
     ------
@@ -116,7 +130,11 @@ def _function_content(function):
         function.__defaults__,
         function.__kwdefaults__,
         tuple(_cell_content(cell) for cell in function.__closure__ or ()),
-        {name: _by_name_if_code(scope[name]) for name in sorted(_global_names(code)) if name in scope},
+        {
+            name: _by_name_if_code(scope[name], _global_names(code))
+            for name in sorted(_global_names(code))
+            if name in scope
+        },
     )
 
 
@@ -148,13 +166,66 @@ def _cell_content(cell):
         return ("empty cell",)
 
 
-def _by_name_if_code(value):
-    """Modules, classes and functions that a function reads are named, not hashed (that would never end)."""
+def _by_name_if_code(value, attributes=()):
+    """What a function reads as a global: an installed library's modules, classes and functions by name
+    (their code changes with their version), a user's by their code.
+
+    A user's module (a helper file, edited between sessions) by the globals of it the function reads, among
+    ``attributes`` (the names its code uses); a user's class by its methods; a user's function as it is,
+    which the hasher hashes by content (a function that reaches itself is named there).
+    """
     if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)
+        if installed(value):
+            return ("module", value.__name__)
+        return (
+            "module",
+            value.__name__,
+            {name: _by_name_if_code(vars(value)[name]) for name in sorted(attributes) if name in vars(value)},
+        )
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
-        return ("global", getattr(value, "__module__", None), value.__qualname__)
+        if installed(value) or isinstance(value, types.BuiltinFunctionType):
+            return ("global", getattr(value, "__module__", None), value.__qualname__)
+        return _class_content(value) if isinstance(value, type) else value
     return value
+
+
+def installed(obj):
+    """Whether ``obj`` (a module, a class or a function) comes from an installed library or Python itself.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> installed(numpy.mean), installed(int), installed(type("Local", (), {}))
+    (True, True, False)
+    """
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return isinstance(name, str) and _installed_module(name, id(sys.modules.get(name)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _installed_module(name, _identity):
+    """Whether the module ``name`` (as loaded now: ``_identity``) is a library's; cached, as the hasher asks
+    of every object it meets."""
+    module = sys.modules.get(name)
+    if module is None:
+        return False
+    if name in sys.builtin_module_names:
+        return True
+    path = getattr(module, "__file__", None)
+    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
+
+
+def _class_content(cls):
+    """A user's class by its name and the functions of its own classes and bases (not installed ones)."""
+    functions = []
+    for klass in cls.__mro__:
+        if klass is object or installed(klass):
+            continue
+        for name, value in sorted(vars(klass).items()):
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if inspect.isfunction(function):
+                functions.append((klass.__qualname__, name, function))
+    return ("class", cls.__module__, cls.__qualname__, tuple(functions))
 
 
 def array_key(array):

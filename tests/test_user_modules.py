@@ -2,6 +2,7 @@
 
 import copy
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -515,6 +516,55 @@ def test_a_method_that_forward_calls_is_keyed_at_each_transform(images, tmp_path
     expected = PretrainedFeatureExtractor(module, device="cpu").fit(images).transform(images)
     assert not np.allclose(expected, averaged)
     np.testing.assert_allclose(cached.transform(images), expected, rtol=1e-6)
+
+
+def _helper_pool(maps):
+    return maps.mean(dim=(2, 3))
+
+
+class _PooledByAHelper(nn.Module):
+    """Its forward calls a module-level function: editing that function changes the embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return _helper_pool(self.conv(x))
+
+
+class _Scale:
+    """A preprocess object of the user's: its __call__ decides the input as a function would."""
+
+    def __call__(self, image):
+        return to_unit(image)
+
+
+def _scaled_twice(self, image):
+    return to_unit(image) * 2
+
+
+def test_edited_helpers_and_preprocess_objects_are_keyed_at_each_transform(images, tmp_path, monkeypatch):
+    """A module-level function that forward calls, a preprocess object's method, a bound method: each is keyed
+    by its code, which pickling would have named only, serving the old embeddings after an edit."""
+    module = _PooledByAHelper()
+    cached = PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path / "helper").fit(images)
+    averaged = cached.transform(images)
+    monkeypatch.setattr(sys.modules[__name__], "_helper_pool", lambda maps: maps.amax(dim=(2, 3)))
+    expected = PretrainedFeatureExtractor(module, device="cpu").fit(images).transform(images)
+    assert not np.allclose(expected, averaged)
+    np.testing.assert_allclose(cached.transform(images), expected, rtol=1e-6)
+
+    folder = tmp_path / "preprocess"
+    once = PretrainedFeatureExtractor(TinyConvNet(), preprocess=_Scale(), device="cpu", cache=folder)
+    once = once.fit(images).transform(images)
+    monkeypatch.setattr(_Scale, "__call__", _scaled_twice)  # the class's cell run again, edited
+    for preprocess in (_Scale(), types.MethodType(_scaled_twice, _Scale())):
+        edited = PretrainedFeatureExtractor(TinyConvNet(), preprocess=preprocess, device="cpu", cache=folder)
+        fresh = PretrainedFeatureExtractor(TinyConvNet(), preprocess=preprocess, device="cpu")
+        twice = edited.fit(images).transform(images)
+        np.testing.assert_allclose(twice, fresh.fit(images).transform(images), rtol=1e-6)
+        assert not np.allclose(once, twice)
 
 
 def test_a_lazy_classifier_that_has_not_run_is_cut_at_its_measured_width(images):
