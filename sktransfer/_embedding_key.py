@@ -1,8 +1,11 @@
 """The embedding cache's key: a hash of everything that decides a fitted extractor's embeddings."""
 
 import inspect
+import sys
 import warnings
+from importlib import metadata
 
+import torch
 from torch import fx, nn
 from torch.nn.modules import module as torch_module
 
@@ -53,8 +56,31 @@ def embedding_key(extractor, precision):
         None if extractor._batch_preprocess else keys.preprocess(),
     )
     return content_hash(
-        (_KEY_VERSION, extractor._backbone_key, *graph, extractor._fitted_settings, precision)
+        (_KEY_VERSION, _versions(), extractor._backbone_key, *graph, extractor._fitted_settings, precision)
     )
+
+
+def _versions():
+    """The versions of the installed code that reads the inputs and runs the network, keyed by name only.
+
+    Examples
+    --------
+    >>> sorted(_versions())[:2]
+    ['PIL', 'sktransfer']
+    """
+    import PIL
+    import torchvision
+
+    try:
+        own = metadata.version("sktransfer")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        own = None
+    versions = {"PIL": PIL.__version__, "sktransfer": own, "torch": torch.__version__}
+    versions["torchvision"] = torchvision.__version__
+    transformers = sys.modules.get("transformers")  # loaded when a text model is
+    if transformers is not None:
+        versions["transformers"] = transformers.__version__
+    return versions
 
 
 def _keyed_functions(cls):

@@ -575,3 +575,18 @@ def test_a_lazy_classifier_that_has_not_run_is_cut_at_its_measured_width(images)
         images, labels
     )
     assert classifier.module_.head[-1].in_features == 4
+
+
+def test_the_cache_key_changes_with_the_version_of_the_code_that_runs(images, monkeypatch):
+    """An upgrade of torch (or torchvision, Pillow, transformers, this library) may change what a model or
+    a decoder computes: the embeddings cached before it are not served after it."""
+    import PIL
+
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)
+    key = extractor._embedding_key()
+    assert extractor._embedding_key() == key
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert extractor._embedding_key() != key
+    monkeypatch.undo()
+    monkeypatch.setattr(PIL, "__version__", "0.0.1")
+    assert extractor._embedding_key() != key
