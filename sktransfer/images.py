@@ -140,6 +140,8 @@ def _as_tensor(batch):
     """A (N, C, H, W) array we own -> (N, 3, H, W) tensor, uint8 or float in [0, 1]."""
     if batch.dtype.kind in "ui":
         batch = batch.astype(np.uint8, copy=False)  # values were checked to lie in [0, 255]
+    elif not batch.dtype.isnative:  # torch reads native byte order only (big-endian FITS data, say)
+        batch = batch.astype(batch.dtype.newbyteorder("="))
     tensor = torch.from_numpy(np.ascontiguousarray(batch))
     if tensor.dtype != torch.uint8:
         tensor = tensor.float()
@@ -179,6 +181,8 @@ def as_image_source(X):
         return _from_pandas(X)
     if _is_path(X):
         raise _single_path_error(os.fspath(X))
+    if isinstance(X, Image.Image):  # as an array it would be rows of pixels, read as grayscale strips
+        raise ValueError(f"X is a single PIL image ({X.mode}, {X.size[0]}×{X.size[1]}); pass a list: [image].")
     if isinstance(X, list | tuple):
         return _from_sequence(X)
     if isinstance(X, torch.Tensor):
@@ -265,8 +269,12 @@ def is_vector_input(X):
     """True when X is a 2-D table of numbers (feature vectors rather than images), sparse included."""
     if is_pandas(X):  # a table with any column of text (paths, labels) is no table of feature vectors
         return X.ndim == 2 and all(dtype.kind in "biuf" for dtype in X.dtypes)
-    if isinstance(X, list | tuple):
-        return len(X) > 0 and isinstance(X[0], list | tuple) and not any(_is_path(v) for v in X[0])
+    if isinstance(X, list | tuple):  # rows of numbers, not nested lists of pixels (an image's tolist())
+        return (
+            len(X) > 0
+            and isinstance(X[0], list | tuple)
+            and not any(_is_path(v) or isinstance(v, list | tuple | np.ndarray) for v in X[0])
+        )
     shape = getattr(X, "shape", None)
     if shape is None and hasattr(X, "__array__"):
         shape = np.asarray(X).shape

@@ -255,3 +255,24 @@ def test_bad_values_are_found_in_any_memory_layout(monkeypatch, rgb_images):
     with pytest.raises(ValueError, match=r"sample 5 has values in \[.*, 1.5\]; float images"):
         as_image_source(floats[:, ::2])
     assert len(as_image_source(floats[:5, ::-2])) == 5
+
+
+def test_a_single_pil_image_is_refused_with_advice_that_works():
+    """As an array it is H rows of W pixels, which were read as grayscale strips (and X[None] fails on it)."""
+    image = Image.new("RGB", (8, 16))
+    with pytest.raises(ValueError, match=r"X is a single PIL image \(RGB, 8×16\); pass a list: \[image\]"):
+        as_image_source(image)
+    assert len(as_image_source([image])) == 1
+
+
+def test_big_endian_float_images_read_as_native_ones():
+    native = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    big = native.astype(">f4")
+    source, again = as_image_source(big), as_image_source(native)
+    torch.testing.assert_close(source.load(0), again.load(0))
+
+
+def test_nested_lists_of_pixels_are_images_not_feature_vectors():
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    assert not is_vector_input(images.tolist())
+    assert is_vector_input([[0.0, 1.0], [2.0, 3.0]])
