@@ -3,6 +3,8 @@
 import contextlib
 import threading
 
+import torch
+
 from ._fused_optimizer import move_optimizer_state
 from ._runtime import module_device, resolve_device
 
@@ -88,9 +90,19 @@ class DeviceMixin:
 
     def __setstate__(self, state):
         # skorch maps the pickled tensors onto ``state["device"]``: "auto" means this machine's best one.
+        # torch.load cannot map storages onto "cpu:0" (an index of the one CPU), only onto "cpu".
         requested = state["device"]
         if requested == "auto":
             state["device"] = str(resolve_device("auto"))
+        elif _is_cpu(requested):
+            state["device"] = "cpu"
         super().__setstate__(state)
-        if requested == "auto":
-            self.device = requested
+        self.device = requested
+
+
+def _is_cpu(device):
+    """Whether ``device`` names the CPU ("cpu", "cpu:0", a torch.device)."""
+    try:
+        return torch.device(device).type == "cpu"
+    except (TypeError, RuntimeError):
+        return False

@@ -3,6 +3,7 @@
 import os
 from numbers import Integral, Real
 
+import torch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
@@ -39,6 +40,8 @@ PARAMETER_CONSTRAINTS = {
     "preprocess": [callable, None],
     "num_workers": [Interval(Integral, 0, None, closed="left")],
     "precision": [StrOptions(set(PRECISION_OPTIONS))],
+    # one device (None: where the module is); several GPUs train through accelerator= (Accelerate)
+    "device": [str, torch.device, None],
     "accelerator": [HasMethods(["prepare_model", "backward", "accumulate"]), None],
     "random_state": ["random_state"],
     "max_epochs": [Interval(Integral, 1, None, closed="left")],

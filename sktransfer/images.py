@@ -182,7 +182,9 @@ def as_image_source(X):
     if _is_path(X):
         raise _single_path_error(os.fspath(X))
     if isinstance(X, Image.Image):  # as an array it would be rows of pixels, read as grayscale strips
-        raise ValueError(f"X is a single PIL image ({X.mode}, {X.size[0]}×{X.size[1]}); pass a list: [image].")
+        raise ValueError(
+            f"X is a single PIL image ({X.mode}, {X.size[0]}×{X.size[1]}); pass a list: [image]."
+        )
     if isinstance(X, list | tuple):
         return _from_sequence(X)
     if isinstance(X, torch.Tensor):

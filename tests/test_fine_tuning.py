@@ -439,3 +439,14 @@ def test_torchvision_transforms_and_skorch_features_as_parameters(labelled_image
     assert clf.set_params(criterion__label_smoothing=0.1).criterion_.label_smoothing == 0.1
     clf.set_params(device="cpu", warm_start=True).fit(X[:12], y[:12])
     assert clf.classes_.tolist() == ["bright", "dark"]  # a warm start keeps the classes and the head
+
+
+def test_a_classifier_fitted_on_cpu_0_pickles_and_a_device_list_is_refused(labelled_images):
+    """torch.load cannot map storages onto "cpu:0"; several devices are Accelerate's to use."""
+    X, y = labelled_images
+    clf = FineTuneClassifier(TinyConvNet, device="cpu:0", max_epochs=1, random_state=0).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    assert restored.device == "cpu:0"
+    np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
+    with pytest.raises(ValueError, match="'device' parameter"):
+        FineTuneClassifier(TinyConvNet, device=["cpu"], max_epochs=1).fit(X, y)
