@@ -146,6 +146,12 @@ def _build(factory):
 
 
 def _from_module(model, weights, built_here=False):
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"model is a TorchScript module ({type(model).__name__}): the library cuts, copies and keys a "
+            "network layer by layer, which a scripted one does not allow. Pass the nn.Module before "
+            "torch.jit.script (or a function that builds it)."
+        )
     try:
         module = copy.deepcopy(model)
     except Exception as exc:

@@ -590,3 +590,11 @@ def test_the_cache_key_changes_with_the_version_of_the_code_that_runs(images, mo
     monkeypatch.undo()
     monkeypatch.setattr(PIL, "__version__", "0.0.1")
     assert extractor._embedding_key() != key
+
+
+def test_a_torchscript_module_is_refused_with_what_to_pass_instead(images):
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    with pytest.raises(
+        TypeError, match=r"TorchScript module .* Pass the nn.Module before torch\.jit\.script"
+    ):
+        PretrainedFeatureExtractor(scripted, device="cpu").fit(images)
