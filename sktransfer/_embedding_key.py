@@ -1,7 +1,6 @@
 """The embedding cache's key: a hash of everything that decides a fitted extractor's embeddings."""
 
 import inspect
-import sys
 import warnings
 from importlib import metadata
 
@@ -63,23 +62,23 @@ def embedding_key(extractor, precision):
 def _versions():
     """The versions of the installed code that reads the inputs and runs the network, keyed by name only.
 
+    The same in every process of one environment: transformers by its installed distribution, whether a
+    process has imported it or not.
+
     Examples
     --------
-    >>> sorted(_versions())[:2]
-    ['PIL', 'sktransfer']
+    >>> sorted(_versions())
+    ['PIL', 'sktransfer', 'torch', 'torchvision', 'transformers']
     """
     import PIL
     import torchvision
 
-    try:
-        own = metadata.version("sktransfer")
-    except metadata.PackageNotFoundError:  # run from a source tree
-        own = None
-    versions = {"PIL": PIL.__version__, "sktransfer": own, "torch": torch.__version__}
-    versions["torchvision"] = torchvision.__version__
-    transformers = sys.modules.get("transformers")  # loaded when a text model is
-    if transformers is not None:
-        versions["transformers"] = transformers.__version__
+    versions = {"PIL": PIL.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+    for distribution in ("sktransfer", "transformers"):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:  # not installed (transformers is an extra)
+            versions[distribution] = None
     return versions
 
 
