@@ -129,7 +129,10 @@ class _MixupValidationScorer(_DomainScorer):
     ``mixup_validation_scorer(estimator, X, y=None, sample_domain=None)``, or give it as ``scoring``; it
     needs at least two target rows. To use another ``mix_ratio`` or ``random_state``, set it on a copy
     (``copy.copy(mixup_validation_scorer)``). The paper's score combines the two kinds of pairs by their
-    ranks over the candidates; a scorer sees one candidate at a time, so this one averages their rates.
+    ranks over the candidates; a scorer sees one candidate at a time, so this one averages their rates. On
+    the library's DANN grids of four image shifts it ranked the candidates below
+    ``neighborhood_consistency_scorer`` and prediction entropy, its picks between theirs
+    (``benchmarks/RESULTS.md``, "choosing without target labels").
 
     References
     ----------
