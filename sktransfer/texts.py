@@ -221,14 +221,12 @@ def truncations_collected():
 
     Examples
     --------
-    >>> class Words:  # a stand-in tokenizer: one token per word, 3 at most
-    ...     max_length = 3
-    ...     def lengths(self, texts):
-    ...         return np.array([len(text.split()) for text in texts])
+    >>> from types import SimpleNamespace
+    >>> letters = SimpleNamespace(max_length=2, lengths=lambda texts: np.array([len(t) for t in texts]))
     >>> with truncations_collected() as cut:
-    ...     _ = token_lengths(["a b", "a b c d"], Words())
+    ...     _ = token_lengths(["ab", "abcd"], letters)
     >>> [(n, indices.tolist(), maximum) for n, indices, _, maximum in cut]
-    [(2, [1], 3)]
+    [(2, [1], 2)]
     """
     collected, previous = [], getattr(_COLLECTING, "found", None)
     _COLLECTING.found = collected
