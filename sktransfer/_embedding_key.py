@@ -8,7 +8,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules import module as torch_module
 
-from ._hashing import content_hash, installed, process_local_key
+from ._hashing import content_hash, process_local_key, user_functions
 from ._stacklevel import caller_stacklevel
 
 
@@ -89,13 +89,8 @@ def _keyed_functions(cls):
     call (a pooling method); an installed library's code changes with its version.
     """
     yield cls.forward
-    for klass in cls.__mro__:
-        if klass is object or installed(klass):
-            continue
-        for value in vars(klass).values():
-            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            if inspect.isfunction(function):
-                yield function
+    for _, _, function in user_functions(cls):
+        yield function
 
 
 def _ships_with_torch(layer):

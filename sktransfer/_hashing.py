@@ -122,6 +122,7 @@ def _function_content(function):
     """What a function computes with: its code, defaults, captured values and the data globals it reads."""
     code = function.__code__
     scope = function.__globals__
+    names = _global_names(code)
     return (
         "function",
         function.__module__,
@@ -130,11 +131,7 @@ def _function_content(function):
         function.__defaults__,
         function.__kwdefaults__,
         tuple(_cell_content(cell) for cell in function.__closure__ or ()),
-        {
-            name: _by_name_if_code(scope[name], _global_names(code))
-            for name in sorted(_global_names(code))
-            if name in scope
-        },
+        {name: _by_name_if_code(scope[name], names) for name in sorted(names) if name in scope},
     )
 
 
@@ -215,17 +212,33 @@ def _installed_module(name, _identity):
     return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
 
 
-def _class_content(cls):
-    """A user's class by its name and the functions of its own classes and bases (not installed ones)."""
-    functions = []
+def user_functions(cls):
+    """``(class, name, function)`` for every function of ``cls`` and its bases not from an installed library.
+
+    Static and class methods by their functions; what a method of the class may call, whose code changes
+    in a notebook cell rather than with a library's version.
+
+    Examples
+    --------
+    >>> class Scaled:
+    ...     def __call__(self, x):
+    ...         return x * 2
+    >>> [name for _, name, _ in user_functions(Scaled)]
+    ['__call__']
+    """
     for klass in cls.__mro__:
         if klass is object or installed(klass):
             continue
         for name, value in sorted(vars(klass).items()):
             function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
             if inspect.isfunction(function):
-                functions.append((klass.__qualname__, name, function))
-    return ("class", cls.__module__, cls.__qualname__, tuple(functions))
+                yield klass, name, function
+
+
+def _class_content(cls):
+    """A user's class by its name and the functions of its own classes and bases (not installed ones)."""
+    functions = tuple((klass.__qualname__, name, function) for klass, name, function in user_functions(cls))
+    return ("class", cls.__module__, cls.__qualname__, functions)
 
 
 def array_key(array):

@@ -238,8 +238,7 @@ def add_lora(module, rank=8, alpha=16):
             f"{type(module).__name__} has none; use strategy='bitfit' or strategy='full' to fine-tune it"
         )
     for name, adapter in targets:
-        parent, _, attribute = name.rpartition(".")
-        setattr(module.get_submodule(parent), attribute, adapter)
+        _put(module, name, adapter)
     for layer in module.modules():  # its nested-tensor inference path reads the projection weights too
         if isinstance(layer, nn.TransformerEncoder):
             layer.use_nested_tensor = False
@@ -305,9 +304,13 @@ def remove_adapters(module, names):
     removed = {id(module.get_submodule(name)) for name in names}
     shared = [name for name, layer in module.named_modules(remove_duplicate=False) if id(layer) in removed]
     for name in shared:  # a layer reached by several names goes back under each
-        parent, _, attribute = name.rpartition(".")
-        owner = module.get_submodule(parent)
-        setattr(owner, attribute, getattr(owner, attribute).base)
+        _put(module, name, module.get_submodule(name).base)
+
+
+def _put(module, name, layer):
+    """Set ``layer`` in ``module`` under its qualified ``name``."""
+    parent, _, attribute = name.rpartition(".")
+    setattr(module.get_submodule(parent), attribute, layer)
 
 
 def drop_unreached_adapters(features, sample, owner):

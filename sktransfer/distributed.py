@@ -116,19 +116,21 @@ def _embed_partition(extractor, paths):
     return embeddings, (cut[0] if cut else None)
 
 
-def _warn_of_cut_texts(results):
-    """One TruncatedTextsWarning for the texts cut in every partition, numbered among all of X."""
+def _warn_of_cut_texts(results, cuts):
+    """One TruncatedTextsWarning for the texts cut in every partition, numbered among all of X.
+
+    ``results``: each partition's embeddings, or a failed one's number of rows; ``cuts``: what was cut in
+    each (see :func:`_embed_partition`).
+    """
     offset, cut, longest, max_length = 0, [], 0, None
-    for part in results:  # (embeddings, what was cut) or, for a failed partition, its number of rows
-        if isinstance(part, tuple):
-            if part[1] is not None:
-                _, indices, lengths, max_length = part[1]
-                cut.extend((offset + indices).tolist())
-                longest = max(longest, int(np.max(lengths)))
-            part = len(part[0])
-        offset += part
+    for rows, found in zip(results, cuts, strict=True):
+        if found is not None:
+            _, indices, lengths, max_length = found
+            cut.extend((offset + indices).tolist())
+            longest = max(longest, int(lengths.max()))
+        offset += rows if isinstance(rows, int) else len(rows)
     if cut:
-        warn_of_cut_texts(offset, cut, [longest], max_length)
+        warn_of_cut_texts(offset, cut, longest, max_length)
 
 
 def _default_client():
@@ -249,6 +251,7 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     ]
     parts, failures = _gather(futures, partitions)
     results = [part[0] if isinstance(part, tuple) else part for part in parts]
+    cuts = [part[1] if isinstance(part, tuple) else None for part in parts]
     width = _embedding_width(results)
     if failures and (errors == "raise" or width is None or any(part is None for part in results)):
         raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
@@ -258,7 +261,7 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         warnings.warn(
             _describe_failures(failures, retries), PartitionFailedWarning, stacklevel=caller_stacklevel()
         )
-    _warn_of_cut_texts(parts)
+    _warn_of_cut_texts(results, cuts)
     return _stack(results, width)
 
 

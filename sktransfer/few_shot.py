@@ -13,6 +13,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ._changed_settings import warn_of_changed_settings
 from ._labels import checked_labels, encode_labels
 from ._stacklevel import caller_stacklevel
+from ._vectors import unit_rows
 
 
 class ZeroVectorRowsWarning(UserWarning):
@@ -109,7 +110,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         means = sums / totals[:, None]
         if self.metric == "cosine":
             _refuse_prototypes_without_direction(means, self.classes_)
-        self.prototypes_ = _unit_rows(means) if self.metric == "cosine" else means
+        self.prototypes_ = unit_rows(means) if self.metric == "cosine" else means
         self._fitted_metric = self.metric
         return self
 
@@ -117,7 +118,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         """Rows scaled to unit length for the cosine, else unchanged."""
         if self.metric == "cosine":
             _warn_of_rows_without_direction(X, "they add nothing to their class's prototype")
-            return _unit_rows(X)
+            return unit_rows(X)
         return X
 
     def _similarities(self, X):
@@ -131,7 +132,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             _warn_of_rows_without_direction(
                 X, "each is as similar to every prototype, and gets equal probabilities"
             )
-            return _unit_rows(X) @ self.prototypes_.T
+            return unit_rows(X) @ self.prototypes_.T
         return -cdist(X, self.prototypes_, "sqeuclidean")
 
     def decision_function(self, X):
@@ -182,21 +183,6 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             caller_name=type(self).__name__,
         )
         return softmax(self._similarities(X) / self.temperature, axis=1)
-
-
-def _unit_rows(X):
-    """Each row divided by its length; rows of zeros stay zeros.
-
-    scikit-learn's ``normalize`` leaves rows shorter than ten machine epsilons as they are, which would keep
-    tiny embeddings off the unit sphere that the cosine compares on.
-
-    Examples
-    --------
-    >>> _unit_rows(np.array([[3e-16, 4e-16], [0.0, 0.0]])).round(12).tolist()
-    [[0.6, 0.8], [0.0, 0.0]]
-    """
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.divide(X, norms, out=np.zeros_like(X, dtype=np.float64), where=norms > 0)
 
 
 def _warn_of_rows_without_direction(X, consequence):

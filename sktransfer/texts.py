@@ -236,13 +236,14 @@ def truncations_collected():
         _COLLECTING.found = previous
 
 
-def warn_of_cut_texts(n_texts, cut, lengths, max_length):
-    """A :class:`TruncatedTextsWarning`: the texts at indices ``cut``, of ``n_texts`` of ``lengths`` tokens."""
+def warn_of_cut_texts(n_texts, cut, longest, max_length):
+    """A :class:`TruncatedTextsWarning`: the texts at indices ``cut`` of ``n_texts`` are cut at ``max_length``
+    tokens; the longest has ``longest``."""
     one = len(cut) == 1
     warnings.warn(
         f"{len(cut)} of the {n_texts} texts {'is' if one else 'are'} longer than the encoder's "
         f"maximum of {max_length} tokens (samples {list(cut[:10])}; the longest has "
-        f"{int(np.max(lengths))}): "
+        f"{longest}): "
         f"{'it is' if one else 'they are'} cut there, and what follows never reaches the network. Split "
         "long texts into passages of fewer tokens (and average their embeddings, say), or use an encoder "
         "with a longer maximum.",
@@ -275,7 +276,7 @@ def token_lengths(texts, tokenize, warn=True):
         if collecting is not None:
             collecting.append((len(texts), cut, lengths, tokenize.max_length))
         else:
-            warn_of_cut_texts(len(texts), cut.tolist(), lengths, tokenize.max_length)
+            warn_of_cut_texts(len(texts), cut.tolist(), int(lengths.max()), tokenize.max_length)
     return np.minimum(lengths, tokenize.max_length)
 
 

@@ -23,8 +23,8 @@ def _partners_in_class(codes, random_state):
 def _cannot_mix(name, what):
     return ValueError(
         f"{name} mixes pairs of target rows, so X must hold numbers of one shape (images as arrays or "
-        f"tensors, or features); {what}. Texts, file paths and images as objects cannot be mixed: score those "
-        "models with information_maximization_scorer or neighborhood_consistency_scorer."
+        f"tensors, or features); {what}. Texts, file paths and images as objects cannot be mixed: score "
+        "those models with information_maximization_scorer or neighborhood_consistency_scorer."
     )
 
 
@@ -62,7 +62,7 @@ def _frame_mixer(frame, name):
             dtype = frame[column].dtype
             blend = _mix(values, first, second, ratio)
             whole = is_integer_dtype(dtype) or is_bool_dtype(dtype)
-            mixed[column] = (np.rint(blend) if whole else blend).astype(np.float64)
+            mixed[column] = np.rint(blend) if whole else blend
         return type(frame)(mixed, columns=frame.columns).astype(frame.dtypes.to_dict())
 
     return mix

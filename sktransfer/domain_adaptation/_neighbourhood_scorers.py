@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_scalar
 
+from .._vectors import unit_rows
 from ._domain_scorer import _DomainScorer, _rows
 from ._scored_outputs import _features_and_outputs
 
@@ -15,9 +16,7 @@ def _neighbourhood_entropies(points, temperature):
 
     Rows are taken a block at a time, so that memory stays near 2**22 similarities whatever the row count.
     """
-    points = np.asarray(points, dtype=np.float64)
-    norms = np.linalg.norm(points, axis=1, keepdims=True)
-    unit = points / np.maximum(norms, np.finfo(np.float64).tiny)
+    unit = unit_rows(points)
     entropies = np.empty(len(unit))
     block = max(1, 2**22 // len(unit))
     for start in range(0, len(unit), block):
