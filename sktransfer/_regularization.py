@@ -20,12 +20,15 @@ REGULARIZATION_CONSTRAINTS = {
 }
 
 
-def anchor_first_trained(module, anchor):
+def anchor_first_trained(module, anchor, every_parameter=False):
     """Add to ``anchor`` a detached copy of each trainable parameter of ``module`` it does not hold yet.
 
-    Called before a step's penalty: a parameter that trains for the first time has been frozen since the
-    network was built, so its value is still the pretrained one. Parameters that never train (a linear
-    probe's backbone, all but the biases under BitFit, the base weights under LoRA) are never copied.
+    Called when the network is built, with ``every_parameter`` for a strategy that unfreezes stages later
+    (their parameters are frozen now, and their pretrained values must be kept before anything, such as
+    ``load_params``, replaces them), and before each step's penalty, for a parameter that a strategy
+    changed after fitting lets train (frozen until then, so still pretrained). Parameters that never train
+    (a linear probe's backbone, all but the biases under BitFit, the base weights under LoRA) are never
+    copied.
 
     Examples
     --------
@@ -39,7 +42,7 @@ def anchor_first_trained(module, anchor):
     (['weight'], False)
     """
     for name, parameter in module.named_parameters():
-        if parameter.requires_grad and name not in anchor:
+        if (parameter.requires_grad or every_parameter) and name not in anchor:
             anchor[name] = parameter.detach().clone()
 
 
@@ -73,14 +76,16 @@ def l2_sp_penalty(module, anchor, strength):
 class RegularizationMixin:
     """``regularization="l2_sp"``: a penalty toward the pretrained backbone weights, weight decay on the rest.
 
-    Each backbone parameter is copied when it first trains (the anchor: until then it was frozen, so the
-    copy is of the pretrained value), on the network's device, and pickled with the estimator, on the CPU:
+    Each backbone parameter that the strategy will train is copied when the network is built (the anchor),
+    on the network's device, and pickled with the estimator, on the CPU:
     a ``partial_fit`` after unpickling must pull toward the same weights, and the pretrained file or module
     they came from may not be there any more. Parameters that never train are never copied. Each training
     batch adds ``regularization_strength / 2`` times the squared distance of the backbone's trainable
     parameters from the anchor to the loss (``train_loss`` includes it; the validation loss does not), and
     the backbone's parameter groups get no weight decay, which would pull them toward zero instead; the
-    new layers keep ``weight_decay``. ``partial_fit`` and warm fits keep the anchor of the first fit.
+    new layers keep ``weight_decay``. ``partial_fit`` and warm fits keep the anchor of the first fit, also
+    after ``load_params`` puts other weights in the network. A parameter that starts to train only because
+    ``strategy`` changed after fitting is copied at its first step, when it still holds its pretrained value.
     """
 
     _l2_sp_anchor = None  # parameter name -> tensor, while regularization="l2_sp" was set at initialisation
@@ -101,10 +106,20 @@ class RegularizationMixin:
                 "Use a pretrained backbone, or regularization=None (weight_decay then pulls every weight "
                 "toward zero)."
             )
+        if self.strategy == "linear_probe":
+            warn_of_unused_settings(
+                self,
+                ["regularization", "regularization_strength"],
+                "when the backbone trains (a strategy other than 'linear_probe')",
+            )
 
     def initialize_module(self):
         super().initialize_module()
-        self._l2_sp_anchor = {} if self.regularization == "l2_sp" else None  # filled as parameters train
+        self._l2_sp_anchor = None
+        if self.regularization == "l2_sp":  # pretrained values, before load_params or a callback moves them
+            self._l2_sp_anchor = {}
+            unfreezes_later = self.strategy in ("gradual", "lp_ft")
+            anchor_first_trained(self.module_.backbone, self._l2_sp_anchor, every_parameter=unfreezes_later)
         return self
 
     def _move_to_device(self):

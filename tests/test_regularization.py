@@ -1,6 +1,7 @@
 """L2-SP: a penalty toward the pretrained backbone weights, weight decay on the new head only."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import torch
 from sklearn.base import clone
 
 from sktransfer import FineTuneClassifier
-from sktransfer._regularization import anchor_first_trained, l2_sp_penalty
+from sktransfer._regularization import l2_sp_penalty
+from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import TinyConvNet
 
@@ -36,9 +38,7 @@ def _distance(module, anchor):
 def test_the_penalty_is_zero_at_first_and_its_gradient_pulls_toward_the_anchor():
     clf = tiny(regularization_strength=0.5, classes=["bright", "dark"]).initialize()
     backbone, anchor = clf.module_.backbone, clf._l2_sp_anchor
-    assert anchor == {}  # each parameter is copied when it first trains
-    anchor_first_trained(backbone, anchor)
-    assert set(anchor) == {name for name, _ in backbone.named_parameters()}  # the head is left out
+    assert set(anchor) == {name for name, _ in backbone.named_parameters()}  # copied at build; not the head
     assert l2_sp_penalty(backbone, anchor, 0.5).item() == 0.0
     with torch.no_grad():
         for parameter in backbone.parameters():
@@ -144,7 +144,14 @@ def test_l2_sp_without_pretrained_weights_is_refused(labelled_images, params, na
 @pytest.mark.parametrize("strategy", ["gradual", "lp_ft", "bitfit", "linear_probe"])
 def test_every_strategy_trains_under_l2_sp(labelled_images, strategy):
     X, y = labelled_images
-    clf = tiny(strategy=strategy, lr=0.05, freeze_epochs=1, unfreeze_epochs=1).fit(X, y)
+    clf = tiny(strategy=strategy, lr=0.05, freeze_epochs=1, unfreeze_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IgnoredSettingWarning)
+        clf.fit(X, y)
+    ignored = [
+        w for w in caught if issubclass(w.category, IgnoredSettingWarning) and "l2_sp" in str(w.message)
+    ]
+    assert bool(ignored) == (strategy == "linear_probe")  # nothing in a linear probe's backbone trains
     assert clf.score(X, y) > 0.9
     penalty = l2_sp_penalty(clf.module_.backbone, clf._l2_sp_anchor, 1.0)
     trained = {name for name, p in clf.module_.backbone.named_parameters() if p.requires_grad}
@@ -157,7 +164,8 @@ def test_every_strategy_trains_under_l2_sp(labelled_images, strategy):
 
 def test_the_anchor_of_a_frozen_backbone_costs_nothing_in_the_pickle(labelled_images):
     X, y = labelled_images
-    probe = tiny(strategy="linear_probe", max_epochs=1).fit(X, y)
+    with pytest.warns(IgnoredSettingWarning, match="regularization='l2_sp'.*other than 'linear_probe'"):
+        probe = tiny(strategy="linear_probe", max_epochs=1).fit(X, y)
     plain = tiny(strategy="linear_probe", regularization=None, max_epochs=1).fit(X, y)
     assert probe._l2_sp_anchor == {}
     assert len(pickle.dumps(probe)) < len(pickle.dumps(plain)) + 2000
@@ -181,3 +189,19 @@ def test_fits_are_deterministic_and_clones_keep_the_settings(labelled_images):
     assert copy.get_params()["regularization"] == "l2_sp"
     assert copy.get_params()["regularization_strength"] == 0.3
     np.testing.assert_array_equal(copy.fit(X, y).predict_proba(X), first)
+
+
+@pytest.mark.parametrize("strategy", ["full", "gradual"])
+def test_the_anchor_is_the_pretrained_weights_when_load_params_moved_them_before_training(
+    labelled_images, tmp_path, strategy
+):
+    X, y = labelled_images
+    drifted = tiny(regularization=None, lr=0.05, backbone_lr_ratio=1.0, max_epochs=2).fit(X, y)
+    drifted.save_params(f_params=tmp_path / "drifted.pt")
+    clf = tiny(strategy=strategy, classes=["bright", "dark"], max_epochs=1).initialize()
+    pretrained = {name: p.detach().clone() for name, p in clf.module_.backbone.named_parameters()}
+    clf.load_params(f_params=tmp_path / "drifted.pt")  # skorch's resume: other weights before the first step
+    clf.partial_fit(X, y)
+    assert set(clf._l2_sp_anchor) == set(pretrained)
+    for name, tensor in clf._l2_sp_anchor.items():
+        torch.testing.assert_close(tensor, pretrained[name])  # not the loaded checkpoint's weights
