@@ -14,8 +14,10 @@ from ._stacklevel import caller_stacklevel
 # A matrix whose entries all lie in [0, 1] holds probabilities (rounded, truncated to the top classes, or
 # stored in bfloat16, its rows may miss 1 by 0.1 over a thousand classes: a softmax of them as logits would
 # flatten them to almost uniform); any other, logits. Rows that miss 1 by more than this are renormalised
-# with a warning.
+# with a warning. Entries may leave [0, 1] by rounding (a column computed as 1 - the others' sum): by this
+# much, they are clipped, not read as logits.
 _PROBABILITY_ATOL = 0.05
+_ENTRY_ATOL = 1e-6
 # What to pass for a binary source classifier that gives one logit per sample.
 _ONE_LOGIT = "for a binary classifier with one logit l, np.column_stack([np.zeros_like(l), l])"
 
@@ -94,8 +96,11 @@ def source_probabilities(source_output):
             f"({_ONE_LOGIT})."
         )
     sums = values.sum(axis=1)
-    if not np.all((values >= 0) & (values <= 1)) or np.all(sums == 0):  # all zeros: uniform logits
+    in_unit_range = (values >= -_ENTRY_ATOL) & (values <= 1 + _ENTRY_ATOL)
+    if not np.all(in_unit_range) or np.all(sums == 0):  # all zeros: uniform logits
         return softmax(values, axis=1)
+    values = np.clip(values, 0.0, 1.0)
+    sums = values.sum(axis=1)
     empty = np.flatnonzero(sums == 0)
     if empty.size:
         raise ValueError(

@@ -87,7 +87,9 @@ def make_transferability_scorer(score_func, **kwargs):
     """
     arguments = "".join(f", {key}={value!r}" for key, value in kwargs.items())
     return TransferabilityScorer(
-        score_func, f"make_transferability_scorer({score_func.__name__}{arguments})", kwargs
+        score_func,
+        f"make_transferability_scorer({getattr(score_func, '__name__', repr(score_func))}{arguments})",
+        kwargs,
     )
 
 

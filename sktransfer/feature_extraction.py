@@ -16,6 +16,7 @@ from ._changed_settings import warn_of_changed_settings
 from ._classifier_cut import check_classifier_ran_last, classifier_to_cut
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
+from ._fitted_state import not_fitted_if_it_fails
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import (
@@ -188,6 +189,7 @@ class PretrainedFeatureExtractor(
         self.random_state = random_state
         self.verbose = verbose
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Load the network and its weights; X is validated and fixes the embedding size.

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._changed_settings import warn_of_changed_settings
+from ._fitted_state import not_fitted_if_it_fails
 from ._labels import checked_labels, encode_labels
 from ._stacklevel import caller_stacklevel
 from ._vectors import unit_rows
@@ -77,6 +78,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         self.metric = metric
         self.temperature = temperature
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Compute the prototype of each class.

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from ._fitted_state import not_fitted_if_it_fails
 from ._labels import checked_labels, encode_labels
 from ._source_parameters import (
     NewClassWarning,
@@ -110,6 +111,7 @@ class RegularTransferClassifier(SourceRegularizedMixin, ClassifierMixin, BaseEst
         coef, intercept = source_parameters(self, n_features)
         return class_rows(coef, intercept, self.source_estimator.classes_, self.classes_)
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the target model, starting from and pulled toward the source's parameters.
@@ -288,6 +290,7 @@ class RegularTransferRegressor(SourceRegularizedMixin, RegressorMixin, BaseEstim
         coef, intercept = source_parameters(self, n_features, n_targets)
         return np.vstack([coef.T, intercept])
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the target model in closed form.

@@ -1,5 +1,6 @@
 """Transferability scores: values against slow references, invariances, stability, errors, and the scorers."""
 
+import functools
 import itertools
 import math
 import pickle
@@ -370,6 +371,20 @@ def test_rounded_truncated_and_bfloat16_probabilities_are_read_as_probabilities(
         leep_score(np.vstack([np.zeros(1000), probabilities[1:]]), y)
 
 
+def test_probabilities_off_the_unit_interval_by_rounding_are_read_as_probabilities():
+    y = np.repeat([0, 1], 20)
+    probabilities = softmax(source_logits(y), axis=1)
+    exact = leep_score(probabilities, y)
+    below, above = probabilities.copy(), probabilities.copy()
+    below[0, 1] = -1e-12  # a column computed as 1 - the others' sum
+    above[0, 0] = 1 + 1e-9
+    for rounded in (below, above):
+        assert leep_score(rounded, y) == pytest.approx(exact, abs=0.01)  # not softmaxed as logits
+    beyond = probabilities.copy()
+    beyond[0, 1] = -1e-4  # beyond rounding: logits
+    assert leep_score(beyond, y) == pytest.approx(leep_score(softmax(beyond, axis=1), y))
+
+
 def test_known_values():
     y = np.array([0, 0, 0, 1])
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
@@ -642,6 +657,9 @@ def test_a_made_scorer_passes_its_arguments(labelled_images):
     scorer = make_transferability_scorer(h_score, shrinkage=None)
     assert scorer(extractor, X, y) == pytest.approx(h_score(extractor.transform(X), y, shrinkage=None))
     assert repr(scorer) == "make_transferability_scorer(h_score, shrinkage=None)"
+    partial_scorer = make_transferability_scorer(functools.partial(h_score, shrinkage=None))
+    assert partial_scorer(extractor, X, y) == scorer(extractor, X, y)
+    assert repr(partial_scorer).startswith("make_transferability_scorer(functools.partial(<function h_score")
 
 
 def test_scorers_pickled_before_they_had_a_module_of_their_own_still_load():

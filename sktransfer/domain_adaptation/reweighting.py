@@ -9,6 +9,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_parameter, validate_data
 
+from .._fitted_state import not_fitted_if_it_fails
 from .._stacklevel import caller_stacklevel
 from .density_ratio import density_ratios, domain_discriminator, effective_sample_size
 from .domains import TargetScoreMixin, split_domains
@@ -208,6 +209,7 @@ class ImportanceWeightingClassifier(
     def _discriminator(self):
         return domain_discriminator() if self.discriminator is None else self.discriminator
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_domain=None):
         """Weight the labelled source rows by their density ratio and fit ``estimator`` on them.

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .._fitted_state import not_fitted_if_it_fails
 from .._stacklevel import caller_stacklevel
 from .._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
 from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
@@ -161,6 +162,7 @@ class FeatureAlignmentClassifier(
         self.n_components = n_components
         self.reg = reg
 
+    @not_fitted_if_it_fails
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_domain=None):
         """Align the domains and fit ``estimator`` on the aligned labelled rows.
