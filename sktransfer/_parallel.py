@@ -34,22 +34,29 @@ def loader_processes(num_workers):
     A process of joblib's default (loky) backend has loky's own start method, with which DataLoader
     workers fail to start (``'Process' object has no attribute 'env'``), and so do "spawn" and
     "forkserver" children, which ask for that start method again. There the workers are forked; where
-    fork does not exist (Windows) the images are loaded in the process itself, with a warning. Anywhere
-    else torch's default is kept.
+    fork does not exist (Windows) the images are loaded in the process itself, with a warning, as they are
+    in a daemonic process (a Dask worker's), which may not start children at all. Anywhere else torch's
+    default is kept.
 
     Examples
     --------
     >>> loader_processes(2)
     {'num_workers': 2}
     """
-    standard = multiprocessing.get_all_start_methods()
-    if not num_workers or multiprocessing.get_start_method(allow_none=True) in (None, *standard):
+    if not num_workers:
         return {"num_workers": num_workers}
-    if "fork" in standard:
-        return {"num_workers": num_workers, "multiprocessing_context": "fork"}
+    if multiprocessing.current_process().daemon:  # a Dask worker's process, a multiprocessing pool's
+        where = "a daemonic process (a Dask worker, a multiprocessing pool), which cannot start processes"
+    else:
+        standard = multiprocessing.get_all_start_methods()
+        if multiprocessing.get_start_method(allow_none=True) in (None, *standard):
+            return {"num_workers": num_workers}
+        if "fork" in standard:
+            return {"num_workers": num_workers, "multiprocessing_context": "fork"}
+        where = "this joblib worker process"
     warnings.warn(
-        f"num_workers={num_workers} cannot start DataLoader workers inside this joblib worker process; "
-        "the images are loaded in the process itself. Use n_jobs=1 with num_workers, or num_workers=0.",
+        f"num_workers={num_workers} cannot start DataLoader workers inside {where}; the images are loaded "
+        "in the process itself. Use n_jobs=1 with num_workers, or num_workers=0.",
         IgnoredSettingWarning,
         stacklevel=caller_stacklevel(),
     )

@@ -1,6 +1,7 @@
 """Offline data for examples, tests and benchmarks, and a reader for folders of labelled images."""
 
 from functools import lru_cache
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,14 @@ def load_textures(n_per_class=40, patch_size=64, random_state=0):
     >>> images.shape, labels[:3]
     ((10, 32, 32, 3), array(['brick', 'brick', 'grass'], dtype='<U6'))
     """
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, Integral) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive integer; got {n_per_class!r}.")
     data = _skimage_data()
+    photos = {name: getattr(data, name)() for name in TEXTURES}
+    _refuse_patches_larger_than(photos, patch_size, patch_size, "patch_size is", "ask for smaller patches")
     rng = check_random_state(random_state)
     images, labels = [], []
-    for name in TEXTURES:
-        photo = getattr(data, name)()
+    for name, photo in photos.items():
         for _ in range(n_per_class):
             top = rng.randint(photo.shape[0] - patch_size + 1)
             left = rng.randint(photo.shape[1] - patch_size + 1)
@@ -64,6 +68,16 @@ def load_textures(n_per_class=40, patch_size=64, random_state=0):
             images.append(np.repeat(patch[..., None], 3, axis=2))
             labels.append(name)
     return np.stack(images), np.array(labels)
+
+
+def _refuse_patches_larger_than(photos, height, width, what, advice):
+    """Raise, naming ``what`` and the photograph, when a height × width patch does not fit in one of ``photos``."""
+    for name, photo in photos.items():
+        if photo.shape[0] < height or photo.shape[1] < width:
+            raise ValueError(
+                f"{what} {height}×{width}, larger than the photograph {name!r} ({photo.shape[0]}×"
+                f"{photo.shape[1]}) that patches are cut from: {advice}."
+            )
 
 
 def load_digit_images(size=32):
@@ -196,8 +210,11 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
         )
     data = _skimage_data()
     sources = [getattr(data, name)()[..., :3].astype(np.int16) for name in photos]
-    rng = check_random_state(random_state)
     height, width = images.shape[1:3]
+    _refuse_patches_larger_than(
+        dict(zip(photos, sources, strict=True)), height, width, "images are", "pass smaller images"
+    )
+    rng = check_random_state(random_state)
     blended = np.empty_like(images)
     for index, digit in enumerate(images):
         photo = sources[rng.randint(len(sources))]
@@ -340,13 +357,19 @@ def load_image_folder(path):
 def save_image_folder(images, labels, path):
     """Write images as PNG files in the ImageFolder layout that :func:`load_image_folder` reads.
 
-    Used to turn the bundled datasets into files, for the recipes that read image paths.
+    Used to turn the bundled datasets into files, for the recipes that read image paths. Everything is
+    checked before the first file is written: pixels that PNG cannot hold as they are (floats, integers
+    outside 0 to 255) are refused rather than cast, and so are labels that are not one folder name, and a
+    folder that holds images this call would not write (``load_image_folder`` would read them with the new
+    ones). Saving the same images to the same folder again overwrites them.
 
     Parameters
     ----------
     images : ndarray of shape (n_images, height, width, 3), uint8
+        Integers in [0, 255] of another dtype are accepted too.
     labels : array-like of shape (n_images,)
-        One sub-folder per distinct label.
+        One sub-folder per distinct label: each label, as a string, must be a folder name (not empty,
+        not ``.`` or ``..``, no path separator).
     path : str or path-like
         The folder; created if missing.
 
@@ -364,11 +387,53 @@ def save_image_folder(images, labels, path):
     True
     """
     root = Path(path)
-    paths = []
-    for index, (image, label) in enumerate(zip(images, np.asarray(labels).tolist(), strict=True)):
-        folder = root / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        file = folder / f"{index:06d}.png"
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(file)
-        paths.append(str(file))
-    return paths
+    images = _savable_pixels(images)
+    names = [str(label) for label in np.asarray(labels).tolist()]
+    if len(names) != len(images):
+        raise ValueError(f"images holds {len(images)} images but labels has {len(names)} labels.")
+    unsafe = sorted({name for name in names if not _is_folder_name(name)})
+    if unsafe:
+        raise ValueError(
+            f"labels {unsafe[:5]} are not folder names: each label becomes one sub-folder of path, so it "
+            "must not be empty, '.' or '..', nor hold a path separator."
+        )
+    files = [root / name / f"{index:06d}.png" for index, name in enumerate(names)]
+    stale = sorted(set(map(str, _images_in_class_folders(root))) - set(map(str, files)))
+    if stale:
+        raise FileExistsError(
+            f"path={str(root)!r} already holds {len(stale)} images that this call would not write (such as "
+            f"{stale[0]!r}): load_image_folder would read them with these. Save to an empty folder, or "
+            "delete them first."
+        )
+    for image, file in zip(images, files, strict=True):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(file)
+    return [str(file) for file in files]
+
+
+def _savable_pixels(images):
+    """``images`` as uint8, refused when that would change a pixel."""
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(
+            f"images must have the shape (n_images, height, width, 3), RGB channels last; got {array.shape}."
+        )
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 255)):
+        found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
+        raise ValueError(
+            f"images must hold integers from 0 to 255 (uint8); got {found}. For floats in [0, 1], pass "
+            "(images * 255).round().astype(np.uint8)."
+        )
+    return array.astype(np.uint8)
+
+
+def _is_folder_name(name):
+    return name not in ("", ".", "..") and Path(name).name == name and "/" not in name and "\\" not in name
+
+
+def _images_in_class_folders(root):
+    if not root.is_dir():
+        return []
+    return [file for file in root.glob("*/**/*") if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]

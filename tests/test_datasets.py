@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sktransfer.datasets import blend_on_photos, load_image_folder, load_sample_photo
+from sktransfer.datasets import (
+    blend_on_photos,
+    load_image_folder,
+    load_sample_photo,
+    load_textures,
+    save_image_folder,
+)
 
 
 def test_load_image_folder_reads_class_folders_recursively(tmp_path):
@@ -46,3 +52,41 @@ def test_digits_blended_on_photos_show_the_photo_behind_and_its_inverse_in_the_s
     assert len({patch.tobytes() for patch in patches}) == 3  # each digit on a patch of its own
     with pytest.raises(ValueError, match="uint8 RGB images"):
         blend_on_photos(digits[..., 0])
+
+
+def test_save_image_folder_checks_everything_before_writing(tmp_path):
+    dark = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    refused = [
+        (np.random.default_rng(0).random((2, 4, 4, 3)), ["a", "b"], r"integers from 0 to 255.*float64"),
+        (np.full((1, 2, 2, 3), 300), ["a"], r"int64 values from 300 to 300"),
+        (dark, ["a", "b", "c"], "2 images but labels has 3"),
+        (dark, ["..", ""], r"labels \['', '..'\] are not folder names"),
+        (dark, ["cat/dog", "x"], r"labels \['cat/dog'\]"),
+        (dark[..., 0], ["a", "b"], r"\(n_images, height, width, 3\)"),
+    ]
+    for images, labels, message in refused:
+        with pytest.raises(ValueError, match=message):
+            save_image_folder(images, labels, tmp_path / "out")
+        assert not (tmp_path / "out").exists()  # nothing written
+    wide = np.full((1, 2, 2, 3), 200, dtype=np.int64)  # integers PNG holds as they are
+    (path,) = save_image_folder(wide, ["a"], tmp_path / "wide")
+    assert np.asarray(Image.open(path)).max() == 200
+
+
+def test_save_image_folder_refuses_a_folder_holding_other_images_and_overwrites_its_own(tmp_path):
+    images = np.zeros((4, 4, 4, 3), dtype=np.uint8)
+    first = save_image_folder(images, ["a", "a", "b", "b"], tmp_path)
+    assert save_image_folder(images, ["a", "a", "b", "b"], tmp_path) == first  # the same again: overwritten
+    with pytest.raises(FileExistsError, match=r"already holds 4 images that this call would not write"):
+        save_image_folder(images[:2], ["c", "c"], tmp_path)
+    assert load_image_folder(tmp_path)[1].tolist() == ["a", "a", "b", "b"]
+
+
+def test_patches_larger_than_a_photograph_are_refused_naming_the_size():
+    for seed in range(3):  # whatever the draw: not only where a patch happens to fall off the photograph
+        with pytest.raises(ValueError, match=r"images are 600×600, larger than the photograph"):
+            blend_on_photos(np.zeros((1, 600, 600, 3), dtype=np.uint8), random_state=seed)
+    with pytest.raises(ValueError, match="patch_size is 1000×1000"):
+        load_textures(patch_size=1000)
+    with pytest.raises(ValueError, match="n_per_class must be a positive integer; got 0"):
+        load_textures(n_per_class=0)

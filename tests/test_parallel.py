@@ -31,3 +31,22 @@ def test_loky_processes_fork_their_dataloader_workers(monkeypatch):
     with pytest.warns(IgnoredSettingWarning, match="cannot start DataLoader workers") as record:
         assert loader_processes(2) == {"num_workers": 0}
     assert record[0].filename == __file__
+
+
+def _loads_in_the_process(num_workers):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keywords = loader_processes(num_workers)
+    return keywords, [str(warning.message) for warning in caught]
+
+
+def test_a_daemonic_process_loads_in_the_process_with_a_warning():
+    # Dask's worker processes and multiprocessing's pools are daemonic: they may not start DataLoader workers.
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        keywords, messages = pool.apply(_loads_in_the_process, (2,))
+        assert pool.apply(_loads_in_the_process, (0,)) == ({"num_workers": 0}, [])
+    assert keywords == {"num_workers": 0}
+    assert len(messages) == 1
+    assert "num_workers=2 cannot start DataLoader workers inside a daemonic" in messages[0]
