@@ -52,6 +52,16 @@ def load_checkpoint(module, path, classifier):
         for key, tensor in state.items()
         if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
     }
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} for {tuple(own[key].shape)}"
+        for key in state
+        if key in own and key not in skipped and own[key].shape != state[key].shape
+    ]
+    if mismatched:  # load_state_dict would raise torch's RuntimeError, naming neither weights nor the file
+        raise ValueError(
+            f"weights={str(path)!r} does not match the architecture: {len(mismatched)} tensors have another "
+            f"shape, such as {mismatched[:3]}."
+        )
     state = {key: value for key, value in state.items() if key not in skipped}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]

@@ -237,7 +237,6 @@ class TrainingDataMixin:
             seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
             if seed is None:  # several processes must validate on the same rows
                 seed = self._validation_seed()
-            self._check_validation_split(np.asarray(y))
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
         return super().get_split_datasets(X, y, **fit_params)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ._checkpoints import is_checkpoint, read_checkpoint
+from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import seeded
 from .texts import TokenBatch
 
@@ -371,7 +371,7 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         with seeded(random_state):
             transformer = transformers.AutoModel.from_config(config)
         if weights is not None:
-            transformer.load_state_dict(read_checkpoint(weights, transformer.state_dict()))
+            load_checkpoint(transformer, weights, classifier=None)
     else:
         raise ValueError(
             f"weights={weights!r} is not available for the text encoder model={os.fspath(model)!r}: use "

@@ -140,6 +140,10 @@ def test_checkpoint_into_a_module_and_bad_checkpoints(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "other.pt")
     with pytest.raises(ValueError, match="does not match the architecture"):
         load_backbone(TinyConvNet(), weights=str(tmp_path / "other.pt"))
+    torch.save(TinyConvNet(width=16).state_dict(), tmp_path / "wider.pt")  # the same names, other shapes
+    shapes = r"wider.pt' does not match .*features.0.weight \(16, 3, 3, 3\) for \(8, 3, 3, 3\)"
+    with pytest.raises(ValueError, match=shapes):
+        load_backbone(TinyConvNet(), weights=str(tmp_path / "wider.pt"))
 
 
 def test_weights_none_resets_a_module_and_squeezenet_loses_its_classifier():

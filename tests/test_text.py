@@ -355,6 +355,10 @@ def test_random_and_checkpoint_weights(tiny_text_model, tmp_path):
     np.testing.assert_allclose(from_checkpoint, pretrained, atol=1e-6)
     with pytest.raises(ValueError, match="weights='IMAGENET1K_V1' is not available for the text encoder"):
         extractor(tiny_text_model, weights="IMAGENET1K_V1").fit(REVIEWS)
+    state = AutoModel.from_pretrained(tiny_text_model).state_dict()
+    torch.save({**state, "pooler.dense.bias": torch.zeros(3)}, tmp_path / "other.pt")  # another shape
+    with pytest.raises(ValueError, match=r"other.pt' does not match the architecture: 1 tensors"):
+        extractor(tiny_text_model, weights=str(tmp_path / "other.pt")).fit(REVIEWS)
 
 
 def test_offline_default_matches_a_hand_written_transformers_pipeline():

@@ -15,7 +15,7 @@ from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._network import BackboneWithHead
 from sktransfer.exceptions import IgnoredSettingWarning
 
-from ._models import TinyConvNet
+from ._models import CountingNet, TinyConvNet
 from ._preprocessing import to_unit
 
 
@@ -320,6 +320,11 @@ def test_early_stopping_on_too_few_rows_per_class_names_the_settings(labelled_im
     with pytest.raises(ValueError, match=r"of the 6 rows, stratified by class: 1 validation row, but the 2"):
         tiny(early_stopping=True).fit(X[9:15], y[9:15])
     tiny(early_stopping=True, validation_fraction=0.34).fit(X[9:15], y[9:15])
+    CountingNet.calls.clear()
+    probe = tiny(model=CountingNet, strategy="linear_probe", early_stopping=True)  # embeds X once, first
+    with pytest.raises(ValueError, match="has a single row"):
+        probe.fit(X[11:], y[11:])
+    assert CountingNet.image_rows() == 0  # refused before the backbone embedded the rows
     domains = DomainAdaptedClassifier(model=TinyConvNet, device="cpu", max_epochs=1, early_stopping=True)
     target = np.full(len(X), -1, dtype=object)
     with pytest.raises(ValueError, match=r"class 'dark' of source domain 5 has a single row"):
