@@ -15,7 +15,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_params
 
 from ._stacklevel import caller_stacklevel
 from .feature_extraction import PretrainedFeatureExtractor
@@ -241,6 +241,10 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     >>> embeddings.shape
     (10, 1280)
     """
+    try:  # here, once, rather than on every worker for every partition and retry
+        extractor._validate_params()
+    except InvalidParameterError as error:  # not renamed as a parameter of this function's by its decorator
+        raise ValueError(f"extractor: {error}") from None
     client = _default_client() if client is None else client
     partitions = _partitions(client, X, partition_size)
     _check_worker_environment(client)

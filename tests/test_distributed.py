@@ -174,6 +174,11 @@ def test_bad_arguments_are_named(client, paths):
         transform_on_dask(extractor, paths, client=client, partition_size=0)
     with pytest.raises(ValueError, match="X is empty"):
         transform_on_dask(extractor, [], client=client)
+    with pytest.raises(
+        ValueError, match="extractor: The 'batch_size' parameter of PretrainedFeatureExtractor"
+    ) as raised:
+        transform_on_dask(extractor.set_params(batch_size=0), paths, client=client)
+    assert not isinstance(raised.value, PartitionError)  # refused here, not by every partition's worker
 
 
 def test_workers_with_dask_default_malloc_trimming_are_reported(paths, monkeypatch):
