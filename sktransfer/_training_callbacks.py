@@ -225,7 +225,7 @@ class CallbacksMixin:
             ("unfreezer", StageUnfreezer()),
         ]
         if isinstance(self.lr_schedule, str):
-            callbacks.append(("lr_schedule", WarmupLR(self.lr_schedule, self.warmup)))
+            callbacks.append(("lr_schedule", WarmupLR(self.lr_schedule, self._warmup())))
         if isinstance(self.checkpoint_dir, str | os.PathLike):
             monitor = "valid_loss_best" if self._validates() else "train_loss_best"
             callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))

@@ -45,8 +45,12 @@ label_smoothing : float, default=0.0
 lr_schedule : {"cosine", "onecycle", "constant"} or None, default="cosine"
     Per-batch learning-rate schedule after a linear warm-up (one-cycle warms up its own way); ``None``
     keeps the rates fixed.
-warmup : float, default=0.1
-    Fraction of the training steps spent warming up.
+warmup : "auto" or float, default="auto"
+    Fraction of the training steps spent warming up. ``"auto"``: 0.1 with pretrained weights, so that the
+    first steps, driven by a new head that knows nothing yet, move them gently; 0 when ``weights=None`` or
+    ``model=None`` (nothing pretrained to keep): on the from-scratch shifts of
+    ``benchmarks/bench_domain_adaptation.py`` every adaptation method gained target accuracy without the
+    warm-up, MCC most (0.83 to 0.87 on MNIST → MNIST-M over eight seeds).
 freeze_epochs : int, default=1
     Epochs during which the backbone stays frozen before ``"gradual"`` and ``"lp_ft"`` unfreeze it.
 unfreeze_epochs : int, default=3

@@ -26,7 +26,7 @@ PARAMETER_CONSTRAINTS = {
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "label_smoothing": [Interval(Real, 0, 1, closed="left")],
     "lr_schedule": [StrOptions(set(LR_SCHEDULES)), None],
-    "warmup": [Interval(Real, 0, 1, closed="left")],
+    "warmup": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
     "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
     "lora_rank": [Interval(Integral, 1, None, closed="left")],
     "lora_alpha": [Interval(Real, 0, None, closed="neither")],

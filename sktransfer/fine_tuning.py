@@ -140,7 +140,7 @@ class FineTuneClassifier(RegularizationMixin, DistillationMixin, TransferClassif
         temperature=4.0,
         distillation_weight=0.9,
         lr_schedule="cosine",
-        warmup=0.1,
+        warmup="auto",
         freeze_epochs=1,
         unfreeze_epochs=3,
         lora_rank=8,

@@ -226,6 +226,13 @@ class TransferClassifier(
         lr = self.get_params_for("optimizer").get("lr", self.lr)
         return lr if depth is None else lr * self._backbone_lr_ratio() * self.layer_decay**depth
 
+    def _warmup(self):
+        if self.warmup != "auto":
+            return self.warmup
+        # A warm-up keeps the first steps, driven by a head that knows nothing yet, from wrecking pretrained
+        # weights; a network trained from scratch (or new layers on features) has none to keep.
+        return 0.1 if self.model is not None and self.weights is not None else 0.0
+
     def _backbone_lr_ratio(self):
         if self.backbone_lr_ratio != "auto":
             return self.backbone_lr_ratio

@@ -192,6 +192,22 @@ def test_learning_rate_warms_up_then_decays(labelled_images):
     assert tiny(lr_schedule="onecycle", strategy="full", lr=0.05).fit(X, y).score(X, y) > 0.5
 
 
+def test_warmup_auto_warms_pretrained_weights_up_and_starts_at_full_rate_from_scratch(labelled_images):
+    X, y = labelled_images
+
+    def first_rates(**params):
+        clf = tiny(max_epochs=2, lr=0.01, strategy="full", **params).fit(X, y)
+        return [batch["event_lr"] for batch in clf.history[0, "batches"]]
+
+    pretrained, scratch = first_rates(), first_rates(weights=None)
+    assert pretrained[0] < 0.01  # warming up
+    assert scratch[0] == pytest.approx(0.01)  # the head's rate from the first step
+    assert first_rates(weights=None, warmup=0.1) == pytest.approx(pretrained)
+    features = np.random.default_rng(0).normal(size=(len(X), 6))
+    on_features = tiny(model=None, max_epochs=1, lr=0.01).fit(features, y)
+    assert on_features.history[0, "batches"][0]["event_lr"] == pytest.approx(0.01)
+
+
 class CountingAugment:
     def __init__(self):
         self.calls = 0

@@ -236,7 +236,7 @@ class DomainAdaptedClassifier(
         weight_decay=0.01,
         label_smoothing=0.0,
         lr_schedule="cosine",
-        warmup=0.1,
+        warmup="auto",
         freeze_epochs=1,
         unfreeze_epochs=3,
         lora_rank=8,
