@@ -22,11 +22,11 @@ MODULE_SETTINGS_APPLIED = ("dropout", "freeze_batchnorm")
 # training call, not applied by skorch at once: the network's arguments and compilation, which skorch applies
 # by building a new network, and the loaders', for which skorch raises (as for the optimizer's class, the
 # key "optimizer"; its arguments, optimizer__lr and the like, skorch applies to the fitted optimizer).
-KEPT_AS_SETTINGS = ("module", "compile", "iterator_train", "iterator_valid", "dataset")
+KEPT_AS_SETTINGS = ("module", "compile", "iterator_train", "iterator_valid", "dataset", "criterion")
 
 
 def _kept_as_setting(key):
-    return key == "optimizer" or key.split("__", 1)[0] in KEPT_AS_SETTINGS
+    return key in ("optimizer", "optimizer__param_groups") or key.split("__", 1)[0] in KEPT_AS_SETTINGS
 
 
 # Settings that decide the optimizer's rates: a user's optimizer__param_groups fixes them at initialisation.
@@ -44,6 +44,21 @@ CALLBACK_SETTINGS = (
 )
 
 
+def _refuse_one_group_settings(params):
+    """Raise for skorch's ``optimizer__param_groups__<i>__<name>`` set after fitting.
+
+    skorch writes it into one group of the fitted optimizer, and the next training call sets every group's
+    rate and weight decay again from the estimator's settings, so that it would last until then only.
+    """
+    for key in params:
+        if key.startswith("optimizer__param_groups__"):
+            raise ValueError(
+                f"{key} set after fitting would change one group of the fitted optimizer until the next "
+                "training call, which sets every group's rate from lr, backbone_lr_ratio and layer_decay (or "
+                "optimizer__param_groups) again: change those instead, or set it before fitting."
+            )
+
+
 class TrainingStateMixin:
     """Each ``partial_fit`` or warm ``fit`` trains with the settings of that moment, from the state left.
 
@@ -59,6 +74,7 @@ class TrainingStateMixin:
 
     def set_params(self, **params):
         if self.initialized_:
+            _refuse_one_group_settings(params)
             # skorch builds a new, untrained module for a module, module__, compile or compile__ key set after
             # initialisation, which would throw away the fitted weights at once, and raises its internal error
             # for optimizer, iterator_* and dataset keys. Kept as settings instead: the next training call
@@ -81,6 +97,9 @@ class TrainingStateMixin:
                 }
             )
         return self
+
+    def _criterion_settings(self):
+        return ArgumentsByValue({"": self.criterion, **self.get_params_for("criterion")}, "criterion")
 
     def _settings(self, names):
         return {name: getattr(self, name) for name in names}
@@ -145,6 +164,10 @@ class TrainingStateMixin:
         self.module_.set_dropout(overrides.get("dropout", self.dropout))
         self.module_.freeze_batchnorm = overrides.get("freeze_batchnorm", self._freezes_batchnorm())
         self.module_.train(self.module_.training)
+        if self._criterion_settings() != getattr(self, "_criterion_made_for", self._criterion_settings()):
+            self.initialize_criterion()  # the criterion alone: the optimizer keeps its moments
+            if isinstance(self.criterion_, torch.nn.Module):
+                self.criterion_.to(self.device_)
         if isinstance(self.criterion_, torch.nn.CrossEntropyLoss):
             smoothing = self.get_params_for("criterion").get("label_smoothing", self.label_smoothing)
             self.criterion_.label_smoothing = smoothing
@@ -154,6 +177,12 @@ class TrainingStateMixin:
     def _apply_learning_rates(self):
         """Each parameter group's rate and weight decay as the settings give them now; schedules start there."""
         optimizer_settings = self.get_params_for("optimizer")
+        made_with = getattr(self, "_param_groups_made_for", optimizer_settings.get("param_groups"))
+        if optimizer_settings.get("param_groups") != made_with:
+            raise ValueError(
+                "optimizer__param_groups changed after fitting, but the groups decide the fitted optimizer: "
+                "refit with warm_start=False to train with them."
+            )
         if "param_groups" in optimizer_settings:
             changed = [
                 name

@@ -178,6 +178,7 @@ class TransferClassifier(
         if self.criterion is nn.CrossEntropyLoss:
             kwargs.setdefault("label_smoothing", self.label_smoothing)
         self.criterion_ = self.initialized_instance(self.criterion, kwargs)
+        self._criterion_made_for = self._criterion_settings()
         return self
 
     def initialize_optimizer(self, triggered_directly=None):
@@ -190,6 +191,7 @@ class TransferClassifier(
         """
         self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
         self._optimizer_class = self.optimizer
+        self._param_groups_made_for = self.get_params_for("optimizer").get("param_groups")
         if "param_groups" in self.get_params_for("optimizer"):
             super().initialize_optimizer()
             for group in self.optimizer_.param_groups:  # the rates a schedule starts from at each call

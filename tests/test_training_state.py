@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
 
@@ -442,3 +443,39 @@ def test_partial_fit_under_several_processes_draws_new_batches(labelled_images, 
     params = {"strategy": "full", "dropout": 0.5, "lr": 1e-12, "lr_schedule": None}
     clf = tiny(**params, accelerator=accelerate.Accelerator(cpu=True))
     assert len(set(_epoch_losses(clf, X, y, calls=3))) == 3
+
+
+def test_param_groups_set_after_fitting_are_kept_for_a_refit_and_one_group_settings_are_refused(
+    labelled_images,
+):
+    # skorch dropped optimizer__param_groups set after fitting, for the next fit and for clones, and
+    # optimizer__param_groups__<i>__lr lasted until the next training call set the rates again.
+    X, y = labelled_images
+    clf = tiny(strategy="full", lr=1e-3, lr_schedule=None).fit(X, y)
+    groups = [("backbone.*", {"lr": 1e-5})]
+    clf.set_params(optimizer__param_groups=groups)
+    assert clf.get_params()["optimizer__param_groups"] == groups
+    assert clone(clf).get_params()["optimizer__param_groups"] == groups
+    with pytest.raises(ValueError, match="optimizer__param_groups changed after fitting"):
+        clf.partial_fit(X, y)
+    assert sorted({group["lr"] for group in clf.fit(X, y).optimizer_.param_groups}) == [1e-5, 1e-3]
+    with pytest.raises(
+        ValueError, match=r"optimizer__param_groups__1__lr set after fitting .* lr, backbone_lr"
+    ):
+        clf.set_params(optimizer__param_groups__1__lr=0.5)
+
+
+def test_criterion_settings_changed_after_fitting_keep_the_optimizer_state(labelled_images):
+    # skorch rebuilt the criterion and the optimizer at once: AdamW's moments were lost.
+    X, y = labelled_images
+    clf = tiny(strategy="full").fit(X, y)
+    optimizer, moments = clf.optimizer_, len(clf.optimizer_.state)
+    clf.set_params(criterion__weight=torch.tensor([1.0, 3.0]))
+    assert clf.optimizer_ is optimizer
+    assert len(optimizer.state) == moments
+    clf.partial_fit(X, y)
+    assert clf.optimizer_ is optimizer
+    assert clf.criterion_.weight.tolist() == [1.0, 3.0]
+    clf.set_params(criterion__label_smoothing=0.2).partial_fit(X, y)
+    assert clf.criterion_.label_smoothing == 0.2
+    assert clf.criterion_.weight.tolist() == [1.0, 3.0]
