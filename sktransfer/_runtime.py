@@ -68,17 +68,24 @@ def autocast(device, precision):
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 
 
+# torch's generators are global to the process: threads that draw from them at once (joblib's threading
+# backend running fits side by side) interleave their draws. Seeded work holds this lock, so that a
+# random_state gives the same result in a thread as alone; unseeded work, which promises nothing, does not.
+SEEDED_WORK = threading.RLock()
+
+
 @contextlib.contextmanager
 def seeded(random_state):
     """Run a block with torch's global generators seeded from ``random_state``, restoring them after.
 
     ``None`` leaves the generators alone. This is how random initialisations inside third-party
     constructors (torchvision's models) become reproducible without touching the user's global seed.
+    Seeded blocks of several threads run one at a time (``SEEDED_WORK``).
     """
     if random_state is None:
         yield
         return
-    with torch.random.fork_rng():  # the CPU generator and every CUDA one: manual_seed seeds them all
+    with SEEDED_WORK, torch.random.fork_rng():  # the CPU generator and every CUDA one: manual_seed seeds all
         torch.manual_seed(seed_of(random_state))
         yield
 

@@ -12,7 +12,7 @@ from ._changed_settings import (
     describe_change,
     warn_of_changed_settings,
 )
-from ._runtime import resolve_device, seed_of
+from ._runtime import SEEDED_WORK, resolve_device, seed_of
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
 ARCHITECTURE = ("model", "weights", "layer", "pooling")
@@ -215,14 +215,15 @@ class TrainingStateMixin:
         ``random_state`` changed), and each later ``partial_fit`` or warm ``fit`` continues where the
         previous call stopped, so the same sequence of calls gives the same result while successive calls
         draw new batches. The user's own CPU and CUDA generator states are left alone (Apple's MPS
-        generator is not covered).
+        generator is not covered). Seeded training calls in several threads (joblib's threading backend)
+        run one at a time, since they share torch's generators.
         """
         if self.random_state is None:
             yield
             return
         device = resolve_device(self._device())
         cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        with SEEDED_WORK, torch.random.fork_rng(devices=cuda):
             saved = self._training_rng
             if saved is None or not _same_random_state(saved[2], self.random_state):
                 torch.manual_seed(seed_of(self.random_state))

@@ -3,11 +3,16 @@ tests/test_fine_tuning.py and tests/test_notebook.py)."""
 
 import multiprocessing
 
+import numpy as np
 import pytest
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from sktransfer import FineTuneClassifier
 from sktransfer._parallel import in_joblib_worker, loader_processes
 from sktransfer.exceptions import IgnoredSettingWarning
+
+from ._models import TinyConvNet
 
 
 def test_joblib_workers_are_told_from_the_main_program():
@@ -50,3 +55,16 @@ def test_a_daemonic_process_loads_in_the_process_with_a_warning():
     assert keywords == {"num_workers": 0}
     assert len(messages) == 1
     assert "num_workers=2 cannot start DataLoader workers inside a daemonic" in messages[0]
+
+
+def test_seeded_fits_in_threads_give_what_they_give_one_after_the_other(labelled_images):
+    # joblib's threading backend ran fits side by side, interleaving their draws from torch's generators.
+    X, y = labelled_images
+    clf = FineTuneClassifier(
+        model=TinyConvNet, device="cpu", max_epochs=3, batch_size=4, strategy="full", lr=1e-2, random_state=0
+    )
+    folds = StratifiedKFold(4)
+    alone = cross_val_predict(clf, X, y, cv=folds, method="predict_proba", n_jobs=1)
+    with parallel_config(backend="threading"):
+        threaded = cross_val_predict(clf, X, y, cv=folds, method="predict_proba", n_jobs=2)
+    np.testing.assert_array_equal(threaded, alone)
