@@ -15,7 +15,7 @@ import copy
 import os
 
 import torch
-from skorch.callbacks import PrintLog, ProgressBar
+from skorch.callbacks import Checkpoint, PrintLog, ProgressBar
 from skorch.utils import noop
 
 from ._runtime import resolve_device
@@ -215,16 +215,26 @@ class AcceleratedTrainingMixin:
         return self.accelerator is None or self.accelerator.is_main_process
 
     def _main_process_callbacks(self, callbacks):
-        """``callbacks`` without printing in every process but the main one (the user's objects untouched)."""
+        """``callbacks`` without printing or pickling in every process but the main one.
+
+        The user's objects are left untouched: copies stay silent. A ``Checkpoint``'s parameter files go
+        through ``save_params``, which only the main process runs, but its ``f_pickle`` is written directly:
+        the copies write none, so that processes do not write the same file at once.
+        """
         if self._is_main_process():
             return callbacks
         kept = []
         for name, callback in callbacks:
             if isinstance(callback, PrintLog | ProgressBar):
                 continue
-            if getattr(callback, "sink", None) is print:  # EarlyStopping's and Checkpoint's messages
+            silent = getattr(callback, "sink", None) is print  # EarlyStopping's and Checkpoint's messages
+            pickles = isinstance(callback, Checkpoint) and callback.f_pickle
+            if silent or pickles:
                 callback = copy.copy(callback)
-                callback.sink = noop
+                if silent:
+                    callback.sink = noop
+                if pickles:
+                    callback.f_pickle = None
             kept.append((name, callback))
         return kept
 

@@ -164,3 +164,19 @@ def test_a_failing_process_ends_the_run_instead_of_waiting_for_it(two_processes)
     completed, _ = two_processes  # the script's last fit fails in rank 1, while rank 0 waits for it
     assert completed.returncode != 0
     assert "rank 1 fails in epoch 2" in completed.stderr
+
+
+def test_processes_but_the_main_one_neither_print_nor_pickle_checkpoints(make_accelerator, monkeypatch):
+    # Checkpoint writes f_pickle with pickle.dump, not save_params: every process wrote it, at once.
+    checkpoint = Checkpoint(f_pickle="net.pkl", dirname="checkpoints", sink=print)
+    clf = FineTuneClassifier(
+        model=TinyConvNet, accelerator=make_accelerator(), callbacks=[checkpoint], classes=["a", "b"]
+    )
+    monkeypatch.setattr(FineTuneClassifier, "_is_main_process", lambda self: False)
+    callbacks = dict(clf.initialize().callbacks_)
+    copy = next(callback for callback in callbacks.values() if isinstance(callback, Checkpoint))
+    assert copy.f_pickle is None
+    assert copy.sink is not print
+    assert checkpoint.f_pickle == "net.pkl"  # the user's object as given
+    assert checkpoint.sink is print
+    assert "print_log" not in callbacks
