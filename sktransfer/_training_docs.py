@@ -49,8 +49,8 @@ warmup : "auto" or float, default="auto"
     Fraction of the training steps spent warming up. ``"auto"``: 0.1 with pretrained weights, so that the
     first steps, driven by a new head that knows nothing yet, move them gently; 0 when ``weights=None`` or
     ``model=None`` (nothing pretrained to keep): on the from-scratch shifts of
-    ``benchmarks/bench_domain_adaptation.py`` every adaptation method gained target accuracy without the
-    warm-up, MCC most (0.83 to 0.87 on MNIST → MNIST-M over eight seeds).
+    ``benchmarks/bench_domain_adaptation.py`` the adaptation methods gained target accuracy without the
+    warm-up (its ``warmup=0.1`` rows; the figures are in ``benchmarks/RESULTS.md``).
 freeze_epochs : int, default=1
     Epochs during which the backbone stays frozen before ``"gradual"`` and ``"lp_ft"`` unfreeze it.
 unfreeze_epochs : int, default=3
