@@ -15,7 +15,7 @@ import copy
 import os
 
 import torch
-from skorch.callbacks import Checkpoint, PrintLog, ProgressBar
+from skorch.callbacks import Checkpoint, PrintLog, ProgressBar, TrainEndCheckpoint
 from skorch.utils import noop
 
 from ._runtime import resolve_device
@@ -187,6 +187,24 @@ class AcceleratedRun:
         return prepared
 
 
+def _quiet_copy(callback):
+    """``callback``, or a copy of it that prints nothing and pickles no checkpoint (a ``Checkpoint``'s
+    ``f_pickle``, also inside a ``TrainEndCheckpoint``)."""
+    silent = getattr(callback, "sink", None) is print  # EarlyStopping's and Checkpoint's messages
+    pickles = isinstance(callback, Checkpoint) and callback.f_pickle
+    inner = getattr(callback, "checkpoint_", None) if isinstance(callback, TrainEndCheckpoint) else None
+    if not (silent or pickles or inner is not None):
+        return callback
+    callback = copy.copy(callback)
+    if silent:
+        callback.sink = noop
+    if pickles:
+        callback.f_pickle = None
+    if inner is not None:
+        callback.checkpoint_ = _quiet_copy(inner)
+    return callback
+
+
 class AcceleratedTrainingMixin:
     """The net's hooks when it trains under its ``accelerator``, as skorch's ``AccelerateMixin`` does.
 
@@ -227,15 +245,7 @@ class AcceleratedTrainingMixin:
         for name, callback in callbacks:
             if isinstance(callback, PrintLog | ProgressBar):
                 continue
-            silent = getattr(callback, "sink", None) is print  # EarlyStopping's and Checkpoint's messages
-            pickles = isinstance(callback, Checkpoint) and callback.f_pickle
-            if silent or pickles:
-                callback = copy.copy(callback)
-                if silent:
-                    callback.sink = noop
-                if pickles:
-                    callback.f_pickle = None
-            kept.append((name, callback))
+            kept.append((name, _quiet_copy(callback)))
         return kept
 
     def infer(self, x, **fit_params):

@@ -30,7 +30,7 @@ class ArgumentsByValue:
         return (
             isinstance(other, ArgumentsByValue)
             and self.arguments.keys() == other.arguments.keys()
-            and all(_same_value(value, other.arguments[name]) for name, value in self.arguments.items())
+            and all(same_value(value, other.arguments[name]) for name, value in self.arguments.items())
         )
 
     __hash__ = None
@@ -65,8 +65,16 @@ class ClassesByValue:
         return short(self.classes.tolist())
 
 
-def _same_value(first, second):
-    """Equal, or (an object without ``__eq__`` unpickled, an array) of equal contents."""
+def same_value(first, second):
+    """Equal, or (an object without ``__eq__`` unpickled, an array) of equal contents.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> groups = [("head.*", {"betas": np.array([0.9, 0.99])})]
+    >>> same_value(groups, [("head.*", {"betas": np.array([0.9, 0.99])})])
+    True
+    """
     if first is second:
         return True
     try:

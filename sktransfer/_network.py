@@ -128,6 +128,12 @@ class BackboneWithHead(nn.Module):
         """The parameters of each backbone stage, from the input to the output."""
         return parameters_by_stage(self.backbone, self.stage_names)
 
+    def unfreezable_parameters(self):
+        """The backbone parameters that unfreezing stages can make train: every stage's, but those of a text
+        encoder's blocks after its ``layer``, which never reach the features."""
+        unreached = {id(parameter) for parameter in _unreached_parameters(self.backbone)}
+        return [p for stage in self.stage_parameters() for p in stage if id(p) not in unreached]
+
     def set_dropout(self, rate):
         """The dropout rate before the head."""
         self.head[0].p = rate

@@ -20,11 +20,11 @@ REGULARIZATION_CONSTRAINTS = {
 }
 
 
-def anchor_first_trained(module, anchor, every_parameter=False):
+def anchor_first_trained(module, anchor, trained_later=()):
     """Add to ``anchor`` a detached copy of each trainable parameter of ``module`` it does not hold yet.
 
-    Called when the network is built, with ``every_parameter`` for a strategy that unfreezes stages later
-    (their parameters are frozen now, and their pretrained values must be kept before anything, such as
+    Called when the network is built, with ``trained_later`` the parameters that a strategy unfreezing
+    stages later will train (frozen now, their pretrained values must be kept before anything, such as
     ``load_params``, replaces them), and before each step's penalty, for a parameter that a strategy
     changed after fitting lets train (frozen until then, so still pretrained). Parameters that never train
     (a linear probe's backbone, all but the biases under BitFit, the base weights under LoRA) are never
@@ -41,8 +41,9 @@ def anchor_first_trained(module, anchor, every_parameter=False):
     >>> sorted(anchor), anchor["weight"].requires_grad
     (['weight'], False)
     """
+    later = {id(parameter) for parameter in trained_later}
     for name, parameter in module.named_parameters():
-        if (parameter.requires_grad or every_parameter) and name not in anchor:
+        if (parameter.requires_grad or id(parameter) in later) and name not in anchor:
             anchor[name] = parameter.detach().clone()
 
 
@@ -118,8 +119,8 @@ class RegularizationMixin:
         self._l2_sp_anchor = None
         if self.regularization == "l2_sp":  # pretrained values, before load_params or a callback moves them
             self._l2_sp_anchor = {}
-            unfreezes_later = self.strategy in ("gradual", "lp_ft")
-            anchor_first_trained(self.module_.backbone, self._l2_sp_anchor, every_parameter=unfreezes_later)
+            later = self.module_.unfreezable_parameters() if self.strategy in ("gradual", "lp_ft") else ()
+            anchor_first_trained(self.module_.backbone, self._l2_sp_anchor, trained_later=later)
         return self
 
     def _move_to_device(self):

@@ -69,8 +69,9 @@ def autocast(device, precision):
 
 
 # torch's generators are global to the process: threads that draw from them at once (joblib's threading
-# backend running fits side by side) interleave their draws. Seeded work holds this lock, so that a
-# random_state gives the same result in a thread as alone; unseeded work, which promises nothing, does not.
+# backend running fits side by side) interleave their draws. Seeded work holds this lock, so that seeded fits
+# in threads give what they give one after the other; unseeded work, which promises nothing, does not take
+# it, and a thread of it drawing meanwhile still moves the shared generators.
 SEEDED_WORK = threading.RLock()
 
 

@@ -10,6 +10,7 @@ from ._changed_settings import (
     ClassesByValue,
     changed_settings,
     describe_change,
+    same_value,
     warn_of_changed_settings,
 )
 from ._runtime import SEEDED_WORK, resolve_device, seed_of
@@ -63,9 +64,10 @@ class TrainingStateMixin:
     """Each ``partial_fit`` or warm ``fit`` trains with the settings of that moment, from the state left.
 
     Learning rates and weight decay (with the per-stage ratios), dropout, BatchNorm freezing, label
-    smoothing, ``preprocess``, the optimizer's class, the loaders' settings and the settings that decide the
-    callbacks (schedules, early stopping, checkpoints, verbosity) take effect on the next call; a setting
-    that decides the network's architecture raises there, asking for a refit. Training randomness continues
+    smoothing, ``preprocess``, the optimizer's class, the loaders' settings, the criterion's arguments (the
+    optimizer keeps its state) and the settings that decide the callbacks (schedules, early stopping,
+    checkpoints, verbosity) take effect on the next call; a setting that decides the network's architecture,
+    or ``optimizer__param_groups``, raises there, asking for a refit. Training randomness continues
     across calls (see :meth:`_random_stream`).
     """
 
@@ -75,6 +77,7 @@ class TrainingStateMixin:
     def set_params(self, **params):
         if self.initialized_:
             _refuse_one_group_settings(params)
+            self._record_what_the_fit_was_made_with()  # a net pickled before these records existed
             # skorch builds a new, untrained module for a module, module__, compile or compile__ key set after
             # initialisation, which would throw away the fitted weights at once, and raises its internal error
             # for optimizer, iterator_* and dataset keys. Kept as settings instead: the next training call
@@ -98,7 +101,14 @@ class TrainingStateMixin:
             )
         return self
 
+    def _record_what_the_fit_was_made_with(self):
+        if not hasattr(self, "_criterion_made_for"):
+            self._criterion_made_for = self._criterion_settings()
+        if not hasattr(self, "_param_groups_made_for"):
+            self._param_groups_made_for = self.get_params_for("optimizer").get("param_groups")
+
     def _criterion_settings(self):
+        """The criterion and its ``criterion__*`` arguments, compared by value."""
         return ArgumentsByValue({"": self.criterion, **self.get_params_for("criterion")}, "criterion")
 
     def _settings(self, names):
@@ -165,9 +175,12 @@ class TrainingStateMixin:
         self.module_.freeze_batchnorm = overrides.get("freeze_batchnorm", self._freezes_batchnorm())
         self.module_.train(self.module_.training)
         if self._criterion_settings() != getattr(self, "_criterion_made_for", self._criterion_settings()):
-            self.initialize_criterion()  # the criterion alone: the optimizer keeps its moments
-            if isinstance(self.criterion_, torch.nn.Module):
-                self.criterion_.to(self.device_)
+            self._initialize_criterion()  # the criterion alone: the optimizer keeps its moments,
+            criterion = self.criterion_
+            if isinstance(criterion, torch.nn.Module) and any(
+                p.requires_grad for p in criterion.parameters()
+            ):
+                self._initialize_optimizer()  # unless the criterion has weights for it to train
         if isinstance(self.criterion_, torch.nn.CrossEntropyLoss):
             smoothing = self.get_params_for("criterion").get("label_smoothing", self.label_smoothing)
             self.criterion_.label_smoothing = smoothing
@@ -178,7 +191,7 @@ class TrainingStateMixin:
         """Each parameter group's rate and weight decay as the settings give them now; schedules start there."""
         optimizer_settings = self.get_params_for("optimizer")
         made_with = getattr(self, "_param_groups_made_for", optimizer_settings.get("param_groups"))
-        if optimizer_settings.get("param_groups") != made_with:
+        if not same_value(optimizer_settings.get("param_groups"), made_with):
             raise ValueError(
                 "optimizer__param_groups changed after fitting, but the groups decide the fitted optimizer: "
                 "refit with warm_start=False to train with them."

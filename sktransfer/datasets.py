@@ -71,7 +71,7 @@ def load_textures(n_per_class=40, patch_size=64, random_state=0):
 
 
 def _refuse_patches_larger_than(photos, height, width, what, advice):
-    """Raise, naming ``what`` and the photograph, when a height × width patch does not fit in one of ``photos``."""
+    """Raise, naming ``what`` and the photograph, when a height × width patch does not fit in ``photos``."""
     for name, photo in photos.items():
         if photo.shape[0] < height or photo.shape[1] < width:
             raise ValueError(
@@ -430,10 +430,12 @@ def _savable_pixels(images):
 
 
 def _is_folder_name(name):
-    return name not in ("", ".", "..") and Path(name).name == name and "/" not in name and "\\" not in name
+    """Whether ``name`` is one folder name on any system: not empty, ``.`` or ``..``, no separator."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _images_in_class_folders(root):
+    """The image files that :func:`load_image_folder` would read under ``root``."""
     if not root.is_dir():
         return []
     return [file for file in root.glob("*/**/*") if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]

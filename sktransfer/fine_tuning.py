@@ -39,7 +39,8 @@ class FineTuneClassifier(RegularizationMixin, DistillationMixin, TransferClassif
         the pretrained ones w0 instead of toward zero; the backbone then gets no weight decay, and the new
         head keeps ``weight_decay``. ``train_loss`` includes the penalty. Needs pretrained weights (neither
         ``weights=None`` nor ``model=None``). w0 is copied when the network is built, and ``partial_fit`` or
-        a warm fit keeps pulling toward it (also after ``load_params``); set after fitting without it, it raises there (refit). With
+        a warm fit keeps pulling toward it (also after ``load_params``); set after fitting without it, it
+        raises there (refit). With
         ``strategy="lora"`` the pretrained weights stay frozen and the penalty holds the adapters near their
         initialisation (the pretrained network), in place of their weight decay; with ``"linear_probe"``
         nothing in the backbone trains, and fit warns that the penalty is ignored.

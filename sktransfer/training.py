@@ -229,6 +229,7 @@ class TransferClassifier(
         return lr if depth is None else lr * self._backbone_lr_ratio() * self.layer_decay**depth
 
     def _warmup(self):
+        """The fraction of the steps the learning rate warms up over, ``"auto"`` resolved."""
         if self.warmup != "auto":
             return self.warmup
         # A warm-up keeps the first steps, driven by a head that knows nothing yet, from wrecking pretrained

@@ -341,14 +341,13 @@ def leep_score(source_output, y):
     Parameters
     ----------
     source_output : array-like of shape (n_samples, n_source_classes)
-        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1]
-        (give or take 1e-6 of rounding, clipped) is read as probabilities and each row renormalised to sum
-        to 1 (rounded, truncated or bfloat16
-        probabilities miss it; a warning says so beyond 0.05); any other, or one of zeros only, is read as
-        logits and turned into probabilities by a softmax over each row. Logits that happen to lie in
-        [0, 1] would be read as probabilities: shift them, ``logits - logits.max(axis=1, keepdims=True)``,
-        which changes no softmax. For a binary source classifier with one logit ``l``,
-        pass ``np.column_stack([np.zeros_like(l), l])``.
+        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1] (give
+        or take 1e-6 of rounding, clipped) is read as probabilities and each row renormalised to sum to 1
+        (rounded, truncated or bfloat16 probabilities miss it; a warning says so beyond 0.05); any other, or
+        one of zeros only, is read as logits and turned into probabilities by a softmax over each row. Logits
+        that happen to lie in [0, 1] would be read as probabilities: shift them, ``logits - logits.max(axis=1,
+        keepdims=True)``, which changes no softmax. For a binary source classifier with one logit ``l``, pass
+        ``np.column_stack([np.zeros_like(l), l])``.
     y : array-like of shape (n_samples,)
         Target class labels, at least two classes.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import Checkpoint, LRScheduler
+from skorch.callbacks import Checkpoint, LRScheduler, TrainEndCheckpoint
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 
@@ -169,8 +169,12 @@ def test_a_failing_process_ends_the_run_instead_of_waiting_for_it(two_processes)
 def test_processes_but_the_main_one_neither_print_nor_pickle_checkpoints(make_accelerator, monkeypatch):
     # Checkpoint writes f_pickle with pickle.dump, not save_params: every process wrote it, at once.
     checkpoint = Checkpoint(f_pickle="net.pkl", dirname="checkpoints", sink=print)
+    at_the_end = TrainEndCheckpoint(f_pickle="end.pkl", dirname="checkpoints")
     clf = FineTuneClassifier(
-        model=TinyConvNet, accelerator=make_accelerator(), callbacks=[checkpoint], classes=["a", "b"]
+        model=TinyConvNet,
+        accelerator=make_accelerator(),
+        callbacks=[checkpoint, at_the_end],
+        classes=["a", "b"],
     )
     monkeypatch.setattr(FineTuneClassifier, "_is_main_process", lambda self: False)
     callbacks = dict(clf.initialize().callbacks_)
@@ -180,3 +184,6 @@ def test_processes_but_the_main_one_neither_print_nor_pickle_checkpoints(make_ac
     assert checkpoint.f_pickle == "net.pkl"  # the user's object as given
     assert checkpoint.sink is print
     assert "print_log" not in callbacks
+    end_copy = next(callback for callback in callbacks.values() if isinstance(callback, TrainEndCheckpoint))
+    assert end_copy.checkpoint_.f_pickle is None  # skorch builds its inner Checkpoint at initialisation
+    assert at_the_end.checkpoint_.f_pickle == "end.pkl"

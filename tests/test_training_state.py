@@ -479,3 +479,7 @@ def test_criterion_settings_changed_after_fitting_keep_the_optimizer_state(label
     clf.set_params(criterion__label_smoothing=0.2).partial_fit(X, y)
     assert clf.criterion_.label_smoothing == 0.2
     assert clf.criterion_.weight.tolist() == [1.0, 3.0]
+    old = pickle.loads(pickle.dumps(tiny(strategy="full").fit(X, y)))
+    del old._criterion_made_for, old._param_groups_made_for  # pickled before these records existed
+    old.set_params(criterion__weight=torch.tensor([2.0, 1.0])).partial_fit(X, y)
+    assert old.criterion_.weight.tolist() == [2.0, 1.0]
