@@ -233,13 +233,17 @@ class TrainingDataMixin:
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        if self.early_stopping and self.train_split is None:
+        if self._holds_out_for_early_stopping():
             seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
             if seed is None:  # several processes must validate on the same rows
                 seed = self._validation_seed()
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
         return super().get_split_datasets(X, y, **fit_params)
+
+    def _holds_out_for_early_stopping(self):
+        """Whether training holds out a validation split of its own: early stopping without a train_split."""
+        return bool(self.early_stopping) and self.train_split is None
 
     def _check_validation_split(self, codes):
         """Raise, naming the settings, where the stratified validation split cannot hold out every class."""

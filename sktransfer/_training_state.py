@@ -174,7 +174,8 @@ class TrainingStateMixin:
         self.module_.set_dropout(overrides.get("dropout", self.dropout))
         self.module_.freeze_batchnorm = overrides.get("freeze_batchnorm", self._freezes_batchnorm())
         self.module_.train(self.module_.training)
-        if self._criterion_settings() != getattr(self, "_criterion_made_for", self._criterion_settings()):
+        criterion_settings = self._criterion_settings()
+        if criterion_settings != getattr(self, "_criterion_made_for", criterion_settings):
             self._initialize_criterion()  # the criterion alone: the optimizer keeps its moments,
             criterion = self.criterion_
             if isinstance(criterion, torch.nn.Module) and any(

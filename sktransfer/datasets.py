@@ -340,18 +340,23 @@ def load_image_folder(path):
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"path={str(root)!r} is not a folder.")
-    try:
-        classes, class_to_idx = find_classes(root)
-    except FileNotFoundError:  # no sub-folder
-        classes, samples = [], []
-    else:  # a class folder without images is skipped, as a stray folder (.ipynb_checkpoints) should be
-        samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
+    classes, samples = _class_folder_samples(root)
     if not samples:
         raise ValueError(
             f"path={str(root)!r} holds no images in class sub-folders (expected {root}/<class>/<image>, "
             f"with suffixes {', '.join(IMAGE_SUFFIXES)})."
         )
     return [file for file, _ in samples], np.array([classes[index] for _, index in samples])
+
+
+def _class_folder_samples(root):
+    """The class names under the folder ``root`` and its (image file, class index) pairs."""
+    try:
+        classes, class_to_idx = find_classes(root)
+    except FileNotFoundError:  # no sub-folder
+        return [], []
+    # a class folder without images is skipped, as a stray folder (.ipynb_checkpoints) should be
+    return classes, make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
 
 
 def save_image_folder(images, labels, path):
@@ -398,7 +403,7 @@ def save_image_folder(images, labels, path):
             "must not be empty, '.' or '..', nor hold a path separator."
         )
     files = [root / name / f"{index:06d}.png" for index, name in enumerate(names)]
-    stale = sorted(set(map(str, _images_in_class_folders(root))) - set(map(str, files)))
+    stale = sorted(set(_images_in_class_folders(root)) - set(map(str, files)))
     if stale:
         raise FileExistsError(
             f"path={str(root)!r} already holds {len(stale)} images that this call would not write (such as "
@@ -438,4 +443,4 @@ def _images_in_class_folders(root):
     """The image files that :func:`load_image_folder` would read under ``root``."""
     if not root.is_dir():
         return []
-    return [file for file in root.glob("*/**/*") if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
+    return [file for file, _ in _class_folder_samples(root)[1]]

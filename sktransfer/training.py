@@ -378,7 +378,7 @@ class TransferClassifier(
         with self._on_device(), self._random_stream(), self._training_texts_checked():
             self._move_to_device()
             self._apply_changed_settings()
-            if self.early_stopping and self.train_split is None:  # before the backbone embeds anything
+            if self._holds_out_for_early_stopping():  # before the backbone embeds anything
                 self._check_validation_split(np.asarray(label_codes(targets)))
             data = self._training_data(source, targets)
             with self._accelerated_run():  # skorch stratifies validation splits by the codes
