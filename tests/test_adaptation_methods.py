@@ -679,6 +679,20 @@ def test_backbone_lr_ratio_auto_depends_on_pretrained_weights(labelled_images):
         assert rates[0] == pytest.approx(rates[None] * ratio)
 
 
+@pytest.mark.parametrize("method", ["dann", "cdan"])
+def test_auto_discriminator_is_as_wide_as_the_bottleneck_without_a_backbone(shifted_images, method):
+    X, y, _ = shifted_images
+    features = X.reshape(len(X), -1)
+    on_features = DomainAdaptedClassifier(
+        model=None, method=method, bottleneck_dim=12, max_epochs=1, device="cpu", random_state=0
+    ).fit(features, y)
+    on_a_backbone = deep(method=method, bottleneck_dim=12, max_epochs=1).fit(X, y)
+    chosen = deep(method=method, discriminator_dim=6, max_epochs=1).fit(X, y)
+    for clf, width in ((on_features, 12), (on_a_backbone, 512), (chosen, 6)):
+        assert clf.module_.discriminator[0].out_features == width
+    assert on_features.discriminator_dim == "auto"  # the setting stays as the user wrote it
+
+
 def test_a_module_ending_with_flatten_is_sized_on_the_training_images(shifted_images):
     X, y, _ = shifted_images  # 16×16 images: the flattened width is not that of a 224×224 image
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
