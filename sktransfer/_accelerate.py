@@ -317,3 +317,17 @@ class AcceleratedTrainingMixin:
         state["accelerator"] = None
         state["_run"] = None  # a checkpoint pickled during training
         return state
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy would go through __getstate__ and lose the accelerator, which only a pickle must
+        # leave behind: a copy made in this process trains under the same one (the process's own state,
+        # shared, not copied), as the original would.
+        accelerator = self.__dict__.get("accelerator")
+        state = self.__getstate__()
+        state["accelerator"] = accelerator
+        if accelerator is not None:
+            memo[id(accelerator)] = accelerator
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(state, memo))
+        return copied

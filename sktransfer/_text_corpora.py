@@ -9,11 +9,12 @@ import bz2
 import csv
 from functools import lru_cache
 from importlib.util import find_spec
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import check_random_state
+
+from ._counts import check_count
 
 MOVIE_REVIEW_CATEGORIES = ("fresh", "rotten", "plot")
 SENTIMENT_DOMAINS = {
@@ -69,11 +70,8 @@ def _by_class(texts, labels, classes, n_per_class, random_state):
         available, smallest = min(
             (len(class_rows), name) for class_rows, name in zip(rows, classes, strict=True)
         )
-        if not (isinstance(n_per_class, Integral) and 1 <= n_per_class <= available):
-            raise ValueError(
-                f"n_per_class={n_per_class!r} must be None or an integer in [1, {available}]: the smallest "
-                f"class, {smallest!r}, has {available} texts."
-            )
+        why = f" or None: the smallest class, {smallest!r}, has {available} texts"
+        n_per_class = check_count(n_per_class, "n_per_class", high=available, why=why)
         rng = check_random_state(random_state)
         rows = [np.sort(rng.choice(class_rows, n_per_class, replace=False)) for class_rows in rows]
     rows = np.concatenate(rows)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset, to_tensor
 from torch.utils.data import Dataset, Subset
@@ -329,6 +330,22 @@ class TrainingDataMixin:
 
     def check_data(self, X, y=None):
         """Labels are checked and encoded by ``fit`` before skorch sees them."""
+
+
+def refuse_dataset_settings(estimator):
+    """Raise for skorch's ``dataset`` and ``dataset__*`` settings, which the estimators cannot apply.
+
+    They make their datasets from X themselves, so that the backbone's preprocessing reaches every row;
+    skorch's ``get_dataset``, the one place that reads these settings, is theirs.
+    """
+    changed = [] if estimator.dataset is SkorchDataset else [f"dataset={estimator.dataset!r}"]
+    changed += [f"dataset__{name}={value!r}" for name, value in estimator.get_params_for("dataset").items()]
+    if changed:
+        raise ValueError(
+            f"{' and '.join(changed)} cannot take effect: {type(estimator).__name__} makes its datasets "
+            "from X itself, so that the backbone's preprocessing applies to every row. Pass the images, "
+            "texts or file paths as X, and training-time transforms as augment."
+        )
 
 
 def refuse_torch_dataset(X, estimator_name):

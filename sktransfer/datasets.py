@@ -1,7 +1,6 @@
 """Offline data for examples, tests and benchmarks, and a reader for folders of labelled images."""
 
 from functools import lru_cache
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sklearn.utils import check_random_state
 from torchvision.datasets.folder import find_classes, make_dataset
 
+from ._counts import check_count
 from ._text_corpora import load_movie_reviews, load_sentiment_snippets  # noqa: F401 (re-exported)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -51,8 +51,7 @@ def load_textures(n_per_class=40, patch_size=64, random_state=0):
     >>> images.shape, labels[:3]
     ((10, 32, 32, 3), array(['brick', 'brick', 'grass'], dtype='<U6'))
     """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, Integral) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive integer; got {n_per_class!r}.")
+    n_per_class, patch_size = check_count(n_per_class, "n_per_class"), check_count(patch_size, "patch_size")
     data = _skimage_data()
     photos = {name: getattr(data, name)() for name in TEXTURES}
     _refuse_patches_larger_than(photos, patch_size, patch_size, "patch_size is", "ask for smaller patches")
@@ -106,6 +105,7 @@ def load_digit_images(size=32):
     import torch
     from sklearn.datasets import load_digits
 
+    size = check_count(size, "size")
     digits = load_digits()
     small = torch.from_numpy(digits.images * (255 / 16)).float()[:, None]
     large = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
@@ -158,8 +158,8 @@ def load_mnist_digits(n_per_class=None, random_state=0):
     rows = np.arange(len(labels))
     if n_per_class is not None:
         counts = np.bincount(labels)
-        if not 1 <= n_per_class <= counts.min():
-            raise ValueError(f"n_per_class={n_per_class!r} must lie in [1, {counts.min()}] or be None.")
+        why = f" or None: the smallest class has {counts.min()} digits"
+        n_per_class = check_count(n_per_class, "n_per_class", high=int(counts.min()), why=why)
         rng = check_random_state(random_state)
         rows = np.concatenate(
             [
@@ -270,6 +270,7 @@ def load_rendered_digits(n_per_class=100, size=32, random_state=0):
     ((20, 24, 24, 3), [0, 0, 1, 1])
     """
 
+    n_per_class, size = check_count(n_per_class, "n_per_class"), check_count(size, "size")
     fonts, image_font = _digit_fonts()
     rng = check_random_state(random_state)
     canvas = 4 * size

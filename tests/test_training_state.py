@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
 
@@ -16,7 +17,7 @@ from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._network import BackboneWithHead
 from sktransfer.exceptions import IgnoredSettingWarning
 
-from ._models import CountingNet, TinyConvNet
+from ._models import CountingNet, TinyConvNet, tiny_domain_adapted
 from ._preprocessing import to_unit
 
 
@@ -179,7 +180,6 @@ def test_optimizer_and_loader_settings_set_after_fit_apply_to_the_fitted_network
         iterator_train__sampler=CountingSampler(),
         iterator_train__shuffle=False,
         iterator_valid__batch_size=4,
-        dataset__length=None,
     )
     assert all(torch.equal(fitted[name], tensor) for name, tensor in clf.module_.state_dict().items())
     clf.partial_fit(X, y)
@@ -297,6 +297,32 @@ def test_torch_datasets_are_refused_with_a_clear_message(labelled_images):
     clf = tiny().fit(X, y)
     with pytest.raises(TypeError, match=r"X is a torch Dataset"):
         clf.predict(dataset)
+
+
+class _UsersDataset(SkorchDataset):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"dataset": _UsersDataset}, r"dataset=<class '.*_UsersDataset'>"),
+        ({"dataset__length": 4}, r"dataset__length=4"),
+    ],
+)
+@pytest.mark.parametrize("make", [tiny, tiny_domain_adapted])
+def test_skorch_dataset_settings_are_refused_not_ignored(labelled_images, params, named, make):
+    # get_dataset is the library's own: a user's dataset class and its arguments were silently ignored.
+    X, y = labelled_images
+    message = named + r" cannot take effect: \w+ makes its datasets from X itself"
+    with pytest.raises(ValueError, match=message):
+        make(**params).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DomainAdaptedClassifier: no target rows
+        clf = make(max_epochs=1).fit(X, y)
+    clf.set_params(**params)
+    with pytest.raises(ValueError, match=message):
+        clf.partial_fit(X, y)
 
 
 def test_sample_weight_is_refused_naming_the_way_to_weigh_classes(labelled_images):
