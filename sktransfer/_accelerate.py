@@ -326,7 +326,7 @@ class AcceleratedTrainingMixin:
         state = self.__getstate__()
         state["accelerator"] = accelerator
         if accelerator is not None:
-            memo[id(accelerator)] = accelerator
+            memo.setdefault(id(accelerator), accelerator)
         copied = type(self).__new__(type(self))
         memo[id(self)] = copied
         copied.__setstate__(copy.deepcopy(state, memo))

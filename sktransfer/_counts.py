@@ -22,7 +22,12 @@ def check_count(value, name, high=None, why=""):
     ...
     ValueError: n_per_class=600 must be an integer in [1, 500]: there are 500 digits of each class.
     """
-    if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= value <= (high or value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Integral)
+        or value < 1
+        or (high is not None and value > high)
+    ):
         bound = "of at least 1" if high is None else f"in [1, {high}]"
         raise ValueError(f"{name}={value!r} must be an integer {bound}{why}.")
     return int(value)

@@ -335,16 +335,16 @@ class TrainingDataMixin:
 def refuse_dataset_settings(estimator):
     """Raise for skorch's ``dataset`` and ``dataset__*`` settings, which the estimators cannot apply.
 
-    They make their datasets from X themselves, so that the backbone's preprocessing reaches every row;
-    skorch's ``get_dataset``, the one place that reads these settings, is theirs.
+    They make their datasets from X themselves, so that the backbone's preprocessing (if any) reaches every
+    row; skorch's ``get_dataset``, the one place that reads these settings, is theirs.
     """
     changed = [] if estimator.dataset is SkorchDataset else [f"dataset={estimator.dataset!r}"]
     changed += [f"dataset__{name}={value!r}" for name, value in estimator.get_params_for("dataset").items()]
     if changed:
         raise ValueError(
             f"{' and '.join(changed)} cannot take effect: {type(estimator).__name__} makes its datasets "
-            "from X itself, so that the backbone's preprocessing applies to every row. Pass the images, "
-            "texts or file paths as X, and training-time transforms as augment."
+            "from X itself (the backbone's preprocessing, if any, applies to every row). Pass your data as "
+            "X, and training-time transforms as augment."
         )
 
 

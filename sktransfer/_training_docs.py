@@ -122,7 +122,8 @@ train_split : callable or None, default=None
 **kwargs
     Any other parameter of skorch's ``NeuralNetClassifier`` (``callbacks``, ``warm_start``, ``classes``,
     ``iterator_train``, ...) and dunder parameters (``optimizer__betas``, ``module__*``,
-    ``iterator_train__pin_memory``...).
+    ``iterator_train__pin_memory``...), except ``dataset`` and ``dataset__*``, which fit refuses: the
+    estimator makes its datasets from X itself.
 """
 
 

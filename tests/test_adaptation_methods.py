@@ -11,6 +11,7 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
+from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer.domain_adaptation import (
     PseudoLabelCollapseWarning,
     deep_embedded_validation_scorer,
@@ -691,6 +692,18 @@ def test_auto_discriminator_is_as_wide_as_the_bottleneck_without_a_backbone(shif
     for clf, width in ((on_features, 12), (on_a_backbone, 512), (chosen, 6)):
         assert clf.module_.discriminator[0].out_features == width
     assert on_features.discriminator_dim == "auto"  # the setting stays as the user wrote it
+
+
+def test_a_changed_bottleneck_is_named_not_the_auto_discriminator_width_it_moves(shifted_images):
+    X, y, _ = shifted_images
+    features = X.reshape(len(X), -1)
+    clf = DomainAdaptedClassifier(model=None, method="dann", max_epochs=1, device="cpu", random_state=0)
+    clf.fit(features, y).set_params(bottleneck_dim=16)
+    with pytest.warns(SettingsChangedWarning) as record:
+        clf.predict(features)
+    message = " ".join(str(warning.message) for warning in record)
+    assert "bottleneck_dim changed after fitting" in message
+    assert "discriminator_dim" not in message  # still "auto", as the user left it
 
 
 def test_a_module_ending_with_flatten_is_sized_on_the_training_images(shifted_images):
