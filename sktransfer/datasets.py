@@ -371,8 +371,9 @@ def save_image_folder(images, labels, path):
 
     Parameters
     ----------
-    images : ndarray of shape (n_images, height, width, 3), uint8
-        Integers in [0, 255] of another dtype are accepted too.
+    images : ndarray of shape (n_images, height, width, 3), uint8, or list of (height, width, 3) arrays
+        Integers in [0, 255] of another dtype are accepted too. A list may hold images of different sizes,
+        as a folder of photographs does.
     labels : array-like of shape (n_images,)
         One sub-folder per distinct label: each label, as a string, must be a folder name (not empty,
         not ``.`` or ``..``, no path separator).
@@ -418,18 +419,25 @@ def save_image_folder(images, labels, path):
 
 
 def _savable_pixels(images):
-    """``images`` as uint8, refused when that would change a pixel."""
-    array = np.asarray(images)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(
-            f"images must have the shape (n_images, height, width, 3), RGB channels last; got {array.shape}."
-        )
+    """``images`` as uint8, refused when that would change a pixel: one array, or a list of any sizes."""
+    if not isinstance(images, list | tuple):
+        return _uint8_pixels(np.asarray(images), "images", ndim=4)
+    if not images:
+        raise ValueError("images is empty: there is nothing to save.")
+    return [_uint8_pixels(np.asarray(image), f"images[{i}]", ndim=3) for i, image in enumerate(images)]
+
+
+def _uint8_pixels(array, name, ndim):
+    """``array``, an image (``ndim=3``) or images (4) with RGB channels last, as uint8; ``name`` in errors."""
+    if array.ndim != ndim or array.shape[-1] != 3:
+        shape = "(n_images, height, width, 3)" if ndim == 4 else "(height, width, 3)"
+        raise ValueError(f"{name} must have the shape {shape}, RGB channels last; got {array.shape}.")
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 255)):
         found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
         raise ValueError(
-            f"images must hold integers from 0 to 255 (uint8); got {found}. For floats in [0, 1], pass "
+            f"{name} must hold integers from 0 to 255 (uint8); got {found}. For floats in [0, 1], pass "
             "(images * 255).round().astype(np.uint8)."
         )
     return array.astype(np.uint8)

@@ -75,6 +75,23 @@ def test_save_image_folder_checks_everything_before_writing(tmp_path):
     assert np.asarray(Image.open(path)).max() == 200
 
 
+def test_save_image_folder_takes_a_list_of_images_of_different_sizes(tmp_path):
+    # A list of images of other sizes raised numpy's "inhomogeneous shape" error.
+    images = [np.full((4, 6, 3), 10, dtype=np.uint8), np.full((5, 3, 3), 20, dtype=np.int64)]
+    paths = save_image_folder(images, ["a", "b"], tmp_path / "out")
+    assert [np.asarray(Image.open(path)).shape for path in paths] == [(4, 6, 3), (5, 3, 3)]
+    assert np.asarray(Image.open(paths[1])).max() == 20
+    refused = [
+        ([images[0], np.zeros((4, 4))], r"images\[1\] must have the shape \(height, width, 3\)"),
+        ([images[0], np.full((2, 2, 3), 0.5)], r"images\[1\] must hold integers from 0 to 255.*float64"),
+        ([], "images is empty"),
+    ]
+    for listed, message in refused:
+        with pytest.raises(ValueError, match=message):
+            save_image_folder(listed, ["a", "b"][: len(listed)], tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+
+
 def test_save_image_folder_refuses_a_folder_holding_other_images_and_overwrites_its_own(tmp_path):
     images = np.zeros((4, 4, 4, 3), dtype=np.uint8)
     first = save_image_folder(images, ["a", "a", "b", "b"], tmp_path)
