@@ -83,7 +83,7 @@ class TrainingStateMixin:
             # for optimizer, iterator_* and dataset keys. Kept as settings instead: the next training call
             # applies dropout, BatchNorm freezing, the optimizer's class and the loaders' settings to the
             # fitted network, and raises for the others, which decide the network (prediction warns of them
-            # meanwhile); a cold fit builds with them. Dataset keys are refused by the next fit, as before it.
+            # meanwhile); a cold fit builds with them. Dataset keys are kept too, for the next fit to refuse.
             kept = {key: value for key, value in params.items() if _kept_as_setting(key)}
             vars(self).update(kept)
             self._params_to_validate.update(kept)
