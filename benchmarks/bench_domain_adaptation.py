@@ -151,10 +151,7 @@ class Benchmark:
 
     def pretrained(self):
         """Whether the network starts from pretrained weights (not ``weights=None``, not ``model=None``)."""
-        return (
-            self.settings.get("model", "DEFAULT") is not None
-            and self.settings.get("weights", "DEFAULT") is not None
-        )
+        return self.has_backbone() and self.settings.get("weights", "DEFAULT") is not None
 
     def has_backbone(self):
         """Whether the network has a backbone (not ``model=None``, the bottleneck and head on features)."""

@@ -40,10 +40,10 @@ class FineTuneClassifier(RegularizationMixin, DistillationMixin, TransferClassif
         head keeps ``weight_decay``. ``train_loss`` includes the penalty. Needs pretrained weights (neither
         ``weights=None`` nor ``model=None``). w0 is copied when the network is built, and ``partial_fit`` or
         a warm fit keeps pulling toward it (also after ``load_params``); set after fitting without it, it
-        raises there (refit). With
-        ``strategy="lora"`` the pretrained weights stay frozen and the penalty holds the adapters near their
-        initialisation (the pretrained network), in place of their weight decay; with ``"linear_probe"``
-        nothing in the backbone trains, and fit warns that the penalty is ignored.
+        raises there (refit). With ``strategy="lora"`` the pretrained weights stay frozen and the penalty
+        holds the adapters near their initialisation (the pretrained network), in place of their weight
+        decay; with ``"linear_probe"`` nothing in the backbone trains, and fit warns that the penalty is
+        ignored.
     regularization_strength : float, default=0.01
         alpha of L2-SP, against the mean loss of a batch as in the paper. 0.01, the low end of the range
         the paper works in (0.01 to 0.1): in ``benchmarks/bench_regularization.py`` (handwritten digits, far

@@ -380,11 +380,12 @@ class TransferClassifier(
         with self._on_device(), self._random_stream(), self._training_texts_checked():
             self._move_to_device()
             self._apply_changed_settings()
+            codes = label_codes(targets)
             if self._holds_out_for_early_stopping():  # before the backbone embeds anything
-                self._check_validation_split(np.asarray(label_codes(targets)))
+                self._check_validation_split(np.asarray(codes))
             data = self._training_data(source, targets)
             with self._accelerated_run():  # skorch stratifies validation splits by the codes
-                super().partial_fit(data, label_codes(targets), _routing_method=routing_method, **fit_params)
+                super().partial_fit(data, codes, _routing_method=routing_method, **fit_params)
         return self
 
     def train_step_single(self, batch, **fit_params):

@@ -12,7 +12,7 @@ from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferClassifier, checked_probabilities
 from .domain_batches import DomainBatchesMixin
 from .domains import SourceDomainsMixin, TargetScoreMixin, split_domains
-from .networks import ADVERSARIAL, DomainAdaptationNetwork
+from .networks import ADVERSARIAL, DISCRIMINATOR_DIM, DomainAdaptationNetwork
 from .objectives import AdaptationObjectiveMixin
 
 METHODS = ("dann", "cdan", "mmd", "coral", "mcc", "self_training", "source_only")
@@ -372,7 +372,7 @@ class DomainAdaptedClassifier(
         """The discriminator's hidden width, ``"auto"`` resolved."""
         if self.discriminator_dim != "auto":
             return self.discriminator_dim
-        return self.bottleneck_dim if self.model is None else 512
+        return self.bottleneck_dim if self.model is None else DISCRIMINATOR_DIM
 
     def embed(self, X):
         """The bottleneck features of X, what the head reads (and what DANN's discriminator sees).

@@ -7,6 +7,8 @@ from .._network import BackboneWithHead
 from .losses import DomainDiscriminator, MultilinearMap, reverse_gradient
 
 ADVERSARIAL = ("dann", "cdan")
+# The discriminator's hidden width with a backbone (DomainAdaptedClassifier's discriminator_dim="auto").
+DISCRIMINATOR_DIM = 512
 
 
 class DomainAdaptationNetwork(BackboneWithHead):
@@ -37,7 +39,7 @@ class DomainAdaptationNetwork(BackboneWithHead):
         freeze_batchnorm=False,
         channels_last=False,
         bottleneck_dim=256,
-        discriminator_dim=512,
+        discriminator_dim=DISCRIMINATOR_DIM,
         adversarial=None,
         n_sources=1,
     ):
