@@ -7,6 +7,7 @@ behave the same way.
 
 import copy
 import difflib
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -325,13 +326,79 @@ def cut_at_layer(module, layer):
             f"layer={layer!r}: this model cannot be traced by torchvision.models.feature_extraction ({exc}); "
             "use layer=None (penultimate features) or pass a module that returns the features you want."
         ) from exc
+    _refuse_unknown_layer(layer, valid)
+    return feature_extraction.create_feature_extractor(
+        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
+    )
+
+
+def _refuse_unknown_layer(layer, valid):
     if layer not in valid:
         close = difflib.get_close_matches(layer, valid, n=5)
         hint = f" Closest: {close}." if close else ""
         raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} Valid layers: {valid}")
-    return feature_extraction.create_feature_extractor(
-        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
-    )
+
+
+# torchvision builds these with other inputs when given weights (transform_input): the graph follows them
+_GRAPH_FOLLOWS_WEIGHTS = frozenset({"googlenet", "inception_v3"})
+
+
+def check_layer_before_loading(model, layer, weights):
+    """Raise the error :func:`cut_at_layer` would for a ``layer`` of a torchvision ``model`` name, before loading.
+
+    The architecture is built on the meta device, without memory or weights, so that a misspelt layer is
+    reported before a download. Other models (a module, a factory, a text encoder, the offline default whose
+    weights are on disk), the architectures that cannot be built that way and those whose graph depends on
+    ``weights`` are left to :func:`cut_at_layer`.
+
+    Examples
+    --------
+    >>> check_layer_before_loading("resnet18", "layer4", "DEFAULT")
+    >>> check_layer_before_loading("resnet18", "layer5", "DEFAULT")
+    Traceback (most recent call last):
+    ...
+    ValueError: layer='layer5' is not a layer of this model. Closest: ['layer4', 'layer3', 'layer2', ...
+    """
+    if layer is None or not isinstance(model, str) or model not in torchvision_model_names():
+        return
+    if model in _GRAPH_FOLLOWS_WEIGHTS and weights is not None and not is_checkpoint(weights):
+        return
+    valid = _unweighted_layer_names(model)
+    if valid is not None:
+        _refuse_unknown_layer(layer, list(valid))
+
+
+def check_module_layer(module, layer):
+    """Raise the error :func:`cut_at_layer` would for a ``layer`` that ``module`` lacks, on a copy of it.
+
+    For callers that send the module elsewhere to be cut (a cluster's workers). A module that cannot be
+    copied or traced is left to :func:`cut_at_layer`, which says why.
+
+    Examples
+    --------
+    >>> check_module_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "2")
+    Traceback (most recent call last):
+    ...
+    ValueError: layer='2' is not a layer of this model. Valid layers: ['input', '0', '1']
+    """
+    if layer is None or isinstance(module, TextEncoder):
+        return
+    try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
+        valid = layer_names(copy.deepcopy(module))
+    except Exception:
+        return
+    _refuse_unknown_layer(layer, valid)
+
+
+@functools.cache
+def _unweighted_layer_names(name):
+    """The layer names of torchvision's ``name`` built on the meta device, or None where it cannot be."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # of initialisations to change: fit warns of its own
+            return tuple(layer_names(torchvision.models.get_model(name, weights=None)))
+    except Exception:  # RegNets compute their widths from tensors, which the meta device does not hold
+        return None
 
 
 def _replace_submodule(module, name, replacement):

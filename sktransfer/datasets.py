@@ -376,7 +376,7 @@ def save_image_folder(images, labels, path):
         as a folder of photographs does.
     labels : array-like of shape (n_images,)
         One sub-folder per distinct label: each label, as a string, must be a folder name (not empty,
-        not ``.`` or ``..``, no path separator).
+        not ``.`` or ``..``, no path separator), and no two may differ only in case.
     path : str or path-like
         The folder; created if missing.
 
@@ -404,6 +404,7 @@ def save_image_folder(images, labels, path):
             f"labels {unsafe[:5]} are not folder names: each label becomes one sub-folder of path, so it "
             "must not be empty, '.' or '..', nor hold a path separator."
         )
+    _refuse_labels_alike_but_for_case(names)
     files = [root / name / f"{index:06d}.png" for index, name in enumerate(names)]
     stale = sorted(set(_images_in_class_folders(root)) - set(map(str, files)))
     if stale:
@@ -446,6 +447,20 @@ def _uint8_pixels(array, name, ndim):
 def _is_folder_name(name):
     """Whether ``name`` is one folder name on any system: not empty, ``.`` or ``..``, no separator."""
     return name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _refuse_labels_alike_but_for_case(names):
+    """Refuse labels that differ only in case: one folder on macOS's and Windows' file systems."""
+    by_folded = {}
+    for name in dict.fromkeys(names):
+        by_folded.setdefault(name.casefold(), []).append(name)
+    alike = [group for group in by_folded.values() if len(group) > 1]
+    if alike:
+        raise ValueError(
+            f"labels {alike[0]} differ only in case: on macOS and Windows, whose file systems ignore case, "
+            "they would share one sub-folder, and load_image_folder would read them as one class. Rename "
+            "them (with a suffix, say) before saving."
+        )
 
 
 def _images_in_class_folders(root):

@@ -16,8 +16,10 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_params
+from torch import nn
 
 from ._stacklevel import caller_stacklevel
+from .backbones import check_layer_before_loading, check_module_layer
 from .feature_extraction import PretrainedFeatureExtractor
 from .texts import truncations_collected, warn_of_cut_texts
 
@@ -245,6 +247,10 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         extractor._validate_params()
     except InvalidParameterError as error:  # not renamed as a parameter of this function's by its decorator
         raise ValueError(f"extractor: {error}") from None
+    if not hasattr(extractor, "backbone_"):  # a misspelt layer, here rather than on every worker
+        check_layer_before_loading(extractor.model, extractor.layer, extractor.weights)
+        if isinstance(extractor.model, nn.Module):
+            check_module_layer(extractor.model, extractor.layer)
     client = _default_client() if client is None else client
     partitions = _partitions(client, X, partition_size)
     _check_worker_environment(client)

@@ -34,6 +34,7 @@ from .backbones import (
     OFFLINE_MODEL_NAME,
     build_feature_model,
     built_by_library,
+    check_layer_before_loading,
     load_backbone,
     pooling_cannot_apply,
 )
@@ -208,6 +209,7 @@ class PretrainedFeatureExtractor(
         source = self._image_source(X, reset=True)
         device = self._devices()[0]
         self._precision([device])  # float16 on a CPU fails before any weights load
+        check_layer_before_loading(self.model, self.layer, self.weights)  # and so does a misspelt layer
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )

@@ -45,6 +45,7 @@ from .backbones import (
     Backbone,
     FeatureModel,
     built_by_library,
+    check_layer_before_loading,
     cut_at_layer,
     feature_size,
     load_backbone,
@@ -117,6 +118,7 @@ class TransferClassifier(
                 )
             backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
         else:
+            check_layer_before_loading(self.model, self.layer, self.weights)
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()

@@ -7,11 +7,13 @@ import torch
 import torchvision
 from torchvision.transforms._presets import ImageClassification
 
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer.backbones import (
     FeatureModel,
     KeptParametersWarning,
     WeightsUnavailableError,
     build_feature_model,
+    check_layer_before_loading,
     expected_weights_path,
     layer_names,
     load_backbone,
@@ -89,6 +91,36 @@ def test_missing_weights_offline_say_where_they_belong(monkeypatch):
     assert str(path) in str(error.value)
     assert "TORCH_HOME" in str(error.value)
     assert "resnet18-f37072fd.pth" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        PretrainedFeatureExtractor(model="resnet18", layer="layer5", device="cpu"),
+        FineTuneClassifier(model="resnet18", layer="layer5", max_epochs=1, device="cpu"),
+    ],
+    ids=["extractor", "fine-tuning"],
+)
+def test_a_misspelt_layer_is_refused_before_the_weights_download(
+    monkeypatch, tmp_path, labelled_images, estimator
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights: fit would download them
+
+    def download(*args, **kwargs):
+        raise AssertionError("the layer must be checked before the weights are downloaded")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    with pytest.raises(
+        ValueError, match=r"layer='layer5' is not a layer of this model\. Closest: \['layer4'"
+    ):
+        estimator.fit(*labelled_images)
+
+
+def test_the_early_layer_check_leaves_graphs_that_follow_the_weights_to_fit():
+    # with weights, torchvision builds GoogLeNet to transform its input: nodes that weights=None lacks
+    check_layer_before_loading("googlenet", "mul", "DEFAULT")
+    with pytest.raises(ValueError, match="layer='mul' is not a layer of this model"):
+        check_layer_before_loading("googlenet", "mul", None)
 
 
 def test_checkpoint_of_a_model_fine_tuned_on_other_classes(tmp_path):

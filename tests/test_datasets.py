@@ -64,6 +64,7 @@ def test_save_image_folder_checks_everything_before_writing(tmp_path):
         (dark, ["a", "b", "c"], "2 images but labels has 3"),
         (dark, ["..", ""], r"labels \['', '..'\] are not folder names"),
         (dark, ["cat/dog", "x"], r"labels \['cat/dog'\]"),
+        (dark, ["Cat", "cat"], r"labels \['Cat', 'cat'\] differ only in case"),  # one folder on macOS
         (dark[..., 0], ["a", "b"], r"\(n_images, height, width, 3\)"),
     ]
     for images, labels, message in refused:

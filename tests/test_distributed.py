@@ -179,6 +179,10 @@ def test_bad_arguments_are_named(client, paths):
     ) as raised:
         transform_on_dask(extractor.set_params(batch_size=0), paths, client=client)
     assert not isinstance(raised.value, PartitionError)  # refused here, not by every partition's worker
+    misspelt = PretrainedFeatureExtractor(model=TinyConvNet(), layer="features.9", device="cpu")
+    with pytest.raises(ValueError, match=r"layer='features\.9' is not a layer of this model") as raised:
+        transform_on_dask(misspelt, paths, client=client)
+    assert not isinstance(raised.value, PartitionError)
 
 
 def test_workers_with_dask_default_malloc_trimming_are_reported(paths, monkeypatch):
