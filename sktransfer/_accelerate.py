@@ -318,6 +318,13 @@ class AcceleratedTrainingMixin:
         state["_run"] = None  # a checkpoint pickled during training
         return state
 
+    def __copy__(self):
+        # copy.copy too would go through __getstate__: a shallow copy shares every attribute, the
+        # accelerator included
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
     def __deepcopy__(self, memo):
         # copy.deepcopy would go through __getstate__ and lose the accelerator, which only a pickle must
         # leave behind: a copy made in this process trains under the same one (the process's own state,

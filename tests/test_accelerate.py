@@ -66,7 +66,7 @@ def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labell
     assert len(clf.history) == 8  # max_epochs more
 
 
-def test_a_deep_copy_keeps_the_accelerator_a_pickle_leaves(make_accelerator, labelled_images):
+def test_a_copy_keeps_the_accelerator_a_pickle_leaves(make_accelerator, labelled_images):
     # copy.deepcopy went through __getstate__, which leaves the accelerator out of pickles: the copy then
     # trained without it, silently.
     X, y = labelled_images
@@ -74,6 +74,7 @@ def test_a_deep_copy_keeps_the_accelerator_a_pickle_leaves(make_accelerator, lab
     for clf in (_gradual(accelerator=accelerator), _gradual(accelerator=accelerator).fit(X, y)):
         copied = copy.deepcopy(clf)
         assert copied.accelerator is accelerator
+        assert copy.copy(clf).accelerator is accelerator
         assert pickle.loads(pickle.dumps(clf)).accelerator is None
     np.testing.assert_array_equal(copied.predict_proba(X), clf.predict_proba(X))
     copied.partial_fit(X, y)
