@@ -80,14 +80,21 @@ def seeded(random_state):
     """Run a block with torch's global generators seeded from ``random_state``, restoring them after.
 
     ``None`` leaves the generators alone. This is how random initialisations inside third-party
-    constructors (torchvision's models) become reproducible without touching the user's global seed.
-    Seeded blocks of several threads run one at a time (``SEEDED_WORK``).
+    constructors (torchvision's models) become reproducible without touching the user's global seed. The
+    CUDA generators are seeded too once CUDA runs; before, the block draws on the CPU only (networks are built
+    there), and it does not start CUDA. Seeded blocks of several threads run one at a time (``SEEDED_WORK``).
     """
     if random_state is None:
         yield
         return
-    with SEEDED_WORK, torch.random.fork_rng():  # the CPU generator and every CUDA one: manual_seed seeds all
-        torch.manual_seed(seed_of(random_state))
+    # The CUDA generators only where CUDA runs already: reading their state would start it (a context on every
+    # GPU, and torch's warning of forking several) in a process whose fits may never leave the CPU.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with SEEDED_WORK, torch.random.fork_rng(devices=cuda):
+        if cuda:
+            torch.manual_seed(seed_of(random_state))  # the CPU generator and every CUDA one
+        else:  # torch.manual_seed would queue the CUDA seeding for when CUDA starts, after the block
+            torch.random.default_generator.manual_seed(seed_of(random_state))
         yield
 
 

@@ -234,13 +234,23 @@ class TrainingDataMixin:
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):
+        seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
         if self._holds_out_for_early_stopping():
-            seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
             if seed is None:  # several processes must validate on the same rows
                 seed = self._validation_seed()
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
-        return super().get_split_datasets(X, y, **fit_params)
+        if seed is None or self.train_split is None:
+            return super().get_split_datasets(X, y, **fit_params)
+        # The user's split as it is; where it draws from numpy's global generator (skorch's ValidSplit without
+        # a random_state), that generator is seeded from random_state for the call and restored after it.
+        # Training holds SEEDED_WORK here (_random_stream): no seeded fit in another thread draws meanwhile.
+        state = np.random.get_state()  # noqa: NPY002 (the legacy global generator is the one it draws from)
+        np.random.seed(seed)  # noqa: NPY002
+        try:
+            return super().get_split_datasets(X, y, **fit_params)
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
 
     def _holds_out_for_early_stopping(self):
         """Whether training holds out a validation split of its own: early stopping without a train_split."""
@@ -291,6 +301,8 @@ class TrainingDataMixin:
             if self.augment is not None:
                 augment = default_augmentation() if self.augment == "default" else self.augment
                 dataset = with_augment(dataset, augment)
+        else:  # each pass draws its workers' seed: from the loader's own generator, not the global one
+            kwargs.setdefault("generator", torch.Generator())
         if yields_batches(dataset):
             kwargs.setdefault("collate_fn", already_batched)
             kwargs.setdefault("num_workers", self.num_workers)

@@ -97,7 +97,9 @@ accelerator : accelerate.Accelerator or None, default=None
     Leave ``device="auto"``. See the README's "Scaling out".
 random_state : int, RandomState instance or None, default=None
     Seeds the initialisation of the new layers, the order of the batches, dropout, augmentation and the
-    validation split: two fits on the CPU give the same predictions. Each ``partial_fit`` (or warm ``fit``)
+    validation split (a ``train_split`` of yours that draws from numpy's global generator, as skorch's
+    ``ValidSplit`` without a ``random_state`` does, draws from one seeded from it, and numpy's is left as it
+    was): two fits on the CPU give the same predictions. Each ``partial_fit`` (or warm ``fit``)
     continues the random stream of the calls before it, so successive calls draw new batches while the same
     sequence of calls gives the same predictions (a pickled copy too); another ``random_state`` set after
     fitting (another int, or a RandomState object) starts a new stream, while the same int continues it.
@@ -107,7 +109,8 @@ verbose : int, default=0
     show from 2 only, so that several workers do not garble each other's; the epoch table prints from 1.
 criterion : torch.nn.Module class, default=torch.nn.CrossEntropyLoss
     The classification loss, built with the ``criterion__*`` parameters; the default cross-entropy also
-    gets ``label_smoothing``.
+    gets ``label_smoothing``. It reads one logit per class; whatever it is, ``predict_proba`` turns them
+    into probabilities with a softmax (skorch's ``predict_nonlinearity="auto"`` here).
 optimizer : torch.optim.Optimizer class, default=torch.optim.AdamW
     Built with one parameter group per learning rate (the new layers at ``lr``, the backbone stages at
     the rates ``backbone_lr_ratio`` and ``layer_decay`` give) and with ``weight_decay``.

@@ -449,12 +449,17 @@ def already_batched(batch):
 
 
 def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
-    """A DataLoader over a :class:`PreprocessedImages` that keeps order and its batches as they come."""
+    """A DataLoader over a :class:`PreprocessedImages` that keeps order and its batches as they come.
+
+    It has a generator of its own: a DataLoader draws its workers' seed at every pass, from torch's global
+    generator otherwise, which embedding would then move for the user (and for seeded fits in other threads).
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         collate_fn=already_batched,
         pin_memory=pin_memory,
+        generator=torch.Generator(),
         **loader_processes(num_workers),
     )

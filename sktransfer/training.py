@@ -21,6 +21,7 @@ from skorch.dataset import unpack_data
 from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
+from ._fitted_state import forget_fitted_attributes
 from ._fused_optimizer import with_fused_default
 from ._labels import checked_labels, encode_labels, require_labels
 from ._lora import add_lora, drop_unreached_adapters
@@ -178,7 +179,7 @@ class TransferClassifier(
 
     def initialize_criterion(self):
         kwargs = self.get_params_for("criterion")
-        if self.criterion is nn.CrossEntropyLoss:
+        if _is_cross_entropy(self.criterion):
             kwargs.setdefault("label_smoothing", self.label_smoothing)
         self.criterion_ = self.initialized_instance(self.criterion, kwargs)
         self._criterion_made_for = self._criterion_settings()
@@ -311,16 +312,28 @@ class TransferClassifier(
         return self._fit(X, y, fit_params)
 
     def _fit(self, X, y, fit_params, **target_kwargs):
-        source = self._checked_training_input(X, fit_params, reset=True)
-        warm = self.warm_start and self.initialized_
-        codes = self._targets(y, len(source), reset=not warm, **target_kwargs)
-        if not warm:
+        if (
+            self.warm_start and self.initialized_
+        ):  # the network kept: X checked against it, as partial_fit does
+            source = self._checked_training_input(X, fit_params, reset=False)
+            codes = self._targets(y, len(source), reset=False, **target_kwargs)
+            return self._train(source, self._training_targets(X, codes), "fit", fit_params)
+        try:
+            source = self._checked_training_input(X, fit_params, reset=True)
+            codes = self._targets(y, len(source), reset=True, **target_kwargs)
             self._initializing_on = source  # the width of a module that ends with Flatten depends on it
             try:
                 self.initialize()
             finally:
                 del self._initializing_on
-        return self._train(source, self._training_targets(X, codes), "fit", fit_params)
+            return self._train(source, self._training_targets(X, codes), "fit", fit_params)
+        except BaseException:
+            # Not the earlier network beside the new classes_, nor a new untrained one: not fitted at all,
+            # with the attributes skorch's __init__ sets as it leaves them.
+            virtual_params = self.virtual_params_
+            forget_fitted_attributes(self)
+            self.history_, self.initialized_, self.virtual_params_ = None, False, virtual_params
+            raise
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs without re-initialising (the first call initialises).
@@ -371,6 +384,8 @@ class TransferClassifier(
             warn_of_unused_settings(self, ["unfreeze_epochs"], "with strategy='gradual'")
         if self.lr_schedule is None:
             warn_of_unused_settings(self, ["warmup"], "with an lr_schedule")
+        if not _is_cross_entropy(self.criterion):
+            warn_of_unused_settings(self, ["label_smoothing"], "with criterion=torch.nn.CrossEntropyLoss")
         if not self.early_stopping:
             warn_of_unused_settings(self, ["patience", "validation_fraction"], "with early_stopping=True")
         elif self.train_split is not None:
@@ -417,6 +432,13 @@ class TransferClassifier(
     def forward_iter(self, X, training=False, device="cpu"):
         self._precision()  # float16 set after fitting, on a CPU: raise before the first batch
         yield from super().forward_iter(X, training=training, device=device)
+
+    def _get_predict_nonlinearity(self):
+        # The network ends in one logit per class whatever the loss; skorch's "auto" reads the criterion, and
+        # leaves the outputs of any loss but cross-entropy as they are: logits, which are no probabilities.
+        if self.predict_nonlinearity == "auto":
+            return softmax_over_classes
+        return super()._get_predict_nonlinearity()
 
     def predict_proba(self, X):
         """Class probabilities, one row per image, columns in the order of ``classes_``.
@@ -481,8 +503,21 @@ class TransferClassifier(
         return tags
 
 
+def softmax_over_classes(logits):
+    """The probabilities that one row of logits per sample gives (``predict_nonlinearity="auto"``)."""
+    return torch.softmax(logits, dim=-1)
+
+
+def _is_cross_entropy(criterion):
+    return isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)
+
+
 def checked_probabilities(proba):
-    """The network's probabilities in float64, each row summing to 1; raises if one is not finite."""
+    """The network's probabilities in float64, each row summing to 1; raises if a row is not probabilities.
+
+    Rows are rescaled to sum to exactly 1 (bfloat16 leaves them a little off); a value that is not finite, a
+    negative one or a row of zeros raises, naming the samples.
+    """
     proba = proba.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
     if bad.size:
@@ -490,7 +525,15 @@ def checked_probabilities(proba):
             f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
             "diverged during training (refit with a smaller lr or precision='float32')."
         )
-    return proba / proba.sum(axis=1, keepdims=True)
+    sums = proba.sum(axis=1, keepdims=True)
+    bad = np.flatnonzero((proba < 0).any(axis=1) | (sums[:, 0] <= 0))
+    if bad.size:
+        raise ValueError(
+            f"the network's outputs for samples {bad[:10].tolist()} are not probabilities (negative, or all "
+            "zero) once predict_nonlinearity has run: it must map each row of logits to probabilities, as "
+            "its default 'auto' (a softmax) does."
+        )
+    return proba / sums
 
 
 def _refuse_sample_weight(fit_params, estimator_name):

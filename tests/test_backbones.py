@@ -65,6 +65,22 @@ def test_random_initialisation_follows_random_state():
     assert not torch.equal(first["conv1.weight"], other["conv1.weight"])
 
 
+def test_a_seeded_build_leaves_cuda_unstarted_and_the_global_generator_as_it_was(monkeypatch):
+    # Reading a CUDA generator's state starts CUDA: a context on every GPU, for a fit that stays on the CPU.
+    def starts_cuda(*args, **kwargs):
+        raise AssertionError("a seeded build on the CPU started CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", starts_cuda)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", starts_cuda)
+    before = torch.get_rng_state()
+    first = load_backbone("resnet18", weights=None, random_state=0).module.state_dict()
+    again = load_backbone("resnet18", weights=None, random_state=0).module.state_dict()
+    assert torch.equal(first["conv1.weight"], again["conv1.weight"])
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_torchvision_weights_are_read_from_torchs_cache(monkeypatch):
     weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
     expected = torchvision.models.mobilenet_v3_small(num_classes=1000).state_dict()

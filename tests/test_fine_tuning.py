@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from skorch.callbacks import Callback
 
 from sktransfer import FineTuneClassifier
 from sktransfer._fused_optimizer import move_optimizer_state
+from sktransfer.exceptions import IgnoredSettingWarning
 from sktransfer.training import TrainingDivergedError
 
 from ._models import CountingNet, TinyConvNet
@@ -467,3 +469,95 @@ def test_a_classifier_fitted_on_cpu_0_pickles_and_a_device_list_is_refused(label
     np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
     with pytest.raises(ValueError, match="'device' parameter"):
         FineTuneClassifier(TinyConvNet, device=["cpu"], max_epochs=1).fit(X, y)
+
+
+def _three_blobs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    X[:, 0] += np.tile([0, 3, 6], 20)
+    return X, np.array(["a", "b", "c"] * 20)
+
+
+def test_a_loss_other_than_cross_entropy_still_gives_probabilities_and_the_networks_classes():
+    # skorch's predict_nonlinearity="auto" leaves the outputs of any loss but cross-entropy as they are:
+    # rows of logits, divided by their sums, went negative and made predict pick other classes.
+    from sktransfer.domain_adaptation import DomainAdaptedClassifier
+
+    X, y = _three_blobs()
+    common = {"model": None, "criterion": torch.nn.MultiMarginLoss, "device": "cpu", "random_state": 0}
+    unlabelled = np.full(len(y), -1, dtype=object)
+    for clf in (
+        FineTuneClassifier(**common, max_epochs=20, lr=0.05).fit(X, y),
+        DomainAdaptedClassifier(**common, method="source_only", max_epochs=5).fit(
+            np.vstack([X, X]), np.concatenate([y, unlabelled])
+        ),
+    ):
+        proba = clf.predict_proba(X)
+        assert proba.min() >= 0
+        assert np.allclose(proba.sum(axis=1), 1)
+        with torch.no_grad():
+            logits = clf.module_(torch.as_tensor(X))
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        np.testing.assert_array_equal(clf.predict(X), clf.classes_[logits.argmax(dim=1).numpy()])
+
+
+def test_outputs_that_are_not_probabilities_are_refused_and_label_smoothing_says_it_needs_cross_entropy():
+    X, y = _three_blobs()
+    logits = FineTuneClassifier(model=None, predict_nonlinearity=None, max_epochs=3, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match=r"outputs for samples \[.*\] are not probabilities"):
+        logits.predict_proba(X)
+    with pytest.warns(IgnoredSettingWarning, match="label_smoothing=0.1 takes effect only with criterion"):
+        FineTuneClassifier(
+            model=None, criterion=torch.nn.MultiMarginLoss, label_smoothing=0.1, max_epochs=1, device="cpu"
+        ).fit(X, y)
+
+
+def test_a_fit_that_fails_leaves_the_classifier_not_fitted():
+    # The failed refit kept the earlier network beside the new classes_, or a new untrained network that
+    # predicted as if fitted.
+    X, y = _three_blobs()
+    common = {"model": None, "max_epochs": 2, "device": "cpu", "random_state": 0}
+    one_row_more = np.where(np.arange(len(y)) == 0, "d", y)  # a class too small for the validation split
+    for clf, X_bad, y_bad, message in [
+        (FineTuneClassifier(**common), X[:5], ["z"] * 5, "one class only"),
+        (
+            FineTuneClassifier(**common, early_stopping=True, validation_fraction=0.25),
+            X,
+            one_row_more,
+            "validation_fraction=0.25",
+        ),
+    ]:
+        clf.fit(X, y)
+        with pytest.raises(ValueError, match=message):
+            clf.fit(X_bad, y_bad)
+        with pytest.raises(NotFittedError):
+            clf.predict(X)
+        assert clf.fit(X, y).predict(X).shape == y.shape
+
+
+def test_a_warm_fit_checks_x_against_the_network_it_keeps():
+    X, y = _three_blobs()
+    clf = FineTuneClassifier(model=None, max_epochs=1, device="cpu", random_state=0, warm_start=True).fit(
+        X, y
+    )
+    with pytest.raises(ValueError, match="X has 10 features, but FineTuneClassifier is expecting 8"):
+        clf.fit(np.hstack([X, X[:, :2]]), y)
+    assert clf.n_features_in_ == 8
+    assert clf.predict(X).shape == y.shape
+
+
+def test_a_train_split_of_numpys_global_generator_follows_random_state_and_leaves_it_alone():
+    # skorch's ValidSplit without a random_state validated on other rows at every fit, despite random_state.
+    from skorch.dataset import ValidSplit
+
+    X, y = _three_blobs()
+    before = np.random.get_state()[1].copy()  # noqa: NPY002 (the generator ValidSplit draws from)
+    fits = [
+        FineTuneClassifier(
+            model=None, max_epochs=2, device="cpu", random_state=0, train_split=ValidSplit(0.25)
+        ).fit(X, y)
+        for _ in range(2)
+    ]
+    assert fits[0].history[:, "valid_loss"] == fits[1].history[:, "valid_loss"]
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002

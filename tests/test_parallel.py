@@ -5,10 +5,11 @@ import multiprocessing
 
 import numpy as np
 import pytest
+import torch
 from joblib import Parallel, delayed, parallel_config
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from sktransfer import FineTuneClassifier
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._parallel import in_joblib_worker, loader_processes
 from sktransfer.exceptions import IgnoredSettingWarning
 
@@ -55,6 +56,23 @@ def test_a_daemonic_process_loads_in_the_process_with_a_warning():
     assert keywords == {"num_workers": 0}
     assert len(messages) == 1
     assert "num_workers=2 cannot start DataLoader workers inside a daemonic" in messages[0]
+
+
+def test_predicting_and_embedding_leave_torchs_global_generator_alone(labelled_images, tiny_text_model):
+    # A DataLoader draws its workers' seed at every pass, from the global generator unless given one: each
+    # prediction moved it, for the user and for a seeded fit in another thread, whose result then depended
+    # on when the other thread predicted.
+    X, y = labelled_images
+    fitted = [
+        FineTuneClassifier(model=TinyConvNet, device="cpu", max_epochs=1, random_state=0).fit(X, y),
+        PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu").fit(X),
+    ]
+    text = PretrainedFeatureExtractor(model=tiny_text_model, device="cpu").fit(["a review", "another"])
+    before = torch.get_rng_state()
+    fitted[0].predict_proba(X)
+    fitted[1].transform(X)
+    text.transform(["a review", "another one", "a third"])
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_seeded_fits_in_threads_give_what_they_give_one_after_the_other(labelled_images):
