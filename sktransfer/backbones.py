@@ -221,7 +221,10 @@ def _offline_default(weights):
             f"weights={weights!r} is not available for model={OFFLINE_MODEL_NAME!r}: use 'DEFAULT' (ImageNet, "
             "shipped offline), None (random initialisation) or the path of a state_dict file."
         )
-    return Backbone(module, ImageClassification(crop_size=224, resize_size=256), OFFLINE_MODEL_NAME)
+    mean, std = input_scaling(OFFLINE_MODEL_NAME)
+    return Backbone(
+        module, ImageClassification(crop_size=224, resize_size=256, mean=mean, std=std), OFFLINE_MODEL_NAME
+    )
 
 
 def _check_model_name(name):
@@ -519,6 +522,24 @@ def _text_output_shape(backbone, layer):
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def input_scaling(model):
+    """The per-channel mean and std (of pixels scaled to [0, 1]) that the image ``model``'s weights expect.
+
+    ImageNet's for torchvision's models and a module of yours; the offline default's TensorFlow-trained
+    weights read pixels scaled to about [-1, 1]. For a preprocessing of another size, say.
+
+    Examples
+    --------
+    >>> input_scaling("resnet50")
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    >>> [round(value, 3) for value in input_scaling("efficientnet_lite0")[0]]
+    [0.498, 0.498, 0.498]
+    """
+    if isinstance(model, str) and model == OFFLINE_MODEL_NAME:
+        return _efficientnet_lite.INPUT_MEAN, _efficientnet_lite.INPUT_STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def imagenet_normalize():
