@@ -40,8 +40,14 @@ class FeatureModel(nn.Module):
 
     def forward(self, x):
         out = self.body(x)
-        if isinstance(out, dict):
+        if isinstance(out, dict) and list(out) == ["features"]:  # the library's cut at ``layer``
             out = out["features"]
+        elif isinstance(out, dict):  # a Hugging Face model's output, say
+            raise NetworkOutputError(
+                f"{self.output_name()} is a {type(out).__name__} with keys {list(out)}, not a tensor: pass a "
+                "module whose forward returns the features (for a Hugging Face vision model, its "
+                "pooler_output or last_hidden_state[:, 0], say)."
+            )
         if not isinstance(out, torch.Tensor) or out.ndim < 1 or len(out) != len(x):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise NetworkOutputError(

@@ -14,6 +14,7 @@ channels and an alpha channel dropped. Nothing the user passed is modified.
 
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,11 @@ _CHANNEL_COUNTS = (1, 3, 4)
 
 
 class GrayscaleStripsWarning(UserWarning):
-    """A 3-D array read as grayscale images 3 or 4 pixels wide: most likely one H×W×C image, unbatched.
+    """A 3-D array read as grayscale images, most likely one colour image, unbatched.
 
-    It warns where the last axis is 3 or 4 long and the second longer. A channels-first image (C×H×W) is not
-    told apart from 3 or 4 grayscale images, and does not warn.
+    It warns where the last axis is 3 or 4 long and the second longer (one H×W×C image), and for a torch
+    tensor, channels-first, where the first axis is 3 or 4 long and the others longer (one C×H×W image, as
+    ``torchvision.io.read_image`` gives). A NumPy array of 3 or 4 grayscale images of any size does not warn.
     """
 
 
@@ -104,10 +106,30 @@ class PILImages(ImageSource):
     """A sequence of PIL images, converted to RGB when loaded (wider modes read as their values)."""
 
     def load(self, index):
-        return _pil_tensor(self.items[index], index)
+        return _read_pil(index, partial(_pil_tensor, self.items[index], index))
 
     def fingerprints(self):
-        return [pil_image_key(image) for image in self.items]
+        return [_read_pil(index, partial(pil_image_key, image)) for index, image in enumerate(self.items)]
+
+
+def _read_pil(index, read):
+    """``read()`` of sample ``index``, naming it where Pillow cannot give its pixels (a closed file, say)."""
+    try:
+        return read()
+    except ValueError as exc:
+        if str(exc).startswith("X: "):  # our own, about its values
+            raise
+        raise _unreadable_pil(index, exc) from exc
+    except Exception as exc:  # Pillow asserts that the file is open, with no message
+        raise _unreadable_pil(index, exc) from exc
+
+
+def _unreadable_pil(index, exc):
+    return sample_error(
+        f"sample {index} is a PIL image whose pixels could not be read ({type(exc).__name__}: {exc}). An image "
+        "opened in a with block is closed at its end, before its pixels are loaded: call image.load() (or keep "
+        "image.copy()) inside the block, or pass the file paths."
+    )
 
 
 class ImageFiles(ImageSource):
@@ -349,10 +371,11 @@ def _from_array(array, channels_first):
     if array.ndim >= 1:
         _check_not_empty(len(array))
     if array.ndim == 3:
-        if array.shape[-1] in (3, 4) and array.shape[1] > 4:
+        layout = _unbatched_colour_layout(array.shape, channels_first)
+        if layout is not None:
             warnings.warn(
                 f"X of shape {array.shape} is read as {array.shape[0]} grayscale images of "
-                f"{array.shape[1]}×{array.shape[2]} pixels. For one colour image, pass X[None] (N×H×W×C).",
+                f"{array.shape[1]}×{array.shape[2]} pixels. For one colour image, pass X[None] ({layout}).",
                 GrayscaleStripsWarning,
                 stacklevel=caller_stacklevel(),
             )
@@ -368,6 +391,19 @@ def _from_array(array, channels_first):
         raise ValueError(f"X has shape {array.shape}: images must have at least one pixel.")
     check_values(array)
     return ArrayImages(array)
+
+
+def _unbatched_colour_layout(shape, channels_first):
+    """The batched layout of one colour image that a 3-D ``shape`` most likely is, or None for grayscale ones.
+
+    H×W×C where the last axis is 3 or 4 long and the second longer; C×H×W for a tensor (torchvision's layout,
+    as ``read_image`` returns one image) whose first axis is 3 or 4 long and the others longer.
+    """
+    if shape[-1] in (3, 4) and shape[1] > 4:
+        return "N×H×W×C"
+    if channels_first and shape[0] in (3, 4) and min(shape[1:]) > 4:
+        return "N×C×H×W"
+    return None
 
 
 def _channels_first(array, prefer_channels_first, index):
@@ -431,7 +467,7 @@ class PreprocessedImages(Dataset):
             # that writes in place (RandomErasing(inplace=True)) cannot write to
             images = [self.augment(image.contiguous()) for image in images]
         if self.preprocess is not None:
-            images = [self.preprocess(image) for image in images]
+            images = [self._preprocessed(image, index) for image, index in zip(images, indices, strict=True)]
         first = tuple(images[0].shape)
         for index, image in zip(indices, images, strict=True):
             if tuple(image.shape) != first:
@@ -441,6 +477,17 @@ class PreprocessedImages(Dataset):
                     "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."
                 )
         return torch.stack(images)
+
+    def _preprocessed(self, image, index):
+        try:
+            return self.preprocess(image)
+        except Exception as exc:
+            raise sample_error(
+                f"the preprocessing failed on sample {index}, a {tuple(image.shape)} {image.dtype} tensor "
+                f"({type(exc).__name__}: {exc}). It receives each image as a torch tensor, channels first, "
+                "uint8 or float in [0, 1], not a PIL image: use torchvision.transforms.v2 transforms, "
+                "without ToTensor or ToPILImage (v2.ToDtype(torch.float32, scale=True) scales to [0, 1])."
+            ) from exc
 
 
 def already_batched(batch):

@@ -41,10 +41,29 @@ def test_grayscale_is_replicated_to_three_channels(rgb_images):
 def test_one_colour_image_without_its_batch_axis_warns(rgb_images):
     with pytest.warns(GrayscaleStripsWarning, match=r"read as 20 grayscale images of 20×3 pixels.*X\[None\]"):
         assert len(as_image_source(rgb_images[0])) == 20
+    one_tensor = torch.from_numpy(rgb_images[0]).permute(2, 0, 1)  # C×H×W, as torchvision's read_image gives
+    with pytest.warns(GrayscaleStripsWarning, match=r"read as 3 grayscale images of 20×20 pixels.*N×C×H×W"):
+        assert len(as_image_source(one_tensor)) == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error", GrayscaleStripsWarning)
         as_image_source(rgb_images[..., 0])  # grayscale images: N×H×W
         as_image_source(rgb_images[0][None])
+        as_image_source(one_tensor[None])
+        as_image_source(rgb_images[:3, ..., 0])  # three grayscale images in a NumPy array
+
+
+def test_a_pil_image_closed_before_its_pixels_loaded_is_named(tmp_path, rgb_images):
+    # Pillow's bare AssertionError named neither the sample nor the with block that closed its file.
+    path = tmp_path / "image.png"
+    Image.fromarray(rgb_images[0]).save(path)
+    with Image.open(path) as image:
+        closed = [image]
+    for source in (as_image_source(closed), as_image_source([Image.open(path), *closed])):
+        index = len(source) - 1
+        with pytest.raises(ValueError, match=rf"sample {index} is a PIL image whose pixels .*image.load\(\)"):
+            source.load(index)
+        with pytest.raises(ValueError, match=rf"sample {index} is a PIL image"):
+            source.fingerprints()
 
 
 def test_an_augment_that_writes_in_place_works_on_grayscale_images(rgb_images):

@@ -201,20 +201,45 @@ class _NaNForSecondImage(nn.Module):
         return out
 
 
+class _ReturnsADict(nn.Module):
+    """A Hugging Face model's way: a dict of outputs (ModelOutput is a dict) rather than a tensor."""
+
+    def forward(self, x):
+        return {"last_hidden_state": x.flatten(2).transpose(1, 2), "pooler_output": x.mean(dim=(2, 3))}
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
     [
         (_DropsARow(), r"_DropsARow at layer=None is \(0, 3\) for a batch of 1 inputs"),
+        # the library's cut at a layer returns {"features": ...}: any dict was read as one, a KeyError
+        (
+            _ReturnsADict(),
+            r"_ReturnsADict at layer=None is a dict with keys \['last_hidden_state', 'pooler_output'\]",
+        ),
         (_FiveDimensional(), r"_FiveDimensional at layer=None has shape \(1, 3, 1, 32, 32\): pooling='avg'"),
         (_NaNForSecondImage(), r"_NaNForSecondImage at layer=None holds NaN or infinity .*rows \[1\]"),
     ],
-    ids=["rows", "shape", "finite"],
+    ids=["rows", "dict", "shape", "finite"],
 )
 def test_network_outputs_are_checked_and_the_layer_named(images, module, message):
     """Shapes are checked on fit's one blank input, before any image runs; finiteness batch by batch."""
     extractor = PretrainedFeatureExtractor(module, device="cpu", batch_size=2)
     with pytest.raises(NetworkOutputError, match=message):
         extractor.fit(images).transform(images)
+
+
+def test_a_preprocessing_that_fails_names_the_sample_and_what_it_receives(images):
+    # torchvision's classic pipeline starts with ToTensor, which refuses the tensor it is given: its bare
+    # TypeError said nothing of the library's side.
+    from torchvision import transforms
+
+    classic = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])
+    with pytest.raises(
+        ValueError, match=r"failed on sample 0, a \(3, 32, 32\) torch.uint8 tensor .*ToTensor"
+    ) as error:
+        PretrainedFeatureExtractor(TinyConvNet(), preprocess=classic, device="cpu").fit(images)
+    assert isinstance(error.value.__cause__, TypeError)
 
 
 def test_rows_never_written_are_an_error_not_uninitialised_memory():

@@ -56,6 +56,13 @@ class _DomainScorer(OneParameterScoreRequest):
                 "(DomainAdaptedClassifier, FeatureAlignmentClassifier, ImportanceWeightingClassifier), or "
                 "recode a class named -1."
             )
+        if not target.any() and sample_domain is not None:
+            raise ValueError(
+                f"{self._name} received no target row: the {len(X)} rows it scores (a test fold, in a search) "
+                "are all source rows by their sample_domain. Folds that cut rows in order leave the target rows "
+                "that follow the source rows out of the first folds: shuffle them "
+                "(cv=StratifiedKFold(5, shuffle=True, random_state=0)), or mix the domains' rows."
+            )
         if not target.any():
             raise ValueError(
                 f"{self._name} received no target row: mark target rows with y == -1 or with a negative "
