@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, write_section
 
 from sktransfer import DomainAdaptedClassifier, PretrainedFeatureExtractor
-from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from sktransfer.backbones import OFFLINE_MODEL_NAME, imagenet_normalize, input_scaling
 from sktransfer.datasets import blend_on_photos, load_digit_images, load_mnist_digits, load_rendered_digits
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
@@ -180,7 +180,11 @@ def typeset(pretrained=False):
     target, target_y = load_digit_images(size=32)
     if pretrained:
         resize = v2.Compose(
-            [v2.Resize(64), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+            [
+                v2.Resize(64),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(*input_scaling(OFFLINE_MODEL_NAME)),
+            ]
         )
         settings = {"preprocess": resize, "device": "cpu"}  # the offline EfficientNet-Lite0, fine-tuned
         name, network = "typeset_pretrained", "ImageNet EfficientNet-Lite0 fine-tuned at 64 px"

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, run_script
 
 from sktransfer import FineTuneClassifier
-from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD
+from sktransfer.backbones import OFFLINE_MODEL_NAME, input_scaling
 from sktransfer.datasets import load_digit_images
 
 SCHEDULES = {
@@ -53,7 +53,11 @@ QUICK = {"labels_per_class": [3], "seeds": 1, "epochs": 2, "test": 50}
 
 def classifier(seed, epochs, **params):
     resize = v2.Compose(
-        [v2.Resize(64), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        [
+            v2.Resize(64),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(*input_scaling(OFFLINE_MODEL_NAME)),
+        ]
     )
     settings = {"lr": 3e-3, "max_epochs": epochs, "batch_size": 16, "device": "cpu", "random_state": seed}
     return FineTuneClassifier(preprocess=resize, **{**settings, **params})

@@ -39,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, write_section
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer.backbones import OFFLINE_MODEL_NAME, input_scaling
 from sktransfer.datasets import load_textures, save_image_folder
 from sktransfer.distributed import UNSET_MALLOC_TRIM, SlowWorkersWarning, transform_on_dask
-
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def _peak_rss_mib():
@@ -100,7 +99,9 @@ def extraction_in_process(paths, threads, batch_size):
 
 def _fine_tune_search(n_jobs):
     # The textures at their own 64×64 size (no resize to 224): a grid search of many small fits.
-    preprocess = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+    preprocess = v2.Compose(
+        [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*input_scaling(OFFLINE_MODEL_NAME))]
+    )
     clf = FineTuneClassifier(
         strategy="lp_ft", max_epochs=3, batch_size=16, preprocess=preprocess, random_state=0, device="cpu"
     )

@@ -57,7 +57,7 @@ from _results import environment_line, publish, use_every_core
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._runtime import resolve_device
-from sktransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, load_backbone
+from sktransfer.backbones import input_scaling, load_backbone
 from sktransfer.datasets import load_digit_images, load_mnist_digits, load_movie_reviews, load_textures
 from sktransfer.transferability import gbc_score, h_score, leep_score, logme_score, nce_score
 
@@ -153,13 +153,13 @@ def image_candidates(config, folder):
     return candidates
 
 
-def resized(size):
-    """Preprocessing of each image at ``size`` pixels with ImageNet's normalisation, for every candidate."""
+def resized(size, model):
+    """Preprocessing of each image at ``size`` pixels, scaled as ``model``'s weights expect."""
     return v2.Compose(
         [
             v2.Resize((size, size), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.Normalize(*input_scaling(model)),
         ]
     )
 
@@ -190,7 +190,11 @@ def timed(function):
 def evaluate_candidate(candidate, data, config, device):
     """Scores on the training images and accuracies on the test images of one candidate."""
     X_train, y_train, X_test, y_test = data
-    common = {"model": candidate.model, "weights": candidate.weights, "preprocess": resized(config["size"])}
+    common = {
+        "model": candidate.model,
+        "weights": candidate.weights,
+        "preprocess": resized(config["size"], candidate.model),
+    }
     extractor = PretrainedFeatureExtractor(**common, layer=candidate.layer, device=device, random_state=0)
     extractor.fit(X_train[:1])
     seconds, train = timed(lambda: extractor.transform(X_train))
@@ -276,7 +280,9 @@ def ranking_section(config, device):
         f"### Ranking backbones, layers and weights without training ({', '.join(config['datasets'])})",
         "",
         f"{config['train_per_class']} training and {config['test_per_class']} test images per class, resized to "
-        f"{config['size']}×{config['size']}. Scores on the training images; accuracies on the test images, of "
+        f"{config['size']}×{config['size']} and scaled as each network's weights expect (input_scaling: "
+        "EfficientNet-Lite0's (pixel - 127) / 128, ImageNet's mean and std for torchvision's networks). Scores "
+        "on the training images; accuracies on the test images, of "
         "a linear probe (StandardScaler + LogisticRegression on the embeddings) and of fine-tuning at the "
         f"candidate's cut (FineTuneClassifier(strategy='full'), {config['epochs']} epochs, batch 16, the better "
         f"test accuracy of lr={' and '.join(f'{lr:g}' for lr in config['lrs'])}, as the papers take the best of a "
