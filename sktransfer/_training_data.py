@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset, to_tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from ._parallel import loader_processes
@@ -301,7 +301,8 @@ class TrainingDataMixin:
             if self.augment is not None:
                 augment = default_augmentation() if self.augment == "default" else self.augment
                 dataset = with_augment(dataset, augment)
-        else:  # each pass draws its workers' seed: from the loader's own generator, not the global one
+        elif isinstance(self.iterator_valid, type) and issubclass(self.iterator_valid, DataLoader):
+            # each pass draws its workers' seed: from the loader's own generator, not the global one
             kwargs.setdefault("generator", torch.Generator())
         if yields_batches(dataset):
             kwargs.setdefault("collate_fn", already_batched)

@@ -58,6 +58,12 @@ def test_a_daemonic_process_loads_in_the_process_with_a_warning():
     assert "num_workers=2 cannot start DataLoader workers inside a daemonic" in messages[0]
 
 
+def _batches_of_the_user(dataset, batch_size, collate_fn, num_workers, pin_memory):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory
+    )
+
+
 def test_predicting_and_embedding_leave_torchs_global_generator_alone(labelled_images, tiny_text_model):
     # A DataLoader draws its workers' seed at every pass, from the global generator unless given one: each
     # prediction moved it, for the user and for a seeded fit in another thread, whose result then depended
@@ -73,6 +79,8 @@ def test_predicting_and_embedding_leave_torchs_global_generator_alone(labelled_i
     fitted[1].transform(X)
     text.transform(["a review", "another one", "a third"])
     assert torch.equal(torch.get_rng_state(), before)
+    # an iterator of the user's that is no DataLoader class is given no generator, which it may not take
+    assert fitted[0].set_params(iterator_valid=_batches_of_the_user).predict_proba(X).shape == (len(X), 2)
 
 
 def test_seeded_fits_in_threads_give_what_they_give_one_after_the_other(labelled_images):
