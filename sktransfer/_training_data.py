@@ -234,14 +234,14 @@ class TrainingDataMixin:
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        seed = None if self.random_state is None else check_random_state(self.random_state).randint(2**31)
         if self._holds_out_for_early_stopping():
-            if seed is None:  # several processes must validate on the same rows
-                seed = self._validation_seed()
+            # several processes must validate on the same rows: without a random_state, a seed they share
+            seed = self._validation_seed() if self.random_state is None else self._split_seed()
             split = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
             return split(self.get_dataset(X, y), y, **fit_params)
-        if seed is None or self.train_split is None:
+        if self.random_state is None or self.train_split is None:
             return super().get_split_datasets(X, y, **fit_params)
+        seed = self._split_seed()
         # The user's split as it is; where it draws from numpy's global generator (skorch's ValidSplit without
         # a random_state), that generator is seeded from random_state for the call and restored after it.
         # Training holds SEEDED_WORK here (_random_stream): no seeded fit in another thread draws meanwhile.
@@ -251,6 +251,10 @@ class TrainingDataMixin:
             return super().get_split_datasets(X, y, **fit_params)
         finally:
             np.random.set_state(state)  # noqa: NPY002
+
+    def _split_seed(self):
+        """The seed of the validation split, from ``random_state`` (a RandomState instance is drawn from)."""
+        return check_random_state(self.random_state).randint(2**31)
 
     def _holds_out_for_early_stopping(self):
         """Whether training holds out a validation split of its own: early stopping without a train_split."""

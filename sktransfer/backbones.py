@@ -384,7 +384,7 @@ def check_module_layer(module, layer):
     ...
     ValueError: layer='2' is not a layer of this model. Valid layers: ['input', '0', '1']
     """
-    if layer is None or isinstance(module, TextEncoder):
+    if layer is None:
         return
     try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
         valid = layer_names(copy.deepcopy(module))

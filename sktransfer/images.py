@@ -116,11 +116,9 @@ def _read_pil(index, read):
     """``read()`` of sample ``index``, naming it where Pillow cannot give its pixels (a closed file, say)."""
     try:
         return read()
-    except ValueError as exc:
-        if str(exc).startswith("X: "):  # our own, about its values
-            raise
-        raise _unreadable_pil(index, exc) from exc
     except Exception as exc:  # Pillow asserts that the file is open, with no message
+        if isinstance(exc, ValueError) and str(exc).startswith("X: "):  # our own, about its values
+            raise
         raise _unreadable_pil(index, exc) from exc
 
 

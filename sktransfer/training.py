@@ -312,12 +312,8 @@ class TransferClassifier(
         return self._fit(X, y, fit_params)
 
     def _fit(self, X, y, fit_params, **target_kwargs):
-        if (
-            self.warm_start and self.initialized_
-        ):  # the network kept: X checked against it, as partial_fit does
-            source = self._checked_training_input(X, fit_params, reset=False)
-            codes = self._targets(y, len(source), reset=False, **target_kwargs)
-            return self._train(source, self._training_targets(X, codes), "fit", fit_params)
+        if self.warm_start and self.initialized_:  # the network kept: X is checked against it
+            return self._continue_training(X, y, fit_params, "fit", **target_kwargs)
         try:
             source = self._checked_training_input(X, fit_params, reset=True)
             codes = self._targets(y, len(source), reset=True, **target_kwargs)
@@ -356,9 +352,13 @@ class TransferClassifier(
         fit_params.pop("_routing_method", None)
         if not self.initialized_:
             return self._fit(X, y, fit_params, **target_kwargs)
+        return self._continue_training(X, y, fit_params, "partial_fit", **target_kwargs)
+
+    def _continue_training(self, X, y, fit_params, routing_method, **target_kwargs):
+        """Train the network as it is, on X and y checked against what it was fitted on."""
         source = self._checked_training_input(X, fit_params, reset=False)
         codes = self._targets(y, len(source), reset=False, **target_kwargs)
-        return self._train(source, self._training_targets(X, codes), "partial_fit", fit_params)
+        return self._train(source, self._training_targets(X, codes), routing_method, fit_params)
 
     def _checked_training_input(self, X, fit_params, *, reset):
         """The settings, ``fit_params`` and X checked before a training call loads or trains anything."""
