@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from joblib.hashing import NumpyHasher
 
-from ._pixel_values import is_eight_bit
+from ._pixel_values import is_eight_bit, upright
 
 DIGEST_SIZE = 16  # bytes of an image's key
 # Where installed libraries live: their code changes with their version, not in a notebook cell.
@@ -279,8 +279,9 @@ def pil_image_key(image):
     """Key of a PIL image: the pixels the network reads.
 
     The RGB pixels of an 8-bit mode (a palette image's indices are not enough), or a wider mode's own values
-    (16-bit, float), which a conversion to RGB would clip.
+    (16-bit, float), which a conversion to RGB would clip; turned upright as its EXIF orientation says.
     """
+    image = upright(image)
     if not is_eight_bit(image.mode):
         return _digest(f"pil {image.mode} {image.size}", np.asarray(image).tobytes())
     rgb = image.convert("RGB")

@@ -1,7 +1,7 @@
 """Checks of the pixel values of image arrays (dtype, range, finiteness) that copy none of the images."""
 
 import numpy as np
-from PIL import ImageMode
+from PIL import ImageMode, ImageOps
 
 _RANGE_CHUNK_BYTES = 1 << 22  # validation reads this much at a time from an array whose samples are scattered
 
@@ -65,6 +65,30 @@ def _per_sample_ranges(images, batch):
         chunk = chunk.reshape(len(chunk), -1)  # a view where the samples are contiguous, else a chunk's copy
         lows[start : start + step], highs[start : start + step] = chunk.min(axis=1), chunk.max(axis=1)
     return lows, highs
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def upright(image):
+    """A PIL image as viewers show it: turned as its EXIF orientation says, where it says to turn it.
+
+    Cameras and phones store a photo as the sensor read it and record how to turn it for display in its
+    EXIF data; without the turn a portrait photo reaches the network lying on its side. An image without the
+    tag (or already turned, as ``PIL.ImageOps.exif_transpose`` leaves it) is returned as it is, not copied;
+    a turned one is a new image, the user's left as it was.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> photo = Image.new("RGB", (4, 2))
+    >>> photo.getexif()[0x0112] = 6  # stored 4 wide and 2 high, shown turned a quarter clockwise
+    >>> upright(photo).size, photo.size
+    ((2, 4), (4, 2))
+    """
+    if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def is_eight_bit(mode):

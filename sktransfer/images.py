@@ -3,10 +3,11 @@
 Accepted X: numpy arrays and torch tensors of images (N×H×W×C, N×C×H×W, or grayscale N×H×W; uint8, other
 integers in [0, 255], or floats in [0, 1]), a sequence of such images of any sizes, a sequence
 of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series or
-one-column DataFrame of paths. A PIL image (or file) of a wider mode than 8 bits (16- or 32-bit integers,
-floats) is read as its values on Pillow's 0-255 scale, not clipped at 255 as Pillow's RGB conversion would;
-values outside that scale are refused. A 2-D array is a batch of feature vectors, for networks that read
-vectors.
+one-column DataFrame of paths. A photo (file or PIL image) is turned as its EXIF orientation says, as viewers
+show it, not read lying on its side as the camera stored it. A PIL image (or file) of a wider mode than 8 bits
+(16- or 32-bit integers, floats) is read as its values on Pillow's 0-255 scale, not clipped at 255 as
+Pillow's RGB conversion would; values outside that scale are refused. A 2-D array is a batch of feature
+vectors, for networks that read vectors.
 
 Each image comes out as a (3, H, W) tensor, uint8 or float in [0, 1]: grayscale is replicated to three
 channels and an alpha channel dropped. Nothing the user passed is modified.
@@ -26,7 +27,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ._hashing import array_key, file_key, pil_image_key
 from ._parallel import loader_processes
-from ._pixel_values import check_values, is_eight_bit, sample_error, wide_pil_pixels
+from ._pixel_values import check_values, is_eight_bit, sample_error, upright, wide_pil_pixels
 from ._stacklevel import caller_stacklevel
 from .backbones import available_model_names, reads_text
 from .text_encoders import (
@@ -150,7 +151,8 @@ class ImageFiles(ImageSource):
 
 
 def _pil_tensor(image, index):
-    """(3, H, W) tensor of a PIL image: uint8 for the 8-bit modes, wider modes read as arrays are."""
+    """(3, H, W) tensor of a PIL image, turned upright: uint8 for the 8-bit modes, wider modes as arrays are."""
+    image = upright(image)
     if is_eight_bit(image.mode):
         return pil_to_tensor(image.convert("RGB"))
     return _as_tensor(wide_pil_pixels(image, index)[None, None])[0]

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from sktransfer import _pixel_values
@@ -130,6 +130,24 @@ def test_files_series_and_dataframe(tmp_path, rgb_images):
     assert torch.equal(_loaded(pd.Series(paths)), expected)
     assert torch.equal(_loaded(pd.DataFrame({"path": paths})), expected)
     assert torch.equal(_loaded(np.array(paths, dtype=object)), expected)
+
+
+def test_photos_are_turned_as_their_exif_orientation_says(tmp_path, rgb_images):
+    stored = rgb_images[0][:, :5]  # 5 wide, as the camera stored it
+    shown = np.rot90(stored, k=-1)  # orientation 6: viewers turn it a quarter clockwise
+    photo = Image.fromarray(stored)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "portrait.png", exif=exif)  # PNG keeps the pixels exactly, and the EXIF
+    expected = torch.from_numpy(np.ascontiguousarray(shown)).permute(2, 0, 1)
+    from_file = _loaded([str(tmp_path / "portrait.png")])[0]
+    assert torch.equal(from_file, expected)
+    with Image.open(tmp_path / "portrait.png") as opened:
+        opened.load()
+        assert torch.equal(_loaded([opened])[0], from_file)
+        assert opened.size == (5, len(stored))  # the user's image is not turned in place
+        already_turned = as_image_source([ImageOps.exif_transpose(opened)])
+        assert already_turned.fingerprints() == as_image_source([opened]).fingerprints()
 
 
 def test_images_of_different_sizes_need_a_resizing_preprocess():
