@@ -17,17 +17,17 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import feature_extraction
 from torchvision.transforms import v2
 from torchvision.transforms._presets import ImageClassification
 
 from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
-from ._classifier_cut import check_classifier_ran_last, classifier_name, classifier_to_cut
+from ._classifier_cut import classifier_name
 from ._feature_model import FeatureModel, resolve_pooling
+from ._layers import cut_at_layer, layer_names, refuse_unknown_layer
 from ._runtime import seeded
 from ._stacklevel import caller_stacklevel
-from .text_encoders import OFFLINE_TEXT_MODEL_NAME, TextEncoder, is_text_model, load_text_encoder
+from .text_encoders import OFFLINE_TEXT_MODEL_NAME, is_text_model, load_text_encoder
 
 OFFLINE_MODEL_NAME = _efficientnet_lite.OFFLINE_MODEL_NAME
 
@@ -289,59 +289,6 @@ def _download_guarded(name, weights_entry, progress):
         ) from exc
 
 
-# Traced as single calls so that node names stay those of the modules.
-_TRACER_KWARGS = {"leaf_modules": [_efficientnet_lite.SameConv2d]}
-
-
-def layer_names(module):
-    """Names ``layer`` accepts for ``module``: its graph nodes and the modules that contain them.
-
-    A module name stands for the output of its last node, as in ``torchvision.models.feature_extraction``.
-    """
-    nodes = feature_extraction.get_graph_node_names(module, tracer_kwargs=_TRACER_KWARGS)[1]
-    prefixes = {node.rsplit(".", depth)[0] for node in nodes for depth in range(1, node.count(".") + 1)}
-    modules = [name for name, _ in module.named_modules() if name in prefixes]
-    return modules + [node for node in nodes if node not in prefixes]
-
-
-def cut_at_layer(module, layer):
-    """The sub-network of ``module`` whose output is ``layer``.
-
-    ``None`` gives the input of the classifier (:func:`~sktransfer._classifier_cut.classifier_name`): a final
-    ``nn.Linear`` is replaced by an identity, so that the network's own pooling and flattening still apply,
-    and a top-level convolutional classifier block (SqueezeNet's) by global average pooling. A network
-    without a classifier, such as one whose classifier the user set to ``nn.Identity()``, is used whole. A
-    name picks any node or module of torchvision's feature-extraction graph; an unknown name lists the valid
-    ones.
-    """
-    if isinstance(module, TextEncoder):
-        return module.at_layer(layer)
-    if layer is None:
-        classifier = classifier_name(module)
-        if classifier is not None:
-            linear = isinstance(module.get_submodule(classifier), nn.Linear)
-            _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
-        return module
-    try:
-        valid = layer_names(module)
-    except Exception as exc:
-        raise ValueError(
-            f"layer={layer!r}: this model cannot be traced by torchvision.models.feature_extraction ({exc}); "
-            "use layer=None (penultimate features) or pass a module that returns the features you want."
-        ) from exc
-    _refuse_unknown_layer(layer, valid)
-    return feature_extraction.create_feature_extractor(
-        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
-    )
-
-
-def _refuse_unknown_layer(layer, valid):
-    if layer not in valid:
-        close = difflib.get_close_matches(layer, valid, n=5)
-        hint = f" Closest: {close}." if close else ""
-        raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} Valid layers: {valid}")
-
-
 # torchvision builds these with other inputs when given weights (transform_input): the graph follows them
 _GRAPH_FOLLOWS_WEIGHTS = frozenset({"googlenet", "inception_v3"})
 
@@ -368,29 +315,7 @@ def check_layer_before_loading(model, layer, weights):
         return
     valid = _unweighted_layer_names(model)
     if valid is not None:
-        _refuse_unknown_layer(layer, list(valid))
-
-
-def check_module_layer(module, layer):
-    """Raise the error :func:`cut_at_layer` would for a ``layer`` that ``module`` lacks, on a copy of it.
-
-    For callers that send the module elsewhere to be cut (a cluster's workers). A module that cannot be
-    copied or traced is left to :func:`cut_at_layer`, which says why.
-
-    Examples
-    --------
-    >>> check_module_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "2")
-    Traceback (most recent call last):
-    ...
-    ValueError: layer='2' is not a layer of this model. Valid layers: ['input', '0', '1']
-    """
-    if layer is None:
-        return
-    try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
-        valid = layer_names(copy.deepcopy(module))
-    except Exception:
-        return
-    _refuse_unknown_layer(layer, valid)
+        refuse_unknown_layer(layer, list(valid))
 
 
 @functools.cache
@@ -404,12 +329,6 @@ def _unweighted_layer_names(name):
         return None
 
 
-def _replace_submodule(module, name, replacement):
-    parent_name, _, child_name = name.rpartition(".")
-    parent = module.get_submodule(parent_name) if parent_name else module
-    setattr(parent, child_name, replacement)
-
-
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
     body = cut_at_layer(backbone.module, layer)
@@ -417,107 +336,6 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     model = FeatureModel(body, pooling=pooling, normalize=normalize, layer=layer).eval()
     model.requires_grad_(False)
     return model
-
-
-def pooling_cannot_apply(backbone, layer):
-    """What ``pooling`` needs to take effect at ``layer``, where it cannot there; None where it can.
-
-    With ``layer=None`` an image network's classifier is cut away: a final linear layer reads what the
-    network has pooled, and a convolutional classifier block (SqueezeNet's) is replaced by global average
-    pooling. A text encoder's layer that gives one vector per text (a BERT's ``pooler``) has nothing left
-    to pool either. Only a spatial node (a map or a token sequence) has something for ``pooling`` to pool.
-    (A user's module whose final linear layer reads a token sequence is taken for pooled too.)
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    >>> pooling_cannot_apply(Backbone(net, None, ""), None)[:50]
-    'at a layer that outputs a map or a token sequence '
-    >>> pooling_cannot_apply(Backbone(net, None, ""), "0") is None
-    True
-    """
-    if isinstance(backbone.module, TextEncoder):
-        if (
-            layer is None
-            or layer in backbone.module.block_names()
-            or len(_text_output_shape(backbone, layer)) > 2
-        ):
-            return None
-        return (
-            f"at a layer that outputs a token sequence (layer={layer!r} gives one vector per text: set layer "
-            "to one of the encoder's blocks, or to None for its last hidden state)"
-        )
-    if layer is not None or classifier_name(backbone.module) is None:
-        return None
-    return (
-        "at a layer that outputs a map or a token sequence (layer=None reads the features the network pools "
-        "for its classifier: set layer to one of its blocks or stages instead)"
-    )
-
-
-def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False):
-    """Length of the feature vector that :func:`build_feature_model` gives for ``backbone``.
-
-    With ``layer=None`` this is the input size of the classifier being cut away, so no forward pass is
-    needed, unless ``verify`` asks to check on ``example()`` that the network without it gives as many (a
-    user's module, whose classifier is only taken to be the layer it registers last:
-    :func:`check_classifier_ran_last`).
-    Otherwise one blank input runs through a copy: shaped like the preprocessed image that ``example()``
-    returns (modules ending with a Flatten have a width that depends on the image size), or like a 224×224
-    image through the backbone's preprocessing when ``example`` is None or returns None.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> feature_size(Backbone(nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 2)), None, ""))
-    7
-    """
-    if isinstance(backbone.module, TextEncoder):
-        return _text_feature_size(backbone, layer)
-    cut = classifier_to_cut(backbone, layer)
-    sample = None if example is None else example()
-    if cut is not None and not (verify and sample is not None):
-        return cut[1]
-    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
-    if sample is None:
-        image = torch.zeros(3, 224, 224, dtype=torch.uint8)
-        sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
-    sample = torch.zeros_like(sample)
-    try:
-        with torch.inference_mode():
-            width = int(model(sample[None]).shape[1])
-    except Exception as exc:
-        raise ValueError(
-            f"could not find the feature size of layer={layer!r}: a blank {tuple(sample.shape)} input failed "
-            f"({exc}); use layer=None or a module that returns features for such images."
-        ) from exc
-    check_classifier_ran_last(cut, width)
-    return width
-
-
-def _text_feature_size(backbone, layer):
-    """The width of a text encoder's pooled features: its hidden size at a block, else one text's run.
-
-    A sub-layer (a block's feed-forward, say) may be of another width; every pooling keeps the last axis.
-    """
-    if layer is None or layer in backbone.module.block_names():
-        return backbone.module.hidden_size
-    return _text_output_shape(backbone, layer)[-1]
-
-
-def _text_output_shape(backbone, layer):
-    """The shape of a text encoder's output at ``layer`` for one short text.
-
-    The library's own encoder, loaded for this fit, is read at ``layer`` once, without a copy.
-    """
-    encoder = backbone.module
-    taken_at = encoder.layer
-    try:
-        with torch.inference_mode():
-            return tuple(encoder.at_layer(layer)(backbone.preprocess(["a short text"])).shape)
-    finally:
-        encoder.layer = taken_at
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -18,8 +18,9 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_params
 from torch import nn
 
+from ._layers import check_module_layer
 from ._stacklevel import caller_stacklevel
-from .backbones import check_layer_before_loading, check_module_layer
+from .backbones import check_layer_before_loading
 from .feature_extraction import PretrainedFeatureExtractor
 from .texts import truncations_collected, warn_of_cut_texts
 

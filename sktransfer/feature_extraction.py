@@ -16,6 +16,7 @@ from ._changed_settings import warn_of_changed_settings
 from ._classifier_cut import check_classifier_ran_last, classifier_to_cut
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
+from ._feature_width import pooling_cannot_apply
 from ._fitted_state import not_fitted_if_it_fails
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
@@ -36,7 +37,6 @@ from .backbones import (
     built_by_library,
     check_layer_before_loading,
     load_backbone,
-    pooling_cannot_apply,
 )
 from .images import PreprocessedImages, batch_loader, validated_source
 from .texts import in_length_order, warn_of_truncated_texts

@@ -21,9 +21,11 @@ from skorch.dataset import unpack_data
 from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
+from ._feature_width import feature_size, pooling_cannot_apply
 from ._fitted_state import forget_fitted_attributes
 from ._fused_optimizer import with_fused_default
 from ._labels import checked_labels, encode_labels, require_labels
+from ._layers import cut_at_layer
 from ._lora import add_lora, drop_unreached_adapters
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
@@ -47,10 +49,7 @@ from .backbones import (
     FeatureModel,
     built_by_library,
     check_layer_before_loading,
-    cut_at_layer,
-    feature_size,
     load_backbone,
-    pooling_cannot_apply,
     resolve_pooling,
 )
 from .images import PreprocessedImages, validated_source

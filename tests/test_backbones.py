@@ -8,6 +8,7 @@ import torchvision
 from torchvision.transforms._presets import ImageClassification
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer._layers import layer_names
 from sktransfer.backbones import (
     FeatureModel,
     KeptParametersWarning,
@@ -15,7 +16,6 @@ from sktransfer.backbones import (
     build_feature_model,
     check_layer_before_loading,
     expected_weights_path,
-    layer_names,
     load_backbone,
 )
 from sktransfer.datasets import load_sample_photo

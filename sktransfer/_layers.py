@@ -1,0 +1,91 @@
+"""Which layers a network has, by name, and the sub-network that ends at one of them."""
+
+import copy
+import difflib
+
+from torch import nn
+from torchvision.models import feature_extraction
+
+from . import _efficientnet_lite
+from ._classifier_cut import classifier_name
+from .text_encoders import TextEncoder
+
+# Traced as single calls so that node names stay those of the modules.
+_TRACER_KWARGS = {"leaf_modules": [_efficientnet_lite.SameConv2d]}
+
+
+def layer_names(module):
+    """Names ``layer`` accepts for ``module``: its graph nodes and the modules that contain them.
+
+    A module name stands for the output of its last node, as in ``torchvision.models.feature_extraction``.
+    """
+    nodes = feature_extraction.get_graph_node_names(module, tracer_kwargs=_TRACER_KWARGS)[1]
+    prefixes = {node.rsplit(".", depth)[0] for node in nodes for depth in range(1, node.count(".") + 1)}
+    modules = [name for name, _ in module.named_modules() if name in prefixes]
+    return modules + [node for node in nodes if node not in prefixes]
+
+
+def cut_at_layer(module, layer):
+    """The sub-network of ``module`` whose output is ``layer``.
+
+    ``None`` gives the input of the classifier (:func:`~sktransfer._classifier_cut.classifier_name`): a final
+    ``nn.Linear`` is replaced by an identity, so that the network's own pooling and flattening still apply,
+    and a top-level convolutional classifier block (SqueezeNet's) by global average pooling. A network
+    without a classifier, such as one whose classifier the user set to ``nn.Identity()``, is used whole. A
+    name picks any node or module of torchvision's feature-extraction graph; an unknown name lists the valid
+    ones.
+    """
+    if isinstance(module, TextEncoder):
+        return module.at_layer(layer)
+    if layer is None:
+        classifier = classifier_name(module)
+        if classifier is not None:
+            linear = isinstance(module.get_submodule(classifier), nn.Linear)
+            _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
+        return module
+    try:
+        valid = layer_names(module)
+    except Exception as exc:
+        raise ValueError(
+            f"layer={layer!r}: this model cannot be traced by torchvision.models.feature_extraction ({exc}); "
+            "use layer=None (penultimate features) or pass a module that returns the features you want."
+        ) from exc
+    refuse_unknown_layer(layer, valid)
+    return feature_extraction.create_feature_extractor(
+        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
+    )
+
+
+def refuse_unknown_layer(layer, valid):
+    if layer not in valid:
+        close = difflib.get_close_matches(layer, valid, n=5)
+        hint = f" Closest: {close}." if close else ""
+        raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} Valid layers: {valid}")
+
+
+def check_module_layer(module, layer):
+    """Raise the error :func:`cut_at_layer` would for a ``layer`` that ``module`` lacks, on a copy of it.
+
+    For callers that send the module elsewhere to be cut (a cluster's workers). A module that cannot be
+    copied or traced is left to :func:`cut_at_layer`, which says why.
+
+    Examples
+    --------
+    >>> check_module_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "2")
+    Traceback (most recent call last):
+    ...
+    ValueError: layer='2' is not a layer of this model. Valid layers: ['input', '0', '1']
+    """
+    if layer is None:
+        return
+    try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
+        valid = layer_names(copy.deepcopy(module))
+    except Exception:
+        return
+    refuse_unknown_layer(layer, valid)
+
+
+def _replace_submodule(module, name, replacement):
+    parent_name, _, child_name = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, child_name, replacement)
