@@ -18,6 +18,7 @@ from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
 from ._feature_width import pooling_cannot_apply
 from ._fitted_state import not_fitted_if_it_fails
+from ._image_batches import PreprocessedImages, batch_loader
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import (
@@ -38,7 +39,7 @@ from .backbones import (
     check_layer_before_loading,
     load_backbone,
 )
-from .images import PreprocessedImages, batch_loader, validated_source
+from .images import validated_source
 from .texts import in_length_order, warn_of_truncated_texts
 
 _REPLICAS_LOCK = threading.Lock()

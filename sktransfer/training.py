@@ -24,6 +24,7 @@ from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._feature_width import feature_size, pooling_cannot_apply
 from ._fitted_state import forget_fitted_attributes
 from ._fused_optimizer import with_fused_default
+from ._image_batches import PreprocessedImages
 from ._labels import checked_labels, encode_labels, require_labels
 from ._layers import cut_at_layer
 from ._lora import add_lora, drop_unreached_adapters
@@ -52,7 +53,7 @@ from .backbones import (
     load_backbone,
     resolve_pooling,
 )
-from .images import PreprocessedImages, validated_source
+from .images import validated_source
 from .texts import in_length_order
 
 

@@ -9,8 +9,9 @@ from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from sktransfer import _pixel_values
+from sktransfer._image_batches import PreprocessedImages, batch_loader
 from sktransfer.exceptions import GrayscaleStripsWarning
-from sktransfer.images import PreprocessedImages, as_image_source, batch_loader, is_vector_input
+from sktransfer.images import as_image_source, is_vector_input
 
 
 def _loaded(X):

@@ -1,0 +1,100 @@
+"""Images as a network reads them: preprocessed, a batch at a time, in the order given."""
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ._parallel import loader_processes
+from ._pixel_values import sample_error
+from .images import VectorRows
+
+
+class PreprocessedImages(Dataset):
+    """An :class:`ImageSource` with the backbone's preprocessing applied; yields whole batches.
+
+    Uniform sources with the library's own preprocessing are preprocessed a batch at a time; otherwise each
+    image is preprocessed alone and the batch stacked, with an error naming two samples whose sizes differ.
+    ``augment`` (a random transform such as ``torchvision.transforms.v2.RandomHorizontalFlip()``) is applied
+    to each image before its preprocessing; training datasets get it through :meth:`with_augment`.
+    """
+
+    def __init__(self, source, preprocess, batch_preprocess=False, augment=None):
+        self.source = source
+        self.preprocess = preprocess
+        self.batch_preprocess = batch_preprocess and source.uniform
+        self.augment = augment
+
+    @classmethod
+    def for_estimator(cls, source, estimator):
+        """``source`` as a fitted estimator reads it: through its ``preprocess_``, or as is for vectors.
+
+        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time.
+        """
+        preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
+        return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
+
+    def with_augment(self, augment):
+        """The same images with ``augment`` applied to each one as it is loaded."""
+        return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices):
+        per_image = self.augment is not None or not (
+            self.batch_preprocess or (self.source.uniform and self.preprocess is None)
+        )
+        if not per_image:
+            batch = self.source.load_batch(indices)
+            return batch if self.preprocess is None else self.preprocess(batch)
+        images = [self.source.load(index) for index in indices]
+        if self.augment is not None:
+            # contiguous: a grayscale image is a view of its one channel three times, which a transform
+            # that writes in place (RandomErasing(inplace=True)) cannot write to
+            images = [self.augment(image.contiguous()) for image in images]
+        if self.preprocess is not None:
+            images = [self._preprocessed(image, index) for image, index in zip(images, indices, strict=True)]
+        first = tuple(images[0].shape)
+        for index, image in zip(indices, images, strict=True):
+            if tuple(image.shape) != first:
+                raise sample_error(
+                    f"after preprocessing, sample {indices[0]} has shape {first} but sample {index} has shape "
+                    f"{tuple(image.shape)}; images of different sizes need a preprocessing that resizes them, "
+                    "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."
+                )
+        return torch.stack(images)
+
+    def _preprocessed(self, image, index):
+        try:
+            return self.preprocess(image)
+        except Exception as exc:
+            raise sample_error(
+                f"the preprocessing failed on sample {index}, a {tuple(image.shape)} {image.dtype} tensor "
+                f"({type(exc).__name__}: {exc}). It receives each image as a torch tensor, channels first, "
+                "uint8 or float in [0, 1], not a PIL image: use torchvision.transforms.v2 transforms, "
+                "without ToTensor or ToPILImage (v2.ToDtype(torch.float32, scale=True) scales to [0, 1])."
+            ) from exc
+
+
+def already_batched(batch):
+    """The collate function of loaders over datasets whose ``__getitems__`` returns whole batches."""
+    return batch
+
+
+def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
+    """A DataLoader over a :class:`PreprocessedImages` that keeps order and its batches as they come.
+
+    It has a generator of its own: a DataLoader draws its workers' seed at every pass, from torch's global
+    generator otherwise, which embedding would then move for the user (and for seeded fits in other threads).
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=already_batched,
+        pin_memory=pin_memory,
+        generator=torch.Generator(),
+        **loader_processes(num_workers),
+    )
