@@ -4,7 +4,8 @@
 accepts) into a :class:`~sktransfer._network.BackboneWithHead`, encodes labels of any type, freezes and
 unfreezes backbone stages on a schedule, gives each stage its own learning rate, warms the learning rate up,
 stops on a diverging loss, and applies settings changed after fitting on the next ``fit``/``partial_fit``.
-One concern per mixin around it: where it runs (``_training_device``), mixed precision
+One concern per mixin around it: how it builds the network (``_training_network``), the optimizer's rate
+per stage (``_training_optimizer``), where it runs (``_training_device``), mixed precision
 (``_mixed_precision``), Accelerate (``_accelerate``), what carries over between calls
 (``_training_state``), how X becomes batches (``_training_data``), its callbacks
 (``_training_callbacks``) and its repr (``_training_repr``); what its parameters accept is in
@@ -21,16 +22,10 @@ from skorch.dataset import unpack_data
 from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
-from ._feature_width import feature_size, pooling_cannot_apply
 from ._fitted_state import forget_fitted_attributes
-from ._fused_optimizer import with_fused_default
-from ._image_batches import PreprocessedImages
 from ._labels import checked_labels, encode_labels, require_labels
-from ._layers import cut_at_layer
-from ._lora import add_lora, drop_unreached_adapters
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
-from ._progress import shows_progress
 from ._runtime import seeded
 from ._training_callbacks import CallbacksMixin, trainable_stage_count
 from ._training_data import (
@@ -41,18 +36,12 @@ from ._training_data import (
     refuse_torch_dataset,
 )
 from ._training_device import DeviceMixin
+from ._training_network import NetworkBuildingMixin
+from ._training_optimizer import StageRatesMixin
 from ._training_parameters import PARAMETER_CONSTRAINTS, STRATEGIES  # noqa: F401 (STRATEGIES read from here)
 from ._training_repr import SklearnRepr
-from ._training_state import OPTIMIZER_SETTINGS, TrainingStateMixin
-from ._unused_settings import set_away_from_default, warn_of_unused_settings
-from .backbones import (
-    Backbone,
-    FeatureModel,
-    built_by_library,
-    check_layer_before_loading,
-    load_backbone,
-    resolve_pooling,
-)
+from ._training_state import TrainingStateMixin
+from ._unused_settings import warn_of_unused_settings
 from .images import validated_source
 from .texts import in_length_order
 
@@ -69,6 +58,8 @@ class TransferClassifier(
     TrainingStateMixin,
     TrainingDataMixin,
     CallbacksMixin,
+    NetworkBuildingMixin,
+    StageRatesMixin,
     SklearnRepr,
     NeuralNetClassifier,
 ):
@@ -102,81 +93,6 @@ class TransferClassifier(
         self._training_rng = None  # seeded from random_state by the first training call
         return self
 
-    def initialize_module(self):
-        # One stream, seeded here (skorch's set_params also rebuilds the module outside initialize): the
-        # backbone's random weights are its first draws, the new layers draw after them. Seeded apart, the
-        # head drew the very numbers of the backbone's first layer.
-        with seeded(self.random_state):
-            self._build_module()
-        return self
-
-    def _build_module(self):
-        self._weights_preprocess = None
-        if self.model is None:  # X holds features already (embeddings): the new layers read them as they are
-            if not hasattr(self, "n_features_in_"):
-                raise ValueError(
-                    "model=None reads feature vectors: X must be a 2-D array, one row per sample."
-                )
-            backbone, n_features = Backbone(nn.Identity(), None, "features"), self.n_features_in_
-        else:
-            check_layer_before_loading(self.model, self.layer, self.weights)
-            backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
-            self._weights_preprocess = backbone.preprocess
-            self._apply_preprocess()
-            if set_away_from_default(self, "pooling") and (
-                needs := pooling_cannot_apply(backbone, self.layer)
-            ):
-                warn_of_unused_settings(self, ["pooling"], needs)
-            verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
-            n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
-        pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
-        body = cut_at_layer(backbone.module, self.layer)
-        features = FeatureModel(body, pooling=pooling, normalize=normalize, layer=self.layer)
-        if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away
-            add_lora(body, rank=self.lora_rank, alpha=self.lora_alpha)
-            sample = self._first_sample()
-            if isinstance(sample, torch.Tensor):  # an image; text encoders call their linear layers
-                drop_unreached_adapters(features, sample[None], type(self).__name__)
-        # Channels-last layout only for image architectures the library builds: a user's module runs as
-        # written, and text encoders read token batches.
-        library_built = built_by_library(self.model) and backbone.kind == "image"
-        settings = {
-            "dropout": self.dropout,
-            "freeze_batchnorm": self._freezes_batchnorm(),
-            "channels_last": library_built,
-            **self._network_kwargs(),
-        }
-        module = self.module(
-            backbone=features,
-            n_features=n_features,
-            n_classes=len(self.classes_),
-            **{**settings, **self.get_params_for("module")},
-        )
-        module.set_trainable(self._trainable_stages(0, module), bitfit=self.strategy == "bitfit")
-        self._apply_preprocess()
-        self.module_ = module.to(memory_format=torch.channels_last) if library_built else module
-        self._architecture = self._architecture_settings()
-
-    def _first_sample(self):
-        """The first training image, preprocessed, while ``fit`` initialises; None outside fit."""
-        source = getattr(self, "_initializing_on", None)
-        return (
-            None if source is None or not len(source) else PreprocessedImages.for_estimator(source, self)[0]
-        )
-
-    def _apply_preprocess(self):
-        """``preprocess_``: the user's ``preprocess``, or the one the weights come with."""
-        self.preprocess_ = self.preprocess if self.preprocess is not None else self._weights_preprocess
-        self._batch_preprocess = self.preprocess is None
-        self._preprocess_applied = self.preprocess  # what predict runs until the next training call
-
-    def _network_kwargs(self):
-        """Further arguments of ``module`` that a subclass's parameters decide."""
-        return {}
-
-    def _freezes_batchnorm(self):
-        return self.weights is not None if self.freeze_batchnorm == "auto" else bool(self.freeze_batchnorm)
-
     def initialize_criterion(self):
         kwargs = self.get_params_for("criterion")
         if _is_cross_entropy(self.criterion):
@@ -184,68 +100,6 @@ class TransferClassifier(
         self.criterion_ = self.initialized_instance(self.criterion, kwargs)
         self._criterion_made_for = self._criterion_settings()
         return self
-
-    def initialize_optimizer(self, triggered_directly=None):
-        """AdamW-style parameter groups: the head at ``lr``, each backbone stage at a smaller rate.
-
-        Stage k from the top trains at ``lr * backbone_lr_ratio * layer_decay**k`` (its group's
-        ``stage_depth`` is k; the new layers' is None), each group with the weight decay
-        ``_group_weight_decay`` gives it, fused on the CPU (:mod:`sktransfer._fused_optimizer`). A user's own
-        ``optimizer__param_groups`` replaces this.
-        """
-        self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
-        self._optimizer_class = self.optimizer
-        self._param_groups_made_for = self.get_params_for("optimizer").get("param_groups")
-        if "param_groups" in self.get_params_for("optimizer"):
-            super().initialize_optimizer()
-            for group in self.optimizer_.param_groups:  # the rates a schedule starts from at each call
-                group["configured_lr"] = group["lr"]
-            return self
-        _, kwargs = self.get_params_for_optimizer("optimizer", self.module_.named_parameters())
-        kwargs.setdefault("weight_decay", self.weight_decay)
-        in_backbone = {id(parameter) for parameter in self.module_.backbone.parameters()}
-        new_layers = [
-            parameter for parameter in self.module_.parameters() if id(parameter) not in in_backbone
-        ]
-        stages = [(None, new_layers), *enumerate(reversed(self.module_.stage_parameters()))]
-        groups = [
-            {
-                "params": parameters,
-                "lr": self._stage_rate(depth),
-                "weight_decay": self._group_weight_decay(depth, kwargs["weight_decay"]),
-                "stage_depth": depth,
-            }
-            for depth, parameters in stages
-            if depth is None or parameters
-        ]
-        kwargs = with_fused_default(
-            self.optimizer, {**kwargs, "lr": self._stage_rate(None)}, self.module_.parameters()
-        )
-        self.optimizer_ = self.optimizer(groups, **kwargs)
-        return self
-
-    def _stage_rate(self, depth):
-        """The learning rate of the new layers (``depth`` None) or of the backbone stage ``depth`` from the top.
-
-        The new layers train at ``lr`` (or ``optimizer__lr``, which skorch lets override it).
-        """
-        lr = self.get_params_for("optimizer").get("lr", self.lr)
-        return lr if depth is None else lr * self._backbone_lr_ratio() * self.layer_decay**depth
-
-    def _warmup(self):
-        """The fraction of the steps the learning rate warms up over, ``"auto"`` resolved."""
-        if self.warmup != "auto":
-            return self.warmup
-        # A warm-up keeps the first steps, driven by a head that knows nothing yet, from wrecking pretrained
-        # weights; a network trained from scratch (or new layers on features) has none to keep.
-        return 0.1 if self.model is not None and self.weights is not None else 0.0
-
-    def _backbone_lr_ratio(self):
-        if self.backbone_lr_ratio != "auto":
-            return self.backbone_lr_ratio
-        # Pretrained weights move slowly; random ones, and LoRA's new adapters (all that trains of a LoRA
-        # backbone), learn at the head's rate.
-        return 0.1 if self.weights is not None and self.strategy != "lora" else 1.0
 
     # -- labels ---------------------------------------------------------------------------------------
 
