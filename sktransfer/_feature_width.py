@@ -5,18 +5,22 @@ import copy
 import torch
 
 from ._classifier_cut import check_classifier_ran_last, classifier_name, classifier_to_cut
+from ._layers import cut_at_layer
 from .backbones import Backbone, build_feature_model
 from .text_encoders import TextEncoder
 
 
-def pooling_cannot_apply(backbone, layer):
+def pooling_cannot_apply(backbone, layer, example=None):
     """What ``pooling`` needs to take effect at ``layer``, where it cannot there; None where it can.
 
     With ``layer=None`` an image network's classifier is cut away: a final linear layer reads what the
     network has pooled, and a convolutional classifier block (SqueezeNet's) is replaced by global average
     pooling. A text encoder's layer that gives one vector per text (a BERT's ``pooler``) has nothing left
-    to pool either. Only a spatial node (a map or a token sequence) has something for ``pooling`` to pool.
-    (A user's module whose final linear layer reads a token sequence is taken for pooled too.)
+    to pool either, nor has an image network's layer (or a module without a classifier) whose output is one
+    vector per image, a Flatten's say: a blank input shaped like ``example()`` (a preprocessed image, as in
+    :func:`feature_size`) runs through a copy to tell. Only a spatial node (a map or a token sequence) has
+    something for ``pooling`` to pool. (A user's module whose final linear layer reads a token sequence is
+    taken for pooled too.)
 
     Examples
     --------
@@ -26,6 +30,8 @@ def pooling_cannot_apply(backbone, layer):
     'at a layer that outputs a map or a token sequence '
     >>> pooling_cannot_apply(Backbone(net, None, ""), "0") is None
     True
+    >>> pooling_cannot_apply(Backbone(net, None, ""), "2")[-61:]
+    'one vector per image: set layer to a block before flattening)'
     """
     if isinstance(backbone.module, TextEncoder):
         if (
@@ -38,12 +44,38 @@ def pooling_cannot_apply(backbone, layer):
             f"at a layer that outputs a token sequence (layer={layer!r} gives one vector per text: set layer "
             "to one of the encoder's blocks, or to None for its last hidden state)"
         )
-    if layer is not None or classifier_name(backbone.module) is None:
+    if layer is None and classifier_name(backbone.module) is not None:
+        return (
+            "at a layer that outputs a map or a token sequence (layer=None reads the features the network "
+            "pools for its classifier: set layer to one of its blocks or stages instead)"
+        )
+    if _output_axes(backbone, layer, example) != 2:  # a map or a sequence, or None: feature_size says why
         return None
+    where = "the module" if layer is None else f"layer={layer!r}"
     return (
-        "at a layer that outputs a map or a token sequence (layer=None reads the features the network pools "
-        "for its classifier: set layer to one of its blocks or stages instead)"
+        f"at a layer that outputs a map or a token sequence ({where} outputs one vector per image: set layer "
+        "to a block before flattening)"
     )
+
+
+def _output_axes(backbone, layer, example):
+    """The number of axes of an image network's output at ``layer``, before pooling; None where it fails."""
+    body = cut_at_layer(copy.deepcopy(backbone.module), layer)  # cut_at_layer swaps the classifier out
+    try:
+        with torch.inference_mode():
+            out = body(_blank_like(backbone, None if example is None else example())[None])
+    except Exception:
+        return None
+    out = out.get("features") if isinstance(out, dict) else out
+    return out.ndim if isinstance(out, torch.Tensor) else None
+
+
+def _blank_like(backbone, sample):
+    """Zeros shaped like ``sample`` (a preprocessed image), or like a 224×224 image through the preprocessing."""
+    if sample is None:
+        image = torch.zeros(3, 224, 224, dtype=torch.uint8)
+        sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
+    return torch.zeros_like(sample)
 
 
 def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False):
@@ -70,10 +102,7 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
     if cut is not None and not (verify and sample is not None):
         return cut[1]
     model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
-    if sample is None:
-        image = torch.zeros(3, 224, 224, dtype=torch.uint8)
-        sample = backbone.preprocess(image) if backbone.preprocess is not None else image.float()
-    sample = torch.zeros_like(sample)
+    sample = _blank_like(backbone, sample)
     try:
         with torch.inference_mode():
             width = int(model(sample[None]).shape[1])

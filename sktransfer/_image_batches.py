@@ -54,8 +54,11 @@ class PreprocessedImages(Dataset):
             # contiguous: a grayscale image is a view of its one channel three times, which a transform
             # that writes in place (RandomErasing(inplace=True)) cannot write to
             images = [self.augment(image.contiguous()) for image in images]
-        if self.preprocess is not None:
-            images = [self._preprocessed(image, index) for image, index in zip(images, indices, strict=True)]
+        if self.preprocess is not None:  # contiguous for a preprocess that writes in place, as augment's
+            images = [
+                self._preprocessed(image.contiguous(), index)
+                for image, index in zip(images, indices, strict=True)
+            ]
         first = tuple(images[0].shape)
         for index, image in zip(indices, images, strict=True):
             if tuple(image.shape) != first:
@@ -68,7 +71,7 @@ class PreprocessedImages(Dataset):
 
     def _preprocessed(self, image, index):
         try:
-            return self.preprocess(image)
+            preprocessed = self.preprocess(image)
         except Exception as exc:
             raise sample_error(
                 f"the preprocessing failed on sample {index}, a {tuple(image.shape)} {image.dtype} tensor "
@@ -76,6 +79,12 @@ class PreprocessedImages(Dataset):
                 "uint8 or float in [0, 1], not a PIL image: use torchvision.transforms.v2 transforms, "
                 "without ToTensor or ToPILImage (v2.ToDtype(torch.float32, scale=True) scales to [0, 1])."
             ) from exc
+        if not isinstance(preprocessed, torch.Tensor):
+            raise sample_error(
+                f"the preprocessing returned a {type(preprocessed).__name__} for sample {index}; it must return "
+                "a torch tensor, channels first (drop a final ToPILImage, or .numpy(), from preprocess)."
+            )
+        return preprocessed
 
 
 def already_batched(batch):

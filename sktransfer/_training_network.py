@@ -49,7 +49,7 @@ class NetworkBuildingMixin:
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
             if set_away_from_default(self, "pooling") and (
-                needs := pooling_cannot_apply(backbone, self.layer)
+                needs := pooling_cannot_apply(backbone, self.layer, self._first_sample)
             ):
                 warn_of_unused_settings(self, ["pooling"], needs)
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?

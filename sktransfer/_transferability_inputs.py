@@ -73,7 +73,10 @@ def label_codes(labels, name):
         raise ValueError(
             f"{name} holds infinite labels at samples {np.flatnonzero(np.isinf(labels))[:10].tolist()}."
         )
-    check_classification_targets(labels)
+    with warnings.catch_warnings():
+        if name != "y":  # predicted source classes may well be many; sklearn's warning would name y
+            warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
+        check_classification_targets(labels)
     try:
         classes, codes = np.unique(labels, return_inverse=True)
     except TypeError as exc:

@@ -185,8 +185,9 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
     ----------
     images : ndarray of shape (n_images, height, width, 3), dtype uint8
         Light digits on a dark background, such as :func:`load_mnist_digits` returns.
-    photos : sequence of str, default=PHOTOS
-        Names of scikit-image's colour sample images to cut the patches from.
+    photos : str or sequence of str, default=PHOTOS
+        Names of scikit-image's sample images to cut the patches from (a grayscale one, such as
+        ``"camera"``, gives gray patches).
     random_state : int, RandomState instance or None, default=0
         Which photograph and where each patch is cut.
 
@@ -208,8 +209,15 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
             f"images has shape {images.shape} and dtype {images.dtype}: blend_on_photos reads uint8 RGB "
             "images of shape (n_images, height, width, 3)."
         )
+    photos = [photos] if isinstance(photos, str) else list(photos)
     data = _skimage_data()
-    sources = [getattr(data, name)()[..., :3].astype(np.int16) for name in photos]
+    unknown = [name for name in photos if not callable(getattr(data, str(name), None))]
+    if unknown or not photos:
+        raise ValueError(
+            f"photos={photos!r}: {'none given' if not photos else f'{unknown} name no image of skimage.data'}; "
+            f"its colour photographs include {list(PHOTOS)}."
+        )
+    sources = [_as_rgb(getattr(data, name)()).astype(np.int16) for name in photos]
     height, width = images.shape[1:3]
     _refuse_patches_larger_than(
         dict(zip(photos, sources, strict=True)), height, width, "images are", "pass smaller images"
@@ -223,6 +231,11 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
         patch = photo[top : top + height, left : left + width]
         blended[index] = np.abs(patch - digit.astype(np.int16))
     return blended
+
+
+def _as_rgb(photo):
+    """(H, W, 3) of a photograph: gray replicated, an alpha channel dropped."""
+    return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3]
 
 
 _FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")

@@ -31,6 +31,7 @@ from .domain_adaptation.objectives import (
     UntrainedPseudoLabelsWarning,
 )
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
+from .domain_adaptation.shallow import PooledDomainsWarning
 from .few_shot import ZeroVectorRowsWarning
 from .images import GrayscaleStripsWarning
 from .text_encoders import TextEncoderUnavailableError
@@ -48,6 +49,7 @@ __all__ = [
     "PartialWithoutAlignmentWarning",
     "PartitionError",
     "PartitionFailedWarning",
+    "PooledDomainsWarning",
     "PseudoLabelCollapseWarning",
     "RenormalizedProbabilitiesWarning",
     "SettingsChangedWarning",

@@ -214,10 +214,6 @@ class PretrainedFeatureExtractor(
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
-        if set_away_from_default(self, "pooling") and (  # the check may run a text layer: only if asked
-            needs := pooling_cannot_apply(backbone, self.layer)
-        ):
-            warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
@@ -230,6 +226,12 @@ class PretrainedFeatureExtractor(
         self.backbone_ = module.to(device=device)
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
+        if set_away_from_default(self, "pooling") and (  # the check runs the network: only if asked
+            needs := pooling_cannot_apply(
+                backbone, self.layer, lambda: PreprocessedImages.for_estimator(source, self)[0]
+            )
+        ):
+            warn_of_unused_settings(self, ["pooling"], needs)
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         check_classifier_ran_last(cut, self.n_features_out_)

@@ -122,10 +122,15 @@ def _read_pil(index, read):
 
 
 def _unreadable_pil(index, exc):
+    closed_file = isinstance(exc, AssertionError | AttributeError | OSError)  # how Pillow meets a closed file
+    advice = (
+        " An image opened in a with block is closed at its end, before its pixels are loaded: call image.load() "
+        "(or keep image.copy()) inside the block, or pass the file paths."
+        if closed_file
+        else " Convert it first to a mode that Pillow turns into RGB, such as 'RGB', 'RGBA' or 'LA'."
+    )
     return sample_error(
-        f"sample {index} is a PIL image whose pixels could not be read ({type(exc).__name__}: {exc}). An image "
-        "opened in a with block is closed at its end, before its pixels are loaded: call image.load() (or keep "
-        "image.copy()) inside the block, or pass the file paths."
+        f"sample {index} is a PIL image whose pixels could not be read ({type(exc).__name__}: {exc}).{advice}"
     )
 
 
@@ -210,8 +215,8 @@ def as_image_source(X):
     if isinstance(X, torch.Tensor):
         return _from_array(_tensor_to_numpy(X), channels_first=True)
     array = np.asarray(X)
-    if array.ndim == 1 and array.dtype.kind in "OUS":
-        return _from_sequence(list(array))
+    if (array.ndim == 1 and array.dtype.kind in "OUS") or _is_column_of_items(array):
+        return _from_sequence(list(array.ravel()))
     return _from_array(array, channels_first=False)
 
 
@@ -279,6 +284,11 @@ def validated_source(estimator, X, *, reset):
         )
     if not reset and not hasattr(estimator, "n_features_in_"):
         raise ValueError(f"{type(estimator).__name__} was fitted on images; X must hold images too.")
+    if getattr(estimator, "preprocess", None) is not None:
+        raise ValueError(
+            f"preprocess={estimator.preprocess!r} applies to images, but X is 2-D, feature vectors, which "
+            "reach the network as they are: leave preprocess=None (or pass images)."
+        )
     X = validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
     return VectorRows(X)
 
@@ -297,10 +307,17 @@ def is_vector_input(X):
             and isinstance(X[0], list | tuple)
             and not any(_is_path(v) or isinstance(v, list | tuple | np.ndarray) for v in X[0])
         )
+    if _is_column_of_items(X):  # paths in one column, as ColumnTransformer passes them
+        return False
     shape = getattr(X, "shape", None)
     if shape is None and hasattr(X, "__array__"):
         shape = np.asarray(X).shape
     return shape is not None and len(shape) == 2
+
+
+def _is_column_of_items(X):
+    """Whether X is an (n, 1) array of strings or objects: one column of paths, say, not a feature."""
+    return isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1 and X.dtype.kind in "OUS"
 
 
 def _from_pandas(X):
@@ -360,6 +377,10 @@ def _image_list(items):
                 f"sample {index} has shape {array.shape}; each image must be H×W, H×W×C or C×H×W."
             )
         array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
+        if 0 in array.shape:
+            raise sample_error(
+                f"sample {index} has shape {tuple(item.shape)}: images must have at least one pixel."
+            )
         images.append(array)
     check_values(images)
     return ImageList(images)

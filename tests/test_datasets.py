@@ -54,6 +54,13 @@ def test_digits_blended_on_photos_show_the_photo_behind_and_its_inverse_in_the_s
     assert len({patch.tobytes() for patch in patches}) == 3  # each digit on a patch of its own
     with pytest.raises(ValueError, match="uint8 RGB images"):
         blend_on_photos(digits[..., 0])
+    np.testing.assert_array_equal(blend_on_photos(digits, photos="chelsea", random_state=1), blended)
+    gray = blend_on_photos(digits, photos=("camera",))  # a grayscale photograph: gray patches, whole
+    assert (gray[..., 0] == gray[..., 2]).all()
+    assert gray.std() > 0
+    for photos in ((), ("chelsea", "no_such_photo")):
+        with pytest.raises(ValueError, match=r"photos=.*(none given|\['no_such_photo'\] name no image)"):
+            blend_on_photos(digits, photos=photos)
 
 
 def test_save_image_folder_checks_everything_before_writing(tmp_path):

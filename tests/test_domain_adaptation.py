@@ -19,6 +19,7 @@ from sktransfer import DomainAdaptedClassifier, ImportanceWeightingClassifier
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
+    PooledDomainsWarning,
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     mixup_validation_scorer,
@@ -265,6 +266,21 @@ def test_shallow_alignment_with_one_target_row_warns_that_it_aligns_nothing(shif
             clf = FeatureAlignmentClassifier(method=method).fit(X[rows], y[rows])
         assert clf.source_map_ is None
         assert clf.target_basis_ is None
+
+
+def test_shallow_alignment_of_several_positive_domains_warns_that_it_pools_them(shifted_features):
+    # Labelled target rows given a positive domain of their own would be moved as source rows, silently.
+    X, y, labels = shifted_features
+    domains = np.repeat([1, -1], 200)
+    semi = y.copy()
+    semi[200:220], domains[200:220] = labels[:20], 2
+    with pytest.warns(PooledDomainsWarning, match=r"positive domains \[1, 2\] into one source") as record:
+        FeatureAlignmentClassifier().fit(X, semi, sample_domain=domains)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FeatureAlignmentClassifier(method="source_only").fit(X, semi, sample_domain=domains)
+        FeatureAlignmentClassifier().fit(X, y, sample_domain=np.where(y == -1, -1, 3))
 
 
 def test_shallow_n_components_that_cannot_take_effect_warn(shifted_features):

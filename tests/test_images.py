@@ -67,6 +67,32 @@ def test_a_pil_image_closed_before_its_pixels_loaded_is_named(tmp_path, rgb_imag
             source.fingerprints()
 
 
+def test_a_pil_mode_without_rgb_conversion_is_named_with_advice_for_its_mode():
+    source = as_image_source([Image.new("RGB", (4, 4)), Image.new("La", (4, 4))])
+    with pytest.raises(ValueError, match=r"sample 1 is a PIL image .*La to L.* Convert it first") as caught:
+        source.load(1)
+    assert "with block" not in str(caught.value)  # the advice for a closed file does not apply
+
+
+def test_a_preprocess_that_writes_in_place_works_on_grayscale_images(rgb_images):
+    # Grayscale images reach preprocess as three views of one channel, which an in-place op cannot write.
+    normalize = v2.Compose(
+        [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3, inplace=True)]
+    )
+    gray = rgb_images[..., 0].copy()
+    batch = PreprocessedImages(as_image_source(gray.astype(np.float32) / 255), normalize)[0]
+    expected = torch.from_numpy(gray[0]).float() / 255 * 2 - 1
+    torch.testing.assert_close(batch, expected.expand(3, -1, -1))
+
+
+def test_a_preprocess_that_returns_no_tensor_is_named(rgb_images):
+    dataset = PreprocessedImages(as_image_source(rgb_images), lambda image: image.numpy())
+    with pytest.raises(
+        ValueError, match=r"preprocessing returned a ndarray for sample 0; it must return a torch"
+    ):
+        dataset.__getitems__([0, 1])
+
+
 def test_an_augment_that_writes_in_place_works_on_grayscale_images(rgb_images):
     gray = rgb_images[..., 0].copy()
     erase = v2.RandomErasing(p=1.0, value=0, inplace=True)
@@ -131,6 +157,8 @@ def test_files_series_and_dataframe(tmp_path, rgb_images):
     assert torch.equal(_loaded(pd.Series(paths)), expected)
     assert torch.equal(_loaded(pd.DataFrame({"path": paths})), expected)
     assert torch.equal(_loaded(np.array(paths, dtype=object)), expected)
+    assert torch.equal(_loaded(np.array(paths)[:, None]), expected)  # a column, as ColumnTransformer gives
+    assert not is_vector_input(pd.DataFrame({"path": paths})[["path"]].to_numpy())
 
 
 def test_photos_are_turned_as_their_exif_orientation_says(tmp_path, rgb_images):
@@ -183,6 +211,8 @@ def test_nothing_the_user_passed_is_modified(rgb_images):
         (np.zeros((2, 8, 8, 5)), "no axis holds 1, 3 or 4 colour channels"),
         (np.array([1.0, 2.0]), r"X has shape \(2,\)"),
         (np.zeros((2, 4, 4, 3), bool), "dtype"),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((0, 8, 3), np.uint8)], "sample 1 has shape .*one pixel"),
+        ([np.zeros((8, 8), np.float32), np.zeros((8, 0), np.float32)], "sample 1 has shape .*one pixel"),
     ],
 )
 def test_malformed_arrays_are_rejected(X, message):

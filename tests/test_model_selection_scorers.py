@@ -509,6 +509,22 @@ def test_the_features_are_those_the_estimator_classifies(shifted_blobs):
     )
 
 
+@pytest.mark.parametrize("method", ["coral", "subspace"])
+def test_source_weighted_scorers_read_an_aligners_source_rows_as_its_fit_mapped_them(method):
+    # FeatureAlignmentClassifier trains on source rows mapped otherwise than the target rows it predicts:
+    # read as target rows, the source rows were misclassified, and the aligners ranked below source-only.
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 3))
+    target = 3 * rng.normal(size=(200, 3)) + 1  # the same task, rescaled and shifted
+    X = np.concatenate([source, target])
+    y = np.concatenate([(source[:, 0] > 0).astype(int), np.full(200, -1)])
+    aligner = FeatureAlignmentClassifier(method=method).fit(X, y)
+    trained_on = (source - aligner.source_mean_) @ aligner.source_map_
+    assert (aligner.estimator_.predict(trained_on) == y[:200]).mean() > 0.95
+    assert importance_weighted_scorer(aligner, X, y) > 0.95
+    assert deep_embedded_validation_scorer(aligner, X, y) > -0.15  # read as target rows: -0.244 and -0.196
+
+
 class _OnRawRows:
     """A fitted classifier seen from outside: its predictions, and no features of its own."""
 

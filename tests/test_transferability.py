@@ -345,6 +345,16 @@ def test_logits_and_probabilities_give_the_same_leep_and_nce():
     assert nce_score(logits, y) == nce_score(probabilities, y) == nce_score(probabilities.argmax(axis=1), y)
 
 
+def test_nce_of_many_predicted_source_classes_does_not_warn_about_y():
+    # 40 images predicted into ~30 ImageNet classes: scikit-learn's "y could represent a regression
+    # problem" warning named y, which has two classes here.
+    y = np.repeat([0, 1], 20)
+    predicted = np.random.default_rng(0).integers(0, 1000, size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nce_score(predicted, y) == nce_score(np.eye(1000)[predicted], y)
+
+
 def test_nce_refuses_one_logit_per_sample_naming_what_to_pass():
     y = np.repeat(["a", "b"], 5)
     logit = np.linspace(-2, 2, 10)

@@ -16,7 +16,7 @@ from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import NetworkOutputError, run_inference
 from sktransfer.exceptions import IgnoredSettingWarning, UnhashableModuleWarning
 
-from ._models import TinyConvNet
+from ._models import TinyConvNet, VectorNet
 from ._preprocessing import to_unit
 
 MEAN, STD = (
@@ -129,6 +129,33 @@ def test_pooling_at_the_classifiers_input_warns_that_it_is_ignored(images):
         warnings.simplefilter("error", IgnoredSettingWarning)
         PretrainedFeatureExtractor(TinyConvNet(), device="cpu", pooling="max", layer="features").fit(images)
         PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)  # the default says nothing
+
+
+def test_pooling_at_a_layer_that_gives_one_vector_per_image_warns_that_it_is_ignored(images):
+    # A Flatten's output (N, C) has nothing to pool, whether picked by layer or ending a module without
+    # a classifier; a small preprocess shows that the check reads the user's image size, not 224 pixels.
+    y = np.arange(len(images)) % 2
+    flat_ended = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 6), nn.Flatten())
+    for estimator in (
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu", pooling="max", layer="flatten"),
+        PretrainedFeatureExtractor(flat_ended, device="cpu", pooling="max", preprocess=to_unit),
+        FineTuneClassifier(TinyConvNet(), device="cpu", pooling="max", layer="flatten", max_epochs=1),
+    ):
+        with pytest.warns(IgnoredSettingWarning, match=r"pooling='max' .* outputs one vector per image"):
+            estimator.fit(images, y)
+
+
+def test_a_preprocess_given_with_feature_vectors_is_refused():
+    # Rows of features reach the network as they are: a preprocess would be silently skipped.
+    X, y = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32), np.arange(6) % 2
+    for estimator in (
+        PretrainedFeatureExtractor(VectorNet(), device="cpu", preprocess=to_unit),
+        FineTuneClassifier(None, device="cpu", preprocess=to_unit, max_epochs=1),
+    ):
+        with pytest.raises(
+            ValueError, match=r"preprocess=.* applies to images, but X is 2-D, feature vectors"
+        ):
+            estimator.fit(X, y)
 
 
 def test_a_final_linear_layer_is_still_the_classifier_that_is_cut(images):

@@ -23,7 +23,7 @@ from .scorers import (
     prediction_entropy_scorer,
     soft_neighborhood_density_scorer,
 )
-from .shallow import FeatureAlignmentClassifier
+from .shallow import FeatureAlignmentClassifier, PooledDomainsWarning
 
 __all__ = [
     "METHODS",
@@ -32,6 +32,7 @@ __all__ = [
     "FewEffectiveRowsWarning",
     "ImportanceWeightingClassifier",
     "NoTargetDataWarning",
+    "PooledDomainsWarning",
     "PseudoLabelCollapseWarning",
     "UntrainedPseudoLabelsWarning",
     "deep_embedded_validation_scorer",

@@ -31,13 +31,15 @@ def _outputs_as_shipped(estimator):
     return True
 
 
-def _features_and_outputs(estimator, X, rows, output, name):
+def _features_and_outputs(estimator, X, rows, output, name, source_rows=None):
     """The features in which to compare domains, of every row of X, and ``output`` of ``rows`` of X.
 
     ``output`` is ``"predict"`` or ``"predict_proba"``, of the estimator that classifies. The features are
     those it classifies: a fitted search is read through its ``best_estimator_``, a Pipeline (nested or
     not) through its steps, then the last estimator's own embedding (``embed``), the features a shallow
-    aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier), or X. Each step
+    aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier; ``source_rows``, the
+    labelled source rows that a scorer weighs, mapped as its fit mapped those, the rest as target rows), or
+    X. Each step
     transforms X once, and a network that gives its embedding and its predictions in one pass
     (DomainAdaptedClassifier) runs once over the rows. Where a wrapper on the way, or that network,
     has a ``predict``, ``predict_proba`` or ``embed`` that is not scikit-learn's or sktransfer's (a subclass's
@@ -55,7 +57,12 @@ def _features_and_outputs(estimator, X, rows, output, name):
             estimator = estimator[-1]
         elif isinstance(estimator, EstimatorOnTargetFeaturesMixin):  # then what its own estimator reads
             shipped = shipped and _outputs_as_shipped(estimator)
-            X, estimator = estimator._target_features(X), estimator.estimator_
+            X = (
+                estimator._target_features(X)
+                if source_rows is None
+                else estimator._scoring_features(X, source_rows)
+            )
+            estimator = estimator.estimator_
         else:
             break
     if shipped and hasattr(estimator, "_embed_and_predict_proba") and _outputs_as_shipped(estimator):

@@ -31,7 +31,9 @@ class _SourceWeightedScorer(_DomainScorer):
                 f"{self._name} needs the label of every source row, and y is missing (NaN or None) at samples "
                 f"{missing[:10].tolist()}: mark target rows with -1 or a negative sample_domain."
             )
-        features, outputs = _features_and_outputs(estimator, X, source, self._output, self._name)
+        features, outputs = _features_and_outputs(
+            estimator, X, source, self._output, self._name, source_rows=source
+        )
         return self._weighted_score(estimator, outputs, y[source], source_density_ratios(features, target))
 
 
@@ -40,9 +42,9 @@ class _ImportanceWeightedScorer(_SourceWeightedScorer):
 
     A logistic regression tells target rows from source rows on the estimator's features; a source row
     weighs p(target | x) / p(source | x), up to a constant factor. The weighted source accuracy estimates the
-    target accuracy without a single target label. It assumes that ``predict`` maps source and target rows
-    alike, as DomainAdaptedClassifier does; FeatureAlignmentClassifier moves only its training source rows,
-    so score it with ``prediction_entropy_scorer``. Call it as
+    target accuracy without a single target label. Where the estimator maps source rows otherwise than
+    target rows (FeatureAlignmentClassifier), the source rows are predicted, and compared with the target
+    rows, as its fit mapped them. Call it as
     ``importance_weighted_scorer(estimator, X, y, sample_domain=None)``, or give it as ``scoring``.
 
     Examples
@@ -92,8 +94,8 @@ class _DeepEmbeddedValidationScorer(_SourceWeightedScorer):
     ``-risk``, greater is better. A source label that the estimator's ``classes_`` lacks has probability 0,
     clipped to 1e-12.
 
-    Like ``importance_weighted_scorer``, it assumes that ``predict_proba`` maps source and target rows
-    alike, as DomainAdaptedClassifier does (FeatureAlignmentClassifier does not). Call it as
+    As in ``importance_weighted_scorer``, the source rows of an estimator that maps them otherwise than
+    target rows (FeatureAlignmentClassifier) are read as its fit mapped them. Call it as
     ``deep_embedded_validation_scorer(estimator, X, y, sample_domain=None)``, or give it as ``scoring``.
 
     References

@@ -54,6 +54,14 @@ class EstimatorOnTargetFeaturesMixin:
     def _estimator(self):
         return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
 
+    def _scoring_features(self, X, source_rows):
+        """X mapped as the estimator reads it, ``source_rows`` (labelled source rows) as fit mapped those.
+
+        For the scorers that weigh the source rows' errors: the same as :meth:`_target_features` where fit
+        maps source and target rows alike.
+        """
+        return self._target_features(X)
+
     def predict(self, X):
         """Labels of X, every row read as a target row.
 
@@ -99,6 +107,27 @@ class EstimatorOnTargetFeaturesMixin:
         return self.estimator_.decision_function(features)
 
 
+class PooledDomainsWarning(UserWarning):
+    """FeatureAlignmentClassifier aligned the rows of several positive domains as one source.
+
+    Labelled target rows given a positive domain of their own are mapped as source rows then, moved away
+    from the target; DomainAdaptedClassifier aligns each positive domain with the target apart.
+    """
+
+
+def _warn_of_pooled_domains(labelled_domains):
+    domains = np.unique(labelled_domains)
+    if len(domains) > 1:
+        warnings.warn(
+            f"FeatureAlignmentClassifier pools the labelled rows of the positive domains {domains.tolist()[:10]} "
+            "into one source and aligns it with the target as a whole: rows of a domain that is already "
+            "target-like (labelled target rows, say) are moved as source rows. To align each domain apart, "
+            "use DomainAdaptedClassifier(model=None); to pool them knowingly, give them one domain.",
+            PooledDomainsWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
 class FeatureAlignmentClassifier(
     TargetScoreMixin, EstimatorOnTargetFeaturesMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator
 ):
@@ -106,7 +135,8 @@ class FeatureAlignmentClassifier(
 
     The shallow path for embeddings, e.g. after :class:`~sktransfer.PretrainedFeatureExtractor` in a
     Pipeline. Rows are marked as in :class:`~sktransfer.DomainAdaptedClassifier`: ``y == -1`` or a negative
-    ``sample_domain`` is target.
+    ``sample_domain`` is target. Unlike there, the labelled rows of several positive domains are aligned
+    with the target as one source (a :class:`PooledDomainsWarning` says so).
 
     - ``"coral"`` (Sun et al. 2016): source features are centred, whitened with their own covariance and
       re-coloured with the target's; :meth:`predict` centres target features on the target's mean.
@@ -184,20 +214,21 @@ class FeatureAlignmentClassifier(
         split = split_domains(y, sample_domain, len(X))
         source, labels, target = X[split.labelled], column_or_1d(y)[split.labelled], X[split.target]
         self._warn_about_settings_without_effect(len(source), len(target), X.shape[1])
+        if sample_domain is not None and self.method != "source_only":
+            _warn_of_pooled_domains(np.asarray(sample_domain)[split.labelled])
         self.target_mean_ = target.mean(axis=0) if len(target) else source.mean(axis=0)
-        self.source_map_ = None
+        self.source_mean_ = source.mean(axis=0)
+        self.source_map_ = None  # source rows are read as (row - source_mean_) @ source_map_
         self.target_basis_ = None
         if self.method == "coral" and len(target) > 1:
             colour = _matrix_power(_covariance(target, self.reg), 0.5)
             self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
-            aligned = (source - source.mean(axis=0)) @ self.source_map_
         elif self.method == "subspace" and len(target) > 1:
             components = _subspace_dimension(self.n_components, len(source), len(target), X.shape[1])
             source_basis = PCA(components, svd_solver="full").fit(source).components_.T
             self.target_basis_ = PCA(components, svd_solver="full").fit(target).components_.T
-            aligned = (source - source.mean(axis=0)) @ source_basis @ (source_basis.T @ self.target_basis_)
-        else:
-            aligned = source
+            self.source_map_ = source_basis @ (source_basis.T @ self.target_basis_)
+        aligned = source if self.source_map_ is None else (source - self.source_mean_) @ self.source_map_
         self.estimator_ = clone(self._estimator()).fit(aligned, labels)
         self.classes_ = self.estimator_.classes_
         return self
@@ -237,3 +268,10 @@ class FeatureAlignmentClassifier(
         if self.source_map_ is not None:
             return X - self.target_mean_
         return X
+
+    def _scoring_features(self, X, source_rows):
+        features = self._target_features(X)
+        if self.source_map_ is not None:  # aligned: the source rows as the estimator was trained on them
+            source = validate_data(self, X, dtype=np.float64, reset=False)[source_rows]
+            features[source_rows] = (source - self.source_mean_) @ self.source_map_
+        return features
