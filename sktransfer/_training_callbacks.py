@@ -112,6 +112,7 @@ class WarmupLR(LRScheduler):
                 max_lr=[group.get("initial_lr", group["lr"]) for group in net.optimizer_.param_groups],
                 total_steps=total,
                 pct_start=min(max(self.warmup, 2 / total), 0.5),
+                cycle_momentum=False,  # the learning rate only: the optimizer's betas or momentum as given
             )
         else:
             warmup_steps = round(self.warmup * total)
@@ -119,6 +120,25 @@ class WarmupLR(LRScheduler):
 
     def on_train_end(self, net, **kwargs):
         self.lr_scheduler_ = None  # it holds the optimizer; a fitted net pickles without a copy of it
+
+
+def refuse_two_schedules(estimator):
+    """Raise when ``callbacks`` holds an LRScheduler of the user's while ``lr_schedule`` schedules the rate too.
+
+    Both would set the learning rate: the library's at every batch, from its base rate, so that an epoch-level
+    scheduler of the user's held for one batch per epoch, and both wrote the ``event_lr`` of the history.
+    """
+    if estimator.lr_schedule is None or not isinstance(estimator.callbacks, list | tuple):
+        return
+    for item in estimator.callbacks:
+        callback = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+        kind = callback if isinstance(callback, type) else type(callback)
+        if issubclass(kind, LRScheduler):
+            raise ValueError(
+                f"callbacks holds a learning-rate scheduler of yours ({kind.__name__}), and "
+                f"lr_schedule={estimator.lr_schedule!r} schedules the rate too: each would overwrite the other. "
+                "Set lr_schedule=None to let yours set the rate, or drop yours."
+            )
 
 
 def _tracked_batchnorms(module):

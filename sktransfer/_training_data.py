@@ -235,6 +235,27 @@ class TrainingDataMixin:
         return PrecomputedFeatures(features, dataset.targets)
 
     def get_split_datasets(self, X, y=None, **fit_params):
+        train, valid = self._split_datasets(X, y, **fit_params)
+        return train, self._own_validation_data(valid)
+
+    def _own_validation_data(self, valid):
+        """A validation dataset of the user's, ``predefined_split(Dataset(X_valid, y_valid))``, read as fit reads X.
+
+        Its images preprocessed as the backbone expects, its labels encoded; the library's own passes as it is.
+        """
+        if valid is None or yields_batches(valid):
+            return valid
+        X, y = getattr(valid, "X", None), getattr(valid, "y", None)
+        if X is None or y is None:
+            raise ValueError(
+                f"train_split gave a validation {type(valid).__name__} that {type(self).__name__} cannot read: "
+                "give skorch.helper.predefined_split(skorch.dataset.Dataset(X_valid, y_valid)), X_valid in any "
+                "form fit accepts and y_valid labels of the classes trained on."
+            )
+        source = validated_source(self, X, reset=False)
+        return self._image_dataset(source, self._targets(y, len(source), reset=False))
+
+    def _split_datasets(self, X, y=None, **fit_params):
         if self._holds_out_for_early_stopping():
             # several processes must validate on the same rows: without a random_state, a seed they share
             seed = self._validation_seed() if self.random_state is None else self._split_seed()

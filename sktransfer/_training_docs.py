@@ -43,8 +43,10 @@ weight_decay : float, default=0.01
 label_smoothing : float, default=0.0
     Label smoothing of the cross-entropy loss.
 lr_schedule : {"cosine", "onecycle", "constant"} or None, default="cosine"
-    Per-batch learning-rate schedule after a linear warm-up (one-cycle warms up its own way); ``None``
-    keeps the rates fixed.
+    Per-batch learning-rate schedule after a linear warm-up (one-cycle warms up its own way, and leaves
+    the optimizer's momentum or betas as they are); ``None`` keeps the rates fixed. A skorch
+    ``LRScheduler`` of your own among ``callbacks`` needs ``lr_schedule=None``: fit refuses the two
+    together, which would both set the rate.
 warmup : "auto" or float, default="auto"
     Fraction of the training steps spent warming up. ``"auto"``: 0.1 with pretrained weights, so that the
     first steps, driven by a new head that knows nothing yet, move them gently; 0 when ``weights=None`` or
@@ -120,8 +122,9 @@ optimizer : torch.optim.Optimizer class, default=torch.optim.AdamW
     implementation is given.
 train_split : callable or None, default=None
     skorch's split of the training data into training and validation data, such as
-    ``skorch.dataset.ValidSplit(5)`` or ``skorch.helper.predefined_split(dataset)``. ``None`` validates
-    on nothing, unless ``early_stopping`` holds out ``validation_fraction`` of the data.
+    ``skorch.dataset.ValidSplit(5)`` or ``skorch.helper.predefined_split(Dataset(X_valid, y_valid))`` (a
+    skorch ``Dataset``, its X in any form fit accepts, preprocessed and its labels encoded as fit's).
+    ``None`` validates on nothing, unless ``early_stopping`` holds out ``validation_fraction`` of the data.
 **kwargs
     Any other parameter of skorch's ``NeuralNetClassifier`` (``callbacks``, ``warm_start``, ``classes``,
     ``iterator_train``, ...) and dunder parameters (``optimizer__betas``, ``module__*``,

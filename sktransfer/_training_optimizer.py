@@ -22,6 +22,7 @@ class StageRatesMixin:
         self._optimizer_made_for = self._settings(OPTIMIZER_SETTINGS)
         self._optimizer_class = self.optimizer
         self._param_groups_made_for = self.get_params_for("optimizer").get("param_groups")
+        self._optimizer_lr_made_for = self.get_params_for("optimizer").get("lr")
         if "param_groups" in self.get_params_for("optimizer"):
             super().initialize_optimizer()
             for group in self.optimizer_.param_groups:  # the rates a schedule starts from at each call

@@ -3,6 +3,7 @@
 import contextlib
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 
 from ._changed_settings import (
@@ -135,7 +136,7 @@ class TrainingStateMixin:
                 "compile": self.compile,
                 "compile__*": ArgumentsByValue(self.get_params_for("compile"), "compile"),
                 # the fitted classes while the parameter leaves them to y (None)
-                "classes": ClassesByValue(self.classes_ if self.classes is None else self.classes),
+                "classes": ClassesByValue(self.classes_ if self.classes is None else np.unique(self.classes)),
             }
         )
 
@@ -203,6 +204,12 @@ class TrainingStateMixin:
                 for name, value in self._settings(OPTIMIZER_SETTINGS).items()
                 if value != self._optimizer_made_for[name]
             ]
+            if optimizer_settings.get("lr") != getattr(
+                self, "_optimizer_lr_made_for", optimizer_settings.get("lr")
+            ):
+                changed.append(
+                    "optimizer__lr"
+                )  # skorch sets it on every group at once: the groups' own rates go
             if changed:
                 raise ValueError(
                     f"{changed[0]} changed after fitting, but optimizer__param_groups sets the rates of this "

@@ -27,7 +27,7 @@ from ._labels import checked_labels, encode_labels, require_labels
 from ._mixed_precision import MixedPrecisionMixin
 from ._pickling import NamedPicklingErrorsMixin
 from ._runtime import seeded
-from ._training_callbacks import CallbacksMixin, trainable_stage_count
+from ._training_callbacks import CallbacksMixin, refuse_two_schedules, trainable_stage_count
 from ._training_data import (
     TrainingDataMixin,
     label_codes,
@@ -123,8 +123,8 @@ class TransferClassifier(
                 f"partial_fit's classes={np.asarray(classes).tolist()[:10]} differ from the estimator's "
                 f"classes={np.asarray(self.classes).tolist()[:10]}: give one of them, or the same classes."
             )
-        if reset and self.classes is not None:  # the classes of the network about to be built, in order
-            self.classes_inferred_ = np.asarray(self.classes)
+        if reset and self.classes is not None:  # the classes of the network about to be built, sorted
+            self.classes_inferred_ = _sorted_classes(self.classes)
         elif reset:
             self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
         return encode_labels(y, self.classes_)
@@ -227,6 +227,7 @@ class TransferClassifier(
         validate_parameter_constraints(self._parameter_constraints, params, caller_name=type(self).__name__)
         refuse_torch_dataset(X, type(self).__name__)
         refuse_dataset_settings(self)
+        refuse_two_schedules(self)
         if self.accelerator is not None:
             check_accelerator(self.accelerator, self._precision(), self.__dict__["device"])
         self._precision()
@@ -238,6 +239,13 @@ class TransferClassifier(
             warn_of_unused_settings(self, ["unfreeze_epochs"], "with strategy='gradual'")
         if self.lr_schedule is None:
             warn_of_unused_settings(self, ["warmup"], "with an lr_schedule")
+        if "param_groups" in self.get_params_for("optimizer"):
+            warn_of_unused_settings(
+                self,
+                ["weight_decay", "backbone_lr_ratio", "layer_decay"],
+                "in the library's parameter groups, which optimizer__param_groups replaces (give your groups "
+                "their own weight_decay and lr)",
+            )
         if not _is_cross_entropy(self.criterion):
             warn_of_unused_settings(self, ["label_smoothing"], "with criterion=torch.nn.CrossEntropyLoss")
         if not self.early_stopping:
@@ -400,6 +408,25 @@ def _refuse_sample_weight(fit_params, estimator_name):
             "to the network's forward, as in skorch). To weigh classes, pass criterion__weight=torch.tensor"
             "([...]) with one weight per class in the order of classes_; to weigh rows, repeat them."
         )
+
+
+def _sorted_classes(classes):
+    """``classes`` sorted, as every scikit-learn classifier's ``classes_`` (and ``predict_proba``'s columns) are.
+
+    Scorers such as ``neg_log_loss`` and ``roc_auc_ovr`` read the columns in the sorted order of the labels;
+    in the order given, they would score the wrong class's probability.
+
+    Examples
+    --------
+    >>> _sorted_classes(["c", "a", "b"]).tolist()
+    ['a', 'b', 'c']
+    """
+    given = np.asarray(classes)
+    ordered = np.unique(given)
+    if len(ordered) != len(given):
+        repeated = [label for label in ordered.tolist() if np.sum(given == label) > 1]
+        raise ValueError(f"classes names {repeated[:10]} more than once: give each class once.")
+    return ordered
 
 
 def _same_classes(classes, fitted):

@@ -52,7 +52,7 @@ def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labell
         LRScheduler("StepLR", step_size=1, gamma=0.9),
         Checkpoint(monitor="train_loss_best", f_pickle="net.pkl", dirname=str(tmp_path)),
     ]
-    clf = _gradual(accelerator=accelerator, callbacks=callbacks).fit(X, y)
+    clf = _gradual(accelerator=accelerator, callbacks=callbacks, lr_schedule=None).fit(X, y)
     assert pickle.loads((tmp_path / "net.pkl").read_bytes()).accelerator is None
     assert type(clf.optimizer_) is torch.optim.AdamW
     assert "forward" not in vars(clf.module_)  # the accelerator's patched forward is gone

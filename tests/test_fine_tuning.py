@@ -9,7 +9,10 @@ from PIL import Image, ImageFile
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.helper import predefined_split
+from torch.utils.data import TensorDataset
 
 from sktransfer import FineTuneClassifier
 from sktransfer._fused_optimizer import move_optimizer_state
@@ -194,6 +197,58 @@ def test_learning_rate_warms_up_then_decays(labelled_images):
     assert tiny(lr_schedule="onecycle", strategy="full", lr=0.05).fit(X, y).score(X, y) > 0.5
 
 
+def test_one_cycle_schedules_the_rate_and_leaves_the_optimizers_momentum_as_given(labelled_images):
+    # OneCycleLR cycled beta1 (and an SGD's momentum, from 0) by default: the user's betas were overridden.
+    X, y = labelled_images
+    seen = []
+
+    class Betas(Callback):
+        def on_batch_end(self, net, **kwargs):
+            seen.append(net.optimizer_.param_groups[0]["betas"][0])
+
+    tiny(lr_schedule="onecycle", optimizer__betas=(0.5, 0.999), callbacks=[Betas()]).fit(X, y)
+    assert set(seen) == {0.5}
+
+
+def test_settings_of_the_librarys_parameter_groups_warn_beside_param_groups_of_the_users(labelled_images):
+    X, y = labelled_images
+    groups = [("head.*", {"lr": 0.01})]
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"weight_decay=0.5 and layer_decay=0.5 take effect only in"
+    ):
+        clf = tiny(optimizer__param_groups=groups, weight_decay=0.5, layer_decay=0.5, max_epochs=1).fit(X, y)
+    assert 0.5 not in {group["weight_decay"] for group in clf.optimizer_.param_groups}
+
+
+@pytest.mark.parametrize("labels", [["bright", "dark"], [10, 20]])
+def test_a_predefined_validation_split_is_read_as_fit_reads_x_and_y(labelled_images, labels):
+    # The user's Dataset reached skorch raw: no preprocessing, labels not encoded (an error each time).
+    X, y = labelled_images
+    y = np.asarray(labels)[(y == y[0]).astype(int)]
+    valid = SkorchDataset(X[:8], y[:8])
+    clf = tiny(train_split=predefined_split(valid), strategy="full", max_epochs=2).fit(X[8:], y[8:])
+    assert np.isfinite(clf.history[:, "valid_loss"]).all()
+    net = tiny(
+        train_split=predefined_split(valid), strategy="full", max_epochs=2, recalibrate_batchnorm=False
+    )
+    last = net.fit(X[8:], y[8:]).history[-1, "valid_acc"]
+    assert last == pytest.approx(net.score(X[:8], y[:8]))
+    with pytest.raises(ValueError, match=r"train_split gave a validation TensorDataset .* cannot read"):
+        tiny(train_split=predefined_split(TensorDataset(torch.zeros(2, 3)))).fit(X, y)
+
+
+def test_a_scheduler_of_the_users_beside_lr_schedule_is_refused_naming_the_fix(labelled_images):
+    # Both set the rate: the library's every batch, from its base, so a StepLR of the user's held one batch.
+    X, y = labelled_images
+    step = LRScheduler("StepLR", step_size=1, gamma=0.1)
+    with pytest.raises(
+        ValueError, match=r"scheduler of yours \(LRScheduler\), and lr_schedule='cosine'.*=None"
+    ):
+        tiny(callbacks=[("step", step)]).fit(X, y)
+    clf = tiny(callbacks=[step], lr_schedule=None, lr=0.1, strategy="full").fit(X, y)
+    assert clf.history[:, "event_lr"] == pytest.approx([0.1, 0.01, 0.001])
+
+
 def test_warmup_auto_warms_pretrained_weights_up_and_starts_at_full_rate_from_scratch(labelled_images):
     X, y = labelled_images
 
@@ -264,10 +319,7 @@ def test_partial_fit_continues_the_schedule(labelled_images):
         )  # the constructor's won
     assert tiny(classes=["dark", "bright"]).partial_fit(
         X, y, classes=["bright", "dark"]
-    ).classes_.tolist() == [
-        "dark",
-        "bright",
-    ]
+    ).classes_.tolist() == ["bright", "dark"]  # sorted, as scikit-learn's classifiers have them
 
 
 def test_pickle_and_skorch_save_load_round_trips(labelled_images, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.metrics import get_scorer, log_loss
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
@@ -127,7 +128,8 @@ def test_classes_set_after_fit_do_not_relabel_the_fitted_network(labelled_images
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingsChangedWarning)
         clf.set_params(classes=["bright", "dark"]).predict(X)  # the fitted classes again: no change
-    clf.set_params(classes=["dark", "bright"])
+        clf.set_params(classes=["dark", "bright"]).predict(X)  # the same classes, sorted as sklearn's are
+    clf.set_params(classes=["dark", "bright", "grey"])
     with pytest.warns(
         SettingsChangedWarning, match=r"classes changed after fitting \(from \['bright', 'dark'\]"
     ):
@@ -137,7 +139,21 @@ def test_classes_set_after_fit_do_not_relabel_the_fitted_network(labelled_images
         np.testing.assert_array_equal(clf.predict_proba(X), expected)
     with pytest.raises(ValueError, match="classes changed after fitting"):
         clf.partial_fit(X, names)
-    assert clf.fit(X, names).classes_.tolist() == ["dark", "bright"]  # a cold fit builds for them
+    assert clf.fit(X, names).classes_.tolist() == ["bright", "dark", "grey"]  # a cold fit builds for them
+
+
+def test_classes_given_in_any_order_are_sorted_as_scikit_learns_scorers_read_them(labelled_images):
+    # neg_log_loss and roc_auc read predict_proba's columns in the sorted order of the labels: with the
+    # columns in the order given, they scored each row's probability of another class.
+    X, names = labelled_images
+    given = tiny(strategy="full", max_epochs=2, classes=["dark", "bright"]).fit(X, names)
+    default = tiny(strategy="full", max_epochs=2).fit(X, names)
+    assert given.classes_.tolist() == ["bright", "dark"]
+    np.testing.assert_allclose(given.predict_proba(X), default.predict_proba(X), atol=1e-6)
+    scorer = get_scorer("neg_log_loss")
+    assert scorer(given, X, names) == pytest.approx(-log_loss(names, given.predict_proba(X)))
+    with pytest.raises(ValueError, match=r"classes names \['dark'\] more than once"):
+        tiny(classes=["dark", "bright", "dark"]).fit(X, names)
 
 
 def test_compilation_set_after_fit_keeps_the_fitted_network(labelled_images):
@@ -445,6 +461,11 @@ def test_rates_of_users_param_groups_restart_and_cannot_change(labelled_images):
     assert sorted(group["initial_lr"] for group in clf.optimizer_.param_groups) == pytest.approx([1e-4, 1e-3])
     clf.set_params(lr=0.1)
     with pytest.raises(ValueError, match="lr changed after fitting, but optimizer__param_groups"):
+        clf.partial_fit(X, y)
+    clf.set_params(
+        lr=1e-3, optimizer__lr=0.5
+    )  # skorch sets it on every group: undone by the restart, silently
+    with pytest.raises(ValueError, match="optimizer__lr changed after fitting, but optimizer__param_groups"):
         clf.partial_fit(X, y)
 
 
