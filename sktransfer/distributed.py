@@ -22,7 +22,7 @@ from ._layers import check_module_layer
 from ._stacklevel import caller_stacklevel
 from .backbones import check_layer_before_loading
 from .feature_extraction import PretrainedFeatureExtractor
-from .texts import truncations_collected, warn_of_cut_texts
+from .texts import is_pandas, truncations_collected, warn_of_cut_texts
 
 _DASK_MISSING = "transform_on_dask needs Dask's distributed scheduler: pip install 'sktransfer[dask]'."
 _FIT_LOCK = threading.Lock()
@@ -162,10 +162,32 @@ def _partitions(client, X, partition_size):
         return client.compute(list(np.ravel(np.asarray(X.to_delayed(), dtype=object))))
     if isinstance(X, str) or not hasattr(X, "__len__"):
         raise ValueError(f"X must be a sequence of image paths or a Dask bag/series of them, got {type(X)}.")
-    paths = list(X.tolist() if hasattr(X, "tolist") else X)
+    paths = _items(X)
     if not paths:
         raise ValueError("X is empty: it holds 0 paths; at least one is required.")
+    for index, path in enumerate(paths):  # here, numbered among all of X, not by a worker in its partition
+        if not isinstance(path, str | os.PathLike):
+            raise ValueError(
+                f"X: sample {index} is {path!r}, a {type(path).__name__}: each item must be an image path (or "
+                "a text, for a text encoder)."
+            )
     return [paths[start : start + partition_size] for start in range(0, len(paths), partition_size)]
+
+
+def _items(X):
+    """The paths (or texts) of a sequence, Series, one-column DataFrame or (n, 1) array, as a list."""
+    if is_pandas(X) and X.ndim == 2:  # iterating over a DataFrame gives its column names
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"X is a DataFrame with {X.shape[1]} columns ({list(map(str, X.columns))[:10]}); pass the one "
+                "column that holds the paths or texts, e.g. X[['path']]."
+            )
+        X = X.iloc[:, 0]
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]
+    if getattr(X, "ndim", 1) != 1:
+        raise ValueError(f"X has shape {X.shape}: give one path (or text) per item, a 1-D sequence.")
+    return list(X.tolist() if hasattr(X, "tolist") else X)
 
 
 @validate_params(

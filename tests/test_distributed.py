@@ -9,6 +9,7 @@ import warnings
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -78,6 +79,11 @@ def test_dask_extraction_equals_the_single_process_path(client, paths):
     np.testing.assert_allclose(
         transform_on_dask(extractor, array, client=client), expected, rtol=1e-5, atol=1e-6
     )
+    # A DataFrame iterates over its column names: one row, of the word "path", came back for every path.
+    for table in (pd.DataFrame({"path": paths}), pd.Series(paths), np.array(paths)[:, None]):
+        np.testing.assert_allclose(
+            transform_on_dask(extractor, table, client=client), expected, rtol=1e-5, atol=1e-6
+        )
 
 
 def _advance_torch_random_stream(dask_worker):
@@ -174,6 +180,11 @@ def test_bad_arguments_are_named(client, paths):
         transform_on_dask(extractor, paths, client=client, partition_size=0)
     with pytest.raises(ValueError, match="X is empty"):
         transform_on_dask(extractor, [], client=client)
+    with pytest.raises(ValueError, match=r"X: sample 3 is None, a NoneType") as raised:
+        transform_on_dask(extractor, [*paths[:3], None], client=client, partition_size=2)  # among all of X
+    assert not isinstance(raised.value, PartitionError)
+    with pytest.raises(ValueError, match=r"DataFrame with 2 columns \(\['path', 'label'\]\)"):
+        transform_on_dask(extractor, pd.DataFrame({"path": paths, "label": 0}), client=client)
     with pytest.raises(
         ValueError, match="extractor: The 'batch_size' parameter of PretrainedFeatureExtractor"
     ) as raised:
