@@ -34,7 +34,7 @@ from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .domain_adaptation.shallow import PooledDomainsWarning
 from .few_shot import ZeroVectorRowsWarning
 from .images import GrayscaleStripsWarning
-from .text_encoders import TextEncoderUnavailableError
+from .text_encoders import IncompleteCacheWarning, TextEncoderUnavailableError
 from .texts import TruncatedTextsWarning
 from .training import TrainingDivergedError
 
@@ -42,6 +42,7 @@ __all__ = [
     "FewEffectiveRowsWarning",
     "GrayscaleStripsWarning",
     "IgnoredSettingWarning",
+    "IncompleteCacheWarning",
     "KeptParametersWarning",
     "NetworkOutputError",
     "NewClassWarning",

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from importlib.util import find_spec
 from itertools import takewhile
@@ -21,6 +22,7 @@ from torch import nn
 
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import seeded
+from ._stacklevel import caller_stacklevel
 from .texts import TokenBatch
 
 OFFLINE_TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -32,6 +34,14 @@ _POOLING_MODES = {
     "pooling_mode_max_tokens": "max",
 }
 _SENTENCE_TRANSFORMERS_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class IncompleteCacheWarning(UserWarning):
+    """A file that configures a text encoder was neither in the Hugging Face cache nor downloadable.
+
+    Sentence-transformers' ``modules.json``, say, in a cache that ``AutoModel.from_pretrained`` filled: the
+    encoder ran without it.
+    """
 
 
 class TextEncoderUnavailableError(OSError):
@@ -116,6 +126,7 @@ class _Location:
         name = os.fspath(model)
         self.name = str(offline_text_model_folder()) if name in OFFLINE_TEXT_MODEL_NAMES else name
         self.folder = Path(self.name) if os.path.isdir(self.name) else None
+        self.missing = set()  # the files found neither in the cache nor online, each warned of once
 
     def unavailable(self, exc):
         return TextEncoderUnavailableError(
@@ -135,10 +146,21 @@ class _Location:
 
         try:
             return json.loads(Path(hf_hub_download(self.name, filename)).read_text())
-        except EntryNotFoundError:
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: not cached, and no download
+            if filename in self.missing:
+                return None
+            self.missing.add(filename)
+            warnings.warn(
+                f"model={self.name!r}: {filename} is not in the Hugging Face cache ({_hub_cache()}) and could "
+                "not be downloaded, so the encoder runs without it: if it is a sentence-transformers model, "
+                "its pooling, normalisation and maximum length are not those of its authors. Cache the whole "
+                f"model (`huggingface-cli download {self.name}`), or pass a local model folder.",
+                IncompleteCacheWarning,
+                stacklevel=caller_stacklevel(),
+            )
             return None
-        except LocalEntryNotFoundError as exc:
-            raise self.unavailable(exc) from exc
+        except EntryNotFoundError:  # the model has no such file
+            return None
 
     def load(self, loader, *args, **kwargs):
         try:

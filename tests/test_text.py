@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import shutil
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,11 @@ from sktransfer import (
     PretrainedFeatureExtractor,
 )
 from sktransfer.exceptions import IgnoredSettingWarning, TruncatedTextsWarning
-from sktransfer.text_encoders import TextEncoderUnavailableError, offline_text_model_folder
+from sktransfer.text_encoders import (
+    IncompleteCacheWarning,
+    TextEncoderUnavailableError,
+    offline_text_model_folder,
+)
 from tests._text_models import REVIEWS, SENTIMENT, write_hub_cache, write_tiny_encoder
 
 
@@ -323,6 +328,25 @@ def test_hub_id_loads_from_the_hugging_face_cache_offline(tiny_text_model, tmp_p
     from_cache = extractor("someone/tiny-encoder", pooling="model").fit(REVIEWS).transform(REVIEWS)
     from_folder = extractor(tiny_text_model, pooling="model").fit(REVIEWS).transform(REVIEWS)
     np.testing.assert_allclose(from_cache, from_folder, atol=1e-6)
+
+
+def test_a_cache_without_the_sentence_transformers_files_warns_offline(
+    tiny_text_model, tmp_path, monkeypatch
+):
+    # A cache filled by AutoModel.from_pretrained lacks modules.json and the pooling settings: offline, they
+    # were read as absent from the model, and pooling="model" silently dropped the normalisation.
+    folder = tmp_path / "partial"
+    shutil.copytree(tiny_text_model, folder)
+    for name in ("modules.json", "sentence_bert_config.json"):
+        (folder / name).unlink()
+    shutil.rmtree(folder / "1_Pooling")
+    cache = write_hub_cache(tmp_path / "hub", "someone/tiny-encoder", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.warns(
+        IncompleteCacheWarning, match=r"modules.json is not in the Hugging Face cache.*download"
+    ):
+        extractor("someone/tiny-encoder", pooling="model").fit(REVIEWS)
 
 
 def test_missing_hub_model_names_the_cache_and_the_way_to_provide_it(tmp_path, monkeypatch):
