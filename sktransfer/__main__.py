@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchvision.transforms._presets import ImageClassification
@@ -51,7 +51,12 @@ def parse_args(argv=None):
     parser.add_argument("--model", default=OFFLINE_MODEL_NAME, help="backbone name (default: %(default)s)")
     parser.add_argument("--weights", default="DEFAULT", help="weights name or checkpoint path")
     parser.add_argument("--cv", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="batch size of the embedding pass (default: %(default)s; fine-tuning trains in batches of 16)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     parser.add_argument(
@@ -70,7 +75,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--image-size",
         type=int,
-        help="fine-tuning: images resized to this side and normalised with ImageNet's mean and std "
+        help="fine-tuning: images resized to this side and scaled as the weights expect "
         f"(default: {OFFLINE_DIGIT_SIZE} on the offline digits, the weights' own preprocessing on a folder)",
     )
     parser.add_argument("--no-fine-tuning", action="store_true", help="skip the fine-tuning comparison")
@@ -154,9 +159,7 @@ def compare_fine_tuning(X, y, data_name, args, image_size=None):
     With ``image_size``, images are resized to ``image_size``×``image_size`` (and scaled as the weights
     expect) instead of the weights' own resizing and crop.
     """
-    train, test = train_test_split(
-        np.arange(len(y)), train_size=args.train_per_class * len(np.unique(y)), stratify=y, random_state=0
-    )
+    train, test = per_class_rows(y, args.train_per_class, "--train-per-class")
     X_train, X_test = ([X[i] for i in rows] if isinstance(X, list) else X[rows] for rows in (train, test))
     mean, std = input_scaling(args.model)
     preprocess = (
@@ -185,6 +188,25 @@ def compare_fine_tuning(X, y, data_name, args, image_size=None):
         print(f"{name:<48} {clf.score(X_test, y[test]):>20.3f} {seconds:>9.1f}s", flush=True)
 
 
+def per_class_rows(y, per_class, option):
+    """``per_class`` rows of each class of ``y`` drawn at random (seed 0), in order, and the other rows.
+
+    Each class needs more rows than that, so that the rest hold some of it too; ``option`` is named if not.
+    """
+    rng = np.random.default_rng(0)
+    chosen = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        if len(rows) <= per_class:
+            raise SystemExit(
+                f"{option} {per_class}: class {label.item()!r} has {len(rows)} images; it needs more than "
+                f"{per_class}."
+            )
+        chosen.append(rng.permutation(rows)[:per_class])
+    chosen = np.sort(np.concatenate(chosen))
+    return chosen, np.setdiff1d(np.arange(len(y)), chosen)
+
+
 def digit_network():
     """The DANN paper's network for digits: two convolutions with max pooling (the head is added by fit)."""
     return torch.nn.Sequential(
@@ -201,11 +223,9 @@ def digit_network():
 def compare_domain_adaptation(args):
     """MNIST digits (labelled source) to MNIST-M-style digits (unlabelled target), trained end to end."""
     digits, labels = load_mnist_digits()
-    order = np.random.default_rng(0).permutation(len(digits))
-    n_source = min(args.digits_per_class * 10, len(digits) // 2)
-    n_target = min(args.target_digits, len(digits) - n_source)
-    source, source_y = digits[order[:n_source]], labels[order[:n_source]]
-    target_rows = order[n_source : n_source + n_target]
+    source_rows, rest = per_class_rows(labels, args.digits_per_class, "--digits-per-class")
+    source, source_y = digits[source_rows], labels[source_rows]
+    target_rows = np.random.default_rng(0).permutation(rest)[: args.target_digits]
     target, target_y = blend_on_photos(digits[target_rows], random_state=0), labels[target_rows]
     X = np.concatenate([source, target])
     y = np.concatenate([source_y, np.full(len(target), -1)])  # -1: target rows, unlabelled
@@ -221,7 +241,12 @@ def compare_domain_adaptation(args):
         "MCC (minimum class confusion)": "mcc",
     }.items():
         clf = DomainAdaptedClassifier(
-            method=method, model=digit_network(), weights=None, device=args.device, random_state=0
+            method=method,
+            model=digit_network(),
+            weights=None,
+            device=args.device,
+            precision=args.precision,
+            random_state=0,
         )
         start = time.perf_counter()
         clf.fit(X, y)

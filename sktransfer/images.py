@@ -1,12 +1,12 @@
 """Every accepted form of X as a lazy, indexable source of images, validated up front.
 
 Accepted X: numpy arrays and torch tensors of images (N×H×W×C, N×C×H×W, or grayscale N×H×W; uint8, other
-integers in [0, 255], or floats in [0, 1]), a sequence of such images of any sizes, a sequence
-of PIL images, a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series,
-one-column DataFrame or (n, 1) array of paths. A photo (file or PIL image) is turned as its EXIF orientation says, as viewers
-show it, not read lying on its side as the camera stored it. A PIL image (or file) of a wider mode than 8 bits
-(16- or 32-bit integers, floats) is read as its values on Pillow's 0-255 scale, not clipped at 255 as
-Pillow's RGB conversion would; values outside that scale are refused. A 2-D array is a batch of feature
+integers in [0, 255], or floats in [0, 1]), a sequence of such images of any sizes, a sequence of PIL images,
+a sequence of image file paths (decoded lazily, in DataLoader workers), and a pandas Series, one-column
+DataFrame or (n, 1) array of paths. A photo (file or PIL image) is turned as its EXIF orientation says, as
+viewers show it, not read lying on its side as the camera stored it. A PIL image (or file) of a wider mode
+than 8 bits (16- or 32-bit integers, floats) is read as its values on Pillow's 0-255 scale, not clipped at 255
+as Pillow's RGB conversion would; values outside that scale are refused. A 2-D array is a batch of feature
 vectors, for networks that read vectors.
 
 Each image comes out as a (3, H, W) tensor, uint8 or float in [0, 1]: grayscale is replicated to three

@@ -1,6 +1,7 @@
 import importlib.metadata
 import runpy
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torchvision
 from PIL import Image
 
 import sktransfer
-from sktransfer.__main__ import main
+from sktransfer.__main__ import main, per_class_rows
 from sktransfer._runtime import resolve_precision
 from sktransfer.datasets import (
     load_image_folder,
@@ -66,6 +67,17 @@ def test_main_job_fine_tunes_on_an_image_folder(tmp_path, capsys):
     assert f"at 32x32 on {tmp_path}: 1 labelled images per class (5 in all), tested on the other 10:" in out
     assert "same network from scratch (weights=None)" in out
     assert "domain adaptation" not in out
+
+
+def test_per_class_options_take_that_many_of_each_class():
+    # A stratified split in proportion to class sizes trained on 18 cats and 2 dogs for "10 per class".
+    y = np.array(["cat"] * 100 + ["dog"] * 12)
+    train, rest = per_class_rows(y, 10, "--train-per-class")
+    assert sorted(Counter(y[train]).items()) == [("cat", 10), ("dog", 10)]
+    assert sorted(np.concatenate([train, rest]).tolist()) == list(range(len(y)))
+    np.testing.assert_array_equal(per_class_rows(y, 10, "--train-per-class")[0], train)  # seeded
+    with pytest.raises(SystemExit, match=r"--train-per-class 12: class 'dog' has 12 images"):
+        per_class_rows(y, 12, "--train-per-class")
 
 
 def test_main_job_refuses_too_small_classes(tmp_path):
