@@ -82,6 +82,11 @@ def as_text_source(X, model):
         array = np.asarray(X) if not isinstance(X, torch.Tensor) else None
         if array is not None and array.ndim == 2 and array.shape[1] == 1 and array.dtype.kind in "OUS":
             array = array[:, 0]  # one column of texts, as a one-column DataFrame's values give
+        if array is not None and array.ndim == 2 and array.dtype.kind in "OUS":
+            raise ValueError(
+                f"X is a {array.shape} array of strings: pass the one column that holds the texts, e.g. X[:, 0], "
+                "and the labels as y."
+            )
         if array is None or array.ndim != 1 or array.dtype.kind not in "OUS":
             shape = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
             raise ValueError(

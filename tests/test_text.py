@@ -84,6 +84,7 @@ def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
         ("a single text", "single string"),
         (np.zeros((3, 8, 8, 3), dtype=np.uint8), "text encoder"),
         (pd.DataFrame({"a": ["x"], "b": ["y"]}), "2 columns"),
+        (np.array([["a fine film", "bad"]]), r"X is a \(1, 2\) array of strings: pass the one column"),
     ],
 )
 def test_bad_text_input_names_the_sample(tiny_text_model, texts, message):
