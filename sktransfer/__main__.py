@@ -193,6 +193,8 @@ def per_class_rows(y, per_class, option):
 
     Each class needs more rows than that, so that the rest hold some of it too; ``option`` is named if not.
     """
+    if per_class < 1:
+        raise SystemExit(f"{option} {per_class}: give at least 1.")
     rng = np.random.default_rng(0)
     chosen = []
     for label in np.unique(y):

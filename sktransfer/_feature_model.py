@@ -1,9 +1,12 @@
 """The features a backbone gives: its output at a layer, pooled to one vector per input, checked."""
 
+import warnings
+
 import torch
 from torch import nn
 
 from ._runtime import NetworkOutputError
+from ._stacklevel import caller_stacklevel
 
 
 class FeatureModel(nn.Module):
@@ -106,4 +109,6 @@ def resolve_pooling(backbone, pooling, normalize):
         return pooling, normalize
     if isinstance(backbone.own_pooling, Exception):
         raise backbone.own_pooling
+    if backbone.own_pooling_unread is not None:
+        warnings.warn(backbone.own_pooling_unread, stacklevel=caller_stacklevel())
     return backbone.own_pooling, normalize or backbone.own_normalize

@@ -76,7 +76,9 @@ def upright(image):
     Cameras and phones store a photo as the sensor read it and record how to turn it for display in its
     EXIF data; without the turn a portrait photo reaches the network lying on its side. An image without the
     tag (or already turned, as ``PIL.ImageOps.exif_transpose`` leaves it) is returned as it is, not copied;
-    a turned one is a new image, the user's left as it was.
+    a turned one is a new image, the user's left as it was. Pillow's ``rotate`` and ``transpose`` keep the
+    tag: an image turned by hand is turned again, as a viewer would show it saved; turn photos with
+    ``exif_transpose``, which drops the tag.
 
     Examples
     --------

@@ -49,6 +49,8 @@ class Backbone:
     is. For text, it tokenises a list of texts into a :class:`~sktransfer.texts.TokenBatch`.
     ``own_pooling`` is how the model's authors pool its outputs (``pooling="model"``): "avg" for image
     backbones; a text encoder's sentence-transformers configuration (or the error that it cannot be run).
+    ``own_pooling_unread`` is the warning ``pooling="model"`` gives where that configuration could not be
+    read (offline, a cache without it).
     """
 
     module: nn.Module
@@ -57,6 +59,7 @@ class Backbone:
     kind: str = "image"
     own_pooling: object = "avg"
     own_normalize: bool = False
+    own_pooling_unread: Warning | None = None
 
 
 def torchvision_model_names():

@@ -154,8 +154,12 @@ def _is_dask_collection(X):
     return hasattr(X, "__dask_graph__")
 
 
-def _partitions(client, X, partition_size):
-    """The partitions of X as futures on the cluster (Dask collections) or lists of paths (sequences)."""
+def _partitions(client, X, partition_size, errors):
+    """The partitions of X as futures on the cluster (Dask collections) or lists of paths (sequences).
+
+    With ``errors="raise"``, an item that is no path or text is refused here; with ``"nan"``, its partition
+    fails on its worker and comes back as NaN rows, as any other.
+    """
     if _is_dask_collection(X):
         if getattr(X, "ndim", 1) != 1:
             raise ValueError("X: a Dask collection of paths must be one-dimensional (one path per item).")
@@ -165,7 +169,7 @@ def _partitions(client, X, partition_size):
     paths = _items(X)
     if not paths:
         raise ValueError("X is empty: it holds 0 paths; at least one is required.")
-    for index, path in enumerate(paths):  # here, numbered among all of X, not by a worker in its partition
+    for index, path in enumerate(paths if errors == "raise" else ()):  # numbered among all of X, up front
         if not isinstance(path, str | os.PathLike):
             raise ValueError(
                 f"X: sample {index} is {path!r}, a {type(path).__name__}: each item must be an image path (or "
@@ -275,7 +279,7 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         if isinstance(extractor.model, nn.Module):
             check_module_layer(extractor.model, extractor.layer)
     client = _default_client() if client is None else client
-    partitions = _partitions(client, X, partition_size)
+    partitions = _partitions(client, X, partition_size, errors)
     _check_worker_environment(client)
     shared = client.scatter(_shipped(extractor), broadcast=True, hash=False)
     futures = [

@@ -214,6 +214,16 @@ class PretrainedFeatureExtractor(
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
         )
+        self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
+        self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
+        if set_away_from_default(
+            self, "pooling"
+        ) and (  # runs a copy of the network, as loaded: only if asked
+            needs := pooling_cannot_apply(
+                backbone, self.layer, lambda: PreprocessedImages.for_estimator(source, self)[0]
+            )
+        ):
+            warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
@@ -224,14 +234,6 @@ class PretrainedFeatureExtractor(
             module.body = fold_batchnorm(module.body)
             module = module.to(memory_format=torch.channels_last)
         self.backbone_ = module.to(device=device)
-        self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
-        self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
-        if set_away_from_default(self, "pooling") and (  # the check runs the network: only if asked
-            needs := pooling_cannot_apply(
-                backbone, self.layer, lambda: PreprocessedImages.for_estimator(source, self)[0]
-            )
-        ):
-            warn_of_unused_settings(self, ["pooling"], needs)
         self.device_ = device
         self.n_features_out_ = self._output_size(source)
         check_classifier_ran_last(cut, self.n_features_out_)

@@ -122,7 +122,8 @@ def _read_pil(index, read):
 
 
 def _unreadable_pil(index, exc):
-    closed_file = isinstance(exc, AssertionError | AttributeError | OSError)  # how Pillow meets a closed file
+    # how Pillow meets a closed file: a bare assertion, a missing file pointer, "Operation on closed image"
+    closed_file = isinstance(exc, AssertionError | AttributeError | OSError) or "closed" in str(exc)
     advice = (
         " An image opened in a with block is closed at its end, before its pixels are loaded: call image.load() "
         "(or keep image.copy()) inside the block, or pass the file paths."

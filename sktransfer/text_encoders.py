@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import threading
-import warnings
 from collections.abc import Mapping
 from importlib.util import find_spec
 from itertools import takewhile
@@ -22,7 +21,6 @@ from torch import nn
 
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import seeded
-from ._stacklevel import caller_stacklevel
 from .texts import TokenBatch
 
 OFFLINE_TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -126,7 +124,7 @@ class _Location:
         name = os.fspath(model)
         self.name = str(offline_text_model_folder()) if name in OFFLINE_TEXT_MODEL_NAMES else name
         self.folder = Path(self.name) if os.path.isdir(self.name) else None
-        self.missing = set()  # the files found neither in the cache nor online, each warned of once
+        self.missing = set()  # the files found neither in the cache nor online
 
     def unavailable(self, exc):
         return TextEncoderUnavailableError(
@@ -137,7 +135,10 @@ class _Location:
         )
 
     def json(self, filename):
-        """A JSON file of the model's, or None when the model has none."""
+        """A JSON file of the model's, or None where it has none, or none is cached nor downloadable.
+
+        A file neither cached nor downloadable is named in ``missing``: the model may well have it.
+        """
         if self.folder is not None:
             path = self.folder / filename
             return json.loads(path.read_text()) if path.is_file() else None
@@ -147,20 +148,23 @@ class _Location:
         try:
             return json.loads(Path(hf_hub_download(self.name, filename)).read_text())
         except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: not cached, and no download
-            if filename in self.missing:
-                return None
             self.missing.add(filename)
-            warnings.warn(
-                f"model={self.name!r}: {filename} is not in the Hugging Face cache ({_hub_cache()}) and could "
-                "not be downloaded, so the encoder runs without it: if it is a sentence-transformers model, "
-                "its pooling, normalisation and maximum length are not those of its authors. Cache the whole "
-                f"model (`huggingface-cli download {self.name}`), or pass a local model folder.",
-                IncompleteCacheWarning,
-                stacklevel=caller_stacklevel(),
-            )
             return None
         except EntryNotFoundError:  # the model has no such file
             return None
+
+    def unread_pooling(self):
+        """The warning for ``pooling="model"`` where the files that declare the pooling could not be read."""
+        if not self.missing:
+            return None
+        files = " and ".join(sorted(self.missing))
+        return IncompleteCacheWarning(
+            f"model={self.name!r}: {files} {'is' if len(self.missing) == 1 else 'are'} not in the Hugging Face "
+            f"cache ({_hub_cache()}) and could not be downloaded, so pooling='model' runs without them: if it is "
+            "a sentence-transformers model, "
+            "its pooling and normalisation are not those of its authors. Cache the whole model "
+            f"(`huggingface-cli download {self.name}`), or pass a local model folder."
+        )
 
     def load(self, loader, *args, **kwargs):
         try:
@@ -404,6 +408,7 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         pooling, normalizes = _own_pooling(location)
     except ValueError as exc:  # raised if pooling="model" asks for it
         pooling, normalizes = exc, False
+    unread = location.unread_pooling()  # before the tokenizer's files are read: those have defaults
     return Backbone(
         TextEncoder(transformer),
         Tokenize(
@@ -415,4 +420,5 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         kind="text",
         own_pooling=pooling,
         own_normalize=normalizes,
+        own_pooling_unread=unread,
     )

@@ -142,6 +142,11 @@ def test_a_failed_partition_is_reported_with_its_paths(client, paths, tmp_path):
     expected = extractor.fit(paths).transform(paths)
     np.testing.assert_allclose(embeddings[:5], expected[:5], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(embeddings[10:], expected[9:], rtol=1e-5, atol=1e-6)
+    with pytest.warns(PartitionFailedWarning, match="nan"):  # a gap in a column of paths, NaN rows too
+        gap = transform_on_dask(
+            extractor, [*paths[:5], np.nan], client=client, partition_size=5, errors="nan"
+        )
+    assert np.isnan(gap[5]).all()
 
 
 def test_the_current_client_is_the_default(client, paths):

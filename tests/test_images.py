@@ -59,7 +59,13 @@ def test_a_pil_image_closed_before_its_pixels_loaded_is_named(tmp_path, rgb_imag
     Image.fromarray(rgb_images[0]).save(path)
     with Image.open(path) as image:
         closed = [image]
-    for source in (as_image_source(closed), as_image_source([Image.open(path), *closed])):
+    closed_by_call = Image.open(path)
+    closed_by_call.close()  # Pillow says "Operation on closed image", a ValueError
+    for source in (
+        as_image_source(closed),
+        as_image_source([Image.open(path), *closed]),
+        as_image_source([Image.open(path), closed_by_call]),
+    ):
         index = len(source) - 1
         with pytest.raises(ValueError, match=rf"sample {index} is a PIL image whose pixels .*image.load\(\)"):
             source.load(index)

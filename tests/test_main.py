@@ -78,6 +78,8 @@ def test_per_class_options_take_that_many_of_each_class():
     np.testing.assert_array_equal(per_class_rows(y, 10, "--train-per-class")[0], train)  # seeded
     with pytest.raises(SystemExit, match=r"--train-per-class 12: class 'dog' has 12 images"):
         per_class_rows(y, 12, "--train-per-class")
+    with pytest.raises(SystemExit, match=r"--digits-per-class 0: give at least 1"):
+        per_class_rows(y, 0, "--digits-per-class")
 
 
 def test_main_job_refuses_too_small_classes(tmp_path):
