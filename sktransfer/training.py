@@ -126,7 +126,7 @@ class TransferClassifier(
         if reset and self.classes is not None:  # the classes of the network about to be built, sorted
             self.classes_inferred_ = _sorted_classes(self.classes)
         elif reset:
-            self.classes_inferred_ = np.unique(y if classes is None else np.asarray(classes))
+            self.classes_inferred_ = np.unique(y) if classes is None else _sorted_classes(classes)
         return encode_labels(y, self.classes_)
 
     @property

@@ -154,6 +154,8 @@ def test_classes_given_in_any_order_are_sorted_as_scikit_learns_scorers_read_the
     assert scorer(given, X, names) == pytest.approx(-log_loss(names, given.predict_proba(X)))
     with pytest.raises(ValueError, match=r"classes names \['dark'\] more than once"):
         tiny(classes=["dark", "bright", "dark"]).fit(X, names)
+    with pytest.raises(ValueError, match=r"classes names \['dark'\] more than once"):
+        tiny().partial_fit(X, names, classes=["dark", "bright", "dark"])
 
 
 def test_compilation_set_after_fit_keeps_the_fitted_network(labelled_images):
