@@ -109,6 +109,7 @@ def resolve_pooling(backbone, pooling, normalize):
         return pooling, normalize
     if isinstance(backbone.own_pooling, Exception):
         raise backbone.own_pooling
-    if backbone.own_pooling_unread is not None:
-        warnings.warn(backbone.own_pooling_unread, stacklevel=caller_stacklevel())
+    unread = backbone.own_pooling_unread
+    if unread is not None:
+        warnings.warn(str(unread), type(unread), stacklevel=caller_stacklevel())
     return backbone.own_pooling, normalize or backbone.own_normalize
