@@ -284,7 +284,12 @@ def validated_source(estimator, X, *, reset):
             "as N×H×W×C, N×C×H×W or N×H×W arrays, file paths or PIL images."
         )
     if not reset and not hasattr(estimator, "n_features_in_"):
-        raise ValueError(f"{type(estimator).__name__} was fitted on images; X must hold images too.")
+        name = type(estimator).__name__
+        raise ValueError(
+            f"X is 2-D (feature vectors), but {name} has no n_features_in_, the width of the vectors that fit "
+            f"records: it was fitted on images, and X must hold images too; or, initialised without fit "
+            f"(initialize(), then load_params()), set clf.n_features_in_ = {np.shape(X)[1]} first."
+        )
     if getattr(estimator, "preprocess", None) is not None:
         raise ValueError(
             f"preprocess={estimator.preprocess!r} applies to images, but X is 2-D, feature vectors, which "

@@ -18,7 +18,7 @@ from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._network import BackboneWithHead
 from sktransfer.exceptions import IgnoredSettingWarning
 
-from ._models import CountingNet, TinyConvNet, tiny_domain_adapted
+from ._models import CountingNet, TinyConvNet, VectorNet, tiny_domain_adapted
 from ._preprocessing import to_unit
 
 
@@ -469,6 +469,19 @@ def test_rates_of_users_param_groups_restart_and_cannot_change(labelled_images):
     )  # skorch sets it on every group: undone by the restart, silently
     with pytest.raises(ValueError, match="optimizer__lr changed after fitting, but optimizer__param_groups"):
         clf.partial_fit(X, y)
+
+
+def test_a_network_initialised_without_fit_reads_vectors_once_told_their_width(tmp_path):
+    # skorch's initialize() then load_params(): the error said "fitted on images" of a net never fitted.
+    X, y = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), np.arange(8) % 2
+    fitted = FineTuneClassifier(VectorNet(), device="cpu", max_epochs=1, random_state=0).fit(X, y)
+    fitted.save_params(f_params=tmp_path / "weights.pt")
+    loaded = FineTuneClassifier(VectorNet(), device="cpu", classes=[0, 1]).initialize()
+    loaded.load_params(f_params=tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"initialised without fit .* set clf.n_features_in_ = 4 first"):
+        loaded.predict(X)
+    loaded.n_features_in_ = 4
+    np.testing.assert_allclose(loaded.predict_proba(X), fitted.predict_proba(X), atol=1e-6)
 
 
 def test_loading_parameters_keeps_the_device_the_user_set(labelled_images, tmp_path):
