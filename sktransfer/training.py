@@ -25,6 +25,7 @@ from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._fitted_state import forget_fitted_attributes
 from ._labels import checked_labels, encode_labels, require_labels
 from ._mixed_precision import MixedPrecisionMixin
+from ._network import BackboneWithHead
 from ._pickling import NamedPicklingErrorsMixin
 from ._runtime import seeded
 from ._training_callbacks import CallbacksMixin, refuse_two_schedules, trainable_stage_count
@@ -248,6 +249,7 @@ class TransferClassifier(
             )
         if not _is_cross_entropy(self.criterion):
             warn_of_unused_settings(self, ["label_smoothing"], "with criterion=torch.nn.CrossEntropyLoss")
+        _refuse_log_probability_loss(self.criterion, self.module)
         if not self.early_stopping:
             warn_of_unused_settings(self, ["patience", "validation_fraction"], "with early_stopping=True")
         elif self.train_split is not None:
@@ -372,6 +374,21 @@ def softmax_over_classes(logits):
 
 def _is_cross_entropy(criterion):
     return isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)
+
+
+def _refuse_log_probability_loss(criterion, module):
+    """Raise for NLLLoss (skorch's default) on the library's network, whose head gives logits.
+
+    On logits the negative log-likelihood falls without bound: training diverged, and the error blamed the
+    learning rate.
+    """
+    reads_log_probabilities = isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
+    if reads_log_probabilities and isinstance(module, type) and issubclass(module, BackboneWithHead):
+        raise ValueError(
+            f"criterion={criterion.__name__} reads log-probabilities, but the network's head gives logits, on "
+            "which its loss falls without bound: use torch.nn.CrossEntropyLoss (the default, NLLLoss after a "
+            "log-softmax)."
+        )
 
 
 def checked_probabilities(proba):

@@ -634,7 +634,7 @@ class _FocalLikeLoss(nn.CrossEntropyLoss):
         return 2 * super().forward(logits, labels)
 
 
-@pytest.mark.parametrize("criterion", [nn.NLLLoss, _FocalLikeLoss, _FocalLikeLoss()])
+@pytest.mark.parametrize("criterion", [nn.MultiMarginLoss, _FocalLikeLoss, _FocalLikeLoss()])
 def test_partial_needs_cross_entropy_itself_and_says_so_before_training(shifted_images, criterion):
     X, y, _ = shifted_images
     clf = deep(partial=True, criterion=criterion)

@@ -237,6 +237,15 @@ def test_a_predefined_validation_split_is_read_as_fit_reads_x_and_y(labelled_ima
         tiny(train_split=predefined_split(TensorDataset(torch.zeros(2, 3)))).fit(X, y)
 
 
+def test_skorchs_default_nll_loss_on_logits_is_refused_before_training(labelled_images):
+    # On logits the loss falls without bound: training diverged and the error blamed the learning rate.
+    X, y = labelled_images
+    clf = tiny(criterion=torch.nn.NLLLoss)
+    with pytest.raises(ValueError, match=r"criterion=NLLLoss reads log-probabilities.*CrossEntropyLoss"):
+        clf.fit(X, y)
+    assert not clf.initialized_
+
+
 def test_a_scheduler_of_the_users_beside_lr_schedule_is_refused_naming_the_fix(labelled_images):
     # Both set the rate: the library's every batch, from its base, so a StepLR of the user's held one batch.
     X, y = labelled_images
