@@ -272,8 +272,11 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     """
     try:  # here, once, rather than on every worker for every partition and retry
         extractor._validate_params()
-    except InvalidParameterError as error:  # not renamed as a parameter of this function's by its decorator
-        raise ValueError(f"extractor: {error}") from None
+    except InvalidParameterError as error:
+        # sklearn's validate_params renames "parameter of <name> must be" to this function's name: reworded
+        name = type(extractor).__name__
+        message = str(error).replace(f"parameter of {name} must", f"parameter of {name}, the extractor, must")
+        raise InvalidParameterError(f"extractor: {message}") from None
     if not hasattr(extractor, "backbone_"):  # a misspelt layer, here rather than on every worker
         check_layer_before_loading(extractor.model, extractor.layer, extractor.weights)
         if isinstance(extractor.model, nn.Module):

@@ -15,6 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
+from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer.datasets import save_image_folder
@@ -195,6 +196,8 @@ def test_bad_arguments_are_named(client, paths):
     ) as raised:
         transform_on_dask(extractor.set_params(batch_size=0), paths, client=client)
     assert not isinstance(raised.value, PartitionError)  # refused here, not by every partition's worker
+    assert isinstance(raised.value, InvalidParameterError)  # as scikit-learn's own parameter errors are
+    assert "transform_on_dask" not in str(raised.value)
     misspelt = PretrainedFeatureExtractor(model=TinyConvNet(), layer="features.9", device="cpu")
     with pytest.raises(ValueError, match=r"layer='features\.9' is not a layer of this model") as raised:
         transform_on_dask(misspelt, paths, client=client)
