@@ -1,4 +1,4 @@
-"""Offline data for examples, tests and benchmarks, and a reader for folders of labelled images."""
+"""Offline data for examples, tests and benchmarks, and (from _image_folders) folders of labelled images."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -6,12 +6,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from sklearn.utils import check_random_state
-from torchvision.datasets.folder import find_classes, make_dataset
 
 from ._counts import check_count
+from ._image_folders import load_image_folder, save_image_folder  # noqa: F401 (re-exported)
 from ._text_corpora import load_movie_reviews, load_sentiment_snippets  # noqa: F401 (re-exported)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell")
 
 
@@ -324,160 +323,3 @@ def load_rendered_digits(n_per_class=100, size=32, random_state=0):
 def load_sample_photo(name="chelsea"):
     """One of scikit-image's bundled RGB photographs (``"chelsea"`` is a tabby cat), as uint8 H×W×3."""
     return getattr(_skimage_data(), name)()
-
-
-def load_image_folder(path):
-    """Image file paths and their labels from a folder with one sub-folder per class (ImageFolder layout).
-
-    Parameters
-    ----------
-    path : str or path-like
-        The folder; files whose suffix is not an image suffix are ignored.
-
-    Returns
-    -------
-    paths : list of str
-    labels : ndarray of str
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from PIL import Image
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for label in ("cat", "dog"):
-    ...     (root / label).mkdir()
-    ...     Image.new("RGB", (8, 8)).save(root / label / "0.png")
-    >>> paths, labels = load_image_folder(root)
-    >>> labels
-    array(['cat', 'dog'], dtype='<U3')
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"path={str(root)!r} is not a folder.")
-    classes, samples = _class_folder_samples(root)
-    if not samples:
-        raise ValueError(
-            f"path={str(root)!r} holds no images in class sub-folders (expected {root}/<class>/<image>, "
-            f"with suffixes {', '.join(IMAGE_SUFFIXES)})."
-        )
-    return [file for file, _ in samples], np.array([classes[index] for _, index in samples])
-
-
-def _class_folder_samples(root):
-    """The class names under the folder ``root`` and its (image file, class index) pairs."""
-    try:
-        classes, class_to_idx = find_classes(root)
-    except FileNotFoundError:  # no sub-folder
-        return [], []
-    # a class folder without images is skipped, as a stray folder (.ipynb_checkpoints) should be
-    return classes, make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
-
-
-def save_image_folder(images, labels, path):
-    """Write images as PNG files in the ImageFolder layout that :func:`load_image_folder` reads.
-
-    Used to turn the bundled datasets into files, for the recipes that read image paths. Everything is
-    checked before the first file is written: pixels that PNG cannot hold as they are (floats, integers
-    outside 0 to 255) are refused rather than cast, and so are labels that are not one folder name, and a
-    folder that holds images this call would not write (``load_image_folder`` would read them with the new
-    ones). Saving the same images to the same folder again overwrites them.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n_images, height, width, 3), uint8, or list of (height, width, 3) arrays
-        Integers in [0, 255] of another dtype are accepted too. A list may hold images of different sizes,
-        as a folder of photographs does.
-    labels : array-like of shape (n_images,)
-        One sub-folder per distinct label: each label, as a string, must be a folder name (not empty,
-        not ``.`` or ``..``, no path separator), and no two may differ only in case.
-    path : str or path-like
-        The folder; created if missing.
-
-    Returns
-    -------
-    paths : list of str
-        The file of each image, in the order of ``images``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> images, labels = load_textures(n_per_class=2, patch_size=16)
-    >>> paths = save_image_folder(images, labels, tempfile.mkdtemp())
-    >>> load_image_folder(Path(paths[0]).parents[1])[1].tolist() == sorted(labels.tolist())
-    True
-    """
-    root = Path(path)
-    images = _savable_pixels(images)
-    names = [str(label) for label in np.asarray(labels).tolist()]
-    if len(names) != len(images):
-        raise ValueError(f"images holds {len(images)} images but labels has {len(names)} labels.")
-    unsafe = sorted({name for name in names if not _is_folder_name(name)})
-    if unsafe:
-        raise ValueError(
-            f"labels {unsafe[:5]} are not folder names: each label becomes one sub-folder of path, so it "
-            "must not be empty, '.' or '..', nor hold a path separator."
-        )
-    _refuse_labels_alike_but_for_case(names)
-    files = [root / name / f"{index:06d}.png" for index, name in enumerate(names)]
-    stale = sorted(set(_images_in_class_folders(root)) - set(map(str, files)))
-    if stale:
-        raise FileExistsError(
-            f"path={str(root)!r} already holds {len(stale)} images that this call would not write (such as "
-            f"{stale[0]!r}): load_image_folder would read them with these. Save to an empty folder, or "
-            "delete them first."
-        )
-    for image, file in zip(images, files, strict=True):
-        file.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(file)
-    return [str(file) for file in files]
-
-
-def _savable_pixels(images):
-    """``images`` as uint8, refused when that would change a pixel: one array, or a list of any sizes."""
-    if not isinstance(images, list | tuple):
-        return _uint8_pixels(np.asarray(images), "images", ndim=4)
-    if not images:
-        raise ValueError("images is empty: there is nothing to save.")
-    return [_uint8_pixels(np.asarray(image), f"images[{i}]", ndim=3) for i, image in enumerate(images)]
-
-
-def _uint8_pixels(array, name, ndim):
-    """``array``, an image (``ndim=3``) or images (4) with RGB channels last, as uint8; ``name`` in errors."""
-    if array.ndim != ndim or array.shape[-1] != 3:
-        shape = "(n_images, height, width, 3)" if ndim == 4 else "(height, width, 3)"
-        raise ValueError(f"{name} must have the shape {shape}, RGB channels last; got {array.shape}.")
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 255)):
-        found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
-        raise ValueError(
-            f"{name} must hold integers from 0 to 255 (uint8); got {found}. For floats in [0, 1], pass "
-            "(images * 255).round().astype(np.uint8)."
-        )
-    return array.astype(np.uint8)
-
-
-def _is_folder_name(name):
-    """Whether ``name`` is one folder name on any system: not empty, ``.`` or ``..``, no separator."""
-    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
-
-
-def _refuse_labels_alike_but_for_case(names):
-    """Refuse labels that differ only in case: one folder on macOS's and Windows' file systems."""
-    by_folded = {}
-    for name in dict.fromkeys(names):
-        by_folded.setdefault(name.casefold(), []).append(name)
-    alike = [group for group in by_folded.values() if len(group) > 1]
-    if alike:
-        raise ValueError(
-            f"labels {alike[0]} differ only in case: on macOS and Windows, whose file systems ignore case, "
-            "they would share one sub-folder, and load_image_folder would read them as one class. Rename "
-            "them (with a suffix, say) before saving."
-        )
-
-
-def _images_in_class_folders(root):
-    """The image files that :func:`load_image_folder` would read under ``root``."""
-    if not root.is_dir():
-        return []
-    return [file for file, _ in _class_folder_samples(root)[1]]
