@@ -1,10 +1,13 @@
 """Folders of labelled images: one sub-folder per class (ImageFolder layout), read and written."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import find_classes, make_dataset
+from torchvision.datasets.folder import make_dataset
+
+from ._labels import refuse_missing_labels, unlabelled_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -15,7 +18,8 @@ def load_image_folder(path):
     Parameters
     ----------
     path : str or path-like
-        The folder; files whose suffix is not an image suffix are ignored.
+        The folder (``~`` is the home folder); files whose suffix is not an image suffix are ignored, and so
+        are hidden files and folders (their names start with a dot, as ``.ipynb_checkpoints`` does).
 
     Returns
     -------
@@ -34,7 +38,7 @@ def load_image_folder(path):
     >>> labels
     array(['cat', 'dog'], dtype='<U3')
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"path={str(root)!r} is not a folder.")
     classes, samples = _class_folder_samples(root)
@@ -47,13 +51,31 @@ def load_image_folder(path):
 
 
 def _class_folder_samples(root):
-    """The class names under the folder ``root`` and its (image file, class index) pairs."""
-    try:
-        classes, class_to_idx = find_classes(root)
-    except FileNotFoundError:  # no sub-folder
+    """The class names under the folder ``root`` and its (image file, class index) pairs.
+
+    Hidden entries are skipped: Jupyter's ``.ipynb_checkpoints`` holds copies of images opened in it, and
+    macOS writes a ``._<name>`` file of metadata beside each image on a drive it does not own.
+    """
+    classes = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name)
+    )
+    if not classes:
         return [], []
-    # a class folder without images is skipped, as a stray folder (.ipynb_checkpoints) should be
-    return classes, make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
+    class_to_idx = {name: index for index, name in enumerate(classes)}
+    # a class folder without images is skipped, as an empty folder holds no class
+    return classes, make_dataset(
+        str(root), class_to_idx, is_valid_file=lambda file: _is_visible_image(root, file), allow_empty=True
+    )
+
+
+def _is_hidden(name):
+    return name.startswith(".")
+
+
+def _is_visible_image(root, file):
+    """Whether ``file`` has an image suffix and neither it nor a folder between it and ``root`` is hidden."""
+    relative = Path(file).relative_to(root)
+    return file.lower().endswith(IMAGE_SUFFIXES) and not any(_is_hidden(part) for part in relative.parts)
 
 
 def save_image_folder(images, labels, path):
@@ -71,10 +93,12 @@ def save_image_folder(images, labels, path):
         Integers in [0, 255] of another dtype are accepted too. A list may hold images of different sizes,
         as a folder of photographs does.
     labels : array-like of shape (n_images,)
-        One sub-folder per distinct label: each label, as a string, must be a folder name (not empty,
-        not ``.`` or ``..``, no path separator), and no two may differ only in case.
+        One sub-folder per distinct label: each label, as a string, must be a folder name that
+        :func:`load_image_folder` reads back (not empty, not starting with a dot, no path separator), and no
+        two may differ only in case. Missing labels (NaN, None) and the mark of an unlabelled image (-1) are
+        refused: a folder would make a class of them.
     path : str or path-like
-        The folder; created if missing.
+        The folder (``~`` is the home folder); created if missing.
 
     Returns
     -------
@@ -90,16 +114,26 @@ def save_image_folder(images, labels, path):
     >>> load_image_folder(Path(paths[0]).parents[1])[1].tolist() == sorted(labels.tolist())
     True
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     images = _savable_pixels(images)
-    names = [str(label) for label in np.asarray(labels).tolist()]
+    labels = np.asarray(labels)
+    names = [str(label) for label in labels.tolist()]
     if len(names) != len(images):
         raise ValueError(f"images holds {len(images)} images but labels has {len(names)} labels.")
+    refuse_missing_labels(labels, name="labels")
+    unlabelled = np.flatnonzero(unlabelled_mask(labels))
+    if unlabelled.size:
+        raise ValueError(
+            f"labels is -1, the mark of an unlabelled image, at samples {unlabelled[:10].tolist()}: saved, "
+            "they would be read back as a class named '-1'. Save the labelled images only "
+            "(images[labels != -1]), or the unlabelled ones to a folder of their own under one name."
+        )
     unsafe = sorted({name for name in names if not _is_folder_name(name)})
     if unsafe:
         raise ValueError(
             f"labels {unsafe[:5]} are not folder names: each label becomes one sub-folder of path, so it "
-            "must not be empty, '.' or '..', nor hold a path separator."
+            "must not be empty, start with a dot (load_image_folder skips hidden folders), nor hold a path "
+            "separator."
         )
     _refuse_labels_alike_but_for_case(names)
     files = [root / name / f"{index:06d}.png" for index, name in enumerate(names)]
@@ -142,8 +176,8 @@ def _uint8_pixels(array, name, ndim):
 
 
 def _is_folder_name(name):
-    """Whether ``name`` is one folder name on any system: not empty, ``.`` or ``..``, no separator."""
-    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
+    """Whether ``name`` is one visible folder name on any system: not empty or hidden, no separator."""
+    return name != "" and not _is_hidden(name) and "/" not in name and "\\" not in name
 
 
 def _refuse_labels_alike_but_for_case(names):

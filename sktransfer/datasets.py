@@ -210,13 +210,13 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
         )
     photos = [photos] if isinstance(photos, str) else list(photos)
     data = _skimage_data()
-    unknown = [name for name in photos if not callable(getattr(data, str(name), None))]
+    unknown = [name for name in photos if not _names_sample_image(data, name)]
     if unknown or not photos:
         raise ValueError(
             f"photos={photos!r}: {'none given' if not photos else f'{unknown} name no image of skimage.data'}; "
             f"its colour photographs include {list(PHOTOS)}."
         )
-    sources = [_as_rgb(getattr(data, name)()).astype(np.int16) for name in photos]
+    sources = [_sample_image(data, name, "photos").astype(np.int16) for name in photos]
     height, width = images.shape[1:3]
     _refuse_patches_larger_than(
         dict(zip(photos, sources, strict=True)), height, width, "images are", "pass smaller images"
@@ -232,9 +232,31 @@ def blend_on_photos(images, photos=PHOTOS, random_state=0):
     return blended
 
 
-def _as_rgb(photo):
-    """(H, W, 3) of a photograph: gray replicated, an alpha channel dropped."""
-    return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3]
+# What skimage.data holds besides its images: a download, a file's hash and paths.
+_NOT_SAMPLE_IMAGES = ("data_dir", "download_all", "file_hash", "lbp_frontal_face_cascade_filename")
+
+
+def _names_sample_image(data, name):
+    """Whether ``name`` names a function of ``skimage.data`` (``data``) that may give an image."""
+    return isinstance(name, str) and name in data.__all__ and name not in _NOT_SAMPLE_IMAGES
+
+
+def _sample_image(data, name, parameter):
+    """The sample image ``name`` of ``skimage.data`` as uint8 (H, W, 3): gray replicated, alpha dropped."""
+    image = getattr(data, name)()
+    if not isinstance(image, np.ndarray) or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
+    ):
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(
+            f"{parameter}={name!r} gives {shape} rather than one image; the colour photographs of "
+            f"skimage.data include {list(PHOTOS)}."
+        )
+    if image.dtype == bool:  # a binary image (horse): black and white
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{parameter}={name!r} is an image of {image.dtype}, not of 8-bit pixels.")
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
 
 
 _FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
@@ -321,5 +343,30 @@ def load_rendered_digits(n_per_class=100, size=32, random_state=0):
 
 
 def load_sample_photo(name="chelsea"):
-    """One of scikit-image's bundled RGB photographs (``"chelsea"`` is a tabby cat), as uint8 H×W×3."""
-    return getattr(_skimage_data(), name)()
+    """One of scikit-image's sample images (``"chelsea"`` is a tabby cat) as an RGB photograph.
+
+    Parameters
+    ----------
+    name : str, default="chelsea"
+        The name of a function of ``skimage.data`` that gives one image. A grayscale or black-and-white
+        image (``"camera"``, ``"horse"``) comes back gray in all three channels, and an alpha channel
+        (``"logo"``) is dropped. scikit-image bundles the images of :data:`PHOTOS` and a few more; it
+        downloads the others.
+
+    Returns
+    -------
+    photo : ndarray of shape (height, width, 3), dtype uint8
+
+    Examples
+    --------
+    >>> load_sample_photo("chelsea").shape
+    (300, 451, 3)
+    >>> load_sample_photo("camera").shape
+    (512, 512, 3)
+    """
+    data = _skimage_data()
+    if not _names_sample_image(data, name):
+        raise ValueError(
+            f"name={name!r} names no image of skimage.data; its colour photographs include {list(PHOTOS)}."
+        )
+    return _sample_image(data, name, "name")

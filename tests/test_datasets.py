@@ -133,3 +133,60 @@ def test_patches_larger_than_a_photograph_are_refused_naming_the_size():
 def test_counts_and_sizes_must_be_positive_integers(load, name, value):
     with pytest.raises(ValueError, match=rf"{name}={value!r} must be an integer of at least 1\."):
         load(**{name: value})
+
+
+def test_load_image_folder_skips_hidden_folders_and_files(tmp_path):
+    # Jupyter's checkpoints of an opened image and macOS's "._" metadata files were read as a class, or as
+    # images that fail to open.
+    for relative in ("cat/1.png", "cat/.ipynb_checkpoints/1-checkpoint.png", ".ipynb_checkpoints/2.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / relative)
+    (tmp_path / "cat" / "._1.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble metadata, not a PNG
+    paths, labels = load_image_folder(tmp_path)
+    assert [Path(path).relative_to(tmp_path).as_posix() for path in paths] == ["cat/1.png"]
+    assert labels.tolist() == ["cat"]
+    with pytest.raises(ValueError, match=r"labels \['.hidden'\] are not folder names.*start with a dot"):
+        save_image_folder(np.zeros((1, 2, 2, 3), dtype=np.uint8), [".hidden"], tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.array(["cat", None], dtype=object), r"labels holds missing labels .* at samples \[1\]"),
+        (np.array([0.0, np.nan]), r"labels holds missing labels .* at samples \[1\]"),
+        (np.array([3, -1]), r"labels is -1, the mark of an unlabelled image, at samples \[1\]"),
+        (
+            np.array(["cat", -1], dtype=object),
+            r"labels is -1, the mark of an unlabelled image, at samples \[1\]",
+        ),
+    ],
+)
+def test_save_image_folder_refuses_missing_and_unlabelled_labels(tmp_path, labels, message):
+    # They were written as folders "None", "nan" and "-1", read back as classes.
+    with pytest.raises(ValueError, match=message):
+        save_image_folder(np.zeros((2, 2, 2, 3), dtype=np.uint8), labels, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    save_image_folder(np.zeros((1, 2, 2, 3), dtype=np.uint8), ["-1"], tmp_path / "named")
+    assert load_image_folder(tmp_path / "named")[1].tolist() == ["-1"]  # the string "-1" is a class name
+
+
+def test_image_folders_expand_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    (path,) = save_image_folder(np.zeros((1, 2, 2, 3), dtype=np.uint8), ["cat"], "~/images")
+    assert Path(path) == tmp_path / "images" / "cat" / "000000.png"
+    assert not Path("~").exists()  # no folder named "~" in the working directory
+    assert load_image_folder("~/images")[0] == [path]
+
+
+def test_load_sample_photo_gives_rgb_uint8_and_names_a_wrong_name():
+    for name in ("chelsea", "camera", "horse", "logo"):  # colour, gray, black-and-white, RGBA
+        photo = load_sample_photo(name)
+        assert photo.shape == (*photo.shape[:2], 3), name
+        assert photo.dtype == np.uint8, name
+    assert set(np.unique(load_sample_photo("horse"))) == {0, 255}
+    for name in ("chelsey", "download_all", "data_dir"):
+        with pytest.raises(ValueError, match=rf"name='{name}' names no image of skimage.data.*'chelsea'"):
+            load_sample_photo(name)
+    with pytest.raises(ValueError, match=r"name='lfw_subset' gives \(200, 25, 25\) rather than one image"):
+        load_sample_photo("lfw_subset")
