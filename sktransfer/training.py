@@ -9,8 +9,9 @@ per stage (``_training_optimizer``), where it runs (``_training_device``), mixed
 (``_mixed_precision``), Accelerate (``_accelerate``), what carries over between calls
 (``_training_state``), how X becomes batches (``_training_data``), its callbacks
 (``_training_callbacks``) and its repr (``_training_repr``); what its parameters accept is in
-``_training_parameters``. Estimators subclass it, choose the defaults and may add mixins of their own over
-the same hooks (``_regularization``, ``_distillation``).
+``_training_parameters``, and the checks on what it is given and gives back in ``_training_checks``.
+Estimators subclass it, choose the defaults and may add mixins of their own over the same hooks
+(``_regularization``, ``_distillation``).
 """
 
 import numpy as np
@@ -19,16 +20,23 @@ from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from torch import nn
 
 from ._accelerate import AcceleratedTrainingMixin, check_accelerator
 from ._fitted_state import forget_fitted_attributes
 from ._labels import checked_labels, encode_labels, require_labels
 from ._mixed_precision import MixedPrecisionMixin
-from ._network import BackboneWithHead
 from ._pickling import NamedPicklingErrorsMixin
 from ._runtime import seeded
 from ._training_callbacks import CallbacksMixin, refuse_two_schedules, trainable_stage_count
+from ._training_checks import (
+    checked_probabilities,
+    is_cross_entropy,
+    refuse_log_probability_loss,
+    refuse_sample_weight,
+    same_classes,
+    softmax_over_classes,
+    sorted_classes,
+)
 from ._training_data import (
     TrainingDataMixin,
     label_codes,
@@ -96,7 +104,7 @@ class TransferClassifier(
 
     def initialize_criterion(self):
         kwargs = self.get_params_for("criterion")
-        if _is_cross_entropy(self.criterion):
+        if is_cross_entropy(self.criterion):
             kwargs.setdefault("label_smoothing", self.label_smoothing)
         self.criterion_ = self.initialized_instance(self.criterion, kwargs)
         self._criterion_made_for = self._criterion_settings()
@@ -108,7 +116,7 @@ class TransferClassifier(
         """Check y and turn it into class indices; with ``reset``, fix the classes (``classes`` or y's) first."""
         require_labels(y, type(self).__name__)
         y = checked_labels(y, n_samples)
-        if not reset and classes is not None and not _same_classes(classes, self.classes_):
+        if not reset and classes is not None and not same_classes(classes, self.classes_):
             raise ValueError(
                 f"classes={np.asarray(classes).tolist()[:10]} is not the classes_ of the fitted network "
                 f"{np.asarray(self.classes_).tolist()[:10]}: a later partial_fit continues with those; refit "
@@ -118,16 +126,16 @@ class TransferClassifier(
             reset
             and classes is not None
             and self.classes is not None
-            and not _same_classes(classes, self.classes)
+            and not same_classes(classes, self.classes)
         ):
             raise ValueError(
                 f"partial_fit's classes={np.asarray(classes).tolist()[:10]} differ from the estimator's "
                 f"classes={np.asarray(self.classes).tolist()[:10]}: give one of them, or the same classes."
             )
         if reset and self.classes is not None:  # the classes of the network about to be built, sorted
-            self.classes_inferred_ = _sorted_classes(self.classes)
+            self.classes_inferred_ = sorted_classes(self.classes)
         elif reset:
-            self.classes_inferred_ = np.unique(y) if classes is None else _sorted_classes(classes)
+            self.classes_inferred_ = np.unique(y) if classes is None else sorted_classes(classes)
         return encode_labels(y, self.classes_)
 
     @property
@@ -217,7 +225,7 @@ class TransferClassifier(
 
     def _checked_training_input(self, X, fit_params, *, reset):
         """The settings, ``fit_params`` and X checked before a training call loads or trains anything."""
-        _refuse_sample_weight(fit_params, type(self).__name__)
+        refuse_sample_weight(fit_params, type(self).__name__)
         self._check_settings(X)
         source = validated_source(self, X, reset=reset)
         refuse_augment_without_images(self.augment, source)
@@ -247,9 +255,9 @@ class TransferClassifier(
                 "in the library's parameter groups, which optimizer__param_groups replaces (give your groups "
                 "their own weight_decay and lr)",
             )
-        if not _is_cross_entropy(self.criterion):
+        if not is_cross_entropy(self.criterion):
             warn_of_unused_settings(self, ["label_smoothing"], "with criterion=torch.nn.CrossEntropyLoss")
-        _refuse_log_probability_loss(self.criterion, self.module)
+        refuse_log_probability_loss(self.criterion, self.module)
         if not self.early_stopping:
             warn_of_unused_settings(self, ["patience", "validation_fraction"], "with early_stopping=True")
         elif self.train_split is not None:
@@ -365,94 +373,3 @@ class TransferClassifier(
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         return tags
-
-
-def softmax_over_classes(logits):
-    """The probabilities that one row of logits per sample gives (``predict_nonlinearity="auto"``)."""
-    return torch.softmax(logits, dim=-1)
-
-
-def _is_cross_entropy(criterion):
-    return isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)
-
-
-def _refuse_log_probability_loss(criterion, module):
-    """Raise for NLLLoss (skorch's default) on the library's network, whose head gives logits.
-
-    On logits the negative log-likelihood falls without bound: training diverged, and the error blamed the
-    learning rate.
-    """
-    reads_log_probabilities = isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
-    if reads_log_probabilities and isinstance(module, type) and issubclass(module, BackboneWithHead):
-        raise ValueError(
-            f"criterion={criterion.__name__} reads log-probabilities, but the network's head gives logits, on "
-            "which its loss falls without bound: use torch.nn.CrossEntropyLoss (the default, NLLLoss after a "
-            "log-softmax)."
-        )
-
-
-def checked_probabilities(proba):
-    """The network's probabilities in float64, each row summing to 1; raises if a row is not probabilities.
-
-    Rows are rescaled to sum to exactly 1 (bfloat16 leaves them a little off); a value that is not finite, a
-    negative one or a row of zeros raises, naming the samples.
-    """
-    proba = proba.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
-    if bad.size:
-        raise FloatingPointError(
-            f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
-            "diverged during training (refit with a smaller lr or precision='float32')."
-        )
-    sums = proba.sum(axis=1, keepdims=True)
-    bad = np.flatnonzero((proba < 0).any(axis=1) | (sums[:, 0] <= 0))
-    if bad.size:
-        raise ValueError(
-            f"the network's outputs for samples {bad[:10].tolist()} are not probabilities (negative, or all "
-            "zero) once predict_nonlinearity has run: it must map each row of logits to probabilities, as "
-            "its default 'auto' (a softmax) does."
-        )
-    return proba / sums
-
-
-def _refuse_sample_weight(fit_params, estimator_name):
-    """Drop ``sample_weight=None``; raise for weights, which skorch would pass to the network's forward."""
-    if fit_params.get("sample_weight") is None:
-        fit_params.pop("sample_weight", None)  # as scikit-learn's meta-estimators pass it
-    else:
-        raise TypeError(
-            f"sample_weight: {estimator_name} does not weigh rows in its loss (further arguments of fit go "
-            "to the network's forward, as in skorch). To weigh classes, pass criterion__weight=torch.tensor"
-            "([...]) with one weight per class in the order of classes_; to weigh rows, repeat them."
-        )
-
-
-def _sorted_classes(classes):
-    """``classes`` sorted, as every scikit-learn classifier's ``classes_`` (and ``predict_proba``'s columns) are.
-
-    Scorers such as ``neg_log_loss`` and ``roc_auc_ovr`` read the columns in the sorted order of the labels;
-    in the order given, they would score the wrong class's probability.
-
-    Examples
-    --------
-    >>> _sorted_classes(["c", "a", "b"]).tolist()
-    ['a', 'b', 'c']
-    """
-    given = np.asarray(classes)
-    ordered = np.unique(given)
-    if len(ordered) != len(given):
-        repeated = [label for label in ordered.tolist() if np.sum(given == label) > 1]
-        raise ValueError(f"classes names {repeated[:10]} more than once: give each class once.")
-    return ordered
-
-
-def _same_classes(classes, fitted):
-    """Whether ``classes`` names the ``fitted`` classes, in any order.
-
-    Examples
-    --------
-    >>> _same_classes(["b", "a"], np.array(["a", "b"])), _same_classes(["a", "z"], np.array(["a", "b"]))
-    (True, False)
-    """
-    classes, fitted = np.unique(np.asarray(classes)), np.unique(np.asarray(fitted))
-    return classes.shape == fitted.shape and bool(np.all(classes == fitted))

@@ -7,9 +7,10 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from .._training_checks import checked_probabilities
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
-from ..training import TransferClassifier, checked_probabilities
+from ..training import TransferClassifier
 from .domain_batches import DomainBatchesMixin
 from .domains import SourceDomainsMixin, TargetScoreMixin, split_domains
 from .networks import ADVERSARIAL, DISCRIMINATOR_DIM, DomainAdaptationNetwork

@@ -1,0 +1,98 @@
+"""Checks on what a TransferClassifier is given (criterion, classes, weights) and the probabilities it gives."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._network import BackboneWithHead
+
+
+def softmax_over_classes(logits):
+    """The probabilities that one row of logits per sample gives (``predict_nonlinearity="auto"``)."""
+    return torch.softmax(logits, dim=-1)
+
+
+def is_cross_entropy(criterion):
+    return isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)
+
+
+def refuse_log_probability_loss(criterion, module):
+    """Raise for NLLLoss (skorch's default) on the library's network, whose head gives logits.
+
+    On logits the negative log-likelihood falls without bound: training diverged, and the error blamed the
+    learning rate.
+    """
+    reads_log_probabilities = isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
+    if reads_log_probabilities and isinstance(module, type) and issubclass(module, BackboneWithHead):
+        raise ValueError(
+            f"criterion={criterion.__name__} reads log-probabilities, but the network's head gives logits, on "
+            "which its loss falls without bound: use torch.nn.CrossEntropyLoss (the default, NLLLoss after a "
+            "log-softmax)."
+        )
+
+
+def checked_probabilities(proba):
+    """The network's probabilities in float64, each row summing to 1; raises if a row is not probabilities.
+
+    Rows are rescaled to sum to exactly 1 (bfloat16 leaves them a little off); a value that is not finite, a
+    negative one or a row of zeros raises, naming the samples.
+    """
+    proba = proba.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+    if bad.size:
+        raise FloatingPointError(
+            f"the network's outputs are not finite for samples {bad[:10].tolist()}; the weights may have "
+            "diverged during training (refit with a smaller lr or precision='float32')."
+        )
+    sums = proba.sum(axis=1, keepdims=True)
+    bad = np.flatnonzero((proba < 0).any(axis=1) | (sums[:, 0] <= 0))
+    if bad.size:
+        raise ValueError(
+            f"the network's outputs for samples {bad[:10].tolist()} are not probabilities (negative, or all "
+            "zero) once predict_nonlinearity has run: it must map each row of logits to probabilities, as "
+            "its default 'auto' (a softmax) does."
+        )
+    return proba / sums
+
+
+def refuse_sample_weight(fit_params, estimator_name):
+    """Drop ``sample_weight=None``; raise for weights, which skorch would pass to the network's forward."""
+    if fit_params.get("sample_weight") is None:
+        fit_params.pop("sample_weight", None)  # as scikit-learn's meta-estimators pass it
+    else:
+        raise TypeError(
+            f"sample_weight: {estimator_name} does not weigh rows in its loss (further arguments of fit go "
+            "to the network's forward, as in skorch). To weigh classes, pass criterion__weight=torch.tensor"
+            "([...]) with one weight per class in the order of classes_; to weigh rows, repeat them."
+        )
+
+
+def sorted_classes(classes):
+    """``classes`` sorted, as every scikit-learn classifier's ``classes_`` (and ``predict_proba``'s columns) are.
+
+    Scorers such as ``neg_log_loss`` and ``roc_auc_ovr`` read the columns in the sorted order of the labels;
+    in the order given, they would score the wrong class's probability.
+
+    Examples
+    --------
+    >>> sorted_classes(["c", "a", "b"]).tolist()
+    ['a', 'b', 'c']
+    """
+    given = np.asarray(classes)
+    ordered = np.unique(given)
+    if len(ordered) != len(given):
+        repeated = [label for label in ordered.tolist() if np.sum(given == label) > 1]
+        raise ValueError(f"classes names {repeated[:10]} more than once: give each class once.")
+    return ordered
+
+
+def same_classes(classes, fitted):
+    """Whether ``classes`` names the ``fitted`` classes, in any order.
+
+    Examples
+    --------
+    >>> same_classes(["b", "a"], np.array(["a", "b"])), same_classes(["a", "z"], np.array(["a", "b"]))
+    (True, False)
+    """
+    classes, fitted = np.unique(np.asarray(classes)), np.unique(np.asarray(fitted))
+    return classes.shape == fitted.shape and bool(np.all(classes == fitted))
