@@ -3,9 +3,9 @@
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ._image_sources import VectorRows
 from ._parallel import loader_processes
 from ._pixel_values import sample_error
-from .images import VectorRows
 
 
 class PreprocessedImages(Dataset):

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from ._image_batches import PreprocessedImages, already_batched, batch_loader
+from ._image_sources import VectorRows
 from ._parallel import loader_processes
 from ._runtime import run_inference
-from .images import VectorRows, validated_source
+from .images import validated_source
 from .texts import TextSource, TokenBatch, in_length_order, warn_of_truncated_texts
 
 
