@@ -15,13 +15,12 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._source_classifier_scores import leep_score, nce_score
 from ._transferability_inputs import (
     RenormalizedProbabilitiesWarning,
     class_codes,
-    hard_predictions,
     label_codes,
     one_hot,
-    source_probabilities,
     unit_scaled_features,
 )
 from ._transferability_linalg import (
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 _FEATURES_AND_LABELS = {"features": ["array-like"], "y": ["array-like"]}
-_OUTPUT_AND_LABELS = {"source_output": ["array-like"], "y": ["array-like"]}
 # The adjusted H-score's room above chance, as a share of its largest value, below which the features fit
 # every labelling (up to rounding) and the score is 0.
 _CHANCE_ROOM = 1e-12
@@ -326,102 +324,6 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     # A class that is one point in some direction has no variance there: floor it far below the features'.
     floor = np.finfo(np.float64).eps * max(np.mean(coordinates**2), np.finfo(np.float64).tiny)
     return float(-bhattacharyya_overlap(means, np.maximum(variances, floor)))
-
-
-@validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)
-def leep_score(source_output, y):
-    """LEEP: the log-likelihood of the labels under the source classifier followed by its best relabelling.
-
-    The empirical joint distribution of the target labels and the source classes, weighted by the source
-    probabilities, gives p(y | source class); each sample's "expected empirical prediction" is
-    ``sum_z p(y | z) p(z | x)``, and LEEP (Nguyen et al. 2020) is the mean log of it at the true label. It
-    needs a network that keeps its source classifier, such as the offline EfficientNet-Lite0 and its
-    ImageNet head (``PretrainedFeatureExtractor(layer="classifier")``).
-
-    Parameters
-    ----------
-    source_output : array-like of shape (n_samples, n_source_classes)
-        The source classifier's output for each target sample. A matrix whose entries all lie in [0, 1] (give
-        or take 1e-6 of rounding, clipped) is read as probabilities and each row renormalised to sum to 1
-        (rounded, truncated or bfloat16 probabilities miss it; a warning says so beyond 0.05); any other, or
-        one of zeros only, is read as logits and turned into probabilities by a softmax over each row. Logits
-        that happen to lie in [0, 1] would be read as probabilities: shift them, ``logits - logits.max(axis=1,
-        keepdims=True)``, which changes no softmax. For a binary source classifier with one logit ``l``, pass
-        ``np.column_stack([np.zeros_like(l), l])``.
-    y : array-like of shape (n_samples,)
-        Target class labels, at least two classes.
-
-    Returns
-    -------
-    score : float
-        A mean log-probability, at most 0; greater is better.
-
-    References
-    ----------
-    .. [1] C. V. Nguyen, T. Hassner, M. Seeger and C. Archambeau, "LEEP: A New Measure to Evaluate
-       Transferability of Learned Representations", ICML 2020.
-
-    Examples
-    --------
-    Source logits that tell the two target classes apart against logits that do not:
-
-    >>> import numpy as np
-    >>> y = np.array(["cat", "cat", "dog", "dog"])
-    >>> telling = np.array([[4.0, 0.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 4.0]])
-    >>> round(leep_score(telling, y), 3), round(leep_score(np.zeros((4, 3)), y), 3)
-    (-0.062, -0.693)
-    """
-    probabilities = source_probabilities(source_output)
-    codes, n_classes = class_codes(y, len(probabilities), "source_output")
-    joint = one_hot(codes, n_classes).T @ probabilities  # (n_classes, n_source_classes), n times p(y, z)
-    source_mass = joint.sum(axis=0)
-    conditional = np.divide(joint, source_mass, out=np.zeros_like(joint), where=source_mass > 0)
-    expected = np.einsum("iz,iz->i", probabilities, conditional[codes])
-    return float(np.mean(np.log(np.maximum(expected, np.finfo(np.float64).tiny))))
-
-
-@validate_params(_OUTPUT_AND_LABELS, prefer_skip_nested_validation=True)
-def nce_score(source_output, y):
-    """NCE: minus the conditional entropy of the target labels given the source classifier's predictions.
-
-    ``-H(Y | Z)`` of the empirical joint distribution of the target labels ``Y`` and the source classes
-    ``Z`` that the source classifier predicts (Tran et al. 2019): 0 when each predicted source class
-    determines the target label, ``-H(Y)`` when the predictions say nothing about it.
-
-    Parameters
-    ----------
-    source_output : array-like of shape (n_samples,) or (n_samples, n_source_classes)
-        The source classifier's predicted class of each target sample (labels of any type), or its
-        probabilities or logits, whose largest entry in each row is the prediction.
-    y : array-like of shape (n_samples,)
-        Target class labels, at least two classes.
-
-    Returns
-    -------
-    score : float
-        At most 0; greater is better.
-
-    References
-    ----------
-    .. [1] A. T. Tran, C. V. Nguyen and T. Hassner, "Transferability and Hardness of Supervised
-       Classification Tasks", ICCV 2019.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> y = ["cat", "cat", "dog", "dog"]
-    >>> nce_score(["tabby", "siamese", "beagle", "beagle"], y)
-    0.0
-    >>> round(nce_score(["tabby", "beagle", "tabby", "beagle"], y), 3)  # -log(2)
-    -0.693
-    """
-    predicted = hard_predictions(source_output)
-    codes, n_classes = class_codes(y, len(predicted), "source_output")
-    joint = np.bincount(predicted * n_classes + codes, minlength=(predicted.max() + 1) * n_classes)
-    joint = joint.reshape(-1, n_classes) / len(codes)
-    source_mass = np.broadcast_to(joint.sum(axis=1, keepdims=True), joint.shape)
-    seen = joint > 0
-    return float(np.sum(joint[seen] * np.log(joint[seen] / source_mass[seen])))
 
 
 # Its name here before it had a module of its own, where searches pickled then look for it.
