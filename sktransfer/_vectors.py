@@ -11,9 +11,12 @@ def unit_rows(X):
 
     Examples
     --------
-    >>> unit_rows(np.array([[3e-16, 4e-16], [0.0, 0.0]])).round(12).tolist()
-    [[0.6, 0.8], [0.0, 0.0]]
+    >>> unit_rows(np.array([[3e-16, 4e-16], [0.0, 0.0], [3e200, 4e200]])).round(12).tolist()
+    [[0.6, 0.8], [0.0, 0.0], [0.6, 0.8]]
     """
     X = np.asarray(X, dtype=np.float64)
+    # scaled by its largest entry first, a row's length neither overflows (rows over ~1e154) nor underflows
+    largest = np.abs(X).max(axis=1, keepdims=True)
+    X = np.divide(X, largest, out=np.zeros_like(X), where=largest > 0)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)

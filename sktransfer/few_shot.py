@@ -135,7 +135,15 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
                 X, "each is as similar to every prototype, and gets equal probabilities"
             )
             return unit_rows(X) @ self.prototypes_.T
-        return -cdist(X, self.prototypes_, "sqeuclidean")
+        with np.errstate(over="ignore"):
+            distances = cdist(X, self.prototypes_, "sqeuclidean")
+        overflowed = np.flatnonzero(~np.isfinite(distances).all(axis=1))
+        if overflowed.size:
+            raise FloatingPointError(
+                f"the squared distances of samples {overflowed[:10].tolist()} to the prototypes overflow float64: "
+                "scale the features down (StandardScaler), or use metric='cosine'."
+            )
+        return -distances
 
     def decision_function(self, X):
         """Similarity of each row to each prototype; for two classes, to ``classes_[1]``'s minus ``classes_[0]``'s.
@@ -199,11 +207,16 @@ def _warn_of_rows_without_direction(X, consequence):
         )
 
 
+# The length under which a mean of unit rows (at most 1 long) is the rounding left of rows that cancel out.
+_NO_DIRECTION = np.sqrt(np.finfo(np.float64).eps)
+
+
 def _refuse_prototypes_without_direction(means, classes):
-    zero = np.flatnonzero(~np.any(means, axis=1))
+    """Raise for a class whose unit rows cancel out: the direction of their mean would be rounding noise."""
+    zero = np.flatnonzero(np.linalg.norm(means, axis=1) <= _NO_DIRECTION)
     if zero.size:
         raise ValueError(
-            f"the unit rows of the classes {classes[zero].tolist()[:10]} average to zeros, so their prototypes "
-            "have no direction for metric='cosine' to compare: give them rows that are not all zeros, or use "
-            "metric='euclidean'."
+            f"the unit rows of the classes {classes[zero].tolist()[:10]} average to zeros (or cancel out), so "
+            "their prototypes have no direction for metric='cosine' to compare: give them rows that are not all "
+            "zeros, or use metric='euclidean'."
         )

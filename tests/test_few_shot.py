@@ -168,3 +168,23 @@ def test_a_temperature_set_after_fit_is_checked_when_it_is_read(temperature):
     clf.set_params(temperature=temperature)
     with pytest.raises(ValueError, match="temperature"):
         clf.predict_proba(np.eye(2))
+
+
+def test_a_class_whose_unit_rows_cancel_out_up_to_rounding_is_refused():
+    # Three unit rows 120 degrees apart sum to ~1e-16: the prototype was that rounding noise, scaled to unit
+    # length, and predictions followed it with no warning.
+    angles = np.deg2rad([90, 210, 330])
+    X = np.vstack([np.column_stack([np.cos(angles), np.sin(angles)]), [[1.0, 0.0], [0.9, 0.1]]])
+    with pytest.raises(ValueError, match=r"classes \[0\] average to zeros \(or cancel out\)"):
+        PrototypeClassifier().fit(X, [0, 0, 0, 1, 1])
+
+
+def test_huge_features_give_right_cosines_and_an_overflow_error_for_distances():
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    y = [0, 0, 1, 1]
+    clf = PrototypeClassifier().fit(X * 1e200, y)  # their lengths overflowed: every row became zeros
+    np.testing.assert_array_equal(clf.predict(X * 1e200), y)
+    np.testing.assert_allclose(clf.prototypes_, PrototypeClassifier().fit(X, y).prototypes_)
+    far = PrototypeClassifier(metric="euclidean").fit(X * 1e160, y)  # NaN probabilities, every row class 0
+    with pytest.raises(FloatingPointError, match=r"samples \[0, 1, 2, 3\] to the prototypes overflow"):
+        far.predict(X * 1e160)
