@@ -1,5 +1,8 @@
-"""The classifier that ``layer=None`` cuts from a network: which layer it is, what it reads, and a check."""
+"""The classifier that ``layer=None`` cuts from a network: which layer it is, what it reads, and checks."""
 
+import copy
+
+import torch
 from torch import nn
 
 from .text_encoders import TextEncoder
@@ -97,3 +100,52 @@ def check_classifier_ran_last(cut, width):
             "layer= naming the layer whose output you want (an unknown name lists them), or register the "
             "classifier last in the module's __init__."
         )
+
+
+def check_forward_returns_classifier_output(module, cut, batch):
+    """Raise when ``module``'s forward does not return what its classifier gives, as ``layer=None`` assumes.
+
+    ``layer=None`` swaps the classifier (``cut``, what :func:`classifier_to_cut` gave) for an identity and
+    takes what the network then returns for the embedding. Whatever forward does after the classifier (a
+    log-softmax, a temperature, as PyTorch's MNIST example does) would then be applied to the embedding, with
+    no error and no change of width. A copy of the uncut ``module`` runs once on ``batch``, in eval mode, to
+    compare its output with the classifier's; a classifier that does not run once, or whose output is not as
+    wide as the network's, is left to :func:`check_classifier_ran_last`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> class LogProbabilities(nn.Sequential):
+    ...     def forward(self, x):
+    ...         return torch.log_softmax(super().forward(x), dim=1)
+    >>> check_forward_returns_classifier_output(  # doctest: +ELLIPSIS
+    ...     LogProbabilities(nn.Linear(4, 3), nn.Linear(3, 2)), ("1", 3), torch.ones(1, 4)
+    ... )
+    Traceback (most recent call last):
+    ...
+    ValueError: model: layer=None cuts away '1', the layer it registers last, as its classifier, ...
+    """
+    if cut is None:
+        return
+    name = cut[0]
+    network = copy.deepcopy(module).eval()
+    given = []
+    network.get_submodule(name).register_forward_hook(lambda _layer, _inputs, output: given.append(output))
+    with torch.inference_mode():
+        returned = network(batch.to(next(network.parameters(), batch).device))
+    if len(given) != 1 or not isinstance(returned, torch.Tensor) or not isinstance(given[0], torch.Tensor):
+        return
+    classifier_output = given[0]
+    if returned.numel() != classifier_output.numel():  # another width: check_classifier_ran_last names it
+        return
+    returned, classifier_output = returned.reshape(-1).float(), classifier_output.reshape(-1).float()
+    if torch.allclose(returned, classifier_output, rtol=1e-4, atol=1e-6, equal_nan=True):  # NaN: diverged
+        return
+    raise ValueError(
+        f"model: layer=None cuts away {name!r}, the layer it registers last, as its classifier, and takes "
+        f"what {name!r} reads for the embedding; but the module's forward does not return what {name!r} "
+        "gives: it changes it afterwards (a log-softmax or a temperature, say), or runs other layers after "
+        "it. Without the classifier, that change would apply to the embedding. Pass layer= naming the layer "
+        "whose output you want (an unknown name lists them), or end forward with the classifier."
+    )

@@ -4,7 +4,12 @@ import copy
 
 import torch
 
-from ._classifier_cut import check_classifier_ran_last, classifier_name, classifier_to_cut
+from ._classifier_cut import (
+    check_classifier_ran_last,
+    check_forward_returns_classifier_output,
+    classifier_name,
+    classifier_to_cut,
+)
 from ._layers import cut_at_layer
 from .backbones import Backbone, build_feature_model
 from .text_encoders import TextEncoder
@@ -101,6 +106,8 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
     sample = None if example is None else example()
     if cut is not None and not (verify and sample is not None):
         return cut[1]
+    if verify and sample is not None:
+        check_forward_returns_classifier_output(backbone.module, cut, sample[None])
     model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
     sample = _blank_like(backbone, sample)
     try:

@@ -1,7 +1,8 @@
 """Images as a network reads them: preprocessed, a batch at a time, in the order given."""
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._image_sources import VectorRows
 from ._parallel import loader_processes
@@ -107,3 +108,24 @@ def batch_loader(dataset, batch_size, num_workers=0, pin_memory=False):
         generator=torch.Generator(),
         **loader_processes(num_workers),
     )
+
+
+def sample_numbers_in(dataset):
+    """The function from positions in ``dataset`` to the samples of X they hold, through its Subsets.
+
+    The datasets the library runs pick rows of X with ``Subset``: those missing from the cache, texts in
+    length order.
+
+    Examples
+    --------
+    >>> sample_numbers_in(Subset(Subset(range(10), [7, 8, 9]), [2, 0]))(np.array([0, 1])).tolist()
+    [9, 7]
+    """
+
+    def numbers(positions):
+        positions, data = np.asarray(positions), dataset
+        while isinstance(data, Subset):
+            positions, data = np.asarray(data.indices)[positions], data.dataset
+        return positions
+
+    return numbers

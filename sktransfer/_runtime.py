@@ -231,14 +231,14 @@ def check_precision(precision, devices):
     return resolved
 
 
-def _forward(model, batch, device, precision, channels_last, width):
+def _forward(model, batch, device, precision, channels_last, width, samples):
     """One batch through ``model`` on ``device``: float32 numpy features, checked."""
     with torch.inference_mode(), autocast(device, precision):  # both are per thread
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.ndim == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         output = model(batch)
-    return check_output(output, len(batch), model, width)
+    return check_output(output, len(batch), model, width, samples=samples, precision=precision)
 
 
 def output_name(model):
@@ -247,12 +247,13 @@ def output_name(model):
     return describe() if callable(describe) else f"the output of {type(model).__name__}"
 
 
-def check_output(output, n_inputs, model, width=None):
+def check_output(output, n_inputs, model, width=None, *, samples=None, precision="float32"):
     """``output`` as a float32 numpy array, after checking it holds one finite row per input.
 
     Raises :class:`NetworkOutputError` naming the layer (``output_name(model)``) and the shapes when the
     network returns something else: not a tensor, another number of rows, not 2-D, rows of another length
-    than ``width`` (when given), NaN or infinity.
+    than ``width`` (when given), NaN or infinity. ``samples`` maps the batch's rows to the numbers of their
+    samples in X, by which the error names those that are not finite; ``precision`` the one it ran at.
 
     Examples
     --------
@@ -277,10 +278,15 @@ def check_output(output, n_inputs, model, width=None):
     features = output.float().cpu().numpy()
     bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
     if bad.size:
+        named = np.sort(samples(bad)) if samples is not None else bad
+        advice = (
+            "the weights may overflow at this precision: try precision='float32'"
+            if precision != "float32"
+            else "the weights may be corrupt, or the module's forward give them for these inputs"
+        )
         raise NetworkOutputError(
-            f"{where} holds NaN or infinity for {bad.size} of the {n_inputs} inputs of a batch (rows "
-            f"{bad[:10].tolist()}): the weights may be corrupt or overflow at this precision; try "
-            "precision='float32'."
+            f"{where} holds NaN or infinity for samples {named[:10].tolist()} ({bad.size} of the {n_inputs} "
+            f"inputs of a batch) at precision={precision!r}: {advice}."
         )
     return features
 
@@ -331,13 +337,15 @@ def run_inference_parallel(
     width=None,
     verbose=0,
     desc=None,
+    sample_numbers=None,
 ):
     """:func:`run_inference` with one copy of the model per device, each running whole batches in turn.
 
     ``replicas`` lists ``(model, device)`` pairs. Batch i runs on replica i modulo their number, in one
     thread per replica (CUDA kernels release the GIL); at most two batches per replica are in flight, so
     memory stays bounded by the batch size. Rows come back in the order of ``batches``; with ``width``, each
-    must have that length.
+    must have that length. ``sample_numbers`` maps positions in ``batches`` to the numbers by which errors
+    name the samples (their positions by default).
 
     Examples
     --------
@@ -351,9 +359,12 @@ def run_inference_parallel(
     rows = _Rows(n_samples)
     lock = threading.Lock()
 
+    numbered = sample_numbers or (lambda positions: positions)
+
     def run(replica, batch, start):
         model, device = replica
-        features = _forward(model, batch, device, precision, channels_last, width)
+        samples = functools.partial(_shifted, numbered, start)
+        features = _forward(model, batch, device, precision, channels_last, width, samples)
         with lock:  # the first write allocates the array
             rows.write(start, features)
             bar.update()
@@ -381,6 +392,11 @@ def run_inference_parallel(
         for future in in_flight:
             future.result()
     return rows.result()
+
+
+def _shifted(numbered, start, rows):
+    """The sample numbers of a batch's ``rows``, the batch starting at position ``start``."""
+    return numbered(start + rows)
 
 
 def fold_batchnorm(module):

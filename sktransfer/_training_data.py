@@ -13,7 +13,7 @@ from skorch.utils import is_dataset, to_tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
-from ._image_batches import PreprocessedImages, already_batched, batch_loader
+from ._image_batches import PreprocessedImages, already_batched, batch_loader, sample_numbers_in
 from ._image_sources import VectorRows
 from ._parallel import loader_processes
 from ._runtime import run_inference
@@ -227,6 +227,7 @@ class TrainingDataMixin:
                 channels_last=self.module_.channels_last,
                 verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
+                sample_numbers=sample_numbers_in(images),
             )
 
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.

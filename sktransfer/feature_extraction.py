@@ -13,12 +13,16 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ._changed_settings import warn_of_changed_settings
-from ._classifier_cut import check_classifier_ran_last, classifier_to_cut
+from ._classifier_cut import (
+    check_classifier_ran_last,
+    check_forward_returns_classifier_output,
+    classifier_to_cut,
+)
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
 from ._feature_width import pooling_cannot_apply
 from ._fitted_state import not_fitted_if_it_fails
-from ._image_batches import PreprocessedImages, batch_loader
+from ._image_batches import PreprocessedImages, batch_loader, sample_numbers_in
 from ._pickling import NamedPicklingErrorsMixin
 from ._progress import shows_progress
 from ._runtime import (
@@ -225,6 +229,9 @@ class PretrainedFeatureExtractor(
         ):
             warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
+        if not built_by_library(self.model):  # a user's module: does its forward end with the classifier?
+            first = PreprocessedImages.for_estimator(source, self)[0]
+            check_forward_returns_classifier_output(backbone.module, cut, first[None])
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no
@@ -355,6 +362,7 @@ class PretrainedFeatureExtractor(
                 width=self.n_features_out_,
                 verbose=self.verbose,
                 desc="embedding",
+                sample_numbers=sample_numbers_in(ordered),
             )
 
         return in_length_order(dataset, embed, warn)

@@ -118,7 +118,8 @@ def test_each_worker_loads_the_backbone_once(client, paths):
         PretrainedFeatureExtractor(model=CountingNet, device="cpu"), paths, client=client, partition_size=3
     )
     counts = _counts_per_worker(client)
-    loads = {worker: calls.count(1) for worker, calls in counts.items()}  # fit runs one blank row
+    # fit runs two single rows (the classifier check, the output size); partitions run 3 rows or fewer
+    loads = {worker: calls.count(1) / 2 for worker, calls in counts.items()}
     assert sum(loads.values()) >= 1
     assert max(loads.values()) == 1  # 8 partitions, at most one load per worker
     assert _image_rows_on_workers(client) == len(paths)

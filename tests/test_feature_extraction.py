@@ -47,9 +47,11 @@ def counting():
 def test_fit_loads_but_does_not_run_the_data(rgb_images, counting):
     extractor = PretrainedFeatureExtractor(model=counting, device="cpu")
     extractor.fit(rgb_images)
-    assert counting.calls == [1]  # one blank input fixes the output size
+    # one image checks that the module's forward ends with the classifier it cuts; a blank input fixes the
+    # output size
+    assert counting.calls == [1, 1]
     extractor.transform(rgb_images)
-    assert counting.calls == [1, 6]
+    assert counting.calls == [1, 1, 6]
 
 
 def test_the_network_runs_in_eval_mode_and_batchnorm_is_untouched(rgb_images):
@@ -250,7 +252,7 @@ def test_cache_notices_changed_images(rgb_images, tmp_path, counting):
     changed = rgb_images.copy()
     changed[0] = 255 - changed[0]
     assert not np.array_equal(extractor.transform(changed)[0], first[0])
-    assert counting.calls == [1, 6, 1]  # only the changed image runs again
+    assert counting.calls == [1, 1, 6, 1]  # fit's two single rows, then only the changed image runs again
 
 
 def test_cache_key_follows_the_settings(tmp_path):

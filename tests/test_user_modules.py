@@ -245,7 +245,7 @@ class _ReturnsADict(nn.Module):
             r"_ReturnsADict at layer=None is a dict with keys \['last_hidden_state', 'pooler_output'\]",
         ),
         (_FiveDimensional(), r"_FiveDimensional at layer=None has shape \(1, 3, 1, 32, 32\): pooling='avg'"),
-        (_NaNForSecondImage(), r"_NaNForSecondImage at layer=None holds NaN or infinity .*rows \[1\]"),
+        (_NaNForSecondImage(), r"_NaNForSecondImage at layer=None holds NaN or infinity for samples \[1\]"),
     ],
     ids=["rows", "dict", "shape", "finite"],
 )
@@ -650,3 +650,74 @@ def test_a_torchscript_module_is_refused_with_what_to_pass_instead(images):
         TypeError, match=r"TorchScript module .* Pass the nn.Module before torch\.jit\.script"
     ):
         PretrainedFeatureExtractor(scripted, device="cpu").fit(images)
+
+
+class _MnistExampleNet(nn.Module):
+    """As PyTorch's MNIST example writes it: functional activations, a log-softmax after the classifier."""
+
+    def __init__(self, after=torch.nn.functional.log_softmax):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=4)
+        self.fc1 = nn.Linear(4 * 8 * 8, 16)
+        self.fc2 = nn.Linear(16, 3)
+        self.after = after
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(torch.flatten(torch.relu(self.conv1(x)), 1)))
+        return self.after(self.fc2(x), dim=1)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [torch.nn.functional.log_softmax, torch.softmax, lambda logits, dim: logits / 2.0],
+    ids=["log-softmax", "softmax", "temperature"],
+)
+def test_a_forward_that_changes_the_classifiers_output_is_refused_for_layer_none(images, after):
+    # layer=None swapped fc2 for an identity and the log-softmax ran on fc1's features: embeddings shifted by
+    # about 2.8, with no error (the width, 16, was right).
+    message = r"cuts away 'fc2'.*forward does not return what 'fc2' gives.*Pass layer="
+    with pytest.raises(ValueError, match=message):
+        PretrainedFeatureExtractor(_MnistExampleNet(after), device="cpu").fit(images)
+    with pytest.raises(ValueError, match=message):
+        FineTuneClassifier(_MnistExampleNet(after), max_epochs=1, device="cpu").fit(images, [0, 1, 0, 1])
+    extractor = PretrainedFeatureExtractor(_MnistExampleNet(after), layer="fc1", device="cpu").fit(images)
+    assert extractor.transform(images).shape == (4, 16)
+
+
+def test_a_forward_that_only_reshapes_the_classifiers_output_is_accepted(images):
+    module = _MnistExampleNet(after=lambda logits, dim: logits.reshape(len(logits), -1))
+    extractor = PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    with torch.no_grad():
+        module = module.eval()
+        expected = torch.relu(module.fc1(torch.flatten(torch.relu(module.conv1(_normalised(images))), 1)))
+    np.testing.assert_allclose(extractor.transform(images), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _NaNForBrightCorners(nn.Module):
+    """NaN for the images whose top-left pixel is white."""
+
+    def forward(self, x):
+        out = x.mean(dim=(2, 3))
+        return torch.where(x[:, :1, 0, 0] > 0.99, out * float("nan"), out)
+
+
+def test_a_sample_that_gives_nan_is_named_by_its_number_in_x(tmp_path):
+    # The error named its row within the batch (1 for sample 5) and advised precision='float32', the
+    # precision it already ran at.
+    X = np.zeros((8, 4, 4, 3), dtype=np.uint8)
+    X[5, 0, 0] = 255
+    extractor = PretrainedFeatureExtractor(
+        _NaNForBrightCorners(), device="cpu", batch_size=2, preprocess=to_unit, cache=tmp_path
+    ).fit(X)
+    extractor.transform(X[:4])  # cached: the next transform embeds the other four, as a subset of X
+    named = (
+        r"holds NaN or infinity for samples \[5\] \(1 of the \d inputs of a batch\) at precision='float32'"
+    )
+    with pytest.raises(NetworkOutputError, match=named) as error:
+        extractor.transform(X)
+    assert "try precision='float32'" not in str(error.value)
+    clf = FineTuneClassifier(
+        _NaNForBrightCorners(), strategy="linear_probe", batch_size=2, preprocess=to_unit, device="cpu"
+    )
+    with pytest.raises(NetworkOutputError, match=r"for samples \[5\]"):  # its features, computed once
+        clf.fit(X, np.arange(8) % 2)
