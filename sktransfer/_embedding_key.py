@@ -22,8 +22,9 @@ class UnhashableModuleWarning(UserWarning):
 
 # The version of how inputs are read and keyed: changed with them, so that a cache filled before (the
 # embeddings of 16-bit images clipped at 255, say, or pooling='cls' reading a left-padded text's first pad)
-# is not served for inputs now read otherwise (4: photos turned as their EXIF orientation says).
-_KEY_VERSION = 4
+# is not served for inputs now read otherwise (4: photos turned as their EXIF orientation says; 5: the
+# channels-last maps of Swin and ConvNeXt pooled over their spatial axes).
+_KEY_VERSION = 5
 # torch's own bookkeeping of every module (parameters, buffers and sublayers, keyed apart; hook registries
 # numbered by a process-wide counter; the training flag): not the attributes of a user's layer.
 _MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))

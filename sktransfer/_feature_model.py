@@ -14,7 +14,8 @@ class FeatureModel(nn.Module):
 
     Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L, counting only the
     tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first real token
-    (``"cls"``); ``pooling=None`` flattens instead. An output with another number of rows than the input,
+    (``"cls"``); ``pooling=None`` flattens instead. With ``channels_last_maps`` (a layer of torchvision's that
+    gives (N, H, W, C) maps: :func:`~sktransfer._layers.gives_channels_last_maps`), maps are read so. An output with another number of rows than the input,
     or of a shape that pooling cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming
     ``layer`` and the shapes.
 
@@ -26,12 +27,13 @@ class FeatureModel(nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, body, pooling="avg", normalize=False, layer=None):
+    def __init__(self, body, pooling="avg", normalize=False, layer=None, channels_last_maps=False):
         super().__init__()
         self.body = body
         self.pooling = pooling
         self.normalize = normalize
         self.layer = layer
+        self.channels_last_maps = channels_last_maps
 
     def extra_repr(self):
         return f"layer={self.layer!r}, pooling={self.pooling!r}, normalize={self.normalize}"
@@ -57,6 +59,8 @@ class FeatureModel(nn.Module):
                 f"{self.output_name()} is {shape} for a batch of {len(x)} inputs of shape {tuple(x.shape)}; "
                 "it must have one row per input (check the module's forward, or pick another layer)."
             )
+        if out.ndim == 4 and getattr(self, "channels_last_maps", False):  # (N, H, W, C): Swin's stages, say
+            out = out.permute(0, 3, 1, 2)
         if out.ndim > 2 and self.pooling is not None:
             if out.ndim not in (3, 4):
                 raise NetworkOutputError(

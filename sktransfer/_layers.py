@@ -2,6 +2,7 @@
 
 import copy
 import difflib
+import re
 
 from torch import nn
 from torchvision.models import feature_extraction
@@ -89,3 +90,33 @@ def _replace_submodule(module, name, replacement):
     parent_name, _, child_name = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
     setattr(parent, child_name, replacement)
+
+
+# torchvision's families whose maps run channels last, (N, H, W, C), at some nodes; the rest are (N, C, H, W).
+_CONVNEXT_CHANNELS_LAST = re.compile(r"(.*\.block\.[1-5]|.*\.permute|.*\.layer_norm)")
+
+
+def gives_channels_last_maps(model, layer):
+    """Whether the torchvision model named ``model`` gives ``layer`` as (N, H, W, C) maps.
+
+    Swin runs its stages channels last (all of ``features`` but the patch embedding's convolution,
+    ``features.0.0``) and its final ``norm``; ConvNeXt inside each block (``block.1`` to ``block.5``, between
+    its two permutes) and inside each LayerNorm2d (``permute``, ``layer_norm``). Pooling over the last two
+    axes of such a map would average over a spatial axis and the channels.
+
+    Examples
+    --------
+    >>> gives_channels_last_maps("swin_t", "features.5"), gives_channels_last_maps("swin_t", "features.0.0")
+    (True, False)
+    >>> gives_channels_last_maps("convnext_tiny", "features.1.0.block.3"), gives_channels_last_maps(
+    ...     "convnext_tiny", "features.5"
+    ... )
+    (True, False)
+    """
+    if not isinstance(model, str) or layer is None:
+        return False
+    if model.startswith("swin"):
+        return layer == "norm" or (layer.split(".")[0] == "features" and layer != "features.0.0")
+    if model.startswith("convnext"):
+        return _CONVNEXT_CHANNELS_LAST.fullmatch(layer) is not None
+    return False

@@ -5,7 +5,7 @@ from torch import nn
 
 from ._feature_width import feature_size, pooling_cannot_apply
 from ._image_batches import PreprocessedImages
-from ._layers import cut_at_layer
+from ._layers import cut_at_layer, gives_channels_last_maps
 from ._lora import add_lora, drop_unreached_adapters
 from ._progress import shows_progress
 from ._runtime import seeded
@@ -56,7 +56,13 @@ class NetworkBuildingMixin:
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
         body = cut_at_layer(backbone.module, self.layer)
-        features = FeatureModel(body, pooling=pooling, normalize=normalize, layer=self.layer)
+        features = FeatureModel(
+            body,
+            pooling=pooling,
+            normalize=normalize,
+            layer=self.layer,
+            channels_last_maps=gives_channels_last_maps(backbone.name, self.layer),
+        )
         if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away
             add_lora(body, rank=self.lora_rank, alpha=self.lora_alpha)
             sample = self._first_sample()

@@ -24,7 +24,7 @@ from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._classifier_cut import classifier_name
 from ._feature_model import FeatureModel, resolve_pooling
-from ._layers import cut_at_layer, layer_names, refuse_unknown_layer
+from ._layers import cut_at_layer, gives_channels_last_maps, layer_names, refuse_unknown_layer
 from ._runtime import seeded
 from ._stacklevel import caller_stacklevel
 from .text_encoders import OFFLINE_TEXT_MODEL_NAME, is_text_model, load_text_encoder
@@ -60,6 +60,7 @@ class Backbone:
     own_pooling: object = "avg"
     own_normalize: bool = False
     own_pooling_unread: Warning | None = None
+    name: str | None = None  # the torchvision model's, for what its layers give
 
 
 def torchvision_model_names():
@@ -268,7 +269,7 @@ def _from_torchvision(name, weights, progress):
         module = _download_guarded(name, resolved, progress)
     preprocess = resolved.transforms() if resolved is not None else ImageClassification(crop_size=224)
     label = name if resolved is None else f"{name} ({resolved})"
-    return Backbone(module, preprocess, label)
+    return Backbone(module, preprocess, label, name=name)
 
 
 def expected_weights_path(weights_entry):
@@ -336,7 +337,10 @@ def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
     body = cut_at_layer(backbone.module, layer)
     pooling, normalize = resolve_pooling(backbone, pooling, normalize)
-    model = FeatureModel(body, pooling=pooling, normalize=normalize, layer=layer).eval()
+    channels_last = gives_channels_last_maps(backbone.name, layer)
+    model = FeatureModel(
+        body, pooling=pooling, normalize=normalize, layer=layer, channels_last_maps=channels_last
+    ).eval()
     model.requires_grad_(False)
     return model
 

@@ -81,8 +81,9 @@ class PretrainedFeatureExtractor(
         ``"layer3"`` for a ResNet.
     pooling : {"avg", "max"} or None, default="avg"
         How spatial maps (and token sequences) become vectors; ``None`` flattens them. 4-D outputs are read
-        as (N, C, H, W) and 3-D ones as (N, tokens, D); for a channels-last map (Swin's ``features``) pick a
-        later node or ``pooling=None``.
+        as (N, C, H, W), but as (N, H, W, C) at the layers of torchvision's Swin and ConvNeXt that give them
+        so (Swin's ``features`` and ``norm``, the inside of ConvNeXt's blocks), and 3-D ones as (N, tokens,
+        D); for a channels-last map of your own module, pick a later node or ``pooling=None``.
     preprocess : callable or None, default=None
         Preprocessing applied to each (3, H, W) image tensor (uint8, or float in [0, 1]) instead of the
         weights' own (resize, centre crop, normalisation). Use it to resize images of different sizes for a

@@ -8,7 +8,7 @@ import torchvision
 from torchvision.transforms._presets import ImageClassification
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
-from sktransfer._layers import layer_names
+from sktransfer._layers import gives_channels_last_maps, layer_names
 from sktransfer.backbones import (
     FeatureModel,
     KeptParametersWarning,
@@ -299,3 +299,47 @@ def test_feature_model_pools_tokens_and_normalises():
     np.testing.assert_allclose(FeatureModel(tokens)(x).numpy(), x.mean(1).numpy(), rtol=1e-6)
     unit = FeatureModel(tokens, normalize=True)(x)
     torch.testing.assert_close(unit.norm(dim=1), torch.ones(2))
+
+
+def _node_outputs(model, image_size=224):
+    """Every graph node's output of torchvision's ``model`` (random weights) for one blank image."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = torchvision.models.get_model(model).eval()
+    nodes = get_graph_node_names(module)[1]
+    with torch.inference_mode():
+        return module, create_feature_extractor(module, nodes)(torch.zeros(1, 3, image_size, image_size))
+
+
+@pytest.mark.parametrize("model", ["swin_t", "convnext_tiny"])
+def test_the_channels_last_layers_of_swin_and_convnext_are_those_whose_maps_end_in_the_channels(model):
+    _, outputs = _node_outputs(model)
+    for node, output in outputs.items():
+        if node == "x" or not (isinstance(output, torch.Tensor) and output.ndim == 4):
+            continue
+        # at 224 pixels every map is smaller than its channel count: the longer axis holds the channels
+        assert gives_channels_last_maps(model, node) == (output.shape[3] > output.shape[1]), node
+
+
+def test_swins_stages_are_pooled_over_their_spatial_axes():
+    # Swin's features.* and norm give (N, H, W, C): they were pooled over W and C, an embedding of H numbers
+    # averaged over channels, with no error.
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+
+    def embed(layer, pooling="avg"):
+        extractor = PretrainedFeatureExtractor(
+            "swin_t", weights=None, layer=layer, pooling=pooling, device="cpu"
+        )
+        return extractor.set_params(random_state=0).fit_transform(images)
+
+    at_norm = embed("norm")
+    assert at_norm.shape == (2, 768)
+    np.testing.assert_allclose(at_norm, embed("permute"), rtol=1e-5, atol=1e-6)  # permute: (N, C, H, W)
+    np.testing.assert_allclose(at_norm, embed(None), rtol=1e-4, atol=1e-5)  # the classifier's input
+    assert embed("features.5", pooling="max").shape == (2, 384)
+    clf = FineTuneClassifier(
+        "swin_t", weights=None, layer="features.3", strategy="linear_probe", max_epochs=1
+    )
+    assert clf.set_params(device="cpu").fit(images, [0, 1]).module_.head[-1].in_features == 192
