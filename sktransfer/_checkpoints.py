@@ -14,7 +14,8 @@ def is_checkpoint(weights):
         return True
     if not isinstance(weights, str) or weights == "DEFAULT":
         return False
-    return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.exists(weights)
+    # a folder is no checkpoint: one named like a weights entry ("IMAGENET1K_V1") must not shadow it
+    return weights.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in weights or os.path.isfile(weights)
 
 
 def read_checkpoint(path, own_keys=()):

@@ -343,3 +343,15 @@ def test_swins_stages_are_pooled_over_their_spatial_axes():
         "swin_t", weights=None, layer="features.3", strategy="linear_probe", max_epochs=1
     )
     assert clf.set_params(device="cpu").fit(images, [0, 1]).module_.head[-1].in_features == 192
+
+
+def test_a_folder_named_like_a_weights_entry_does_not_shadow_it(tmp_path, monkeypatch):
+    # weights="IMAGENET1K_V1" was read as the path of a checkpoint when the working folder held a folder of
+    # that name: "no such checkpoint file".
+    from sktransfer._checkpoints import is_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "IMAGENET1K_V1").mkdir()
+    assert not is_checkpoint("IMAGENET1K_V1")
+    (tmp_path / "tuned").write_bytes(b"")
+    assert is_checkpoint("tuned")  # a file is, whatever its name
