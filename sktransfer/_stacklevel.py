@@ -8,6 +8,8 @@ import sys
 # The packages between a user's call (fit, transform, a scorer, transform_on_dask) and the code that warns:
 # the library, skorch, sklearn (and the joblib calls of its searches), torch.
 _SKIPPED_PACKAGES = frozenset({"sktransfer", "skorch", "sklearn", "joblib", "torch"})
+# What a worker process or thread starts from: reached, no user's frame is on the stack.
+_WORKER_STARTS = frozenset({"multiprocessing", "threading", "concurrent", "loky"})
 
 
 def caller_stacklevel():
@@ -16,7 +18,9 @@ def caller_stacklevel():
     Call it as the ``stacklevel`` argument of ``warnings.warn``: the function that warns is level 1, and
     every frame of sktransfer, skorch, scikit-learn, joblib or torch above it is skipped, however deep the
     call: a fit inside a Pipeline or a sequential GridSearchCV points at the user's line. In a worker process
-    or thread (``n_jobs``), where no frame of the user's is on the stack, it points at the worker's code.
+    or thread (``n_jobs``), where no frame of the user's is on the stack, it points at the outermost call
+    into sktransfer's public modules (the estimator's ``fit``, say), not at the standard library's worker
+    loop.
 
     Examples
     --------
@@ -34,6 +38,17 @@ def caller_stacklevel():
     ('user_script.py', 1)
     """
     frame, level = sys._getframe(1), 1  # the function that warns is stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _SKIPPED_PACKAGES:
+    outermost_library_call = level
+    while frame is not None and (module := _module(frame))[0] in _SKIPPED_PACKAGES:
+        # the public modules' frames (an estimator's fit), not those of private helpers (a decorator's)
+        if module[0] == "sktransfer" and not any(part.startswith("_") for part in module):
+            outermost_library_call = level
         frame, level = frame.f_back, level + 1
+    if frame is None or _module(frame)[0] in _WORKER_STARTS:
+        return outermost_library_call
     return level
+
+
+def _module(frame):
+    """The dotted name of ``frame``'s module, split: ("sktransfer", "domain_adaptation", "shallow")."""
+    return tuple(frame.f_globals.get("__name__", "").split("."))

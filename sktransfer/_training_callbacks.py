@@ -7,7 +7,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, ProgressBar
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler, PrintLog, ProgressBar
 from skorch.callbacks.base import Callback
 from skorch.dataset import unpack_data
 from skorch.utils import to_numpy
@@ -179,6 +179,17 @@ class BatchNormRecalibration(Callback):
             recalibrate_batchnorm(net, trained, net._recalibration_data(dataset))
 
 
+class EpochTable(PrintLog):
+    """skorch's table of epochs, printed as the progress bars are drawn: from ``verbose=1`` in the main
+    program, from 2 in a joblib worker, where the folds of ``cross_val_score(..., n_jobs=2)`` would print
+    their rows into one another's table. Another ``sink`` than ``print`` receives every row."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.sink is print and not shows_progress(net.verbose):
+            return
+        super().on_epoch_end(net, **kwargs)
+
+
 def recalibrate_batchnorm(net, layers, dataset):
     """Set the running statistics of ``layers`` (BatchNorm layers of ``net.module_``) from ``dataset``."""
     module = net.module_
@@ -251,7 +262,7 @@ class CallbacksMixin:
             callbacks.append(("checkpoint", Checkpoint(monitor=monitor, dirname=str(self.checkpoint_dir))))
         if isinstance(self.verbose, Integral) and shows_progress(self.verbose):
             callbacks.append(("progress_bar", ProgressBar(detect_notebook=notebook_bars())))
-        callbacks.append(("print_log", skorch_defaults["print_log"]))
+        callbacks.append(("print_log", EpochTable()))
         # Early stopping ends an epoch by raising, so it comes after the callbacks that log the epoch; the
         # recalibration comes after it, so that it sees the best weights early stopping restores.
         if _is_true(self.early_stopping):

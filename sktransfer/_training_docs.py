@@ -107,8 +107,8 @@ random_state : int, RandomState instance or None, default=None
     fitting (another int, or a RandomState object) starts a new stream, while the same int continues it.
 verbose : int, default=0
     1 prints skorch's epoch table and shows progress bars: text bars, or widgets in a Jupyter notebook
-    with ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) the bars
-    show from 2 only, so that several workers do not garble each other's; the epoch table prints from 1.
+    with ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) both show
+    from 2 only, so that several workers do not garble each other's.
 criterion : torch.nn.Module class, default=torch.nn.CrossEntropyLoss
     The classification loss, built with the ``criterion__*`` parameters; the default cross-entropy also
     gets ``label_smoothing``. It reads one logit per class; whatever it is, ``predict_proba`` turns them

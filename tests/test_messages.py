@@ -175,3 +175,17 @@ def test_every_warning_of_the_library_takes_its_stacklevel_from_the_stack_walk()
                 if levels != ["caller_stacklevel()"]:
                     fixed.append(f"{path.relative_to(package)}:{node.lineno} stacklevel={levels}")
     assert not fixed, fixed
+
+
+def test_a_warning_in_a_worker_thread_points_at_the_library_call_not_at_the_thread_loop():
+    # With n_jobs, no frame of the user's is on a worker's stack: the warning pointed at the standard
+    # library's worker loop (threading.py, or multiprocessing/process.py in a process), a line that says
+    # nothing.
+    y = np.array(["a", "b"] * 4 + ["-1"] * 4)
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    with warnings.catch_warnings(record=True) as caught:  # the warnings of every thread
+        warnings.simplefilter("always")
+        Parallel(n_jobs=2, backend="threading")(delayed(FeatureAlignmentClassifier().fit)(X, y) for _ in "ab")
+    shown = {(w.category, Path(w.filename).name) for w in caught}
+    assert (TextLabelWarning, "shallow.py") in shown, shown  # FeatureAlignmentClassifier.fit, the call made
+    assert not {name for _, name in shown} & {"threading.py", "process.py", "_base.py"}, shown

@@ -166,7 +166,9 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     assert re.search(r"'(dark|bright)' \d+% → 0\.0%", streams(collapse, "stderr"))
     assert "objectives.py" not in streams(collapse, "stderr")  # it points at the cell's line that called fit
 
-    # Folds in worker processes, each loading images in worker processes of its own, with no bars.
+    # Folds in worker processes, each loading images in worker processes of its own, with no bars and no
+    # epoch tables printed into one another.
     assert re.fullmatch(r"\[[0-9. ]+\]\n", streams(cross_validation, "stdout").splitlines(keepends=True)[-1])
+    assert "train_loss" not in streams(cross_validation, "stdout")
     for cell in (cross_validation, late):
         assert not TEXT_BAR.search(streams(cell, "stderr") + streams(cell, "stdout"))

@@ -74,3 +74,22 @@ def test_bars_in_joblib_workers_show_from_verbose_2():
     assert bars(0) == (False, False)
     in_workers = Parallel(n_jobs=2, backend="threading")(delayed(bars)(verbose) for verbose in (1, 2))
     assert in_workers == [(False, False), (True, True)]
+
+
+def test_the_epoch_table_of_a_joblib_worker_shows_from_verbose_2(capsys):
+    # cross_val_score(..., n_jobs=2) at verbose=1 printed both folds' tables into one another in the cell:
+    # two headers, then the rows of epoch 1, 1, 2, 2 with nothing to tell the folds apart.
+    import numpy as np
+
+    X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    y = np.arange(8) % 2
+
+    def fit(verbose):
+        FineTuneClassifier(model=None, max_epochs=2, device="cpu", verbose=verbose).fit(X, y)
+
+    fit(1)
+    assert capsys.readouterr().out.count("train_loss") == 1  # the main program's table
+    Parallel(n_jobs=2, backend="threading")(delayed(fit)(verbose) for verbose in (1, 1))
+    assert "train_loss" not in capsys.readouterr().out
+    Parallel(n_jobs=2, backend="threading")(delayed(fit)(verbose) for verbose in (2, 2))
+    assert capsys.readouterr().out.count("train_loss") == 2
