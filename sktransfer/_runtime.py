@@ -50,7 +50,13 @@ def resolve_device(device):
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # torch lists its twenty device types, not what to pass
+        raise ValueError(
+            f"device={device!r} is not a device: use 'auto' (a GPU where there is one), 'cpu', 'cuda', "
+            "'cuda:1', 'mps', or a list of them."
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this machine; "

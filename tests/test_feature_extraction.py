@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from sktransfer import PretrainedFeatureExtractor, _efficientnet_lite
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _efficientnet_lite
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import run_inference_parallel
 from sktransfer.exceptions import UnhashablePreprocessWarning
@@ -156,6 +156,15 @@ def test_unavailable_device_names_the_parameter(rgb_images, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available"):
         PretrainedFeatureExtractor(model=TinyConvNet(), device="cuda").fit(rgb_images)
+
+
+def test_a_device_torch_does_not_know_gets_the_values_to_pass(rgb_images):
+    # torch's own error listed its twenty device types ("ipu, xpu, mkldnn, opengl...") ten frames deep.
+    message = r"device='gpu' is not a device: use 'auto' \(a GPU where there is one\), 'cpu', 'cuda'"
+    with pytest.raises(ValueError, match=message):
+        PretrainedFeatureExtractor(model=TinyConvNet(), device="gpu").fit(rgb_images)
+    with pytest.raises(ValueError, match=message):
+        FineTuneClassifier(model=TinyConvNet(), device="gpu", max_epochs=1).fit(rgb_images, [0, 1] * 3)
 
 
 def test_random_initialisation_is_reproducible(rgb_images):
