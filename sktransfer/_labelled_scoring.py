@@ -33,17 +33,34 @@ def refuse_unlabelled_scoring(y, advice):
     warns first, since scikit-learn turns the error into a NaN score.
     """
     unlabelled = np.flatnonzero(unlabelled_mask(label_array(y)))
-    if not unlabelled.size:
-        return
-    message = (
+    refuse_scoring_rows(
+        unlabelled,
         f"y holds -1 (unlabelled rows) at samples {unlabelled[:10].tolist()}: accuracy against them means "
-        f"nothing. {advice}"
+        f"nothing. {advice}",
     )
-    if sys._getframe(2).f_globals.get("__name__", "") == "sklearn.metrics._scorer":
-        # Inside cross_val_score or GridSearchCV, scikit-learn turns the error into a NaN score and a warning
-        # that starts with a traceback: say what is wrong first.
+
+
+def refuse_scoring_rows(rows, message):
+    """Raise ``message`` if there are ``rows`` (that an estimator's ``score`` cannot score); warn it first
+    inside a scikit-learn scorer, which turns the error into a NaN score and a warning that starts with a
+    traceback."""
+    if not len(rows):
+        return
+    if _called_by_a_scorer():
         warnings.warn(message, UnlabelledScoringWarning, stacklevel=caller_stacklevel())
     raise ValueError(message)
+
+
+def _called_by_a_scorer(depth=6):
+    """Whether one of the ``depth`` frames above this one's caller is scikit-learn's scorer code."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__", "") == "sklearn.metrics._scorer":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def compares_labels(scoring):

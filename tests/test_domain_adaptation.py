@@ -602,3 +602,28 @@ def test_batchnorm_keeps_the_statistics_of_the_target_rows(shifted_features):
         target_activations = linear(torch.as_tensor(X[200:], dtype=torch.float32))
     # Five equal batches of the 200 target rows: the average of batch means is the mean.
     torch.testing.assert_close(batchnorm.running_mean, target_activations.mean(dim=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["shallow", "deep"])
+def test_score_refuses_the_rows_that_sample_domain_marks_as_target(shifted_features, estimator):
+    # A search with the default scoring counted the target rows' placeholder labels, which fit masks, as
+    # labels: candidates were ranked partly on them, with no warning.
+    X, _, labels = shifted_features
+    names = np.array(["no", "yes"])[labels]
+    y, domains = np.concatenate([names, np.full(200, "no")]), np.repeat([1, -1], 200)
+    classifier, grid = (
+        (FeatureAlignmentClassifier(), {"method": ["coral"]})
+        if estimator == "shallow"
+        else (DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0), {"lr": [1e-3]})
+    )
+    fitted = clone(classifier).fit(X, y, sample_domain=domains)
+    message = r"sample_domain is negative \(target rows, whose labels fit masks\) at samples \[200, 201"
+    with pytest.raises(ValueError, match=message):
+        fitted.score(X, y, sample_domain=domains)
+    assert 0 <= fitted.score(X[:200], y[:200], sample_domain=domains[:200]) <= 1  # the source rows
+    folds = StratifiedKFold(2, shuffle=True, random_state=0)
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(classifier.set_fit_request(sample_domain=True), grid, cv=folds)
+        with pytest.warns(UserWarning, match=message[:40]):
+            search.fit(X, y, sample_domain=domains)
+    assert np.isnan(search.cv_results_["mean_test_score"]).all()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-from .._labelled_scoring import refuse_unlabelled_scoring
+from .._labelled_scoring import refuse_scoring_rows, refuse_unlabelled_scoring
 from .._labels import (
     UNLABELLED,
     label_array,
@@ -171,27 +171,43 @@ def _check_target_classes(y, unlabelled, masked):
 
 
 class TargetScoreMixin:
-    """``score`` for domain-adaptation classifiers: accuracy, refusing -1 labels (unlabelled target rows)."""
+    """``score`` for domain-adaptation classifiers: accuracy, refusing the rows of the target.
 
-    def score(self, X, y, sample_weight=None):
-        """Accuracy on labelled rows; refuses -1 labels, which would be scored as errors.
+    Those rows are marked by -1 labels, or by a negative ``sample_domain``, whose labels ``fit`` masks:
+    counted, the -1 labels would be errors and the others placeholders. ``score`` requests ``sample_domain``
+    by default, so that with metadata routing each fold of a search hands it its slice.
+    """
+
+    __metadata_request__score = {"sample_domain": True}  # noqa: RUF012 (scikit-learn reads it from the class)
+
+    def score(self, X, y, sample_weight=None, sample_domain=None):
+        """Accuracy on labelled rows; refuses the target's rows (-1 labels, a negative ``sample_domain``).
 
         Parameters
         ----------
         X : images or array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         sample_weight : array-like or None
+        sample_domain : array-like of shape (n_samples,) or None
+            The domain of each row as ``fit`` reads it: the rows of a negative domain are target rows.
 
         Returns
         -------
         score : float
         """
-        refuse_unlabelled_scoring(
-            y,
+        advice = (
             "Score with labelled target data, or select models without target labels through "
             "sktransfer.domain_adaptation.neighborhood_consistency_scorer or information_maximization_scorer "
-            "(the best-ranking in benchmarks/RESULTS.md).",
+            "(the best-ranking in benchmarks/RESULTS.md)."
         )
+        refuse_unlabelled_scoring(y, advice)
+        if sample_domain is not None:
+            target = np.flatnonzero(checked_sample_domain(sample_domain, len(column_or_1d(y))) < 0)
+            refuse_scoring_rows(
+                target,
+                f"sample_domain is negative (target rows, whose labels fit masks) at samples {target[:10].tolist()}: "
+                f"accuracy against their labels means nothing. {advice}",
+            )
         return super().score(X, y, sample_weight=sample_weight)
 
 
