@@ -8,6 +8,23 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 
+def labelled_rows_of(y, labelled):
+    """The labels of the ``labelled`` rows (a mask) of ``y``, as NumPy would type them without the -1 marks.
+
+    Booleans kept apart from -1 by :func:`label_array` come back as a boolean array, which scikit-learn's
+    checks read as classes (an object array of booleans is of an "unknown" type to them).
+
+    Examples
+    --------
+    >>> labelled_rows_of([True, -1, False], np.array([True, False, True])).tolist()
+    [True, False]
+    """
+    labels = label_array(y)[labelled]
+    if labels.dtype == object and labels.size and all(isinstance(v, bool | np.bool_) for v in labels):
+        return labels.astype(bool)
+    return labels
+
+
 def require_labels(y, estimator_name, what="the label of each image"):
     """Raise scikit-learn's error for ``y=None`` (an estimator that needs labels), saying what to pass."""
     if y is None:
@@ -15,9 +32,10 @@ def require_labels(y, estimator_name, what="the label of each image"):
 
 
 def label_array(y):
-    """``y`` as a 1-D array, where a list that mixes class names with the number -1 keeps -1 a number.
+    """``y`` as a 1-D array, where a list that mixes class names or booleans with the number -1 keeps both.
 
-    NumPy would turn such a list into text, and the mark of an unlabelled row into the class "-1".
+    NumPy would turn such a list into text, and the mark of an unlabelled row into the class "-1"; or
+    booleans into the integers 0 and 1, which ``classes_`` and ``predict`` would then give back.
 
     Examples
     --------
@@ -25,12 +43,16 @@ def label_array(y):
     ['cat', -1, 'dog']
     >>> label_array(["cat", "-1"]).dtype.kind
     'U'
+    >>> label_array([True, -1, False]).tolist()
+    [True, -1, False]
     """
     if isinstance(y, list | tuple):
         values = list(y)
-        texts = [isinstance(value, str) for value in values]
-        if any(texts) and not all(texts):
-            y = np.asarray(values, dtype=object)
+        for kind in (str, bool | np.bool_):
+            of_kind = [isinstance(value, kind) for value in values]
+            if any(of_kind) and not all(of_kind):
+                y = np.asarray(values, dtype=object)
+                break
     return column_or_1d(y, warn=True)
 
 

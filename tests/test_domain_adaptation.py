@@ -627,3 +627,18 @@ def test_score_refuses_the_rows_that_sample_domain_marks_as_target(shifted_featu
         with pytest.warns(UserWarning, match=message[:40]):
             search.fit(X, y, sample_domain=domains)
     assert np.isnan(search.cv_results_["mean_test_score"]).all()
+
+
+@pytest.mark.parametrize("estimator", ["shallow", "deep"])
+def test_boolean_labels_listed_with_minus_one_stay_booleans(shifted_features, estimator):
+    # NumPy turned [True, False, ..., -1, -1] into integers: classes_ and predict gave 0 and 1.
+    X, _, labels = shifted_features
+    y = [bool(label) for label in labels] + [-1] * 200
+    classifier = (
+        FeatureAlignmentClassifier()
+        if estimator == "shallow"
+        else DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0)
+    )
+    fitted = classifier.fit(X.astype(np.float32), y)
+    assert fitted.classes_.tolist() == [False, True]
+    assert {type(label) for label in fitted.predict(X[:5].astype(np.float32)).tolist()} == {bool}

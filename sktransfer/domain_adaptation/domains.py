@@ -17,6 +17,7 @@ from .._labelled_scoring import refuse_scoring_rows, refuse_unlabelled_scoring
 from .._labels import (
     UNLABELLED,
     label_array,
+    labelled_rows_of,
     missing_labels,
     refuse_missing_labels,
     require_labels,
@@ -222,7 +223,7 @@ class SourceDomainsMixin:
 
     def _source_codes(self, y, split, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
-        labels = column_or_1d(y)[split.labelled]
+        labels = labelled_rows_of(y, split.labelled)
         codes = np.full(len(split.labelled), UNLABELLED, dtype=np.int64)
         codes[split.labelled] = self._encode_labels(labels, len(labels), reset=reset, classes=classes)
         domains = self._source_domain_of_rows(split.labelled, sample_domain, reset)

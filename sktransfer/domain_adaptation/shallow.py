@@ -10,9 +10,10 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._fitted_state import not_fitted_if_it_fails
+from .._labels import labelled_rows_of
 from .._stacklevel import caller_stacklevel
 from .._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
 from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
@@ -212,7 +213,7 @@ class FeatureAlignmentClassifier(
         """
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))
-        source, labels, target = X[split.labelled], column_or_1d(y)[split.labelled], X[split.target]
+        source, labels, target = X[split.labelled], labelled_rows_of(y, split.labelled), X[split.target]
         self._warn_about_settings_without_effect(len(source), len(target), X.shape[1])
         if sample_domain is not None and self.method != "source_only":
             _warn_of_pooled_domains(np.asarray(sample_domain)[split.labelled])
