@@ -97,8 +97,8 @@ def check_classifier_ran_last(cut, width):
             f"model: layer=None cuts away the layer it registers last, {name!r} (reading {read} features), "
             f"as its classifier, but without it the network returns {width} features, not {read}: its "
             f"forward does not end with {name!r}, so the output would not be the classifier's input. Pass "
-            "layer= naming the layer whose output you want (an unknown name lists them), or register the "
-            "classifier last in the module's __init__."
+            "layer= naming the layer whose output you want (sktransfer.backbones.list_layers(model) lists "
+            "them), or register the classifier last in the module's __init__."
         )
 
 
@@ -147,5 +147,6 @@ def check_forward_returns_classifier_output(module, cut, batch):
         f"what {name!r} reads for the embedding; but the module's forward does not return what {name!r} "
         "gives: it changes it afterwards (a log-softmax or a temperature, say), or runs other layers after "
         "it. Without the classifier, that change would apply to the embedding. Pass layer= naming the layer "
-        "whose output you want (an unknown name lists them), or end forward with the classifier."
+        "whose output you want (sktransfer.backbones.list_layers(model) lists them), or end forward with the "
+        "classifier."
     )

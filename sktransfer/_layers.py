@@ -2,8 +2,12 @@
 
 import copy
 import difflib
+import functools
 import re
+import warnings
 
+import torch
+import torchvision
 from torch import nn
 from torchvision.models import feature_extraction
 
@@ -57,11 +61,67 @@ def cut_at_layer(module, layer):
     )
 
 
+# Beyond this many layers, an unknown name's error shows the closest and the first, and says where the rest are.
+_LAYERS_SHOWN = 40
+
+
 def refuse_unknown_layer(layer, valid):
     if layer not in valid:
         close = difflib.get_close_matches(layer, valid, n=5)
         hint = f" Closest: {close}." if close else ""
-        raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} Valid layers: {valid}")
+        if len(valid) <= _LAYERS_SHOWN:
+            listed = f"Valid layers: {valid}"
+        else:
+            listed = (
+                f"It has {len(valid)} layers, listed by sktransfer.backbones.list_layers(model); the first "
+                f"{_LAYERS_SHOWN}: {valid[:_LAYERS_SHOWN]}"
+            )
+        raise ValueError(f"layer={layer!r} is not a layer of this model.{hint} {listed}")
+
+
+def list_layers(model):
+    """The names ``layer`` accepts for an image ``model``: a torchvision model name, the offline default or a module.
+
+    The modules that hold graph nodes (``layer4``), then the nodes that are no module's (as
+    ``torchvision.models.feature_extraction.get_graph_node_names`` names them). No weights are loaded.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> names = list_layers("resnet18")
+    >>> "layer4" in names, names[-3:]
+    (True, ['avgpool', 'flatten', 'fc'])
+    """
+    if isinstance(model, nn.Module):
+        return layer_names(copy.deepcopy(model))
+    if model == _efficientnet_lite.OFFLINE_MODEL_NAME:
+        return layer_names(_efficientnet_lite.EfficientNetLite0())
+    if isinstance(model, str) and model in torchvision.models.list_models(module=torchvision.models):
+        names = unweighted_layer_names(model)
+        return list(names) if names is not None else layer_names(torchvision.models.get_model(model))
+    raise ValueError(
+        f"model={model!r}: list_layers reads torchvision's classification model names, the offline default "
+        f"{_efficientnet_lite.OFFLINE_MODEL_NAME!r} and modules; a text encoder's layers are its blocks "
+        "(encoder.layer.0, ...), which an unknown layer= names."
+    )
+
+
+@functools.cache
+def unweighted_layer_names(name):
+    """The layer names of torchvision's ``name`` built on the meta device, or None where it cannot be."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # of initialisations to change: fit warns of its own
+            return tuple(layer_names(torchvision.models.get_model(name, weights=None)))
+    except Exception:  # RegNets compute their widths from tensors, which the meta device does not hold
+        return None
 
 
 def check_module_layer(module, layer):

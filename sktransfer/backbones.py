@@ -7,7 +7,6 @@ behave the same way.
 
 import copy
 import difflib
-import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,7 +23,13 @@ from . import _efficientnet_lite
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._classifier_cut import classifier_name
 from ._feature_model import FeatureModel, resolve_pooling
-from ._layers import cut_at_layer, gives_channels_last_maps, layer_names, refuse_unknown_layer
+from ._layers import (
+    cut_at_layer,
+    gives_channels_last_maps,
+    list_layers,  # noqa: F401 (re-exported)
+    refuse_unknown_layer,
+    unweighted_layer_names,
+)
 from ._runtime import seeded
 from ._stacklevel import caller_stacklevel
 from .text_encoders import OFFLINE_TEXT_MODEL_NAME, is_text_model, load_text_encoder
@@ -317,20 +322,9 @@ def check_layer_before_loading(model, layer, weights):
         return
     if model in _GRAPH_FOLLOWS_WEIGHTS and weights is not None and not is_checkpoint(weights):
         return
-    valid = _unweighted_layer_names(model)
+    valid = unweighted_layer_names(model)
     if valid is not None:
         refuse_unknown_layer(layer, list(valid))
-
-
-@functools.cache
-def _unweighted_layer_names(name):
-    """The layer names of torchvision's ``name`` built on the meta device, or None where it cannot be."""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # of initialisations to change: fit warns of its own
-            return tuple(layer_names(torchvision.models.get_model(name, weights=None)))
-    except Exception:  # RegNets compute their widths from tensors, which the meta device does not hold
-        return None
 
 
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):

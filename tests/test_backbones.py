@@ -16,6 +16,7 @@ from sktransfer.backbones import (
     build_feature_model,
     check_layer_before_loading,
     expected_weights_path,
+    list_layers,
     load_backbone,
 )
 from sktransfer.datasets import load_sample_photo
@@ -355,3 +356,19 @@ def test_a_folder_named_like_a_weights_entry_does_not_shadow_it(tmp_path, monkey
     assert not is_checkpoint("IMAGENET1K_V1")
     (tmp_path / "tuned").write_bytes(b"")
     assert is_checkpoint("tuned")  # a file is, whatever its name
+
+
+def test_a_misspelt_layer_of_a_large_model_shows_the_closest_and_where_the_rest_are():
+    # The error listed all 230 layers of EfficientNet-Lite0 (5,172 characters) in a notebook cell.
+    with pytest.raises(ValueError, match=r"Closest: \['features.3'") as error:
+        PretrainedFeatureExtractor(layer="featurs.3", device="cpu").fit(np.zeros((1, 8, 8, 3), np.uint8))
+    message = str(error.value)
+    assert "list_layers(model)" in message
+    assert len(message) < 2500
+    names = list_layers("efficientnet_lite0")
+    assert len(names) > 40
+    assert "features.3" in names
+    assert list_layers("resnet18")[-1] == "fc"
+    assert list_layers(TinyConvNet())[-1] == "fc"
+    with pytest.raises(ValueError, match="list_layers reads torchvision's classification model names"):
+        list_layers("all-MiniLM-L6-v2")
