@@ -13,9 +13,12 @@ class MixedPrecisionMixin:
     the scaler, which skips steps whose gradients overflowed. An accelerator brings its own scaler.
     """
 
-    def _precision(self):
-        """``precision`` resolved ("auto") for this call's device; float16 on a CPU raises."""
-        return check_precision(self.precision, [resolve_device(self._device())])
+    def _precision(self, warn=False):
+        """``precision`` resolved ("auto") for this call's device; float16 on a CPU raises.
+
+        ``warn``: the call that starts a fit or a prediction warns where bfloat16 is emulated.
+        """
+        return check_precision(self.precision, [resolve_device(self._device())], warn=warn)
 
     def _autocast(self):
         """The context of a forward pass at the resolved precision."""

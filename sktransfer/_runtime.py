@@ -193,14 +193,13 @@ def resolve_precision(precision, device):
     return "float32"
 
 
-_WARNED_EMULATED_BFLOAT16 = []  # once per process
-
-
-def check_precision(precision, devices):
-    """Resolve ``precision`` for ``devices``; raise where it cannot run, warn once where it is emulated.
+def check_precision(precision, devices, warn=False):
+    """Resolve ``precision`` for ``devices``; raise where it cannot run, and with ``warn``, warn where it is emulated.
 
     float16 autocast needs a GPU (``ValueError``). bfloat16 on a CPU without native bfloat16 instructions
-    gives a :class:`SlowPrecisionWarning`, once per process: there it runs several times slower than float32.
+    gives a :class:`SlowPrecisionWarning` when ``warn`` (the calls that start a fit, a transform or a
+    prediction, not those of every batch): there it runs several times slower than float32. Python's
+    warning registry shows it once per line of the user's, and the user's filters decide.
 
     Returns
     -------
@@ -219,12 +218,11 @@ def check_precision(precision, devices):
             "computes it natively, float32 elsewhere) or precision='float32'."
         )
     if (
-        resolved == "bfloat16"
-        and not _WARNED_EMULATED_BFLOAT16
+        warn
+        and resolved == "bfloat16"
         and any(device.type == "cpu" for device in devices)
         and cpu_native_bfloat16() is None
     ):
-        _WARNED_EMULATED_BFLOAT16.append(True)
         warnings.warn(
             "precision='bfloat16' runs emulated on this CPU, which has neither AVX512-BF16 nor AMX "
             "instructions: there bfloat16 autocast is several times slower than float32 (ResNet-18 "

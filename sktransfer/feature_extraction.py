@@ -214,7 +214,7 @@ class PretrainedFeatureExtractor(
         """
         source = self._image_source(X, reset=True)
         device = self._devices()[0]
-        self._precision([device])  # float16 on a CPU fails before any weights load
+        self._precision([device], warn=True)  # float16 on a CPU fails before any weights load
         check_layer_before_loading(self.model, self.layer, self.weights)  # and so does a misspelt layer
         backbone = load_backbone(
             self.model, self.weights, random_state=self.random_state, progress=shows_progress(self.verbose)
@@ -326,9 +326,9 @@ class PretrainedFeatureExtractor(
     def _devices(self):
         return resolve_devices(self.device)
 
-    def _precision(self, devices):
-        """``precision`` resolved for ``devices`` ("auto"), checked against them."""
-        return check_precision(self.precision, devices)
+    def _precision(self, devices, warn=False):
+        """``precision`` resolved for ``devices`` ("auto"), checked against them; ``warn`` where emulated."""
+        return check_precision(self.precision, devices, warn=warn)
 
     def _replicas_on(self, devices):
         """The network on each device: ``backbone_`` itself on the first, copies (kept) on the others."""
@@ -358,7 +358,7 @@ class PretrainedFeatureExtractor(
                 self._replicas_on(devices),
                 loader,
                 n_samples=len(ordered),
-                precision=self._precision(devices),
+                precision=self._precision(devices, warn=True),
                 channels_last=getattr(self, "_library_built", False),
                 width=self.n_features_out_,
                 verbose=self.verbose,

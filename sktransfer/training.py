@@ -239,7 +239,7 @@ class TransferClassifier(
         refuse_two_schedules(self)
         if self.accelerator is not None:
             check_accelerator(self.accelerator, self._precision(), self.__dict__["device"])
-        self._precision()
+        self._precision(warn=True)
         if self.strategy != "lora":
             warn_of_unused_settings(self, ["lora_rank", "lora_alpha"], "with strategy='lora'")
         if self.strategy not in ("gradual", "lp_ft"):
@@ -302,7 +302,7 @@ class TransferClassifier(
     # -- prediction -----------------------------------------------------------------------------------
 
     def forward_iter(self, X, training=False, device="cpu"):
-        self._precision()  # float16 set after fitting, on a CPU: raise before the first batch
+        self._precision(warn=True)  # float16 set after fitting, on a CPU: raise before the first batch
         yield from super().forward_iter(X, training=training, device=device)
 
     def _get_predict_nonlinearity(self):

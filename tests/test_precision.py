@@ -18,7 +18,6 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def cpu_without_bfloat16(monkeypatch):
     monkeypatch.setattr(_runtime, "cpu_native_bfloat16", lambda: None)
-    monkeypatch.setattr(_runtime, "_WARNED_EMULATED_BFLOAT16", [])
 
 
 @pytest.fixture
@@ -40,15 +39,31 @@ def test_auto_on_gpus(monkeypatch, native, expected):
     assert resolve_precision("auto", torch.device("cuda")) == expected
 
 
-def test_emulated_bfloat16_warns_once_with_the_reason_and_the_faster_choice(cpu_without_bfloat16, rgb_images):
-    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="bfloat16")
+def test_emulated_bfloat16_warns_with_the_reason_and_the_faster_choice(cpu_without_bfloat16, rgb_images):
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="bfloat16", batch_size=2)
     with pytest.warns(
         SlowPrecisionWarning, match=r"neither AVX512-BF16 nor AMX.*precision='float32'.*'auto'"
     ) as record:
         extractor.fit(rgb_images).transform(rgb_images)
-    assert [w.filename for w in record if w.category is SlowPrecisionWarning] == [__file__]  # this line
-    with _no_warning(SlowPrecisionWarning):
-        extractor.transform(rgb_images)
+    # at the fit and the transform the user called, not at each of the three batches
+    assert [w.filename for w in record if w.category is SlowPrecisionWarning] == [__file__] * 2
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("default")  # Python's own: once per line of the user's
+        for _ in range(3):
+            extractor.transform(rgb_images)
+    assert [w.category for w in record] == [SlowPrecisionWarning]
+
+
+def test_a_warning_silenced_once_is_not_lost_for_the_process(cpu_without_bfloat16, rgb_images):
+    # It was shown once per process: a library call inside a quiet block used up the only one, and the
+    # user's own bfloat16 fits then ran several times slower than float32 with no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu", precision="bfloat16").fit(rgb_images)
+    clf = FineTuneClassifier(TinyConvNet(), precision="bfloat16", max_epochs=1, batch_size=2, device="cpu")
+    with pytest.warns(SlowPrecisionWarning) as record:
+        clf.fit(rgb_images, [0, 1, 2] * 2).predict(rgb_images)
+    assert sum(w.category is SlowPrecisionWarning for w in record) == 2  # the fit and the prediction
 
 
 def test_native_bfloat16_does_not_warn(cpu_with_bfloat16):
