@@ -8,6 +8,9 @@ from ._image_sources import VectorRows
 from ._parallel import loader_processes
 from ._pixel_values import sample_error
 
+# Spreads the images' seeds within an epoch's: a prime, so that no two indices share one.
+_INDEX_STRIDE = 1_000_003
+
 
 class PreprocessedImages(Dataset):
     """An :class:`ImageSource` with the backbone's preprocessing applied; yields whole batches.
@@ -15,14 +18,18 @@ class PreprocessedImages(Dataset):
     Uniform sources with the library's own preprocessing are preprocessed a batch at a time; otherwise each
     image is preprocessed alone and the batch stacked, with an error naming two samples whose sizes differ.
     ``augment`` (a random transform such as ``torchvision.transforms.v2.RandomHorizontalFlip()``) is applied
-    to each image before its preprocessing; training datasets get it through :meth:`with_augment`.
+    to each image before its preprocessing; training datasets get it through :meth:`with_augment`. With an
+    ``augment_seed`` (one per epoch, drawn where training runs), each image's draws come from torch's
+    generator seeded by it and the image's index: the same wherever the image loads, in this process or in a
+    DataLoader worker, so that ``num_workers`` does not change a seeded fit.
     """
 
-    def __init__(self, source, preprocess, batch_preprocess=False, augment=None):
+    def __init__(self, source, preprocess, batch_preprocess=False, augment=None, augment_seed=None):
         self.source = source
         self.preprocess = preprocess
         self.batch_preprocess = batch_preprocess and source.uniform
         self.augment = augment
+        self.augment_seed = augment_seed
 
     @classmethod
     def for_estimator(cls, source, estimator):
@@ -33,9 +40,9 @@ class PreprocessedImages(Dataset):
         preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
         return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
 
-    def with_augment(self, augment):
-        """The same images with ``augment`` applied to each one as it is loaded."""
-        return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment)
+    def with_augment(self, augment, seed=None):
+        """The same images with ``augment`` applied to each one as it is loaded (its draws seeded by ``seed``)."""
+        return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment, seed)
 
     def __len__(self):
         return len(self.source)
@@ -54,7 +61,10 @@ class PreprocessedImages(Dataset):
         if self.augment is not None:
             # contiguous: a grayscale image is a view of its one channel three times, which a transform
             # that writes in place (RandomErasing(inplace=True)) cannot write to
-            images = [self.augment(image.contiguous()) for image in images]
+            images = [
+                self._augmented(image.contiguous(), index)
+                for image, index in zip(images, indices, strict=True)
+            ]
         if self.preprocess is not None:  # contiguous for a preprocess that writes in place, as augment's
             images = [
                 self._preprocessed(image.contiguous(), index)
@@ -69,6 +79,13 @@ class PreprocessedImages(Dataset):
                     "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."
                 )
         return torch.stack(images)
+
+    def _augmented(self, image, index):
+        if self.augment_seed is None:
+            return self.augment(image)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.augment_seed + index * _INDEX_STRIDE) % 2**63)
+            return self.augment(image)
 
     def _preprocessed(self, image, index):
         try:

@@ -152,13 +152,16 @@ def refuse_augment_without_images(augment, source):
         )
 
 
-def with_augment(dataset, augment):
-    """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load."""
+def with_augment(dataset, augment, seed=None):
+    """``dataset`` (possibly seen through Subsets) with ``augment`` applied to its images as they load.
+
+    ``seed`` seeds each image's draws with its index (see :class:`~sktransfer._image_batches.PreprocessedImages`).
+    """
     base, indices = unwrap_subsets(dataset)
     if not isinstance(base, LabelledImages):
         raise ValueError("augment applies to images passed as X; this training data holds stored features.")
     refuse_augment_without_images(augment, base.images.source)
-    augmented = LabelledImages(base.images.with_augment(augment), base.targets)
+    augmented = LabelledImages(base.images.with_augment(augment, seed), base.targets)
     return augmented if indices is None else Subset(augmented, indices.tolist())
 
 
@@ -328,7 +331,9 @@ class TrainingDataMixin:
                 kwargs.setdefault("drop_last", len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1)
             if self.augment is not None:
                 augment = default_augmentation() if self.augment == "default" else self.augment
-                dataset = with_augment(dataset, augment)
+                # drawn here, from the generator a seeded fit seeds: the same in every DataLoader worker
+                epoch_seed = int(torch.randint(0, 2**62, (1,)).item())
+                dataset = with_augment(dataset, augment, epoch_seed)
         elif isinstance(self.iterator_valid, type) and issubclass(self.iterator_valid, DataLoader):
             # each pass draws its workers' seed: from the loader's own generator, not the global one
             kwargs.setdefault("generator", torch.Generator())

@@ -293,6 +293,17 @@ def test_augmentation_in_training_only(labelled_images):
     assert clf.augment.calls == 2 * trained_on
 
 
+def test_a_seeded_fit_with_augmentation_does_not_depend_on_the_number_of_loader_workers(labelled_images):
+    # Each DataLoader worker drew the augmentations from its own seed, and the main process from the seeded
+    # stream: 0, 1 and 2 workers gave three different models.
+    X, y = labelled_images
+    params = {"augment": "default", "strategy": "full", "max_epochs": 2}
+    in_process = tiny(**params).fit(X, y).predict_proba(X)
+    in_workers = tiny(**params, num_workers=2).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(in_workers, in_process)
+    assert not np.array_equal(tiny(**params, random_state=1).fit(X, y).predict_proba(X), in_process)
+
+
 def test_precomputed_features_give_the_same_model(labelled_images):
     X, y = labelled_images
     CountingNet.calls.clear()
