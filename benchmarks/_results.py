@@ -11,7 +11,7 @@ import sklearn
 import torch
 import torchvision
 
-from sktransfer._runtime import cpu_native_bfloat16
+from sktransfer._precision import cpu_native_bfloat16
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = "# Benchmark results\n\nEach section is written by the script it names; do not edit by hand.\n"

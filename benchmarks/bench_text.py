@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, publish, use_every_core
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier, PretrainedFeatureExtractor
-from sktransfer._runtime import cpu_native_bfloat16, resolve_device
+from sktransfer._precision import cpu_native_bfloat16
+from sktransfer._runtime import resolve_device
 from sktransfer.datasets import load_movie_reviews, load_sentiment_snippets
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,

@@ -2,7 +2,8 @@
 
 import torch
 
-from ._runtime import autocast, check_precision, resolve_device
+from ._precision import autocast, check_precision
+from ._runtime import resolve_device
 
 
 class MixedPrecisionMixin:

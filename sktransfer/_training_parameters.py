@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
-from ._runtime import PRECISION_OPTIONS
+from ._precision import PRECISION_OPTIONS
 
 STRATEGIES = ("linear_probe", "full", "gradual", "lp_ft", "bitfit", "lora")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")

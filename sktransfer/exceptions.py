@@ -18,7 +18,8 @@ True
 from ._changed_settings import SettingsChangedWarning
 from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from ._labelled_scoring import UnlabelledScoringWarning
-from ._runtime import NetworkOutputError, SlowPrecisionWarning
+from ._precision import SlowPrecisionWarning
+from ._runtime import NetworkOutputError
 from ._source_parameters import NewClassWarning, UnnamedColumnsWarning
 from ._transferability_inputs import RenormalizedProbabilitiesWarning
 from ._unused_settings import IgnoredSettingWarning

@@ -24,12 +24,10 @@ from ._feature_width import pooling_cannot_apply
 from ._fitted_state import not_fitted_if_it_fails
 from ._image_batches import PreprocessedImages, batch_loader, sample_numbers_in
 from ._pickling import NamedPicklingErrorsMixin
+from ._precision import PRECISION_OPTIONS, autocast, check_precision
 from ._progress import shows_progress
 from ._runtime import (
-    PRECISION_OPTIONS,
     NetworkOutputError,
-    autocast,
-    check_precision,
     fold_batchnorm,
     module_device,
     resolve_devices,

@@ -12,7 +12,7 @@ from PIL import Image
 
 import sktransfer
 from sktransfer.__main__ import main, per_class_rows
-from sktransfer._runtime import resolve_precision
+from sktransfer._precision import resolve_precision
 from sktransfer.datasets import (
     load_image_folder,
     load_mnist_digits,

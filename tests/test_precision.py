@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _runtime
-from sktransfer._runtime import SlowPrecisionWarning, check_precision, resolve_precision
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _precision
+from sktransfer._precision import SlowPrecisionWarning, check_precision, resolve_precision
 
 from ._models import TinyConvNet
 
@@ -17,12 +17,12 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def cpu_without_bfloat16(monkeypatch):
-    monkeypatch.setattr(_runtime, "cpu_native_bfloat16", lambda: None)
+    monkeypatch.setattr(_precision, "cpu_native_bfloat16", lambda: None)
 
 
 @pytest.fixture
 def cpu_with_bfloat16(monkeypatch):
-    monkeypatch.setattr(_runtime, "cpu_native_bfloat16", lambda: "AVX512-BF16")
+    monkeypatch.setattr(_precision, "cpu_native_bfloat16", lambda: "AVX512-BF16")
 
 
 def test_auto_is_bfloat16_on_a_cpu_that_computes_it_natively(cpu_with_bfloat16):
@@ -35,7 +35,7 @@ def test_auto_is_float32_on_a_cpu_without_native_bfloat16(cpu_without_bfloat16):
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float16")])
 def test_auto_on_gpus(monkeypatch, native, expected):
-    monkeypatch.setattr(_runtime, "_cuda_native_bfloat16", lambda: native)
+    monkeypatch.setattr(_precision, "_cuda_native_bfloat16", lambda: native)
     assert resolve_precision("auto", torch.device("cuda")) == expected
 
 
