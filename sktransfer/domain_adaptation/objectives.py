@@ -9,7 +9,7 @@ from torch import nn
 
 from .._stacklevel import caller_stacklevel
 from .._unused_settings import warn_of_unused_settings
-from ..texts import TokenBatch
+from ._objective_parts import class_counts, collapsed_classes, copy_of_weights, rows_of, running_sum
 from .domains import UNLABELLED
 from .losses import (
     SmoothedCoralLoss,
@@ -23,10 +23,6 @@ from .losses import (
 )
 from .networks import ADVERSARIAL
 
-# Self-training has collapsed a class when its share of the target predictions falls below this fraction of
-# what it was before self-training began (classes below half the uniform share before are not judged).
-_COLLAPSED_SHARE = 0.05
-
 
 class PartialWithoutAlignmentWarning(UserWarning):
     """``partial=True`` with a method that aligns no source rows: its class weights only weigh the labelled loss."""
@@ -38,91 +34,6 @@ class PseudoLabelCollapseWarning(UserWarning):
 
 class UntrainedPseudoLabelsWarning(UserWarning):
     """Self-training starts at the first epoch of a new network, whose first pseudo-labels are guesses."""
-
-
-def collapsed_classes(before, after):
-    """The classes whose share of the target predictions self-training all but removed.
-
-    ``before`` and ``after`` count the target rows predicted as each class in the epoch before self-training
-    and in the last one. A class collapsed when it held at least half the uniform share before and keeps
-    less than 5% of that share after. On the benchmarks, self-training with pseudo-labels from the network
-    being trained, from a network that classified 30% of the target right (frozen embeddings), emptied 3 to
-    5 of the 10 classes in every fit and lost accuracy in 8 of 12; where it helped (+0.14 from 55%), no
-    class fell below a fifth of its share.
-
-    Examples
-    --------
-    >>> collapsed_classes(np.array([40, 40, 20]), np.array([0, 60, 40]))
-    [0]
-    >>> collapsed_classes(np.array([40, 40, 20]), np.array([10, 50, 40]))
-    []
-    """
-    before, after = before / before.sum(), after / after.sum()
-    judged = before >= 0.5 / len(before)
-    return [int(k) for k in np.flatnonzero(judged & (after < _COLLAPSED_SHARE * before))]
-
-
-def class_counts(indices, n_classes):
-    """How many of ``indices`` fall in each of ``n_classes`` classes, as floats, without a host sync.
-
-    ``torch.bincount`` waits for the GPU to size its output; this runs in every training step.
-
-    Examples
-    --------
-    >>> class_counts(torch.tensor([0, 2, 2]), 4)
-    tensor([1., 0., 2., 0.])
-    """
-    counts = torch.zeros(n_classes, device=indices.device)
-    return counts.index_add_(0, indices, torch.ones_like(indices, dtype=counts.dtype))
-
-
-def _added(total, values):
-    """An epoch's running per-class sum: ``values`` alone for its first batch."""
-    return values if total is None else total + values
-
-
-def copy_of_weights(module):
-    """A detached copy of ``module``'s trainable parameters and of its buffers, by name; tied ones stay tied.
-
-    Frozen parameters are left out: they keep their values, so a ``torch.func.functional_call`` with the
-    copy reads them from the module itself. The buffers are copied, so that the BatchNorm statistics a
-    call with the copy updates are the copy's, not the module's.
-
-    Examples
-    --------
-    >>> layer = nn.Linear(2, 1)
-    >>> layer.bias.requires_grad_(False)
-    Parameter containing:
-    tensor([...])
-    >>> weights = copy_of_weights(layer)
-    >>> sorted(weights)
-    ['weight']
-    >>> _ = nn.init.zeros_(layer.weight)
-    >>> bool(weights["weight"].abs().sum() > 0)
-    True
-    """
-    trainable = [(n, t) for n, t in module.named_parameters(remove_duplicate=False) if t.requires_grad]
-    copies, by_tensor = {}, {}
-    for name, tensor in [*trainable, *module.named_buffers(remove_duplicate=False)]:
-        if id(tensor) not in by_tensor:
-            by_tensor[id(tensor)] = tensor.detach().clone()
-        copies[name] = by_tensor[id(tensor)]
-    return copies
-
-
-def rows_of(X, rows):
-    """The rows of a batch (a tensor, a dict of tensors, a TokenBatch) that the boolean mask ``rows`` picks.
-
-    Examples
-    --------
-    >>> rows_of({"features": torch.arange(3)}, torch.tensor([True, False, True]))
-    {'features': tensor([0, 2])}
-    """
-    if isinstance(X, TokenBatch):
-        return X[rows.to(X.attention_mask.device)]
-    if isinstance(X, dict):
-        return {name: value[rows.to(value.device)] for name, value in X.items()}
-    return X[rows.to(X.device)]
 
 
 class AdaptationObjectiveMixin:
@@ -323,15 +234,15 @@ class AdaptationObjectiveMixin:
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
             loss = loss + 0 * y_pred[2].sum()
         if training and self.partial:  # each class's source rows this epoch, which the target shares weigh
-            self._source_counts = _added(self._source_counts, class_counts(labels, len(self.classes_)))
+            self._source_counts = running_sum(self._source_counts, class_counts(labels, len(self.classes_)))
         if not training or not target.any():
             return loss
         if self.partial:
             probabilities = torch.softmax(logits[target].detach(), dim=1).sum(dim=0)
-            self._target_probabilities = _added(self._target_probabilities, probabilities)
+            self._target_probabilities = running_sum(self._target_probabilities, probabilities)
         if self._watches_self_training():  # which classes the network predicts on the target, each epoch
             predicted = class_counts(logits[target].detach().argmax(dim=1), logits.shape[1])
-            self._predicted_counts = _added(self._predicted_counts, predicted)
+            self._predicted_counts = running_sum(self._predicted_counts, predicted)
         if self._self_training_now:
             loss = loss + pseudo_label_loss(
                 logits[target],
