@@ -17,6 +17,8 @@ _POOLING_MODES = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
 }
+# sentence-transformers' own names of the poolings ("pooling_mode" in the folders it saves since version 5).
+_POOLING_MODE_NAMES = {"mean": "avg", "cls": "cls", "max": "max"}
 _SENTENCE_TRANSFORMERS_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -149,14 +151,22 @@ def own_pooling(model_files):
     config = model_files.json(f"{pooling}/config.json") if pooling else None
     if not config:
         return "avg", "Normalize" in kinds
-    # every mode the folder turns on counts: sentence-transformers concatenates them all
-    enabled = [key for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
-    if len(enabled) != 1 or enabled[0] not in _POOLING_MODES:
-        raise ValueError(
-            f"pooling='model': model={model_files.name!r} pools with {config}; only one of mean, CLS or max "
-            "pooling is supported: use pooling='avg', 'cls' or 'max'."
-        )
-    return _POOLING_MODES[enabled[0]], "Normalize" in kinds
+    normalizes = "Normalize" in kinds
+    if "pooling_mode" in config:  # {"pooling_mode": "cls"}, as sentence-transformers saves folders now
+        named = config["pooling_mode"]
+        modes = [named] if isinstance(named, str) else list(named)
+        if len(modes) == 1 and modes[0] in _POOLING_MODE_NAMES:
+            return _POOLING_MODE_NAMES[modes[0]], normalizes
+        enabled = modes
+    else:  # {"pooling_mode_cls_token": true, ...}, the older format
+        # every mode the folder turns on counts: sentence-transformers concatenates them all
+        enabled = [key for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
+        if len(enabled) == 1 and enabled[0] in _POOLING_MODES:
+            return _POOLING_MODES[enabled[0]], normalizes
+    raise ValueError(
+        f"pooling='model': model={model_files.name!r} pools with {enabled or config}; only one of mean, CLS or "
+        "max pooling is supported: use pooling='avg', 'cls' or 'max'."
+    )
 
 
 def declared_max_length(model_files, tokenizer, config):

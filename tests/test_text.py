@@ -182,6 +182,16 @@ def test_cls_max_and_model_pooling(tiny_text_model, tmp_path):
     config.write_text(json.dumps({"word_embedding_dimension": 16, **modes}))
     with pytest.raises(ValueError, match=r"only one of mean, CLS or max pooling is supported"):
         extractor(cls_folder, pooling="model").fit(texts)
+    # sentence-transformers 5 and later save the mode by name: it was refused as if it were none of the three
+    config.write_text(json.dumps({"embedding_dimension": 16, "pooling_mode": "cls", "include_prompt": True}))
+    np.testing.assert_allclose(
+        extractor(cls_folder, pooling="model").fit(texts).transform(texts),
+        extractor(cls_folder, pooling="cls", normalize=True).fit(texts).transform(texts),
+        atol=1e-6,
+    )
+    config.write_text(json.dumps({"embedding_dimension": 16, "pooling_mode": "lasttoken"}))
+    with pytest.raises(ValueError, match=r"pools with \['lasttoken'\]; only one of mean, CLS or max"):
+        extractor(cls_folder, pooling="model").fit(texts)
 
 
 def test_a_folder_that_lowercases_its_input_reads_texts_lowercased(tmp_path):
