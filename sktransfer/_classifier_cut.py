@@ -1,7 +1,5 @@
 """The classifier that ``layer=None`` cuts from a network: which layer it is, what it reads, and checks."""
 
-import copy
-
 import torch
 from torch import nn
 
@@ -108,8 +106,8 @@ def check_forward_returns_classifier_output(module, cut, batch):
     ``layer=None`` swaps the classifier (``cut``, what :func:`classifier_to_cut` gave) for an identity and
     takes what the network then returns for the embedding. Whatever forward does after the classifier (a
     log-softmax, a temperature, as PyTorch's MNIST example does) would then be applied to the embedding, with
-    no error and no change of width. A copy of the uncut ``module`` runs once on ``batch``, in eval mode, to
-    compare its output with the classifier's; a classifier that does not run once, or whose output is not as
+    no error and no change of width. The uncut ``module`` (the library's own copy) runs once on ``batch``, in
+    eval mode, to compare its output with the classifier's; a classifier that does not run once, or whose output is not as
     wide as the network's, is left to :func:`check_classifier_ran_last`.
 
     Examples
@@ -129,17 +127,15 @@ def check_forward_returns_classifier_output(module, cut, batch):
     if cut is None:
         return
     name = cut[0]
-    network = copy.deepcopy(module).eval()
-    given = []
-    network.get_submodule(name).register_forward_hook(lambda _layer, _inputs, output: given.append(output))
-    with torch.inference_mode():
-        returned = network(batch.to(next(network.parameters(), batch).device))
+    returned, given = _run_recording(module, module.get_submodule(name), batch)
     if len(given) != 1 or not isinstance(returned, torch.Tensor) or not isinstance(given[0], torch.Tensor):
         return
     classifier_output = given[0]
     if returned.numel() != classifier_output.numel():  # another width: check_classifier_ran_last names it
         return
-    returned, classifier_output = returned.reshape(-1).float(), classifier_output.reshape(-1).float()
+    # a cast to another dtype (.half()) changes no value but its rounding: compared at the returned dtype
+    classifier_output = classifier_output.to(returned.dtype).reshape(-1).float()
+    returned = returned.reshape(-1).float()
     if torch.allclose(returned, classifier_output, rtol=1e-4, atol=1e-6, equal_nan=True):  # NaN: diverged
         return
     raise ValueError(
@@ -150,3 +146,29 @@ def check_forward_returns_classifier_output(module, cut, batch):
         "whose output you want (sktransfer.backbones.list_layers(model) lists them), or end forward with the "
         "classifier."
     )
+
+
+def _run_recording(module, layer, batch):
+    """``module(batch)`` in eval mode without gradients, and the outputs ``layer`` gave, each copied.
+
+    ``module`` is the library's own copy of the user's network: its modes are restored and the hook removed
+    afterwards. A forward that fails returns None: the checks that run the network next name the failure.
+    """
+    modes = [(sub, sub.training) for sub in module.modules()]
+    given = []
+    handle = layer.register_forward_hook(lambda _layer, _inputs, output: given.append(_copied(output)))
+    try:
+        module.eval()
+        with torch.inference_mode():
+            return module(batch.to(next(module.parameters(), batch).device)), given
+    except Exception:
+        return None, given
+    finally:
+        handle.remove()
+        for sub, training in modes:
+            sub.training = training
+
+
+def _copied(output):
+    """A copy of a tensor output, so that a change forward makes in place afterwards does not reach it."""
+    return output.clone() if isinstance(output, torch.Tensor) else output

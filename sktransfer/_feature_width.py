@@ -108,8 +108,7 @@ def feature_size(backbone, layer=None, pooling="avg", example=None, verify=False
         return cut[1]
     if verify and sample is not None:
         check_forward_returns_classifier_output(backbone.module, cut, sample[None])
-    copied = Backbone(copy.deepcopy(backbone.module), None, "", name=backbone.name)
-    model = build_feature_model(copied, layer, pooling)
+    model = build_feature_model(Backbone(copy.deepcopy(backbone.module), None, ""), layer, pooling)
     sample = _blank_like(backbone, sample)
     try:
         with torch.inference_mode():

@@ -83,8 +83,10 @@ class PreprocessedImages(Dataset):
     def _augmented(self, image, index):
         if self.augment_seed is None:
             return self.augment(image)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.augment_seed + index * _INDEX_STRIDE) % 2**63)
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the CPU generator only: torch.manual_seed would reseed CUDA's
+            torch.random.default_generator.manual_seed((self.augment_seed + index * _INDEX_STRIDE) % 2**63)
             return self.augment(image)
 
     def _preprocessed(self, image, index):

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import make_dataset
 
-from ._labels import refuse_missing_labels, unlabelled_mask
+from ._labels import label_array, refuse_missing_labels, unlabelled_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -116,7 +116,7 @@ def save_image_folder(images, labels, path):
     """
     root = Path(path).expanduser()
     images = _savable_pixels(images)
-    labels = np.asarray(labels)
+    labels = label_array(labels)  # a list that mixes names with -1 or NaN keeps them apart, to be refused
     names = [str(label) for label in labels.tolist()]
     if len(names) != len(images):
         raise ValueError(f"images holds {len(images)} images but labels has {len(names)} labels.")

@@ -46,14 +46,24 @@ def label_array(y):
     >>> label_array([True, -1, False]).tolist()
     [True, -1, False]
     """
-    if isinstance(y, list | tuple):
-        values = list(y)
-        for kind in (str, bool | np.bool_):
-            of_kind = [isinstance(value, kind) for value in values]
-            if any(of_kind) and not all(of_kind):
-                y = np.asarray(values, dtype=object)
-                break
+    if isinstance(y, list | tuple) and _mixes_labels_with_minus_one(list(y)):
+        y = np.asarray(list(y), dtype=object)
     return column_or_1d(y, warn=True)
+
+
+def _mixes_labels_with_minus_one(values):
+    """Whether NumPy would change ``values``' types: names beside other values, or booleans beside -1."""
+    texts = [isinstance(value, str) for value in values]
+    if any(texts):
+        return not all(texts)
+    flags = [isinstance(value, bool | np.bool_) for value in values]
+    others = [value for value, flag in zip(values, flags, strict=True) if not flag]
+    return any(flags) and bool(others) and all(_is_minus_one(value) for value in others)
+
+
+def _is_minus_one(value):
+    """Whether ``value`` is the number -1 (the mark of an unlabelled row)."""
+    return isinstance(value, Real) and value == UNLABELLED
 
 
 def missing_labels(y):

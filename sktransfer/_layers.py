@@ -9,7 +9,7 @@ import warnings
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import feature_extraction
+from torchvision.models import ConvNeXt, SwinTransformer, feature_extraction
 
 from . import _efficientnet_lite
 from ._classifier_cut import classifier_name
@@ -156,27 +156,29 @@ def _replace_submodule(module, name, replacement):
 _CONVNEXT_CHANNELS_LAST = re.compile(r"(.*\.block\.[1-5]|.*\.permute|.*\.layer_norm)")
 
 
-def gives_channels_last_maps(model, layer):
-    """Whether the torchvision model named ``model`` gives ``layer`` as (N, H, W, C) maps.
+def gives_channels_last_maps(module, layer):
+    """Whether ``module``, one of torchvision's Swin or ConvNeXt networks, gives ``layer`` as (N, H, W, C) maps.
 
     Swin runs its stages channels last (all of ``features`` but the patch embedding's convolution,
     ``features.0.0``) and its final ``norm``; ConvNeXt inside each block (``block.1`` to ``block.5``, between
     its two permutes) and inside each LayerNorm2d (``permute``, ``layer_norm``). Pooling over the last two
-    axes of such a map would average over a spatial axis and the channels.
+    axes of such a map would average over a spatial axis and the channels. The network is told by its class,
+    however it was given: a model name, the class, or a module.
 
     Examples
     --------
-    >>> gives_channels_last_maps("swin_t", "features.5"), gives_channels_last_maps("swin_t", "features.0.0")
+    >>> import torchvision
+    >>> with torch.device("meta"):
+    ...     swin, convnext = torchvision.models.swin_t(), torchvision.models.convnext_tiny()
+    >>> gives_channels_last_maps(swin, "features.5"), gives_channels_last_maps(swin, "features.0.0")
     (True, False)
-    >>> gives_channels_last_maps("convnext_tiny", "features.1.0.block.3"), gives_channels_last_maps(
-    ...     "convnext_tiny", "features.5"
-    ... )
+    >>> gives_channels_last_maps(convnext, "features.1.0.block.3"), gives_channels_last_maps(convnext, "features.5")
     (True, False)
     """
-    if not isinstance(model, str) or layer is None:
+    if layer is None:
         return False
-    if model.startswith("swin"):
+    if isinstance(module, SwinTransformer):
         return layer == "norm" or (layer.split(".")[0] == "features" and layer != "features.0.0")
-    if model.startswith("convnext"):
+    if isinstance(module, ConvNeXt):
         return _CONVNEXT_CHANNELS_LAST.fullmatch(layer) is not None
     return False

@@ -55,13 +55,14 @@ class NetworkBuildingMixin:
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
             n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
+        channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
         body = cut_at_layer(backbone.module, self.layer)
         features = FeatureModel(
             body,
             pooling=pooling,
             normalize=normalize,
             layer=self.layer,
-            channels_last_maps=gives_channels_last_maps(backbone.name, self.layer),
+            channels_last_maps=channels_last_maps,
         )
         if self.strategy == "lora":  # on the library's own copy of the network, its classifier cut away
             add_lora(body, rank=self.lora_rank, alpha=self.lora_alpha)

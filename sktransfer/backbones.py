@@ -65,7 +65,6 @@ class Backbone:
     own_pooling: object = "avg"
     own_normalize: bool = False
     own_pooling_unread: Warning | None = None
-    name: str | None = None  # the torchvision model's, for what its layers give
 
 
 def torchvision_model_names():
@@ -274,7 +273,7 @@ def _from_torchvision(name, weights, progress):
         module = _download_guarded(name, resolved, progress)
     preprocess = resolved.transforms() if resolved is not None else ImageClassification(crop_size=224)
     label = name if resolved is None else f"{name} ({resolved})"
-    return Backbone(module, preprocess, label, name=name)
+    return Backbone(module, preprocess, label)
 
 
 def expected_weights_path(weights_entry):
@@ -329,9 +328,9 @@ def check_layer_before_loading(model, layer, weights):
 
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
+    channels_last = gives_channels_last_maps(backbone.module, layer)  # the network's class, before the cut
     body = cut_at_layer(backbone.module, layer)
     pooling, normalize = resolve_pooling(backbone, pooling, normalize)
-    channels_last = gives_channels_last_maps(backbone.name, layer)
     model = FeatureModel(
         body, pooling=pooling, normalize=normalize, layer=layer, channels_last_maps=channels_last
     ).eval()

@@ -316,12 +316,12 @@ def _node_outputs(model, image_size=224):
 
 @pytest.mark.parametrize("model", ["swin_t", "convnext_tiny"])
 def test_the_channels_last_layers_of_swin_and_convnext_are_those_whose_maps_end_in_the_channels(model):
-    _, outputs = _node_outputs(model)
+    module, outputs = _node_outputs(model)
     for node, output in outputs.items():
         if node == "x" or not (isinstance(output, torch.Tensor) and output.ndim == 4):
             continue
         # at 224 pixels every map is smaller than its channel count: the longer axis holds the channels
-        assert gives_channels_last_maps(model, node) == (output.shape[3] > output.shape[1]), node
+        assert gives_channels_last_maps(module, node) == (output.shape[3] > output.shape[1]), node
 
 
 def test_swins_stages_are_pooled_over_their_spatial_axes():
@@ -340,6 +340,10 @@ def test_swins_stages_are_pooled_over_their_spatial_axes():
     np.testing.assert_allclose(at_norm, embed("permute"), rtol=1e-5, atol=1e-6)  # permute: (N, C, H, W)
     np.testing.assert_allclose(at_norm, embed(None), rtol=1e-4, atol=1e-5)  # the classifier's input
     assert embed("features.5", pooling="max").shape == (2, 384)
+    # the network given as a module or its class, not by name: told by its class all the same
+    for model in (torchvision.models.swin_t(), torchvision.models.swin_t):
+        extractor = PretrainedFeatureExtractor(model, weights=None, layer="features.5", device="cpu")
+        assert extractor.fit(images).n_features_out_ == 384
     clf = FineTuneClassifier(
         "swin_t", weights=None, layer="features.3", strategy="linear_probe", max_epochs=1
     )

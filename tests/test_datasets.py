@@ -159,6 +159,8 @@ def test_load_image_folder_skips_hidden_folders_and_files(tmp_path):
             np.array(["cat", -1], dtype=object),
             r"labels is -1, the mark of an unlabelled image, at samples \[1\]",
         ),
+        (["cat", -1], r"labels is -1, the mark of an unlabelled image, at samples \[1\]"),  # a plain list
+        (["cat", np.nan], r"labels holds missing labels .* at samples \[1\]"),
     ],
 )
 def test_save_image_folder_refuses_missing_and_unlabelled_labels(tmp_path, labels, message):

@@ -633,3 +633,13 @@ def test_a_train_split_of_numpys_global_generator_follows_random_state_and_leave
     assert fits[0].history[:, "valid_loss"] == fits[1].history[:, "valid_loss"]
     np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+
+
+def test_seeding_each_images_augmentation_leaves_the_gpu_generators_alone(labelled_images, monkeypatch):
+    # torch.manual_seed reseeds every GPU as well: each augmented image reset the training process's CUDA
+    # generator (GPU dropout's), and did so in the workers instead when there were any.
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    X, y = labelled_images
+    tiny(augment="default", max_epochs=1).fit(X, y)
+    assert reseeded == [0]  # random_state=0 seeding the fit, once; not once per image

@@ -721,3 +721,28 @@ def test_a_sample_that_gives_nan_is_named_by_its_number_in_x(tmp_path):
     )
     with pytest.raises(NetworkOutputError, match=r"for samples \[5\]"):  # its features, computed once
         clf.fit(X, np.arange(8) % 2)
+
+
+class _ScaledInPlace(_MnistExampleNet):
+    def forward(self, x):
+        x = torch.relu(self.fc1(torch.flatten(torch.relu(self.conv1(x)), 1)))
+        logits = self.fc2(x)
+        return logits.div_(10)  # a temperature, in place: the recorded output must not follow it
+
+
+class _CastToHalf(_MnistExampleNet):
+    def forward(self, x):
+        x = torch.relu(self.fc1(torch.flatten(torch.relu(self.conv1(x)), 1)))
+        return self.fc2(x).half()  # another dtype, the same values: nothing to refuse
+
+
+def test_the_classifier_check_sees_in_place_changes_passes_casts_and_leaves_shape_errors_to_fit(images):
+    with pytest.raises(ValueError, match=r"forward does not return what 'fc2' gives"):
+        PretrainedFeatureExtractor(_ScaledInPlace(), device="cpu").fit(images)
+    assert PretrainedFeatureExtractor(_CastToHalf(), device="cpu").fit(images).n_features_out_ == 16
+    # a network that cannot run on these images: the error that names the input shape, not torch's own
+    wrong_width = nn.Sequential(nn.Flatten(), nn.Linear(100, 5), nn.Linear(5, 2))
+    with pytest.raises(ValueError, match=r"model could not run on an input of shape"):
+        PretrainedFeatureExtractor(wrong_width, device="cpu").fit(images)
+    with pytest.raises(ValueError, match=r"could not find the feature size of layer=None"):
+        FineTuneClassifier(wrong_width, max_epochs=1, device="cpu").fit(images, [0, 1, 0, 1])
