@@ -132,10 +132,7 @@ def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False
     >>> backbone.module.training
     False
     """
-    # A named architecture with weights to load draws an initialisation that the weights replace: on a
-    # fork of torch's generator, so that loading moves no user's random stream.
-    replaced_draws = isinstance(model, str) and weights is not None
-    with torch.random.fork_rng(devices=[]) if replaced_draws else seeded(random_state):
+    with seeded(random_state):
         if isinstance(model, nn.Module):
             backbone = _from_module(model, weights)
         elif callable(model):
