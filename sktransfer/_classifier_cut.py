@@ -152,14 +152,16 @@ def _run_recording(module, layer, batch):
     """``module(batch)`` in eval mode without gradients, and the outputs ``layer`` gave, each copied.
 
     ``module`` is the library's own copy of the user's network: its modes are restored and the hook removed
-    afterwards. A forward that fails returns None: the checks that run the network next name the failure.
+    afterwards; what its forward creates on first call (a cached table, a lazy layer's weights) is kept. A forward that fails returns None: the checks that run the network next name the failure.
     """
     modes = [(sub, sub.training) for sub in module.modules()]
     given = []
     handle = layer.register_forward_hook(lambda _layer, _inputs, output: given.append(_copied(output)))
     try:
         module.eval()
-        with torch.inference_mode():
+        # no_grad, not inference_mode: the network trains next, and a tensor its forward keeps (a table it
+        # builds once, a lazy layer's weights) must stay one that autograd can save
+        with torch.no_grad():
             return module(batch.to(next(module.parameters(), batch).device)), given
     except Exception:
         return None, given

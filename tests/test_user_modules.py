@@ -746,3 +746,24 @@ def test_the_classifier_check_sees_in_place_changes_passes_casts_and_leaves_shap
         PretrainedFeatureExtractor(wrong_width, device="cpu").fit(images)
     with pytest.raises(ValueError, match=r"could not find the feature size of layer=None"):
         FineTuneClassifier(wrong_width, max_epochs=1, device="cpu").fit(images, [0, 1, 0, 1])
+
+
+class _BuildsATableOnItsFirstCall(nn.Module):
+    """Builds a tensor it keeps on its first forward call, as rotary and positional tables often are."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.table = nn.Conv2d(3, 4, 3), nn.Linear(4, 2), None
+
+    def forward(self, x):
+        features = self.conv(x).mean(dim=(2, 3))
+        if self.table is None:
+            self.table = torch.linspace(0.5, 1.5, features.shape[1])
+        return self.fc(features * self.table)
+
+
+def test_fine_tuning_a_module_that_keeps_a_tensor_from_its_first_call(images):
+    # The classifier check ran that first call under inference_mode: the table was an inference tensor, and
+    # the first training step failed with "Inference tensors cannot be saved for backward".
+    clf = FineTuneClassifier(_BuildsATableOnItsFirstCall(), strategy="full", max_epochs=1, device="cpu")
+    assert clf.fit(images, [0, 1, 0, 1]).predict(images).shape == (4,)
