@@ -228,7 +228,7 @@ class PretrainedFeatureExtractor(
         ):
             warn_of_unused_settings(self, ["pooling"], needs)
         cut = classifier_to_cut(backbone, self.layer)
-        if not built_by_library(self.model):  # a user's module: does its forward end with the classifier?
+        if cut is not None and not built_by_library(self.model):  # a user's module: ends with its classifier?
             first = PreprocessedImages.for_estimator(source, self)[0]
             check_forward_returns_classifier_output(backbone.module, cut, first[None])
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
