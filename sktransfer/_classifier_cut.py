@@ -107,8 +107,8 @@ def check_forward_returns_classifier_output(module, cut, batch):
     takes what the network then returns for the embedding. Whatever forward does after the classifier (a
     log-softmax, a temperature, as PyTorch's MNIST example does) would then be applied to the embedding, with
     no error and no change of width. The uncut ``module`` (the library's own copy) runs once on ``batch``, in
-    eval mode, to compare its output with the classifier's; a classifier that does not run once, or whose output is not as
-    wide as the network's, is left to :func:`check_classifier_ran_last`.
+    eval mode, to compare its output with the classifier's; a classifier that does not run once, or whose
+    output is not as wide as the network's, is left to :func:`check_classifier_ran_last`.
 
     Examples
     --------
@@ -152,7 +152,8 @@ def _run_recording(module, layer, batch):
     """``module(batch)`` in eval mode without gradients, and the outputs ``layer`` gave, each copied.
 
     ``module`` is the library's own copy of the user's network: its modes are restored and the hook removed
-    afterwards; what its forward creates on first call (a cached table, a lazy layer's weights) is kept. A forward that fails returns None: the checks that run the network next name the failure.
+    afterwards; what its forward creates on first call (a cached table, a lazy layer's weights) is kept. A
+    forward that fails returns None: the checks that run the network next name the failure.
     """
     modes = [(sub, sub.training) for sub in module.modules()]
     given = []

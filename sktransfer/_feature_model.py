@@ -14,10 +14,10 @@ class FeatureModel(nn.Module):
 
     Spatial maps (N, C, H, W) are pooled over H and W; token sequences (N, L, D) over L, counting only the
     tokens of the attention mask for texts (``"avg"``, ``"max"``), or read at the first real token
-    (``"cls"``); ``pooling=None`` flattens instead. With ``channels_last_maps`` (a layer of torchvision's that
-    gives (N, H, W, C) maps: :func:`~sktransfer._layers.gives_channels_last_maps`), maps are read so. An output with another number of rows than the input,
-    or of a shape that pooling cannot read, raises :class:`~sktransfer._runtime.NetworkOutputError` naming
-    ``layer`` and the shapes.
+    (``"cls"``); ``pooling=None`` flattens instead. With ``channels_last_maps`` (a layer of torchvision's
+    that gives (N, H, W, C) maps: :func:`~sktransfer._layers.gives_channels_last_maps`), maps are read so.
+    An output with another number of rows than the input, or of a shape that pooling cannot read, raises
+    :class:`~sktransfer._runtime.NetworkOutputError` naming ``layer`` and the shapes.
 
     Examples
     --------

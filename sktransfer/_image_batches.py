@@ -41,7 +41,7 @@ class PreprocessedImages(Dataset):
         return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
 
     def with_augment(self, augment, seed=None):
-        """The same images with ``augment`` applied to each one as it is loaded (its draws seeded by ``seed``)."""
+        """The same images with ``augment`` applied to each one as it loads, its draws seeded by ``seed``."""
         return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment, seed)
 
     def __len__(self):
@@ -83,9 +83,8 @@ class PreprocessedImages(Dataset):
     def _augmented(self, image, index):
         if self.augment_seed is None:
             return self.augment(image)
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # the CPU generator only: torch.manual_seed would reseed CUDA's
+        # the CPU generator only: torch.manual_seed would reseed CUDA's as well
+        with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed((self.augment_seed + index * _INDEX_STRIDE) % 2**63)
             return self.augment(image)
 

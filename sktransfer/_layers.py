@@ -61,7 +61,7 @@ def cut_at_layer(module, layer):
     )
 
 
-# Beyond this many layers, an unknown name's error shows the closest and the first, and says where the rest are.
+# Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.
 _LAYERS_SHOWN = 40
 
 
@@ -80,7 +80,7 @@ def refuse_unknown_layer(layer, valid):
 
 
 def list_layers(model):
-    """The names ``layer`` accepts for an image ``model``: a torchvision model name, the offline default or a module.
+    """The names ``layer`` accepts for an image ``model``: a torchvision name, the offline default, a module.
 
     The modules that hold graph nodes (``layer4``), then the nodes that are no module's (as
     ``torchvision.models.feature_extraction.get_graph_node_names`` names them). No weights are loaded.
@@ -157,7 +157,7 @@ _CONVNEXT_CHANNELS_LAST = re.compile(r"(.*\.block\.[1-5]|.*\.permute|.*\.layer_n
 
 
 def gives_channels_last_maps(module, layer):
-    """Whether ``module``, one of torchvision's Swin or ConvNeXt networks, gives ``layer`` as (N, H, W, C) maps.
+    """Whether ``module``, one of torchvision's Swin or ConvNeXt networks, gives ``layer`` channels last.
 
     Swin runs its stages channels last (all of ``features`` but the patch embedding's convolution,
     ``features.0.0``) and its final ``norm``; ConvNeXt inside each block (``block.1`` to ``block.5``, between
@@ -172,7 +172,8 @@ def gives_channels_last_maps(module, layer):
     ...     swin, convnext = torchvision.models.swin_t(), torchvision.models.convnext_tiny()
     >>> gives_channels_last_maps(swin, "features.5"), gives_channels_last_maps(swin, "features.0.0")
     (True, False)
-    >>> gives_channels_last_maps(convnext, "features.1.0.block.3"), gives_channels_last_maps(convnext, "features.5")
+    >>> block, stage = "features.1.0.block.3", "features.5"
+    >>> gives_channels_last_maps(convnext, block), gives_channels_last_maps(convnext, stage)
     (True, False)
     """
     if layer is None:
