@@ -13,21 +13,24 @@ def _stored_by_name_only(value):
     return "<lambda>" in value.__qualname__ or "<locals>" in value.__qualname__
 
 
+class _Probe(type):
+    """The type of the probes: its repr is the whole message, so pickle's error states it once."""
+
+    def __repr__(cls):
+        return cls.message
+
+
 def _named_probe(name, value):
-    """A function whose name says which parameter cannot be pickled, and why; it is never called.
+    """A class whose repr says which parameter cannot be pickled, and why; it is never used.
 
-    Pickle stores functions by name, so it fails on this one first, with an error that shows this name.
-    Picklers that store functions by value (cloudpickle, which joblib and Dask use to send work to their
-    workers) store it as they store the parameter itself, and unpickling drops it.
+    Pickle stores classes by name, so it fails on this one first, with an error that shows its repr (and its
+    short name). Picklers that store classes by value (cloudpickle, which joblib and Dask use to send work to
+    their workers) store it as they store the parameter itself, and unpickling drops it.
     """
-
-    def probe():
-        return None
-
-    probe.__module__ = __name__
-    probe.__qualname__ = probe.__name__ = (
-        f"{name}={value.__name__} (a lambda or a local function, which pickle cannot store by name: "
-        "define it at module level)"
+    probe = _Probe(f"{name}={value.__name__}", (), {"__module__": __name__})
+    probe.message = (
+        f"{name}={value.__name__}, a lambda or a local function, which pickle cannot store by name: "
+        "define it at module level"
     )
     return probe
 
@@ -48,7 +51,7 @@ class NamedPicklingErrorsMixin:
     >>> pickle.dumps(PretrainedFeatureExtractor(preprocess=lambda image: image))
     Traceback (most recent call last):
     ...
-    _pickle.PicklingError: Can't pickle <function preprocess=<lambda> (a lambda or a local function, ...
+    _pickle.PicklingError: Can't pickle preprocess=<lambda>, a lambda or a local function, which pickle ...
     """
 
     def __reduce_ex__(self, protocol):

@@ -181,6 +181,9 @@ class TransferClassifier(
             source = self._checked_training_input(X, fit_params, reset=True)
             codes = self._targets(y, len(source), reset=True, **target_kwargs)
             self._initializing_on = source  # the width of a module that ends with Flatten depends on it
+            # A cold fit starts over, as every sklearn fit does: not initialised, skorch does not print its
+            # "Re-initializing module." lines, which at verbose=1 read as if something were amiss.
+            self.initialized_ = False
             try:
                 self.initialize()
             finally:

@@ -483,8 +483,13 @@ def test_verbose_prints_the_epoch_table(labelled_images, capsys):
     X, y = labelled_images
     tiny(max_epochs=1).fit(X, y)
     assert capsys.readouterr().out == ""
-    tiny(max_epochs=1, verbose=1).fit(X, y)
+    clf = tiny(max_epochs=1, verbose=1).fit(X, y)
     assert "train_loss" in capsys.readouterr().out
+    # a refit starts over, as every sklearn fit does, and says nothing of it
+    clf.set_params(lr=0.01).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out
+    assert "Re-initializing" not in out
 
 
 class TrainingAccuracy(Callback):

@@ -147,8 +147,9 @@ def _local_factory():
 def test_pickling_a_lambda_parameter_names_the_parameter(estimator, name):
     with pytest.raises(
         pickle.PicklingError, match=rf"{name}=.*a lambda or a local function.*define it at module level"
-    ):
+    ) as error:
         pickle.dumps(estimator())
+    assert str(error.value).count("define it at module level") == 1, "the advice is stated once"
 
 
 def test_lambda_parameters_still_reach_joblib_workers_and_copies(rgb_images):
