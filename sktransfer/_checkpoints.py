@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
@@ -44,27 +45,76 @@ def read_checkpoint(path, own_keys=()):
     return stripped if len(stripped.keys() & own_keys) >= len(state.keys() & own_keys) else state
 
 
+def _rebuilt_at_shape(layer, weight, bias):
+    """An ``nn.Linear`` or ``nn.Conv2d`` like ``layer`` but for a ``weight`` of another shape, else None.
+
+    Built without values (the checkpoint's are loaded next): drawing an initialisation would move torch's
+    random stream.
+    """
+    if isinstance(layer, nn.Linear) and weight.ndim == 2:
+        rebuilt = nn.Linear(weight.shape[1], weight.shape[0], bias=bias, device="meta")
+    elif isinstance(layer, nn.Conv2d) and weight.ndim == 4:
+        rebuilt = nn.Conv2d(
+            weight.shape[1] * layer.groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=bias,
+            padding_mode=layer.padding_mode,
+            device="meta",
+        )
+    else:
+        return None
+    return rebuilt.to_empty(device=layer.weight.device).to(layer.weight.dtype)
+
+
+def _resize_classifier(module, classifier, state):
+    """Rebuild the layers of ``classifier`` whose weights ``state`` holds at another shape (other classes)."""
+    for name, layer in list(module.get_submodule(classifier).named_modules()):
+        path = f"{classifier}.{name}" if name else classifier
+        weight = state.get(f"{path}.weight")
+        if weight is None or not isinstance(getattr(layer, "weight", None), torch.Tensor):
+            continue
+        if weight.shape != layer.weight.shape:
+            rebuilt = _rebuilt_at_shape(layer, weight, bias=f"{path}.bias" in state)
+            if rebuilt is not None:
+                module.set_submodule(path, rebuilt)
+
+
 def load_checkpoint(module, path, classifier):
-    """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is skipped."""
+    """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is
+    rebuilt at the checkpoint's size first, so that a layer reading it reads the checkpoint's classifier.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> path = tempfile.mkdtemp() + "/ten_classes.pt"
+    >>> torch.save(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10)).state_dict(), path)
+    >>> network = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1000))
+    >>> load_checkpoint(network, path, classifier="2")
+    >>> network[2]
+    Linear(in_features=8, out_features=10, bias=True)
+    """
+    state = read_checkpoint(path, module.state_dict())
+    if classifier:
+        _resize_classifier(module, classifier, state)
     own = module.state_dict()
-    state = read_checkpoint(path, own)
-    skipped = {
-        key
-        for key, tensor in state.items()
-        if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
-    }
     mismatched = [
         f"{key} {tuple(state[key].shape)} for {tuple(own[key].shape)}"
         for key in state
-        if key in own and key not in skipped and own[key].shape != state[key].shape
+        if key in own and own[key].shape != state[key].shape
     ]
     if mismatched:  # load_state_dict would raise torch's RuntimeError, naming neither weights nor the file
         raise ValueError(
             f"weights={str(path)!r} does not match the architecture: {len(mismatched)} tensors have another "
             f"shape, such as {mismatched[:3]}."
         )
-    state = {key: value for key, value in state.items() if key not in skipped}
     missing, unexpected = module.load_state_dict(state, strict=False)
+    # a checkpoint of the network without its classifier (saved with the classifier cut) is a backbone's
     missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]
     if missing or unexpected:
         raise ValueError(

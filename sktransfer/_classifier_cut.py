@@ -18,11 +18,21 @@ def _descends_into(layer):
     return not own or isinstance(layer, nn.Sequential | nn.ModuleList | nn.ModuleDict)
 
 
+def _layers_of(module):
+    """``module``'s named children but its losses: a loss kept as an attribute (as Lightning modules keep
+    theirs, often registered after the head) is no layer of the forward."""
+    return [
+        (name, child)
+        for name, child in module.named_children()
+        if not isinstance(child, nn.modules.loss._Loss)
+    ]
+
+
 def classifier_name(module):
     """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
 
-    The classifier is the module's last layer, found by descending into the last child at each level, when
-    that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
+    The classifier is the module's last layer, found by descending into the last child at each level (a
+    loss module kept as an attribute is no layer), when that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
     convolution (SqueezeNet's, which ends in pooling). A classifier the user replaced by ``nn.Identity()``,
     or a module that ends in anything else (a softmax, a norm, a layer registered out of order), counts as
     having no classifier: its own output is used, as written.
@@ -34,9 +44,11 @@ def classifier_name(module):
     '2'
     >>> print(classifier_name(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Identity())))
     None
+    >>> classifier_name(nn.ModuleDict({"head": nn.Linear(8, 2), "loss": nn.CrossEntropyLoss()}))
+    'head'
     """
     path, part = [], module
-    while _descends_into(part) and (children := list(part.named_children())):
+    while _descends_into(part) and (children := _layers_of(part)):
         name, part = children[-1]
         path.append(name)
     if not path:

@@ -199,8 +199,9 @@ class _NetworkKeys:
         return self._hash_or_local_key(
             preprocess,
             f"preprocess={preprocess!r}",
-            "Define the preprocess function at module level, without unpicklable state such as locks, or use "
-            "a torchvision transform object.",
+            "Nor can it see a change made to the object in place: pass a new object after changing it. Define "
+            "the preprocess function at module level, without unpicklable state such as locks, or use a "
+            "torchvision transform object.",
             UnhashablePreprocessWarning,
             owner=preprocess,
         )

@@ -1,10 +1,14 @@
 """Checks on what a TransferClassifier is given (criterion, classes, weights) and the probabilities it gives."""
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
 
 from ._network import BackboneWithHead
+from ._stacklevel import caller_stacklevel
+from ._unused_settings import IgnoredSettingWarning
 
 
 def softmax_over_classes(logits):
@@ -96,3 +100,33 @@ def same_classes(classes, fitted):
     """
     classes, fitted = np.unique(np.asarray(classes)), np.unique(np.asarray(fitted))
     return classes.shape == fitted.shape and bool(np.all(classes == fitted))
+
+
+def warn_of_frozen_parameters(network, strategy, estimator_name):
+    """Warn when ``network`` (a user's module) has parameters it froze and ``strategy`` will train them.
+
+    The strategy decides what trains, on the library's copy of the module: its ``requires_grad`` flags are
+    set again, so that parameters the user froze would train without a word.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from torch import nn
+    >>> network = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    >>> _ = network[0].requires_grad_(False)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_of_frozen_parameters(network, "full", "FineTuneClassifier")
+    >>> str(caught[0].message)[:72]
+    "FineTuneClassifier: model holds 2 parameters with requires_grad=False ('"
+    """
+    frozen = [name for name, parameter in network.named_parameters() if not parameter.requires_grad]
+    if frozen and strategy not in ("linear_probe", "lora"):
+        warnings.warn(
+            f"{estimator_name}: model holds {len(frozen)} parameters with requires_grad=False "
+            f"({', '.join(map(repr, frozen[:3]))}{', ...' if len(frozen) > 3 else ''}), but strategy="
+            f"{strategy!r} decides what trains, and trains them too. Use strategy='linear_probe' to keep the "
+            "backbone fixed; 'gradual' and 'lp_ft' train its top stages first.",
+            IgnoredSettingWarning,
+            stacklevel=caller_stacklevel(),
+        )

@@ -3,12 +3,14 @@
 import torch
 from torch import nn
 
+from ._batch_statistics import warn_of_batch_statistics
 from ._feature_width import feature_size, pooling_cannot_apply
 from ._image_batches import PreprocessedImages
 from ._layers import cut_at_layer, gives_channels_last_maps
 from ._lora import add_lora, drop_unreached_adapters
 from ._progress import shows_progress
 from ._runtime import seeded
+from ._training_checks import warn_of_frozen_parameters
 from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import (
     Backbone,
@@ -57,6 +59,8 @@ class NetworkBuildingMixin:
         pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
         channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
         body = cut_at_layer(backbone.module, self.layer)
+        warn_of_batch_statistics(body, "predictions")
+        warn_of_frozen_parameters(body, self.strategy, type(self).__name__)
         features = FeatureModel(
             body,
             pooling=pooling,

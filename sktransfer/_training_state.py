@@ -33,6 +33,14 @@ def _kept_as_setting(key):
 
 # Settings that decide the optimizer's rates: a user's optimizer__param_groups fixes them at initialisation.
 OPTIMIZER_SETTINGS = ("lr", "backbone_lr_ratio", "layer_decay", "weight_decay")
+# The library's settings that a skorch dunder argument can set too, overriding them: each with its alias.
+ALIASED_SETTINGS = {
+    "lr": "optimizer__lr",
+    "weight_decay": "optimizer__weight_decay",
+    "label_smoothing": "criterion__label_smoothing",
+    "dropout": "module__dropout",
+    "freeze_batchnorm": "module__freeze_batchnorm",
+}
 # Settings that decide the callbacks: changed after fitting, the callbacks are made again.
 CALLBACK_SETTINGS = (
     "lr_schedule",
@@ -76,6 +84,12 @@ class TrainingStateMixin:
     _network_kwarg_parameters: dict = {}  # noqa: RUF012 (read-only)
 
     def set_params(self, **params):
+        for name, alias in ALIASED_SETTINGS.items():
+            if name in params and alias not in params and alias in vars(self):
+                # The one set last counts: kept, the alias would override the new value in this estimator and
+                # every clone (GridSearchCV setting lr on a clone made with optimizer__lr would change nothing).
+                del vars(self)[alias]
+                self._params_to_validate.discard(alias)
         if self.initialized_:
             _refuse_one_group_settings(params)
             self._record_what_the_fit_was_made_with()  # a net pickled before these records existed

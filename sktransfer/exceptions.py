@@ -15,6 +15,7 @@ Examples
 True
 """
 
+from ._batch_statistics import BatchStatisticsWarning
 from ._changed_settings import SettingsChangedWarning
 from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
 from ._labelled_scoring import UnlabelledScoringWarning
@@ -40,6 +41,7 @@ from .texts import TruncatedTextsWarning
 from .training import TrainingDivergedError
 
 __all__ = [
+    "BatchStatisticsWarning",
     "FewEffectiveRowsWarning",
     "GrayscaleStripsWarning",
     "IgnoredSettingWarning",

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import Subset
 
+from ._batch_statistics import warn_of_batch_statistics
 from ._changed_settings import warn_of_changed_settings
 from ._classifier_cut import (
     check_classifier_ran_last,
@@ -68,7 +69,8 @@ class PretrainedFeatureExtractor(
     weights : str, path-like or None, default="DEFAULT"
         ``"DEFAULT"`` (the best torchvision weights, downloaded into torch's cache on first use; for a
         module, its own weights), a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
-        state_dict, or ``None`` for a random initialisation. A module object is copied and every layer of
+        state_dict (a classifier fine-tuned on other classes is built at its size), or ``None`` for a random
+        initialisation. A module object is copied and every layer of
         it that initialises itself (``reset_parameters``) is re-drawn; a parameter that no layer
         initialises keeps the object's value, with a :class:`~sktransfer.exceptions.KeptParametersWarning`
         (pass the module's class to build it anew).
@@ -232,6 +234,7 @@ class PretrainedFeatureExtractor(
             first = PreprocessedImages.for_estimator(source, self)[0]
             check_forward_returns_classifier_output(backbone.module, cut, first[None])
         module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
+        warn_of_batch_statistics(module.body, "embeddings")
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no
         # BatchNorm to fold and read token batches.

@@ -163,6 +163,27 @@ def test_checkpoint_of_a_model_fine_tuned_on_other_classes(tmp_path):
         torch.testing.assert_close(_features(backbone, x), fine_tuned.eval()(x))
 
 
+def test_a_layer_reading_the_classifier_of_a_checkpoint_fine_tuned_on_other_classes_reads_it(tmp_path):
+    # The classifier of another size was skipped, and a layer reading it (LEEP's and NCE's source logits)
+    # read a random 1000-way layer with no warning.
+    torch.manual_seed(0)
+    fine_tuned = torchvision.models.squeezenet1_1(num_classes=7)
+    path = tmp_path / "fine_tuned.pt"
+    torch.save(fine_tuned.state_dict(), path)
+    x = torch.rand(2, 3, 64, 64)
+    extractor = PretrainedFeatureExtractor(
+        "squeezenet1_1", weights=str(path), layer="classifier", preprocess=torch.nn.Identity(), device="cpu"
+    )
+    features = extractor.fit_transform(x.numpy())
+    assert features.shape == (2, 7)
+    with torch.inference_mode():
+        np.testing.assert_allclose(features, fine_tuned.eval()(x).numpy(), rtol=1e-4, atol=1e-5)
+    source = TinyConvNet(num_classes=3)
+    torch.save(source.state_dict(), path)
+    loaded = load_backbone(TinyConvNet, weights=str(path)).module  # 5 classes as built, 3 in the file
+    assert torch.equal(loaded.fc.weight, source.fc.weight)
+
+
 class _Wraps(torch.nn.Module):
     """A user's network whose own layer is called ``module``, the name DataParallel puts before every key."""
 

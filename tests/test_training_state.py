@@ -545,3 +545,31 @@ def test_criterion_settings_changed_after_fitting_keep_the_optimizer_state(label
     del old._criterion_made_for, old._param_groups_made_for  # pickled before these records existed
     old.set_params(criterion__weight=torch.tensor([2.0, 1.0])).partial_fit(X, y)
     assert old.criterion_.weight.tolist() == [2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "alias", "read"),
+    [
+        ("lr", "optimizer__lr", lambda clf: clf.optimizer_.param_groups[0]["lr"]),
+        (
+            "weight_decay",
+            "optimizer__weight_decay",
+            lambda clf: clf.optimizer_.param_groups[0]["weight_decay"],
+        ),
+        ("label_smoothing", "criterion__label_smoothing", lambda clf: clf.criterion_.label_smoothing),
+        ("dropout", "module__dropout", lambda clf: clf.module_.head[0].p),
+    ],
+)
+def test_a_setting_set_after_its_skorch_alias_counts(labelled_images, name, alias, read):
+    """skorch's dunder alias overrides the library's setting; set later, the setting must win over it."""
+    X, y = labelled_images
+    base = tiny(lr_schedule=None, **{alias: 0.3})
+    candidate = clone(base).set_params(**{name: 0.1})  # as GridSearchCV sets a candidate
+    assert alias not in candidate.get_params()
+    assert read(candidate.fit(X, y)) == pytest.approx(0.1)
+    fitted = tiny(lr_schedule=None).fit(X, y)
+    fitted.set_params(**{alias: 0.3}).partial_fit(X, y)
+    assert read(fitted) == pytest.approx(0.3)
+    fitted.set_params(**{name: 0.2}).partial_fit(X, y)
+    assert read(fitted) == pytest.approx(0.2)
+    assert read(clone(fitted).fit(X, y)) == pytest.approx(0.2)

@@ -14,7 +14,7 @@ from torch import nn
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import NetworkOutputError, run_inference
-from sktransfer.exceptions import IgnoredSettingWarning, UnhashableModuleWarning
+from sktransfer.exceptions import BatchStatisticsWarning, IgnoredSettingWarning, UnhashableModuleWarning
 
 from ._models import TinyConvNet, VectorNet
 from ._preprocessing import to_unit
@@ -165,6 +165,82 @@ def test_a_final_linear_layer_is_still_the_classifier_that_is_cut(images):
     with torch.no_grad():
         expected = module.eval()(_normalised(images)).numpy()
     np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-4, atol=1e-5)
+
+
+class _KeepsItsLoss(TinyConvNet):
+    """Registers its loss after its head, as Lightning modules often do."""
+
+    def __init__(self):
+        super().__init__()
+        self.criterion = nn.CrossEntropyLoss()
+
+
+def test_a_loss_registered_after_the_classifier_does_not_hide_it(images):
+    # The loss was taken for the module's last layer: no classifier found, the 5 logits were the embedding.
+    extractor = PretrainedFeatureExtractor(_KeepsItsLoss(), device="cpu").fit(images)
+    assert extractor.n_features_out_ == 8
+    plain = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)
+    np.testing.assert_allclose(extractor.transform(images), plain.transform(images), rtol=1e-5)
+    y = np.arange(len(images)) % 2
+    clf = FineTuneClassifier(_KeepsItsLoss, device="cpu", max_epochs=1, batch_size=4).fit(images, y)
+    assert clf.module_.head[1].in_features == 8
+
+
+def test_batchnorm_without_running_statistics_warns_that_outputs_depend_on_the_batch(images):
+    # In evaluation it still normalises each batch by its own statistics: an image's embedding changed with
+    # batch_size and with the images beside it, with no warning.
+    def network():
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4, track_running_stats=False),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 2),
+        )
+
+    with pytest.warns(
+        BatchStatisticsWarning, match=r"layer '1' keeps no running statistics.*embeddings depend"
+    ):
+        PretrainedFeatureExtractor(network(), device="cpu").fit(images)
+    y = np.arange(len(images)) % 2
+    with pytest.warns(BatchStatisticsWarning, match="predictions depend"):
+        FineTuneClassifier(network, device="cpu", max_epochs=1, batch_size=4).fit(images, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchStatisticsWarning)
+        PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(images)  # running statistics: no warning
+
+
+def test_parameters_the_user_froze_warn_that_the_strategy_trains_them(images):
+    # strategy='full' set requires_grad on every parameter of the library's copy: the layer the user froze
+    # trained, with no word.
+    module = TinyConvNet()
+    module.features[0].requires_grad_(False)
+    y = np.arange(len(images)) % 2
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"2 parameters with requires_grad=False \('features.0.weight'"
+    ):
+        FineTuneClassifier(module, strategy="full", device="cpu", max_epochs=1, batch_size=4).fit(images, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredSettingWarning)
+        FineTuneClassifier(module, strategy="linear_probe", device="cpu", max_epochs=1).fit(images, y)
+        FineTuneClassifier(TinyConvNet(), strategy="full", device="cpu", max_epochs=1).fit(images, y)
+
+
+def _halves_the_input(module, args):
+    return (args[0] / 2,)
+
+
+def test_a_hook_on_the_modules_own_input_runs_at_a_layer_too(images):
+    # layer= traces the module's forward, which skipped the hooks torch runs on the module's input: the
+    # embedding at "pool" differed from the classifier's input, which layer=None gives with the hook.
+    module = TinyConvNet()
+    module.register_forward_pre_hook(_halves_the_input)
+    whole = PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    at_layer = PretrainedFeatureExtractor(module, layer="pool", device="cpu").fit(images)
+    np.testing.assert_allclose(at_layer.transform(images), whole.transform(images), rtol=1e-5, atol=1e-6)
+    plain = PretrainedFeatureExtractor(TinyConvNet(), layer="pool", device="cpu").fit(images)
+    assert not np.allclose(at_layer.transform(images), plain.transform(images))
 
 
 _SEEN = []  # what _Counted's forward saw (a global: the extractor works on a copy of the module)
