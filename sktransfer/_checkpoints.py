@@ -51,9 +51,9 @@ def _rebuilt_at_shape(layer, weight, bias):
     Built without values (the checkpoint's are loaded next): drawing an initialisation would move torch's
     random stream.
     """
-    if isinstance(layer, nn.Linear) and weight.ndim == 2:
+    if type(layer) is nn.Linear and weight.ndim == 2:  # a subclass's own forward could not be rebuilt
         rebuilt = nn.Linear(weight.shape[1], weight.shape[0], bias=bias, device="meta")
-    elif isinstance(layer, nn.Conv2d) and weight.ndim == 4:
+    elif type(layer) is nn.Conv2d and weight.ndim == 4:
         rebuilt = nn.Conv2d(
             weight.shape[1] * layer.groups,
             weight.shape[0],
@@ -81,12 +81,14 @@ def _resize_classifier(module, classifier, state):
         if weight.shape != layer.weight.shape:
             rebuilt = _rebuilt_at_shape(layer, weight, bias=f"{path}.bias" in state)
             if rebuilt is not None:
-                module.set_submodule(path, rebuilt)
+                parent, _, name = path.rpartition(".")
+                setattr(module.get_submodule(parent), name, rebuilt)
 
 
 def load_checkpoint(module, path, classifier):
     """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is
-    rebuilt at the checkpoint's size first, so that a layer reading it reads the checkpoint's classifier.
+    rebuilt at the checkpoint's size first, so that a layer reading it reads the checkpoint's classifier (a
+    plain ``nn.Linear`` or ``nn.Conv2d``; another is skipped, as ``layer=None`` cuts it anyway).
 
     Examples
     --------
@@ -103,16 +105,23 @@ def load_checkpoint(module, path, classifier):
     if classifier:
         _resize_classifier(module, classifier, state)
     own = module.state_dict()
+    # a classifier that cannot be rebuilt (a subclass of Linear, a parametrized weight) is left as built
+    skipped = {
+        key
+        for key, tensor in state.items()
+        if key in own and own[key].shape != tensor.shape and classifier and key.startswith(classifier + ".")
+    }
     mismatched = [
         f"{key} {tuple(state[key].shape)} for {tuple(own[key].shape)}"
         for key in state
-        if key in own and own[key].shape != state[key].shape
+        if key in own and key not in skipped and own[key].shape != state[key].shape
     ]
     if mismatched:  # load_state_dict would raise torch's RuntimeError, naming neither weights nor the file
         raise ValueError(
             f"weights={str(path)!r} does not match the architecture: {len(mismatched)} tensors have another "
             f"shape, such as {mismatched[:3]}."
         )
+    state = {key: value for key, value in state.items() if key not in skipped}
     missing, unexpected = module.load_state_dict(state, strict=False)
     # a checkpoint of the network without its classifier (saved with the classifier cut) is a backbone's
     missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]

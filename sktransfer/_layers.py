@@ -56,36 +56,17 @@ def cut_at_layer(module, layer):
             "use layer=None (penultimate features) or pass a module that returns the features you want."
         ) from exc
     refuse_unknown_layer(layer, valid)
-    graph = feature_extraction.create_feature_extractor(
+    if module._forward_pre_hooks:
+        # Tracing reads the network's forward, not its call: the hooks torch runs on the network's own input
+        # would be skipped, and the embedding would differ from the one layer=None gives.
+        raise ValueError(
+            f"layer={layer!r}: the {type(module).__name__} module has a forward pre-hook on its own input, "
+            "which a network cut at a layer does not run (the cut traces its forward). Apply that change in "
+            "preprocess= or in the module's forward, or use layer=None."
+        )
+    return feature_extraction.create_feature_extractor(
         module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
     )
-    # Tracing reads the network's forward, not its call: the hooks torch runs on the network's own input
-    # would be lost (those on its layers are traced with them; those on its output read no cut layer).
-    for key, hook in module._forward_pre_hooks.items():
-        graph.register_forward_pre_hook(
-            _InputHookOf(module, hook), with_kwargs=key in module._forward_pre_hooks_with_kwargs
-        )
-    return graph
-
-
-class _InputHookOf:
-    """A forward pre-hook of ``network``, run by the traced graph with ``network`` as torch would run it.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> network = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    >>> _ = network.register_forward_pre_hook(lambda module, args: (args[0] * 0,))
-    >>> cut_at_layer(network, "0")(torch.ones(1, 2))["features"].equal(network[0](torch.zeros(1, 2)))
-    True
-    """
-
-    def __init__(self, network, hook):
-        self.network, self.hook = network, hook
-
-    def __call__(self, graph, *inputs):
-        return self.hook(self.network, *inputs)
 
 
 # Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.

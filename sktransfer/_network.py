@@ -6,7 +6,7 @@ from torch import nn
 from ._lora import lora_parameters
 from .text_encoders import TextEncoder
 
-_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def backbone_stages(module, dominance=0.5):
@@ -150,7 +150,7 @@ class BackboneWithHead(nn.Module):
         if bitfit:
             for module in self.backbone.modules():
                 for name, parameter in module.named_parameters(recurse=False):
-                    if name == "bias" or isinstance(module, _NORM_LAYERS):
+                    if name == "bias" or isinstance(module, NORM_LAYERS):
                         parameter.requires_grad_(True)
         for parameter in _unreached_parameters(self.backbone):  # after a text encoder's layer: no gradient
             parameter.requires_grad_(False)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._network import BackboneWithHead
+from ._network import NORM_LAYERS, BackboneWithHead
 from ._stacklevel import caller_stacklevel
 from ._unused_settings import IgnoredSettingWarning
 
@@ -120,7 +120,13 @@ def warn_of_frozen_parameters(network, strategy, estimator_name):
     >>> str(caught[0].message)[:72]
     "FineTuneClassifier: model holds 2 parameters with requires_grad=False ('"
     """
-    frozen = [name for name, parameter in network.named_parameters() if not parameter.requires_grad]
+    frozen = [
+        f"{owner}.{name}" if owner else name
+        for owner, layer in network.named_modules()
+        for name, parameter in layer.named_parameters(recurse=False)
+        if not parameter.requires_grad
+        and (strategy != "bitfit" or name == "bias" or isinstance(layer, NORM_LAYERS))  # what bitfit trains
+    ]
     if frozen and strategy not in ("linear_probe", "lora"):
         warnings.warn(
             f"{estimator_name}: model holds {len(frozen)} parameters with requires_grad=False "

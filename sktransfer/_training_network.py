@@ -39,6 +39,7 @@ class NetworkBuildingMixin:
 
     def _build_module(self):
         self._weights_preprocess = None
+        pooling = self.pooling
         if self.model is None:  # X holds features already (embeddings): the new layers read them as they are
             if not hasattr(self, "n_features_in_"):
                 raise ValueError(
@@ -54,9 +55,12 @@ class NetworkBuildingMixin:
                 needs := pooling_cannot_apply(backbone, self.layer, self._first_sample)
             ):
                 warn_of_unused_settings(self, ["pooling"], needs)
+                pooling = (
+                    "avg"  # ignored, as the warning says: not even pooling='model''s normalisation applies
+                )
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
-            n_features = feature_size(backbone, self.layer, self.pooling, self._first_sample, verify)
-        pooling, normalize = resolve_pooling(backbone, self.pooling, normalize=False)
+            n_features = feature_size(backbone, self.layer, pooling, self._first_sample, verify)
+        pooling, normalize = resolve_pooling(backbone, pooling, normalize=False)
         channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
         body = cut_at_layer(backbone.module, self.layer)
         warn_of_batch_statistics(body, "predictions")

@@ -221,6 +221,7 @@ class PretrainedFeatureExtractor(
         )
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
+        pooling = self.pooling
         if set_away_from_default(
             self, "pooling"
         ) and (  # runs a copy of the network, as loaded: only if asked
@@ -229,11 +230,12 @@ class PretrainedFeatureExtractor(
             )
         ):
             warn_of_unused_settings(self, ["pooling"], needs)
+            pooling = "avg"  # ignored, as the warning says: not even pooling='model''s normalisation applies
         cut = classifier_to_cut(backbone, self.layer)
         if cut is not None and not built_by_library(self.model):  # a user's module: ends with its classifier?
             first = PreprocessedImages.for_estimator(source, self)[0]
             check_forward_returns_classifier_output(backbone.module, cut, first[None])
-        module = build_feature_model(backbone, self.layer, self.pooling, self.normalize)
+        module = build_feature_model(backbone, self.layer, pooling, self.normalize)
         warn_of_batch_statistics(module.body, "embeddings")
         # Layout changes and graph rewrites only for architectures the library builds: a user's module runs
         # as written (its forward's side effects, its hooks, its .view() calls). Text encoders have no

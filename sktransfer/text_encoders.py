@@ -144,7 +144,8 @@ class TextEncoder(nn.Module):
     def unreached_parameters(self):
         """The parameters outside the stages, which get no gradient and never train.
 
-        The blocks after ``layer`` and a BERT-style pooler (the features are hidden states, never its output).
+        The blocks after ``layer`` and a BERT-style pooler (unless ``layer`` is the pooler's, the features are
+        hidden states, never its output).
         """
         stages = self.stage_names()
         return [
@@ -164,8 +165,10 @@ class TextEncoder(nn.Module):
             return [f"transformer.{name}" for name in top]
         owner = blocks[0].split(".")[0]
         before = list(takewhile(lambda name: name != owner, top))
-        # after the blocks: a final norm, say; a BERT-style pooler is not part of the embeddings
-        after = [name for name in top[len(before) + 1 :] if name != "pooler"]
+        # after the blocks: a final norm, say; a BERT-style pooler is not part of the embeddings, unless the
+        # layer read is the pooler's
+        reads_pooler = self.layer is not None and (self.layer == "pooler" or self.layer.startswith("pooler."))
+        after = [name for name in top[len(before) + 1 :] if name != "pooler" or reads_pooler]
         return [f"transformer.{name}" for name in (*before, *blocks, *after)]
 
     def at_layer(self, layer):
@@ -237,6 +240,9 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     model_files = ModelFiles(model)
     config = model_files.load(transformers.AutoConfig.from_pretrained)
     tokenizer = model_files.load(transformers.AutoTokenizer.from_pretrained)
+    # Padded on the left, every real token's position would shift with the longest text of its batch: an
+    # encoder of absolute positions would embed a text differently beside other texts.
+    tokenizer.padding_side = "right"
     if weights == "DEFAULT":
         with _loading_bars(progress):
             transformer = model_files.load(transformers.AutoModel.from_pretrained)

@@ -184,6 +184,30 @@ def test_a_layer_reading_the_classifier_of_a_checkpoint_fine_tuned_on_other_clas
     assert torch.equal(loaded.fc.weight, source.fc.weight)
 
 
+class _CosineClassifier(torch.nn.Linear):
+    def forward(self, x):
+        return torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(self.weight, dim=1).T
+
+
+class _WithHead(TinyConvNet):
+    def __init__(self, num_classes=5, head="cosine"):
+        super().__init__(num_classes)
+        self.fc = _CosineClassifier(8, num_classes)
+        if head == "weight_norm":
+            self.fc = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(8, num_classes))
+
+
+@pytest.mark.parametrize("head", ["cosine", "weight_norm"])
+def test_a_classifier_that_cannot_be_rebuilt_at_the_checkpoints_size_is_left_for_layer_none(tmp_path, head):
+    # Only plain Linear and Conv2d layers are rebuilt: a subclass's forward would be lost, a parametrized
+    # weight has no "weight" key. Such a classifier is skipped, as layer=None cuts it.
+    path = tmp_path / "other_classes.pt"
+    torch.save(_WithHead(3, head).state_dict(), path)
+    loaded = load_backbone(_WithHead(10, head), weights=str(path)).module
+    assert type(loaded.fc).__name__ == type(_WithHead(10, head).fc).__name__  # not rebuilt as a plain Linear
+    assert loaded.fc.out_features == 10
+
+
 class _Wraps(torch.nn.Module):
     """A user's network whose own layer is called ``module``, the name DataParallel puts before every key."""
 

@@ -487,10 +487,15 @@ def test_text_stages_end_at_the_layer_and_the_blocks_after_it_never_train(tiny_t
     whole = FineTuneClassifier(tiny_text_model, strategy="full", max_epochs=1, device="cpu").fit(
         REVIEWS, SENTIMENT
     )
-    pooler = (
-        whole.module_.backbone.body.transformer.pooler
-    )  # the features are hidden states, never its output
+    pooler = whole.module_.backbone.body.transformer.pooler  # the features are hidden states, not its output
     assert not any(parameter.requires_grad for parameter in pooler.parameters())
+    # at layer="pooler" the pooler's output is the features: it is the top stage, and trains
+    at_pooler = FineTuneClassifier(
+        tiny_text_model, layer="pooler", strategy="full", max_epochs=1, device="cpu"
+    ).fit(REVIEWS, SENTIMENT)
+    assert at_pooler.module_.stage_names[-1] == "body.transformer.pooler"
+    pooler = at_pooler.module_.backbone.body.transformer.pooler
+    assert all(parameter.requires_grad for parameter in pooler.parameters())
 
 
 def test_augment_on_texts_is_refused_with_the_parameter_named(tiny_text_model):
@@ -685,23 +690,20 @@ def test_trained_text_models_predict_in_length_order(tiny_text_model, estimator)
     np.testing.assert_allclose(proba, one_at_a_time, atol=1e-5)
 
 
-def test_cls_pooling_reads_the_first_real_token_when_the_tokenizer_pads_on_the_left(tmp_path):
-    """Left padding puts pad tokens first in the shorter texts: their first real token is read, not a pad."""
+@pytest.mark.parametrize("pooling", ["avg", "cls"])
+def test_a_tokenizer_that_pads_on_the_left_embeds_each_text_as_alone(tmp_path, pooling):
+    """Padded on the left, a text's positions shifted with the longest text of its batch (absolute position
+    embeddings): its embedding depended on the texts beside it. Texts are padded on the right instead."""
     folder = write_tiny_encoder(tmp_path / "left", pooling="cls_token")
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "padding_side": "left"}))
+    assert AutoTokenizer.from_pretrained(folder).padding_side == "left"
     texts = ["good", "a long and dull film", "great fun"]
-    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
-    assert tokenizer.padding_side == "left"
-    tokens = tokenizer(texts, padding=True, return_tensors="pt")
-    assert (tokens["attention_mask"][:, 0] == 0).any()  # some texts start with padding
-    with torch.no_grad():
-        hidden = model(**tokens).last_hidden_state
-    first = tokens["attention_mask"].argmax(dim=1)
-    expected = hidden[torch.arange(len(texts)), first].numpy()
-    cls = extractor(str(folder), pooling="cls", batch_size=len(texts)).fit(texts).transform(texts)
-    np.testing.assert_allclose(cls, expected, atol=1e-5)
+    fitted = extractor(str(folder), pooling=pooling, batch_size=len(texts)).fit(texts)
+    together = fitted.transform(texts)
+    alone = np.vstack([fitted.transform([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
 def test_pooling_at_a_layer_that_gives_one_vector_per_text_warns_that_it_is_ignored(tiny_text_model):
@@ -715,6 +717,9 @@ def test_pooling_at_a_layer_that_gives_one_vector_per_text_warns_that_it_is_igno
         default = extractor(tiny_text_model, layer="pooler").fit(texts).transform(texts)
         extractor(tiny_text_model, layer="encoder.layer.0.output", pooling="max").fit(texts)  # a sequence
     np.testing.assert_array_equal(pooled, default)  # what the warning says: the setting changed nothing
+    with pytest.warns(IgnoredSettingWarning, match="pooling='model'"):  # its normalisation is ignored too
+        own = extractor(tiny_text_model, layer="pooler", pooling="model").fit(texts).transform(texts)
+    np.testing.assert_array_equal(own, default)
     with pytest.warns(IgnoredSettingWarning, match="pooling='max'"):
         FineTuneClassifier(tiny_text_model, layer="pooler", pooling="max", device="cpu", max_epochs=1).fit(
             REVIEWS, SENTIMENT

@@ -224,6 +224,8 @@ def test_parameters_the_user_froze_warn_that_the_strategy_trains_them(images):
     with warnings.catch_warnings():
         warnings.simplefilter("error", IgnoredSettingWarning)
         FineTuneClassifier(module, strategy="linear_probe", device="cpu", max_epochs=1).fit(images, y)
+        module.features[0].bias.requires_grad_(True)  # the frozen weight is one bitfit leaves frozen
+        FineTuneClassifier(module, strategy="bitfit", device="cpu", max_epochs=1).fit(images, y)
         FineTuneClassifier(TinyConvNet(), strategy="full", device="cpu", max_epochs=1).fit(images, y)
 
 
@@ -231,16 +233,18 @@ def _halves_the_input(module, args):
     return (args[0] / 2,)
 
 
-def test_a_hook_on_the_modules_own_input_runs_at_a_layer_too(images):
+def test_a_hook_on_the_modules_own_input_is_refused_at_a_layer(images):
     # layer= traces the module's forward, which skipped the hooks torch runs on the module's input: the
     # embedding at "pool" differed from the classifier's input, which layer=None gives with the hook.
     module = TinyConvNet()
     module.register_forward_pre_hook(_halves_the_input)
-    whole = PretrainedFeatureExtractor(module, device="cpu").fit(images)
-    at_layer = PretrainedFeatureExtractor(module, layer="pool", device="cpu").fit(images)
-    np.testing.assert_allclose(at_layer.transform(images), whole.transform(images), rtol=1e-5, atol=1e-6)
-    plain = PretrainedFeatureExtractor(TinyConvNet(), layer="pool", device="cpu").fit(images)
-    assert not np.allclose(at_layer.transform(images), plain.transform(images))
+    PretrainedFeatureExtractor(module, device="cpu").fit(images)  # layer=None calls the module: the hook runs
+    with pytest.raises(ValueError, match=r"layer='pool': the TinyConvNet module has a forward pre-hook"):
+        PretrainedFeatureExtractor(module, layer="pool", device="cpu").fit(images)
+    with pytest.raises(ValueError, match="forward pre-hook on its own input"):
+        FineTuneClassifier(module, layer="pool", device="cpu", max_epochs=1).fit(
+            images, np.arange(len(images)) % 2
+        )
 
 
 _SEEN = []  # what _Counted's forward saw (a global: the extractor works on a copy of the module)
