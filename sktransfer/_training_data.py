@@ -258,7 +258,9 @@ class TrainingDataMixin:
                 "form fit accepts and y_valid labels of the classes trained on."
             )
         source = validated_source(self, X, reset=False)
-        return self._image_dataset(source, self._targets(y, len(source), reset=False))
+        dataset = self._image_dataset(source, self._targets(y, len(source), reset=False))
+        warn_of_truncated_texts(dataset)  # validation texts are cut as training texts are
+        return dataset
 
     def _split_datasets(self, X, y=None, **fit_params):
         if self._holds_out_for_early_stopping():

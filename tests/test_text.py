@@ -18,6 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from skorch.callbacks import Callback
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.helper import predefined_split
 from transformers import AutoModel, AutoTokenizer
 
 from sktransfer import (
@@ -253,6 +255,12 @@ def test_texts_cut_at_the_maximum_length_are_named_once_per_call(tiny_text_model
     ]
     with pytest.warns(TruncatedTextsWarning, match=r"samples \[3\]"):
         clf.predict(texts)
+    # texts of the user's own validation set are cut as well: named too (they were cut without a word)
+    validation = predefined_split(SkorchDataset(np.array(texts[2:5], dtype=object), np.array(labels[2:5])))
+    with pytest.warns(TruncatedTextsWarning, match=r"1 of the 3 texts .*samples \[1\]"):
+        FineTuneClassifier(tiny_text_model, device="cpu", max_epochs=1, train_split=validation).fit(
+            REVIEWS, SENTIMENT
+        )
 
 
 class PicklesEachEpoch(Callback):
