@@ -88,7 +88,8 @@ def _resize_classifier(module, classifier, state):
 def load_checkpoint(module, path, classifier):
     """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is
     rebuilt at the checkpoint's size first, so that a layer reading it reads the checkpoint's classifier (a
-    plain ``nn.Linear`` or ``nn.Conv2d``; another is skipped, as ``layer=None`` cuts it anyway).
+    plain ``nn.Linear`` or ``nn.Conv2d``; another is skipped, as ``layer=None`` cuts it anyway, and its name
+    returned, so that a layer reading it can be refused).
 
     Examples
     --------
@@ -130,3 +131,4 @@ def load_checkpoint(module, path, classifier):
             f"weights={str(path)!r} does not match the architecture: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]} (of {len(missing)} and {len(unexpected)})."
         )
+    return classifier if skipped else None

@@ -56,17 +56,24 @@ def cut_at_layer(module, layer):
             "use layer=None (penultimate features) or pass a module that returns the features you want."
         ) from exc
     refuse_unknown_layer(layer, valid)
+    refuse_input_hooks(module, layer)
+    return feature_extraction.create_feature_extractor(
+        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
+    )
+
+
+def refuse_input_hooks(module, layer):
+    """Raise for a forward pre-hook on ``module``'s own input, which a network cut at ``layer`` would skip.
+
+    Tracing reads the network's forward, not its call: the embedding would differ from the one ``layer=None``
+    gives, which calls the module.
+    """
     if module._forward_pre_hooks:
-        # Tracing reads the network's forward, not its call: the hooks torch runs on the network's own input
-        # would be skipped, and the embedding would differ from the one layer=None gives.
         raise ValueError(
             f"layer={layer!r}: the {type(module).__name__} module has a forward pre-hook on its own input, "
             "which a network cut at a layer does not run (the cut traces its forward). Apply that change in "
             "preprocess= or in the module's forward, or use layer=None."
         )
-    return feature_extraction.create_feature_extractor(
-        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
-    )
 
 
 # Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.
@@ -147,6 +154,8 @@ def check_module_layer(module, layer):
     """
     if layer is None:
         return
+    if isinstance(module, nn.Module):
+        refuse_input_hooks(module, layer)
     try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
         valid = layer_names(copy.deepcopy(module))
     except Exception:

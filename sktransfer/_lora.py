@@ -181,7 +181,7 @@ def add_lora(module, rank=8, alpha=16):
 
     Every ``nn.MultiheadAttention`` is adapted, and every ``nn.Linear`` that is not one of their parts and
     whose qualified name does not contain "pooler" (the pooler of Hugging Face BERT-like encoders, whose
-    output is not used).
+    output is not used, unless ``module`` is a text encoder read at its pooler).
 
     Parameters
     ----------
@@ -219,13 +219,15 @@ def add_lora(module, rank=8, alpha=16):
         )
     _check(rank, alpha)
     targets, adapted, attention = [], {}, ()
+    read = getattr(module, "layer", None)  # a text encoder read at its pooler: the pooler is adapted too
+    pooler_read = isinstance(read, str) and read.split(".")[0] == "pooler"
     for name, layer in module.named_modules(remove_duplicate=False):
         if name.startswith(attention):  # out_proj is adapted with its attention
             continue
         if isinstance(layer, nn.MultiheadAttention):
             attention += (name + ".",)
             kind = LoRAMultiheadAttention
-        elif isinstance(layer, nn.Linear) and "pooler" not in name:
+        elif isinstance(layer, nn.Linear) and ("pooler" not in name or pooler_read):
             kind = LoRALinear
         else:
             continue

@@ -13,6 +13,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_numpy
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
+from torch.utils.data import Subset
 
 from ._labelled_scoring import LabelledRowsScorer, compares_labels
 from ._labels import UNLABELLED
@@ -191,7 +192,13 @@ class EpochTable(PrintLog):
 
 
 def recalibrate_batchnorm(net, layers, dataset):
-    """Set the running statistics of ``layers`` (BatchNorm layers of ``net.module_``) from ``dataset``."""
+    """Set the running statistics of ``layers`` (BatchNorm layers of ``net.module_``) from ``dataset``.
+
+    The rows are read in a fixed shuffled order: the statistics average those of the batches, and batches
+    of rows in X's order (a folder's images, class by class) would each miss the variance between classes.
+    """
+    # the same order for every fit: a fixed generator, not the user's stream
+    dataset = Subset(dataset, np.random.default_rng(0).permutation(len(dataset)).tolist())
     module = net.module_
     was_training = module.training
     module.eval()

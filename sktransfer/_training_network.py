@@ -18,6 +18,7 @@ from .backbones import (
     built_by_library,
     check_layer_before_loading,
     load_backbone,
+    refuse_reading_an_untrained_classifier,
     resolve_pooling,
 )
 
@@ -55,13 +56,12 @@ class NetworkBuildingMixin:
                 needs := pooling_cannot_apply(backbone, self.layer, self._first_sample)
             ):
                 warn_of_unused_settings(self, ["pooling"], needs)
-                pooling = (
-                    "avg"  # ignored, as the warning says: not even pooling='model''s normalisation applies
-                )
+                pooling = "avg" if pooling == "model" else pooling  # its normalisation ignored too
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
             n_features = feature_size(backbone, self.layer, pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, pooling, normalize=False)
         channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
+        refuse_reading_an_untrained_classifier(backbone, self.layer)
         body = cut_at_layer(backbone.module, self.layer)
         warn_of_batch_statistics(body, "predictions")
         warn_of_frozen_parameters(body, self.strategy, type(self).__name__)

@@ -55,7 +55,8 @@ class Backbone:
     ``own_pooling`` is how the model's authors pool its outputs (``pooling="model"``): "avg" for image
     backbones; a text encoder's sentence-transformers configuration (or the error that it cannot be run).
     ``own_pooling_unread`` is the warning ``pooling="model"`` gives where that configuration could not be
-    read (offline, a cache without it).
+    read (offline, a cache without it). ``untrained_classifier`` names a classifier that a checkpoint holds at
+    another size and that could not be rebuilt at it: it keeps the values it was built with.
     """
 
     module: nn.Module
@@ -65,6 +66,7 @@ class Backbone:
     own_pooling: object = "avg"
     own_normalize: bool = False
     own_pooling_unread: Warning | None = None
+    untrained_classifier: str | None = None
 
 
 def torchvision_model_names():
@@ -170,8 +172,9 @@ def _from_module(model, weights, built_here=False):
             "locks, open files or sockets), or pass its class or a function that builds it (called in fit)."
         ) from exc
     module = module.cpu()
+    untrained = None  # a classifier of a checkpoint's that could not be rebuilt at its size
     if is_checkpoint(weights):
-        load_checkpoint(module, weights, classifier_name(module))
+        untrained = load_checkpoint(module, weights, classifier_name(module))
     elif weights is None:
         kept = _redraw_parameters(module)
         if kept and not built_here:
@@ -190,7 +193,7 @@ def _from_module(model, weights, built_here=False):
             f"weights={weights!r} cannot apply to a torch.nn.Module model: pass weights='DEFAULT' to keep the "
             "module's own weights, or the path of a state_dict file to load into it."
         )
-    return Backbone(module, imagenet_normalize(), type(model).__name__)
+    return Backbone(module, imagenet_normalize(), type(model).__name__, untrained_classifier=untrained)
 
 
 def _redraw_parameters(module):
@@ -326,8 +329,24 @@ def check_layer_before_loading(model, layer, weights):
         refuse_unknown_layer(layer, list(valid))
 
 
+def refuse_reading_an_untrained_classifier(backbone, layer):
+    """Raise where ``layer`` reads the classifier a checkpoint could not be loaded into (see :class:`Backbone`)."""
+    classifier = backbone.untrained_classifier
+    if classifier is None or layer is None:
+        return
+    if layer == classifier or layer.startswith(f"{classifier}.") or classifier.startswith(f"{layer}."):
+        raise ValueError(
+            f"layer={layer!r} reads the classifier {classifier!r}, which the checkpoint holds at another size "
+            f"(fine-tuned on other classes) and which the library could not rebuild at that size (a "
+            f"{type(backbone.module.get_submodule(classifier)).__name__}, not a plain nn.Linear or nn.Conv2d): "
+            "it keeps the values it was built with. Build the module with the checkpoint's number of classes "
+            "and pass it, or read a layer before the classifier (layer=None reads its input)."
+        )
+
+
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
+    refuse_reading_an_untrained_classifier(backbone, layer)
     channels_last = gives_channels_last_maps(backbone.module, layer)  # the network's class, before the cut
     body = cut_at_layer(backbone.module, layer)
     pooling, normalize = resolve_pooling(backbone, pooling, normalize)

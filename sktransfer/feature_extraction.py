@@ -230,7 +230,7 @@ class PretrainedFeatureExtractor(
             )
         ):
             warn_of_unused_settings(self, ["pooling"], needs)
-            pooling = "avg"  # ignored, as the warning says: not even pooling='model''s normalisation applies
+            pooling = "avg" if pooling == "model" else pooling  # its normalisation ignored too
         cut = classifier_to_cut(backbone, self.layer)
         if cut is not None and not built_by_library(self.model):  # a user's module: ends with its classifier?
             first = PreprocessedImages.for_estimator(source, self)[0]

@@ -68,6 +68,10 @@ class Tokenize:
     """
 
     def __init__(self, tokenizer, max_length, lowercase=False):
+        # Padded on the left, every real token's position would shift with the longest text of its batch: an
+        # encoder of absolute positions would embed a text differently beside other texts. Set here, it holds
+        # for a tokenizer unpickled from an older fit too.
+        tokenizer.padding_side = "right"
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.lowercase = lowercase
@@ -240,9 +244,6 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     model_files = ModelFiles(model)
     config = model_files.load(transformers.AutoConfig.from_pretrained)
     tokenizer = model_files.load(transformers.AutoTokenizer.from_pretrained)
-    # Padded on the left, every real token's position would shift with the longest text of its batch: an
-    # encoder of absolute positions would embed a text differently beside other texts.
-    tokenizer.padding_side = "right"
     if weights == "DEFAULT":
         with _loading_bars(progress):
             transformer = model_files.load(transformers.AutoModel.from_pretrained)

@@ -206,6 +206,18 @@ def test_a_classifier_that_cannot_be_rebuilt_at_the_checkpoints_size_is_left_for
     loaded = load_backbone(_WithHead(10, head), weights=str(path)).module
     assert type(loaded.fc).__name__ == type(_WithHead(10, head).fc).__name__  # not rebuilt as a plain Linear
     assert loaded.fc.out_features == 10
+    images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    model = _WithHead(10, head)
+    assert PretrainedFeatureExtractor(model, weights=str(path), device="cpu").fit_transform(images).shape == (
+        2,
+        8,
+    )
+    with pytest.raises(ValueError, match=r"layer='fc' reads the classifier 'fc', which the checkpoint holds"):
+        PretrainedFeatureExtractor(model, weights=str(path), layer="fc", device="cpu").fit(images)
+    with pytest.raises(ValueError, match="could not rebuild at that size"):
+        FineTuneClassifier(model, weights=str(path), layer="fc", device="cpu", max_epochs=1).fit(
+            images, [0, 1]
+        )
 
 
 class _Wraps(torch.nn.Module):

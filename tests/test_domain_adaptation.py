@@ -629,16 +629,38 @@ def test_score_refuses_the_rows_that_sample_domain_marks_as_target(shifted_featu
     assert np.isnan(search.cv_results_["mean_test_score"]).all()
 
 
-@pytest.mark.parametrize("estimator", ["shallow", "deep"])
+@pytest.mark.parametrize("estimator", ["shallow", "deep", "reweighting"])
 def test_boolean_labels_listed_with_minus_one_stay_booleans(shifted_features, estimator):
     # NumPy turned [True, False, ..., -1, -1] into integers: classes_ and predict gave 0 and 1.
     X, _, labels = shifted_features
     y = [bool(label) for label in labels] + [-1] * 200
-    classifier = (
-        FeatureAlignmentClassifier()
-        if estimator == "shallow"
-        else DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0)
-    )
+    classifier = {
+        "shallow": FeatureAlignmentClassifier(),
+        "deep": DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0),
+        "reweighting": ImportanceWeightingClassifier(random_state=0),
+    }[estimator]
     fitted = classifier.fit(X.astype(np.float32), y)
     assert fitted.classes_.tolist() == [False, True]
     assert {type(label) for label in fitted.predict(X[:5].astype(np.float32)).tolist()} == {bool}
+
+
+def test_minus_one_among_the_classes_is_refused(shifted_features):
+    # classes_ held -1, whose output never trained and which predict could return.
+    X, y, _ = shifted_features
+    classifier = DomainAdaptedClassifier(model=None, classes=[-1, 0, 1], max_epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="classes holds -1, which marks unlabelled"):
+        classifier.fit(X.astype(np.float32), y)
+    with pytest.raises(ValueError, match="partial_fit's classes holds -1"):
+        DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu").partial_fit(
+            X.astype(np.float32), y, classes=[-1, 0, 1]
+        )
+
+
+@pytest.mark.parametrize("method", ["source_only", "self_training"])
+def test_trade_off_warns_where_the_method_aligns_nothing(shifted_features, method):
+    X, y, _ = shifted_features
+    classifier = DomainAdaptedClassifier(model=None, method=method, trade_off=3.0, max_epochs=2, device="cpu")
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"trade_off=3.0 takes effect only with a method that aligns"
+    ):
+        classifier.fit(X.astype(np.float32), y)

@@ -504,6 +504,11 @@ def test_text_stages_end_at_the_layer_and_the_blocks_after_it_never_train(tiny_t
     assert at_pooler.module_.stage_names[-1] == "body.transformer.pooler"
     pooler = at_pooler.module_.backbone.body.transformer.pooler
     assert all(parameter.requires_grad for parameter in pooler.parameters())
+    lora = FineTuneClassifier(
+        tiny_text_model, layer="pooler", strategy="lora", lora_rank=2, max_epochs=1, device="cpu"
+    ).fit(REVIEWS, SENTIMENT)
+    adapted = lora.module_.backbone.body.transformer.pooler.dense
+    assert [name for name, p in adapted.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
 
 
 def test_augment_on_texts_is_refused_with_the_parameter_named(tiny_text_model):
@@ -712,6 +717,9 @@ def test_a_tokenizer_that_pads_on_the_left_embeds_each_text_as_alone(tmp_path, p
     together = fitted.transform(texts)
     alone = np.vstack([fitted.transform([text]) for text in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+    fitted.preprocess_.tokenizer.padding_side = "left"  # as an extractor pickled before the fix holds it
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(restored.transform(texts), alone, atol=1e-5)
 
 
 def test_pooling_at_a_layer_that_gives_one_vector_per_text_warns_that_it_is_ignored(tiny_text_model):

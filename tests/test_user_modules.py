@@ -13,6 +13,7 @@ from torch import nn
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._changed_settings import SettingsChangedWarning
+from sktransfer._layers import check_module_layer
 from sktransfer._runtime import NetworkOutputError, run_inference
 from sktransfer.exceptions import BatchStatisticsWarning, IgnoredSettingWarning, UnhashableModuleWarning
 
@@ -229,6 +230,26 @@ def test_parameters_the_user_froze_warn_that_the_strategy_trains_them(images):
         FineTuneClassifier(TinyConvNet(), strategy="full", device="cpu", max_epochs=1).fit(images, y)
 
 
+class _PerToken(nn.Module):
+    """Patches, then a classifier of each patch: its output at layer=None is a sequence, which pooling reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.patches = nn.Conv2d(3, 8, 4, stride=4)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.patches(x).flatten(2).transpose(1, 2))
+
+
+def test_pooling_set_at_the_classifiers_input_still_applies_where_that_input_is_a_sequence(images):
+    module = _PerToken()
+    maximum = PretrainedFeatureExtractor(module, pooling="max", device="cpu").fit_transform(images)
+    mean = PretrainedFeatureExtractor(module, device="cpu").fit_transform(images)
+    assert maximum.shape == mean.shape == (len(images), 8)
+    assert not np.allclose(maximum, mean)
+
+
 def _halves_the_input(module, args):
     return (args[0] / 2,)
 
@@ -239,6 +260,8 @@ def test_a_hook_on_the_modules_own_input_is_refused_at_a_layer(images):
     module = TinyConvNet()
     module.register_forward_pre_hook(_halves_the_input)
     PretrainedFeatureExtractor(module, device="cpu").fit(images)  # layer=None calls the module: the hook runs
+    with pytest.raises(ValueError, match="forward pre-hook on its own input"):
+        check_module_layer(module, "pool")  # as a cluster's client checks a layer before the workers cut
     with pytest.raises(ValueError, match=r"layer='pool': the TinyConvNet module has a forward pre-hook"):
         PretrainedFeatureExtractor(module, layer="pool", device="cpu").fit(images)
     with pytest.raises(ValueError, match="forward pre-hook on its own input"):

@@ -142,7 +142,8 @@ class DomainAdaptedClassifier(
         After training, re-estimate the running statistics of the BatchNorm layers whose statistics
         trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
         sees (AdaBN): running averages gathered on mixed source and target batches lag behind the weights
-        and partly describe the source domain.
+        and partly describe the source domain. Where training normalises the domains together
+        (``domain_batchnorm`` off), the pass reads every row, as training did.
     domain_batchnorm : "auto" or bool, default="auto"
         In training, the source rows and the target rows of a batch go through the backbone and the
         bottleneck separately, so that each BatchNorm layer normalises each domain with that domain's own
@@ -350,6 +351,12 @@ class DomainAdaptedClassifier(
 
     def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
+        for given, name in ((self.classes, "classes"), (classes, "partial_fit's classes")):
+            if given is not None and any(np.asarray(given, dtype=object).ravel() == -1):
+                raise ValueError(
+                    f"{name} holds -1, which marks unlabelled (target) rows and is never a class: list the "
+                    "classes of the labelled rows only."
+                )
         split = split_domains(y, sample_domain, n_samples)
         self._refuse_batches_too_small_for_batchnorm(split.target.any())
         return self._source_codes(y, split, reset=reset, classes=classes, sample_domain=sample_domain)

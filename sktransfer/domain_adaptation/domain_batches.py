@@ -100,7 +100,10 @@ class DomainBatchesMixin:
         This is AdaBN (Li et al. 2016) on top of each method: statistics gathered on the mixed batches of
         training would normalise target features partly with the source domain's mean and variance; those
         of the target rows alone standardise them as the layers above expect. With fewer than two target
-        rows, every row is used.
+        rows, every row is used; so it is where training normalised the domains together (``domain_batchnorm``
+        off, as ``partial=True`` sets it): the target alone, which lacks classes, would shift its features.
         """
+        if not self._normalises_domains_apart():
+            return dataset
         rows = np.flatnonzero(dataset_targets(dataset) == UNLABELLED)
         return Subset(dataset, rows) if rows.size > 1 else dataset

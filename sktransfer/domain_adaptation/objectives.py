@@ -86,6 +86,12 @@ class AdaptationObjectiveMixin:
 
     def _warn_of_settings_the_method_ignores(self):
         method = f"method={self.method!r}"
+        if self.method in ("source_only", "self_training"):  # no alignment loss for it to weigh
+            warn_of_unused_settings(
+                self,
+                ["trade_off"],
+                f"with a method that aligns the domains (dann, cdan, mmd, coral, mcc), not {method}",
+            )
         if self.method not in ADVERSARIAL:
             warn_of_unused_settings(
                 self, ["discriminator_dim"], f"with method='dann' or 'cdan', not {method}"

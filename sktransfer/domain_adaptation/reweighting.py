@@ -7,9 +7,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_parameter, validate_data
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
 from .._fitted_state import not_fitted_if_it_fails
+from .._labels import labelled_rows_of
 from .._stacklevel import caller_stacklevel
 from .density_ratio import density_ratios, domain_discriminator, effective_sample_size
 from .domains import TargetScoreMixin, split_domains
@@ -231,7 +232,7 @@ class ImportanceWeightingClassifier(
         _require_sample_weight(estimator)
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))
-        source, labels = X[split.labelled], column_or_1d(y)[split.labelled]
+        source, labels = X[split.labelled], labelled_rows_of(y, split.labelled)
         ratios = np.ones(len(source))
         self.discriminator_ = None
         if split.target.any():
