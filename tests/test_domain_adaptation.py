@@ -664,3 +664,11 @@ def test_trade_off_warns_where_the_method_aligns_nothing(shifted_features, metho
         IgnoredSettingWarning, match=r"trade_off=3.0 takes effect only with a method that aligns"
     ):
         classifier.fit(X.astype(np.float32), y)
+
+
+def test_a_single_target_row_warns(shifted_features):
+    # Every batch repeated it as its target half, with no word (FeatureAlignmentClassifier warned).
+    X, y, _ = shifted_features
+    X, y = X[:201].astype(np.float32), y[:201]
+    with pytest.warns(NoTargetDataWarning, match=r"method='dann'\) got a single target row"):
+        DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu").fit(X, y)

@@ -12,7 +12,13 @@ from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
 from ..training import TransferClassifier
 from .domain_batches import DomainBatchesMixin
-from .domains import SourceDomainsMixin, TargetScoreMixin, split_domains
+from .domains import (
+    SourceDomainsMixin,
+    TargetScoreMixin,
+    refuse_minus_one_among_classes,
+    split_domains,
+    warn_of_a_single_target_row,
+)
 from .networks import ADVERSARIAL, DISCRIMINATOR_DIM, DomainAdaptationNetwork
 from .objectives import AdaptationObjectiveMixin
 
@@ -351,13 +357,11 @@ class DomainAdaptedClassifier(
 
     def _targets(self, y, n_samples, reset=True, classes=None, sample_domain=None):
         """Class indices of labelled rows, -1 for target rows; source k's rows shifted by k * n_classes."""
-        for given, name in ((self.classes, "classes"), (classes, "partial_fit's classes")):
-            if given is not None and any(np.asarray(given, dtype=object).ravel() == -1):
-                raise ValueError(
-                    f"{name} holds -1, which marks unlabelled (target) rows and is never a class: list the "
-                    "classes of the labelled rows only."
-                )
+        refuse_minus_one_among_classes(self.classes, "classes")
+        refuse_minus_one_among_classes(classes, "partial_fit's classes")
         split = split_domains(y, sample_domain, n_samples)
+        if self.method != "source_only":
+            warn_of_a_single_target_row(split, f"{type(self).__name__}(method={self.method!r})")
         self._refuse_batches_too_small_for_batchnorm(split.target.any())
         return self._source_codes(y, split, reset=reset, classes=classes, sample_domain=sample_domain)
 

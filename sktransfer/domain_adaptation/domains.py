@@ -89,6 +89,36 @@ def split_domains(y, sample_domain, n_samples):
     return DomainSplit(labelled=labelled, target=target)
 
 
+def refuse_minus_one_among_classes(classes, name):
+    """Raise where the ``classes`` a user listed hold -1, the mark of unlabelled rows (never a class).
+
+    Examples
+    --------
+    >>> refuse_minus_one_among_classes(["cat", "dog"], "classes")
+    >>> refuse_minus_one_among_classes([-1, 0, 1], "classes")
+    Traceback (most recent call last):
+    ...
+    ValueError: classes holds -1, which marks unlabelled (target) rows and is never a class: ...
+    """
+    if classes is not None and any(np.asarray(classes, dtype=object).ravel() == -1):
+        raise ValueError(
+            f"{name} holds -1, which marks unlabelled (target) rows and is never a class: list the classes of "
+            "the labelled rows only."
+        )
+
+
+def warn_of_a_single_target_row(split, name):
+    """Warn where ``split`` (a :class:`DomainSplit`) holds one target row, which every batch would repeat."""
+    if split.target.sum() == 1:
+        warnings.warn(
+            f"{name} got a single target row: every batch repeats it as its target half, so the method aligns "
+            "the source with one point, and BatchNorm finds no variance in it. Pass more target rows (y == -1 "
+            "or a negative sample_domain).",
+            NoTargetDataWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
 def checked_sample_domain(sample_domain, n_samples):
     """``sample_domain`` as a 1-D array of non-zero numbers, one per row of X; anything else raises.
 
