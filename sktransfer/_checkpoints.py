@@ -88,8 +88,9 @@ def _resize_classifier(module, classifier, state):
 def load_checkpoint(module, path, classifier):
     """Load a checkpoint into ``module``; a ``classifier`` of another size (fine-tuned on other classes) is
     rebuilt at the checkpoint's size first, so that a layer reading it reads the checkpoint's classifier (a
-    plain ``nn.Linear`` or ``nn.Conv2d``; another is skipped, as ``layer=None`` cuts it anyway, and its name
-    returned, so that a layer reading it can be refused).
+    plain ``nn.Linear`` or ``nn.Conv2d``; another is skipped, as ``layer=None`` cuts it anyway). The name of a
+    classifier the checkpoint did not load (skipped, or absent from it) is returned, so that a layer reading
+    it can be refused.
 
     Examples
     --------
@@ -125,10 +126,11 @@ def load_checkpoint(module, path, classifier):
     state = {key: value for key, value in state.items() if key not in skipped}
     missing, unexpected = module.load_state_dict(state, strict=False)
     # a checkpoint of the network without its classifier (saved with the classifier cut) is a backbone's
-    missing = [key for key in missing if not (classifier and key.startswith(classifier + "."))]
+    untrained = [key for key in missing if classifier and key.startswith(classifier + ".")]
+    missing = [key for key in missing if key not in untrained]
     if missing or unexpected:
         raise ValueError(
             f"weights={str(path)!r} does not match the architecture: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]} (of {len(missing)} and {len(unexpected)})."
         )
-    return classifier if skipped else None
+    return classifier if skipped or untrained else None

@@ -24,8 +24,8 @@ def pooling_cannot_apply(backbone, layer, example=None):
     to pool either, nor has an image network's layer (or a module without a classifier) whose output is one
     vector per image, a Flatten's say: a blank input shaped like ``example()`` (a preprocessed image, as in
     :func:`feature_size`) runs through a copy to tell. Only a spatial node (a map or a token sequence) has
-    something for ``pooling`` to pool. (A user's module whose final linear layer reads a token sequence is
-    taken for pooled too.)
+    something for ``pooling`` to pool: the classifier's input too, where it reads a token sequence (a user's
+    module, tried on a blank input as well).
 
     Examples
     --------
@@ -49,7 +49,11 @@ def pooling_cannot_apply(backbone, layer, example=None):
             f"at a layer that outputs a token sequence (layer={layer!r} gives one vector per text: set layer "
             "to one of the encoder's blocks, or to None for its last hidden state)"
         )
-    if layer is None and classifier_name(backbone.module) is not None:
+    if (
+        layer is None
+        and classifier_name(backbone.module) is not None
+        and _output_axes(backbone, None, example) in (2, None)
+    ):
         return (
             "at a layer that outputs a map or a token sequence (layer=None reads the features the network "
             "pools for its classifier: set layer to one of its blocks or stages instead)"

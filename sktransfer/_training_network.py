@@ -61,8 +61,8 @@ class NetworkBuildingMixin:
             n_features = feature_size(backbone, self.layer, pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, pooling, normalize=False)
         channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
-        refuse_reading_an_untrained_classifier(backbone, self.layer)
         body = cut_at_layer(backbone.module, self.layer)
+        refuse_reading_an_untrained_classifier(backbone, self.layer, body)
         warn_of_batch_statistics(body, "predictions")
         warn_of_frozen_parameters(body, self.strategy, type(self).__name__)
         features = FeatureModel(

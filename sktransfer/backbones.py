@@ -55,8 +55,9 @@ class Backbone:
     ``own_pooling`` is how the model's authors pool its outputs (``pooling="model"``): "avg" for image
     backbones; a text encoder's sentence-transformers configuration (or the error that it cannot be run).
     ``own_pooling_unread`` is the warning ``pooling="model"`` gives where that configuration could not be
-    read (offline, a cache without it). ``untrained_classifier`` names a classifier that a checkpoint holds at
-    another size and that could not be rebuilt at it: it keeps the values it was built with.
+    read (offline, a cache without it). ``untrained_classifier`` names a classifier that a checkpoint did not
+    load (it holds none, or one of another size that could not be rebuilt): it keeps the values it was built
+    with.
     """
 
     module: nn.Module
@@ -172,7 +173,7 @@ def _from_module(model, weights, built_here=False):
             "locks, open files or sockets), or pass its class or a function that builds it (called in fit)."
         ) from exc
     module = module.cpu()
-    untrained = None  # a classifier of a checkpoint's that could not be rebuilt at its size
+    untrained = None  # a classifier the checkpoint did not load
     if is_checkpoint(weights):
         untrained = load_checkpoint(module, weights, classifier_name(module))
     elif weights is None:
@@ -222,11 +223,11 @@ def _redraw_parameters(module):
 
 
 def _offline_default(weights):
-    module = _efficientnet_lite.EfficientNetLite0()
+    module, untrained = _efficientnet_lite.EfficientNetLite0(), None
     if weights in ("DEFAULT", "IMAGENET1K_V1"):
         module.load_state_dict(_efficientnet_lite.load_packaged_state_dict())
     elif is_checkpoint(weights):
-        load_checkpoint(module, weights, classifier_name(module))
+        untrained = load_checkpoint(module, weights, classifier_name(module))
     elif weights is not None:
         raise ValueError(
             f"weights={weights!r} is not available for model={OFFLINE_MODEL_NAME!r}: use 'DEFAULT' (ImageNet, "
@@ -234,7 +235,10 @@ def _offline_default(weights):
         )
     mean, std = input_scaling(OFFLINE_MODEL_NAME)
     return Backbone(
-        module, ImageClassification(crop_size=224, resize_size=256, mean=mean, std=std), OFFLINE_MODEL_NAME
+        module,
+        ImageClassification(crop_size=224, resize_size=256, mean=mean, std=std),
+        OFFLINE_MODEL_NAME,
+        untrained_classifier=untrained,
     )
 
 
@@ -267,16 +271,17 @@ def _resolve_torchvision_weights(name, weights):
 
 def _from_torchvision(name, weights, progress):
     _check_model_name(name)
+    untrained = None
     if is_checkpoint(weights):
         module = torchvision.models.get_model(name, weights=None)
-        load_checkpoint(module, weights, classifier_name(module))
+        untrained = load_checkpoint(module, weights, classifier_name(module))
         resolved = _resolve_torchvision_weights(name, "DEFAULT")
     else:
         resolved = _resolve_torchvision_weights(name, weights)
         module = _download_guarded(name, resolved, progress)
     preprocess = resolved.transforms() if resolved is not None else ImageClassification(crop_size=224)
     label = name if resolved is None else f"{name} ({resolved})"
-    return Backbone(module, preprocess, label)
+    return Backbone(module, preprocess, label, untrained_classifier=untrained)
 
 
 def expected_weights_path(weights_entry):
@@ -329,26 +334,30 @@ def check_layer_before_loading(model, layer, weights):
         refuse_unknown_layer(layer, list(valid))
 
 
-def refuse_reading_an_untrained_classifier(backbone, layer):
-    """Raise where ``layer`` reads the classifier a checkpoint could not be loaded into (see :class:`Backbone`)."""
+def refuse_reading_an_untrained_classifier(backbone, layer, body):
+    """Raise where ``body`` (the network cut at ``layer``) holds the classifier a checkpoint did not load.
+
+    The cut keeps what the layer reads, so a node after the classifier (a softmax of its logits) is caught
+    as well as the classifier itself; ``layer=None`` cuts the classifier away.
+    """
     classifier = backbone.untrained_classifier
     if classifier is None or layer is None:
         return
-    if layer == classifier or layer.startswith(f"{classifier}.") or classifier.startswith(f"{layer}."):
+    if any(name.startswith(f"{classifier}.") for name, _ in body.named_parameters()):
         raise ValueError(
-            f"layer={layer!r} reads the classifier {classifier!r}, which the checkpoint holds at another size "
-            f"(fine-tuned on other classes) and which the library could not rebuild at that size (a "
-            f"{type(backbone.module.get_submodule(classifier)).__name__}, not a plain nn.Linear or nn.Conv2d): "
-            "it keeps the values it was built with. Build the module with the checkpoint's number of classes "
-            "and pass it, or read a layer before the classifier (layer=None reads its input)."
+            f"layer={layer!r} reads the classifier {classifier!r}, which the checkpoint did not load: it holds "
+            "no such classifier, or one of another size (fine-tuned on other classes) that the library could "
+            "not rebuild at that size (only a plain nn.Linear or nn.Conv2d is): it keeps the values it was "
+            "built with. Build the module with the checkpoint's classifier and pass it, or read a layer "
+            "before the classifier (layer=None reads its input)."
         )
 
 
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
-    refuse_reading_an_untrained_classifier(backbone, layer)
     channels_last = gives_channels_last_maps(backbone.module, layer)  # the network's class, before the cut
     body = cut_at_layer(backbone.module, layer)
+    refuse_reading_an_untrained_classifier(backbone, layer, body)
     pooling, normalize = resolve_pooling(backbone, pooling, normalize)
     model = FeatureModel(
         body, pooling=pooling, normalize=normalize, layer=layer, channels_last_maps=channels_last

@@ -715,11 +715,20 @@ def test_a_module_ending_with_flatten_is_sized_on_the_training_images(shifted_im
     assert clf.predict(X).shape == (len(X),)
 
 
-@pytest.mark.parametrize(("partial", "rows"), [(False, 120), (True, 240)])
-def test_batchnorm_is_recalibrated_on_the_rows_training_normalised_together(partial, rows):
+@pytest.mark.parametrize(
+    ("partial", "domain_batchnorm", "rows"),
+    [(False, "auto", 120), (True, "auto", 240), (False, False, 120), (True, True, 120)],
+)
+def test_batchnorm_is_recalibrated_on_the_rows_training_normalised_together(partial, domain_batchnorm, rows):
     # With partial=True the domains are normalised together in training; recalibrating on the target alone,
     # which lacks classes, shifted its features at prediction (below the uncalibrated accuracy in every run).
-    dataset = torch.utils.data.TensorDataset(torch.zeros(240, 2))
-    dataset.targets = np.concatenate([np.repeat([0, 1], 60), np.full(120, -1)])  # as the training data's
-    clf = DomainAdaptedClassifier(model=None, partial=partial, device="cpu")
-    assert len(clf._recalibration_data(dataset)) == rows
+    # The target rows and as many source rows are read, as in the training batches; a target that holds
+    # every class is recalibrated on alone (AdaBN), whatever domain_batchnorm.
+    dataset = torch.utils.data.TensorDataset(torch.zeros(320, 2))
+    dataset.targets = np.concatenate([np.repeat([0, 1], 100), np.full(120, -1)])  # as the training data's
+    clf = DomainAdaptedClassifier(
+        model=None, partial=partial, domain_batchnorm=domain_batchnorm, device="cpu"
+    )
+    recalibrated = clf._recalibration_data(dataset)
+    assert len(recalibrated) == rows
+    assert (dataset.targets[recalibrated.indices] == -1).sum() == 120

@@ -212,12 +212,38 @@ def test_a_classifier_that_cannot_be_rebuilt_at_the_checkpoints_size_is_left_for
         2,
         8,
     )
-    with pytest.raises(ValueError, match=r"layer='fc' reads the classifier 'fc', which the checkpoint holds"):
+    with pytest.raises(
+        ValueError, match=r"layer='fc' reads the classifier 'fc', which the checkpoint did not"
+    ):
         PretrainedFeatureExtractor(model, weights=str(path), layer="fc", device="cpu").fit(images)
     with pytest.raises(ValueError, match="could not rebuild at that size"):
         FineTuneClassifier(model, weights=str(path), layer="fc", device="cpu", max_epochs=1).fit(
             images, [0, 1]
         )
+
+
+class _Probabilities(TinyConvNet):
+    def forward(self, x):
+        return torch.softmax(super().forward(x), dim=1)
+
+
+def test_a_layer_reading_a_classifier_the_checkpoint_did_not_load_is_refused(tmp_path):
+    # A checkpoint saved without its classifier (or with one that could not be rebuilt) left the classifier
+    # as built: a layer reading it, or a node after it, read those values with no warning.
+    path = tmp_path / "backbone_only.pt"
+    torch.save({k: v for k, v in TinyConvNet().state_dict().items() if not k.startswith("fc.")}, path)
+    images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    assert PretrainedFeatureExtractor(TinyConvNet(), weights=str(path), device="cpu").fit_transform(
+        images
+    ).shape == (2, 8)
+    for layer in ["fc", "softmax"]:
+        with pytest.raises(
+            ValueError, match=rf"layer='{layer}' reads the classifier 'fc', which the checkpoint"
+        ):
+            PretrainedFeatureExtractor(_Probabilities(), weights=str(path), layer=layer, device="cpu").fit(
+                images
+            )
+    PretrainedFeatureExtractor(_Probabilities(), weights=str(path), layer="pool", device="cpu").fit(images)
 
 
 class _Wraps(torch.nn.Module):

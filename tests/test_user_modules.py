@@ -244,7 +244,9 @@ class _PerToken(nn.Module):
 
 def test_pooling_set_at_the_classifiers_input_still_applies_where_that_input_is_a_sequence(images):
     module = _PerToken()
-    maximum = PretrainedFeatureExtractor(module, pooling="max", device="cpu").fit_transform(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredSettingWarning)  # it applies: no warning that it is ignored
+        maximum = PretrainedFeatureExtractor(module, pooling="max", device="cpu").fit_transform(images)
     mean = PretrainedFeatureExtractor(module, device="cpu").fit_transform(images)
     assert maximum.shape == mean.shape == (len(images), 8)
     assert not np.allclose(maximum, mean)

@@ -148,8 +148,8 @@ class DomainAdaptedClassifier(
         After training, re-estimate the running statistics of the BatchNorm layers whose statistics
         trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
         sees (AdaBN): running averages gathered on mixed source and target batches lag behind the weights
-        and partly describe the source domain. Where training normalises the domains together
-        (``domain_batchnorm`` off), the pass reads every row, as training did.
+        and partly describe the source domain. With ``partial=True`` and the domains normalised together in
+        training (``domain_batchnorm``), the pass reads the target rows and as many source rows.
     domain_batchnorm : "auto" or bool, default="auto"
         In training, the source rows and the target rows of a batch go through the backbone and the
         bottleneck separately, so that each BatchNorm layer normalises each domain with that domain's own

@@ -100,10 +100,15 @@ class DomainBatchesMixin:
         This is AdaBN (Li et al. 2016) on top of each method: statistics gathered on the mixed batches of
         training would normalise target features partly with the source domain's mean and variance; those
         of the target rows alone standardise them as the layers above expect. With fewer than two target
-        rows, every row is used; so it is where training normalised the domains together (``domain_batchnorm``
-        off, as ``partial=True`` sets it): the target alone, which lacks classes, would shift its features.
+        rows, every row is used. With ``partial=True`` and the domains normalised together in training, the
+        target alone, which lacks classes, would shift its features: the rows are the target's and as many
+        source rows, as in the training batches.
         """
-        if not self._normalises_domains_apart():
+        target = dataset_targets(dataset) == UNLABELLED
+        rows = np.flatnonzero(target)
+        if rows.size < 2:
             return dataset
-        rows = np.flatnonzero(dataset_targets(dataset) == UNLABELLED)
-        return Subset(dataset, rows) if rows.size > 1 else dataset
+        if self.partial and not self._normalises_domains_apart():
+            source = np.random.default_rng(0).permutation(np.flatnonzero(~target))[: rows.size]
+            rows = np.sort(np.concatenate([rows, source]))
+        return Subset(dataset, rows)
