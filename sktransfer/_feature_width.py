@@ -3,6 +3,7 @@
 import copy
 
 import torch
+from torch import nn
 
 from ._classifier_cut import (
     check_classifier_ran_last,
@@ -49,11 +50,11 @@ def pooling_cannot_apply(backbone, layer, example=None):
             f"at a layer that outputs a token sequence (layer={layer!r} gives one vector per text: set layer "
             "to one of the encoder's blocks, or to None for its last hidden state)"
         )
-    if (
-        layer is None
-        and classifier_name(backbone.module) is not None
-        and _output_axes(backbone, None, example) in (2, None)
-    ):
+    if layer is None and (classifier := classifier_name(backbone.module)) is not None:
+        # a final linear layer may read a token sequence (a user's module), which pooling does pool
+        linear = isinstance(backbone.module.get_submodule(classifier), nn.Linear)
+        if linear and _output_axes(backbone, None, example) not in (2, None):
+            return None
         return (
             "at a layer that outputs a map or a token sequence (layer=None reads the features the network "
             "pools for its classifier: set layer to one of its blocks or stages instead)"

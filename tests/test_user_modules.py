@@ -252,6 +252,25 @@ def test_pooling_set_at_the_classifiers_input_still_applies_where_that_input_is_
     assert not np.allclose(maximum, mean)
 
 
+class _ConvolutionalHead(nn.Module):
+    """A convolutional classifier block, as SqueezeNet's, whose output the forward does not flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 8, 4, stride=4)
+        self.head = nn.Sequential(nn.Conv2d(8, 3, 1))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_pooling_at_a_convolutional_classifiers_input_warns_that_it_is_ignored(images):
+    # Replaced by global average pooling, the block leaves a 1x1 map: trying the module on a blank input took
+    # that for a map to pool, and the warning went.
+    with pytest.warns(IgnoredSettingWarning, match="pooling='max' takes effect only"):
+        PretrainedFeatureExtractor(_ConvolutionalHead(), pooling="max", device="cpu").fit(images)
+
+
 def _halves_the_input(module, args):
     return (args[0] / 2,)
 

@@ -149,7 +149,7 @@ class DomainAdaptedClassifier(
         trained (the bottleneck's always do) with one pass over the target rows, the rows :meth:`predict`
         sees (AdaBN): running averages gathered on mixed source and target batches lag behind the weights
         and partly describe the source domain. With ``partial=True`` and the domains normalised together in
-        training (``domain_batchnorm``), the pass reads the target rows and as many source rows.
+        training (``domain_batchnorm``), the pass reads every row, each domain weighing half.
     domain_batchnorm : "auto" or bool, default="auto"
         In training, the source rows and the target rows of a batch go through the backbone and the
         bottleneck separately, so that each BatchNorm layer normalises each domain with that domain's own

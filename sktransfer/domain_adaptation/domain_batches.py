@@ -101,14 +101,15 @@ class DomainBatchesMixin:
         training would normalise target features partly with the source domain's mean and variance; those
         of the target rows alone standardise them as the layers above expect. With fewer than two target
         rows, every row is used. With ``partial=True`` and the domains normalised together in training, the
-        target alone, which lacks classes, would shift its features: the rows are the target's and as many
-        source rows, as in the training batches.
+        target alone, which lacks classes, would shift its features: every source and target row is read, the
+        smaller domain's repeated, so that each weighs half, as in the training batches.
         """
         target = dataset_targets(dataset) == UNLABELLED
         rows = np.flatnonzero(target)
         if rows.size < 2:
             return dataset
         if self.partial and not self._normalises_domains_apart():
-            source = np.random.default_rng(0).permutation(np.flatnonzero(~target))[: rows.size]
-            rows = np.sort(np.concatenate([rows, source]))
+            source = np.flatnonzero(~target)
+            size = max(rows.size, source.size)
+            rows = np.concatenate([np.resize(rows, size), np.resize(source, size)])
         return Subset(dataset, rows)
