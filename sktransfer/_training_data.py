@@ -259,7 +259,7 @@ class TrainingDataMixin:
             )
         source = validated_source(self, X, reset=False)
         dataset = self._image_dataset(source, self._targets(y, len(source), reset=False))
-        warn_of_truncated_texts(dataset)  # validation texts are cut as training texts are
+        warn_of_truncated_texts(dataset, "validation texts (train_split)")  # cut as training texts are
         return dataset
 
     def _split_datasets(self, X, y=None, **fit_params):

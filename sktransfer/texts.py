@@ -241,12 +241,12 @@ def truncations_collected():
         _COLLECTING.found = previous
 
 
-def warn_of_cut_texts(n_texts, cut, longest, max_length):
-    """A :class:`TruncatedTextsWarning`: the texts at indices ``cut`` of ``n_texts`` are cut at ``max_length``
-    tokens; the longest has ``longest``."""
+def warn_of_cut_texts(n_texts, cut, longest, max_length, texts="texts"):
+    """A :class:`TruncatedTextsWarning`: the ``texts`` at indices ``cut`` of ``n_texts`` are cut at
+    ``max_length`` tokens; the longest has ``longest``."""
     one = len(cut) == 1
     warnings.warn(
-        f"{len(cut)} of the {n_texts} texts {'is' if one else 'are'} longer than the encoder's "
+        f"{len(cut)} of the {n_texts} {texts} {'is' if one else 'are'} longer than the encoder's "
         f"maximum of {max_length} tokens (samples {list(cut[:10])}; the longest has "
         f"{longest}): "
         f"{'it is' if one else 'they are'} cut there, and what follows never reaches the network. Split "
@@ -257,8 +257,9 @@ def warn_of_cut_texts(n_texts, cut, longest, max_length):
     )
 
 
-def token_lengths(texts, tokenize, warn=True):
-    """Each text's tokens, at most ``tokenize.max_length``; with ``warn``, say which texts are cut there.
+def token_lengths(texts, tokenize, warn=True, described="texts"):
+    """Each text's tokens, at most ``tokenize.max_length``; with ``warn``, say which texts are cut there
+    (calling them ``described``).
 
     Examples
     --------
@@ -281,7 +282,7 @@ def token_lengths(texts, tokenize, warn=True):
         if collecting is not None:
             collecting.append((len(texts), cut, lengths, tokenize.max_length))
         else:
-            warn_of_cut_texts(len(texts), cut.tolist(), int(lengths.max()), tokenize.max_length)
+            warn_of_cut_texts(len(texts), cut.tolist(), int(lengths.max()), tokenize.max_length, described)
     return np.minimum(lengths, tokenize.max_length)
 
 
@@ -303,11 +304,12 @@ def texts_and_tokenizer(dataset):
     return (source.items if indices is None else [source.items[i] for i in indices]), tokenize
 
 
-def warn_of_truncated_texts(dataset):
-    """A :class:`TruncatedTextsWarning` for the texts of ``dataset`` cut at the encoder's maximum length."""
+def warn_of_truncated_texts(dataset, described="texts"):
+    """A :class:`TruncatedTextsWarning` for the texts of ``dataset`` (``described`` so) cut at the encoder's
+    maximum length."""
     found = texts_and_tokenizer(dataset)
     if found is not None:
-        token_lengths(*found)
+        token_lengths(*found, described=described)
 
 
 def length_order(dataset, warn=True):

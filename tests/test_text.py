@@ -257,7 +257,9 @@ def test_texts_cut_at_the_maximum_length_are_named_once_per_call(tiny_text_model
         clf.predict(texts)
     # texts of the user's own validation set are cut as well: named too (they were cut without a word)
     validation = predefined_split(SkorchDataset(np.array(texts[2:5], dtype=object), np.array(labels[2:5])))
-    with pytest.warns(TruncatedTextsWarning, match=r"1 of the 3 texts .*samples \[1\]"):
+    with pytest.warns(
+        TruncatedTextsWarning, match=r"1 of the 3 validation texts \(train_split\) is .*samples \[1\]"
+    ):
         FineTuneClassifier(tiny_text_model, device="cpu", max_epochs=1, train_split=validation).fit(
             REVIEWS, SENTIMENT
         )
