@@ -734,3 +734,11 @@ def test_batchnorm_is_recalibrated_on_the_rows_training_normalised_together(part
     read = dataset.targets[recalibrated.indices]
     assert set(np.flatnonzero(dataset.targets == -1)) <= set(recalibrated.indices)
     assert (read == -1).sum() == (120 if rows == 120 else 200)  # with the source: half the rows
+
+
+def test_recalibration_without_source_rows_reads_the_target_rows():
+    # np.resize fills an empty array with zeros: row 0 was read as a source row.
+    dataset = torch.utils.data.TensorDataset(torch.zeros(6, 2))
+    dataset.targets = np.full(6, -1)
+    clf = DomainAdaptedClassifier(model=None, partial=True, device="cpu")
+    assert list(clf._recalibration_data(dataset).indices) == list(range(6))

@@ -108,8 +108,8 @@ class DomainBatchesMixin:
         rows = np.flatnonzero(target)
         if rows.size < 2:
             return dataset
-        if self.partial and not self._normalises_domains_apart():
-            source = np.flatnonzero(~target)
+        source = np.flatnonzero(~target)
+        if self.partial and not self._normalises_domains_apart() and source.size:
             size = max(rows.size, source.size)
             rows = np.concatenate([np.resize(rows, size), np.resize(source, size)])
         return Subset(dataset, rows)
