@@ -42,8 +42,8 @@ def warn_of_batch_statistics(module, outputs):
     )
     several = len(names) > 1
     warnings.warn(
-        f"The network's BatchNorm layer{'s' if several else ''} {listed} keep{'' if several else 's'} no running "
-        f"statistics (track_running_stats=False): {'they normalise' if several else 'it normalises'} each "
+        f"The network's BatchNorm layer{'s' if several else ''} {listed} keep{'' if several else 's'} no "
+        f"running statistics (track_running_stats=False): {'they normalise' if several else 'it normalises'} each "
         f"batch by its own statistics even in evaluation, so an image's {outputs} depend on the other images "
         "of its batch (batch_size, the folds of a search, the images the cache already holds). Use BatchNorm "
         "with track_running_stats=True (trained, or fitted on your images), or a norm of one image at a time "

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._submodules import replace_submodule
+
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
 
 
@@ -81,8 +83,7 @@ def _resize_classifier(module, classifier, state):
         if weight.shape != layer.weight.shape:
             rebuilt = _rebuilt_at_shape(layer, weight, bias=f"{path}.bias" in state)
             if rebuilt is not None:
-                parent, _, name = path.rpartition(".")
-                setattr(module.get_submodule(parent), name, rebuilt)
+                replace_submodule(module, path, rebuilt)
 
 
 def load_checkpoint(module, path, classifier):

@@ -32,10 +32,11 @@ def classifier_name(module):
     """The name of ``module``'s classifier, or ``None`` when it has none (its output is then the embedding).
 
     The classifier is the module's last layer, found by descending into the last child at each level (a
-    loss module kept as an attribute is no layer), when that layer is an ``nn.Linear``; or a top-level ``classifier``/``fc``/``head``/``heads`` block holding a
-    convolution (SqueezeNet's, which ends in pooling). A classifier the user replaced by ``nn.Identity()``,
-    or a module that ends in anything else (a softmax, a norm, a layer registered out of order), counts as
-    having no classifier: its own output is used, as written.
+    loss module kept as an attribute is no layer), when that layer is an ``nn.Linear``; or a top-level
+    ``classifier``/``fc``/``head``/``heads`` block holding a convolution (SqueezeNet's, which ends in
+    pooling). A classifier the user replaced by ``nn.Identity()``, or a module that ends in anything else (a
+    softmax, a norm, a layer registered out of order), counts as having no classifier: its own output is
+    used, as written.
 
     Examples
     --------

@@ -12,6 +12,7 @@ from ._classifier_cut import (
     classifier_to_cut,
 )
 from ._layers import cut_at_layer
+from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import Backbone, build_feature_model
 from .text_encoders import TextEncoder
 
@@ -66,6 +67,22 @@ def pooling_cannot_apply(backbone, layer, example=None):
         f"at a layer that outputs a map or a token sequence ({where} outputs one vector per image: set layer "
         "to a block before flattening)"
     )
+
+
+def pooling_to_apply(estimator, backbone, example=None):
+    """The ``pooling`` to build ``estimator``'s network with at its ``layer``, warned of where it cannot apply.
+
+    Only a ``pooling`` set away from its default is tried (on a copy, see :func:`pooling_cannot_apply`).
+    Where it cannot apply, an :class:`~sktransfer.exceptions.IgnoredSettingWarning` says so, and
+    ``"model"`` gives way to ``"avg"``: its normalisation is ignored too, as the warning says.
+    """
+    if not set_away_from_default(estimator, "pooling"):
+        return estimator.pooling
+    needs = pooling_cannot_apply(backbone, estimator.layer, example)
+    if needs is None:
+        return estimator.pooling
+    warn_of_unused_settings(estimator, ["pooling"], needs)
+    return "avg" if estimator.pooling == "model" else estimator.pooling
 
 
 def _output_axes(backbone, layer, example):

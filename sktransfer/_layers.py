@@ -13,6 +13,7 @@ from torchvision.models import ConvNeXt, SwinTransformer, feature_extraction
 
 from . import _efficientnet_lite
 from ._classifier_cut import classifier_name
+from ._submodules import replace_submodule
 from .text_encoders import TextEncoder
 
 # Traced as single calls so that node names stay those of the modules.
@@ -46,7 +47,7 @@ def cut_at_layer(module, layer):
         classifier = classifier_name(module)
         if classifier is not None:
             linear = isinstance(module.get_submodule(classifier), nn.Linear)
-            _replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
+            replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
         return module
     try:
         valid = layer_names(module)
@@ -161,12 +162,6 @@ def check_module_layer(module, layer):
     except Exception:
         return
     refuse_unknown_layer(layer, valid)
-
-
-def _replace_submodule(module, name, replacement):
-    parent_name, _, child_name = name.rpartition(".")
-    parent = module.get_submodule(parent_name) if parent_name else module
-    setattr(parent, child_name, replacement)
 
 
 # torchvision's families whose maps run channels last, (N, H, W, C), at some nodes; the rest are (N, C, H, W).

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._stacklevel import caller_stacklevel
+from ._submodules import replace_submodule
 from ._unused_settings import IgnoredSettingWarning
+from .text_encoders import TextEncoder
 
 
 def _check(rank, alpha):
@@ -219,8 +221,7 @@ def add_lora(module, rank=8, alpha=16):
         )
     _check(rank, alpha)
     targets, adapted, attention = [], {}, ()
-    read = getattr(module, "layer", None)  # a text encoder read at its pooler: the pooler is adapted too
-    pooler_read = isinstance(read, str) and read.split(".")[0] == "pooler"
+    pooler_read = isinstance(module, TextEncoder) and module.reads_pooler()  # then the pooler is adapted too
     for name, layer in module.named_modules(remove_duplicate=False):
         if name.startswith(attention):  # out_proj is adapted with its attention
             continue
@@ -240,7 +241,7 @@ def add_lora(module, rank=8, alpha=16):
             f"{type(module).__name__} has none; use strategy='bitfit' or strategy='full' to fine-tune it"
         )
     for name, adapter in targets:
-        _put(module, name, adapter)
+        replace_submodule(module, name, adapter)
     for layer in module.modules():  # its nested-tensor inference path reads the projection weights too
         if isinstance(layer, nn.TransformerEncoder):
             layer.use_nested_tensor = False
@@ -306,13 +307,7 @@ def remove_adapters(module, names):
     removed = {id(module.get_submodule(name)) for name in names}
     shared = [name for name, layer in module.named_modules(remove_duplicate=False) if id(layer) in removed]
     for name in shared:  # a layer reached by several names goes back under each
-        _put(module, name, module.get_submodule(name).base)
-
-
-def _put(module, name, layer):
-    """Set ``layer`` in ``module`` under its qualified ``name``."""
-    parent, _, attribute = name.rpartition(".")
-    setattr(module.get_submodule(parent), attribute, layer)
+        replace_submodule(module, name, module.get_submodule(name).base)
 
 
 def drop_unreached_adapters(features, sample, owner):

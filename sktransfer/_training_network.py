@@ -4,21 +4,19 @@ import torch
 from torch import nn
 
 from ._batch_statistics import warn_of_batch_statistics
-from ._feature_width import feature_size, pooling_cannot_apply
+from ._feature_width import feature_size, pooling_to_apply
 from ._image_batches import PreprocessedImages
-from ._layers import cut_at_layer, gives_channels_last_maps
 from ._lora import add_lora, drop_unreached_adapters
 from ._progress import shows_progress
 from ._runtime import seeded
 from ._training_checks import warn_of_frozen_parameters
-from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import (
     Backbone,
     FeatureModel,
     built_by_library,
     check_layer_before_loading,
+    cut_backbone,
     load_backbone,
-    refuse_reading_an_untrained_classifier,
     resolve_pooling,
 )
 
@@ -52,17 +50,11 @@ class NetworkBuildingMixin:
             backbone = load_backbone(self.model, self.weights, progress=shows_progress(self.verbose))
             self._weights_preprocess = backbone.preprocess
             self._apply_preprocess()
-            if set_away_from_default(self, "pooling") and (
-                needs := pooling_cannot_apply(backbone, self.layer, self._first_sample)
-            ):
-                warn_of_unused_settings(self, ["pooling"], needs)
-                pooling = "avg" if pooling == "model" else pooling  # its normalisation ignored too
+            pooling = pooling_to_apply(self, backbone, self._first_sample)
             verify = not built_by_library(self.model)  # a user's module: is its last layer the classifier?
             n_features = feature_size(backbone, self.layer, pooling, self._first_sample, verify)
         pooling, normalize = resolve_pooling(backbone, pooling, normalize=False)
-        channels_last_maps = gives_channels_last_maps(backbone.module, self.layer)  # before the cut
-        body = cut_at_layer(backbone.module, self.layer)
-        refuse_reading_an_untrained_classifier(backbone, self.layer, body)
+        body, channels_last_maps = cut_backbone(backbone, self.layer)
         warn_of_batch_statistics(body, "predictions")
         warn_of_frozen_parameters(body, self.strategy, type(self).__name__)
         features = FeatureModel(

@@ -86,8 +86,8 @@ class TrainingStateMixin:
     def set_params(self, **params):
         for name, alias in ALIASED_SETTINGS.items():
             if name in params and alias not in params and alias in vars(self):
-                # The one set last counts: kept, the alias would override the new value in this estimator and
-                # every clone (GridSearchCV setting lr on a clone made with optimizer__lr would change nothing).
+                # The one set last counts: kept, the alias would override the new value in this estimator
+                # and every clone (GridSearchCV setting lr on a clone made with optimizer__lr changed nothing).
                 del vars(self)[alias]
                 self._params_to_validate.discard(alias)
         if self.initialized_:

@@ -334,16 +334,22 @@ def check_layer_before_loading(model, layer, weights):
         refuse_unknown_layer(layer, list(valid))
 
 
-def refuse_reading_an_untrained_classifier(backbone, layer, body):
-    """Raise where ``body`` (the network cut at ``layer``) holds the classifier a checkpoint did not load.
+def cut_backbone(backbone, layer):
+    """``backbone``'s network cut at ``layer`` (in place), and whether its maps there run channels last.
 
-    The cut keeps what the layer reads, so a node after the classifier (a softmax of its logits) is caught
-    as well as the classifier itself; ``layer=None`` cuts the classifier away.
+    A cut that holds the classifier a checkpoint did not load (:class:`Backbone`'s ``untrained_classifier``)
+    raises: the layer would read the values the classifier was built with. The cut keeps what the layer
+    reads, so a node after the classifier (a softmax of its logits) is caught as well as the classifier
+    itself; ``layer=None`` cuts the classifier away.
     """
+    channels_last = gives_channels_last_maps(backbone.module, layer)  # the network's class, before the cut
+    body = cut_at_layer(backbone.module, layer)
     classifier = backbone.untrained_classifier
-    if classifier is None or layer is None:
-        return
-    if any(name.startswith(f"{classifier}.") for name, _ in body.named_parameters()):
+    if (
+        classifier is not None
+        and layer is not None
+        and any(name.startswith(f"{classifier}.") for name, _ in body.named_parameters())
+    ):
         raise ValueError(
             f"layer={layer!r} reads the classifier {classifier!r}, which the checkpoint did not load: it holds "
             "no such classifier, or one of another size (fine-tuned on other classes) that the library could "
@@ -351,13 +357,12 @@ def refuse_reading_an_untrained_classifier(backbone, layer, body):
             "built with. Build the module with the checkpoint's classifier and pass it, or read a layer "
             "before the classifier (layer=None reads its input)."
         )
+    return body, channels_last
 
 
 def build_feature_model(backbone, layer=None, pooling="avg", normalize=False):
     """Wrap a :class:`Backbone` module into a frozen, eval-mode :class:`FeatureModel`."""
-    channels_last = gives_channels_last_maps(backbone.module, layer)  # the network's class, before the cut
-    body = cut_at_layer(backbone.module, layer)
-    refuse_reading_an_untrained_classifier(backbone, layer, body)
+    body, channels_last = cut_backbone(backbone, layer)
     pooling, normalize = resolve_pooling(backbone, pooling, normalize)
     model = FeatureModel(
         body, pooling=pooling, normalize=normalize, layer=layer, channels_last_maps=channels_last

@@ -21,7 +21,7 @@ from ._classifier_cut import (
 )
 from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
-from ._feature_width import pooling_cannot_apply
+from ._feature_width import pooling_to_apply
 from ._fitted_state import not_fitted_if_it_fails
 from ._image_batches import PreprocessedImages, batch_loader, sample_numbers_in
 from ._pickling import NamedPicklingErrorsMixin
@@ -34,7 +34,6 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
-from ._unused_settings import set_away_from_default, warn_of_unused_settings
 from .backbones import (
     OFFLINE_MODEL_NAME,
     build_feature_model,
@@ -70,10 +69,10 @@ class PretrainedFeatureExtractor(
         ``"DEFAULT"`` (the best torchvision weights, downloaded into torch's cache on first use; for a
         module, its own weights), a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
         state_dict (a classifier fine-tuned on other classes is built at its size), or ``None`` for a random
-        initialisation. A module object is copied and every layer of
-        it that initialises itself (``reset_parameters``) is re-drawn; a parameter that no layer
-        initialises keeps the object's value, with a :class:`~sktransfer.exceptions.KeptParametersWarning`
-        (pass the module's class to build it anew).
+        initialisation. A module object is copied and every layer of it that initialises itself
+        (``reset_parameters``) is re-drawn; a parameter that no layer initialises keeps the object's value,
+        with a :class:`~sktransfer.exceptions.KeptParametersWarning` (pass the module's class to build it
+        anew).
     layer : str or None, default=None
         Node whose output is the embedding. ``None`` takes the input of the classifier (a final linear layer)
         or, for a module without one (say, its classifier set to ``nn.Identity()``), the module's output; any
@@ -221,16 +220,7 @@ class PretrainedFeatureExtractor(
         )
         self.preprocess_ = self.preprocess if self.preprocess is not None else backbone.preprocess
         self._batch_preprocess = self.preprocess is None  # the library's own preprocessing reads batches
-        pooling = self.pooling
-        if set_away_from_default(
-            self, "pooling"
-        ) and (  # runs a copy of the network, as loaded: only if asked
-            needs := pooling_cannot_apply(
-                backbone, self.layer, lambda: PreprocessedImages.for_estimator(source, self)[0]
-            )
-        ):
-            warn_of_unused_settings(self, ["pooling"], needs)
-            pooling = "avg" if pooling == "model" else pooling  # its normalisation ignored too
+        pooling = pooling_to_apply(self, backbone, lambda: PreprocessedImages.for_estimator(source, self)[0])
         cut = classifier_to_cut(backbone, self.layer)
         if cut is not None and not built_by_library(self.model):  # a user's module: ends with its classifier?
             first = PreprocessedImages.for_estimator(source, self)[0]

@@ -158,6 +158,10 @@ class TextEncoder(nn.Module):
             if not any(name == stage or name.startswith(f"{stage}.") for stage in stages)
         ]
 
+    def reads_pooler(self):
+        """Whether ``layer`` is (in) a BERT-style pooler, whose output is otherwise never the features."""
+        return self.layer is not None and self.layer.split(".")[0] == "pooler"
+
     def _all_stage_names(self):
         top = [
             name
@@ -171,8 +175,7 @@ class TextEncoder(nn.Module):
         before = list(takewhile(lambda name: name != owner, top))
         # after the blocks: a final norm, say; a BERT-style pooler is not part of the embeddings, unless the
         # layer read is the pooler's
-        reads_pooler = self.layer is not None and (self.layer == "pooler" or self.layer.startswith("pooler."))
-        after = [name for name in top[len(before) + 1 :] if name != "pooler" or reads_pooler]
+        after = [name for name in top[len(before) + 1 :] if name != "pooler" or self.reads_pooler()]
         return [f"transformer.{name}" for name in (*before, *blocks, *after)]
 
     def at_layer(self, layer):

@@ -78,8 +78,8 @@ class TransferClassifier(
     Everything of skorch keeps working: dunder parameters (``optimizer__momentum``), ``callbacks``,
     ``history``, ``train_split``, ``save_params`` / ``load_params``, ``warm_start``, ``partial_fit``. A dunder
     alias of one of the library's settings (``optimizer__lr`` of ``lr``, ``optimizer__weight_decay``,
-    ``criterion__label_smoothing``, ``module__dropout``, ``module__freeze_batchnorm``) overrides it, as in skorch,
-    until the setting is set again: the one set last counts, in the estimator and in its clones.
+    ``criterion__label_smoothing``, ``module__dropout``, ``module__freeze_batchnorm``) overrides it, as in
+    skorch, until the setting is set again: the one set last counts, in the estimator and in its clones.
     Settings changed after fitting take effect on the next ``partial_fit`` or warm ``fit``: learning rates
     and weight decay (with the per-stage ratios), dropout, BatchNorm freezing, schedules, early stopping,
     checkpoints and verbosity; those that decide the architecture raise there instead. With an int
