@@ -52,7 +52,8 @@ def test_the_fitted_classifier_is_unwrapped_and_pickles(make_accelerator, labell
         LRScheduler("StepLR", step_size=1, gamma=0.9),
         Checkpoint(monitor="train_loss_best", f_pickle="net.pkl", dirname=str(tmp_path)),
     ]
-    clf = _gradual(accelerator=accelerator, callbacks=callbacks, lr_schedule=None).fit(X, y)
+    # device="cpu": the accelerator's device; a restored copy runs on device= (a GPU where there is one)
+    clf = _gradual(accelerator=accelerator, callbacks=callbacks, lr_schedule=None, device="cpu").fit(X, y)
     assert pickle.loads((tmp_path / "net.pkl").read_bytes()).accelerator is None
     assert type(clf.optimizer_) is torch.optim.AdamW
     assert "forward" not in vars(clf.module_)  # the accelerator's patched forward is gone
@@ -147,7 +148,9 @@ def two_processes(tmp_path_factory):
     Each launch costs the two processes' start (seconds of imports), so both tests below share this one.
     """
     out = tmp_path_factory.mktemp("ddp")
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "OMP_NUM_THREADS": "1"}
+    # the repository first, then whatever the caller's path holds (packages installed outside the venv)
+    path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     completed = subprocess.run(
         [*command, str(REPOSITORY / "tests" / "_ddp_training.py"), str(out)],

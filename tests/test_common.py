@@ -4,6 +4,7 @@ import atexit
 import shutil
 import tempfile
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier, PretrainedFeatureExtractor
@@ -158,6 +159,15 @@ def expected_failures(estimator):
     return expected
 
 
-@parametrize_with_checks([*ESTIMATORS, *TEXT_ESTIMATORS], expected_failed_checks=expected_failures)
+_CHECKS = parametrize_with_checks([*ESTIMATORS, *TEXT_ESTIMATORS], expected_failed_checks=expected_failures)
+
+
+def _check_id(value):
+    """sklearn's test id, the encoder's temporary folder named alike in every process (pytest-xdist's workers
+    must collect the same ids)."""
+    return _CHECKS.kwargs["ids"](value).replace(TEXT_MODEL, "tiny-text-encoder")
+
+
+@pytest.mark.parametrize(*_CHECKS.args, ids=_check_id)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

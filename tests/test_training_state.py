@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._network import BackboneWithHead
+from sktransfer._runtime import resolve_device
 from sktransfer.exceptions import IgnoredSettingWarning
 
 from ._models import CountingNet, TinyConvNet, VectorNet, tiny_domain_adapted
@@ -298,7 +299,7 @@ def test_device_keeps_the_value_the_user_set(labelled_images):
     clf.module_.register_forward_hook(lambda *_: seen.append(clf.get_params()["device"]))
     clf.predict(X)
     assert set(seen) == {"auto"}
-    assert clf.device_ == torch.device("cpu")
+    assert clf.device_ == resolve_device("auto")  # a GPU where there is one
     threads = [threading.Thread(target=clf.predict_proba, args=(X,)) for _ in range(4)]
     for thread in threads:
         thread.start()
