@@ -21,24 +21,48 @@ class PreprocessedImages(Dataset):
     to each image before its preprocessing; training datasets get it through :meth:`with_augment`. With an
     ``augment_seed`` (one per epoch, drawn where training runs), each image's draws come from torch's
     generator seeded by it and the image's index: the same wherever the image loads, in this process or in a
-    DataLoader worker, so that ``num_workers`` does not change a seeded fit.
+    DataLoader worker, so that ``num_workers`` does not change a seeded fit. With ``preprocess_on_device``,
+    batches preprocessed a batch at a time come as loaded, and :attr:`preprocess_after_transfer` is to be
+    applied once they are on the network's device (a GPU resizes a batch faster than the CPU loads the next).
     """
 
-    def __init__(self, source, preprocess, batch_preprocess=False, augment=None, augment_seed=None):
+    def __init__(
+        self,
+        source,
+        preprocess,
+        batch_preprocess=False,
+        augment=None,
+        augment_seed=None,
+        preprocess_on_device=False,
+    ):
         self.source = source
         self.preprocess = preprocess
         self.batch_preprocess = batch_preprocess and source.uniform
         self.augment = augment
         self.augment_seed = augment_seed
+        self.preprocess_on_device = preprocess_on_device
 
     @classmethod
-    def for_estimator(cls, source, estimator):
+    def for_estimator(cls, source, estimator, preprocess_on_device=False):
         """``source`` as a fitted estimator reads it: through its ``preprocess_``, or as is for vectors.
 
-        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time.
+        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time, on the
+        network's device with ``preprocess_on_device``.
         """
         preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
-        return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
+        return cls(
+            source,
+            preprocess,
+            batch_preprocess=estimator._batch_preprocess,
+            preprocess_on_device=preprocess_on_device,
+        )
+
+    @property
+    def preprocess_after_transfer(self):
+        """The preprocessing to apply to each batch on the network's device, or None where batches come ready."""
+        if self.preprocess_on_device and self.preprocess is not None and not self._per_image():
+            return self.preprocess
+        return None
 
     def with_augment(self, augment, seed=None):
         """The same images with ``augment`` applied to each one as it loads, its draws seeded by ``seed``."""
@@ -50,12 +74,18 @@ class PreprocessedImages(Dataset):
     def __getitem__(self, index):
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices):
-        per_image = self.augment is not None or not (
+    def _per_image(self):
+        """Whether each image is loaded and preprocessed alone (else a batch at a time)."""
+        return self.augment is not None or not (
             self.batch_preprocess or (self.source.uniform and self.preprocess is None)
         )
-        if not per_image:
+
+    def __getitems__(self, indices):
+        if not self._per_image():
             batch = self.source.load_batch(indices)
+            if self.preprocess_after_transfer is not None:
+                # pinned for the transfer: a grayscale batch is an expanded view, which pinning cannot copy
+                return batch.contiguous()
             return batch if self.preprocess is None else self.preprocess(batch)
         images = [self.source.load(index) for index in indices]
         if self.augment is not None:

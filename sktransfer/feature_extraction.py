@@ -273,15 +273,30 @@ class PretrainedFeatureExtractor(
         warn_of_changed_settings(
             fitted, self._network_settings(), "transform", "the network and its preprocessing"
         )
-        dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
+        dataset = PreprocessedImages.for_estimator(
+            self._image_source(X, reset=False),
+            self,
+            preprocess_on_device=self._preprocesses_on_the_gpu(self._devices()),
+        )
         root = cache_folder(self.cache)
         if root is None:
-            return self._embed(dataset)
+            return self._embed(dataset, dataset.preprocess_after_transfer)
         warn_of_truncated_texts(dataset)  # among all of X: cached rows were cut as well
         return EmbeddingCache.at(root, self._embedding_key()).embed(
             dataset.source.fingerprints(),
-            lambda missing: self._embed(Subset(dataset, missing.tolist()), warn=False),
+            lambda missing: self._embed(
+                Subset(dataset, missing.tolist()), dataset.preprocess_after_transfer, warn=False
+            ),
             width=self.n_features_out_,
+        )
+
+    def _preprocesses_on_the_gpu(self, devices):
+        """Whether batches go to the GPUs as loaded, to be preprocessed there: only where the library built
+        both the network and its preprocessing (a user's transform runs as written, on the CPU)."""
+        return (
+            getattr(self, "_library_built", False)
+            and self._batch_preprocess
+            and all(device.type == "cuda" for device in devices)
         )
 
     def _embedding_key(self):
@@ -336,10 +351,11 @@ class PretrainedFeatureExtractor(
             *((module, device) for (_, device), module in self._replicas.items()),
         ]
 
-    def _embed(self, dataset, warn=True):
+    def _embed(self, dataset, preprocess=None, warn=True):
         """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding.
 
-        ``warn``: a :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
+        ``preprocess``: what the device applies to each batch first. ``warn``: a
+        :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
         """
         devices = self._devices()
 
@@ -357,6 +373,7 @@ class PretrainedFeatureExtractor(
                 verbose=self.verbose,
                 desc="embedding",
                 sample_numbers=sample_numbers_in(ordered),
+                preprocess=preprocess,
             )
 
         return in_length_order(dataset, embed, warn)

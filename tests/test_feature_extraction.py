@@ -17,9 +17,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 
+import sktransfer._runtime
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _efficientnet_lite
 from sktransfer._changed_settings import SettingsChangedWarning
-from sktransfer._runtime import run_inference_parallel
+from sktransfer._runtime import resolve_device, run_inference_parallel
 from sktransfer.exceptions import UnhashablePreprocessWarning
 
 from ._models import CountingNet, TinyConvNet, VectorNet
@@ -93,7 +94,7 @@ def test_offline_default_end_to_end():
     images = np.random.default_rng(0).integers(0, 256, size=(3, 40, 50, 3), dtype=np.uint8)
     extractor = PretrainedFeatureExtractor(batch_size=2).fit(images)
     assert extractor.transform(images).shape == (3, 1280)
-    assert str(extractor.device_) == "cpu"
+    assert extractor.device_ == resolve_device("auto")  # a GPU where there is one
 
 
 def test_normalize_and_precision(rgb_images):
@@ -144,12 +145,68 @@ def test_pickle_round_trip_needs_no_download(rgb_images, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fitted_on_cuda_unpickles_on_the_cpu(rgb_images):
-    extractor = tiny(device="cuda").fit(rgb_images)
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cuda").fit(rgb_images)
     expected = extractor.transform(rgb_images)
     state = pickle.loads(pickle.dumps(extractor)).__dict__
     assert all(t.device.type == "cpu" for t in state["backbone_"].state_dict().values())
     restored = pickle.loads(pickle.dumps(extractor)).set_params(device="cpu")
     np.testing.assert_allclose(restored.transform(rgb_images), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_the_library_preprocessing_alone_moves_to_the_gpu(rgb_images):
+    # Only what the library built runs elsewhere than written: a user's preprocess or module stays as is.
+    gpus, cpu = [torch.device("cuda", 0), torch.device("cuda", 1)], torch.device("cpu")
+    library = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu").fit(rgb_images)
+    assert library._preprocesses_on_the_gpu(gpus)
+    assert not library._preprocesses_on_the_gpu([cpu])
+    assert not library._preprocesses_on_the_gpu([gpus[0], cpu])
+    users_preprocess = clone(library).set_params(preprocess=scaled(1.0)).fit(rgb_images)
+    assert not users_preprocess._preprocesses_on_the_gpu(gpus)
+    assert not tiny().fit(rgb_images)._preprocesses_on_the_gpu(gpus)
+
+
+@pytest.fixture
+def network_inputs(monkeypatch):
+    """The batches that reach the network's device, as the loader gave them, recorded in a list."""
+    inputs = []
+    forward = sktransfer._runtime._forward
+    monkeypatch.setattr(
+        sktransfer._runtime,
+        "_forward",
+        lambda model, batch, *args: inputs.append(batch) or forward(model, batch, *args),
+    )
+    return inputs
+
+
+def test_batches_preprocessed_on_the_networks_device_embed_alike(rgb_images, network_inputs, monkeypatch):
+    extractor = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu", batch_size=4)
+    expected = extractor.fit(rgb_images).transform(rgb_images)
+    monkeypatch.setattr(PretrainedFeatureExtractor, "_preprocesses_on_the_gpu", lambda self, devices: True)
+    network_inputs.clear()  # those of fit and of the transform on the CPU: preprocessed there
+    np.testing.assert_array_equal(extractor.transform(rgb_images), expected)
+    assert [batch.dtype for batch in network_inputs] == [torch.uint8] * 2  # as loaded, in two batches
+    assert [tuple(batch.shape) for batch in network_inputs] == [(4, 3, 20, 20), (2, 3, 20, 20)]
+
+
+def test_grayscale_batches_for_the_device_are_contiguous_for_pinning(network_inputs, monkeypatch):
+    # A grayscale batch is its one channel expanded three times (stride 0), which pin_memory cannot copy.
+    gray = np.random.default_rng(0).integers(0, 256, size=(6, 20, 20), dtype=np.uint8)
+    extractor = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu", batch_size=4).fit(gray)
+    expected = extractor.transform(gray)
+    monkeypatch.setattr(PretrainedFeatureExtractor, "_preprocesses_on_the_gpu", lambda self, devices: True)
+    network_inputs.clear()
+    np.testing.assert_array_equal(extractor.transform(gray), expected)
+    assert [batch.is_contiguous() for batch in network_inputs] == [True, True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_library_preprocessing_runs_on_the_gpu(rgb_images, network_inputs):
+    on_cpu = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu").fit(rgb_images)
+    expected = on_cpu.transform(rgb_images)
+    network_inputs.clear()
+    embeddings = on_cpu.set_params(device="cuda").transform(rgb_images)
+    assert network_inputs[0].dtype == torch.uint8
+    assert np.abs(embeddings - expected).max() <= 1e-2 * np.abs(expected).max()
 
 
 def test_unavailable_device_names_the_parameter(rgb_images, monkeypatch):
