@@ -57,6 +57,17 @@ class PreprocessedImages(Dataset):
             preprocess_on_device=preprocess_on_device,
         )
 
+    def preprocessed_on_the_device(self):
+        """The same images, their batch-at-a-time preprocessing left to the network's device."""
+        return PreprocessedImages(
+            self.source,
+            self.preprocess,
+            self.batch_preprocess,
+            self.augment,
+            self.augment_seed,
+            preprocess_on_device=True,
+        )
+
     @property
     def preprocess_after_transfer(self):
         """The preprocessing to apply to each batch on the network's device, or None where batches come ready."""
@@ -134,6 +145,19 @@ class PreprocessedImages(Dataset):
                 "a torch tensor, channels first (drop a final ToPILImage, or .numpy(), from preprocess)."
             )
         return preprocessed
+
+
+def preprocesses_on_the_gpu(library_built, batch_preprocess, devices):
+    """Whether batches go to the GPUs as loaded, to be preprocessed there: only where the library built both
+    the network (``library_built``) and its preprocessing (``batch_preprocess``); a user's transform runs as
+    written, on the CPU.
+
+    Examples
+    --------
+    >>> preprocesses_on_the_gpu(True, True, [torch.device("cuda", 0), torch.device("cpu")])
+    False
+    """
+    return library_built and batch_preprocess and all(device.type == "cuda" for device in devices)
 
 
 def already_batched(batch):

@@ -13,7 +13,13 @@ from skorch.utils import is_dataset, to_tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
-from ._image_batches import PreprocessedImages, already_batched, batch_loader, sample_numbers_in
+from ._image_batches import (
+    PreprocessedImages,
+    already_batched,
+    batch_loader,
+    preprocesses_on_the_gpu,
+    sample_numbers_in,
+)
 from ._image_sources import VectorRows
 from ._parallel import loader_processes
 from ._runtime import run_inference
@@ -218,8 +224,11 @@ class TrainingDataMixin:
             return dataset
         device = torch.device(self.device)
         self.module_.backbone.eval()
+        # channels_last: an image network the library built
+        on_the_gpu = preprocesses_on_the_gpu(self.module_.channels_last, self._batch_preprocess, [device])
 
         def compute(images):
+            images = images.preprocessed_on_the_device() if on_the_gpu else images
             loader = batch_loader(images, self.batch_size, self.num_workers, device.type == "cuda")
             return run_inference(
                 self.module_.backbone,
@@ -231,6 +240,7 @@ class TrainingDataMixin:
                 verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
                 sample_numbers=sample_numbers_in(images),
+                preprocess=images.preprocess_after_transfer if on_the_gpu else None,
             )
 
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.

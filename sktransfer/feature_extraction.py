@@ -23,7 +23,7 @@ from ._embedding_cache import EmbeddingCache, cache_folder
 from ._embedding_key import embedding_key
 from ._feature_width import pooling_to_apply
 from ._fitted_state import not_fitted_if_it_fails
-from ._image_batches import PreprocessedImages, batch_loader, sample_numbers_in
+from ._image_batches import PreprocessedImages, batch_loader, preprocesses_on_the_gpu, sample_numbers_in
 from ._pickling import NamedPicklingErrorsMixin
 from ._precision import PRECISION_OPTIONS, autocast, check_precision
 from ._progress import shows_progress
@@ -291,12 +291,9 @@ class PretrainedFeatureExtractor(
         )
 
     def _preprocesses_on_the_gpu(self, devices):
-        """Whether batches go to the GPUs as loaded, to be preprocessed there: only where the library built
-        both the network and its preprocessing (a user's transform runs as written, on the CPU)."""
-        return (
-            getattr(self, "_library_built", False)
-            and self._batch_preprocess
-            and all(device.type == "cuda" for device in devices)
+        """Whether batches go to ``devices`` as loaded (:func:`preprocesses_on_the_gpu`)."""
+        return preprocesses_on_the_gpu(
+            getattr(self, "_library_built", False), self._batch_preprocess, devices
         )
 
     def _embedding_key(self):

@@ -8,6 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 
+import sktransfer._runtime
 from tests._text_models import write_tiny_encoder
 
 _connect = socket.socket.connect
@@ -60,3 +61,16 @@ def shifted_images(labelled_images):
     images = np.concatenate([X, target])
     labels = np.concatenate([y, np.full(len(target), -1, dtype=object)]).astype(object)
     return images, labels, y
+
+
+@pytest.fixture
+def network_inputs(monkeypatch):
+    """The batches that reach the network's device, as the loader gave them, recorded in a list."""
+    inputs = []
+    forward = sktransfer._runtime._forward
+    monkeypatch.setattr(
+        sktransfer._runtime,
+        "_forward",
+        lambda model, batch, *args: inputs.append(batch) or forward(model, batch, *args),
+    )
+    return inputs

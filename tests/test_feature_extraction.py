@@ -17,7 +17,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 
-import sktransfer._runtime
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _efficientnet_lite
 from sktransfer._changed_settings import SettingsChangedWarning
 from sktransfer._runtime import resolve_device, run_inference_parallel
@@ -163,19 +162,6 @@ def test_the_library_preprocessing_alone_moves_to_the_gpu(rgb_images):
     users_preprocess = clone(library).set_params(preprocess=scaled(1.0)).fit(rgb_images)
     assert not users_preprocess._preprocesses_on_the_gpu(gpus)
     assert not tiny().fit(rgb_images)._preprocesses_on_the_gpu(gpus)
-
-
-@pytest.fixture
-def network_inputs(monkeypatch):
-    """The batches that reach the network's device, as the loader gave them, recorded in a list."""
-    inputs = []
-    forward = sktransfer._runtime._forward
-    monkeypatch.setattr(
-        sktransfer._runtime,
-        "_forward",
-        lambda model, batch, *args: inputs.append(batch) or forward(model, batch, *args),
-    )
-    return inputs
 
 
 def test_batches_preprocessed_on_the_networks_device_embed_alike(rgb_images, network_inputs, monkeypatch):

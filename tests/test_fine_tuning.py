@@ -14,6 +14,7 @@ from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 from torch.utils.data import TensorDataset
 
+import sktransfer._training_data
 from sktransfer import FineTuneClassifier
 from sktransfer._fused_optimizer import move_optimizer_state
 from sktransfer.exceptions import IgnoredSettingWarning
@@ -325,6 +326,20 @@ def test_precomputed_features_give_the_same_model(labelled_images):
     assert CountingNet.image_rows() == len(X)  # one pass, not one per epoch
     naive = tiny(model=CountingNet, strategy="linear_probe", dropout=0.2, precompute_features=False).fit(X, y)
     np.testing.assert_allclose(fast.predict_proba(X), naive.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_stored_features_of_the_library_preprocessing_on_the_device_train_alike(
+    labelled_images, network_inputs, monkeypatch
+):
+    # On a GPU, the library's own preprocessing runs there: batches leave the loader as loaded (uint8).
+    X, y = labelled_images
+    params = {"model": "resnet18", "weights": None, "strategy": "linear_probe", "max_epochs": 2}
+    expected = tiny(**params).fit(X, y).predict_proba(X)
+    monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
+    network_inputs.clear()  # those of the first fit, preprocessed on the CPU
+    np.testing.assert_array_equal(tiny(**params).fit(X, y).predict_proba(X), expected)
+    assert [batch.dtype for batch in network_inputs] == [torch.uint8] * 3  # 24 images in batches of 8
+    assert network_inputs[0].shape == (8, 3, 16, 16)
 
 
 def test_two_fits_give_identical_predictions(labelled_images):
