@@ -103,18 +103,25 @@ class Tokenize:
         return f"Tokenize({type(self.tokenizer).__name__}, max_length={self.max_length}{lowercase})"
 
 
+class _ReachedTheLayer(Exception):
+    """Raised by the hook at ``layer`` once it has the output: the blocks after it need not run."""
+
+
 class TextEncoder(nn.Module):
     """A transformer encoder reading a :class:`~sktransfer.texts.TokenBatch`: its hidden states (N, L, D).
 
     ``layer`` names a submodule (a transformer block such as ``"encoder.layer.3"``) whose output is taken
     instead of the last hidden state. Pooling over the attention mask happens downstream
-    (:class:`~sktransfer._feature_model.FeatureModel`).
+    (:class:`~sktransfer._feature_model.FeatureModel`). A layer that runs once per pass ends the pass there;
+    one that runs several times (ALBERT's shared blocks) gives the output of its last run, the whole pass
+    run.
     """
 
     def __init__(self, transformer, layer=None):
         super().__init__()
         self.transformer = transformer
         self.layer = layer
+        self._runs_once_at = None  # a layer that a whole pass showed to run once per pass
 
     @property
     def hidden_size(self):
@@ -196,6 +203,8 @@ class TextEncoder(nn.Module):
         if self.layer is None:
             return self.transformer(**batch.inputs).last_hidden_state
         captured, caller = [], threading.get_ident()
+        # A pass ends at the layer only once a whole one has shown that the layer runs once per pass.
+        ends_at_the_layer = getattr(self, "_runs_once_at", None) == self.layer  # not in older pickles
 
         def capture(module, args, output):
             # Threads that share this encoder (a thread pool, Dask's threaded workers) each hook the layer
@@ -205,10 +214,14 @@ class TextEncoder(nn.Module):
             if isinstance(output, Mapping):  # a ModelOutput, such as a whole encoder's: its first field
                 output = next(iter(output.values()))
             captured.append(output[0] if isinstance(output, tuple | list) else output)
+            if ends_at_the_layer:
+                raise _ReachedTheLayer
 
         handle = self.transformer.get_submodule(self.layer).register_forward_hook(capture)
         try:
             self.transformer(**batch.inputs)
+        except _ReachedTheLayer:
+            pass
         finally:
             handle.remove()
         if not captured:
@@ -216,6 +229,8 @@ class TextEncoder(nn.Module):
                 f"layer={self.layer!r} did not run in the text encoder's forward pass, so it has no output "
                 f"to take; choose one of its blocks {self.block_names()}, or None for the last hidden state."
             )
+        if not ends_at_the_layer:
+            self._runs_once_at = self.layer if len(captured) == 1 else None
         return captured[-1]
 
     def extra_repr(self):

@@ -41,7 +41,7 @@ def extractor(model, **params):
     return PretrainedFeatureExtractor(model, device="cpu", **params)
 
 
-def reference_embeddings(folder, texts, pooling="mean"):
+def reference_embeddings(folder, texts, pooling="avg"):
     """Embeddings computed by hand with transformers: one text at a time, no padding."""
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
     rows = []
@@ -307,6 +307,41 @@ def test_layer_takes_a_block_output(tiny_text_model):
     assert not np.allclose(first_block, last)
     with pytest.raises(ValueError, match=r"not a module of this text encoder.*encoder\.layer\.1"):
         extractor(tiny_text_model, layer="encoder.layer.9").fit(REVIEWS)
+
+
+def test_a_pass_at_a_layer_that_runs_once_stops_there(tiny_text_model):
+    # The blocks after the layer ran at every pass, their output discarded: a search over early layers paid
+    # for the whole transformer at each candidate.
+    fitted = extractor(tiny_text_model, layer="encoder.layer.0").fit(REVIEWS)
+    expected = fitted.transform(REVIEWS)  # runs the whole pass once more (fit's run was on one text)
+    runs = []
+    next_block = fitted.backbone_.body.transformer.encoder.layer[1]
+    next_block.register_forward_hook(lambda *_: runs.append(1))
+    np.testing.assert_array_equal(fitted.transform(REVIEWS), expected)
+    assert runs == []
+
+
+def test_a_layer_that_runs_several_times_gives_its_last_run(tmp_path):
+    # ALBERT runs one shared block at every depth: a pass must not end at its first run.
+    from transformers import AlbertConfig, AlbertModel
+
+    folder = write_tiny_encoder(tmp_path / "bert")
+    config = AlbertConfig(
+        vocab_size=AutoTokenizer.from_pretrained(folder).vocab_size,
+        embedding_size=8,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    AlbertModel(config).save_pretrained(folder)  # over the BERT weights, beside the same tokenizer
+    shared = "encoder.albert_layer_groups.0.albert_layers.0"
+    fitted = extractor(str(folder), layer=shared, pooling="avg").fit(REVIEWS)
+    last_hidden_state = extractor(str(folder), pooling="avg").fit(REVIEWS).transform(REVIEWS)
+    for _ in range(2):  # the first pass counts the runs, the next one reads as it did
+        np.testing.assert_allclose(fitted.transform(REVIEWS), last_hidden_state, rtol=1e-5, atol=1e-6)
 
 
 def test_threads_sharing_an_extractor_at_a_layer_each_get_their_own_texts_embeddings(tiny_text_model):
