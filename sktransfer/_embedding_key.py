@@ -184,8 +184,9 @@ class _NetworkKeys:
         for name, layer in self.backbone.named_modules():
             if _ships_with_torch(layer) or type(layer).__module__.startswith("transformers."):
                 continue
+            unkeyed = _MODULE_BOOKKEEPING | getattr(layer, "_UNKEYED_ATTRIBUTES", frozenset())
             for attribute, value in vars(layer).items():
-                if attribute not in _MODULE_BOOKKEEPING:
+                if attribute not in unkeyed:
                     hashes[f"{name}.{attribute}"] = self._hash_or_local_key(
                         value,
                         f"the attribute {type(layer).__name__}.{attribute} of model",

@@ -117,6 +117,9 @@ class TextEncoder(nn.Module):
     run.
     """
 
+    # What passes learn about the network, which decides no output: the embedding cache's key leaves it out.
+    _UNKEYED_ATTRIBUTES = frozenset({"_runs_once_at"})
+
     def __init__(self, transformer, layer=None):
         super().__init__()
         self.transformer = transformer
@@ -232,6 +235,11 @@ class TextEncoder(nn.Module):
         if not ends_at_the_layer:
             self._runs_once_at = self.layer if len(captured) == 1 else None
         return captured[-1]
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # learnt again by this process's first pass: the transformers it loads with may run the layer otherwise
+        self._runs_once_at = None
 
     def extra_repr(self):
         return f"layer={self.layer!r}"

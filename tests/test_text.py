@@ -321,6 +321,24 @@ def test_a_pass_at_a_layer_that_runs_once_stops_there(tiny_text_model):
     assert runs == []
 
 
+def test_what_a_pass_learns_of_the_layer_leaves_the_cache_key_as_it_was(tiny_text_model, tmp_path):
+    # Whether the layer runs once was part of the key: an extractor pickled before it existed embedded X
+    # again at its second transform, and caches filled before it were never served.
+    fitted = extractor(tiny_text_model, layer="encoder.layer.0", cache=tmp_path).fit(REVIEWS)
+    encoder = fitted.backbone_.body
+    keys = []
+    for learnt in ("encoder.layer.0", None):
+        encoder._runs_once_at = learnt
+        keys.append(fitted._embedding_key())
+    del encoder._runs_once_at  # as in an older pickle
+    keys.append(fitted._embedding_key())
+    assert len(set(keys)) == 1
+    fitted.transform(REVIEWS)
+    assert encoder._runs_once_at == "encoder.layer.0"
+    # unpickled elsewhere (another transformers, say), the first pass runs whole again
+    assert pickle.loads(pickle.dumps(fitted)).backbone_.body._runs_once_at is None
+
+
 def test_a_layer_that_runs_several_times_gives_its_last_run(tmp_path):
     # ALBERT runs one shared block at every depth: a pass must not end at its first run.
     from transformers import AlbertConfig, AlbertModel
