@@ -1,5 +1,7 @@
 """Images as a network reads them: preprocessed, a batch at a time, in the order given."""
 
+import copy
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -43,30 +45,17 @@ class PreprocessedImages(Dataset):
         self.preprocess_on_device = preprocess_on_device
 
     @classmethod
-    def for_estimator(cls, source, estimator, preprocess_on_device=False):
+    def for_estimator(cls, source, estimator):
         """``source`` as a fitted estimator reads it: through its ``preprocess_``, or as is for vectors.
 
-        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time, on the
-        network's device with ``preprocess_on_device``.
+        The library's own preprocessing (``_batch_preprocess``, fixed at fit) runs a batch at a time.
         """
         preprocess = None if isinstance(source, VectorRows) else estimator.preprocess_
-        return cls(
-            source,
-            preprocess,
-            batch_preprocess=estimator._batch_preprocess,
-            preprocess_on_device=preprocess_on_device,
-        )
+        return cls(source, preprocess, batch_preprocess=estimator._batch_preprocess)
 
     def preprocessed_on_the_device(self):
         """The same images, their batch-at-a-time preprocessing left to the network's device."""
-        return PreprocessedImages(
-            self.source,
-            self.preprocess,
-            self.batch_preprocess,
-            self.augment,
-            self.augment_seed,
-            preprocess_on_device=True,
-        )
+        return self._with(preprocess_on_device=True)
 
     @property
     def preprocess_after_transfer(self):
@@ -76,8 +65,17 @@ class PreprocessedImages(Dataset):
         return None
 
     def with_augment(self, augment, seed=None):
-        """The same images with ``augment`` applied to each one as it loads, its draws seeded by ``seed``."""
-        return PreprocessedImages(self.source, self.preprocess, self.batch_preprocess, augment, seed)
+        """The same images with ``augment`` applied to each one as it loads, its draws seeded by ``seed``.
+
+        (Augmented images are preprocessed one by one, on the CPU, whatever ``preprocess_on_device``.)
+        """
+        return self._with(augment=augment, augment_seed=seed)
+
+    def _with(self, **changes):
+        """A copy with ``changes`` to its attributes; the source and the preprocessing are shared, not copied."""
+        twin = copy.copy(self)
+        vars(twin).update(changes)
+        return twin
 
     def __len__(self):
         return len(self.source)

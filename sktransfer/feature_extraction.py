@@ -273,20 +273,17 @@ class PretrainedFeatureExtractor(
         warn_of_changed_settings(
             fitted, self._network_settings(), "transform", "the network and its preprocessing"
         )
-        dataset = PreprocessedImages.for_estimator(
-            self._image_source(X, reset=False),
-            self,
-            preprocess_on_device=self._preprocesses_on_the_gpu(self._devices()),
-        )
+        dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
+        if self._preprocesses_on_the_gpu(self._devices()):
+            dataset = dataset.preprocessed_on_the_device()
+        preprocess = dataset.preprocess_after_transfer
         root = cache_folder(self.cache)
         if root is None:
-            return self._embed(dataset, dataset.preprocess_after_transfer)
+            return self._embed(dataset, preprocess)
         warn_of_truncated_texts(dataset)  # among all of X: cached rows were cut as well
         return EmbeddingCache.at(root, self._embedding_key()).embed(
             dataset.source.fingerprints(),
-            lambda missing: self._embed(
-                Subset(dataset, missing.tolist()), dataset.preprocess_after_transfer, warn=False
-            ),
+            lambda missing: self._embed(Subset(dataset, missing.tolist()), preprocess, warn=False),
             width=self.n_features_out_,
         )
 
