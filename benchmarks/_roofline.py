@@ -11,8 +11,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def _synchronize(device):
-    if device.type == "cuda":
+def synchronize(device):
+    """Wait for the work queued on ``device`` (a CUDA GPU; nothing to wait for elsewhere, or for None)."""
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -26,10 +27,10 @@ def measured_bf16_matmul_rate(device, size=8192, repeats=10):
         a @ b
     seconds = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         a @ b
-        _synchronize(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(seconds)
 

@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, write_section
-from _roofline import flops_per_image, measured_bf16_matmul_rate
+from _roofline import flops_per_image, measured_bf16_matmul_rate, synchronize
 
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._precision import autocast
@@ -67,12 +67,10 @@ def one_at_a_time(model, images, device):
 
 
 def timed(function, n_images, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     result = function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return n_images / (time.perf_counter() - start), result
 
 
@@ -81,13 +79,11 @@ def network_only(model, batch, device, precision, repeats=20):
     with torch.inference_mode(), autocast(device, precision):
         for _ in range(3):
             model(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
             model(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
     return repeats * len(batch) / (time.perf_counter() - start)
 
 

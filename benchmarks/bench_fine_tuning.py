@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, write_section
-from _roofline import flops_per_image, measured_bf16_matmul_rate
+from _roofline import flops_per_image, measured_bf16_matmul_rate, synchronize
 
 from sktransfer import FineTuneClassifier
 from sktransfer._precision import autocast
@@ -75,8 +75,7 @@ def handwritten_epochs(images, labels, epochs, batch_size, lr, device, seed, fus
                 loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
             loss.backward()
             optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         durations.append(time.perf_counter() - start)
     return durations
 

@@ -57,6 +57,7 @@ from sklearn.pipeline import make_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import environment_line, publish, use_every_core
+from _roofline import synchronize
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer._precision import cpu_native_bfloat16
@@ -94,12 +95,10 @@ QUICK = {
 
 def timed(function, device=None):
     """(seconds, result) of ``function()``, the GPU's queue drained before and after."""
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     result = function()
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start, result
 
 
