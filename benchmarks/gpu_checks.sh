@@ -16,7 +16,7 @@ stamp() { echo "=== $1 at +$(($(date +%s) - started)) s"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 stamp "the tests that need CUDA"
-"$python" -m pytest -q -rs tests/test_feature_extraction.py tests/test_fine_tuning.py -k "cuda or gpu" \
+"$python" -m pytest -q -rs tests/test_feature_extraction.py tests/test_fine_tuning.py tests/test_domain_adaptation.py -k "cuda or gpu" \
     >"$out/cuda_tests.log" 2>&1
 tail -1 "$out/cuda_tests.log"
 stamp "extraction throughput"
@@ -24,8 +24,8 @@ timeout 300 "$python" benchmarks/bench_extraction.py --images 512 --rounds 3 --b
     --small-batch-size 64 --device cuda --skip-memory >"$out/extraction.log" 2>&1
 tail -25 "$out/extraction.log"
 stamp "fine-tuning epochs"
-timeout 300 "$python" benchmarks/bench_fine_tuning.py --sections epoch fast --images 640 --epochs 2 --rounds 2 \
-    --batch-size 64 --device cuda >"$out/fine_tuning.log" 2>&1
+timeout 400 "$python" benchmarks/bench_fine_tuning.py --sections epoch precision fast --images 640 --epochs 3 \
+    --rounds 2 --batch-size 64 --device cuda >"$out/fine_tuning.log" 2>&1
 tail -25 "$out/fine_tuning.log"
 stamp "the suite, a process per file"
 (ls tests/test_*.py; echo sktransfer) | OMP_NUM_THREADS=2 timeout "$suite_seconds" xargs -P 10 -I{} \

@@ -24,8 +24,8 @@ class PreprocessedImages(Dataset):
     ``augment_seed`` (one per epoch, drawn where training runs), each image's draws come from torch's
     generator seeded by it and the image's index: the same wherever the image loads, in this process or in a
     DataLoader worker, so that ``num_workers`` does not change a seeded fit. With ``preprocess_on_device``,
-    batches preprocessed a batch at a time come as loaded, and :attr:`preprocess_after_transfer` is to be
-    applied once they are on the network's device (a GPU resizes a batch faster than the CPU loads the next).
+    batches preprocessed a batch at a time come as loaded, as :class:`RawImageBatch` es that preprocess
+    themselves once on the network's device (a GPU resizes a batch faster than the CPU loads the next).
     """
 
     def __init__(
@@ -57,13 +57,6 @@ class PreprocessedImages(Dataset):
         """The same images, their batch-at-a-time preprocessing left to the network's device."""
         return self._with(preprocess_on_device=True)
 
-    @property
-    def preprocess_after_transfer(self):
-        """The preprocessing to apply to each batch on the network's device, or None where batches come ready."""
-        if self.preprocess_on_device and self.preprocess is not None and not self._per_image():
-            return self.preprocess
-        return None
-
     def with_augment(self, augment, seed=None):
         """The same images with ``augment`` applied to each one as it loads, its draws seeded by ``seed``.
 
@@ -92,10 +85,12 @@ class PreprocessedImages(Dataset):
     def __getitems__(self, indices):
         if not self._per_image():
             batch = self.source.load_batch(indices)
-            if self.preprocess_after_transfer is not None:
-                # pinned for the transfer: a grayscale batch is an expanded view, which pinning cannot copy
-                return batch.contiguous()
-            return batch if self.preprocess is None else self.preprocess(batch)
+            if self.preprocess is None:
+                return batch
+            if self.preprocess_on_device:
+                # contiguous to be pinned: a grayscale batch is an expanded view, which pinning cannot copy
+                return RawImageBatch(batch.contiguous(), self.preprocess)
+            return self.preprocess(batch)
         images = [self.source.load(index) for index in indices]
         if self.augment is not None:
             # contiguous: a grayscale image is a view of its one channel three times, which a transform
@@ -143,6 +138,52 @@ class PreprocessedImages(Dataset):
                 "a torch tensor, channels first (drop a final ToPILImage, or .numpy(), from preprocess)."
             )
         return preprocessed
+
+
+class RawImageBatch:
+    """A batch of images as loaded, whose preprocessing runs once the batch is on the network's device.
+
+    Moves like a tensor (``pin_memory``; rows selected by a mask or indices; ``len``), except that ``to``
+    gives the preprocessed float tensor on the device. The preprocessing runs at full precision, outside any
+    autocast, as it would on the CPU.
+
+    Examples
+    --------
+    >>> batch = RawImageBatch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), lambda images: images.float() + 1)
+    >>> len(batch), batch[torch.tensor([True, False])].to("cpu").mean().item()
+    (2, 1.0)
+    """
+
+    def __init__(self, images, preprocess):
+        self.images = images
+        self.preprocess = preprocess
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, rows):
+        return RawImageBatch(self.images[rows], self.preprocess)
+
+    @property
+    def device(self):
+        return self.images.device
+
+    @property
+    def shape(self):
+        """(images, channels, height, width) as loaded."""
+        return tuple(self.images.shape)
+
+    def pin_memory(self):
+        return RawImageBatch(self.images.pin_memory(), self.preprocess)
+
+    def to(self, device, non_blocking=False):
+        """The preprocessed batch on ``device``: a tensor, as the network reads it."""
+        images = self.images.to(device, non_blocking=non_blocking)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.preprocess(images)
+
+    def __repr__(self):
+        return f"RawImageBatch({len(self)} images of {tuple(self.images.shape[1:])}, {self.images.dtype})"
 
 
 def preprocesses_on_the_gpu(library_built, batch_preprocess, devices):

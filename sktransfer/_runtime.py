@@ -121,12 +121,13 @@ def resolve_devices(device):
     return [resolve_device(device)]
 
 
-def _forward(model, batch, device, precision, channels_last, width, samples, preprocess):
-    """One batch through ``model`` on ``device`` (``preprocess`` first, there): float32 features, checked."""
+def _forward(model, batch, device, precision, channels_last, width, samples):
+    """One batch through ``model`` on ``device``: float32 features, checked.
+
+    A :class:`~sktransfer._image_batches.RawImageBatch` is preprocessed there, by its ``to``.
+    """
     with torch.inference_mode():  # per thread, as autocast
         batch = batch.to(device, non_blocking=True)
-        if preprocess is not None:
-            batch = preprocess(batch)
         if channels_last and batch.ndim == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -231,7 +232,6 @@ def run_inference_parallel(
     verbose=0,
     desc=None,
     sample_numbers=None,
-    preprocess=None,
 ):
     """:func:`run_inference` with one copy of the model per device, each running whole batches in turn.
 
@@ -239,8 +239,7 @@ def run_inference_parallel(
     thread per replica (CUDA kernels release the GIL); at most two batches per replica are in flight, so
     memory stays bounded by the batch size. Rows come back in the order of ``batches``; with ``width``, each
     must have that length. ``sample_numbers`` maps positions in ``batches`` to the numbers by which errors
-    name the samples (their positions by default). ``preprocess`` runs on each batch once it is on its
-    replica's device.
+    name the samples (their positions by default).
 
     Examples
     --------
@@ -259,7 +258,7 @@ def run_inference_parallel(
     def run(replica, batch, start):
         model, device = replica
         samples = functools.partial(_shifted, numbered, start)
-        features = _forward(model, batch, device, precision, channels_last, width, samples, preprocess)
+        features = _forward(model, batch, device, precision, channels_last, width, samples)
         with lock:  # the first write allocates the array
             rows.write(start, features)
             bar.update()

@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from ._image_batches import (
     PreprocessedImages,
+    RawImageBatch,
     already_batched,
     batch_loader,
     preprocesses_on_the_gpu,
@@ -22,7 +23,7 @@ from ._image_batches import (
 )
 from ._image_sources import VectorRows
 from ._parallel import loader_processes
-from ._runtime import run_inference
+from ._runtime import resolve_device, run_inference
 from .images import validated_source
 from .texts import TextSource, TokenBatch, in_length_order, warn_of_truncated_texts
 
@@ -186,7 +187,20 @@ class TrainingDataMixin:
     """
 
     def _image_dataset(self, source, targets=None):
-        return LabelledImages(PreprocessedImages.for_estimator(source, self), targets)
+        images = PreprocessedImages.for_estimator(source, self)
+        if self._preprocesses_on_the_gpu():
+            images = images.preprocessed_on_the_device()
+        return LabelledImages(images, targets)
+
+    def _preprocesses_on_the_gpu(self):
+        """Whether image batches go to the GPU as loaded, to be preprocessed there (see
+        :func:`~sktransfer._image_batches.preprocesses_on_the_gpu`; an augmented image is preprocessed on the
+        CPU as it loads, whatever this says)."""
+        # channels_last: an image network the library built
+        library_built = getattr(getattr(self, "module_", None), "channels_last", False)
+        return preprocesses_on_the_gpu(
+            library_built, self._batch_preprocess, [resolve_device(self._device())]
+        )
 
     def get_dataset(self, X, y=None):
         if is_dataset(X) and yields_batches(X):  # the library's own, from skorch's split or callbacks
@@ -224,11 +238,8 @@ class TrainingDataMixin:
             return dataset
         device = torch.device(self.device)
         self.module_.backbone.eval()
-        # channels_last: an image network the library built
-        on_the_gpu = preprocesses_on_the_gpu(self.module_.channels_last, self._batch_preprocess, [device])
 
         def compute(images):
-            images = images.preprocessed_on_the_device() if on_the_gpu else images
             loader = batch_loader(images, self.batch_size, self.num_workers, device.type == "cuda")
             return run_inference(
                 self.module_.backbone,
@@ -240,7 +251,6 @@ class TrainingDataMixin:
                 verbose=self.verbose if self._is_main_process() else 0,
                 desc="features",
                 sample_numbers=sample_numbers_in(images),
-                preprocess=images.preprocess_after_transfer if on_the_gpu else None,
             )
 
         # A DataLoader draws from torch's generator; fork it so that training shuffles as it would have.
@@ -370,11 +380,12 @@ class TrainingDataMixin:
         """``(args, kwargs)`` that call the network on batch ``x``, moved to the device, with ``fit_params``.
 
         A :class:`~sktransfer.texts.TokenBatch` is the first argument (skorch would unpack its mapping into
-        keyword arguments). Anything else goes through skorch's ``to_tensor``: a mapping of tensors becomes
+        keyword arguments); a :class:`~sktransfer._image_batches.RawImageBatch` is preprocessed on the device
+        and becomes the first argument. Anything else goes through skorch's ``to_tensor``: a mapping of tensors becomes
         keyword arguments beside ``fit_params`` (a name in both raises ValueError, as in skorch), anything
         else the first argument.
         """
-        if isinstance(x, TokenBatch):
+        if isinstance(x, TokenBatch | RawImageBatch):
             return (x.to(self.device),), fit_params
         x = to_tensor(x, device=self.device)
         if isinstance(x, Mapping):

@@ -276,14 +276,13 @@ class PretrainedFeatureExtractor(
         dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
         if self._preprocesses_on_the_gpu(self._devices()):
             dataset = dataset.preprocessed_on_the_device()
-        preprocess = dataset.preprocess_after_transfer
         root = cache_folder(self.cache)
         if root is None:
-            return self._embed(dataset, preprocess)
+            return self._embed(dataset)
         warn_of_truncated_texts(dataset)  # among all of X: cached rows were cut as well
         return EmbeddingCache.at(root, self._embedding_key()).embed(
             dataset.source.fingerprints(),
-            lambda missing: self._embed(Subset(dataset, missing.tolist()), preprocess, warn=False),
+            lambda missing: self._embed(Subset(dataset, missing.tolist()), warn=False),
             width=self.n_features_out_,
         )
 
@@ -345,10 +344,10 @@ class PretrainedFeatureExtractor(
             *((module, device) for (_, device), module in self._replicas.items()),
         ]
 
-    def _embed(self, dataset, preprocess=None, warn=True):
+    def _embed(self, dataset, warn=True):
         """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding.
 
-        ``preprocess``: what the device applies to each batch first. ``warn``: a
+        ``warn``: a
         :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
         """
         devices = self._devices()
@@ -367,7 +366,6 @@ class PretrainedFeatureExtractor(
                 verbose=self.verbose,
                 desc="embedding",
                 sample_numbers=sample_numbers_in(ordered),
-                preprocess=preprocess,
             )
 
         return in_length_order(dataset, embed, warn)

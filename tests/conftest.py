@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import sktransfer._runtime
+from sktransfer._image_batches import RawImageBatch
 from tests._text_models import write_tiny_encoder
 
 _connect = socket.socket.connect
@@ -65,12 +66,14 @@ def shifted_images(labelled_images):
 
 @pytest.fixture
 def network_inputs(monkeypatch):
-    """The batches that reach the network's device, as the loader gave them, recorded in a list."""
+    """The image batches that leave for the network's device in inference passes, as the loader gave them
+    (a batch to be preprocessed there as its images), recorded in a list."""
     inputs = []
     forward = sktransfer._runtime._forward
-    monkeypatch.setattr(
-        sktransfer._runtime,
-        "_forward",
-        lambda model, batch, *args: inputs.append(batch) or forward(model, batch, *args),
-    )
+
+    def recorded(model, batch, *args):
+        inputs.append(batch.images if isinstance(batch, RawImageBatch) else batch)
+        return forward(model, batch, *args)
+
+    monkeypatch.setattr(sktransfer._runtime, "_forward", recorded)
     return inputs

@@ -150,7 +150,8 @@ def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     # the repository first, then whatever the caller's path holds (packages installed outside the venv)
     path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
-    environment = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    # CPU processes on any machine: where CUDA is visible, torch's barrier on a gloo group runs on the GPU
+    environment = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     completed = subprocess.run(
         [*command, str(REPOSITORY / "tests" / "_ddp_training.py"), str(out)],

@@ -15,7 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metadata_routing import get_routing_for_object
 
+import sktransfer._training_data
 from sktransfer import DomainAdaptedClassifier, ImportanceWeightingClassifier
+from sktransfer._image_batches import RawImageBatch
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
@@ -124,6 +126,23 @@ def test_two_fits_give_identical_predictions_and_pickle_round_trips(shifted_imag
     np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
     restored = pickle.loads(pickle.dumps(first))
     np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))
+
+
+@pytest.mark.parametrize("method", ["cdan", "self_training"])
+def test_batches_preprocessed_on_the_device_adapt_alike(shifted_images, method, monkeypatch):
+    # On a GPU the library's own preprocessing runs there, on each batch as loaded; the self-training copy
+    # of the network picks a batch's target rows before they move (rows_of), the rest read it whole.
+    X, y, _ = shifted_images
+    params = {"model": "resnet18", "weights": None, "method": method, "self_training_epochs": 1}
+    expected = deep(**params).fit(X, y).predict_proba(X)
+    monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
+    moved, to = [], RawImageBatch.to
+    monkeypatch.setattr(
+        RawImageBatch, "to", lambda batch, *a, **k: moved.append(len(batch)) or to(batch, *a, **k)
+    )
+    np.testing.assert_array_equal(deep(**params).fit(X, y).predict_proba(X), expected)
+    # whole batches of 8, half source, half target; the self-training epoch's copy reads the target half
+    assert set(moved) == {4, 8}
 
 
 def test_batches_are_half_source_half_target():

@@ -17,6 +17,7 @@ from torch.utils.data import TensorDataset
 import sktransfer._training_data
 from sktransfer import FineTuneClassifier
 from sktransfer._fused_optimizer import move_optimizer_state
+from sktransfer._image_batches import RawImageBatch
 from sktransfer.exceptions import IgnoredSettingWarning
 from sktransfer.training import TrainingDivergedError
 
@@ -340,6 +341,48 @@ def test_stored_features_of_the_library_preprocessing_on_the_device_train_alike(
     np.testing.assert_array_equal(tiny(**params).fit(X, y).predict_proba(X), expected)
     assert [batch.dtype for batch in network_inputs] == [torch.uint8] * 3  # 24 images in batches of 8
     assert network_inputs[0].shape == (8, 3, 16, 16)
+
+
+def test_training_and_prediction_batches_of_the_library_preprocessing_on_the_device_train_alike(
+    labelled_images, monkeypatch
+):
+    # Backbone trained, so every epoch's batches (and prediction's) leave the loader as loaded, uint8, and
+    # are preprocessed once on the device: the same model as preprocessing on the CPU.
+    X, y = labelled_images
+    params = {"model": "resnet18", "weights": None, "strategy": "full", "max_epochs": 2}
+    expected = tiny(**params).fit(X, y).predict_proba(X)
+    monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
+    moved, to = [], RawImageBatch.to
+    monkeypatch.setattr(
+        RawImageBatch, "to", lambda batch, *a, **k: moved.append(batch.shape) or to(batch, *a, **k)
+    )
+    clf = tiny(**params).fit(X, y)
+    # two epochs of three batches of 8, and BatchNorm's statistics set from the training rows at the end
+    assert moved == [(8, 3, 16, 16)] * 9
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    assert len(moved) == 9 + 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_library_preprocessing_of_training_batches_runs_on_the_gpu(labelled_images, monkeypatch):
+    X, y = labelled_images
+    params = {
+        "model": "resnet18",
+        "weights": None,
+        "strategy": "full",
+        "device": "cuda",
+        "precision": "float32",
+    }
+    moved, to = [], RawImageBatch.to
+    monkeypatch.setattr(
+        RawImageBatch, "to", lambda batch, *a, **k: moved.append(batch.images.dtype) or to(batch, *a, **k)
+    )
+    clf = tiny(**params).fit(X, y)
+    on_the_gpu = clf.predict_proba(X)
+    assert moved
+    assert set(moved) == {torch.uint8}
+    monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: False)
+    np.testing.assert_allclose(clf.predict_proba(X), on_the_gpu, atol=1e-2)  # preprocessed on the CPU
 
 
 def test_two_fits_give_identical_predictions(labelled_images):
