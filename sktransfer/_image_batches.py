@@ -76,6 +76,11 @@ class PreprocessedImages(Dataset):
     def __getitem__(self, index):
         return self.__getitems__([index])[0]
 
+    @property
+    def yields_raw_batches(self):
+        """Whether batches come as :class:`RawImageBatch` es, to be preprocessed on the network's device."""
+        return self.preprocess_on_device and self.preprocess is not None and not self._per_image()
+
     def _per_image(self):
         """Whether each image is loaded and preprocessed alone (else a batch at a time)."""
         return self.augment is not None or not (
@@ -87,7 +92,7 @@ class PreprocessedImages(Dataset):
             batch = self.source.load_batch(indices)
             if self.preprocess is None:
                 return batch
-            if self.preprocess_on_device:
+            if self.yields_raw_batches:
                 # contiguous to be pinned: a grayscale batch is an expanded view, which pinning cannot copy
                 return RawImageBatch(batch.contiguous(), self.preprocess)
             return self.preprocess(batch)
@@ -168,22 +173,42 @@ class RawImageBatch:
     def device(self):
         return self.images.device
 
-    @property
-    def shape(self):
-        """(images, channels, height, width) as loaded."""
-        return tuple(self.images.shape)
-
     def pin_memory(self):
         return RawImageBatch(self.images.pin_memory(), self.preprocess)
 
     def to(self, device, non_blocking=False):
-        """The preprocessed batch on ``device``: a tensor, as the network reads it."""
-        images = self.images.to(device, non_blocking=non_blocking)
+        """The preprocessed batch on ``device`` (a device, not a dtype): a tensor, as the network reads it."""
+        images = self.images.to(torch.device(device), non_blocking=non_blocking)
         with torch.autocast(images.device.type, enabled=False):
             return self.preprocess(images)
 
     def __repr__(self):
         return f"RawImageBatch({len(self)} images of {tuple(self.images.shape[1:])}, {self.images.dtype})"
+
+
+class BatchesOnTheDevice:
+    """A loader of ``(X, y)`` batches whose :class:`RawImageBatch` es arrive preprocessed on ``device``.
+
+    What iterates over it (skorch's loop, callbacks, a loss) sees each batch's images as the network reads
+    them, a float tensor on the device, as it would have with the preprocessing run on the CPU. Anything
+    else about the loader (its length, dataset, sampler) is the loader's.
+    """
+
+    def __init__(self, loader, device):
+        self.loader = loader
+        self.device = device
+
+    def __iter__(self):
+        for X, *rest in self.loader:
+            yield (X.to(self.device, non_blocking=True) if isinstance(X, RawImageBatch) else X, *rest)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
 
 def preprocesses_on_the_gpu(library_built, batch_preprocess, devices):

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from ._image_batches import (
+    BatchesOnTheDevice,
     PreprocessedImages,
-    RawImageBatch,
     already_batched,
     batch_loader,
     preprocesses_on_the_gpu,
@@ -143,6 +143,13 @@ def yields_batches(dataset):
     return isinstance(unwrap_subsets(dataset)[0], LabelledImages | PrecomputedFeatures)
 
 
+def yields_raw_batches(dataset):
+    """Whether ``dataset`` (possibly seen through Subsets) gives its images as loaded, to be preprocessed on
+    the network's device (:attr:`~sktransfer._image_batches.PreprocessedImages.yields_raw_batches`)."""
+    base = unwrap_subsets(dataset)[0]
+    return isinstance(base, LabelledImages) and base.images.yields_raw_batches
+
+
 def dataset_targets(dataset):
     """Encoded labels of a training dataset's rows, through any ``Subset`` views."""
     base, indices = unwrap_subsets(dataset)
@@ -198,7 +205,9 @@ class TrainingDataMixin:
         CPU as it loads, whatever this says)."""
         # channels_last: an image network the library built
         library_built = getattr(getattr(self, "module_", None), "channels_last", False)
-        return preprocesses_on_the_gpu(
+        # an accelerator that dispatches batches from the main process concatenates them: tensors only
+        dispatches = bool(getattr(self.accelerator, "dispatch_batches", False))
+        return not dispatches and preprocesses_on_the_gpu(
             library_built, self._batch_preprocess, [resolve_device(self._device())]
         )
 
@@ -366,7 +375,12 @@ class TrainingDataMixin:
         if kwargs.get("num_workers") and "multiprocessing_context" not in kwargs:
             kwargs.update(loader_processes(kwargs["num_workers"]))
         iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
-        return self._distributed_loader(iterator) if training else iterator
+        iterator = self._distributed_loader(iterator) if training else iterator
+        if yields_raw_batches(
+            dataset
+        ):  # preprocessed on the device before skorch, a callback or a loss sees them
+            return BatchesOnTheDevice(iterator, resolve_device(self._device()))
+        return iterator
 
     def _recalibration_data(self, dataset):
         """The rows whose statistics BatchNorm layers keep after training (all training rows here)."""
@@ -380,12 +394,11 @@ class TrainingDataMixin:
         """``(args, kwargs)`` that call the network on batch ``x``, moved to the device, with ``fit_params``.
 
         A :class:`~sktransfer.texts.TokenBatch` is the first argument (skorch would unpack its mapping into
-        keyword arguments); a :class:`~sktransfer._image_batches.RawImageBatch` is preprocessed on the device
-        and becomes the first argument. Anything else goes through skorch's ``to_tensor``: a mapping of tensors becomes
+        keyword arguments). Anything else goes through skorch's ``to_tensor``: a mapping of tensors becomes
         keyword arguments beside ``fit_params`` (a name in both raises ValueError, as in skorch), anything
         else the first argument.
         """
-        if isinstance(x, TokenBatch | RawImageBatch):
+        if isinstance(x, TokenBatch):
             return (x.to(self.device),), fit_params
         x = to_tensor(x, device=self.device)
         if isinstance(x, Mapping):

@@ -6,10 +6,12 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from skorch.callbacks import Checkpoint, LRScheduler, TrainEndCheckpoint
 
 from sktransfer import DomainAdaptedClassifier, FineTuneClassifier
@@ -139,6 +141,19 @@ def test_settings_that_disagree_with_the_accelerator_are_refused_before_loading(
     with pytest.raises(ValueError, match="'accelerator' parameter"):
         _gradual(accelerator="yes").fit(X, y)
     assert CountingNet.calls == []
+
+
+def test_an_accelerator_that_dispatches_batches_gets_them_preprocessed(make_accelerator, labelled_images):
+    # With dispatch_batches, the main process loads every process's batch and concatenates them, which
+    # needs tensors: the library's preprocessing then runs as they load, whatever the device.
+    X, y = labelled_images
+    config = accelerate.DataLoaderConfiguration(dispatch_batches=True)
+    clf = FineTuneClassifier(model="resnet18", weights=None, max_epochs=1, batch_size=8)
+    dispatching = clf.set_params(accelerator=make_accelerator(dataloader_config=config)).fit(X, y)
+    plain = clone(dispatching).set_params(accelerator=None).fit(X, y)
+    with mock.patch("sktransfer._training_data.resolve_device", return_value=torch.device("cuda")):
+        assert not dispatching._preprocesses_on_the_gpu()
+        assert plain._preprocesses_on_the_gpu()
 
 
 @pytest.fixture(scope="module")

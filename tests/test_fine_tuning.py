@@ -354,13 +354,46 @@ def test_training_and_prediction_batches_of_the_library_preprocessing_on_the_dev
     monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
     moved, to = [], RawImageBatch.to
     monkeypatch.setattr(
-        RawImageBatch, "to", lambda batch, *a, **k: moved.append(batch.shape) or to(batch, *a, **k)
+        RawImageBatch,
+        "to",
+        lambda batch, *a, **k: moved.append(tuple(batch.images.shape)) or to(batch, *a, **k),
     )
     clf = tiny(**params).fit(X, y)
     # two epochs of three batches of 8, and BatchNorm's statistics set from the training rows at the end
     assert moved == [(8, 3, 16, 16)] * 9
     np.testing.assert_array_equal(clf.predict_proba(X), expected)
     assert len(moved) == 9 + 3
+
+
+class BatchesSeen(Callback):
+    """Records the images of every training batch, as callbacks see them."""
+
+    def initialize(self):
+        self.batches = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.batches.append(batch[0].clone())
+
+
+def test_callbacks_see_batches_preprocessed_on_the_device_as_on_the_cpu(labelled_images, monkeypatch):
+    # A callback (or a loss reading X) gets the float tensor the network reads, wherever it was preprocessed.
+    X, y = labelled_images
+    params = {"model": "resnet18", "weights": None, "strategy": "full", "max_epochs": 1}
+    on_the_cpu = tiny(**params, callbacks=[("seen", BatchesSeen())]).fit(X, y)
+    monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
+    on_the_device = tiny(**params, callbacks=[("seen", BatchesSeen())]).fit(X, y)
+    seen = [net.get_params()["callbacks__seen"].batches for net in (on_the_cpu, on_the_device)]
+    assert [batch.dtype for batch in seen[1]] == [torch.float32] * 3
+    for cpu_batch, device_batch in zip(*seen, strict=True):
+        torch.testing.assert_close(device_batch, cpu_batch, rtol=0, atol=0)
+
+
+def test_a_raw_batch_moves_to_a_device_only():
+    batch = RawImageBatch(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), lambda images: images.float())
+    with pytest.raises(TypeError):
+        batch.to(torch.float32)  # a tensor's .to(dtype) would cast; this one is read as a device
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
