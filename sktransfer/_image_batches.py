@@ -190,8 +190,9 @@ class BatchesOnTheDevice:
     """A loader of ``(X, y)`` batches whose :class:`RawImageBatch` es arrive preprocessed on ``device``.
 
     What iterates over it (skorch's loop, callbacks, a loss) sees each batch's images as the network reads
-    them, a float tensor on the device, as it would have with the preprocessing run on the CPU. Anything
-    else about the loader (its length, dataset, sampler) is the loader's.
+    them: the float tensor that preprocessing on the CPU would have given, already on the device (as
+    Accelerate's loaders give whole batches). Anything else about the loader (its length, dataset,
+    sampler) is the loader's.
     """
 
     def __init__(self, loader, device):
