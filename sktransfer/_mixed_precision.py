@@ -33,11 +33,17 @@ class MixedPrecisionMixin:
         return self.accelerator is None and self._precision() == "float16"
 
     def _grad_scaler(self):
-        """The scaler, made again after ``set_params(precision=..., accelerator=...)`` changed the need."""
+        """The scaler, made again after ``set_params(precision=..., accelerator=...)`` changed the need.
+
+        One made after unpickling starts from the pickled scaler's scale, as training would have gone on.
+        """
         scaler = getattr(self, "grad_scaler_", None)
         if scaler is None or scaler.is_enabled() != self._scales_loss():
             device = resolve_device(self._device())
             self.grad_scaler_ = torch.amp.GradScaler(device.type, enabled=self._scales_loss())
+            pickled = self.__dict__.pop("_grad_scaler_state", None)
+            if pickled and self.grad_scaler_.is_enabled():
+                self.grad_scaler_.load_state_dict(pickled)
         return self.grad_scaler_
 
     def _backward(self, loss):
@@ -59,5 +65,8 @@ class MixedPrecisionMixin:
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("grad_scaler_", None)  # may hold CUDA tensors; made again when training resumes
+        # may hold CUDA tensors: made again when training resumes, from its state (numbers only)
+        scaler = state.pop("grad_scaler_", None)
+        if scaler is not None and scaler.is_enabled():
+            state["_grad_scaler_state"] = scaler.state_dict()
         return state

@@ -418,6 +418,21 @@ def test_the_library_preprocessing_of_training_batches_runs_on_the_gpu(labelled_
     np.testing.assert_allclose(clf.predict_proba(X), on_the_gpu, atol=1e-2)  # preprocessed on the CPU
 
 
+def test_the_loss_scale_of_float16_training_survives_pickling(labelled_images, monkeypatch):
+    # float16 needs a GPU; its gradient scaler works on the CPU as well. A restored net that went on from
+    # the initial scale would skip its first steps as overflows, where the pickled one would have trained.
+    X, y = labelled_images
+    monkeypatch.setattr(FineTuneClassifier, "_scales_loss", lambda self: True)
+    clf = tiny(max_epochs=1).fit(X, y)
+    clf.grad_scaler_.update(new_scale=128.0)
+    restored = pickle.loads(pickle.dumps(clf))
+    assert restored._grad_scaler().get_scale() == 128.0
+    restored.partial_fit(X, y)
+    assert restored.grad_scaler_.get_scale() == 128.0  # a fit of three steps: too few to grow
+    fresh = pickle.loads(pickle.dumps(tiny(max_epochs=1)))
+    assert fresh._grad_scaler().get_scale() == 2.0**16
+
+
 def test_two_fits_give_identical_predictions(labelled_images):
     X, y = labelled_images
     params = {"augment": "default", "dropout": 0.3, "early_stopping": True, "strategy": "gradual"}
