@@ -74,6 +74,7 @@ def make_transferability_scorer(score_func, **kwargs):
     Which PCA keeps the digits most linearly separable, without training a classifier:
 
     >>> from sklearn.datasets import load_digits
+    >>> import numpy as np
     >>> from sklearn.decomposition import PCA
     >>> from sklearn.model_selection import GridSearchCV
     >>> from sktransfer.transferability import h_score, logme_scorer
@@ -96,14 +97,42 @@ def make_transferability_scorer(score_func, **kwargs):
 def _scored_features(estimator, X, name):
     """What ``estimator`` makes of ``X`` before any classifier: its transform, a final predictor dropped."""
     if isinstance(estimator, Pipeline):
-        final = estimator.steps[-1][1]
-        if final is None or isinstance(final, str) or not hasattr(final, "predict"):
-            return estimator.transform(X)
-        if len(estimator.steps) > 1:
-            return estimator[:-1].transform(X)
+        features = _before_the_predictor(estimator, X)
+        if features is not None:
+            return features
     elif hasattr(estimator, "transform"):
         return estimator.transform(X)
     raise TypeError(
         f"{name} scores the features a transformer gives (such as PretrainedFeatureExtractor), alone or in a "
         f"Pipeline; {type(estimator).__name__} transforms nothing before it predicts."
     )
+
+
+def _before_the_predictor(pipeline, X):
+    """The features ``pipeline`` makes of ``X`` before its final predictor, or None where nothing comes first.
+
+    A final step that is a Pipeline itself (or a search over one) has its own transforms applied too: an
+    extractor followed by ``make_pipeline(StandardScaler(), PCA(), LogisticRegression())`` is scored on
+    the PCA's output, not the extractor's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> X, y = np.random.default_rng(0).normal(size=(20, 5)), np.arange(20) % 2
+    >>> nested = make_pipeline(PCA(4), make_pipeline(PCA(2), LogisticRegression())).fit(X, y)
+    >>> _before_the_predictor(nested, X).shape
+    (20, 2)
+    """
+    final = pipeline.steps[-1][1]
+    if final is None or isinstance(final, str) or not hasattr(final, "predict"):
+        return pipeline.transform(X)
+    before = pipeline[:-1].transform(X) if len(pipeline.steps) > 1 else None
+    inner = getattr(final, "best_estimator_", final)  # a fitted search: the estimator that predicts
+    if isinstance(inner, Pipeline):
+        nested = _before_the_predictor(inner, X if before is None else before)
+        if nested is not None:
+            return nested
+    return before

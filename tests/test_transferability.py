@@ -16,11 +16,14 @@ from scipy import optimize
 from scipy.linalg import null_space
 from scipy.special import softmax
 from scipy.stats import multivariate_normal
+from sklearn.base import clone
 from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
+from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from sktransfer import PretrainedFeatureExtractor, _transferability_linalg
@@ -678,3 +681,34 @@ def test_scorers_pickled_before_they_had_a_module_of_their_own_still_load():
     assert new in data
     old = data.replace(new, b"sktransfer.transferability\n_TransferabilityScorer")
     assert repr(pickle.loads(old)) == "logme_scorer"
+
+
+def test_a_final_pipeline_has_its_own_transforms_scored():
+    # An extractor then make_pipeline(scaler, PCA, classifier): the PCA's output is what the classifier reads.
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300], y[:300]
+    grid = {"n_components": [2, 8, 32]}
+    flat = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("pca", PCA(random_state=0)),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ]
+    )
+    nested = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("model", make_pipeline(PCA(random_state=0), LogisticRegression(max_iter=2000))),
+        ]
+    )
+    search = GridSearchCV(clone(nested[-1]), {"pca__n_components": grid["n_components"]}, cv=3)
+    searched = Pipeline([("scale", StandardScaler()), ("search", search)])
+    scores = []
+    for n_components in grid["n_components"]:
+        flat.set_params(pca__n_components=n_components).fit(X, y)
+        nested.set_params(model__pca__n_components=n_components).fit(X, y)
+        assert logme_scorer(nested, X, y) == logme_scorer(flat, X, y)
+        scores.append(logme_scorer(flat, X, y))
+    assert len(set(scores)) == 3
+    best = searched.fit(X, y)[-1].best_params_["pca__n_components"]
+    assert logme_scorer(searched, X, y) == scores[grid["n_components"].index(best)]
