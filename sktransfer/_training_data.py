@@ -287,7 +287,9 @@ class TrainingDataMixin:
                 "form fit accepts and y_valid labels of the classes trained on."
             )
         source = validated_source(self, X, reset=False)
-        dataset = self._image_dataset(source, self._targets(y, len(source), reset=False))
+        # what training rows carry (a teacher's probabilities too), so that valid_loss is the training loss
+        targets = self._training_targets(X, self._targets(y, len(source), reset=False))
+        dataset = self._image_dataset(source, targets)
         warn_of_truncated_texts(dataset, "validation texts (train_split)")  # cut as training texts are
         return dataset
 

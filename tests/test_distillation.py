@@ -19,6 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import InvalidParameterError
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.helper import predefined_split
 
 from sktransfer import FineTuneClassifier, labelled_rows_scorer
 from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
@@ -389,3 +391,30 @@ def test_labelled_rows_scorer_takes_the_sample_weights_of_the_labelled_rows_unde
         assert score == pytest.approx(np.average(y[rows] == "red", weights=weights[rows]))
     with pytest.raises(RuntimeError, match="metadata routing is enabled"):
         labelled_rows_scorer().set_score_request(sample_weight=True)
+
+
+def test_a_predefined_validation_set_is_scored_with_the_training_loss(teacher, confounded):
+    # valid_loss of a user's validation set is the distillation loss, as on the early-stopping split, and
+    # its unlabelled rows (-1) count through the teacher's term alone, as training rows do.
+    X, y, n_labelled = confounded
+    X_valid, y_valid = X[n_labelled - 4 :], y[n_labelled - 4 :]  # four labelled rows, the rest unlabelled
+    split = predefined_split(SkorchDataset(X_valid, y_valid))
+    student = tiny(
+        teacher=teacher, max_epochs=1, batch_size=64, recalibrate_batchnorm=False, train_split=split
+    )
+    student.fit(X, y)
+    logits = torch.as_tensor(student.forward(X_valid))
+    codes = np.full(len(y_valid), -1)
+    codes[:4] = np.searchsorted(student.classes_, y_valid[:4].astype(str))
+    soft = soften(
+        teacher_probabilities(teacher, X_valid, student.classes_, len(X_valid)), student.temperature
+    )
+    expected = distillation_loss(
+        logits,
+        torch.as_tensor(codes),
+        torch.as_tensor(soft, dtype=torch.float32),
+        student.criterion_,
+        student.temperature,
+        student.distillation_weight,
+    )
+    assert student.history[-1, "valid_loss"] == pytest.approx(expected.item(), rel=1e-5)
