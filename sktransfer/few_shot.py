@@ -143,6 +143,14 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
                 f"the squared distances of samples {overflowed[:10].tolist()} to the prototypes overflow float64: "
                 "scale the features down (StandardScaler), or use metric='cosine'."
             )
+        # No row lies at distance 0 from two different prototypes: where one seems to, the squares underflowed.
+        distinct = np.unique(self.prototypes_, axis=0, return_index=True)[1]
+        underflowed = np.flatnonzero((distances[:, distinct] == 0).sum(axis=1) > 1)
+        if underflowed.size:
+            raise FloatingPointError(
+                f"the squared distances of samples {underflowed[:10].tolist()} to the prototypes underflow "
+                "float64 (every one is 0): scale the features up (StandardScaler), or use metric='cosine'."
+            )
         return -distances
 
     def decision_function(self, X):

@@ -179,6 +179,20 @@ def test_a_class_whose_unit_rows_cancel_out_up_to_rounding_is_refused():
         PrototypeClassifier().fit(X, [0, 0, 0, 1, 1])
 
 
+def test_tiny_features_give_an_underflow_error_for_distances():
+    # Every squared distance rounds to 0, and argmax picked classes_[0] for every row.
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    y = [0, 0, 1, 1]
+    near = PrototypeClassifier(metric="euclidean").fit(X * 1e-170, y)
+    with pytest.raises(FloatingPointError, match=r"samples \[0, 1, 2, 3\] to the prototypes underflow"):
+        near.predict(X * 1e-170)
+    np.testing.assert_array_equal(
+        PrototypeClassifier(metric="euclidean").fit(X * 1e-150, y).predict(X * 1e-150), y
+    )
+    same = PrototypeClassifier(metric="euclidean").fit(np.ones((4, 2)), [0, 1, 2, 2])  # equal prototypes
+    assert same.predict(np.ones((1, 2))).tolist() == [0]
+
+
 def test_huge_features_give_right_cosines_and_an_overflow_error_for_distances():
     X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     y = [0, 0, 1, 1]
