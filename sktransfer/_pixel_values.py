@@ -93,6 +93,11 @@ def upright(image):
     return ImageOps.exif_transpose(image)
 
 
+# A Pillow float image ('F', 0-255 scale) whose brightest value is at most 1% of the scale is black to the
+# eye: far likelier an image on the [0, 1] scale, some values a little above 1 (resampling overshoot).
+_DARKEST_FLOAT_IMAGE = 255 / 100
+
+
 def is_eight_bit(mode):
     """Whether a PIL image mode holds 8-bit (or 1-bit) values, which Pillow converts to RGB without loss.
 
@@ -109,9 +114,9 @@ def wide_pil_pixels(image, index):
 
     Pillow's conversion to RGB clips such values at 255 instead of scaling them, so they are read as they
     are, on Pillow's 0-255 scale (its 'F' mode too, as ``convert("F")`` gives it): values in [0, 255] are an
-    image, anything else is refused, naming the sample; so is a float image whose values all lie in [0, 1]
-    (not all 0), made from an array on the [0, 1] scale, which would read as black. Floats come back as
-    floats in [0, 1].
+    image, anything else is refused, naming the sample; so is a float image whose values all lie under 1% of
+    that scale (not all 0), most likely made from an array on the [0, 1] scale, which would read as black.
+    Floats come back as floats in [0, 1].
     """
     pixels = np.array(image)  # a copy of our own: torch takes it over
     low, high = float(np.min(pixels)), float(np.max(pixels))
@@ -125,10 +130,11 @@ def wide_pil_pixels(image, index):
             f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}], outside "
             f"the 0-255 scale of Pillow, whose conversion to RGB would clip them: {advice}."
         )
-    if pixels.dtype.kind == "f" and 0 < high <= 1:
+    if pixels.dtype.kind == "f" and 0 < high <= _DARKEST_FLOAT_IMAGE:
         raise sample_error(
             f"sample {index} is a PIL image of mode {image.mode!r} with values in [{low:g}, {high:g}]: Pillow's "
-            "float images are on a 0-255 scale, so these would read as black. Pass np.asarray(image), a float "
-            "array in [0, 1], instead (or the image times 255)."
+            "float images are on a 0-255 scale, so these would read as black. Values on the [0, 1] scale "
+            "(overshooting it a little, after resampling say) go in as np.clip(np.asarray(image), 0, 1), a "
+            "float array; a truly dark image on the 0-255 scale as np.asarray(image).round().astype(np.uint8)."
         )
     return pixels / np.float32(255) if pixels.dtype.kind == "f" else pixels

@@ -143,6 +143,10 @@ def test_wide_pil_modes_are_read_as_their_values_not_clipped(tmp_path, rgb_image
     assert len(set(keys)) == len(gray)  # not one key for every float image that the RGB conversion blackens
     with pytest.raises(ValueError, match=r"sample 0 is a PIL image of mode 'F' with values in \[0, 1\]"):
         _loaded([Image.fromarray(gray[0].astype(np.float32) / gray[0].max())])  # would read as black
+    overshooting = gray[0].astype(np.float32) / gray[0].max()
+    overshooting[0, 0] = 1.05  # [0, 1] after a resampling that overshoots: read on 0-255, it was near black
+    with pytest.raises(ValueError, match=r"sample 0 is a PIL image of mode 'F' with values in \[0, 1.05\]"):
+        _loaded([Image.fromarray(overshooting)])
     wide = np.linspace(0, 65535, 400).reshape(20, 20).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "wide.png")
     with pytest.raises(
