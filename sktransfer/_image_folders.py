@@ -9,7 +9,12 @@ from torchvision.datasets.folder import make_dataset
 
 from ._labels import label_array, refuse_missing_labels, unlabelled_mask
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# torchvision's ImageFolder suffixes (.ppm, .pgm among them), and other names of formats Pillow reads:
+# .jfif is how browsers save downloaded JPEGs.
+IMAGE_SUFFIXES = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+    *(".ppm", ".pgm", ".pbm", ".pnm"),
+)
 
 
 def load_image_folder(path):

@@ -32,6 +32,17 @@ def test_load_image_folder_reads_class_folders_recursively(tmp_path):
     assert labels.tolist() == ["cat", "cat", "dog", "dog"]
 
 
+def test_load_image_folder_reads_every_suffix_of_torchvisions_image_folder_and_jfif(tmp_path):
+    # .ppm and .pgm (ImageFolder reads them) and .jfif (a browser's downloaded JPEG) were skipped in silence.
+    formats = {"a.ppm": "PPM", "b.pgm": "PPM", "c.jfif": "JPEG", "d.jpe": "JPEG", "e.pnm": "PPM"}
+    (tmp_path / "cat").mkdir()
+    for name, image_format in formats.items():
+        Image.new("L" if name.endswith(".pgm") else "RGB", (4, 4)).save(tmp_path / "cat" / name, image_format)
+    paths, labels = load_image_folder(tmp_path)
+    assert sorted(Path(path).name for path in paths) == sorted(formats)
+    assert labels.tolist() == ["cat"] * len(formats)
+
+
 def _cut_from(photo, patch):
     """Whether ``patch`` is a crop of ``photo``."""
     rows = np.lib.stride_tricks.sliding_window_view(photo, patch[:1].shape)[:, :, 0, 0]  # (top, left, w, 3)
