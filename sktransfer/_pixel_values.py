@@ -22,7 +22,13 @@ def check_values(images):
     dtypes = {images.dtype} if batch else {array.dtype for array in images}
     kinds = {dtype.kind for dtype in dtypes}
     if not kinds <= set("uif"):
-        raise ValueError(f"X has dtype {sorted(map(str, dtypes))}: images must be integers or floats.")
+        if batch:
+            raise ValueError(f"X has dtype {images.dtype}: images must be integers or floats.")
+        index = next(i for i, array in enumerate(images) if array.dtype.kind not in "uif")
+        raise sample_error(
+            f"sample {index} has dtype {images[index].dtype}: images must be integers or floats "
+            "(a boolean mask goes in as mask.astype(np.uint8) * 255)."
+        )
     if dtypes == {np.dtype(np.uint8)}:
         return
     lows, highs = _per_sample_ranges(images, batch)

@@ -354,3 +354,11 @@ def test_nested_lists_of_pixels_are_images_not_feature_vectors():
     images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
     assert not is_vector_input(images.tolist())
     assert is_vector_input([[0.0, 1.0], [2.0, 3.0]])
+
+
+def test_a_list_with_an_image_of_another_dtype_names_the_sample():
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"X: sample 1 has dtype bool: images must be integers or floats"):
+        as_image_source([image, image > 0])
+    with pytest.raises(ValueError, match=r"X has dtype complex128: images must be integers or floats"):
+        as_image_source(np.zeros((2, 8, 8, 3), dtype=complex))
