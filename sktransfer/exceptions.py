@@ -35,12 +35,13 @@ from .domain_adaptation.objectives import (
 from .domain_adaptation.reweighting import FewEffectiveRowsWarning
 from .domain_adaptation.shallow import PooledDomainsWarning
 from .few_shot import ZeroVectorRowsWarning
-from .images import GrayscaleStripsWarning
+from .images import AmbiguousLayoutWarning, GrayscaleStripsWarning
 from .text_encoders import IncompleteCacheWarning, TextEncoderUnavailableError
 from .texts import TruncatedTextsWarning
 from .training import TrainingDivergedError
 
 __all__ = [
+    "AmbiguousLayoutWarning",
     "BatchStatisticsWarning",
     "FewEffectiveRowsWarning",
     "GrayscaleStripsWarning",

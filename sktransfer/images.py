@@ -46,6 +46,11 @@ class GrayscaleStripsWarning(UserWarning):
     """
 
 
+class AmbiguousLayoutWarning(UserWarning):
+    """Images whose second and last axes could both hold the colour channels (an image 1, 3 or 4 pixels
+    high or wide): arrays are read channels-last, tensors channels-first, as everywhere else."""
+
+
 def _check_not_empty(count):
     if count == 0:
         raise ValueError("X is empty: it holds 0 images; at least one is required.")
@@ -301,9 +306,33 @@ def _unbatched_colour_layout(shape, channels_first):
     return None
 
 
+def _warn_of_ambiguous_layout(shape, channels_first, index):
+    """Warn that ``shape`` (X's, or sample ``index``'s) reads either way, naming the layout chosen."""
+    where = "X" if index is None else f"X: sample {index}"
+    batched = index is None
+    if channels_first:
+        chosen, other = ("N×C×H×W", "N×H×W×C") if batched else ("C×H×W", "H×W×C")
+        fix = "X.permute(0, 3, 1, 2)" if batched else "image.permute(2, 0, 1)"
+        kind = "a tensor is read channels-first"
+    else:
+        chosen, other = ("N×H×W×C", "N×C×H×W") if batched else ("H×W×C", "C×H×W")
+        fix = "np.moveaxis(X, 1, -1)" if batched else "np.moveaxis(image, 0, -1)"
+        kind = "an array is read channels-last"
+    warnings.warn(
+        f"{where} has shape {tuple(shape)}, which could be {chosen} or {other}: {kind}, as {chosen}. If it is "
+        f"{other}, pass {fix}.",
+        AmbiguousLayoutWarning,
+        stacklevel=caller_stacklevel(),
+    )
+
+
 def _channels_first(array, prefer_channels_first, index):
     """(N, H, W, C) or (N, C, H, W) -> (N, C, H, W) view; tensors read as channels-first, arrays not."""
     first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[-1] in _CHANNEL_COUNTS
+    if first and last:
+        _warn_of_ambiguous_layout(
+            array.shape if index is None else array.shape[1:], prefer_channels_first, index
+        )
     if first and (prefer_channels_first or not last):
         return array
     if last:

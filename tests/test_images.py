@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 
 from sktransfer import _pixel_values
 from sktransfer._image_batches import PreprocessedImages, batch_loader
-from sktransfer.exceptions import GrayscaleStripsWarning
+from sktransfer.exceptions import AmbiguousLayoutWarning, GrayscaleStripsWarning
 from sktransfer.images import as_image_source, is_vector_input
 
 
@@ -220,7 +220,7 @@ def test_nothing_the_user_passed_is_modified(rgb_images):
         (np.zeros((2, 3, 4, 5, 6)), r"X has shape \(2, 3, 4, 5, 6\)"),
         (np.zeros((2, 8, 8, 5)), "no axis holds 1, 3 or 4 colour channels"),
         (np.array([1.0, 2.0]), r"X has shape \(2,\)"),
-        (np.zeros((2, 4, 4, 3), bool), "dtype"),
+        (np.zeros((2, 5, 5, 3), bool), "dtype"),
         ([np.zeros((8, 8, 3), np.uint8), np.zeros((0, 8, 3), np.uint8)], "sample 1 has shape .*one pixel"),
         ([np.zeros((8, 8), np.float32), np.zeros((8, 0), np.float32)], "sample 1 has shape .*one pixel"),
     ],
@@ -362,3 +362,22 @@ def test_a_list_with_an_image_of_another_dtype_names_the_sample():
         as_image_source([image, image > 0])
     with pytest.raises(ValueError, match=r"X has dtype complex128: images must be integers or floats"):
         as_image_source(np.zeros((2, 8, 8, 3), dtype=complex))
+
+
+def test_images_whose_layout_reads_either_way_warn_naming_the_layout_chosen():
+    # A channels-first array 4 pixels wide was read channels-last (4 "channels", the last dropped as alpha).
+    rng = np.random.default_rng(0)
+    narrow = rng.integers(0, 256, size=(2, 3, 16, 4), dtype=np.uint8)
+    with pytest.warns(AmbiguousLayoutWarning, match=r"X has shape \(2, 3, 16, 4\).*np.moveaxis\(X, 1, -1\)"):
+        assert tuple(as_image_source(narrow).load(0).shape) == (3, 3, 16)  # read as N×H×W×C, as documented
+    with pytest.warns(
+        AmbiguousLayoutWarning, match=r"X: sample 1 has shape \(3, 8, 4\), which could be H×W×C"
+    ):
+        as_image_source([np.zeros((8, 8, 3), np.uint8), narrow[0, :, :8]])
+    with pytest.warns(
+        AmbiguousLayoutWarning, match=r"a tensor is read channels-first.*X.permute\(0, 3, 1, 2\)"
+    ):
+        as_image_source(torch.from_numpy(narrow))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_image_source(rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))  # one reading only

@@ -828,7 +828,7 @@ class _NaNForBrightCorners(nn.Module):
 def test_a_sample_that_gives_nan_is_named_by_its_number_in_x(tmp_path):
     # The error named its row within the batch (1 for sample 5) and advised precision='float32', the
     # precision it already ran at.
-    X = np.zeros((8, 4, 4, 3), dtype=np.uint8)
+    X = np.zeros((8, 5, 5, 3), dtype=np.uint8)
     X[5, 0, 0] = 255
     extractor = PretrainedFeatureExtractor(
         _NaNForBrightCorners(), device="cpu", batch_size=2, preprocess=to_unit, cache=tmp_path
