@@ -378,9 +378,8 @@ class TrainingDataMixin:
             kwargs.update(loader_processes(kwargs["num_workers"]))
         iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
         iterator = self._distributed_loader(iterator) if training else iterator
-        if yields_raw_batches(
-            dataset
-        ):  # preprocessed on the device before skorch, a callback or a loss sees them
+        # batches as loaded: preprocessed on the device before skorch, a callback or a loss sees them
+        if yields_raw_batches(dataset):
             return BatchesOnTheDevice(iterator, resolve_device(self._device()))
         return iterator
 

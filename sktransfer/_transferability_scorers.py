@@ -74,7 +74,6 @@ def make_transferability_scorer(score_func, **kwargs):
     Which PCA keeps the digits most linearly separable, without training a classifier:
 
     >>> from sklearn.datasets import load_digits
-    >>> import numpy as np
     >>> from sklearn.decomposition import PCA
     >>> from sklearn.model_selection import GridSearchCV
     >>> from sktransfer.transferability import h_score, logme_scorer

@@ -347,8 +347,7 @@ class PretrainedFeatureExtractor(
     def _embed(self, dataset, warn=True):
         """Embeddings of ``dataset`` in its order; texts run sorted by length, so batches need little padding.
 
-        ``warn``: a
-        :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
+        ``warn``: a :class:`~sktransfer.texts.TruncatedTextsWarning` names the texts cut short.
         """
         devices = self._devices()
 

@@ -65,6 +65,19 @@ def shifted_images(labelled_images):
 
 
 @pytest.fixture
+def raw_batches_moved(monkeypatch):
+    """The images (as loaded) of every :class:`RawImageBatch` moved to a device to be preprocessed there."""
+    moved, to = [], RawImageBatch.to
+
+    def recorded(batch, *args, **kwargs):
+        moved.append(batch.images)
+        return to(batch, *args, **kwargs)
+
+    monkeypatch.setattr(RawImageBatch, "to", recorded)
+    return moved
+
+
+@pytest.fixture
 def network_inputs(monkeypatch):
     """The image batches that leave for the network's device in inference passes, as the loader gave them
     (a batch to be preprocessed there as its images), recorded in a list."""

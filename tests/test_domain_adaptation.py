@@ -17,7 +17,6 @@ from sklearn.utils.metadata_routing import get_routing_for_object
 
 import sktransfer._training_data
 from sktransfer import DomainAdaptedClassifier, ImportanceWeightingClassifier
-from sktransfer._image_batches import RawImageBatch
 from sktransfer.domain_adaptation import (
     FeatureAlignmentClassifier,
     NoTargetDataWarning,
@@ -129,19 +128,19 @@ def test_two_fits_give_identical_predictions_and_pickle_round_trips(shifted_imag
 
 
 @pytest.mark.parametrize("method", ["cdan", "self_training"])
-def test_batches_preprocessed_on_the_device_adapt_alike(shifted_images, method, monkeypatch):
+def test_batches_preprocessed_on_the_device_adapt_alike(
+    shifted_images, method, monkeypatch, raw_batches_moved
+):
     # On a GPU the library's own preprocessing runs there, on each batch as loaded; the self-training copy
     # of the network then picks the batch's target rows, per-domain BatchNorm each domain's.
     X, y, _ = shifted_images
     params = {"model": "resnet18", "weights": None, "method": method, "self_training_epochs": 1}
     expected = deep(**params).fit(X, y).predict_proba(X)
     monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
-    moved, to = [], RawImageBatch.to
-    monkeypatch.setattr(
-        RawImageBatch, "to", lambda batch, *a, **k: moved.append(len(batch)) or to(batch, *a, **k)
-    )
     np.testing.assert_array_equal(deep(**params).fit(X, y).predict_proba(X), expected)
-    assert set(moved) == {8}  # whole batches, half source, half target, preprocessed before the step
+    assert {len(images) for images in raw_batches_moved} == {
+        8
+    }  # whole batches, half source, half target, preprocessed before the step
 
 
 def test_batches_are_half_source_half_target():

@@ -344,7 +344,7 @@ def test_stored_features_of_the_library_preprocessing_on_the_device_train_alike(
 
 
 def test_training_and_prediction_batches_of_the_library_preprocessing_on_the_device_train_alike(
-    labelled_images, monkeypatch
+    labelled_images, monkeypatch, raw_batches_moved
 ):
     # Backbone trained, so every epoch's batches (and prediction's) leave the loader as loaded, uint8, and
     # are preprocessed once on the device: the same model as preprocessing on the CPU.
@@ -352,17 +352,11 @@ def test_training_and_prediction_batches_of_the_library_preprocessing_on_the_dev
     params = {"model": "resnet18", "weights": None, "strategy": "full", "max_epochs": 2}
     expected = tiny(**params).fit(X, y).predict_proba(X)
     monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: True)
-    moved, to = [], RawImageBatch.to
-    monkeypatch.setattr(
-        RawImageBatch,
-        "to",
-        lambda batch, *a, **k: moved.append(tuple(batch.images.shape)) or to(batch, *a, **k),
-    )
     clf = tiny(**params).fit(X, y)
     # two epochs of three batches of 8, and BatchNorm's statistics set from the training rows at the end
-    assert moved == [(8, 3, 16, 16)] * 9
+    assert [tuple(images.shape) for images in raw_batches_moved] == [(8, 3, 16, 16)] * 9
     np.testing.assert_array_equal(clf.predict_proba(X), expected)
-    assert len(moved) == 9 + 3
+    assert len(raw_batches_moved) == 9 + 3
 
 
 class BatchesSeen(Callback):
@@ -397,7 +391,9 @@ def test_a_raw_batch_moves_to_a_device_only():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_the_library_preprocessing_of_training_batches_runs_on_the_gpu(labelled_images, monkeypatch):
+def test_the_library_preprocessing_of_training_batches_runs_on_the_gpu(
+    labelled_images, monkeypatch, raw_batches_moved
+):
     X, y = labelled_images
     params = {
         "model": "resnet18",
@@ -406,14 +402,10 @@ def test_the_library_preprocessing_of_training_batches_runs_on_the_gpu(labelled_
         "device": "cuda",
         "precision": "float32",
     }
-    moved, to = [], RawImageBatch.to
-    monkeypatch.setattr(
-        RawImageBatch, "to", lambda batch, *a, **k: moved.append(batch.images.dtype) or to(batch, *a, **k)
-    )
     clf = tiny(**params).fit(X, y)
     on_the_gpu = clf.predict_proba(X)
-    assert moved
-    assert set(moved) == {torch.uint8}
+    assert raw_batches_moved
+    assert {images.dtype for images in raw_batches_moved} == {torch.uint8}
     monkeypatch.setattr(sktransfer._training_data, "preprocesses_on_the_gpu", lambda *args: False)
     np.testing.assert_allclose(clf.predict_proba(X), on_the_gpu, atol=1e-2)  # preprocessed on the CPU
 
