@@ -211,7 +211,29 @@ class PretrainedFeatureExtractor(
         -------
         self : PretrainedFeatureExtractor
         """
-        source = self._image_source(X, reset=True)
+        return self._fit(self._image_source(X, reset=True))
+
+    @not_fitted_if_it_fails
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None):
+        """:meth:`fit`, then :meth:`transform` of the same X, which is read and validated once.
+
+        Parameters
+        ----------
+        X : images
+            Any form described in :mod:`sktransfer.images`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_images, n_features_out_)
+        """
+        source = self._image_source(X, reset=True)  # its warnings (an ambiguous layout, say) shown once
+        return self._fit(source)._transform(source)
+
+    def _fit(self, source):
+        """Load the network and its weights for the validated ``source``."""
         device = self._devices()[0]
         self._precision([device], warn=True)  # float16 on a CPU fails before any weights load
         check_layer_before_loading(self.model, self.layer, self.weights)  # and so does a misspelt layer
@@ -268,12 +290,16 @@ class PretrainedFeatureExtractor(
         embeddings : ndarray of shape (n_images, n_features_out_)
         """
         check_is_fitted(self)
+        return self._transform(self._image_source(X, reset=False))
+
+    def _transform(self, source):
+        """The embeddings of the validated ``source``."""
         # An extractor fitted before this record existed (unpickled) has nothing to compare.
         fitted = getattr(self, "_fitted_network", {})
         warn_of_changed_settings(
             fitted, self._network_settings(), "transform", "the network and its preprocessing"
         )
-        dataset = PreprocessedImages.for_estimator(self._image_source(X, reset=False), self)
+        dataset = PreprocessedImages.for_estimator(source, self)
         if self._preprocesses_on_the_gpu(self._devices()):
             dataset = dataset.preprocessed_on_the_device()
         root = cache_folder(self.cache)

@@ -89,6 +89,18 @@ def test_rows_do_not_depend_on_the_batch(rgb_images):
     )
 
 
+def test_fit_transform_reads_x_once_and_equals_fit_then_transform():
+    # 3 pixels high and 5 wide with 3 channels: read as N×H×W×C, with an AmbiguousLayoutWarning, once
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 3, 5, 3), dtype=np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        embeddings = tiny().fit_transform(images)
+    assert [type(w.message).__name__ for w in caught] == ["AmbiguousLayoutWarning"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(embeddings, tiny().fit(images).transform(images))
+
+
 def test_offline_default_end_to_end():
     images = np.random.default_rng(0).integers(0, 256, size=(3, 40, 50, 3), dtype=np.uint8)
     extractor = PretrainedFeatureExtractor(batch_size=2).fit(images)

@@ -780,6 +780,26 @@ def test_mixup_validation_mixes_integer_images_in_their_own_dtype_and_frames_wit
     assert list(clf.read[1].columns) == ["a", "b"]
 
 
+def test_mixup_validation_mixes_integer_features_as_floats_and_refuses_mixes_rounded_back_to_their_rows():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    flags = rng.integers(0, 2, size=(200, 20))
+    labels = (flags[:, :10].sum(axis=1) > flags[:, 10:].sum(axis=1)).astype(int)
+    learnt = LogisticRegression().fit(flags, labels)
+    guessing = LogisticRegression().fit(flags, rng.integers(0, 2, 200))
+    target = np.full(200, -1)
+    for model in (learnt, guessing):  # rounded back to 0s and 1s, every mix was its dominant row: 1.0 each
+        score = mixup_validation_scorer(model, flags, target)
+        assert score == mixup_validation_scorer(model, flags.astype(float), target) < 1.0
+    assert mixup_validation_scorer(learnt, flags, target) > mixup_validation_scorer(guessing, flags, target)
+    frame = pd.DataFrame(flags, columns=[f"f{i}" for i in range(20)])  # integer columns keep their dtype
+    with pytest.raises(ValueError, match=r"each mix rounds back to its dominant row.*X.astype\(float\)"):
+        mixup_validation_scorer(LogisticRegression().fit(frame, labels), frame, target)
+    images = np.repeat(flags[:, None, :, None], 2, axis=3).astype(np.uint8)  # 0/1 images of 20×2 pixels
+    with pytest.raises(ValueError, match="each mix rounds back to its dominant row"):
+        mixup_validation_scorer(ByThreshold(0.5), images, target)
+
+
 def test_mixup_validation_refuses_what_it_cannot_mix_before_predicting():
     clf = ByThreshold(0.5)
     with pytest.raises(

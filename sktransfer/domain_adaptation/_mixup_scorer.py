@@ -28,27 +28,56 @@ def _cannot_mix(name, what):
     )
 
 
-def _mix(values, first, second, ratio):
-    """``ratio`` of each ``first`` row of an array and ``1 - ratio`` of its ``second`` row, in its dtype.
+def _mix(values, first, second, ratio, name):
+    """``ratio`` of each ``first`` row of an array and ``1 - ratio`` of its ``second`` row.
 
-    Integers and booleans are rounded back to their dtype (a uint8 image stays one, read on the scale the
-    target rows are read on; a boolean takes its dominant row's value); integers wider than 16 bits and
-    float64 are mixed in float64, the others in float32.
+    Images (arrays of three dimensions or more) stay in their dtype: integers and booleans are rounded back
+    to it, so that a uint8 image stays one, read on the scale the target rows are read on. Feature vectors
+    (one or two dimensions) of integers or booleans are mixed in floating point, not rounded: rounded, a
+    mix of two rows of 0s and 1s (or of counts that differ by one) would be its dominant row again, and
+    every model would follow it. Integers wider than 16 bits and float64 are mixed in float64, the others
+    in float32.
+
+    Examples
+    --------
+    >>> flags = np.array([[0, 1], [1, 1]])
+    >>> _mix(flags, [0], [1], 0.55, "mixup_validation_scorer").tolist()
+    [[0.45, 1.0]]
     """
     dtype = values.dtype
     exact = dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize > 2)
     work = np.float64 if exact else np.float32
     mixed = ratio * values[first].astype(work) + (1.0 - ratio) * values[second].astype(work)
+    if values.ndim < 3:
+        return mixed if dtype.kind in "iub" else mixed.astype(dtype, copy=False)
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
         mixed = np.clip(np.rint(mixed), limits.min, limits.max)
     elif dtype.kind == "b":
         mixed = np.rint(mixed)
-    return mixed.astype(dtype, copy=False)
+    mixed = mixed.astype(dtype, copy=False)
+    _check_mixes_differ(
+        np.array_equal(mixed, values[first]), np.array_equal(values[first], values[second]), name
+    )
+    return mixed
+
+
+def _check_mixes_differ(mixes_are_dominant_rows, pairs_are_equal, name):
+    """Refuse rows that rounding to their own dtype mixes back into their dominant rows: every model would
+    follow every mix, and score 1."""
+    if mixes_are_dominant_rows and not pairs_are_equal:
+        raise ValueError(
+            f"{name} mixes pairs of target rows and rounds the mixes back to the rows' whole-number dtype, "
+            f"and here each mix rounds back to its dominant row (values that differ by 1 at most, at a "
+            "mix_ratio of 0.55): every model would follow every mix and score 1. Pass the rows as floats "
+            "(X.astype(float)) where the model reads them so, or score with "
+            "neighborhood_consistency_scorer or information_maximization_scorer."
+        )
 
 
 def _frame_mixer(frame, name):
-    """Mixes the rows of a DataFrame column by column, each column back in its own dtype."""
+    """Mixes the rows of a DataFrame column by column, each column back in its own dtype (integer columns,
+    which may hold category codes, rounded to whole values)."""
     from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
 
     not_numbers = [column for column in frame.columns if not is_numeric_dtype(frame[column].dtype)]
@@ -60,9 +89,17 @@ def _frame_mixer(frame, name):
         mixed = {}
         for column, values in columns.items():
             dtype = frame[column].dtype
-            blend = _mix(values, first, second, ratio)
+            blend = _mix(values, first, second, ratio, name)
             whole = is_integer_dtype(dtype) or is_bool_dtype(dtype)
             mixed[column] = np.rint(blend) if whole else blend
+        _check_mixes_differ(
+            all(
+                np.array_equal(mixed[column], values[first], equal_nan=True)
+                for column, values in columns.items()
+            ),
+            all(np.array_equal(values[first], values[second], equal_nan=True) for values in columns.values()),
+            name,
+        )
         return type(frame)(mixed, columns=frame.columns).astype(frame.dtypes.to_dict())
 
     return mix
@@ -89,7 +126,7 @@ def _mixer(rows, name):
     if isinstance(rows, torch.Tensor):
         values = rows.detach().cpu()
         values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
-        return lambda first, second, ratio: torch.from_numpy(_mix(values, first, second, ratio)).to(
+        return lambda first, second, ratio: torch.from_numpy(_mix(values, first, second, ratio, name)).to(
             rows.dtype
         )
     if isinstance(rows, list | tuple) and not all(
@@ -103,7 +140,7 @@ def _mixer(rows, name):
         raise _cannot_mix(name, f"its rows cannot form one array ({exc})") from exc
     if values.dtype.kind not in "biuf":
         raise _cannot_mix(name, f"got values of dtype {values.dtype}")
-    return lambda first, second, ratio: _mix(values, first, second, ratio)
+    return lambda first, second, ratio: _mix(values, first, second, ratio, name)
 
 
 class _MixupValidationScorer(_DomainScorer):
@@ -122,8 +159,10 @@ class _MixupValidationScorer(_DomainScorer):
 
     The rows are mixed in the input space, so ``X`` must hold numbers of one shape: images as arrays or
     tensors (integer images are rounded back to their dtype, so read on the target rows' scale), features
-    as arrays, sparse matrices or DataFrames (each column back in its own dtype); texts, file paths and
-    images as objects (PIL) cannot be mixed. It predicts up to three times as many rows as the target holds
+    as arrays (integers mixed as floats), sparse matrices or DataFrames (each column back in its own dtype,
+    integer columns rounded as category codes must be); rows that rounding mixes back into their dominant
+    rows are refused, since every model would follow every mix. Texts, file paths and images as objects
+    (PIL) cannot be mixed. It predicts up to three times as many rows as the target holds
     (the rows, and up to two mixes of each). Pairs are drawn with ``random_state`` (default 0: an int
     gives the same draw for every candidate of a search). Call it as
     ``mixup_validation_scorer(estimator, X, y=None, sample_domain=None)``, or give it as ``scoring``; it
