@@ -1,5 +1,6 @@
 """The transferability scorers: a score of the features a fitted extractor, or Pipeline, gives X."""
 
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 
@@ -95,6 +96,7 @@ def make_transferability_scorer(score_func, **kwargs):
 
 def _scored_features(estimator, X, name):
     """What ``estimator`` makes of ``X`` before any classifier: its transform, a final predictor dropped."""
+    estimator = _unwrapped(estimator)
     if isinstance(estimator, Pipeline):
         features = _before_the_predictor(estimator, X)
         if features is not None:
@@ -110,7 +112,7 @@ def _scored_features(estimator, X, name):
 def _before_the_predictor(pipeline, X):
     """The features ``pipeline`` makes of ``X`` before its final predictor, or None where nothing comes first.
 
-    A final step that is a Pipeline itself (or a search over one) has its own transforms applied too: an
+    A final step that is a Pipeline itself (or a search over one, or a FrozenEstimator of one) has its own transforms applied too: an
     extractor followed by ``make_pipeline(StandardScaler(), PCA(), LogisticRegression())`` is scored on
     the PCA's output, not the extractor's.
 
@@ -129,9 +131,21 @@ def _before_the_predictor(pipeline, X):
     if final is None or isinstance(final, str) or not hasattr(final, "predict"):
         return pipeline.transform(X)
     before = pipeline[:-1].transform(X) if len(pipeline.steps) > 1 else None
-    inner = getattr(final, "best_estimator_", final)  # a fitted search: the estimator that predicts
+    inner = _unwrapped(final)
     if isinstance(inner, Pipeline):
         nested = _before_the_predictor(inner, X if before is None else before)
         if nested is not None:
             return nested
     return before
+
+
+def _unwrapped(estimator):
+    """The estimator that ``estimator`` predicts with: through FrozenEstimator and a fitted search's
+    ``best_estimator_``, as often as they nest."""
+    while True:
+        if isinstance(estimator, FrozenEstimator):
+            estimator = estimator.estimator
+        elif hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        else:
+            return estimator

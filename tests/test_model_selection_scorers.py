@@ -12,6 +12,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
@@ -580,6 +581,16 @@ def test_a_pipeline_with_a_stateless_extractor_is_scored(shifted_blobs):
     assert prediction_entropy_scorer(pipeline, rows, y) == pytest.approx(
         prediction_entropy_scorer(pipeline, X, y)
     )
+
+
+@pytest.mark.parametrize(
+    "scorer", [neighborhood_consistency_scorer, importance_weighted_scorer, deep_embedded_validation_scorer]
+)
+def test_a_frozen_model_is_scored_as_the_model_it_wraps(shifted_blobs, scorer):
+    X, y = _marked(shifted_blobs)
+    X = X * np.linspace(0.1, 10, X.shape[1])  # scales that the StandardScaler undoes
+    model = make_pipeline(StandardScaler(), FeatureAlignmentClassifier(method="coral")).fit(X, y)
+    assert scorer(FrozenEstimator(model), X, y) == scorer(model, X, y)
 
 
 class _CountingRows(_Stateless):

@@ -20,6 +20,7 @@ from sklearn.base import clone
 from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -712,3 +713,7 @@ def test_a_final_pipeline_has_its_own_transforms_scored():
     assert len(set(scores)) == 3
     best = searched.fit(X, y)[-1].best_params_["pca__n_components"]
     assert logme_scorer(searched, X, y) == scores[grid["n_components"].index(best)]
+    # a fitted model kept through a search as a FrozenEstimator, alone or as the final step
+    assert logme_scorer(FrozenEstimator(flat), X, y) == scores[-1]
+    assert logme_scorer(make_pipeline(FrozenEstimator(flat)), X, y) == scores[-1]
+    assert logme_scorer(FrozenEstimator(searched), X, y) == scores[grid["n_components"].index(best)]

@@ -1,6 +1,7 @@
 """The features and the outputs a label-free scorer reads, from one pass through a search, Pipeline or network."""
 
 import numpy as np
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from ._domain_scorer import _rows
@@ -35,7 +36,8 @@ def _features_and_outputs(estimator, X, rows, output, name, source_rows=None):
     """The features in which to compare domains, of every row of X, and ``output`` of ``rows`` of X.
 
     ``output`` is ``"predict"`` or ``"predict_proba"``, of the estimator that classifies. The features are
-    those it classifies: a fitted search is read through its ``best_estimator_``, a Pipeline (nested or
+    those it classifies: a FrozenEstimator through the estimator it wraps, a fitted search through its
+    ``best_estimator_``, a Pipeline (nested or
     not) through its steps, then the last estimator's own embedding (``embed``), the features a shallow
     aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier; ``source_rows``, the
     labelled source rows that a scorer weighs, mapped as its fit mapped those, the rest as target rows), or
@@ -48,7 +50,9 @@ def _features_and_outputs(estimator, X, rows, output, name, source_rows=None):
     """
     given, given_X, shipped = estimator, X, True
     while True:
-        if hasattr(estimator, "best_estimator_"):
+        if isinstance(estimator, FrozenEstimator):
+            shipped, estimator = shipped and _outputs_as_shipped(estimator), estimator.estimator
+        elif hasattr(estimator, "best_estimator_"):
             shipped, estimator = shipped and _outputs_as_shipped(estimator), estimator.best_estimator_
         elif isinstance(estimator, Pipeline):  # step by step: a slice would ask its stateless steps for fit
             shipped = shipped and _outputs_as_shipped(estimator)
