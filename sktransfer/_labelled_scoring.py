@@ -86,7 +86,10 @@ def labelled_rows_scorer(scoring="accuracy"):
     (False).
 
     For domain adaptation the labelled rows are usually source rows: their accuracy says little about the
-    target. To choose a domain-adaptation model without target labels, use
+    target. They are predicted as ``predict`` reads any row, so for ``FeatureAlignmentClassifier``, whose
+    ``predict`` maps every row as a target row, this is the accuracy of the source rows read as target
+    rows, not as its fit mapped them (under CORAL or subspace alignment it can lie far below the accuracy
+    its estimator reached on them). To choose a domain-adaptation model without target labels, use
     :data:`~sktransfer.neighborhood_consistency_scorer` or
     :data:`~sktransfer.information_maximization_scorer`.
 

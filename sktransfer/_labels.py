@@ -11,17 +11,22 @@ from sklearn.utils.validation import column_or_1d
 def labelled_rows_of(y, labelled):
     """The labels of the ``labelled`` rows (a mask) of ``y``, as NumPy would type them without the -1 marks.
 
-    Booleans kept apart from -1 by :func:`label_array` come back as a boolean array, which scikit-learn's
-    checks read as classes (an object array of booleans is of an "unknown" type to them).
+    Labels that an object array kept apart from -1 (booleans, by :func:`label_array`, or integers that a user
+    marked in ``y.astype(object)``) come back as an array of their own type, which scikit-learn's checks
+    read as classes: an object array of anything but text is of an "unknown" type to them.
 
     Examples
     --------
     >>> labelled_rows_of([True, -1, False], np.array([True, False, True])).tolist()
     [True, False]
+    >>> labelled_rows_of(np.array([3, -1, 7], dtype=object), np.array([True, False, True])).dtype.kind
+    'i'
     """
     labels = label_array(y)[labelled]
-    if labels.dtype == object and labels.size and all(isinstance(v, bool | np.bool_) for v in labels):
-        return labels.astype(bool)
+    if labels.dtype == object and labels.size and not any(isinstance(v, str) for v in labels):
+        typed = np.asarray(labels.tolist())
+        if typed.shape == labels.shape and typed.dtype.kind in "biuf":
+            return typed
     return labels
 
 

@@ -661,6 +661,21 @@ def test_boolean_labels_listed_with_minus_one_stay_booleans(shifted_features, es
     assert {type(label) for label in fitted.predict(X[:5].astype(np.float32)).tolist()} == {bool}
 
 
+@pytest.mark.parametrize("estimator", ["shallow", "deep", "reweighting"])
+def test_integer_labels_marked_in_an_object_array_are_classes(shifted_features, estimator):
+    # y = labels.astype(object); y[target] = -1, as the README marks rows: "Unknown label type: unknown".
+    X, _, labels = shifted_features
+    y = np.r_[3 + 4 * labels, np.full(200, -1)].astype(object)
+    classifier = {
+        "shallow": FeatureAlignmentClassifier(),
+        "deep": DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0),
+        "reweighting": ImportanceWeightingClassifier(random_state=0),
+    }[estimator]
+    fitted = classifier.fit(X.astype(np.float32), y)
+    assert fitted.classes_.tolist() == [3, 7]
+    assert set(fitted.predict(X[:5].astype(np.float32)).tolist()) <= {3, 7}
+
+
 def test_minus_one_among_the_classes_is_refused(shifted_features):
     # classes_ held -1, whose output never trained and which predict could return.
     X, y, _ = shifted_features
