@@ -1,5 +1,6 @@
 """Checks on what a TransferClassifier is given (criterion, classes, weights) and the probabilities it gives."""
 
+import inspect
 import warnings
 
 import numpy as np
@@ -17,7 +18,23 @@ def softmax_over_classes(logits):
 
 
 def is_cross_entropy(criterion):
-    return isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)
+    """Whether ``criterion`` is a class of cross entropy that the library builds with ``label_smoothing``.
+
+    A subclass whose ``__init__`` takes no ``label_smoothing`` (a focal loss, say) is built as written; an
+    instance is the user's own, its smoothing theirs.
+
+    Examples
+    --------
+    >>> class Focal(nn.CrossEntropyLoss):
+    ...     def __init__(self, gamma=2.0):
+    ...         super().__init__(reduction="none")
+    >>> is_cross_entropy(nn.CrossEntropyLoss), is_cross_entropy(Focal), is_cross_entropy(nn.CrossEntropyLoss())
+    (True, False, False)
+    """
+    if not (isinstance(criterion, type) and issubclass(criterion, nn.CrossEntropyLoss)):
+        return False
+    parameters = inspect.signature(criterion).parameters.values()
+    return any(p.name == "label_smoothing" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def refuse_log_probability_loss(criterion, module):

@@ -41,7 +41,8 @@ layer_decay : float, default=1.0
 weight_decay : float, default=0.01
     AdamW's decoupled weight decay.
 label_smoothing : float, default=0.0
-    Label smoothing of the cross-entropy loss.
+    Label smoothing of the cross-entropy loss the library builds (``criterion`` a class that takes
+    ``label_smoothing``); a criterion instance keeps its own.
 lr_schedule : {"cosine", "onecycle", "constant"} or None, default="cosine"
     Per-batch learning-rate schedule after a linear warm-up (one-cycle warms up its own way, and leaves
     the optimizer's momentum or betas as they are); ``None`` keeps the rates fixed. A skorch
@@ -109,9 +110,9 @@ verbose : int, default=0
     1 prints skorch's epoch table and shows progress bars: text bars, or widgets in a Jupyter notebook
     with ipywidgets installed. Inside joblib's workers (``cross_val_score(..., n_jobs=2)``) both show
     from 2 only, so that several workers do not garble each other's.
-criterion : torch.nn.Module class, default=torch.nn.CrossEntropyLoss
-    The classification loss, built with the ``criterion__*`` parameters; the default cross-entropy also
-    gets ``label_smoothing``. It reads one logit per class; whatever it is, ``predict_proba`` turns them
+criterion : torch.nn.Module class or instance, default=torch.nn.CrossEntropyLoss
+    The classification loss, built with the ``criterion__*`` parameters; the default cross-entropy (and a
+    subclass that takes the argument) also gets ``label_smoothing``. An instance is used as given. It reads one logit per class; whatever it is, ``predict_proba`` turns them
     into probabilities with a softmax (skorch's ``predict_nonlinearity="auto"`` here).
 optimizer : torch.optim.Optimizer class, default=torch.optim.AdamW
     Built with one parameter group per learning rate (the new layers at ``lr``, the backbone stages at

@@ -15,6 +15,7 @@ from ._changed_settings import (
     warn_of_changed_settings,
 )
 from ._runtime import SEEDED_WORK, resolve_device, seed_of
+from ._training_checks import is_cross_entropy
 
 # Settings that decide the network's architecture: changed after fitting, they need a new network.
 ARCHITECTURE = ("model", "weights", "layer", "pooling")
@@ -197,7 +198,7 @@ class TrainingStateMixin:
                 p.requires_grad for p in criterion.parameters()
             ):
                 self._initialize_optimizer()  # unless the criterion has weights for it to train
-        if isinstance(self.criterion_, torch.nn.CrossEntropyLoss):
+        if is_cross_entropy(self.criterion):  # built by the library; a user's instance keeps its own
             smoothing = self.get_params_for("criterion").get("label_smoothing", self.label_smoothing)
             self.criterion_.label_smoothing = smoothing
         self._apply_preprocess()

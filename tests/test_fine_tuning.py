@@ -702,6 +702,34 @@ def test_outputs_that_are_not_probabilities_are_refused_and_label_smoothing_says
         ).fit(X, y)
 
 
+class _FocalLoss(torch.nn.CrossEntropyLoss):
+    """A cross entropy of its own, whose __init__ takes no label_smoothing."""
+
+    def __init__(self, gamma=2.0):
+        super().__init__(reduction="none")
+        self.gamma = gamma
+
+    def forward(self, logits, target):
+        loss = super().forward(logits, target)
+        return ((1 - torch.exp(-loss)) ** self.gamma * loss).mean()
+
+
+def test_a_users_cross_entropy_keeps_its_own_label_smoothing():
+    # The user's CrossEntropyLoss(label_smoothing=0.3) trained with 0.0, and was itself set to 0.0; a subclass
+    # whose __init__ takes no label_smoothing failed with a TypeError.
+    X, y = _three_blobs()
+    mine = torch.nn.CrossEntropyLoss(label_smoothing=0.3)
+    clf = FineTuneClassifier(model=None, criterion=mine, max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    assert mine.label_smoothing == 0.3
+    assert clf.criterion_.label_smoothing == 0.3
+    clf.partial_fit(X, y)
+    assert mine.label_smoothing == clf.criterion_.label_smoothing == 0.3
+    focal = FineTuneClassifier(model=None, criterion=_FocalLoss, max_epochs=1, device="cpu").fit(X, y)
+    assert isinstance(focal.criterion_, _FocalLoss)
+    with pytest.warns(IgnoredSettingWarning, match="label_smoothing=0.1 takes effect only with criterion"):
+        focal.set_params(label_smoothing=0.1).fit(X, y)
+
+
 def test_a_fit_that_fails_leaves_the_classifier_not_fitted():
     # The failed refit kept the earlier network beside the new classes_, or a new untrained network that
     # predicted as if fitted.
