@@ -113,8 +113,9 @@ def load_backbone(model, weights="DEFAULT", *, random_state=None, progress=False
     ----------
     model : str, torch.nn.Module or callable
         ``"efficientnet_lite0"`` (the offline default), a torchvision classification model name such as
-        ``"resnet50"``, a module (copied, never modified), or a module class or factory (called without
-        arguments, under ``random_state``).
+        ``"resnet50"``, a module (copied, never modified; one in ``nn.DataParallel`` or
+        ``DistributedDataParallel`` stands for the module inside), or a module class or factory (called
+        without arguments, under ``random_state``).
     weights : str, path or None
         ``"DEFAULT"``, a torchvision weights name such as ``"IMAGENET1K_V2"``, the path of a saved
         state_dict, or ``None`` for a random initialisation (seeded by ``random_state``). For a module,
@@ -158,6 +159,10 @@ def _build(factory):
 
 
 def _from_module(model, weights, built_here=False):
+    # A model kept in its multi-GPU wrapper: the module inside, which the library places on its devices
+    # itself (and whose classifier the wrapper would hide, giving logits for embeddings).
+    while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        model = model.module
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(
             f"model is a TorchScript module ({type(model).__name__}): the library cuts, copies and keys a "

@@ -92,6 +92,17 @@ def test_a_classifier_set_to_identity_gives_the_modules_own_output(images, build
     np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_module_in_dataparallel_is_read_as_the_module_inside(images):
+    # The wrapper hid the classifier: the embedding was the module's 5 logits, without a word.
+    module = TinyConvNet()
+    plain = PretrainedFeatureExtractor(module, device="cpu").fit_transform(images)
+    wrapped = PretrainedFeatureExtractor(nn.DataParallel(module), device="cpu").fit(images)
+    assert wrapped.n_features_out_ == plain.shape[1] == 8
+    np.testing.assert_array_equal(wrapped.transform(images), plain)
+    tuned = FineTuneClassifier(nn.DataParallel(module), device="cpu", max_epochs=1, random_state=0)
+    assert tuned.fit(images, np.arange(len(images)) % 2).module_.head[-1].in_features == 8
+
+
 def test_fine_tuning_a_module_without_classifier_sizes_the_head_from_its_output(images):
     clf = FineTuneClassifier(_resnet_without_fc(), strategy="linear_probe", max_epochs=1, device="cpu")
     clf.fit(images, [0, 1, 0, 1])
