@@ -299,7 +299,10 @@ def fold_batchnorm(module):
     The result computes the same function as the eval-mode module with one memory pass less per layer.
     It is a torch.fx rewrite, which drops Python side effects of ``forward`` and hooks on the module, so the
     library applies it only to architectures it builds itself (torchvision names, the offline default),
-    never to a user's module. A module that symbolic tracing cannot handle is returned as it is.
+    never to a user's module. Convolutions of any ``nn.Conv2d`` subclass are folded (the offline default's
+    are TensorFlow-padded ones, which torch.fx's own ``fuse`` traces through and so leaves unfolded); the
+    folded convolution keeps its class, and so its padding. A module that symbolic tracing cannot handle is
+    returned as it is.
 
     Examples
     --------
@@ -308,12 +311,46 @@ def fold_batchnorm(module):
     >>> any(isinstance(layer, nn.BatchNorm2d) for layer in folded.modules())
     False
     """
-    from torch.fx.experimental.optimization import fuse
+    from torch import fx
+    from torch.fx.experimental.optimization import replace_node_module
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     try:
-        return fuse(module, inplace=True).eval()
+        graph = _ConvolutionsAsLeaves().trace(module)
     except Exception:  # data-dependent control flow and other untraceable code: keep the module whole
         return module
+    modules = dict(module.named_modules())
+    for node in list(graph.nodes):
+        if not _folds_into_its_input(node, modules):
+            continue
+        convolution = node.args[0]
+        replace_node_module(
+            convolution, modules, fuse_conv_bn_eval(modules[convolution.target], modules[node.target])
+        )
+        node.replace_all_uses_with(convolution)
+        graph.erase_node(node)
+    return fx.GraphModule(module, graph).eval()
+
+
+class _ConvolutionsAsLeaves(torch.fx.Tracer):
+    """torch.fx's tracer, with every convolution (subclasses too) kept as one call of its module."""
+
+    def is_leaf_module(self, module, qualified_name):
+        return isinstance(module, torch.nn.Conv2d) or super().is_leaf_module(module, qualified_name)
+
+
+def _folds_into_its_input(node, modules):
+    """Whether ``node`` is a BatchNorm2d with running statistics that reads only a convolution's output."""
+    if node.op != "call_module" or type(modules.get(node.target)) is not torch.nn.BatchNorm2d:
+        return False
+    source = node.args[0] if len(node.args) == 1 else None
+    return (
+        modules[node.target].track_running_stats
+        and isinstance(source, torch.fx.Node)
+        and source.op == "call_module"
+        and isinstance(modules.get(source.target), torch.nn.Conv2d)
+        and len(source.users) == 1
+    )
 
 
 def module_device(module):
