@@ -57,17 +57,31 @@ def cut_at_layer(module, layer):
             "use layer=None (penultimate features) or pass a module that returns the features you want."
         ) from exc
     refuse_unknown_layer(layer, valid)
-    refuse_input_hooks(module, layer)
+    refuse_skipped_hooks(module, layer)
     return feature_extraction.create_feature_extractor(
         module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
     )
 
 
-def refuse_input_hooks(module, layer):
-    """Raise for a forward pre-hook on ``module``'s own input, which a network cut at ``layer`` would skip.
+def refuse_skipped_hooks(module, layer):
+    """Raise for hooks that a network cut at ``layer`` would skip: on ``module``'s own input, or on a module
+    whose forward the cut traces.
 
-    Tracing reads the network's forward, not its call: the embedding would differ from the one ``layer=None``
-    gives, which calls the module.
+    Tracing reads the network's forward, not its call, and calls as modules (hooks and all) only torch's
+    own layers: a hook on the module itself, on an ``nn.Sequential`` or on a block of the user's own class
+    would run once, on the trace's placeholders, and never on an image.
+
+    Examples
+    --------
+    >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    >>> network = nn.Sequential(block, nn.Flatten())
+    >>> _ = block[0].register_forward_hook(lambda *args: None)  # a torch layer: called, its hook runs
+    >>> refuse_skipped_hooks(network, "0")
+    >>> _ = block.register_forward_hook(lambda *args: None)
+    >>> refuse_skipped_hooks(network, "0")
+    Traceback (most recent call last):
+    ...
+    ValueError: layer='0': hooks registered on the module at '0' (a Sequential) would not run: ...
     """
     if module._forward_pre_hooks:
         raise ValueError(
@@ -75,6 +89,34 @@ def refuse_input_hooks(module, layer):
             "which a network cut at a layer does not run (the cut traces its forward). Apply that change in "
             "preprocess= or in the module's forward, or use layer=None."
         )
+    skipped = [
+        (name, type(sub).__name__)
+        for name, sub in module.named_modules()
+        if _traced_through(sub) and any(getattr(sub, hooks) for hooks in _HOOKS)
+    ]
+    if skipped:
+        where = ", ".join(
+            f"'{name}' (a {kind})" if name else f"itself (a {kind})" for name, kind in skipped[:5]
+        )
+        raise ValueError(
+            f"layer={layer!r}: hooks registered on the module at {where} would not run: a network cut at a "
+            "layer traces the forward of these modules (torch.fx), and calls only torch's own layers (nn.Conv2d, "
+            "nn.Linear, ...) with their hooks. Register the hooks on a torch layer inside them, have your "
+            "module's forward return the features you want, or use layer=None, which calls the module as written."
+        )
+
+
+# The hooks a module's call runs, which tracing through its forward skips.
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+def _traced_through(module):
+    """Whether cutting a network traces ``module``'s forward rather than calling it: torch.fx's rule, with the
+    offline default's convolutions kept as calls (``_TRACER_KWARGS``)."""
+    if isinstance(module, tuple(_TRACER_KWARGS["leaf_modules"])):
+        return False
+    torchs_own = type(module).__module__.startswith(("torch.nn", "torch.ao.nn"))
+    return not torchs_own or isinstance(module, nn.Sequential)
 
 
 # Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.
@@ -156,7 +198,7 @@ def check_module_layer(module, layer):
     if layer is None:
         return
     if isinstance(module, nn.Module):
-        refuse_input_hooks(module, layer)
+        refuse_skipped_hooks(module, layer)
     try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
         valid = layer_names(copy.deepcopy(module))
     except Exception:

@@ -302,6 +302,25 @@ def test_a_hook_on_the_modules_own_input_is_refused_at_a_layer(images):
         )
 
 
+def test_hooks_that_a_cut_would_skip_are_refused_and_hooks_on_torch_layers_run(images):
+    # A hook on a block (an nn.Sequential here) ran while the cut was traced, and never on an image.
+    module = TinyConvNet()
+    seen = []
+    module.features[0].register_forward_hook(lambda _layer, _inputs, output: seen.append(len(output)))
+    extractor = PretrainedFeatureExtractor(module, layer="pool", device="cpu", batch_size=3).fit(images)
+    seen.clear()
+    extractor.transform(images)
+    assert sum(seen) == len(images)  # a torch layer is called, hooks and all
+    module.features.register_forward_hook(lambda *args: None)
+    with pytest.raises(ValueError, match=r"hooks registered on the module at 'features' \(a Sequential\)"):
+        PretrainedFeatureExtractor(module, layer="pool", device="cpu").fit(images)
+    with pytest.raises(ValueError, match="hooks registered on the module at 'features'"):
+        FineTuneClassifier(module, layer="pool", device="cpu", max_epochs=1).fit(
+            images, np.arange(len(images)) % 2
+        )
+    PretrainedFeatureExtractor(module, device="cpu").fit(images)  # layer=None calls the module: all run
+
+
 _SEEN = []  # what _Counted's forward saw (a global: the extractor works on a copy of the module)
 
 
