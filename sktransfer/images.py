@@ -120,6 +120,12 @@ def validated_source(estimator, X, *, reset):
     text = getattr(estimator, "_reads_text", None)
     if reset or text is None:
         text = reads_text(estimator.model)
+    elif looks_like_text(X) != text and reads_text(estimator.model) != text:
+        raise ValueError(
+            f"{type(estimator).__name__} was fitted to read {'texts' if text else 'images'}, and model has changed "
+            f"since to {_name(estimator.model)}, which reads {'images' if text else 'texts'}: call fit again to "
+            "load it."
+        )
     if reset:
         estimator._reads_text = text
     if text:

@@ -34,6 +34,7 @@ from sktransfer.text_encoders import (
     TextEncoderUnavailableError,
     offline_text_model_folder,
 )
+from tests._models import TinyConvNet
 from tests._text_models import REVIEWS, SENTIMENT, write_hub_cache, write_tiny_encoder
 
 
@@ -92,6 +93,19 @@ def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
 def test_bad_text_input_names_the_sample(tiny_text_model, texts, message):
     with pytest.raises(ValueError, match=message):
         extractor(tiny_text_model).fit(texts)
+
+
+def test_a_model_changed_between_texts_and_images_after_fit_asks_for_fit(tiny_text_model):
+    # The error said the text encoder's name named no model, and told the user to pass that very name.
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    on_images = extractor(TinyConvNet()).fit(images).set_params(model=tiny_text_model)
+    with pytest.raises(
+        ValueError, match=r"fitted to read images, and model has changed since to .* call fit"
+    ):
+        on_images.transform(REVIEWS)
+    on_texts = extractor(tiny_text_model).fit(REVIEWS).set_params(model=TinyConvNet())
+    with pytest.raises(ValueError, match="fitted to read texts, and model has changed since to TinyConvNet"):
+        on_texts.transform(images)
 
 
 def test_empty_strings_are_texts(tiny_text_model):
