@@ -44,6 +44,7 @@ ALIASED_SETTINGS = {
 }
 # Settings that decide the callbacks: changed after fitting, the callbacks are made again.
 CALLBACK_SETTINGS = (
+    "callbacks",
     "lr_schedule",
     "warmup",
     "early_stopping",
@@ -180,7 +181,10 @@ class TrainingStateMixin:
                 f"{change}, but it decides the network, which partial_fit and warm_start keep. Refit with "
                 "warm_start=False to build a new one."
             )
-        if self._settings(CALLBACK_SETTINGS) != self._callbacks_made_for:
+        made_for = self._callbacks_made_for  # a setting it lacks (pickled before it was recorded): unchanged
+        if any(
+            value != made_for.get(name, value) for name, value in self._settings(CALLBACK_SETTINGS).items()
+        ):
             self.initialize_callbacks()
         # pickled before this record: the class of the optimizer it has
         made_with = type(self.optimizer_) if isinstance(self.optimizer, type) else self.optimizer

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.metrics import get_scorer, log_loss
+from skorch.callbacks import Callback
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
@@ -63,6 +64,30 @@ def test_settings_that_decide_the_callbacks_take_effect_on_a_warm_fit(labelled_i
     assert callbacks["checkpoint"].dirname == str(tmp_path)
     assert "lr_schedule" not in callbacks
     assert len(clf.history) == 2  # warm: the same network went on training
+
+
+class _CountBatches(Callback):
+    def initialize(self):
+        self.batches = 0
+        return self
+
+    def on_batch_end(self, net, **kwargs):
+        self.batches += 1
+
+
+@pytest.mark.parametrize("call", ["partial_fit", "warm fit"])
+def test_callbacks_set_after_fit_run_on_the_next_training_call(labelled_images, call):
+    # skorch had made callbacks_ before set_params stored the new list: the new callback never ran.
+    X, y = labelled_images
+    clf = tiny(warm_start=call == "warm fit").fit(X, y)
+    counter = _CountBatches()
+    clf.set_params(callbacks=[("count", counter)])
+    clf.partial_fit(X, y) if call == "partial_fit" else clf.fit(X, y)
+    assert "count" in dict(clf.callbacks_)
+    assert counter.batches == -(-len(X) // 8)  # one epoch of batches of 8
+    restored = pickle.loads(pickle.dumps(clf))
+    restored.partial_fit(X, y)  # unchanged since: kept, not made again
+    assert dict(restored.callbacks_)["count"].batches == 2 * -(-len(X) // 8)
 
 
 def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
