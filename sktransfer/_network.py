@@ -1,9 +1,13 @@
 """The network the trainable estimators train: a backbone's features, then a new head; its stages."""
 
+import warnings
+
 import torch
 from torch import nn
 
 from ._lora import lora_parameters
+from ._stacklevel import caller_stacklevel
+from ._unused_settings import IgnoredSettingWarning
 from .text_encoders import TextEncoder
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -135,8 +139,18 @@ class BackboneWithHead(nn.Module):
         return [p for stage in self.stage_parameters() for p in stage if id(p) not in unreached]
 
     def set_dropout(self, rate):
-        """The dropout rate before the head."""
-        self.head[0].p = rate
+        """The dropout rate before the head: of every ``nn.Dropout`` in it (a subclass's head may have several,
+        or none, which a rate above 0 is warned of)."""
+        dropouts = [layer for layer in self.head.modules() if isinstance(layer, nn.Dropout)]
+        for layer in dropouts:
+            layer.p = rate
+        if rate > 0 and not dropouts:
+            warnings.warn(
+                f"dropout={rate} takes effect on the nn.Dropout layers of the head, and the head of "
+                f"{type(self).__name__} has none: add nn.Dropout to it, or leave dropout=0.0.",
+                IgnoredSettingWarning,
+                stacklevel=caller_stacklevel(),
+            )
 
     def set_trainable(self, n_top_stages, bitfit=False):
         """Train the head, the top ``n_top_stages`` backbone stages, any LoRA adapters and, with ``bitfit``,

@@ -18,6 +18,7 @@ import sktransfer._training_data
 from sktransfer import FineTuneClassifier
 from sktransfer._fused_optimizer import move_optimizer_state
 from sktransfer._image_batches import RawImageBatch
+from sktransfer._network import BackboneWithHead
 from sktransfer.exceptions import IgnoredSettingWarning
 from sktransfer.training import TrainingDivergedError
 
@@ -700,6 +701,42 @@ def test_outputs_that_are_not_probabilities_are_refused_and_label_smoothing_says
         FineTuneClassifier(
             model=None, criterion=torch.nn.MultiMarginLoss, label_smoothing=0.1, max_epochs=1, device="cpu"
         ).fit(X, y)
+
+
+class _LinearHead(BackboneWithHead):
+    """A subclass with a head of one linear layer, without dropout."""
+
+    def __init__(self, backbone, n_features, n_classes, **kwargs):
+        super().__init__(backbone, n_features, n_classes, **kwargs)
+        self.head = torch.nn.Linear(n_features, n_classes)
+
+
+class _TwoLayerHead(BackboneWithHead):
+    """A subclass with a head of two linear layers and dropout between them."""
+
+    def __init__(self, backbone, n_features, n_classes, **kwargs):
+        super().__init__(backbone, n_features, n_classes, **kwargs)
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(n_features, 16),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(),
+            torch.nn.Linear(16, n_classes),
+        )
+
+
+def test_dropout_reaches_the_dropout_of_a_subclass_head_and_warns_where_there_is_none():
+    # A head without a first layer of dropout failed ("'Linear' object is not subscriptable") or had its
+    # first Linear given an unused .p, and trained without dropout in silence.
+    X, y = _three_blobs()
+    common = {"model": None, "max_epochs": 1, "device": "cpu", "random_state": 0}
+    two = FineTuneClassifier(**common, module=_TwoLayerHead, dropout=0.3).fit(X, y)
+    assert two.module_.head[2].p == 0.3
+    assert not hasattr(two.module_.head[0], "p")
+    FineTuneClassifier(**common, module=_LinearHead).fit(X, y)  # dropout=0.0: nothing to say
+    with pytest.warns(
+        IgnoredSettingWarning, match=r"dropout=0.5 takes effect on the nn.Dropout layers .*_LinearHead"
+    ):
+        FineTuneClassifier(**common, module=_LinearHead, dropout=0.5).fit(X, y)
 
 
 class _FocalLoss(torch.nn.CrossEntropyLoss):
