@@ -157,7 +157,9 @@ class BatchNormRecalibration(Callback):
     training they still mostly describe the initial weights and evaluation-mode predictions suffer, most
     after training from scratch, where the weights moved furthest. One pass over the
     training images (without augmentation), with only these layers in training mode and a cumulative
-    average, replaces them by the statistics of the final weights.
+    average, replaces them by the statistics of the final weights. Where ``checkpoint_dir``'s checkpoint
+    holds these very weights (early stopping restored them, or the last epoch was the best), it is saved
+    again with the new statistics, so that loading it gives the fitted network.
     """
 
     def on_train_begin(self, net, **kwargs):
@@ -178,6 +180,31 @@ class BatchNormRecalibration(Callback):
         ]
         if trained and dataset is not None:
             recalibrate_batchnorm(net, trained, net._recalibration_data(dataset))
+            _save_checkpoint_again(net)
+
+
+# What a BatchNorm layer's state holds beside its weights: the statistics that recalibration sets.
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _save_checkpoint_again(net):
+    """Save the parameters of ``checkpoint_dir``'s checkpoint again where it holds the weights ``net`` ends
+    with: all but the BatchNorm statistics equal."""
+    checkpoint = dict(net.callbacks_).get("checkpoint")
+    if not isinstance(checkpoint, Checkpoint) or not isinstance(checkpoint.f_params, str):
+        return
+    if "{" in checkpoint.f_params or not getattr(net, "_is_main_process", lambda: True)():
+        return  # a file per epoch (which the weights came from is not known here); other processes: not theirs
+    path = os.path.join(checkpoint.dirname, checkpoint.fn_prefix + checkpoint.f_params)
+    if not os.path.exists(path):
+        return
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    current = net.module_.state_dict()
+    if saved.keys() == current.keys() and all(
+        name.rsplit(".", 1)[-1] in _STATISTICS or torch.equal(value, current[name].cpu())
+        for name, value in saved.items()
+    ):
+        net.save_params(f_params=path)
 
 
 class EpochTable(PrintLog):

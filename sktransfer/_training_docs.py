@@ -78,7 +78,9 @@ validation_fraction : float, default=0.1
     See ``early_stopping``.
 checkpoint_dir : str, path-like or None, default=None
     Save the best weights (by validation loss when there is validation data, else by training loss)
-    into this folder with skorch's ``Checkpoint``.
+    into this folder with skorch's ``Checkpoint``. Where the fitted network ends with those weights (early
+    stopping restored them, or the last epoch was the best), the file also holds their recalibrated
+    BatchNorm statistics (``recalibrate_batchnorm``), so that ``load_params`` gives the fitted network.
 preprocess : callable or None, default=None
     Replaces the weights' preprocessing of each (3, H, W) image.
 num_workers : int, default=0

@@ -493,6 +493,28 @@ def test_early_stopping_restores_the_best_weights(labelled_images, tmp_path):
     assert len(losses) < 12 or best == len(losses) - 1
 
 
+@pytest.mark.parametrize("adapted", [False, True], ids=["fine-tuned", "domain-adapted"])
+def test_the_checkpoint_of_the_final_weights_holds_their_recalibrated_batchnorm(
+    labelled_images, tmp_path, adapted
+):
+    # The checkpoint was written at the best epoch's end, before BatchNorm recalibration (for domain
+    # adaptation, the target statistics): loading it gave other predictions than the fitted network's.
+    from sktransfer import DomainAdaptedClassifier
+
+    X, y = labelled_images
+    common = {"model": TinyConvNet, "weights": None, "device": "cpu", "batch_size": 8, "random_state": 0}
+    common.update(max_epochs=3, lr=0.01, early_stopping=True, validation_fraction=0.25)
+    if adapted:
+        X, y = np.concatenate([X, X // 2 + 60]), np.concatenate([y, np.full(len(y), -1, dtype=object)])
+        clf = DomainAdaptedClassifier(**common, checkpoint_dir=tmp_path).fit(X, y)
+    else:
+        clf = FineTuneClassifier(**common, strategy="full", checkpoint_dir=tmp_path).fit(X, y)
+    saved = torch.load(tmp_path / "params.pt", weights_only=True)
+    assert saved.keys() == clf.module_.state_dict().keys()
+    for name, tensor in clf.module_.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
+
+
 def test_bfloat16_training_on_the_cpu(labelled_images):
     X, y = labelled_images
     clf = tiny(precision="bfloat16", strategy="full", lr=0.05).fit(X, y)
