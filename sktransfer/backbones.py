@@ -169,6 +169,7 @@ def _from_module(model, weights, built_here=False):
             "network layer by layer, which a scripted one does not allow. Pass the nn.Module before "
             "torch.jit.script (or a function that builds it)."
         )
+    _refuse_other_precisions(model)
     try:
         module = copy.deepcopy(model)
     except Exception as exc:
@@ -200,6 +201,20 @@ def _from_module(model, weights, built_here=False):
             "module's own weights, or the path of a state_dict file to load into it."
         )
     return Backbone(module, imagenet_normalize(), type(model).__name__, untrained_classifier=untrained)
+
+
+def _refuse_other_precisions(model):
+    """Raise for a module whose floating-point parameters are not float32: it fails on the float32 batches the
+    library gives it, with an error of torch's that names neither the module nor the fix."""
+    for name, parameter in model.named_parameters():
+        if parameter.is_floating_point() and parameter.dtype != torch.float32:
+            dtype = str(parameter.dtype).removeprefix("torch.")
+            raise TypeError(
+                f"model: the {type(model).__name__} module holds {dtype} parameters ({name!r}, ...), and the "
+                "library feeds networks float32 batches: pass it in float32 (module.float()), and ask for "
+                "reduced precision with precision='bfloat16' (or 'float16' on a GPU), which runs it under "
+                "autocast."
+            )
 
 
 def _redraw_parameters(module):

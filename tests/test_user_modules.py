@@ -103,6 +103,19 @@ def test_a_module_in_dataparallel_is_read_as_the_module_inside(images):
     assert tuned.fit(images, np.arange(len(images)) % 2).module_.head[-1].in_features == 8
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_module_in_another_precision_is_refused_naming_the_fix(images, dtype):
+    # torch's "Input type (float) and bias type (double) should be the same" named neither module nor fix.
+    module = TinyConvNet().to(dtype)
+    message = (
+        f"holds {str(dtype).removeprefix('torch.')} parameters .*module.float\\(\\).*precision='bfloat16'"
+    )
+    with pytest.raises(TypeError, match=message):
+        PretrainedFeatureExtractor(module, device="cpu").fit(images)
+    with pytest.raises(TypeError, match=message):
+        FineTuneClassifier(module, device="cpu", max_epochs=1).fit(images, np.arange(len(images)) % 2)
+
+
 def test_fine_tuning_a_module_without_classifier_sizes_the_head_from_its_output(images):
     clf = FineTuneClassifier(_resnet_without_fc(), strategy="linear_probe", max_epochs=1, device="cpu")
     clf.fit(images, [0, 1, 0, 1])
