@@ -56,7 +56,7 @@ class _ContentHasher(NumpyHasher):
             else:
                 self._open_functions.add(id(obj))
                 try:
-                    super().save(_function_content(obj))
+                    super().save(_function_content(obj, by_name=installed(obj)))
                 finally:
                     self._open_functions.discard(id(obj))
                 return
@@ -69,7 +69,7 @@ def content_hash(obj):
     Tensors hash by dtype, shape and bytes; Python functions (lambdas and closures included) by module,
     name, bytecode, constants, defaults, captured values and what they read as globals: data by value, the
     user's own functions, classes and helper modules by their code, an installed library's by name (its
-    code changes with its version); bound methods by their function and owner; anything else as joblib
+    code changes with its version; its own functions by name, defaults and captured values); bound methods by their function and owner; anything else as joblib
     hashes it (objects by class name and state), with the code of the methods of a user's class.
 
     Raises
@@ -118,8 +118,20 @@ def _tensor_content(tensor):
     return ("tensor", str(tensor.dtype), tuple(tensor.shape), data)
 
 
-def _function_content(function):
-    """What a function computes with: its code, defaults, captured values and the data globals it reads."""
+def _function_content(function, by_name=False):
+    """What a function computes with: its code, defaults, captured values and the data globals it reads.
+
+    ``by_name``: an installed library's function, by its name, defaults and captured values: its code
+    changes with the library's version, and the globals it reads may be the library's state of this process
+    (a registry that loading a model fills), which would give another key in every process.
+    """
+    captured = (
+        function.__defaults__,
+        function.__kwdefaults__,
+        tuple(_cell_content(cell) for cell in function.__closure__ or ()),
+    )
+    if by_name:
+        return ("installed function", function.__module__, function.__qualname__, *captured)
     code = function.__code__
     scope = function.__globals__
     names = _global_names(code)
@@ -128,9 +140,7 @@ def _function_content(function):
         function.__module__,
         function.__qualname__,
         _code_content(code),
-        function.__defaults__,
-        function.__kwdefaults__,
-        tuple(_cell_content(cell) for cell in function.__closure__ or ()),
+        *captured,
         {name: _by_name_if_code(scope[name], names) for name in sorted(names) if name in scope},
     )
 

@@ -314,6 +314,20 @@ def test_the_cache_key_of_a_text_encoder_stays_the_same_across_transforms(tiny_t
     assert len(list(tmp_path.iterdir())) == 1  # one folder of embeddings
 
 
+def test_the_cache_key_of_a_text_encoder_ignores_the_state_of_transformers(tiny_text_model, tmp_path):
+    # transformers' forward wrappers read a registry that loading a model fills: hashed by content, the key
+    # changed when another architecture was built, and a fresh process (an unpickled extractor) missed the
+    # cache it had filled.
+    from transformers import RobertaConfig, RobertaModel
+
+    fitted = extractor(tiny_text_model, cache=tmp_path).fit(REVIEWS)
+    key = fitted._embedding_key()
+    RobertaModel(
+        RobertaConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    )
+    assert fitted._embedding_key() == key
+
+
 def test_layer_takes_a_block_output(tiny_text_model):
     last = extractor(tiny_text_model).fit(REVIEWS).transform(REVIEWS)
     first_block = extractor(tiny_text_model, layer="encoder.layer.0").fit(REVIEWS).transform(REVIEWS)
