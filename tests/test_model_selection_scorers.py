@@ -791,6 +791,16 @@ def test_mixup_validation_mixes_integer_images_in_their_own_dtype_and_frames_wit
     assert list(clf.read[1].columns) == ["a", "b"]
 
 
+class _OnNumpy:
+    """A fitted scikit-learn classifier given tensors: it reads them as float64 arrays."""
+
+    def __init__(self, model):
+        self.model, self.classes_ = model, model.classes_
+
+    def predict(self, X):
+        return self.model.predict(np.asarray(X, dtype=np.float64))
+
+
 def test_mixup_validation_mixes_integer_features_as_floats_and_refuses_mixes_rounded_back_to_their_rows():
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
@@ -802,6 +812,8 @@ def test_mixup_validation_mixes_integer_features_as_floats_and_refuses_mixes_rou
     for model in (learnt, guessing):  # rounded back to 0s and 1s, every mix was its dominant row: 1.0 each
         score = mixup_validation_scorer(model, flags, target)
         assert score == mixup_validation_scorer(model, flags.astype(float), target) < 1.0
+        for rows in (torch.as_tensor(flags), torch.as_tensor(flags.astype(bool))):  # tensors: not truncated
+            assert mixup_validation_scorer(_OnNumpy(model), rows, target) == score
     assert mixup_validation_scorer(learnt, flags, target) > mixup_validation_scorer(guessing, flags, target)
     frame = pd.DataFrame(flags, columns=[f"f{i}" for i in range(20)])  # integer columns keep their dtype
     with pytest.raises(ValueError, match=r"each mix rounds back to its dominant row.*X.astype\(float\)"):

@@ -41,7 +41,7 @@ def _mix(values, first, second, ratio, name):
     Examples
     --------
     >>> flags = np.array([[0, 1], [1, 1]])
-    >>> _mix(flags, [0], [1], 0.55, "mixup_validation_scorer").tolist()
+    >>> _mix(flags, [0], [1], 0.55, "mixup_validation_scorer").round(2).tolist()
     [[0.45, 1.0]]
     """
     dtype = values.dtype
@@ -126,8 +126,10 @@ def _mixer(rows, name):
     if isinstance(rows, torch.Tensor):
         values = rows.detach().cpu()
         values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+        # floats and images back in the tensor's dtype; integer or boolean feature vectors stay mixed in floats
+        dtype = rows.dtype if rows.is_floating_point() or rows.ndim >= 3 else None
         return lambda first, second, ratio: torch.from_numpy(_mix(values, first, second, ratio, name)).to(
-            rows.dtype
+            dtype
         )
     if isinstance(rows, list | tuple) and not all(
         isinstance(row, np.ndarray | list | tuple | Real) for row in rows
