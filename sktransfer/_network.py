@@ -139,15 +139,16 @@ class BackboneWithHead(nn.Module):
         return [p for stage in self.stage_parameters() for p in stage if id(p) not in unreached]
 
     def set_dropout(self, rate):
-        """The dropout rate before the head: of every ``nn.Dropout`` in it (a subclass's head may have several,
-        or none, which a rate above 0 is warned of)."""
-        dropouts = [layer for layer in self.head.modules() if isinstance(layer, nn.Dropout)]
-        for layer in dropouts:
-            layer.p = rate
-        if rate > 0 and not dropouts:
+        """The dropout rate before the head: of the ``nn.Dropout`` the head begins with. A subclass's head that
+        begins otherwise keeps its own layers as written, and a rate above 0 is warned of."""
+        first = self.head[0] if isinstance(self.head, nn.Sequential) and len(self.head) else self.head
+        if isinstance(first, nn.Dropout):
+            first.p = rate
+        elif rate > 0:
             warnings.warn(
-                f"dropout={rate} takes effect on the nn.Dropout layers of the head, and the head of "
-                f"{type(self).__name__} has none: add nn.Dropout to it, or leave dropout=0.0.",
+                f"dropout={rate} sets the nn.Dropout that the head begins with, and the head of "
+                f"{type(self).__name__} begins with a {type(first).__name__}: begin it with nn.Dropout, or "
+                "leave dropout=0.0 (the head's own layers are left as written).",
                 IgnoredSettingWarning,
                 stacklevel=caller_stacklevel(),
             )

@@ -22,7 +22,7 @@ layer : str or None, default=None
 pooling : {"avg", "max"} or None, default="avg"
     How a spatial ``layer`` output becomes a vector.
 dropout : float, default=0.0
-    Dropout before the head (the rate of every ``nn.Dropout`` in the head of a ``module=`` subclass).
+    Dropout before the head (for a ``module=`` subclass, of the ``nn.Dropout`` its head begins with).
 freeze_batchnorm : "auto" or bool, default="auto"
     Keep the backbone's BatchNorm statistics as pretrained, also in the stages that train (their
     weights still learn). With few images per batch, statistics re-estimated from each batch are noisy

@@ -734,29 +734,29 @@ class _LinearHead(BackboneWithHead):
 
 
 class _TwoLayerHead(BackboneWithHead):
-    """A subclass with a head of two linear layers and dropout between them."""
+    """A subclass with a head of two linear layers, dropout before them and dropout of its own between."""
 
     def __init__(self, backbone, n_features, n_classes, **kwargs):
         super().__init__(backbone, n_features, n_classes, **kwargs)
         self.head = torch.nn.Sequential(
+            torch.nn.Dropout(),
             torch.nn.Linear(n_features, 16),
             torch.nn.ReLU(),
-            torch.nn.Dropout(),
+            torch.nn.Dropout(0.2),
             torch.nn.Linear(16, n_classes),
         )
 
 
-def test_dropout_reaches_the_dropout_of_a_subclass_head_and_warns_where_there_is_none():
-    # A head without a first layer of dropout failed ("'Linear' object is not subscriptable") or had its
-    # first Linear given an unused .p, and trained without dropout in silence.
+def test_dropout_sets_the_dropout_a_subclass_head_begins_with_and_warns_where_there_is_none():
+    # A head of one Linear failed ("'Linear' object is not subscriptable"); a head that began with a Linear had
+    # it given an unused .p, and trained without dropout in silence. The head's own dropout stays as written.
     X, y = _three_blobs()
     common = {"model": None, "max_epochs": 1, "device": "cpu", "random_state": 0}
     two = FineTuneClassifier(**common, module=_TwoLayerHead, dropout=0.3).fit(X, y)
-    assert two.module_.head[2].p == 0.3
-    assert not hasattr(two.module_.head[0], "p")
+    assert [two.module_.head[0].p, two.module_.head[3].p] == [0.3, 0.2]
     FineTuneClassifier(**common, module=_LinearHead).fit(X, y)  # dropout=0.0: nothing to say
     with pytest.warns(
-        IgnoredSettingWarning, match=r"dropout=0.5 takes effect on the nn.Dropout layers .*_LinearHead"
+        IgnoredSettingWarning, match=r"dropout=0.5 sets the nn.Dropout .* begins with a Linear"
     ):
         FineTuneClassifier(**common, module=_LinearHead, dropout=0.5).fit(X, y)
 
