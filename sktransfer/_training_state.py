@@ -128,6 +128,17 @@ class TrainingStateMixin:
         """The criterion and its ``criterion__*`` arguments, compared by value."""
         return ArgumentsByValue({"": self.criterion, **self.get_params_for("criterion")}, "criterion")
 
+    def _callback_settings_changed(self):
+        """Whether a setting that decides the callbacks changed since they were made: ``callbacks`` by identity
+        (a callback's ``__eq__`` may compare arrays), the others by value; a setting the record lacks (pickled
+        before it was recorded) counts as unchanged."""
+        made_for = self._callbacks_made_for
+        for name, value in self._settings(CALLBACK_SETTINGS).items():
+            made = made_for.get(name, value)
+            if (made is not value) if name == "callbacks" else (made != value):
+                return True
+        return False
+
     def _settings(self, names):
         return {name: getattr(self, name) for name in names}
 
@@ -181,10 +192,7 @@ class TrainingStateMixin:
                 f"{change}, but it decides the network, which partial_fit and warm_start keep. Refit with "
                 "warm_start=False to build a new one."
             )
-        made_for = self._callbacks_made_for  # a setting it lacks (pickled before it was recorded): unchanged
-        if any(
-            value != made_for.get(name, value) for name, value in self._settings(CALLBACK_SETTINGS).items()
-        ):
+        if self._callback_settings_changed():
             self.initialize_callbacks()
         # pickled before this record: the class of the optimizer it has
         made_with = type(self.optimizer_) if isinstance(self.optimizer, type) else self.optimizer

@@ -90,6 +90,27 @@ def test_callbacks_set_after_fit_run_on_the_next_training_call(labelled_images, 
     assert dict(restored.callbacks_)["count"].batches == 2 * -(-len(X) // 8)
 
 
+class _ComparedByArray(_CountBatches):
+    """A callback whose __eq__ compares an array, as a dataclass holding one does: ambiguous as a bool."""
+
+    def __init__(self):
+        self.weights = np.zeros(3)
+
+    def __eq__(self, other):
+        return isinstance(other, _ComparedByArray) and bool(self.weights == other.weights)
+
+    __hash__ = object.__hash__
+
+
+def test_callbacks_are_compared_by_identity_not_by_their_eq(labelled_images):
+    X, y = labelled_images
+    clf = tiny(callbacks=[("count", _ComparedByArray())]).fit(X, y)
+    clf.set_params(callbacks=[("count", _ComparedByArray())])
+    clf.set_params(callbacks=[("count", _ComparedByArray())])
+    clf.partial_fit(X, y)  # raised "The truth value of an array with more than one element is ambiguous"
+    assert dict(clf.callbacks_)["count"].batches == -(-len(X) // 8)
+
+
 def test_dropout_and_batchnorm_freezing_set_after_fit_apply(labelled_images):
     X, y = labelled_images
     clf = tiny(strategy="full", dropout=0.0, freeze_batchnorm=False).fit(X, y)
