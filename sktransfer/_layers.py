@@ -20,12 +20,21 @@ from .text_encoders import TextEncoder
 _TRACER_KWARGS = {"leaf_modules": [_efficientnet_lite.SameConv2d]}
 
 
-def layer_names(module):
+def _node_names(module):
+    """The qualified names of the nodes of ``module``'s traced graph (in evaluation mode), in the order its
+    forward runs them: a layer called as a module is one node of its own name, a module whose forward is
+    traced gives nodes below its name."""
+    # a copy of the arguments: torchvision adds its own leaf modules to the dict it is given
+    return feature_extraction.get_graph_node_names(module, tracer_kwargs=dict(_TRACER_KWARGS))[1]
+
+
+def layer_names(module, nodes=None):
     """Names ``layer`` accepts for ``module``: its graph nodes and the modules that contain them.
 
     A module name stands for the output of its last node, as in ``torchvision.models.feature_extraction``.
+    ``nodes``: :func:`_node_names` of ``module``, where the caller has them.
     """
-    nodes = feature_extraction.get_graph_node_names(module, tracer_kwargs=_TRACER_KWARGS)[1]
+    nodes = _node_names(module) if nodes is None else nodes
     prefixes = {node.rsplit(".", depth)[0] for node in nodes for depth in range(1, node.count(".") + 1)}
     modules = [name for name, _ in module.named_modules() if name in prefixes]
     return modules + [node for node in nodes if node not in prefixes]
@@ -50,35 +59,40 @@ def cut_at_layer(module, layer):
             replace_submodule(module, classifier, nn.Identity() if linear else nn.AdaptiveAvgPool2d(1))
         return module
     try:
-        valid = layer_names(module)
+        nodes = _node_names(module)
     except Exception as exc:
         raise ValueError(
             f"layer={layer!r}: this model cannot be traced by torchvision.models.feature_extraction ({exc}); "
             "use layer=None (penultimate features) or pass a module that returns the features you want."
         ) from exc
-    refuse_unknown_layer(layer, valid)
-    refuse_skipped_hooks(module, layer)
+    refuse_unknown_layer(layer, layer_names(module, nodes))
+    refuse_skipped_hooks(module, layer, nodes)
     return feature_extraction.create_feature_extractor(
-        module, return_nodes={layer: "features"}, tracer_kwargs=_TRACER_KWARGS
+        module, return_nodes={layer: "features"}, tracer_kwargs=dict(_TRACER_KWARGS)
     )
 
 
-def refuse_skipped_hooks(module, layer):
+def refuse_skipped_hooks(module, layer, nodes):
     """Raise for hooks that a network cut at ``layer`` would skip: on ``module``'s own input, or on a module
-    whose forward the cut traces.
+    on the way to ``layer`` whose forward the cut traces.
 
-    Tracing reads the network's forward, not its call, and calls as modules (hooks and all) only torch's
-    own layers: a hook on the module itself, on an ``nn.Sequential`` or on a block of the user's own class
-    would run once, on the trace's placeholders, and never on an image.
+    Tracing reads the network's forward, not its call, and calls as modules (hooks and all) only its leaf
+    layers (torch's own, torchvision's operators): a hook on the module itself, on an ``nn.Sequential`` or
+    on a block of the user's own class would run once, on the trace's placeholders, and never on an image.
+    ``nodes`` are :func:`_node_names` of ``module``; the modules that hold one of the nodes up to ``layer``
+    (its own included) are the traced ones on the way; a hook on the output of a module the cut ends inside,
+    or on layers after the cut, sees no part of the embedding and is not its concern.
 
     Examples
     --------
     >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    >>> network = nn.Sequential(block, nn.Flatten())
+    >>> network = nn.Sequential(block, nn.Flatten(), nn.Linear(4, 2))
+    >>> nodes = _node_names(network)
     >>> _ = block[0].register_forward_hook(lambda *args: None)  # a torch layer: called, its hook runs
-    >>> refuse_skipped_hooks(network, "0")
+    >>> _ = network[2].register_forward_hook(lambda *args: None)  # after the cut
+    >>> refuse_skipped_hooks(network, "0", nodes)
     >>> _ = block.register_forward_hook(lambda *args: None)
-    >>> refuse_skipped_hooks(network, "0")
+    >>> refuse_skipped_hooks(network, "0", nodes)
     Traceback (most recent call last):
     ...
     ValueError: layer='0': hooks registered on the module at '0' (a Sequential) would not run: ...
@@ -89,34 +103,33 @@ def refuse_skipped_hooks(module, layer):
             "which a network cut at a layer does not run (the cut traces its forward). Apply that change in "
             "preprocess= or in the module's forward, or use layer=None."
         )
+    cut = max(i for i, node in enumerate(nodes) if node == layer or node.startswith(f"{layer}."))
+    spans = {}  # each traced module: the positions of its first and last nodes
+    for index, node in enumerate(nodes):
+        for depth in range(1, node.count(".") + 1):
+            name = node.rsplit(".", depth)[0]
+            spans[name] = (spans.get(name, (index,))[0], index)
     skipped = [
         (name, type(sub).__name__)
         for name, sub in module.named_modules()
-        if _traced_through(sub) and any(getattr(sub, hooks) for hooks in _HOOKS)
+        if name in spans and _skips_hooks(sub, *spans[name], cut)
     ]
     if skipped:
-        where = ", ".join(
-            f"'{name}' (a {kind})" if name else f"itself (a {kind})" for name, kind in skipped[:5]
-        )
+        where = ", ".join(f"'{name}' (a {kind})" for name, kind in skipped[:5])
         raise ValueError(
             f"layer={layer!r}: hooks registered on the module at {where} would not run: a network cut at a "
-            "layer traces the forward of these modules (torch.fx), and calls only torch's own layers (nn.Conv2d, "
-            "nn.Linear, ...) with their hooks. Register the hooks on a torch layer inside them, have your "
-            "module's forward return the features you want, or use layer=None, which calls the module as written."
+            "layer traces the forward of the modules on the way, and calls only their layers (nn.Conv2d, "
+            "nn.Linear, ...) with their hooks. Register the hooks on a layer inside them, have your module's "
+            "forward return the features you want, or use layer=None, which calls the module as written."
         )
 
 
-# The hooks a module's call runs, which tracing through its forward skips.
-_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
-
-
-def _traced_through(module):
-    """Whether cutting a network traces ``module``'s forward rather than calling it: torch.fx's rule, with the
-    offline default's convolutions kept as calls (``_TRACER_KWARGS``)."""
-    if isinstance(module, tuple(_TRACER_KWARGS["leaf_modules"])):
-        return False
-    torchs_own = type(module).__module__.startswith(("torch.nn", "torch.ao.nn"))
-    return not torchs_own or isinstance(module, nn.Sequential)
+def _skips_hooks(module, first, last, cut):
+    """Whether the cut, whose last node is at position ``cut``, skips hooks of a traced ``module`` whose nodes
+    run from position ``first`` to ``last``: those on its input and gradients where it starts before the cut
+    ends, those on its output where it ends there too (a module the cut ends inside gives its output after)."""
+    on_input = module._forward_pre_hooks or module._backward_pre_hooks or module._backward_hooks
+    return bool((first <= cut and on_input) or (last <= cut and module._forward_hooks))
 
 
 # Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.
@@ -197,13 +210,13 @@ def check_module_layer(module, layer):
     """
     if layer is None:
         return
-    if isinstance(module, nn.Module):
-        refuse_skipped_hooks(module, layer)
     try:  # traced on a copy: tracing runs the user's forward, which may count its calls, say
-        valid = layer_names(copy.deepcopy(module))
+        nodes = _node_names(copy.deepcopy(module))
     except Exception:
         return
-    refuse_unknown_layer(layer, valid)
+    refuse_unknown_layer(layer, layer_names(module, nodes))
+    if isinstance(module, nn.Module):
+        refuse_skipped_hooks(module, layer, nodes)
 
 
 # torchvision's families whose maps run channels last, (N, H, W, C), at some nodes; the rest are (N, C, H, W).

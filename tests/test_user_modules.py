@@ -332,6 +332,24 @@ def test_hooks_that_a_cut_would_skip_are_refused_and_hooks_on_torch_layers_run(i
             images, np.arange(len(images)) % 2
         )
     PretrainedFeatureExtractor(module, device="cpu").fit(images)  # layer=None calls the module: all run
+    # the output of a block the cut ends inside, or after the cut: no part of the embedding
+    check_module_layer(module, "features.0")
+    PretrainedFeatureExtractor(module, layer="features.0", device="cpu").fit(images)
+    module.fc.register_forward_pre_hook(lambda *args: None)
+    PretrainedFeatureExtractor(module, layer="features.0", device="cpu").fit(images)
+
+
+def test_hooks_on_torchvisions_operator_blocks_run_in_a_cut_and_are_accepted(images):
+    # Conv2dNormActivation is a leaf of torchvision's tracer, called with its hooks; it was refused, and by the
+    # Dask client's check only in a process that had not traced before.
+    module = torchvision.models.mobilenet_v3_small()
+    seen = []
+    module.features[0].register_forward_hook(lambda _layer, _inputs, output: seen.append(len(output)))
+    check_module_layer(module, "features.2")
+    extractor = PretrainedFeatureExtractor(module, layer="features.2", device="cpu").fit(images)
+    seen.clear()
+    extractor.transform(images)
+    assert sum(seen) == len(images)
 
 
 _SEEN = []  # what _Counted's forward saw (a global: the extractor works on a copy of the module)
