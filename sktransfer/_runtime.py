@@ -299,9 +299,9 @@ def fold_batchnorm(module):
     The result computes the same function as the eval-mode module with one memory pass less per layer.
     It is a torch.fx rewrite, which drops Python side effects of ``forward`` and hooks on the module, so the
     library applies it only to architectures it builds itself (torchvision names, the offline default),
-    never to a user's module. Convolutions of any ``nn.Conv2d`` subclass are folded (the offline default's
-    are TensorFlow-padded ones, which torch.fx's own ``fuse`` traces through and so leaves unfolded); the
-    folded convolution keeps its class, and so its padding. A module that symbolic tracing cannot handle is
+    never to a user's module. torch's convolutions are folded, and the offline default's TensorFlow-padded
+    ones (an ``nn.Conv2d`` subclass, which torch.fx's own ``fuse`` traces through and so leaves unfolded),
+    which keep their class, and so their padding. A module that symbolic tracing cannot handle is
     returned as it is.
 
     Examples
@@ -333,10 +333,19 @@ def fold_batchnorm(module):
 
 
 class _ConvolutionsAsLeaves(torch.fx.Tracer):
-    """torch.fx's tracer, with every convolution (subclasses too) kept as one call of its module."""
+    """torch.fx's tracer, with the convolutions it may fold kept as one call of their module."""
 
     def is_leaf_module(self, module, qualified_name):
-        return isinstance(module, torch.nn.Conv2d) or super().is_leaf_module(module, qualified_name)
+        return _foldable_convolution(module) or super().is_leaf_module(module, qualified_name)
+
+
+def _foldable_convolution(module):
+    """An ``nn.Conv2d`` whose forward convolves with its weight as stored: torch's own, or a subclass that
+    only pads its input (the offline default's); not one that transforms its weight (weight standardisation),
+    into which a BatchNorm's scale cannot be folded."""
+    from ._efficientnet_lite import SameConv2d
+
+    return type(module) in (torch.nn.Conv2d, SameConv2d)
 
 
 def _folds_into_its_input(node, modules):
@@ -348,7 +357,7 @@ def _folds_into_its_input(node, modules):
         modules[node.target].track_running_stats
         and isinstance(source, torch.fx.Node)
         and source.op == "call_module"
-        and isinstance(modules.get(source.target), torch.nn.Conv2d)
+        and _foldable_convolution(modules.get(source.target))
         and len(source.users) == 1
     )
 

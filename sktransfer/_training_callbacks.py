@@ -191,10 +191,12 @@ def _save_checkpoint_again(net):
     """Save the parameters of ``checkpoint_dir``'s checkpoint again where it holds the weights ``net`` ends
     with: all but the BatchNorm statistics equal."""
     checkpoint = dict(net.callbacks_).get("checkpoint")
-    if not isinstance(checkpoint, Checkpoint) or not isinstance(checkpoint.f_params, str):
-        return
-    if "{" in checkpoint.f_params or not getattr(net, "_is_main_process", lambda: True)():
-        return  # a file per epoch (which the weights came from is not known here); other processes: not theirs
+    if net.checkpoint_dir is None or not isinstance(checkpoint, Checkpoint):
+        return  # the library's own checkpoint only, not a user's callback of that name
+    if not isinstance(checkpoint.f_params, str) or "{" in checkpoint.f_params:
+        return  # a file per epoch: which one the weights came from is not known here
+    if not getattr(net, "_is_main_process", lambda: True)():
+        return  # the main process writes the files
     path = os.path.join(checkpoint.dirname, checkpoint.fn_prefix + checkpoint.f_params)
     if not os.path.exists(path):
         return

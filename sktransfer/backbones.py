@@ -162,6 +162,12 @@ def _from_module(model, weights, built_here=False):
     # A model kept in its multi-GPU wrapper: the module inside, which the library places on its devices
     # itself (and whose classifier the wrapper would hide, giving logits for embeddings).
     while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        if model._forward_pre_hooks or model._forward_hooks:
+            raise ValueError(
+                f"model: the {type(model).__name__} wrapper has hooks of its own, and the library reads the "
+                "module inside it (it places the network on its devices itself): register the hooks on "
+                f"{type(model).__name__}.module, or pass that module."
+            )
         model = model.module
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(

@@ -81,6 +81,29 @@ def test_batchnorm_is_folded_only_in_networks_the_library_builds(rgb_images):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in users.backbone_.modules())
 
 
+class _StandardisedConv2d(torch.nn.Conv2d):
+    """A convolution that standardises its weight in forward (as timm's StdConv2d): no scale folds into it."""
+
+    def forward(self, x):
+        weight = (self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)) / (
+            self.weight.std(dim=(1, 2, 3), keepdim=True) + 1e-5
+        )
+        return self._conv_forward(x, weight, self.bias)
+
+
+def test_batchnorm_after_a_convolution_that_transforms_its_weight_is_not_folded():
+    from sktransfer._runtime import fold_batchnorm
+
+    network = torch.nn.Sequential(_StandardisedConv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        network[1].running_mean.uniform_(-1, 1)
+        network[1].running_var.uniform_(0.5, 2)
+    batch = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        expected = network(batch)
+        torch.testing.assert_close(fold_batchnorm(network)(batch), expected)
+
+
 @pytest.mark.parametrize("layer", [None, "features.6"])
 def test_the_offline_defaults_batchnorm_is_folded_and_gives_the_same_embeddings(layer):
     # Its TensorFlow-padded convolutions (an nn.Conv2d subclass) were traced through, and none of its 49

@@ -515,6 +515,19 @@ def test_the_checkpoint_of_the_final_weights_holds_their_recalibrated_batchnorm(
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
 
 
+def test_a_users_own_callback_named_checkpoint_is_left_as_it_saved(labelled_images, tmp_path):
+    # Recalibration read back and rewrote a user's callback named "checkpoint" as if it were checkpoint_dir's:
+    # one saving safetensors made fit fail at its end, in torch.load.
+    from skorch.callbacks import Checkpoint
+
+    X, y = labelled_images
+    mine = Checkpoint(
+        monitor="train_loss_best", dirname=str(tmp_path), use_safetensors=True, f_optimizer=None
+    )
+    tiny(weights=None, strategy="full", callbacks=[("checkpoint", mine)], max_epochs=2).fit(X, y)
+    assert (tmp_path / "params.pt").exists()
+
+
 def test_bfloat16_training_on_the_cpu(labelled_images):
     X, y = labelled_images
     clf = tiny(precision="bfloat16", strategy="full", lr=0.05).fit(X, y)

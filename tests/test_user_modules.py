@@ -101,6 +101,10 @@ def test_a_module_in_dataparallel_is_read_as_the_module_inside(images):
     np.testing.assert_array_equal(wrapped.transform(images), plain)
     tuned = FineTuneClassifier(nn.DataParallel(module), device="cpu", max_epochs=1, random_state=0)
     assert tuned.fit(images, np.arange(len(images)) % 2).module_.head[-1].in_features == 8
+    hooked = nn.DataParallel(module)
+    hooked.register_forward_hook(lambda *args: None)  # it would never run: refused, naming the fix
+    with pytest.raises(ValueError, match=r"DataParallel wrapper has hooks .* on DataParallel.module"):
+        PretrainedFeatureExtractor(hooked, device="cpu").fit(images)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
