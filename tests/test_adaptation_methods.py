@@ -24,6 +24,7 @@ from sktransfer.domain_adaptation.losses import (
     SmoothedCoralLoss,
     certainty_weights,
     domain_adversarial_loss,
+    minimum_class_confusion_loss,
     mmd_loss,
     partial_class_weights,
     pseudo_label_loss,
@@ -742,3 +743,55 @@ def test_recalibration_without_source_rows_reads_the_target_rows():
     dataset.targets = np.full(6, -1)
     clf = DomainAdaptedClassifier(model=None, partial=True, device="cpu")
     assert list(clf._recalibration_data(dataset).indices) == list(range(6))
+
+
+def _partial_on_features(method):
+    """A partial DomainAdaptedClassifier fitted on two blobs of features, and rows of both domains."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(16, 3)).astype(np.float32) + np.repeat([[0.0], [4.0]], 8, axis=0)
+    X = np.concatenate([source, rng.normal(size=(16, 3)).astype(np.float32) - 5])
+    y = np.concatenate([np.repeat([0, 1], 8), np.full(16, -1)])
+    clf = DomainAdaptedClassifier(
+        model=None, method=method, partial=True, max_epochs=1, device="cpu", random_state=0
+    ).fit(X, y)
+    return clf, X
+
+
+def test_partial_loss_of_a_batch_of_classes_weighed_zero_is_zero_not_nan():
+    # torch's weighted mean divided by the batch's total weight, 0: NaN, reported as a diverged training.
+    clf, X = _partial_on_features("dann")
+    clf.class_weights_ = np.array([0.0, 1.0], dtype=np.float32)
+    rows, codes = [0, 1, 2, 20, 21], np.array([0, 0, 0, -1, -1])
+    with torch.no_grad():
+        loss = clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes)
+    assert float(loss) == 0.0
+    clf.class_weights_ = np.array([0.5, 1.0], dtype=np.float32)  # otherwise torch's weighted mean
+    rows, codes = [0, 1, 9, 20, 21], np.array([0, 0, 1, -1, -1])
+    with torch.no_grad():
+        logits = clf.infer(torch.as_tensor(X[rows]))[0][:3]
+        expected = nn.functional.cross_entropy(
+            logits, torch.tensor([0, 0, 1]), weight=torch.tensor([0.5, 1.0])
+        )
+        torch.testing.assert_close(clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes), expected)
+
+
+def test_partial_coral_leaves_out_source_rows_that_count_as_one():
+    # One row of weight 1 beside rows weighed ~1e-9: float32's weighted covariance divided by 0, NaN.
+    clf, X = _partial_on_features("coral")
+    clf.class_weights_ = np.array([1e-9, 1.0], dtype=np.float32)
+    rows, codes = [0, 1, 2, 9, 20, 21, 22], np.array([0, 0, 0, 1, -1, -1, -1])
+    loss = clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes, training=True)
+    assert torch.isfinite(loss)
+
+
+def test_mcc_weighs_rows_by_their_certainty_without_training_it():
+    # As the paper's code: the entropy weights are detached, and the gradient flows through the confusion.
+    logits = (torch.randn(16, 5, generator=torch.Generator().manual_seed(0)) * 5).requires_grad_()
+    probabilities = torch.softmax(logits / 2.5, dim=1)
+    entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(dim=1).detach()
+    weights = 1 + torch.exp(-entropy)
+    weights = (16 * weights / weights.sum()).unsqueeze(1)
+    confusion = (probabilities * weights).T @ probabilities
+    confusion = confusion / confusion.sum(dim=1, keepdim=True)
+    expected = torch.autograd.grad((confusion.sum() - confusion.trace()) / 5, logits)[0]
+    torch.testing.assert_close(torch.autograd.grad(minimum_class_confusion_loss(logits), logits)[0], expected)

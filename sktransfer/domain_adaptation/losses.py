@@ -279,7 +279,7 @@ def minimum_class_confusion_loss(target_logits, temperature=2.5):
     n_rows, n_classes = target_logits.shape
     probabilities = torch.softmax(target_logits.float() / temperature, dim=1)
     entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(dim=1)
-    weights = 1 + torch.exp(-entropy)
+    weights = 1 + torch.exp(-entropy.detach())  # weights, not a term to train, as in the paper's code
     weights = (n_rows * weights / weights.sum()).unsqueeze(1)
     confusion = (probabilities * weights).T @ probabilities
     confusion = confusion / confusion.sum(dim=1, keepdim=True)

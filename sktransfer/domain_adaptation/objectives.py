@@ -232,9 +232,14 @@ class AdaptationObjectiveMixin:
                 labels,
                 weight=weight,
                 ignore_index=criterion.ignore_index,
-                reduction=criterion.reduction,
+                reduction="sum" if criterion.reduction == "mean" else criterion.reduction,
                 label_smoothing=criterion.label_smoothing,
             )
+            if (
+                criterion.reduction == "mean"
+            ):  # torch's mean, but 0 (not 0 / 0) for a batch of classes weighed 0
+                counted = labels != criterion.ignore_index
+                loss = loss / weight[labels[counted]].sum().clamp_min(torch.finfo(weight.dtype).tiny)
         else:
             loss = self.criterion_(logits[labelled], labels)
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
@@ -319,8 +324,9 @@ class AdaptationObjectiveMixin:
         per_source = []
         for k in range(self._n_sources):
             rows = sources == k
-            weighed = rows if weights is None else rows & (weights > 0)
-            if int(weighed.sum()) < 2:  # as without weights: two rows at least, as a covariance needs
+            if (
+                _effective_rows(rows, weights) < 2
+            ):  # as without weights: two rows at least, as a covariance needs
                 continue
             source_weights = None if weights is None else weights[rows]
             pair = (source_rows[rows], aligned[target])
@@ -330,3 +336,13 @@ class AdaptationObjectiveMixin:
                 else coral(*pair, source_weights=source_weights, key=k)  # an average per source
             )
         return torch.stack(per_source).mean() if per_source else logits.sum() * 0
+
+
+def _effective_rows(rows, weights):
+    """How many of the ``rows`` (a mask) count, by the effective sample size of their ``weights``:
+    ``(sum w)^2 / sum w^2``, the number of rows themselves without weights. Rows weighed near 0 beside one of
+    weight 1 count as one row: their weighted covariance would divide by almost 0 (in float32, by 0)."""
+    if weights is None:
+        return int(rows.sum())
+    chosen = weights[rows].double()
+    return 0.0 if chosen.sum() <= 0 else float(chosen.sum() ** 2 / (chosen**2).sum())
