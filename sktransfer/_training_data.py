@@ -288,10 +288,14 @@ class TrainingDataMixin:
             )
         source = validated_source(self, X, reset=False)
         # what training rows carry (a teacher's probabilities too), so that valid_loss is the training loss
-        targets = self._training_targets(X, self._targets(y, len(source), reset=False))
+        targets = self._training_targets(X, self._validation_targets(y, len(source)))
         dataset = self._image_dataset(source, targets)
         warn_of_truncated_texts(dataset, "validation texts (train_split)")  # cut as training texts are
         return dataset
+
+    def _validation_targets(self, y, n_samples):
+        """The encoded labels of a validation set of the user's: as a training call encodes y."""
+        return self._targets(y, n_samples, reset=False)
 
     def _split_datasets(self, X, y=None, **fit_params):
         if self._holds_out_for_early_stopping():

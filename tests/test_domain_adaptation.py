@@ -704,3 +704,31 @@ def test_a_single_target_row_warns(shifted_features):
     X, y = X[:201].astype(np.float32), y[:201]
     with pytest.warns(NoTargetDataWarning, match=r"method='dann'\) got a single target row"):
         DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu").fit(X, y)
+
+
+def test_a_labelled_validation_set_of_the_users_is_read_without_fits_checks_on_domains(shifted_features):
+    # Its labels went through fit's checks of domains: "fit received no target rows" although X held 200,
+    # and with several sources an error asking for the sample_domain that a validation set cannot have.
+    from skorch.dataset import Dataset
+    from skorch.helper import predefined_split
+
+    X, y, labels = shifted_features
+    X = X.astype(np.float32)
+    X_valid, y_valid = X[200:260], labels[:60]  # labelled target rows (their labels made up: a fixture's)
+    # without the recalibration at the end of training, the last epoch's accuracy is the fitted network's
+    common = {
+        "model": None,
+        "max_epochs": 2,
+        "device": "cpu",
+        "random_state": 0,
+        "recalibrate_batchnorm": False,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        single = DomainAdaptedClassifier(**common, train_split=predefined_split(Dataset(X_valid, y_valid)))
+        single.fit(X, y)
+    assert single.history[-1, "valid_acc"] == pytest.approx(single.score(X_valid, y_valid))
+    domains = np.concatenate([np.where(np.arange(200) % 2, 1, 2), np.full(200, -1)])
+    several = DomainAdaptedClassifier(**common, train_split=predefined_split(Dataset(X_valid, y_valid)))
+    several.fit(X, y, sample_domain=domains)
+    assert several.history[-1, "valid_acc"] == pytest.approx(several.score(X_valid, y_valid))

@@ -271,6 +271,25 @@ class SourceDomainsMixin:
         codes[split.labelled] += np.searchsorted(self._source_domains, domains) * len(self.classes_)
         return codes
 
+    def _validation_targets(self, y, n_samples):
+        """The codes of a validation set of the user's (``train_split``): the classes of its labelled rows, read
+        as the first source's, and -1 for the rest.
+
+        Validation reads only the classes, and a validation set has no ``sample_domain``: fit's checks and
+        warnings on the domains of its own rows (no target rows, several sources) do not apply.
+        """
+        y = label_array(y)
+        if len(y) != n_samples:
+            raise ValueError(
+                f"y_valid has {len(y)} labels for the {n_samples} rows of X_valid (train_split)."
+            )
+        labelled = ~unlabelled_mask(y)
+        labelled[missing_labels(y)] = False  # a blank label is no label either
+        codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
+        labels = labelled_rows_of(y, labelled)
+        codes[labelled] = self._encode_labels(labels, len(labels), reset=False)
+        return codes
+
     def _source_domain_of_rows(self, labelled, sample_domain, reset):
         """The source domain of each labelled row: 1 without ``sample_domain``, or the one source fitted."""
         known = getattr(self, "_source_domains", ())
