@@ -10,6 +10,7 @@ by ``_text_model_files``.
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from itertools import takewhile
 
@@ -51,7 +52,11 @@ def loaded_transformers_model_message(model):
 
 def _transformers():
     try:
-        import transformers
+        with warnings.catch_warnings():
+            # huggingface_hub imports tqdm.auto, which in a notebook without ipywidgets warns "IProgress not
+            # found" at import, under the first cell that reads texts, whether or not a bar is ever drawn
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import transformers
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"text encoders run on Hugging Face transformers, which is not installed: {TEXT_EXTRA}."

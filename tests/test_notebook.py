@@ -41,6 +41,7 @@ ImportanceWeightingClassifier(clip=None, random_state=0).fit(features, labels)""
     """\
 import tempfile
 from sktransfer import PretrainedFeatureExtractor
+PretrainedFeatureExtractor("all-MiniLM-L6-v2", device="cpu").fit(["a fine film"])  # imports transformers
 from tests._text_models import REVIEWS, SENTIMENT, write_tiny_encoder
 folder = str(write_tiny_encoder(tempfile.mkdtemp()))
 try:
@@ -132,6 +133,8 @@ def test_a_notebook_without_ipywidgets(kernel_name):
     (result,) = [output for output in reweight.outputs if output.output_type == "execute_result"]
     assert result.data["text/plain"] == "ImportanceWeightingClassifier(clip=None, random_state=0)"
 
+    # Importing transformers (tqdm.auto) does not warn "IProgress not found" under the first text cell.
+    assert "IProgress" not in streams(text, "stderr")
     # Text: a bad sample is named; LoRA's fit log has the share of parameters that train, one row per epoch.
     assert "X: sample 1 is None; every sample must be a string" in streams(text, "stdout")
     assert "trainable_fraction" in streams(text, "stdout")
