@@ -43,17 +43,44 @@ RAW_PIXEL_SIZE = 32
 OFFLINE_DIGIT_SIZE = 96
 
 
+def _at_least(lowest):
+    """An argparse type: an integer of at least ``lowest``, refused on the command line otherwise."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{value} is below {lowest}, the least it can be")
+        return value
+
+    return parse
+
+
+def _weights(text):
+    """An argparse type: a weights name or checkpoint path, and ``none`` for random weights (None)."""
+    return None if text.lower() == "none" else text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="sktransfer", description=__doc__.splitlines()[0])
     parser.add_argument(
         "folder", nargs="?", help="ImageFolder layout: FOLDER/<class>/<image>; default: offline"
     )
     parser.add_argument("--model", default=OFFLINE_MODEL_NAME, help="backbone name (default: %(default)s)")
-    parser.add_argument("--weights", default="DEFAULT", help="weights name or checkpoint path")
-    parser.add_argument("--cv", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    parser.add_argument(
+        "--weights",
+        type=_weights,
+        default="DEFAULT",
+        help="weights name, checkpoint path, or none (random weights)",
+    )
+    parser.add_argument(
+        "--cv", type=_at_least(2), default=5, help="cross-validation folds (default: %(default)s)"
+    )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_at_least(1),
         default=32,
         help="batch size of the embedding pass (default: %(default)s; fine-tuning trains in batches of 16)",
     )
@@ -61,33 +88,35 @@ def parse_args(argv=None):
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     parser.add_argument(
         "--per-class",
-        type=int,
+        type=_at_least(1),
         default=40,
         help="offline data: images per class, textures and digits (default: %(default)s)",
     )
     parser.add_argument(
         "--train-per-class",
-        type=int,
+        type=_at_least(1),
         default=10,
         help="fine-tuning: labelled images per class (default: %(default)s)",
     )
-    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=_at_least(1), default=10, help="fine-tuning epochs (default: %(default)s)"
+    )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=_at_least(1),
         help="fine-tuning: images resized to this side and scaled as the weights expect "
         f"(default: {OFFLINE_DIGIT_SIZE} on the offline digits, the weights' own preprocessing on a folder)",
     )
     parser.add_argument("--no-fine-tuning", action="store_true", help="skip the fine-tuning comparison")
     parser.add_argument(
         "--digits-per-class",
-        type=int,
+        type=_at_least(1),
         default=100,
         help="domain adaptation: labelled MNIST digits per class (default: %(default)s)",
     )
     parser.add_argument(
         "--target-digits",
-        type=int,
+        type=_at_least(1),
         default=1000,
         help="domain adaptation: unlabelled MNIST-M-style digits (default: %(default)s)",
     )
@@ -95,7 +124,7 @@ def parse_args(argv=None):
         "--no-domain-adaptation", action="store_true", help="skip the domain adaptation comparison"
     )
     parser.add_argument(
-        "--text-epochs", type=int, default=5, help="text fine-tuning epochs (default: %(default)s)"
+        "--text-epochs", type=_at_least(1), default=5, help="text fine-tuning epochs (default: %(default)s)"
     )
     parser.add_argument("--no-text", action="store_true", help="skip the text tables")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -206,6 +206,32 @@ def test_main_job_device_and_precision_that_cannot_run_are_refused(tiny_job, cap
         main([folder, *options, "--weights", missing, "--no-fine-tuning"])
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--cv", "1"], "argument --cv: 1 is below 2"),
+        (["--batch-size", "0"], "argument --batch-size: 0 is below 1"),
+        (["--per-class", "0"], "argument --per-class: 0 is below 1"),
+        (["--epochs", "0"], "argument --epochs: 0 is below 1"),
+        (["--target-digits", "0"], "argument --target-digits: 0 is below 1"),
+        (["--text-epochs", "two"], "argument --text-epochs: 'two' is not a whole number"),
+    ],
+)
+def test_main_job_refuses_bad_options_before_any_work(option, message, capsys):
+    # They failed deep in the library, with tracebacks naming its parameters, --cv 1 after every embedding.
+    with pytest.raises(SystemExit) as exit_info:
+        main(option)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_main_job_weights_none_draws_random_weights(tiny_job, capsys):
+    folder, options, _ = tiny_job
+    options[options.index("--weights") + 1] = "none"  # the library's weights=None, which the error advised
+    assert main([folder, *options, "--no-fine-tuning", "--device", "cpu"]) == 0
+    assert "squeezenet1_0 on cpu" in capsys.readouterr().out
+
+
 def test_main_job_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
