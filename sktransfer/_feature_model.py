@@ -102,13 +102,19 @@ def _pool(out, pooling, mask):
     return out.masked_fill(mask == 0, torch.finfo(out.dtype).min).amax(dim=1)
 
 
-def resolve_pooling(backbone, pooling, normalize):
-    """``pooling`` and ``normalize`` as a :class:`FeatureModel` applies them: ``"model"`` is the backbone's own."""
-    if backbone.kind == "text" and pooling is None:
+def refuse_text_without_pooling(pooling):
+    """Raise for ``pooling=None`` on a text encoder, whose token sequences differ in length between texts."""
+    if pooling is None:
         raise ValueError(
             "pooling=None flattens the token sequence, whose length differs between texts: use 'avg' (mean over "
             "the real tokens), 'max', 'cls' (the first token) or 'model' (the encoder's own pooling) for text."
         )
+
+
+def resolve_pooling(backbone, pooling, normalize):
+    """``pooling`` and ``normalize`` as a :class:`FeatureModel` applies them: ``"model"`` is the backbone's own."""
+    if backbone.kind == "text":
+        refuse_text_without_pooling(pooling)
     if pooling != "model":
         return pooling, normalize
     if isinstance(backbone.own_pooling, Exception):

@@ -18,9 +18,10 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_params
 from torch import nn
 
+from ._feature_model import refuse_text_without_pooling
 from ._layers import check_module_layer
 from ._stacklevel import caller_stacklevel
-from .backbones import check_layer_before_loading
+from .backbones import check_layer_before_loading, reads_text
 from .feature_extraction import PretrainedFeatureExtractor
 from .texts import is_pandas, truncations_collected, warn_of_cut_texts
 
@@ -279,6 +280,8 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
         raise InvalidParameterError(f"extractor: {message}") from None
     if not hasattr(extractor, "backbone_"):  # a misspelt layer, here rather than on every worker
         check_layer_before_loading(extractor.model, extractor.layer, extractor.weights)
+        if reads_text(extractor.model):
+            refuse_text_without_pooling(extractor.pooling)
         if isinstance(extractor.model, nn.Module):
             check_module_layer(extractor.model, extractor.layer)
     client = _default_client() if client is None else client

@@ -277,6 +277,14 @@ def test_texts_embed_on_dask_as_in_this_process(client, tiny_text_model):
     np.testing.assert_allclose(on_dask, extractor.fit(texts).transform(texts), atol=1e-6)
 
 
+def test_a_text_encoder_without_pooling_is_refused_here_not_by_every_partition(client, tiny_text_model):
+    # It failed on every worker, for every partition and retry, reported as a PartitionError of "paths".
+    extractor = PretrainedFeatureExtractor(tiny_text_model, pooling=None, device="cpu")
+    with pytest.raises(ValueError, match="pooling=None flattens the token sequence") as raised:
+        transform_on_dask(extractor, REVIEWS * 3, client=client, partition_size=5)
+    assert not isinstance(raised.value, PartitionError)
+
+
 def test_texts_cut_on_the_workers_are_named_among_all_of_x_in_one_warning(client, tiny_text_model):
     """A worker process's warning never reaches the user, and would number the texts within its partition."""
     long_text = " ".join(["a great film"] * 20)  # past the tiny encoder's 24 tokens
