@@ -56,7 +56,7 @@ class _ContentHasher(NumpyHasher):
             else:
                 self._open_functions.add(id(obj))
                 try:
-                    super().save(_function_content(obj, by_name=installed(obj)))
+                    super().save(_function_content(obj))
                 finally:
                     self._open_functions.discard(id(obj))
                 return
@@ -69,7 +69,8 @@ def content_hash(obj):
     Tensors hash by dtype, shape and bytes; Python functions (lambdas and closures included) by module,
     name, bytecode, constants, defaults, captured values and what they read as globals: data by value, the
     user's own functions, classes and helper modules by their code, an installed library's by name (its
-    code changes with its version; its own functions by name, defaults and captured values); bound methods by their function and owner; anything else as joblib
+    code changes with its version; its own functions by their code, defaults and captured values, not the
+    globals they read); bound methods by their function and owner; anything else as joblib
     hashes it (objects by class name and state), with the code of the methods of a user's class.
 
     Raises
@@ -118,31 +119,34 @@ def _tensor_content(tensor):
     return ("tensor", str(tensor.dtype), tuple(tensor.shape), data)
 
 
-def _function_content(function, by_name=False):
+def _function_content(function):
     """What a function computes with: its code, defaults, captured values and the data globals it reads.
 
-    ``by_name``: an installed library's function, by its name, defaults and captured values: its code
-    changes with the library's version, and the globals it reads may be the library's state of this process
-    (a registry that loading a model fills), which would give another key in every process.
+    A function whose code is an installed library's (by the file it was compiled from, not by its
+    ``__module__``, which a notebook's ``__main__`` in a worker process, or ``functools.wraps``, can make a
+    library's) leaves out the globals it reads: they may be the library's state of this process (a registry
+    that loading a model fills), which would give another key in every process.
     """
-    captured = (
-        function.__defaults__,
-        function.__kwdefaults__,
-        tuple(_cell_content(cell) for cell in function.__closure__ or ()),
-    )
-    if by_name:
-        return ("installed function", function.__module__, function.__qualname__, *captured)
     code = function.__code__
-    scope = function.__globals__
-    names = _global_names(code)
-    return (
+    content = (
         "function",
         function.__module__,
         function.__qualname__,
         _code_content(code),
-        *captured,
-        {name: _by_name_if_code(scope[name], names) for name in sorted(names) if name in scope},
+        function.__defaults__,
+        function.__kwdefaults__,
+        tuple(_cell_content(cell) for cell in function.__closure__ or ()),
     )
+    if _compiled_in_a_library(code):
+        return content
+    scope = function.__globals__
+    names = _global_names(code)
+    return (*content, {name: _by_name_if_code(scope[name], names) for name in sorted(names) if name in scope})
+
+
+def _compiled_in_a_library(code):
+    """Whether ``code`` was compiled from a file of an installed library or of Python itself."""
+    return os.path.realpath(code.co_filename).startswith(_LIBRARY_FOLDERS)
 
 
 def _code_content(code):

@@ -394,6 +394,24 @@ def test_closures_over_different_values_never_share_cached_embeddings(rgb_images
     assert not np.allclose(double, triple)
 
 
+def _compiled_as_a_library_names_it(scale):
+    """A user's function whose __module__ names a library: as a notebook's __main__ reads in a joblib worker,
+    or as functools.wraps(torchvision's function) leaves it."""
+    namespace = {"SCALE": scale}
+    exec("def scaled(image):\n    return image * SCALE", namespace)
+    namespace["scaled"].__module__ = "torchvision.transforms.functional"
+    return namespace["scaled"]
+
+
+def test_a_users_function_is_keyed_by_what_it_reads_whatever_module_it_names():
+    # Taken for a library's by its __module__, it was keyed by name: different functions shared cached rows.
+    from sktransfer._hashing import content_hash
+
+    assert content_hash(_compiled_as_a_library_names_it(2)) != content_hash(
+        _compiled_as_a_library_names_it(3)
+    )
+
+
 @pytest.mark.parametrize(
     "params",
     [
