@@ -216,9 +216,10 @@ def installed(obj):
 @functools.lru_cache(maxsize=4096)
 def _installed_module(name, _identity):
     """Whether the module ``name`` (as loaded now: ``_identity``) is a library's; cached, as the hasher asks
-    of every object it meets."""
+    of every object it meets. ``__main__`` is the user's (a notebook, a script) even where the process runs
+    a library's file as its main module: a joblib worker, pytest."""
     module = sys.modules.get(name)
-    if module is None:
+    if module is None or name == "__main__":
         return False
     if name in sys.builtin_module_names:
         return True

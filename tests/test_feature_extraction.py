@@ -412,6 +412,14 @@ def test_a_users_function_is_keyed_by_what_it_reads_whatever_module_it_names():
     )
 
 
+def test_main_is_the_users_module_even_where_it_is_a_librarys_file():
+    # In a joblib worker (and under `python -m pytest`) __main__ is a library's file: a notebook's classes and
+    # functions counted as installed, keyed by name, and one edited since kept its cached embeddings.
+    from sktransfer._hashing import installed
+
+    assert not installed(type("Scale", (), {"__module__": "__main__"}))
+
+
 @pytest.mark.parametrize(
     "params",
     [
