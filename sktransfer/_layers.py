@@ -104,15 +104,18 @@ def refuse_skipped_hooks(module, layer, nodes):
             "preprocess= or in the module's forward, or use layer=None."
         )
     cut = max(i for i, node in enumerate(nodes) if node == layer or node.startswith(f"{layer}."))
-    spans = {}  # each traced module: the positions of its first and last nodes
+    calls = {}  # each traced module: the first and last positions of each run of its nodes (a call of it)
     for index, node in enumerate(nodes):
         for depth in range(1, node.count(".") + 1):
-            name = node.rsplit(".", depth)[0]
-            spans[name] = (spans.get(name, (index,))[0], index)
+            runs = calls.setdefault(node.rsplit(".", depth)[0], [])
+            if runs and runs[-1][1] == index - 1:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index])
     skipped = [
         (name, type(sub).__name__)
         for name, sub in module.named_modules()
-        if name in spans and _skips_hooks(sub, *spans[name], cut)
+        if name in calls and _skips_hooks(sub, calls[name], cut)
     ]
     if skipped:
         where = ", ".join(f"'{name}' (a {kind})" for name, kind in skipped[:5])
@@ -124,12 +127,14 @@ def refuse_skipped_hooks(module, layer, nodes):
         )
 
 
-def _skips_hooks(module, first, last, cut):
-    """Whether the cut, whose last node is at position ``cut``, skips hooks of a traced ``module`` whose nodes
-    run from position ``first`` to ``last``: those on its input and gradients where it starts before the cut
-    ends, those on its output where it ends there too (a module the cut ends inside gives its output after)."""
+def _skips_hooks(module, calls, cut):
+    """Whether the cut, whose last node is at position ``cut``, skips hooks of a traced ``module`` called over
+    the runs of node positions ``calls``: those on its input and gradients where a call starts before the cut
+    ends, those on its output where a call ends there too (a call the cut ends inside gives its output after)."""
     on_input = module._forward_pre_hooks or module._backward_pre_hooks or module._backward_hooks
-    return bool((first <= cut and on_input) or (last <= cut and module._forward_hooks))
+    starts = any(first <= cut for first, _ in calls)
+    ends = any(last <= cut for _, last in calls)
+    return bool((starts and on_input) or (ends and module._forward_hooks))
 
 
 # Beyond this many layers, an unknown name's error shows the closest and the first, and where the rest are.

@@ -765,6 +765,10 @@ def test_partial_loss_of_a_batch_of_classes_weighed_zero_is_zero_not_nan():
     with torch.no_grad():
         loss = clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes)
     assert float(loss) == 0.0
+    clf.criterion_.label_smoothing = 0.1  # its smoothing term, weighed by the other classes: 0 all the same
+    with torch.no_grad():
+        assert float(clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes)) == 0.0
+    clf.criterion_.label_smoothing = 0.0
     clf.class_weights_ = np.array([0.5, 1.0], dtype=np.float32)  # otherwise torch's weighted mean
     rows, codes = [0, 1, 9, 20, 21], np.array([0, 0, 1, -1, -1])
     with torch.no_grad():
@@ -775,13 +779,23 @@ def test_partial_loss_of_a_batch_of_classes_weighed_zero_is_zero_not_nan():
         torch.testing.assert_close(clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes), expected)
 
 
-def test_partial_coral_leaves_out_source_rows_that_count_as_one():
-    # One row of weight 1 beside rows weighed ~1e-9: float32's weighted covariance divided by 0, NaN.
-    clf, X = _partial_on_features("coral")
-    clf.class_weights_ = np.array([1e-9, 1.0], dtype=np.float32)
-    rows, codes = [0, 1, 2, 9, 20, 21, 22], np.array([0, 0, 0, 1, -1, -1, -1])
-    loss = clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes, training=True)
-    assert torch.isfinite(loss)
+@pytest.mark.parametrize("method", ["coral", "mmd"])
+def test_partial_alignment_leaves_out_source_rows_that_count_as_one_and_keeps_the_others(method):
+    # One row of weight 1 beside rows weighed ~1e-9: float32's weighted covariance divided by 0, NaN. Two rows
+    # weighed 0.5 and 1 count as more than one: aligned, as before.
+    clf, X = _partial_on_features(method)
+    rows, codes = [0, 1, 2, 9, 20, 21, 22], torch.tensor([0, 0, 0, 1, -1, -1, -1])
+    labels, sources = torch.tensor([0, 0, 0, 1]), torch.zeros(4, dtype=torch.long)
+    alignment = clf._alignment(
+        clf.infer(torch.as_tensor(X[rows])), codes, labels, sources, torch.tensor([1e-9, 1.0])
+    )
+    assert float(alignment) == 0.0  # left out
+    rows, codes = [0, 9, 20, 21, 22], torch.tensor([0, 1, -1, -1, -1])
+    labels, sources = torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long)
+    alignment = clf._alignment(
+        clf.infer(torch.as_tensor(X[rows])), codes, labels, sources, torch.tensor([0.5, 1.0])
+    )
+    assert float(alignment) > 0
 
 
 def test_mcc_weighs_rows_by_their_certainty_without_training_it():

@@ -343,6 +343,26 @@ def test_hooks_that_a_cut_would_skip_are_refused_and_hooks_on_torch_layers_run(i
     PretrainedFeatureExtractor(module, layer="features.0", device="cpu").fit(images)
 
 
+class _BlockTwice(nn.Module):
+    """One block called before and after the layer in the middle."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+        self.mid = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.block(self.mid(self.block(x))).mean((2, 3))
+
+
+def test_a_hook_on_a_block_called_before_the_cut_and_again_after_it_is_refused(images):
+    # The block's nodes ran from before the cut to after it, read as one call that the cut ends inside.
+    module = _BlockTwice()
+    module.block.register_forward_hook(lambda *args: None)
+    with pytest.raises(ValueError, match=r"hooks registered on the module at 'block' \(a Sequential\)"):
+        PretrainedFeatureExtractor(module, layer="mid", device="cpu").fit(images)
+
+
 def test_hooks_on_torchvisions_operator_blocks_run_in_a_cut_and_are_accepted(images):
     # Conv2dNormActivation is a leaf of torchvision's tracer, called with its hooks; it was refused, and by the
     # Dask client's check only in a process that had not traced before.

@@ -235,11 +235,10 @@ class AdaptationObjectiveMixin:
                 reduction="sum" if criterion.reduction == "mean" else criterion.reduction,
                 label_smoothing=criterion.label_smoothing,
             )
-            if (
-                criterion.reduction == "mean"
-            ):  # torch's mean, but 0 (not 0 / 0) for a batch of classes weighed 0
-                counted = labels != criterion.ignore_index
-                loss = loss / weight[labels[counted]].sum().clamp_min(torch.finfo(weight.dtype).tiny)
+            if criterion.reduction == "mean":
+                # torch's mean, but 0 (not 0 / 0, nor a smoothing term / 0) for a batch of classes weighed 0
+                total = weight[labels[labels != criterion.ignore_index]].sum()
+                loss = torch.where(total > 0, loss / total.clamp_min(torch.finfo(total.dtype).tiny), loss * 0)
         else:
             loss = self.criterion_(logits[labelled], labels)
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
@@ -324,9 +323,7 @@ class AdaptationObjectiveMixin:
         per_source = []
         for k in range(self._n_sources):
             rows = sources == k
-            if (
-                _effective_rows(rows, weights) < 2
-            ):  # as without weights: two rows at least, as a covariance needs
+            if not _enough_rows(rows, weights):
                 continue
             source_weights = None if weights is None else weights[rows]
             pair = (source_rows[rows], aligned[target])
@@ -338,11 +335,18 @@ class AdaptationObjectiveMixin:
         return torch.stack(per_source).mean() if per_source else logits.sum() * 0
 
 
-def _effective_rows(rows, weights):
-    """How many of the ``rows`` (a mask) count, by the effective sample size of their ``weights``:
-    ``(sum w)^2 / sum w^2``, the number of rows themselves without weights. Rows weighed near 0 beside one of
-    weight 1 count as one row: their weighted covariance would divide by almost 0 (in float32, by 0)."""
+def _enough_rows(rows, weights):
+    """Whether the ``rows`` (a mask) of a source can be aligned: two at least, as a covariance needs, of
+    weight above 0, and, weighed, more than one row's worth (an effective sample size ``(sum w)^2 / sum w^2``
+    above 1): rows weighed near 0 beside one of weight 1 leave a weighted covariance dividing by almost 0
+    (in float32, by 0)."""
     if weights is None:
-        return int(rows.sum())
+        return int(rows.sum()) >= 2
     chosen = weights[rows].double()
-    return 0.0 if chosen.sum() <= 0 else float(chosen.sum() ** 2 / (chosen**2).sum())
+    if int((chosen > 0).sum()) < 2:
+        return False
+    return bool(chosen.sum() ** 2 / (chosen**2).sum() > 1 + _LEAST_EXTRA_ROWS)
+
+
+# How much more than one row a source's weighed rows must count as (see _enough_rows).
+_LEAST_EXTRA_ROWS = 1e-3
