@@ -72,6 +72,12 @@ def parameters_by_stage(module, stages):
     return owned
 
 
+def is_bias(name):
+    """Whether a module's own parameter ``name`` is a bias: ``bias``, or ``nn.MultiheadAttention``'s
+    ``in_proj_bias``, ``bias_k`` and ``bias_v`` (the query, key and value biases)."""
+    return name == "bias" or name.endswith("_bias") or name in ("bias_k", "bias_v")
+
+
 class BackboneWithHead(nn.Module):
     """A feature backbone and a new linear head; backbone stages are frozen and unfrozen as wholes.
 
@@ -165,7 +171,7 @@ class BackboneWithHead(nn.Module):
         if bitfit:
             for module in self.backbone.modules():
                 for name, parameter in module.named_parameters(recurse=False):
-                    if name == "bias" or isinstance(module, NORM_LAYERS):
+                    if is_bias(name) or isinstance(module, NORM_LAYERS):
                         parameter.requires_grad_(True)
         for parameter in _unreached_parameters(self.backbone):  # after a text encoder's layer: no gradient
             parameter.requires_grad_(False)

@@ -98,6 +98,10 @@ def check_precision(precision, devices, warn=False):
     >>> check_precision("float32", [torch.device("cpu")])
     'float32'
     """
+    if (
+        not isinstance(precision, str) or precision not in PRECISION_OPTIONS
+    ):  # set after fit: not yet validated
+        raise ValueError(f"precision={precision!r} is none of {list(PRECISION_OPTIONS)}.")
     resolved = resolve_precision(precision, devices[0])
     if resolved == "float16" and any(device.type == "cpu" for device in devices):
         raise ValueError(

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._network import NORM_LAYERS, BackboneWithHead
+from ._network import NORM_LAYERS, BackboneWithHead, is_bias
 from ._stacklevel import caller_stacklevel
 from ._unused_settings import IgnoredSettingWarning
 
@@ -142,7 +142,7 @@ def warn_of_frozen_parameters(network, strategy, estimator_name):
         for owner, layer in network.named_modules()
         for name, parameter in layer.named_parameters(recurse=False)
         if not parameter.requires_grad
-        and (strategy != "bitfit" or name == "bias" or isinstance(layer, NORM_LAYERS))  # what bitfit trains
+        and (strategy != "bitfit" or is_bias(name) or isinstance(layer, NORM_LAYERS))  # what bitfit trains
     ]
     if frozen and strategy not in ("linear_probe", "lora"):
         warnings.warn(

@@ -150,6 +150,28 @@ def test_bitfit_trains_only_biases_and_norms(labelled_images):
     assert not torch.equal(after["features.1.weight"], reference["features.1.weight"])  # BatchNorm scale
 
 
+class _TinyTransformer(torch.nn.Module):
+    """Patches through one transformer layer: attention whose query, key and value biases are in_proj_bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.encoder = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.encoder(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_bitfit_trains_the_query_key_and_value_biases_of_attention(labelled_images):
+    # Only parameters named "bias" trained: a ViT's attention biases (in_proj_bias) stayed frozen, in silence.
+    X, y = labelled_images
+    clf = tiny(model=_TinyTransformer, strategy="bitfit", lr=0.05).fit(X, y)
+    trained = {name for name, parameter in clf.module_.backbone.named_parameters() if parameter.requires_grad}
+    assert any(name.endswith("self_attn.in_proj_bias") for name in trained)
+    assert not any(name.endswith("self_attn.in_proj_weight") for name in trained)
+
+
 def test_backbone_learns_slower_than_the_head(labelled_images):
     X, y = labelled_images
     clf = tiny(lr=0.01, backbone_lr_ratio=0.1, layer_decay=0.5, lr_schedule=None, max_epochs=1).fit(X, y)

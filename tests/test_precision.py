@@ -98,6 +98,19 @@ def test_float16_set_after_fit_cannot_run_on_the_cpu(rgb_images):
         extractor.transform(rgb_images)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32", None])
+def test_a_precision_set_after_fit_that_is_none_of_the_options_is_named(rgb_images, precision):
+    # transform and predict read it at once, before any validation: a bare KeyError: 'bf16'.
+    message = rf"precision={precision!r} is none of \['float32', 'bfloat16', 'float16', 'auto'\]"
+    clf = FineTuneClassifier(TinyConvNet(), strategy="linear_probe", max_epochs=1, device="cpu")
+    clf.fit(rgb_images, [0, 1, 2] * 2).set_params(precision=precision)
+    with pytest.raises(ValueError, match=message):
+        clf.predict(rgb_images)
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu").fit(rgb_images)
+    with pytest.raises(ValueError, match=message):
+        extractor.set_params(precision=precision).transform(rgb_images)
+
+
 @contextlib.contextmanager
 def _no_warning(category):
     """Fail if a warning of ``category`` is raised inside the block."""
