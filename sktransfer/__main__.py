@@ -165,15 +165,17 @@ def make_extractor(args, verbose):
     )
 
 
-def fine_tuning_methods():
+def fine_tuning_methods(weights="DEFAULT"):
     """The three ways to train on few labels, as FineTuneClassifier settings.
 
-    The pretrained rows keep the library's defaults; from scratch, every layer trains at the head's
-    learning rate, raised to 3e-3, which suits random weights better than 1e-3 or 1e-2 do.
+    The rows with ``weights`` keep the library's defaults (named random where ``--weights none`` drew them);
+    from scratch, every layer trains at the head's learning rate, raised to 3e-3, which suits random weights
+    better than 1e-3 or 1e-2 do.
     """
+    given = "pretrained" if weights is not None else "random-weights"
     return {
-        "linear probe (pretrained backbone frozen)": {"strategy": "linear_probe"},
-        "fine-tuning (pretrained, gradual unfreezing)": {},
+        f"linear probe ({given} backbone frozen)": {"strategy": "linear_probe"},
+        f"fine-tuning ({given}, gradual unfreezing)": {},
         "same network from scratch (weights=None)": {
             "weights": None,
             "strategy": "full",
@@ -202,7 +204,7 @@ def compare_fine_tuning(X, y, data_name, args, image_size=None):
         f"({len(train)} in all), tested on the other {len(test)}:"
     )
     print(f"{'method':<48} {'test accuracy':>20} {'fit time':>10}")
-    for name, settings in fine_tuning_methods().items():
+    for name, settings in fine_tuning_methods(args.weights).items():
         clf = FineTuneClassifier(
             model=args.model,
             device=args.device,

@@ -228,8 +228,11 @@ def test_main_job_refuses_bad_options_before_any_work(option, message, capsys):
 def test_main_job_weights_none_draws_random_weights(tiny_job, capsys):
     folder, options, _ = tiny_job
     options[options.index("--weights") + 1] = "none"  # the library's weights=None, which the error advised
-    assert main([folder, *options, "--no-fine-tuning", "--device", "cpu"]) == 0
-    assert "squeezenet1_0 on cpu" in capsys.readouterr().out
+    assert main([folder, *options, "--device", "cpu", "--epochs", "1", "--train-per-class", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "squeezenet1_0 on cpu" in out
+    assert "linear probe (random-weights backbone frozen)" in out  # not called pretrained
+    assert "pretrained" not in out
 
 
 def test_main_job_version(capsys):
