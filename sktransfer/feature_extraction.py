@@ -221,7 +221,7 @@ class PretrainedFeatureExtractor(
         Parameters
         ----------
         X : images
-            Any form described in :mod:`sktransfer.images`.
+            As :meth:`fit` takes them.
         y : None
             Ignored.
 

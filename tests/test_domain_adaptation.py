@@ -646,16 +646,21 @@ def test_score_refuses_the_rows_that_sample_domain_marks_as_target(shifted_featu
     assert np.isnan(search.cv_results_["mean_test_score"]).all()
 
 
+def _adapting_classifier(kind):
+    """One of the three kinds of domain adaptation, at settings quick on the shifted features."""
+    return {
+        "shallow": FeatureAlignmentClassifier(),
+        "deep": DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0),
+        "reweighting": ImportanceWeightingClassifier(random_state=0),
+    }[kind]
+
+
 @pytest.mark.parametrize("estimator", ["shallow", "deep", "reweighting"])
 def test_boolean_labels_listed_with_minus_one_stay_booleans(shifted_features, estimator):
     # NumPy turned [True, False, ..., -1, -1] into integers: classes_ and predict gave 0 and 1.
     X, _, labels = shifted_features
     y = [bool(label) for label in labels] + [-1] * 200
-    classifier = {
-        "shallow": FeatureAlignmentClassifier(),
-        "deep": DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0),
-        "reweighting": ImportanceWeightingClassifier(random_state=0),
-    }[estimator]
+    classifier = _adapting_classifier(estimator)
     fitted = classifier.fit(X.astype(np.float32), y)
     assert fitted.classes_.tolist() == [False, True]
     assert {type(label) for label in fitted.predict(X[:5].astype(np.float32)).tolist()} == {bool}
@@ -666,11 +671,7 @@ def test_integer_labels_marked_in_an_object_array_are_classes(shifted_features, 
     # y = labels.astype(object); y[target] = -1, as the README marks rows: "Unknown label type: unknown".
     X, _, labels = shifted_features
     y = np.r_[3 + 4 * labels, np.full(200, -1)].astype(object)
-    classifier = {
-        "shallow": FeatureAlignmentClassifier(),
-        "deep": DomainAdaptedClassifier(model=None, max_epochs=1, device="cpu", random_state=0),
-        "reweighting": ImportanceWeightingClassifier(random_state=0),
-    }[estimator]
+    classifier = _adapting_classifier(estimator)
     fitted = classifier.fit(X.astype(np.float32), y)
     assert fitted.classes_.tolist() == [3, 7]
     assert set(fitted.predict(X[:5].astype(np.float32)).tolist()) <= {3, 7}
