@@ -5,6 +5,7 @@ depend on memory addresses, on the order of a set or on the process: two objects
 they hold the same values, and the same values hash alike everywhere.
 """
 
+import dis
 import functools
 import hashlib
 import inspect
@@ -46,6 +47,10 @@ class _ContentHasher(NumpyHasher):
             obj = _tensor_content(obj)
         elif isinstance(obj, types.MethodType):  # by its function's code and its owner
             obj = ("method", obj.__func__, obj.__self__)
+        elif isinstance(obj, type) and not installed(obj):
+            # a class of the user's, by name (its code is keyed where it runs: its instances' methods, the
+            # layers of a network): pickled by reference, it is not found in a worker that rebuilt it
+            obj = ("class", obj.__module__, obj.__qualname__)
         elif not isinstance(obj, type | types.ModuleType) and not installed(type(obj)):
             # an instance of a class of the user's: its methods' code decides what it computes (a callable
             # preprocess object, a layer's activation), and pickling names the class only
@@ -140,8 +145,13 @@ def _function_content(function):
     if _compiled_in_a_library(code):
         return content
     scope = function.__globals__
-    names = _global_names(code)
-    return (*content, {name: _by_name_if_code(scope[name], names) for name in sorted(names) if name in scope})
+    attributes = _names(code)  # of globals and of attributes: what it may read of a helper module
+    read = {
+        name: _by_name_if_code(scope[name], attributes)
+        for name in sorted(_global_names(code))
+        if name in scope
+    }
+    return (*content, read)
 
 
 def _compiled_in_a_library(code):
@@ -162,8 +172,27 @@ def _code_content(code):
     return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, constants)
 
 
-def _global_names(code):
+def _names(code):
+    """Every name ``code`` (nested code included) uses: of globals, attributes and methods."""
     names = set(code.co_names)
+    for value in code.co_consts:
+        if isinstance(value, types.CodeType):
+            names |= _names(value)
+    return names
+
+
+_GLOBAL_OPERATIONS = {dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")}
+
+
+def _global_names(code):
+    """The names ``code`` (nested code included) reads or writes as globals, not those of attributes: a
+    global of the same name as an attribute (``mean`` beside ``np.mean``) is no part of what it computes,
+    and a worker process, which receives only the globals a function uses, does not have it."""
+    names = {
+        instruction.argval
+        for instruction in dis.get_instructions(code)
+        if instruction.opcode in _GLOBAL_OPERATIONS
+    }
     for value in code.co_consts:
         if isinstance(value, types.CodeType):
             names |= _global_names(value)

@@ -412,6 +412,32 @@ def test_a_users_function_is_keyed_by_what_it_reads_whatever_module_it_names():
     )
 
 
+def test_a_class_of_main_that_a_worker_rebuilt_is_hashed_by_name_and_code():
+    # A worker's __main__ has no attribute for the class cloudpickle rebuilt: pickled by reference, its
+    # network's key failed (UnhashableModuleWarning, a key of one process) in every joblib or Dask worker.
+    from sktransfer._hashing import content_hash
+
+    namespace = {"__name__": "__main__"}
+    code = (
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    )
+    exec(code, namespace)
+    content_hash(namespace["Net"].__init__)  # its __class__ cell holds the class
+
+
+def test_a_function_is_keyed_by_the_globals_it_reads_not_by_names_of_its_attributes():
+    # co_names holds attribute names too: a global `mean` beside `np.mean` was keyed where the function ran
+    # (the main process), not in a worker, which receives only the globals a function reads.
+    from sktransfer._hashing import content_hash
+
+    keys = []
+    for extra in ({}, {"mean": np.median}):
+        namespace = {"np": np, **extra}
+        exec("def centred(image):\n    return image - np.mean(image)", namespace)
+        keys.append(content_hash(namespace["centred"]))
+    assert keys[0] == keys[1]
+
+
 def test_main_is_the_users_module_even_where_it_is_a_librarys_file():
     # In a joblib worker (and under `python -m pytest`) __main__ is a library's file: a notebook's classes and
     # functions counted as installed, keyed by name, and one edited since kept its cached embeddings.

@@ -622,11 +622,15 @@ def test_a_preprocess_set_after_fit_does_not_change_the_key_of_the_fitted_one(im
 
 
 def test_a_module_attribute_without_a_hash_by_value_warns_and_caches_for_this_process(images, tmp_path):
-    class Local:  # an instance of a class defined in a function: copied, but not pickled by name
-        pass
+    class Unpicklable:  # copied with the module, but not pickled
+        def __deepcopy__(self, memo):
+            return self
+
+        def __reduce__(self):
+            raise TypeError("cannot be pickled")
 
     module = _Scaled(2.0)
-    module.settings = Local()
+    module.settings = Unpicklable()
     extractor = PretrainedFeatureExtractor(module, device="cpu", cache=tmp_path).fit(images)
     with pytest.warns(
         UnhashableModuleWarning, match=r"the attribute _Scaled\.settings of model cannot be hashed"
