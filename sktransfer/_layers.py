@@ -104,14 +104,16 @@ def refuse_skipped_hooks(module, layer, nodes):
             "preprocess= or in the module's forward, or use layer=None."
         )
     cut = max(i for i, node in enumerate(nodes) if node == layer or node.startswith(f"{layer}."))
-    calls = {}  # each traced module: the first and last positions of each run of its nodes (a call of it)
+    calls = {}  # each traced module: [first, last, nodes seen] of each run of its nodes, a call of it
     for index, node in enumerate(nodes):
+        seen_as = _REPEAT_SUFFIX.sub("", node)  # torchvision numbers a node's repeats: block.0, block.0_1
         for depth in range(1, node.count(".") + 1):
             runs = calls.setdefault(node.rsplit(".", depth)[0], [])
-            if runs and runs[-1][1] == index - 1:
+            if runs and runs[-1][1] == index - 1 and seen_as not in runs[-1][2]:
                 runs[-1][1] = index
-            else:
-                runs.append([index, index])
+                runs[-1][2].add(seen_as)
+            else:  # a gap, or a node the run has seen: the module called again (block(block(x)))
+                runs.append([index, index, {seen_as}])
     skipped = [
         (name, type(sub).__name__)
         for name, sub in module.named_modules()
@@ -127,13 +129,17 @@ def refuse_skipped_hooks(module, layer, nodes):
         )
 
 
+# The suffix torchvision's tracer gives a node's name when the same name comes again.
+_REPEAT_SUFFIX = re.compile(r"_\d+$")
+
+
 def _skips_hooks(module, calls, cut):
     """Whether the cut, whose last node is at position ``cut``, skips hooks of a traced ``module`` called over
     the runs of node positions ``calls``: those on its input and gradients where a call starts before the cut
     ends, those on its output where a call ends there too (a call the cut ends inside gives its output after)."""
     on_input = module._forward_pre_hooks or module._backward_pre_hooks or module._backward_hooks
-    starts = any(first <= cut for first, _ in calls)
-    ends = any(last <= cut for _, last in calls)
+    starts = any(first <= cut for first, _, _ in calls)
+    ends = any(last <= cut for _, last, _ in calls)
     return bool((starts and on_input) or (ends and module._forward_hooks))
 
 

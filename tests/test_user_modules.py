@@ -355,12 +355,20 @@ class _BlockTwice(nn.Module):
         return self.block(self.mid(self.block(x))).mean((2, 3))
 
 
-def test_a_hook_on_a_block_called_before_the_cut_and_again_after_it_is_refused(images):
+class _BlockOnBlock(_BlockTwice):
+    """The block called twice in a row."""
+
+    def forward(self, x):
+        return self.block(self.block(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize(("network", "layer"), [(_BlockTwice, "mid"), (_BlockOnBlock, "block.0_1")])
+def test_a_hook_on_a_block_called_before_the_cut_and_again_after_it_is_refused(images, network, layer):
     # The block's nodes ran from before the cut to after it, read as one call that the cut ends inside.
-    module = _BlockTwice()
+    module = network()
     module.block.register_forward_hook(lambda *args: None)
     with pytest.raises(ValueError, match=r"hooks registered on the module at 'block' \(a Sequential\)"):
-        PretrainedFeatureExtractor(module, layer="mid", device="cpu").fit(images)
+        PretrainedFeatureExtractor(module, layer=layer, device="cpu").fit(images)
 
 
 def test_hooks_on_torchvisions_operator_blocks_run_in_a_cut_and_are_accepted(images):
