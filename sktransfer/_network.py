@@ -73,9 +73,10 @@ def parameters_by_stage(module, stages):
 
 
 def is_bias(name):
-    """Whether a module's own parameter ``name`` is a bias: ``bias``, or ``nn.MultiheadAttention``'s
-    ``in_proj_bias``, ``bias_k`` and ``bias_v`` (the query, key and value biases)."""
-    return name == "bias" or name.endswith("_bias") or name in ("bias_k", "bias_v")
+    """Whether a module's own parameter ``name`` is a bias: ``bias``, ``nn.MultiheadAttention``'s
+    ``in_proj_bias`` (the query, key and value biases) and ``bias_k``/``bias_v`` (the key and value rows
+    ``add_bias_kv`` appends), the recurrent layers' ``bias_ih_l0``, ``bias_hh_l0`` and their kin."""
+    return name == "bias" or name.endswith("_bias") or name.startswith("bias_")
 
 
 class BackboneWithHead(nn.Module):

@@ -768,6 +768,14 @@ def test_partial_loss_of_a_batch_of_classes_weighed_zero_is_zero_not_nan():
     clf.criterion_.label_smoothing = 0.1  # its smoothing term, weighed by the other classes: 0 all the same
     with torch.no_grad():
         assert float(clf.get_loss(clf.infer(torch.as_tensor(X[rows])), codes)) == 0.0
+        # weighed near 0, not 0: torch's smoothing term over a total of 1e-20 gave about 1e19; the rows' own
+        # smoothed cross-entropy, weighed alike, averages to its unweighted mean
+        clf.class_weights_ = np.array([1e-20, 1.0], dtype=np.float32)
+        logits = clf.infer(torch.as_tensor(X[rows]))
+        expected = nn.functional.cross_entropy(
+            logits[0][:3], torch.zeros(3, dtype=torch.long), label_smoothing=0.1
+        )
+        torch.testing.assert_close(clf.get_loss(logits, codes), expected)
     clf.criterion_.label_smoothing = 0.0
     clf.class_weights_ = np.array([0.5, 1.0], dtype=np.float32)  # otherwise torch's weighted mean
     rows, codes = [0, 1, 9, 20, 21], np.array([0, 0, 1, -1, -1])

@@ -170,6 +170,10 @@ def test_bitfit_trains_the_query_key_and_value_biases_of_attention(labelled_imag
     trained = {name for name, parameter in clf.module_.backbone.named_parameters() if parameter.requires_grad}
     assert any(name.endswith("self_attn.in_proj_bias") for name in trained)
     assert not any(name.endswith("self_attn.in_proj_weight") for name in trained)
+    from sktransfer._network import is_bias
+
+    recurrent = dict(torch.nn.LSTM(2, 2).named_parameters())
+    assert [name for name in recurrent if is_bias(name)] == ["bias_ih_l0", "bias_hh_l0"]
 
 
 def test_backbone_learns_slower_than_the_head(labelled_images):

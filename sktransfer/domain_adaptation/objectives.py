@@ -227,18 +227,7 @@ class AdaptationObjectiveMixin:
             weight = (
                 class_weights if criterion.weight is None else class_weights * criterion.weight.to(logits)
             )
-            loss = nn.functional.cross_entropy(
-                logits[labelled],
-                labels,
-                weight=weight,
-                ignore_index=criterion.ignore_index,
-                reduction="sum" if criterion.reduction == "mean" else criterion.reduction,
-                label_smoothing=criterion.label_smoothing,
-            )
-            if criterion.reduction == "mean":
-                # torch's mean, but 0 (not 0 / 0, nor a smoothing term / 0) for a batch of classes weighed 0
-                total = weight[labels[labels != criterion.ignore_index]].sum()
-                loss = torch.where(total > 0, loss / total.clamp_min(torch.finfo(total.dtype).tiny), loss * 0)
+            loss = _weighed_cross_entropy(logits[labelled], labels, weight, criterion)
         else:
             loss = self.criterion_(logits[labelled], labels)
         if len(y_pred) == 3:  # the discriminator ran: keep it in the graph (DDP expects every gradient)
@@ -350,3 +339,32 @@ def _enough_rows(rows, weights):
 
 # How much more than one row a source's weighed rows must count as (see _enough_rows).
 _LEAST_EXTRA_ROWS = 1e-3
+
+
+def _weighed_cross_entropy(logits, labels, weight, criterion):
+    """Each row's cross-entropy (with the criterion's label smoothing) weighed by its class's ``weight``, and
+    reduced as the criterion reduces.
+
+    Without smoothing this is torch's weighted cross-entropy. With it, torch weighs a row's smoothing term by
+    the other classes' weights, and its mean divides by the weights of the rows' own classes: a batch of
+    classes that PADA weighs near 0 gave a loss near 1e36 (exactly 0: NaN). Here the mean is over the rows'
+    weights, 0 where they are all 0.
+    """
+    per_row = nn.functional.cross_entropy(
+        logits,
+        labels,
+        ignore_index=criterion.ignore_index,
+        reduction="none",
+        label_smoothing=criterion.label_smoothing,
+    )
+    counted = labels != criterion.ignore_index
+    row_weights = torch.where(counted, weight[torch.where(counted, labels, 0)], 0.0)
+    weighed = row_weights * per_row
+    if criterion.reduction == "none":
+        return weighed
+    if criterion.reduction == "sum":
+        return weighed.sum()
+    total = row_weights.sum()
+    return torch.where(
+        total > 0, weighed.sum() / total.clamp_min(torch.finfo(total.dtype).tiny), weighed.sum() * 0
+    )
