@@ -651,9 +651,9 @@ def test_partial_keeps_the_criterions_own_settings():
     object.__setattr__(clf, "criterion_", criterion)  # as initialize sets it from criterion__* parameters
     logits = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
     codes = torch.tensor([0, 1, 1, 0, -1, -1])
-    expected = nn.functional.cross_entropy(
-        logits[:4], codes[:4], weight=torch.tensor([1.0, 50.0]), label_smoothing=0.1, reduction="sum"
-    )
+    # each row's smoothed cross-entropy weighed by its class's weight, the criterion's times PADA's
+    per_row = nn.functional.cross_entropy(logits[:4], codes[:4], label_smoothing=0.1, reduction="none")
+    expected = (torch.tensor([1.0, 50.0])[codes[:4]] * per_row).sum()
     assert float(clf.get_loss((logits,), codes)) == pytest.approx(float(expected))
 
 
