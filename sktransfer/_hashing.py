@@ -172,13 +172,17 @@ def _code_content(code):
     return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, constants)
 
 
-def _names(code):
-    """Every name ``code`` (nested code included) uses: of globals, attributes and methods."""
-    names = set(code.co_names)
+def _with_nested_code(code):
+    """``code`` and the code objects nested in it (its lambdas, comprehensions and inner functions)."""
+    yield code
     for value in code.co_consts:
         if isinstance(value, types.CodeType):
-            names |= _names(value)
-    return names
+            yield from _with_nested_code(value)
+
+
+def _names(code):
+    """Every name ``code`` (nested code included) uses: of globals, attributes and methods."""
+    return {name for each in _with_nested_code(code) for name in each.co_names}
 
 
 _GLOBAL_OPERATIONS = {dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")}
@@ -188,15 +192,12 @@ def _global_names(code):
     """The names ``code`` (nested code included) reads or writes as globals, not those of attributes: a
     global of the same name as an attribute (``mean`` beside ``np.mean``) is no part of what it computes,
     and a worker process, which receives only the globals a function uses, does not have it."""
-    names = {
+    return {
         instruction.argval
-        for instruction in dis.get_instructions(code)
+        for each in _with_nested_code(code)
+        for instruction in dis.get_instructions(each)
         if instruction.opcode in _GLOBAL_OPERATIONS
     }
-    for value in code.co_consts:
-        if isinstance(value, types.CodeType):
-            names |= _global_names(value)
-    return names
 
 
 def _cell_content(cell):

@@ -17,7 +17,7 @@ from sklearn.metrics._scorer import _BaseScorer
 from sklearn.utils import _safe_indexing
 from sklearn.utils.metadata_routing import UNCHANGED
 
-from ._labels import UNLABELLED, label_array, missing_labels, unlabelled_mask
+from ._labels import UNLABELLED, label_array, labelled_mask, unlabelled_mask
 from ._score_request import OneParameterScoreRequest
 from ._stacklevel import caller_stacklevel
 
@@ -150,8 +150,7 @@ class LabelledRowsScorer(OneParameterScoreRequest):
             raise ValueError(f"sample_weight has {len(weights['sample_weight'])} values for {len(y)} rows.")
         if UNLABELLED in np.asarray(getattr(net, "classes_", [])).tolist():  # -1 is a class: all are labelled
             return scorer(net, X, y, **weights)
-        labelled = ~unlabelled_mask(y)
-        labelled[missing_labels(y)] = False  # a blank label is no label either
+        labelled = labelled_mask(y)
         if labelled.all():
             return scorer(net, X, y, **weights)
         labels = np.array(y[labelled].tolist())  # without the -1 marks, the labels' own dtype

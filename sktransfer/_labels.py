@@ -153,6 +153,19 @@ def encode_labels(y, classes):
 UNLABELLED = -1  # the label that marks a row without one (a target row, or a row only a teacher labels)
 
 
+def labelled_mask(y):
+    """True where a row has a label: neither the mark -1 nor a blank (None, NaN, pandas.NA).
+
+    Examples
+    --------
+    >>> labelled_mask(np.array(["cat", -1, None], dtype=object)).tolist()
+    [True, False, False]
+    """
+    labelled = ~unlabelled_mask(y)
+    labelled[missing_labels(y)] = False
+    return labelled
+
+
 def unlabelled_mask(y):
     """True where the label is the number -1, the mark of an unlabelled row (a string "-1" is a class name).
 

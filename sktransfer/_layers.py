@@ -28,6 +28,12 @@ def _node_names(module):
     return feature_extraction.get_graph_node_names(module, tracer_kwargs=dict(_TRACER_KWARGS))[1]
 
 
+def _containers(node):
+    """The qualified names of the modules that hold a graph node, innermost first: block.0.conv gives
+    block.0, then block."""
+    return [node.rsplit(".", depth)[0] for depth in range(1, node.count(".") + 1)]
+
+
 def layer_names(module, nodes=None):
     """Names ``layer`` accepts for ``module``: its graph nodes and the modules that contain them.
 
@@ -35,7 +41,7 @@ def layer_names(module, nodes=None):
     ``nodes``: :func:`_node_names` of ``module``, where the caller has them.
     """
     nodes = _node_names(module) if nodes is None else nodes
-    prefixes = {node.rsplit(".", depth)[0] for node in nodes for depth in range(1, node.count(".") + 1)}
+    prefixes = {container for node in nodes for container in _containers(node)}
     modules = [name for name, _ in module.named_modules() if name in prefixes]
     return modules + [node for node in nodes if node not in prefixes]
 
@@ -107,8 +113,8 @@ def refuse_skipped_hooks(module, layer, nodes):
     calls = {}  # each traced module: [first, last, nodes seen] of each run of its nodes, a call of it
     for index, node in enumerate(nodes):
         seen_as = _REPEAT_SUFFIX.sub("", node)  # torchvision numbers a node's repeats: block.0, block.0_1
-        for depth in range(1, node.count(".") + 1):
-            runs = calls.setdefault(node.rsplit(".", depth)[0], [])
+        for container in _containers(node):
+            runs = calls.setdefault(container, [])
             if runs and runs[-1][1] == index - 1 and seen_as not in runs[-1][2]:
                 runs[-1][1] = index
                 runs[-1][2].add(seen_as)

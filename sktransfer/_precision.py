@@ -98,9 +98,8 @@ def check_precision(precision, devices, warn=False):
     >>> check_precision("float32", [torch.device("cpu")])
     'float32'
     """
-    if (
-        not isinstance(precision, str) or precision not in PRECISION_OPTIONS
-    ):  # set after fit: not yet validated
+    # set after fit, it has not been through the parameter validation of fit
+    if not isinstance(precision, str) or precision not in PRECISION_OPTIONS:
         raise ValueError(f"precision={precision!r} is none of {list(PRECISION_OPTIONS)}.")
     resolved = resolve_precision(precision, devices[0])
     if resolved == "float16" and any(device.type == "cpu" for device in devices):

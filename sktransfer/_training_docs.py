@@ -114,8 +114,9 @@ verbose : int, default=0
     from 2 only, so that several workers do not garble each other's.
 criterion : torch.nn.Module class or instance, default=torch.nn.CrossEntropyLoss
     The classification loss, built with the ``criterion__*`` parameters; the default cross-entropy (and a
-    subclass that takes the argument) also gets ``label_smoothing``. An instance is used as given. It reads one logit per class; whatever it is, ``predict_proba`` turns them
-    into probabilities with a softmax (skorch's ``predict_nonlinearity="auto"`` here).
+    subclass that takes the argument) also gets ``label_smoothing``. An instance is used as given. It reads
+    one logit per class; whatever it is, ``predict_proba`` turns them into probabilities with a softmax
+    (skorch's ``predict_nonlinearity="auto"`` here).
 optimizer : torch.optim.Optimizer class, default=torch.optim.AdamW
     Built with one parameter group per learning rate (the new layers at ``lr``, the backbone stages at
     the rates ``backbone_lr_ratio`` and ``layer_decay`` give) and with ``weight_decay``.

@@ -112,9 +112,9 @@ def _scored_features(estimator, X, name):
 def _before_the_predictor(pipeline, X):
     """The features ``pipeline`` makes of ``X`` before its final predictor, or None where nothing comes first.
 
-    A final step that is a Pipeline itself (or a search over one, or a FrozenEstimator of one) has its own transforms applied too: an
-    extractor followed by ``make_pipeline(StandardScaler(), PCA(), LogisticRegression())`` is scored on
-    the PCA's output, not the extractor's.
+    A final step that is a Pipeline itself (or a search over one, or a FrozenEstimator of one) has its own
+    transforms applied too: an extractor followed by ``make_pipeline(StandardScaler(), PCA(),
+    LogisticRegression())`` is scored on the PCA's output, not the extractor's.
 
     Examples
     --------

@@ -144,10 +144,11 @@ def _is_image_path(text):
 
 def looks_like_text(X):
     """Whether X is a sequence of strings whose first one is neither a file nor named like an image file."""
+    # the first sample alone decides: no copy of X at every call (transform and predict ask too)
     if is_pandas(X):
-        X = X.to_numpy().ravel()
+        X = X.iloc[:1].to_numpy().ravel()
     if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS" and len(X):
-        X = X.tolist()
+        X = X[:1].tolist()
     if not isinstance(X, list | tuple) or not X or not isinstance(X[0], str):
         return False
     return not (os.path.exists(X[0]) or _is_image_path(X[0]))

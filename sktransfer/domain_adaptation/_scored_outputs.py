@@ -37,16 +37,14 @@ def _features_and_outputs(estimator, X, rows, output, name, source_rows=None):
 
     ``output`` is ``"predict"`` or ``"predict_proba"``, of the estimator that classifies. The features are
     those it classifies: a FrozenEstimator through the estimator it wraps, a fitted search through its
-    ``best_estimator_``, a Pipeline (nested or
-    not) through its steps, then the last estimator's own embedding (``embed``), the features a shallow
-    aligner maps the rows to (FeatureAlignmentClassifier, ImportanceWeightingClassifier; ``source_rows``, the
-    labelled source rows that a scorer weighs, mapped as its fit mapped those, the rest as target rows), or
-    X. Each step
-    transforms X once, and a network that gives its embedding and its predictions in one pass
-    (DomainAdaptedClassifier) runs once over the rows. Where a wrapper on the way, or that network,
-    has a ``predict``, ``predict_proba`` or ``embed`` that is not scikit-learn's or sktransfer's (a subclass's
-    override, or a function set on it), the outputs are asked of the estimator as given instead, at the cost
-    of a second pass.
+    ``best_estimator_``, a Pipeline (nested or not) through its steps, then the last estimator's own embedding
+    (``embed``), the features a shallow aligner maps the rows to (FeatureAlignmentClassifier,
+    ImportanceWeightingClassifier; ``source_rows``, the labelled source rows that a scorer weighs, mapped as
+    its fit mapped those, the rest as target rows), or X. Each step transforms X once, and a network that
+    gives its embedding and its predictions in one pass (DomainAdaptedClassifier) runs once over the rows.
+    Where a wrapper on the way, or that network, has a ``predict``, ``predict_proba`` or ``embed`` that is not
+    scikit-learn's or sktransfer's (a subclass's override, or a function set on it), the outputs are asked of
+    the estimator as given instead, at the cost of a second pass.
     """
     given, given_X, shipped = estimator, X, True
     while True:

@@ -17,6 +17,7 @@ from .._labelled_scoring import refuse_scoring_rows, refuse_unlabelled_scoring
 from .._labels import (
     UNLABELLED,
     label_array,
+    labelled_mask,
     labelled_rows_of,
     missing_labels,
     refuse_missing_labels,
@@ -283,8 +284,7 @@ class SourceDomainsMixin:
             raise ValueError(
                 f"y_valid has {len(y)} labels for the {n_samples} rows of X_valid (train_split)."
             )
-        labelled = ~unlabelled_mask(y)
-        labelled[missing_labels(y)] = False  # a blank label is no label either
+        labelled = labelled_mask(y)
         codes = np.full(n_samples, UNLABELLED, dtype=np.int64)
         labels = labelled_rows_of(y, labelled)
         codes[labelled] = self._encode_labels(labels, len(labels), reset=False)
