@@ -517,6 +517,17 @@ def test_partial_adaptation_down_weights_classes_absent_from_the_target(shifted_
     assert np.array_equal(deep(method="dann", max_epochs=3).fit(X_partial, y_partial).class_weights_, [1, 1])
 
 
+def test_partial_false_in_a_later_partial_fit_resets_the_class_weights(shifted_images):
+    X, _y, y_source = shifted_images
+    dark = np.flatnonzero(y_source == "dark")
+    X_partial = np.concatenate([X[: len(y_source)], X[dark] + 10])
+    y_partial = np.concatenate([y_source, np.full(len(dark), -1, dtype=object)]).astype(object)
+    clf = deep(method="dann", partial=True, max_epochs=6, lr=0.01, recalibrate_batchnorm=False)
+    assert clf.fit(X_partial, y_partial).class_weights_.min() < 1
+    clf.set_params(partial=False).partial_fit(X_partial, y_partial)
+    assert np.array_equal(clf.class_weights_, [1, 1])  # as documented: ones without partial
+
+
 def test_partial_weights_keep_the_classes_the_target_holds_although_it_favours_one():
     # The target holds class 0 three times as often as class 1, and no class 2; the source holds class 1
     # three times as often as class 0. Each weight estimates how much rarer the class is in the target than in

@@ -127,8 +127,12 @@ class AdaptationObjectiveMixin:
                 stacklevel=caller_stacklevel(),
             )
         self._first_epoch_of_call = len(self.history)
-        if not self.history or len(getattr(self, "class_weights_", ())) != len(self.classes_):
-            self.class_weights_ = np.ones(len(self.classes_))  # a new fit starts from equal weights
+        if (
+            not self.partial
+            or not self.history
+            or len(getattr(self, "class_weights_", ())) != len(self.classes_)
+        ):  # a new fit starts from equal weights, and partial=False keeps them
+            self.class_weights_ = np.ones(len(self.classes_))
         self._target_probabilities = self._source_counts = None
         self._coral = None  # each fit averages CORAL's covariance difference anew
         self._predicted_counts = self._counts_before_self_training = self._last_counts = None
