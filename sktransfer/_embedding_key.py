@@ -1,5 +1,6 @@
 """The embedding cache's key: a hash of everything that decides a fitted extractor's embeddings."""
 
+import functools
 import inspect
 import warnings
 from importlib import metadata
@@ -8,7 +9,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules import module as torch_module
 
-from ._hashing import content_hash, process_local_key, user_functions
+from ._hashing import class_data, content_hash, installed, process_local_key, user_functions
 from ._stacklevel import caller_stacklevel
 
 
@@ -41,13 +42,16 @@ def embedding_key(extractor, precision):
     """
     keys = _NetworkKeys(extractor)
     backbone = extractor.backbone_
-    if extractor._backbone_key is None:
+    fingerprint = weights_fingerprint(backbone)
+    if extractor._backbone_key is None or getattr(extractor, "_backbone_fingerprint", None) != fingerprint:
+        # first call of this fit, or weights changed in place since (an optimizer step on backbone_)
         # every buffer: those not persistent (not in the state_dict) can decide the output too
         buffers = dict(backbone.named_buffers())
         # The library's own preprocessing (the weights' transforms, a tokenizer, whose hash costs tens of
         # milliseconds and whose padding state changes as it runs) is keyed once, as the weights are.
         own = keys.preprocess() if extractor._batch_preprocess else None
         extractor._backbone_key = content_hash((backbone.state_dict(), buffers, own, keys.torch_layers()))
+        extractor._backbone_fingerprint = fingerprint
     graph = (
         repr(backbone),
         keys.user_code(),
@@ -55,9 +59,69 @@ def embedding_key(extractor, precision):
         keys.hooks(),
         None if extractor._batch_preprocess else keys.preprocess(),
     )
+    versions = (_versions(), library_versions(backbone, extractor.preprocess_))
     return content_hash(
-        (_KEY_VERSION, _versions(), extractor._backbone_key, *graph, extractor._fitted_settings, precision)
+        (_KEY_VERSION, versions, extractor._backbone_key, *graph, extractor._fitted_settings, precision)
     )
+
+
+def weights_fingerprint(module):
+    """What changes, at no cost of reading them, when ``module``'s weights or buffers change: each tensor's
+    version counter (which in-place operations, optimizer steps and ``load_state_dict`` raise), where its
+    data lie, its shape and dtype.
+
+    Writes through ``tensor.data`` escape the version counter, as they escape autograd.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(2, 2)
+    >>> before = weights_fingerprint(layer)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.mul_(2)
+    >>> weights_fingerprint(layer) == before
+    False
+    """
+    tensors = [
+        *module.named_parameters(remove_duplicate=False),
+        *module.named_buffers(remove_duplicate=False),
+    ]
+    return tuple(
+        (name, tensor._version, tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
+        for name, tensor in tensors
+        if tensor is not None
+    )
+
+
+def library_versions(backbone, preprocess):
+    """The versions of the installed libraries, beyond those of :func:`_versions`, whose classes make up
+    ``backbone`` or ``preprocess`` (timm's layers, say): their code runs unhashed, and changes with them.
+
+    Examples
+    --------
+    >>> library_versions(nn.Linear(2, 2), None)
+    {}
+    """
+    objects = [*backbone.modules(), preprocess, *getattr(preprocess, "transforms", ())]
+    roots = {type(each).__module__.split(".")[0] for each in objects if installed(type(each))}
+    return {
+        root: _distribution_version(root) for root in sorted(roots - _KEYED_LIBRARIES) if root != "builtins"
+    }
+
+
+# The libraries whose versions _versions keys by name (their import names).
+_KEYED_LIBRARIES = frozenset({"PIL", "torch", "torchvision", "sktransfer", "transformers"})
+
+
+@functools.cache
+def _packages_distributions():
+    return metadata.packages_distributions()  # reads every installed distribution's files: once
+
+
+@functools.lru_cache(maxsize=256)
+def _distribution_version(module):
+    """``(distribution, version)`` of each installed distribution that provides the top-level ``module``."""
+    distributions = _packages_distributions().get(module, ())
+    return tuple(sorted((name, metadata.version(name)) for name in set(distributions)))
 
 
 def _versions():
@@ -110,11 +174,13 @@ class _NetworkKeys:
         self.backbone = extractor.backbone_
 
     def user_code(self):
-        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`)."""
+        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`), and of the
+        constants their classes hold (:func:`~sktransfer._hashing.class_data`)."""
         classes = {type(layer) for layer in self.backbone.modules() if not _ships_with_torch(layer)}
         functions = {function for cls in classes for function in _keyed_functions(cls)}
+        constants = {f"{cls.__module__}.{cls.__qualname__}": class_data(cls) for cls in classes}
         return self._hash_or_local_key(
-            sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)),
+            (sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)), sorted(constants.items())),
             "the code of model's layers",
             "Keep the data globals its functions read picklable.",
         )

@@ -5,13 +5,16 @@ depend on memory addresses, on the order of a set or on the process: two objects
 they hold the same values, and the same values hash alike everywhere.
 """
 
+import contextlib
 import dis
 import functools
 import hashlib
+import importlib.util
 import inspect
 import os
 import sys
 import sysconfig
+import threading
 import types
 import uuid
 import weakref
@@ -151,7 +154,11 @@ def _function_content(function):
         for name in sorted(_global_names(code))
         if name in scope
     }
-    return (*content, read)
+    imported = {
+        name: _by_name_if_code(module, attributes)
+        for name, module in sorted(_imported_modules(code, scope.get("__package__")).items())
+    }
+    return (*content, read, imported)
 
 
 def _compiled_in_a_library(code):
@@ -200,6 +207,27 @@ def _global_names(code):
     }
 
 
+def _imported_modules(code, package):
+    """The modules that ``code`` (nested code included) imports as it runs (``from helpers import SCALE``
+    in a function's body), by name: imported here if the function has not run yet, as it will import them.
+
+    A module that cannot be imported (an import guarded by ``try``) is left out: the function does not read it.
+    """
+    modules = {}
+    for each in _with_nested_code(code):
+        level = 0
+        for instruction in dis.get_instructions(each):
+            if instruction.opname == "LOAD_CONST" and isinstance(instruction.argval, int):
+                level = instruction.argval  # IMPORT_NAME follows its level and its names
+            elif instruction.opname == "IMPORT_NAME":
+                try:
+                    name = importlib.util.resolve_name("." * level + instruction.argval, package)
+                    modules[name] = importlib.import_module(name)
+                except Exception:  # what the function's own import would raise as it runs
+                    continue
+    return modules
+
+
 def _cell_content(cell):
     try:
         return cell.cell_contents
@@ -218,11 +246,21 @@ def _by_name_if_code(value, attributes=()):
     if isinstance(value, types.ModuleType):
         if installed(value):
             return ("module", value.__name__)
-        return (
-            "module",
-            value.__name__,
-            {name: _by_name_if_code(vars(value)[name]) for name in sorted(attributes) if name in vars(value)},
-        )
+        if value.__name__ in _modules_open():  # a helper module that reaches itself (a.b.a)
+            return ("module", value.__name__)
+        with _open(_modules_open(), value.__name__):
+            # its submodules by the same names: helpers.settings.SCALE reads SCALE of helpers.settings
+            return (
+                "module",
+                value.__name__,
+                {
+                    name: _by_name_if_code(vars(value)[name], attributes)
+                    for name in sorted(attributes)
+                    if name in vars(value)
+                },
+            )
+    if callable(value) and hasattr(value, "__wrapped__") and not installed(value):
+        value = inspect.unwrap(value)  # a helper in functools.lru_cache or another decorator: by its code
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
         if installed(value) or isinstance(value, types.BuiltinFunctionType):
             return ("global", getattr(value, "__module__", None), value.__qualname__)
@@ -271,19 +309,106 @@ def user_functions(cls):
     >>> [name for _, name, _ in user_functions(Scaled)]
     ['__call__']
     """
-    for klass in cls.__mro__:
-        if klass is object or installed(klass):
-            continue
+    for klass in _user_classes(cls):
         for name, value in sorted(vars(klass).items()):
-            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            if inspect.isfunction(function):
-                yield klass, name, function
+            for part, function in _functions_of(value):
+                yield klass, f"{name}{part}", function
+
+
+def _user_classes(cls):
+    """``cls`` and its bases, but those of installed libraries."""
+    return [klass for klass in cls.__mro__ if klass is not object and not installed(klass)]
+
+
+def _functions_of(value):
+    """``(suffix, function)`` for the functions a class attribute runs: a method as it is; a static or
+    class method's, a property's getter, setter and deleter, a cached property's, and the function inside
+    a decorator that kept it as ``__wrapped__`` (``functools.lru_cache``)."""
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        parts = ((".fget", value.fget), (".fset", value.fset), (".fdel", value.fdel))
+    elif isinstance(value, functools.cached_property):
+        parts = ((".func", value.func),)
+    else:
+        parts = (("", value),)
+    for suffix, part in parts:
+        if callable(part) and hasattr(part, "__wrapped__"):
+            part = inspect.unwrap(part)
+        if inspect.isfunction(part):
+            yield suffix, part
+
+
+def class_data(cls):
+    """The data attributes of ``cls`` and of its bases not from an installed library, by name: the
+    constants a method may read (``SCALE = 2.0``), which a notebook cell changes with the code.
+
+    By the hash of their value where they have one; an attribute that cannot be hashed (a lock, a
+    descriptor) by its type.
+    Methods and the attributes Python and its abstract classes set (``__doc__``, ``_abc_impl``) are not data.
+
+    Examples
+    --------
+    >>> class Scaled:
+    ...     SCALE = 2.0
+    ...     def __call__(self, x):
+    ...         return x * self.SCALE
+    >>> class_data(Scaled) == {"Scaled.SCALE": content_hash(2.0)}
+    True
+    """
+    data = {}
+    for klass in _user_classes(cls):
+        for name, value in list(vars(klass).items()):  # pickling a value may add __slotnames__
+            dunder = name.startswith("__") and name.endswith("__")
+            code = isinstance(value, _CODE_ATTRIBUTES) or next(_functions_of(value), None) is not None
+            if dunder or code or name == "_abc_impl":
+                continue
+            data[f"{klass.__qualname__}.{name}"] = _data_content(value)
+    return dict(sorted(data.items()))
+
+
+# Class attributes that are code, whose functions user_functions yields.
+_CODE_ATTRIBUTES = (staticmethod, classmethod, property, functools.cached_property)
+
+
+def _data_content(value):
+    """``value`` as the hasher can take it, or its type's name where it cannot be hashed (checked here)."""
+    if isinstance(value, type | types.ModuleType | types.FunctionType):
+        return _by_name_if_code(value)
+    if id(value) in _values_open():  # an instance that its own class holds (a default, a registry)
+        return ("recursive value", type(value).__qualname__)
+    try:
+        with _open(_values_open(), id(value)):
+            return content_hash(value)
+    except Exception:
+        return ("unhashed", type(value).__module__, type(value).__qualname__)
 
 
 def _class_content(cls):
-    """A user's class by its name and the functions of its own classes and bases (not installed ones)."""
+    """A user's class by its name, and the functions and data of its own classes and bases (not installed
+    ones)."""
     functions = tuple((klass.__qualname__, name, function) for klass, name, function in user_functions(cls))
-    return ("class", cls.__module__, cls.__qualname__, functions)
+    return ("class", cls.__module__, cls.__qualname__, functions, class_data(cls))
+
+
+_OPEN = threading.local()  # what this thread's hash is taking apart: modules and values that reach themselves
+
+
+def _modules_open():
+    return vars(_OPEN).setdefault("modules", set())
+
+
+def _values_open():
+    return vars(_OPEN).setdefault("values", set())
+
+
+@contextlib.contextmanager
+def _open(opened, key):
+    opened.add(key)
+    try:
+        yield
+    finally:
+        opened.discard(key)
 
 
 def array_key(array):

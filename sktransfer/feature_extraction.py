@@ -20,7 +20,7 @@ from ._classifier_cut import (
     classifier_to_cut,
 )
 from ._embedding_cache import EmbeddingCache, cache_folder
-from ._embedding_key import embedding_key
+from ._embedding_key import embedding_key, weights_fingerprint
 from ._feature_width import pooling_to_apply
 from ._fitted_state import not_fitted_if_it_fails
 from ._image_batches import PreprocessedImages, batch_loader, preprocesses_on_the_gpu, sample_numbers_in
@@ -103,8 +103,11 @@ class PretrainedFeatureExtractor(
     cache : str, path-like, joblib.Memory or None, default=None
         Folder (or a ``joblib.Memory``, whose location is used) that keeps the embedding of each image,
         keyed on the network's weights, buffers and graph (for a user's own layers, also their ``forward``
-        code and other attributes), the preprocessing, these parameters, the precision and the image's
-        content (a file's bytes, an array's pixels). :meth:`transform` runs the network on the
+        code and other attributes, and their classes' constants), the preprocessing, these parameters, the
+        precision, the versions of the installed libraries whose layers the network holds, and the image's
+        content (a file's bytes, an array's pixels). Weights changed in place on ``backbone_`` after fit
+        (an optimizer step, ``load_state_dict``) are keyed anew; writes through ``tensor.data`` are not
+        seen. :meth:`transform` runs the network on the
         images it has not seen only, so a grid search or cross-validation over the downstream estimator
         runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
         that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with an
@@ -363,6 +366,9 @@ class PretrainedFeatureExtractor(
             self.backbone_.to(devices[0])
         with _REPLICAS_LOCK:  # threads of one Dask worker may share an extractor
             kept, self._replicas = getattr(self, "_replicas", {}), {}
+            fingerprint = weights_fingerprint(self.backbone_)
+            if getattr(self, "_replicas_fingerprint", None) != fingerprint:  # backbone_ changed in place
+                kept, self._replicas_fingerprint = {}, fingerprint
             for key in enumerate(devices[1:], start=1):
                 self._replicas[key] = kept[key] if key in kept else copy.deepcopy(self.backbone_).to(key[1])
         return [

@@ -46,6 +46,14 @@ class VectorNet(nn.Module):
         return self.head(torch.tanh(self.project(stats)))
 
 
+class _Tally(list):
+    """A record of calls, which the embedding cache leaves out of its key: it has no value to hash, as a lock
+    has none (a class's data is keyed by value, and a list that grows at each call would change the key)."""
+
+    def __reduce__(self):
+        raise TypeError("a tally of calls is not data of the network")
+
+
 class CountingNet(TinyConvNet):
     """A TinyConvNet that records, in a list shared by all its copies, how many rows each forward saw.
 
@@ -53,7 +61,7 @@ class CountingNet(TinyConvNet):
     (``Pipeline(memory=...)``) recognise it.
     """
 
-    calls: ClassVar[list] = []
+    calls: ClassVar[list] = _Tally()
 
     def forward(self, x):
         self.calls.append(len(x))
