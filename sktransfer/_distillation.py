@@ -20,7 +20,14 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._labelled_scoring import refuse_unlabelled_scoring
-from ._labels import UNLABELLED, label_array, refuse_missing_labels, require_labels, unlabelled_mask
+from ._labels import (
+    UNLABELLED,
+    label_array,
+    refuse_minus_one_among_classes,
+    refuse_missing_labels,
+    require_labels,
+    unlabelled_mask,
+)
 from ._stacklevel import caller_stacklevel
 from ._training_data import LABEL
 from ._unused_settings import IgnoredSettingWarning, warn_of_unused_settings
@@ -115,9 +122,13 @@ def distillation_loss(logits, labels, teacher, criterion, temperature, weight):
     >>> abs(loss.item()) < 1e-6
     True
     """
-    log_student = torch.log_softmax(logits.float() / temperature, dim=1)
+    # In float64 where the device has it: KL shrinks as 1/T², and float32's rounding, times T², would be
+    # the whole of the loss at a large T (negative, at T = 1e5), which early stopping and checkpoints read.
+    precise = torch.float32 if logits.device.type == "mps" else torch.float64
+    teacher = teacher.to(precise)
+    log_student = torch.log_softmax(logits.to(precise) / temperature, dim=1)
     kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1).mean()
-    loss = weight * temperature**2 * kl
+    loss = (weight * temperature**2 * kl).float()
     labelled = labels != UNLABELLED
     if weight < 1 and labelled.any():
         loss = loss + (1 - weight) * criterion(logits[labelled], labels[labelled])
@@ -173,6 +184,9 @@ class DistillationMixin:
         if self.teacher is None:
             return super()._targets(y, n_samples, reset=reset, classes=classes)
         own = teacher_classes(self.teacher)
+        # with a teacher, -1 marks unlabelled rows, as the teacher's own classes may not hold it
+        refuse_minus_one_among_classes(self.classes, "classes")
+        refuse_minus_one_among_classes(classes, "partial_fit's classes")
         require_labels(y, type(self).__name__, "the label of each image, -1 for an unlabelled one")
         y = label_array(y)
         if len(y) != n_samples:  # scikit-learn's wording
@@ -206,7 +220,7 @@ class DistillationMixin:
         if self.teacher is None:
             return super()._training_targets(X, codes)
         proba = teacher_probabilities(self.teacher, X, self.classes_, len(codes))
-        return {LABEL: codes, TEACHER: soften(proba, self.temperature).astype(np.float32)}
+        return {LABEL: codes, TEACHER: soften(proba, self.temperature)}  # float64: see distillation_loss
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         if not isinstance(y_true, dict):

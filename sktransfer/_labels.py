@@ -185,3 +185,21 @@ def unlabelled_mask(y):
             dtype=bool,
         )
     return np.zeros(len(y), dtype=bool)
+
+
+def refuse_minus_one_among_classes(classes, name):
+    """Raise where the ``classes`` a user listed hold -1, the mark of unlabelled rows (never a class).
+
+    Examples
+    --------
+    >>> refuse_minus_one_among_classes(["cat", "dog"], "classes")
+    >>> refuse_minus_one_among_classes([-1, 0, 1], "classes")
+    Traceback (most recent call last):
+    ...
+    ValueError: classes holds -1, which marks unlabelled rows ...
+    """
+    if classes is not None and any(np.asarray(classes, dtype=object).ravel() == -1):
+        raise ValueError(
+            f"{name} holds -1, which marks unlabelled rows (the target's, in domain adaptation) and is never a "
+            "class: list the classes of the labelled rows only."
+        )

@@ -178,6 +178,26 @@ class LoRAMultiheadAttention(_LoRAAdapter):
         return (output.transpose(0, 1) if batched_first else output), weights
 
 
+def _unread_poolers(module):
+    """The prefixes (``"transformer.pooler."``) of the poolers of the Hugging Face models in ``module``
+    that no embedding reads: BERT-style models compute one that only a :class:`TextEncoder` cut in it reads.
+
+    A user's own layer named ``pooler`` is no such thing: it is adapted as any other.
+    """
+    read = {
+        id(encoder.transformer)
+        for encoder in module.modules()
+        if isinstance(encoder, TextEncoder) and encoder.reads_pooler()
+    }
+    return tuple(
+        f"{name}.pooler." if name else "pooler."
+        for name, layer in module.named_modules()
+        if type(layer).__module__.startswith("transformers.")
+        and isinstance(getattr(layer, "pooler", None), nn.Module)
+        and id(layer) not in read
+    )
+
+
 def add_lora(module, rank=8, alpha=16):
     """Replace, in place, the linear and attention layers of ``module`` by their LoRA-adapted versions.
 
@@ -221,14 +241,14 @@ def add_lora(module, rank=8, alpha=16):
         )
     _check(rank, alpha)
     targets, adapted, attention = [], {}, ()
-    pooler_read = isinstance(module, TextEncoder) and module.reads_pooler()  # then the pooler is adapted too
+    unread = _unread_poolers(module)
     for name, layer in module.named_modules(remove_duplicate=False):
         if name.startswith(attention):  # out_proj is adapted with its attention
             continue
         if isinstance(layer, nn.MultiheadAttention):
             attention += (name + ".",)
             kind = LoRAMultiheadAttention
-        elif isinstance(layer, nn.Linear) and ("pooler" not in name or pooler_read):
+        elif isinstance(layer, nn.Linear) and not name.startswith(unread):
             kind = LoRALinear
         else:
             continue

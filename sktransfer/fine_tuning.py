@@ -30,8 +30,9 @@ class FineTuneClassifier(RegularizationMixin, DistillationMixin, TransferClassif
         head alone for ``freeze_epochs`` epochs, then the backbone stages from the top down, over
         ``unfreeze_epochs`` epochs. ``"bitfit"``: the head and the backbone's biases and norm layers only.
         ``"lora"``: the head and low-rank adapters (LoRA, Hu et al. 2021; ``lora_rank``, ``lora_alpha``) added
-        to the backbone's attention and feed-forward linear layers (transformers: text encoders, torchvision
-        ViTs), whose own weights stay frozen; the trainable share is in ``history_[:, "trainable_fraction"]``.
+        to the backbone's attention and linear layers (transformers: text encoders, torchvision ViTs; every
+        ``nn.Linear`` but the pooler of a Hugging Face model that the embedding does not read), whose own
+        weights stay frozen; the trainable share is in ``history_[:, "trainable_fraction"]``.
         Frozen stages stay in evaluation mode, so their BatchNorm statistics do not change.
     regularization : {"l2_sp"} or None, default=None
         ``"l2_sp"``: L2-SP (Li, Grandvalet and Davoine 2018). The loss of each training batch gets a penalty

@@ -196,6 +196,29 @@ def test_bad_teachers_are_refused_before_training(teacher, confounded):
         tiny(teacher=teacher, temperature=0).fit(X, y)
 
 
+def test_with_a_teacher_minus_one_among_the_students_classes_is_refused(teacher, confounded):
+    # -1 marks unlabelled rows: as a class of the student it made them labelled, and the labelled-rows
+    # scorer counted every one as an error.
+    X, y, _ = confounded
+    with pytest.raises(ValueError, match="classes holds -1, which marks unlabelled rows"):
+        tiny(teacher=teacher, classes=[-1, "green", "red"]).fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit's classes holds -1"):
+        tiny(teacher=teacher).partial_fit(X, y, classes=[-1, "green", "red"])
+
+
+def test_the_loss_is_exact_at_a_large_temperature():
+    # In float32, T² times a KL of order 1/T² was rounding: at T = 1e5 the recorded loss came out negative.
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 10, generator=generator) * 3
+    proba = torch.softmax(torch.randn(64, 10, generator=generator, dtype=torch.float64) * 3, dim=1).numpy()
+    temperature = 1e5
+    teacher = torch.as_tensor(soften(proba, temperature))
+    exact = temperature**2 * (teacher * (teacher.log() - torch.log_softmax(logits.double() / temperature, 1)))
+    labels = torch.full((64,), -1)
+    loss = distillation_loss(logits, labels, teacher, torch.nn.CrossEntropyLoss(), temperature, weight=1.0)
+    assert loss.item() == pytest.approx(exact.sum(dim=1).mean().item(), rel=1e-5)
+
+
 def test_without_a_teacher_minus_one_is_a_label(labelled_images):
     X, y = labelled_images
     labels = np.where(y == "dark", -1, 1)  # scikit-learn's check_classifiers_classes uses [-1, 1]

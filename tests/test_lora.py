@@ -224,6 +224,15 @@ def test_bert_is_unchanged_and_its_attention_and_feed_forward_layers_are_adapted
     assert all(isinstance(network.get_submodule(name), LoRALinear) for name in names)
 
 
+def test_a_layer_named_pooler_outside_a_text_encoder_is_adapted():
+    # The rule that leaves out the unread pooler of a text encoder left out any nn.Linear named "pooler":
+    # a user's network with one on the way to its features kept it frozen, with no warning.
+    network = nn.Sequential()
+    network.add_module("mixer", nn.Linear(4, 4))
+    network.add_module("pooler", nn.Linear(4, 4))
+    assert add_lora(network, rank=2) == ["mixer", "pooler"]
+
+
 @pytest.mark.parametrize("kind", NETWORKS)
 def test_training_moves_the_adapters_only(kind):
     make, make_input = NETWORKS[kind]

@@ -7,6 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from .._labels import refuse_minus_one_among_classes
 from .._training_checks import checked_probabilities
 from .._training_docs import document_parameters
 from ..backbones import OFFLINE_MODEL_NAME
@@ -15,7 +16,6 @@ from .domain_batches import DomainBatchesMixin
 from .domains import (
     SourceDomainsMixin,
     TargetScoreMixin,
-    refuse_minus_one_among_classes,
     split_domains,
     warn_of_a_single_target_row,
 )

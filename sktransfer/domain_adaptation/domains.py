@@ -90,24 +90,6 @@ def split_domains(y, sample_domain, n_samples):
     return DomainSplit(labelled=labelled, target=target)
 
 
-def refuse_minus_one_among_classes(classes, name):
-    """Raise where the ``classes`` a user listed hold -1, the mark of unlabelled rows (never a class).
-
-    Examples
-    --------
-    >>> refuse_minus_one_among_classes(["cat", "dog"], "classes")
-    >>> refuse_minus_one_among_classes([-1, 0, 1], "classes")
-    Traceback (most recent call last):
-    ...
-    ValueError: classes holds -1, which marks unlabelled (target) rows and is never a class: ...
-    """
-    if classes is not None and any(np.asarray(classes, dtype=object).ravel() == -1):
-        raise ValueError(
-            f"{name} holds -1, which marks unlabelled (target) rows and is never a class: list the classes of "
-            "the labelled rows only."
-        )
-
-
 def warn_of_a_single_target_row(split, name):
     """Warn where ``split`` (a :class:`DomainSplit`) holds one target row, which every batch would repeat."""
     if split.target.sum() == 1:
