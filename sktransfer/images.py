@@ -232,7 +232,22 @@ def _from_sequence(items):
         return PILImages(items)
     if isinstance(first, np.ndarray | torch.Tensor):
         return _image_list(items)
-    return _from_array(np.asarray(items), channels_first=False)
+    try:
+        return _from_array(np.asarray(items), channels_first=False)
+    except ValueError as exc:  # nested lists (images' tolist()) of different sizes make no one array
+        if not str(exc).startswith("setting an array element with a sequence"):
+            raise
+    return _image_list([_nested_list_image(item, index) for index, item in enumerate(items)])
+
+
+def _nested_list_image(item, index):
+    """One image given as nested lists of pixel values, as an array."""
+    try:
+        return np.asarray(item)
+    except ValueError as exc:
+        raise sample_error(
+            f"sample {index} is nested lists of uneven lengths, not an image's rows of pixels ({exc})."
+        ) from exc
 
 
 def _files(items):
@@ -343,8 +358,11 @@ def _channels_first(array, prefer_channels_first, index):
         return array
     if last:
         return np.moveaxis(array, -1, 1)
-    where = "X" if index is None else f"X: sample {index}"
+    if index is None:
+        where, shape, expected = "X", array.shape, "N×H×W×C or N×C×H×W"
+    else:  # one image, given a batch axis here
+        where, shape, expected = f"X: sample {index}", array.shape[1:], "H×W×C or C×H×W"
     raise ValueError(
-        f"{where} has shape {array.shape}: no axis holds 1, 3 or 4 colour channels "
-        "(expected N×H×W×C or N×C×H×W with C = 1 grayscale, 3 RGB or 4 RGBA)."
+        f"{where} has shape {shape}: no axis holds 1, 3 or 4 colour channels "
+        f"(expected {expected} with C = 1 grayscale, 3 RGB or 4 RGBA)."
     )

@@ -223,11 +223,23 @@ def test_nothing_the_user_passed_is_modified(rgb_images):
         (np.zeros((2, 5, 5, 3), bool), "dtype"),
         ([np.zeros((8, 8, 3), np.uint8), np.zeros((0, 8, 3), np.uint8)], "sample 1 has shape .*one pixel"),
         ([np.zeros((8, 8), np.float32), np.zeros((8, 0), np.float32)], "sample 1 has shape .*one pixel"),
+        # one image's own shape, not the batch of one it was read as
+        ([np.zeros((8, 8, 5), np.uint8)], r"sample 0 has shape \(8, 8, 5\): no axis .*expected H×W×C"),
+        ([np.zeros((8, 8, 3)).tolist(), [[0, 0], [0]]], "sample 1 is nested lists of uneven lengths"),
     ],
 )
 def test_malformed_arrays_are_rejected(X, message):
     with pytest.raises(ValueError, match=message):
         as_image_source(X)
+
+
+def test_images_as_nested_lists_may_differ_in_size(rgb_images):
+    # numpy's own error ("an inhomogeneous shape") came out, where a list of arrays of two sizes is read
+    small = rgb_images[0, :4, :4]
+    nested = as_image_source([rgb_images[0].tolist(), small.tolist()])
+    arrays = as_image_source([rgb_images[0], small])
+    for index in range(2):
+        np.testing.assert_array_equal(np.asarray(nested.load(index)), np.asarray(arrays.load(index)))
 
 
 def test_bad_values_name_the_sample(rgb_images):
