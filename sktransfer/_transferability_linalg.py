@@ -1,8 +1,8 @@
-"""The linear algebra of the embedding scores: one eigendecomposition, LogME's evidence, Ledoit-Wolf shrinkage,
-principal coordinates and the Bhattacharyya overlap of Gaussians.
+"""The linear algebra of the embedding scores: one singular value decomposition, LogME's evidence, Ledoit-Wolf
+shrinkage, principal coordinates and the Bhattacharyya overlap of Gaussians.
 
-Everything runs in float64, every class at once, on the eigenvalues of the features' Gram matrix and the
-targets' coordinates along its eigenvectors; no matrix is ever inverted.
+Everything runs in float64, every class at once, on the singular values of the features and the targets'
+coordinates along the left singular vectors; no matrix is ever inverted.
 """
 
 import numpy as np
@@ -21,21 +21,19 @@ def spectral_projections(features, targets):
     """The non-zero eigenvalues sigma of F^T F, the squared coordinates of ``targets`` along the matching
     left singular vectors of F (one column per target), and the squared norm of what they leave out.
 
-    One symmetric eigendecomposition of the smaller Gram matrix: F F^T (n x n) when n_samples <= n_features,
-    whose eigenvectors are the left singular vectors themselves, and F^T F (d x d) otherwise, where the
-    coordinate along u_i = F v_i / s_i is (v_i^T F^T y) / s_i. Eigenvalues below n * eps of the largest are
-    rounding noise: their directions count as left out.
+    From one thin SVD of F: its left singular vectors span every direction of the targets' space when
+    n_samples <= n_features, so that what the kept ones leave out is summed from the others' coordinates;
+    otherwise it is what remains of the targets' norm. Singular values below max(n, d) * eps of the largest
+    are rounding noise: their directions count as left out.
     """
-    sigma, vectors, keep, small_side = _gram_eigh(features)
-    if small_side:
-        coordinates = vectors.T @ targets
-        projected2 = coordinates[keep] ** 2
+    singular, left, keep = _thin_svd(features)
+    coordinates = left.T @ targets
+    projected2 = coordinates[keep] ** 2
+    if left.shape[1] == len(features):  # a whole basis of the targets' space
         left_out = np.sum(coordinates[~keep] ** 2, axis=0)
     else:
-        coordinates = vectors.T @ (features.T @ targets)
-        projected2 = coordinates[keep] ** 2 / sigma[keep, None]
         left_out = np.maximum(np.sum(targets**2, axis=0) - projected2.sum(axis=0), 0)
-    return sigma[keep], projected2, left_out
+    return singular[keep] ** 2, projected2, left_out
 
 
 def log_evidence(sigma, projected2, left_out, n_samples):
@@ -100,22 +98,22 @@ def ledoit_wolf_shrinkage(centred, sigma):
         n_features * n_samples
     )
     distance = (covariance_norm2 - n_features * mean_variance**2) / n_features
-    return 0.0 if distance <= 0 else min(spread, distance) / distance
+    # 0 for one feature, or for an isotropic covariance (whitened features), but a difference of rounding
+    # errors there, whose sign would choose between no shrinkage and full (which leaves nothing to score)
+    rounding = max(n_samples, n_features) * np.finfo(np.float64).eps * covariance_norm2 / n_features
+    return 0.0 if n_features == 1 or distance <= rounding else min(spread, distance) / distance
 
 
 def principal_coordinates(centred, n_components):
     """The rows' coordinates along the ``n_components`` leading principal axes of centred features (PCA).
 
-    From the eigendecomposition of :func:`spectral_projections`: ``U_k diag(s_k)`` from F F^T when
-    n_samples <= n_features, ``F V_k`` from F^T F otherwise. Directions of rounding-noise variance are left
+    ``U_k diag(s_k)`` from the thin SVD of the features. Directions of rounding-noise variance are left
     out, so that there may be fewer columns than asked for (none for constant features).
     ``n_components=None`` keeps every direction of non-zero variance.
     """
-    sigma, vectors, keep, small_side = _gram_eigh(centred)
-    leading = np.flatnonzero(keep)[::-1][:n_components]  # eigh sorts ascending
-    if small_side:
-        return vectors[:, leading] * np.sqrt(sigma[leading])
-    return centred @ vectors[:, leading]
+    singular, left, keep = _thin_svd(centred)
+    leading = np.flatnonzero(keep)[:n_components]  # the SVD sorts them largest first
+    return left[:, leading] * singular[leading]
 
 
 def bhattacharyya_overlap(means, variances):
@@ -137,13 +135,14 @@ def bhattacharyya_overlap(means, variances):
     return overlap
 
 
-def _gram_eigh(features):
-    """Eigenvalues and eigenvectors of the smaller Gram matrix, F F^T or F^T F; which eigenvalues are not
-    rounding noise (below max(n, d) * eps times the largest); and whether it was F F^T."""
-    n_samples, n_features = features.shape
-    small_side = n_samples <= n_features
-    sigma, vectors = linalg.eigh(
-        features @ features.T if small_side else features.T @ features, check_finite=False
-    )
-    keep = sigma > max(sigma[-1], 0) * max(n_samples, n_features) * np.finfo(np.float64).eps
-    return sigma, vectors, keep, small_side
+def _thin_svd(features):
+    """Singular values (largest first) and left singular vectors of F, and which singular values are not
+    rounding noise (below max(n, d) * eps times the largest).
+
+    From F itself, not from its Gram matrix F^T F, whose eigenvalues (the squares) lose to rounding the
+    directions of singular values some 1e7 below the largest: features whose columns differ that much in
+    scale would lose their small but real directions.
+    """
+    left, singular, _ = linalg.svd(features, full_matrices=False, check_finite=False)
+    keep = singular > (singular[0] if len(singular) else 0) * max(features.shape) * np.finfo(np.float64).eps
+    return singular, left, keep

@@ -5,9 +5,10 @@ Each score reads what one forward pass gives, with the target task's labels ``y`
 of the network's own (source) classifier. Greater is more transferable for all five, so that their scorers
 (:data:`logme_scorer`, :data:`h_score_scorer`, :data:`gbc_scorer`, :data:`leep_scorer`, :data:`nce_scorer`)
 serve as the ``scoring`` of GridSearchCV over backbones, layers and weights. The computations run in float64,
-vectorised over the classes (GBC's pairs of classes, over one class at a time), through one symmetric
-eigendecomposition for each embedding score and never through the inverse of a matrix. Labels may be of any
-type, strings included.
+vectorised over the classes (GBC's pairs of classes, over one class at a time), through one singular value
+decomposition of the features for each embedding score and never through the inverse of a matrix. Labels may
+be of any type, strings included; -1 is a class like any other here (where the library's estimators read it as
+the mark of an unlabelled row): score the labelled rows only.
 """
 
 from numbers import Integral, Real
@@ -63,8 +64,8 @@ def logme_score(features, y, *, fit_intercept=True):
     with a Gaussian prior on the weights (precision alpha) and Gaussian noise (precision beta), and alpha and
     beta maximise the evidence (You et al. 2021). The score is the maximum log evidence per sample, averaged
     over the classes. It grows when the labels are a simple, low-noise linear function of the features, and
-    does not change when the features are scaled, or (with ``fit_intercept``) shifted. One eigendecomposition
-    of the smaller of F^T F and F F^T serves every class and every value of alpha and beta; the maximisation
+    does not change when the features are scaled, or (with ``fit_intercept``) shifted. One singular value
+    decomposition of F serves every class and every value of alpha and beta; the maximisation
     itself is one-dimensional (the best beta for a given alpha / beta is explicit) and vectorised over the
     classes. It finds the fixed point of the paper's iteration, and also the maxima that lie at the edge,
     where that iteration crawls: when there are no more samples than features, the features fit every class

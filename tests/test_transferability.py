@@ -329,6 +329,29 @@ def test_ledoit_wolf_shrinkage_from_eigenvalues_is_sklearns(n_features):
     assert ours == pytest.approx(ledoit_wolf_shrinkage(features), rel=1e-9)
 
 
+def test_h_score_of_one_column_is_not_zeroed_by_rounding():
+    # One column's covariance is a multiple of the identity: Ledoit-Wolf shrinks nothing. Rounding made the
+    # distance to it a tiny positive number in 79 of 200 draws, full shrinkage followed, and the score was 0.
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y = np.repeat([0, 1], 30)
+        features = (3.0 * y + rng.normal(size=60))[:, None]
+        assert h_score(features, y) == pytest.approx(h_score(features, y, shrinkage=None), rel=1e-12)
+
+
+def test_small_directions_beside_a_wide_column_are_kept():
+    # From the Gram matrix F^T F, whose eigenvalues square the scales, the informative directions of scale 1
+    # beside a column of scale 1e8 fell under the rounding cut: LogME dropped by 0.15, GBC moved.
+    features, y = clustered(n_per_class=100)
+    scores = {}
+    for big in (1e5, 1e8):
+        wide = np.column_stack([features, big * np.random.default_rng(1).normal(size=len(y))])
+        scores[big] = logme_score(wide, y)
+        expected = slow_gbc(wide, y, wide.shape[1], "spherical")
+        assert gbc_score(wide, y, covariance_type="spherical") == pytest.approx(expected, rel=1e-9)
+    assert abs(scores[1e8] - scores[1e5]) < 0.03  # a smooth trend: about -0.005 a decade
+
+
 def test_leep_and_nce_against_counting_references():
     y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
     logits = source_logits(y, n_source=4, noise=2.0)
