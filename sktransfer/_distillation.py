@@ -107,6 +107,11 @@ def teacher_probabilities(teacher, X, classes, n_samples):
     return mapped / mapped.sum(axis=1, keepdims=True)
 
 
+def kl_dtype(device):
+    """float64 for the KL term of the distillation loss, but on Apple's GPUs (MPS), which have none."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 def distillation_loss(logits, labels, teacher, criterion, temperature, weight):
     """(1 - ``weight``) times ``criterion`` on the labelled rows, plus ``weight`` T² KL(teacher ‖ student).
 
@@ -124,7 +129,7 @@ def distillation_loss(logits, labels, teacher, criterion, temperature, weight):
     """
     # In float64 where the device has it: KL shrinks as 1/T², and float32's rounding, times T², would be
     # the whole of the loss at a large T (negative, at T = 1e5), which early stopping and checkpoints read.
-    precise = torch.float32 if logits.device.type == "mps" else torch.float64
+    precise = kl_dtype(logits.device)
     teacher = teacher.to(precise)
     log_student = torch.log_softmax(logits.to(precise) / temperature, dim=1)
     kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1).mean()
@@ -226,7 +231,8 @@ class DistillationMixin:
         if not isinstance(y_true, dict):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         labels = torch.as_tensor(y_true[LABEL], device=y_pred.device)
-        teacher = torch.as_tensor(y_true[TEACHER], device=y_pred.device)
+        # cast where it lies (the CPU, for float64 probabilities), then moved: MPS cannot hold float64
+        teacher = torch.as_tensor(y_true[TEACHER]).to(kl_dtype(y_pred.device)).to(y_pred.device)
         return distillation_loss(
             y_pred, labels, teacher, self.criterion_, self.temperature, self.distillation_weight
         )

@@ -2,6 +2,7 @@
 
 import functools
 import inspect
+import itertools
 import warnings
 from importlib import metadata
 
@@ -43,7 +44,9 @@ def embedding_key(extractor, precision):
     keys = _NetworkKeys(extractor)
     backbone = extractor.backbone_
     fingerprint = weights_fingerprint(backbone)
-    if extractor._backbone_key is None or getattr(extractor, "_backbone_fingerprint", None) != fingerprint:
+    if extractor._backbone_key is not None and getattr(extractor, "_backbone_fingerprint", None) is None:
+        extractor._backbone_fingerprint = fingerprint  # unpickled with its key: the weights came with it
+    if extractor._backbone_key is None or extractor._backbone_fingerprint != fingerprint:
         # first call of this fit, or weights changed in place since (an optimizer step on backbone_)
         # every buffer: those not persistent (not in the state_dict) can decide the output too
         buffers = dict(backbone.named_buffers())
@@ -86,10 +89,21 @@ def weights_fingerprint(module):
         *module.named_buffers(remove_duplicate=False),
     ]
     return tuple(
-        (name, tensor._version, tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
+        (name, _version(tensor), tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
         for name, tensor in tensors
         if tensor is not None
     )
+
+
+def _version(tensor):
+    """The tensor's version counter; for a tensor made under ``torch.inference_mode`` (a buffer a forward
+    set), which keeps none, a number never given before: the weights count as changed."""
+    if tensor.is_inference():
+        return ("inference", next(_UNVERSIONED))
+    return tensor._version
+
+
+_UNVERSIONED = itertools.count()
 
 
 def library_versions(backbone, preprocess):
@@ -101,7 +115,8 @@ def library_versions(backbone, preprocess):
     >>> library_versions(nn.Linear(2, 2), None)
     {}
     """
-    objects = [*backbone.modules(), preprocess, *getattr(preprocess, "transforms", ())]
+    transforms = getattr(preprocess, "transforms", ())  # a Compose's steps
+    objects = [*backbone.modules(), preprocess, *(transforms if isinstance(transforms, list | tuple) else ())]
     roots = {type(each).__module__.split(".")[0] for each in objects if installed(type(each))}
     return {
         root: _distribution_version(root) for root in sorted(roots - _KEYED_LIBRARIES) if root != "builtins"
@@ -147,15 +162,13 @@ def _versions():
     return versions
 
 
-def _keyed_functions(cls):
-    """The code that decides the output of a layer of class ``cls``: its ``forward``, and more of a user's.
-
-    Every function of the classes (and bases) that are not from an installed library, which the forward may
-    call (a pooling method); an installed library's code changes with its version.
-    """
-    yield cls.forward
-    for _, _, function in user_functions(cls):
-        yield function
+def _layer_code(cls):
+    """What decides the output of a layer of class ``cls`` beyond its weights: its ``forward``, and every
+    function (by name, a property's getter and setter apart) and constant of the classes among its bases
+    that are not from an installed library, which the forward may call or read; an installed library's
+    code changes with its version."""
+    functions = tuple((klass.__qualname__, name, function) for klass, name, function in user_functions(cls))
+    return (cls.forward, functions, class_data(cls))
 
 
 def _ships_with_torch(layer):
@@ -174,15 +187,21 @@ class _NetworkKeys:
         self.backbone = extractor.backbone_
 
     def user_code(self):
-        """Hash of the code of the layers that are not torch's (see :func:`_keyed_functions`), and of the
-        constants their classes hold (:func:`~sktransfer._hashing.class_data`)."""
-        classes = {type(layer) for layer in self.backbone.modules() if not _ships_with_torch(layer)}
-        functions = {function for cls in classes for function in _keyed_functions(cls)}
-        constants = {f"{cls.__module__}.{cls.__qualname__}": class_data(cls) for cls in classes}
+        """Hash of what the layers that are not torch's compute (:func:`_layer_code`).
+
+        Each class by its name and the hash of its code: sorted by both, an order that no memory address
+        decides (a notebook's cell run again leaves two classes of one name).
+        """
+
+        def code():
+            classes = {type(layer) for layer in self.backbone.modules() if not _ships_with_torch(layer)}
+            return sorted((f"{c.__module__}.{c.__qualname__}", content_hash(_layer_code(c))) for c in classes)
+
         return self._hash_or_local_key(
-            (sorted(functions, key=lambda f: (str(f.__module__), f.__qualname__)), sorted(constants.items())),
+            code,
             "the code of model's layers",
             "Keep the data globals its functions read picklable.",
+            lazy=True,
         )
 
     def hooks(self):
@@ -273,13 +292,16 @@ class _NetworkKeys:
             owner=preprocess,
         )
 
-    def _hash_or_local_key(self, value, subject, advice, category=UnhashableModuleWarning, owner=None):
-        """``content_hash(value)``, or a key of this process (of ``owner``, else the network) with a warning.
+    def _hash_or_local_key(
+        self, value, subject, advice, category=UnhashableModuleWarning, owner=None, lazy=False
+    ):
+        """``content_hash(value)`` (of ``value()`` if ``lazy``), or a key of this process (of ``owner``, else
+        the network) with a warning.
 
         Where ``value`` has no hash by value, the warning names ``subject``, once per fit.
         """
         try:
-            return content_hash(value)
+            return content_hash(value() if lazy else value)
         except Exception as exc:
             self._warn_of_a_process_local_key(subject, exc, advice, category)
             return process_local_key(self.backbone if owner is None else owner)

@@ -157,13 +157,17 @@ def _function_content(function):
     imported = {
         name: _by_name_if_code(module, attributes)
         for name, module in sorted(_imported_modules(code, scope.get("__package__")).items())
-    }
+    }  # an installed library's module is ("module", name) already, which _by_name_if_code returns as it is
     return (*content, read, imported)
 
 
 def _compiled_in_a_library(code):
     """Whether ``code`` was compiled from a file of an installed library or of Python itself."""
-    return os.path.realpath(code.co_filename).startswith(_LIBRARY_FOLDERS)
+    return _in_a_library(code.co_filename)
+
+
+def _in_a_library(path):
+    return os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
 
 
 def _code_content(code):
@@ -209,23 +213,41 @@ def _global_names(code):
 
 def _imported_modules(code, package):
     """The modules that ``code`` (nested code included) imports as it runs (``from helpers import SCALE``
-    in a function's body), by name: imported here if the function has not run yet, as it will import them.
+    in a function's body), by name: an installed library's by name alone, imported or not; a user's as it is
+    loaded, imported here if the function has not run yet, as it will import it.
 
-    A module that cannot be imported (an import guarded by ``try``) is left out: the function does not read it.
+    A module that cannot be found or imported (an import guarded by ``try``) is left out: the function does
+    not read it.
     """
     modules = {}
     for each in _with_nested_code(code):
         level = 0
         for instruction in dis.get_instructions(each):
-            if instruction.opname == "LOAD_CONST" and isinstance(instruction.argval, int):
+            if instruction.opname in _SMALL_CONSTANTS and isinstance(instruction.argval, int):
                 level = instruction.argval  # IMPORT_NAME follows its level and its names
             elif instruction.opname == "IMPORT_NAME":
                 try:
                     name = importlib.util.resolve_name("." * level + instruction.argval, package)
-                    modules[name] = importlib.import_module(name)
+                    modules[name] = _module_named(name)
                 except Exception:  # what the function's own import would raise as it runs
                     continue
     return modules
+
+
+# The instructions that load an import's level: Python 3.14 loads small integers with an instruction of its own.
+_SMALL_CONSTANTS = ("LOAD_CONST", "LOAD_SMALL_INT")
+
+
+def _module_named(name):
+    """``("module", name)`` for an installed library's module; a user's module, imported if need be."""
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.find_spec(name)  # where it lies, without running it
+        origin = getattr(spec, "origin", None)
+        if spec is None or origin in (None, "built-in", "frozen") or _in_a_library(origin):
+            return ("module", name)
+        module = importlib.import_module(name)
+    return ("module", name) if installed(module) else module
 
 
 def _cell_content(cell):
@@ -259,8 +281,8 @@ def _by_name_if_code(value, attributes=()):
                     if name in vars(value)
                 },
             )
-    if callable(value) and hasattr(value, "__wrapped__") and not installed(value):
-        value = inspect.unwrap(value)  # a helper in functools.lru_cache or another decorator: by its code
+    if hasattr(value, "__wrapped__") and not installed(value):
+        value = _unwrapped(value)  # a helper in functools.lru_cache: by its code
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
         if installed(value) or isinstance(value, types.BuiltinFunctionType):
             return ("global", getattr(value, "__module__", None), value.__qualname__)
@@ -292,7 +314,7 @@ def _installed_module(name, _identity):
     if name in sys.builtin_module_names:
         return True
     path = getattr(module, "__file__", None)
-    return path is not None and os.path.realpath(path).startswith(_LIBRARY_FOLDERS)
+    return path is not None and _in_a_library(path)
 
 
 def user_functions(cls):
@@ -333,10 +355,23 @@ def _functions_of(value):
     else:
         parts = (("", value),)
     for suffix, part in parts:
-        if callable(part) and hasattr(part, "__wrapped__"):
-            part = inspect.unwrap(part)
+        part = _unwrapped(part)
         if inspect.isfunction(part):
             yield suffix, part
+
+
+def _unwrapped(value):
+    """The function inside wrappers that are no Python functions (``functools.lru_cache``'s), which pickle
+    by name. A decorator's own wrapper function stays: it is hashed by its code and what it captures (the
+    decorator's arguments, the wrapped function)."""
+    seen = set()
+    while not isinstance(value, types.FunctionType) and id(value) not in seen:
+        seen.add(id(value))
+        try:
+            value = value.__wrapped__
+        except Exception:  # no wrapper (a proxy may raise anything for an attribute it lacks)
+            break
+    return value
 
 
 def class_data(cls):
@@ -344,8 +379,9 @@ def class_data(cls):
     constants a method may read (``SCALE = 2.0``), which a notebook cell changes with the code.
 
     By the hash of their value where they have one; an attribute that cannot be hashed (a lock, a
-    descriptor) by its type.
-    Methods and the attributes Python and its abstract classes set (``__doc__``, ``_abc_impl``) are not data.
+    descriptor) by its type. Methods and the attributes Python, Enum and abstract classes set (``__doc__``,
+    ``_member_map_``, ``_abc_impl``) are not data. Mutable state kept on a class (a counter, a memo) is data
+    too: a key that changes at each call, which leaves the cache unused.
 
     Examples
     --------
@@ -356,15 +392,25 @@ def class_data(cls):
     >>> class_data(Scaled) == {"Scaled.SCALE": content_hash(2.0)}
     True
     """
+    if id(cls) in _classes_open():  # reached again from its own data: an Enum's members, a registry
+        return {"recursive class": f"{cls.__module__}.{cls.__qualname__}"}
     data = {}
-    for klass in _user_classes(cls):
-        for name, value in list(vars(klass).items()):  # pickling a value may add __slotnames__
-            dunder = name.startswith("__") and name.endswith("__")
-            code = isinstance(value, _CODE_ATTRIBUTES) or next(_functions_of(value), None) is not None
-            if dunder or code or name == "_abc_impl":
-                continue
-            data[f"{klass.__qualname__}.{name}"] = _data_content(value)
+    with _open(_classes_open(), id(cls)):
+        for klass in _user_classes(cls):
+            for name, value in list(vars(klass).items()):  # pickling a value may add __slotnames__
+                code = isinstance(value, _CODE_ATTRIBUTES) or next(_functions_of(value), None) is not None
+                if code or _reserved(name):
+                    continue
+                data[f"{klass.__qualname__}.{name}"] = _data_content(value)
     return dict(sorted(data.items()))
+
+
+def _reserved(name):
+    """Whether a class attribute is Python's (``__doc__``), an Enum's (``_member_map_``) or an abstract
+    class's (``_abc_impl``) rather than the user's data."""
+    dunder = name.startswith("__") and name.endswith("__")
+    sunder = len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_" and name[-2] != "_"
+    return dunder or sunder or name == "_abc_impl"
 
 
 # Class attributes that are code, whose functions user_functions yields.
@@ -391,7 +437,9 @@ def _class_content(cls):
     return ("class", cls.__module__, cls.__qualname__, functions, class_data(cls))
 
 
-_OPEN = threading.local()  # what this thread's hash is taking apart: modules and values that reach themselves
+_OPEN = (
+    threading.local()
+)  # what this thread's hash is taking apart: modules, classes and values that reach themselves
 
 
 def _modules_open():
@@ -400,6 +448,10 @@ def _modules_open():
 
 def _values_open():
     return vars(_OPEN).setdefault("values", set())
+
+
+def _classes_open():
+    return vars(_OPEN).setdefault("classes", set())
 
 
 @contextlib.contextmanager

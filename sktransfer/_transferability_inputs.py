@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import torch
 from scipy.special import softmax
 from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
@@ -47,6 +48,47 @@ def unit_scaled_features(values, name):
     if largest == 0:
         return features
     return np.ldexp(features, -int(np.frexp(largest)[1]))
+
+
+def rounding_noise(values, features):
+    """A bound on the singular values that rounding alone gives ``features``: those of the error ``values``
+    carry in their own floating-point type (float32 embeddings, say, read in float64 as ``features``).
+
+    Each value holds an error of at most eps times itself; a matrix of such independent errors has a
+    largest singular value of about eps times their root mean square times (sqrt(n) + sqrt(d)). Twice that:
+    directions of rank-deficient float32 features (a layer wider than its input) that hold nothing else.
+    Integers and float64 give float64's eps.
+
+    Examples
+    --------
+    >>> features = np.ones((100, 4))
+    >>> bool(rounding_noise(features.astype(np.float32), features) > 1e3 * rounding_noise(features, features))
+    True
+    """
+    n_samples, n_features = features.shape
+    root_mean_square = np.sqrt(np.mean(features**2))
+    return 2 * _own_eps(values) * root_mean_square * (np.sqrt(n_samples) + np.sqrt(n_features))
+
+
+def _own_eps(values):
+    """The machine epsilon of ``values``' floating-point type: a NumPy array's, a tensor's or a DataFrame's
+    widest column's; float64's for integers and anything else."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None and hasattr(values, "dtypes"):  # a DataFrame
+        try:
+            dtype = np.result_type(*values.dtypes)
+        except TypeError:  # columns of pandas' own dtypes
+            dtype = None
+    if isinstance(dtype, torch.dtype):
+        return torch.finfo(dtype).eps if dtype.is_floating_point else _FLOAT64_EPS
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        return _FLOAT64_EPS
+    return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else _FLOAT64_EPS
+
+
+_FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
 def class_codes(y, n_samples, name):

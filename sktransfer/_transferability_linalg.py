@@ -17,16 +17,17 @@ LOGME_RIDGE_RANGE = 1e12
 _INVERSE_GOLDEN_RATIO = (np.sqrt(5) - 1) / 2
 
 
-def spectral_projections(features, targets):
+def spectral_projections(features, targets, noise=0.0):
     """The non-zero eigenvalues sigma of F^T F, the squared coordinates of ``targets`` along the matching
     left singular vectors of F (one column per target), and the squared norm of what they leave out.
 
     From one thin SVD of F: its left singular vectors span every direction of the targets' space when
     n_samples <= n_features, so that what the kept ones leave out is summed from the others' coordinates;
-    otherwise it is what remains of the targets' norm. Singular values below max(n, d) * eps of the largest
-    are rounding noise: their directions count as left out.
+    otherwise it is what remains of the targets' norm. Singular values below max(n, d) * eps of the largest,
+    or below ``noise`` (:func:`~sktransfer._transferability_inputs.rounding_noise`), are rounding noise:
+    their directions count as left out.
     """
-    singular, left, keep = _thin_svd(features)
+    singular, left, keep = _thin_svd(features, noise)
     coordinates = left.T @ targets
     projected2 = coordinates[keep] ** 2
     if left.shape[1] == len(features):  # a whole basis of the targets' space
@@ -104,14 +105,15 @@ def ledoit_wolf_shrinkage(centred, sigma):
     return 0.0 if n_features == 1 or distance <= rounding else min(spread, distance) / distance
 
 
-def principal_coordinates(centred, n_components):
+def principal_coordinates(centred, n_components, noise=0.0):
     """The rows' coordinates along the ``n_components`` leading principal axes of centred features (PCA).
 
-    ``U_k diag(s_k)`` from the thin SVD of the features. Directions of rounding-noise variance are left
-    out, so that there may be fewer columns than asked for (none for constant features).
+    ``U_k diag(s_k)`` from the thin SVD of the features. Directions of rounding-noise variance (as
+    :func:`spectral_projections` tells them) are left out, so that there may be fewer columns than asked
+    for (none for constant features).
     ``n_components=None`` keeps every direction of non-zero variance.
     """
-    singular, left, keep = _thin_svd(centred)
+    singular, left, keep = _thin_svd(centred, noise)
     leading = np.flatnonzero(keep)[:n_components]  # the SVD sorts them largest first
     return left[:, leading] * singular[leading]
 
@@ -135,14 +137,20 @@ def bhattacharyya_overlap(means, variances):
     return overlap
 
 
-def _thin_svd(features):
+def _thin_svd(features, noise):
     """Singular values (largest first) and left singular vectors of F, and which singular values are not
-    rounding noise (below max(n, d) * eps times the largest).
+    rounding noise: below max(n, d) * eps times the largest (the SVD's own), or below ``noise``.
 
     From F itself, not from its Gram matrix F^T F, whose eigenvalues (the squares) lose to rounding the
     directions of singular values some 1e7 below the largest: features whose columns differ that much in
     scale would lose their small but real directions.
     """
-    left, singular, _ = linalg.svd(features, full_matrices=False, check_finite=False)
-    keep = singular > (singular[0] if len(singular) else 0) * max(features.shape) * np.finfo(np.float64).eps
+    try:
+        left, singular, _ = linalg.svd(features, full_matrices=False, check_finite=False)
+    except linalg.LinAlgError:  # divide and conquer did not converge: the slower, steadier QR iteration
+        left, singular, _ = linalg.svd(
+            features, full_matrices=False, check_finite=False, lapack_driver="gesvd"
+        )
+    largest = singular[0] if len(singular) else 0.0
+    keep = singular > max(largest * max(features.shape) * np.finfo(np.float64).eps, noise)
     return singular, left, keep

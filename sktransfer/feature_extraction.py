@@ -404,6 +404,9 @@ class PretrainedFeatureExtractor(
     def __getstate__(self):
         state = super().__getstate__()
         state["_replicas"] = {}  # copies on other devices are made again where needed
+        # where the weights lie in this process: the copy's weights are these, and keep their key
+        state.pop("_backbone_fingerprint", None)
+        state.pop("_replicas_fingerprint", None)
         if "backbone_" in state and module_device(state["backbone_"]).type != "cpu":
             state["backbone_"] = copy.deepcopy(state["backbone_"]).cpu()
         return state

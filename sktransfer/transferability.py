@@ -22,6 +22,7 @@ from ._transferability_inputs import (
     class_codes,
     label_codes,
     one_hot,
+    rounding_noise,
     unit_scaled_features,
 )
 from ._transferability_linalg import (
@@ -123,13 +124,14 @@ def logme_score(features, y, *, fit_intercept=True):
     >>> bool(logme_score(separable, y) > logme_score(noise, y))
     True
     """
-    features = unit_scaled_features(features, "features")
+    values, features = features, unit_scaled_features(features, "features")
+    noise = rounding_noise(values, features)
     codes, n_classes = class_codes(y, len(features), "features")
     indicators, dimensions = one_hot(codes, n_classes), len(features)
     if fit_intercept:  # the flat-prior intercept integrated out: what is left lies orthogonal to the ones
         features, indicators = features - features.mean(axis=0), indicators - indicators.mean(axis=0)
         dimensions -= 1
-    sigma, projected2, left_out = spectral_projections(features, indicators)
+    sigma, projected2, left_out = spectral_projections(features, indicators, noise)
     return float(np.mean(log_evidence(sigma, projected2, left_out, dimensions)))
 
 
@@ -211,7 +213,7 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     >>> round(h_score(noise, y, shrinkage=None, adjusted=False), 2), round(h_score(noise, y, shrinkage=None), 2)
     (0.69, 0.04)
     """
-    features = unit_scaled_features(features, "features")
+    values, features = features, unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
     # A constant column (a unit dead on every sample; or varying by rounding noise, below float32's resolution
     # of the widest column) would only lower the mean variance the shrinkage aims at.
@@ -220,11 +222,12 @@ def h_score(features, y, *, shrinkage="ledoit_wolf", adjusted=True):
     if not varying.any():  # nothing varies: no direction tells the classes apart
         return 0.0
     features = features[:, varying]
+    noise = rounding_noise(values, features)
     centred = features - features.mean(axis=0)
     indicators = one_hot(codes, n_classes)
     # sigma: n_samples times the eigenvalues of cov(f); H = sum over classes k and directions i of
     # weight_i (u_i^T 1_k)^2 / n_k, each weight the direction's eigenvalue, shrunk, over its shrunk covariance.
-    sigma, projected2, _ = spectral_projections(centred, indicators)
+    sigma, projected2, _ = spectral_projections(centred, indicators, noise)
     if shrinkage == "ledoit_wolf":
         shrinkage = ledoit_wolf_shrinkage(centred, sigma)
     shrinkage = shrinkage or 0.0
@@ -303,7 +306,7 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
     >>> round(gbc_score(apart, y), 2), round(gbc_score(rng.normal(size=(60, 2)), y), 2)
     (-0.77, -1.97)
     """
-    features = unit_scaled_features(features, "features")
+    values, features = features, unit_scaled_features(features, "features")
     codes, n_classes = class_codes(y, len(features), "features")
     counts = np.bincount(codes, minlength=n_classes)
     if counts.min() < 2:
@@ -314,7 +317,8 @@ def gbc_score(features, y, *, n_components=64, covariance_type="spherical"):
             "PretrainedFeatureExtractor, into folds without stratifying them: pass "
             "cv=StratifiedKFold(5, shuffle=True, random_state=0).)"
         )
-    coordinates = principal_coordinates(features - features.mean(axis=0), n_components)
+    noise = rounding_noise(values, features)
+    coordinates = principal_coordinates(features - features.mean(axis=0), n_components, noise)
     if coordinates.shape[1] == 0:  # constant features tell no class apart from any other
         return float(-n_classes * (n_classes - 1))
     indicators = one_hot(codes, n_classes)

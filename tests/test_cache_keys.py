@@ -1,8 +1,12 @@
 """The embedding cache keys what decides an embedding, wherever a notebook or a helper module keeps it."""
 
+import enum
 import functools
+import pickle
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +171,117 @@ def test_layers_of_another_installed_library_key_its_version(images, monkeypatch
     before = extractor._embedding_key()
     monkeypatch.setattr(embedding_key_module, "_distribution_version", lambda module: (("skorch", "0.0"),))
     assert extractor._embedding_key() != before  # an upgrade of skorch changes what its layers compute
+
+
+def _scaled_by(factor):
+    """A decorator with an argument, as a user writes one: its wrapper captures the factor."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(image):
+            return function(image) * factor
+
+        return wrapper
+
+    return decorate
+
+
+def test_a_decorators_arguments_are_keyed():
+    # Unwrapping every __wrapped__ hashed the inner function alone: @scaled_by(2) and @scaled_by(3) shared a key.
+    def brighten(image):
+        return image + 1
+
+    keys = {
+        content_hash(
+            _cell("def preprocess(image):\n    return helper(image)", helper=_scaled_by(factor)(brighten))[
+                "preprocess"
+            ]
+        )
+        for factor in (2, 3)
+    }
+    assert len(keys) == 2
+
+
+class _Speed(enum.Enum):
+    SLOW, STEADY, FAST, FASTER, FASTEST, LUDICROUS = range(6)
+
+
+def test_an_enum_and_classes_that_name_each_other_hash_at_once():
+    # Each member's hash took in its class's members again (minutes for six); classes holding each other as
+    # class attributes raised RecursionError.
+    assert content_hash(_Speed.FAST) == content_hash(_Speed.FAST) != content_hash(_Speed.SLOW)
+    namespace = _cell(
+        "class Net:\n    pass\nclass Block:\n    owner = Net\nNet.block = Block\nNet.me = Net\n"
+    )
+    assert content_hash(namespace["Net"]()) == content_hash(namespace["Net"]())
+
+
+class _PropertyLayer(nn.Module):
+    """A layer with a property's getter and setter: two functions of one qualified name."""
+
+    def __init__(self):
+        super().__init__()
+        self._scale = 2.0
+
+    @property
+    def scale(self):
+        return self._scale
+
+    @scale.setter
+    def scale(self, value):
+        self._scale = value
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) * self.scale
+
+
+def _property_layer_key():
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    return PretrainedFeatureExtractor(_PropertyLayer(), device="cpu").fit(images)._embedding_key()
+
+
+def test_a_layer_with_a_property_setter_has_the_same_key_in_other_processes():
+    # Its getter and setter were sorted by their one name, so in the order of their memory addresses.
+    script = (
+        "import random, types; junk = [types.FunctionType((lambda: 0).__code__, {}) for _ in "
+        "range(random.randint(1, 500))]; from tests.test_cache_keys import _property_layer_key; "
+        "print(_property_layer_key())"
+    )
+    root = Path(__file__).parents[1]
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(3)
+    }
+    assert keys == {_property_layer_key() + "\n"}
+
+
+class _SetsABufferInForward(nn.Module):
+    def forward(self, x):
+        self.register_buffer("last_mean", x.mean(), persistent=False)  # made under inference_mode
+        return x.mean(dim=(2, 3))
+
+
+def test_a_buffer_set_under_inference_mode_is_keyed_without_error(images, tmp_path):
+    # Such tensors keep no version counter: reading it raised at the second cached transform.
+    extractor = PretrainedFeatureExtractor(_SetsABufferInForward(), device="cpu", cache=tmp_path).fit(images)
+    first = extractor.transform(images)
+    np.testing.assert_array_equal(extractor.transform(images), first)
+
+
+def test_an_unpickled_extractor_keeps_the_key_of_its_weights(images, tmp_path):
+    extractor = PretrainedFeatureExtractor(TinyConvNet(), device="cpu", cache=tmp_path).fit(images)
+    extractor.transform(images)
+    copy = pickle.loads(pickle.dumps(extractor))
+    copy._backbone_key = "kept"  # a weights hash made again would replace it
+    copy.transform(images)
+    assert copy._backbone_key == "kept"
+
+
+def test_a_preprocess_whose_transforms_is_no_list_is_keyed():
+    class Steps:
+        def transforms(self):  # a method of that name, not a Compose's list
+            return []
+
+    assert library_versions(nn.Linear(2, 2), Steps()) == {}

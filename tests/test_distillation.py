@@ -23,7 +23,7 @@ from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 
 from sktransfer import FineTuneClassifier, labelled_rows_scorer
-from sktransfer._distillation import distillation_loss, soften, teacher_probabilities
+from sktransfer._distillation import distillation_loss, kl_dtype, soften, teacher_probabilities
 from sktransfer.exceptions import IgnoredSettingWarning, UnlabelledScoringWarning
 
 from ._models import CountingNet, TinyConvNet
@@ -217,6 +217,12 @@ def test_the_loss_is_exact_at_a_large_temperature():
     labels = torch.full((64,), -1)
     loss = distillation_loss(logits, labels, teacher, torch.nn.CrossEntropyLoss(), temperature, weight=1.0)
     assert loss.item() == pytest.approx(exact.sum(dim=1).mean().item(), rel=1e-5)
+
+
+def test_the_kl_term_is_float64_but_on_apples_gpus():
+    # MPS holds no float64: the teacher's probabilities, float64 since the KL term is, would fail there.
+    assert kl_dtype("cpu") == kl_dtype(torch.device("cuda")) == torch.float64
+    assert kl_dtype("mps") == torch.float32
 
 
 def test_without_a_teacher_minus_one_is_a_label(labelled_images):

@@ -352,6 +352,21 @@ def test_small_directions_beside_a_wide_column_are_kept():
     assert abs(scores[1e8] - scores[1e5]) < 0.03  # a smooth trend: about -0.005 a decade
 
 
+def test_float32_rounding_of_rank_deficient_features_is_no_direction():
+    # A float32 layer wider than its input: rank 2 in 20 columns. Cut at float64's resolution, float32's
+    # rounding directions counted as principal components and GBC read near-perfect separation (-0.04).
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    narrow = np.c_[y + 0.5 * rng.normal(size=60), rng.normal(size=60)]
+    weights = rng.normal(size=(2, 20))
+    exact = narrow @ weights
+    rounded = (narrow.astype(np.float32) @ weights.astype(np.float32)).astype(np.float32)
+    assert gbc_score(rounded, y) == pytest.approx(gbc_score(exact, y), rel=1e-3)
+    unshrunk = functools.partial(h_score, shrinkage=None, adjusted=False)
+    assert unshrunk(rounded, y) == pytest.approx(unshrunk(exact, y), rel=1e-3)
+    assert unshrunk(torch.from_numpy(rounded), y) == pytest.approx(unshrunk(exact, y), rel=1e-3)
+
+
 def test_leep_and_nce_against_counting_references():
     y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
     logits = source_logits(y, n_source=4, noise=2.0)
