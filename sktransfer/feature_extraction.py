@@ -103,13 +103,13 @@ class PretrainedFeatureExtractor(
     cache : str, path-like, joblib.Memory or None, default=None
         Folder (or a ``joblib.Memory``, whose location is used) that keeps the embedding of each image,
         keyed on the network's weights, buffers and graph (for a user's own layers, also their ``forward``
-        code and other attributes, and their classes' constants), the preprocessing, these parameters, the
-        precision, the versions of the installed libraries whose layers the network holds, and the image's
-        content (a file's bytes, an array's pixels). Weights changed in place on ``backbone_`` after fit
-        (an optimizer step, ``load_state_dict``) are keyed anew; writes through ``tensor.data`` are not
-        seen. :meth:`transform` runs the network on the
-        images it has not seen only, so a grid search or cross-validation over the downstream estimator
-        runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
+        code and other attributes, and their classes' attributes by value: keep counters and memos off the
+        class, or each call has a new key), the preprocessing, these parameters, the precision, the versions
+        of the installed libraries whose layers the network holds, and the image's content (a file's bytes,
+        an array's pixels). Weights changed in place on ``backbone_`` after fit (an optimizer step,
+        ``load_state_dict``) are keyed anew; writes through ``tensor.data`` are not seen. :meth:`transform`
+        runs the network on the images it has not seen only, so a grid search or cross-validation over the
+        downstream estimator runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
         that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with an
         ``UnhashablePreprocessWarning``; so does a layer attribute without one, with an
         ``UnhashableModuleWarning``.
