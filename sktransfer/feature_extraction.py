@@ -366,7 +366,7 @@ class PretrainedFeatureExtractor(
             self.backbone_.to(devices[0])
         with _REPLICAS_LOCK:  # threads of one Dask worker may share an extractor
             kept, self._replicas = getattr(self, "_replicas", {}), {}
-            fingerprint = weights_fingerprint(self.backbone_)
+            fingerprint = weights_fingerprint(self.backbone_) if len(devices) > 1 else None
             if getattr(self, "_replicas_fingerprint", None) != fingerprint:  # backbone_ changed in place
                 kept, self._replicas_fingerprint = {}, fingerprint
             for key in enumerate(devices[1:], start=1):
