@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules import module as torch_module
 
-from ._hashing import class_data, content_hash, installed, process_local_key, user_functions
+from ._hashing import class_content, content_hash, installed, process_local_key
 from ._stacklevel import caller_stacklevel
 
 
@@ -91,7 +91,6 @@ def weights_fingerprint(module):
     return tuple(
         (name, _version(tensor), tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
         for name, tensor in tensors
-        if tensor is not None
     )
 
 
@@ -118,13 +117,11 @@ def library_versions(backbone, preprocess):
     transforms = getattr(preprocess, "transforms", ())  # a Compose's steps
     objects = [*backbone.modules(), preprocess, *(transforms if isinstance(transforms, list | tuple) else ())]
     roots = {type(each).__module__.split(".")[0] for each in objects if installed(type(each))}
-    return {
-        root: _distribution_version(root) for root in sorted(roots - _KEYED_LIBRARIES) if root != "builtins"
-    }
+    return {root: _distribution_version(root) for root in sorted(roots - _KEYED_ELSEWHERE)}
 
 
-# The libraries whose versions _versions keys by name (their import names).
-_KEYED_LIBRARIES = frozenset({"PIL", "torch", "torchvision", "sktransfer", "transformers"})
+# The libraries whose versions _versions keys by name (their import names), and Python's own types.
+_KEYED_ELSEWHERE = frozenset({"PIL", "torch", "torchvision", "sktransfer", "transformers", "builtins"})
 
 
 @functools.cache
@@ -167,8 +164,7 @@ def _layer_code(cls):
     function (by name, a property's getter and setter apart) and constant of the classes among its bases
     that are not from an installed library, which the forward may call or read; an installed library's
     code changes with its version."""
-    functions = tuple((klass.__qualname__, name, function) for klass, name, function in user_functions(cls))
-    return (cls.forward, functions, class_data(cls))
+    return (cls.forward, class_content(cls))
 
 
 def _ships_with_torch(layer):

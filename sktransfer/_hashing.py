@@ -57,7 +57,7 @@ class _ContentHasher(NumpyHasher):
         elif not isinstance(obj, type | types.ModuleType) and not installed(type(obj)):
             # an instance of a class of the user's: its methods' code decides what it computes (a callable
             # preprocess object, a layer's activation), and pickling names the class only
-            super().save(("code of", _class_content(type(obj))))
+            super().save(("code of", class_content(type(obj))))
         elif isinstance(obj, types.FunctionType):
             if id(obj) in self._open_functions:
                 obj = ("recursive function", obj.__module__, obj.__qualname__)
@@ -268,9 +268,9 @@ def _by_name_if_code(value, attributes=()):
     if isinstance(value, types.ModuleType):
         if installed(value):
             return ("module", value.__name__)
-        if value.__name__ in _modules_open():  # a helper module that reaches itself (a.b.a)
+        if value.__name__ in _opened("modules"):  # a helper module that reaches itself (a.b.a)
             return ("module", value.__name__)
-        with _open(_modules_open(), value.__name__):
+        with _open(_opened("modules"), value.__name__):
             # its submodules by the same names: helpers.settings.SCALE reads SCALE of helpers.settings
             return (
                 "module",
@@ -286,7 +286,7 @@ def _by_name_if_code(value, attributes=()):
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
         if installed(value) or isinstance(value, types.BuiltinFunctionType):
             return ("global", getattr(value, "__module__", None), value.__qualname__)
-        return _class_content(value) if isinstance(value, type) else value
+        return class_content(value) if isinstance(value, type) else value
     return value
 
 
@@ -392,10 +392,10 @@ def class_data(cls):
     >>> class_data(Scaled) == {"Scaled.SCALE": content_hash(2.0)}
     True
     """
-    if id(cls) in _classes_open():  # reached again from its own data: an Enum's members, a registry
+    if id(cls) in _opened("classes"):  # reached again from its own data: an Enum's members, a registry
         return {"recursive class": f"{cls.__module__}.{cls.__qualname__}"}
     data = {}
-    with _open(_classes_open(), id(cls)):
+    with _open(_opened("classes"), id(cls)):
         for klass in _user_classes(cls):
             for name, value in list(vars(klass).items()):  # pickling a value may add __slotnames__
                 code = isinstance(value, _CODE_ATTRIBUTES) or next(_functions_of(value), None) is not None
@@ -421,37 +421,25 @@ def _data_content(value):
     """``value`` as the hasher can take it, or its type's name where it cannot be hashed (checked here)."""
     if isinstance(value, type | types.ModuleType | types.FunctionType):
         return _by_name_if_code(value)
-    if id(value) in _values_open():  # an instance that its own class holds (a default, a registry)
-        return ("recursive value", type(value).__qualname__)
-    try:
-        with _open(_values_open(), id(value)):
-            return content_hash(value)
+    try:  # an instance its own class holds (a default, an Enum's member) ends at class_data's guard
+        return content_hash(value)
     except Exception:
         return ("unhashed", type(value).__module__, type(value).__qualname__)
 
 
-def _class_content(cls):
+def class_content(cls):
     """A user's class by its name, and the functions and data of its own classes and bases (not installed
     ones)."""
     functions = tuple((klass.__qualname__, name, function) for klass, name, function in user_functions(cls))
     return ("class", cls.__module__, cls.__qualname__, functions, class_data(cls))
 
 
-_OPEN = (
-    threading.local()
-)  # what this thread's hash is taking apart: modules, classes and values that reach themselves
+# What this thread's hash is taking apart, by kind ("modules", "classes"): those that reach themselves.
+_OPEN = threading.local()
 
 
-def _modules_open():
-    return vars(_OPEN).setdefault("modules", set())
-
-
-def _values_open():
-    return vars(_OPEN).setdefault("values", set())
-
-
-def _classes_open():
-    return vars(_OPEN).setdefault("classes", set())
+def _opened(kind):
+    return vars(_OPEN).setdefault(kind, set())
 
 
 @contextlib.contextmanager

@@ -109,9 +109,9 @@ class PretrainedFeatureExtractor(
         an array's pixels). Weights changed in place on ``backbone_`` after fit (an optimizer step,
         ``load_state_dict``) are keyed anew; writes through ``tensor.data`` are not seen. :meth:`transform`
         runs the network on the images it has not seen only, so a grid search or cross-validation over the
-        downstream estimator runs it about once per image. Processes and Dask workers may share the folder. A ``preprocess``
-        that cannot be hashed by value (one holding a lock, say) limits the cache to this process, with an
-        ``UnhashablePreprocessWarning``; so does a layer attribute without one, with an
+        downstream estimator runs it about once per image. Processes and Dask workers may share the folder.
+        A ``preprocess`` that cannot be hashed by value (one holding a lock, say) limits the cache to this
+        process, with an ``UnhashablePreprocessWarning``; so does a layer attribute without one, with an
         ``UnhashableModuleWarning``.
     num_workers : int, default=0
         DataLoader worker processes that decode and preprocess images while the network runs; inside
