@@ -29,6 +29,18 @@ def batch_statistics_layers(module):
     ]
 
 
+def has_batchnorm(module):
+    """Whether ``module`` holds a BatchNorm layer, which cannot train on a batch of one row.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> has_batchnorm(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))), has_batchnorm(nn.Linear(4, 2))
+    (True, False)
+    """
+    return any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in module.modules())
+
+
 def warn_of_batch_statistics(module, outputs):
     """Warn when ``module`` normalises by each batch's statistics in evaluation, naming the layers.
 

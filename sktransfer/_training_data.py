@@ -13,6 +13,7 @@ from skorch.utils import is_dataset, to_tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from ._batch_statistics import has_batchnorm
 from ._image_batches import (
     BatchesOnTheDevice,
     PreprocessedImages,
@@ -364,8 +365,9 @@ class TrainingDataMixin:
                 del kwargs["batch_size"]
             else:
                 kwargs.setdefault("shuffle", True)
-                # A last batch of one row breaks BatchNorm in training mode.
-                kwargs.setdefault("drop_last", len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1)
+                # A last batch of one row breaks BatchNorm in training mode; without BatchNorm it is trained on.
+                last_alone = len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1
+                kwargs.setdefault("drop_last", last_alone and has_batchnorm(self.module_))
             if self.augment is not None:
                 augment = default_augmentation() if self.augment == "default" else self.augment
                 # drawn here, from the generator a seeded fit seeds: the same in every DataLoader worker

@@ -47,7 +47,8 @@ lr_schedule : {"cosine", "onecycle", "constant"} or None, default="cosine"
     Per-batch learning-rate schedule after a linear warm-up (one-cycle warms up its own way, and leaves
     the optimizer's momentum or betas as they are); ``None`` keeps the rates fixed. A skorch
     ``LRScheduler`` of your own among ``callbacks`` needs ``lr_schedule=None``: fit refuses the two
-    together, which would both set the rate.
+    together, which would both set the rate. Each ``partial_fit`` (or warm ``fit``) runs the whole schedule
+    again over its ``max_epochs``, warm-up included, from the base rates (a warm restart).
 warmup : "auto" or float, default="auto"
     Fraction of the training steps spent warming up. ``"auto"``: 0.1 with pretrained weights, so that the
     first steps, driven by a new head that knows nothing yet, move them gently; 0 when ``weights=None`` or

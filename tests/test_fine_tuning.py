@@ -892,3 +892,31 @@ def test_seeding_each_images_augmentation_leaves_the_gpu_generators_alone(labell
     # augmentation adds no reseeding, not once per image
     assert reseeded == without_augment
     assert set(reseeded) == {0}
+
+
+class _RowsTrainedOn(Callback):
+    def initialize(self):
+        self.rows = 0
+        return self
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        self.rows += len(batch[0]) if training else 0
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_a_last_batch_of_one_row_is_trained_on_unless_batchnorm_needs_two(batchnorm):
+    # Every epoch dropped a (random) row when the last batch held one, even for networks without BatchNorm,
+    # which train on it as well as on any other batch: with one epoch, a row was never trained on.
+    X, y = _three_blobs()
+    X, y = X[:49], y[:49]  # 49 = 3 batches of 16 and one of 1
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8)) if batchnorm else None
+    counter = _RowsTrainedOn()
+    FineTuneClassifier(
+        model=model,
+        batch_size=16,
+        max_epochs=2,
+        callbacks=[counter],
+        device="cpu",
+        random_state=0,
+    ).fit(X, y)
+    assert counter.rows == 2 * (48 if batchnorm else 49)
