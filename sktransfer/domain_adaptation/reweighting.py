@@ -228,7 +228,7 @@ class ImportanceWeightingClassifier(
         -------
         self
         """
-        estimator = self._estimator()
+        estimator = self._classifier()
         _require_sample_weight(estimator)
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))

@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fi
 from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -20,22 +21,48 @@ from .domains import NoTargetDataWarning, TargetScoreMixin, split_domains
 
 
 def _covariance(X, reg):
-    if reg == "auto":  # Ledoit-Wolf shrinkage of the correlations, so features of small scale are not swamped
-        scale = X.std(axis=0)
-        scale[scale == 0] = 1.0
-        return ledoit_wolf(X / scale)[0] * np.outer(scale, scale)
-    return np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]) + reg * np.eye(X.shape[1])
+    """The covariance of X's columns: shrunk (``reg="auto"``) or with ``reg`` on its diagonal.
+
+    ``"auto"`` shrinks the correlations of the columns that vary (Ledoit-Wolf), so that features of small
+    scale are not swamped; a constant column keeps its covariance of zero, in any units.
+    """
+    if reg != "auto":
+        return np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]) + reg * np.eye(X.shape[1])
+    scale = X.std(axis=0)
+    live = scale > 0
+    covariance = np.zeros((X.shape[1], X.shape[1]))
+    if live.any():
+        shrunk = ledoit_wolf(X[:, live] / scale[live])[0]
+        covariance[np.ix_(live, live)] = shrunk * np.outer(scale[live], scale[live])
+    return covariance
 
 
-def _subspace_dimension(n_components, n_source, n_target, n_features):
-    """``n_components`` within what both domains allow; ``None``: all they allow, at most 100."""
-    limit = min(n_source, n_target, n_features)
+def _principal_axes(X):
+    """The principal axes of X's rows (columns, widest first) along which they vary, and their number.
+
+    Centred rows span one dimension fewer than their number, and rank-deficient features fewer still: an
+    axis beyond that rank has no variance, and its direction is rounding noise that changes with the order
+    of the rows. The rank is counted as numpy's ``matrix_rank`` counts it.
+    """
+    pca = PCA(svd_solver="full").fit(X)
+    values = pca.singular_values_
+    tolerance = values[0] * max(X.shape) * np.finfo(np.float64).eps if len(values) else 0.0
+    rank = int(np.count_nonzero(values > tolerance))
+    return pca.components_.T, rank
+
+
+def _subspace_dimension(n_components, source_rank, target_rank):
+    """``n_components`` within the dimensions both domains span; ``None``: all of them, at most 100."""
+    limit = max(1, min(source_rank, target_rank))
     return min(limit, 100) if n_components is None else min(n_components, limit)
 
 
 def _matrix_power(matrix, power):
+    """``matrix ** power`` of a covariance; for a negative power, its eigenvalues floored relative to the
+    largest (in any units), and for a positive one at zero (a constant column keeps no variance)."""
     values, vectors = np.linalg.eigh(matrix)
-    return (vectors * np.clip(values, 1e-12, None) ** power) @ vectors.T
+    floor = max(values.max() * 1e-12, np.finfo(np.float64).tiny) if power < 0 else 0.0
+    return (vectors * np.clip(values, floor, None) ** power) @ vectors.T
 
 
 def _estimator_has(method):
@@ -54,6 +81,20 @@ class EstimatorOnTargetFeaturesMixin:
 
     def _estimator(self):
         return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+
+    def _classifier(self):
+        """The estimator to fit, refused before any work when it says it is no classifier (a regressor)."""
+        estimator = self._estimator()
+        try:
+            kind = get_tags(estimator).estimator_type
+        except AttributeError:  # no scikit-learn tags: taken at its word
+            kind = None
+        if kind not in (None, "classifier"):
+            raise ValueError(
+                f"estimator={type(estimator).__name__}(...) is a {kind}, and {type(self).__name__} trains a "
+                "classifier on the source labels: pass a classifier (LogisticRegression, SVC, ...) or None."
+            )
+        return estimator
 
     def _scoring_features(self, X, source_rows):
         """X mapped as the estimator reads it, ``source_rows`` (labelled source rows) as fit mapped those.
@@ -151,9 +192,9 @@ class FeatureAlignmentClassifier(
         Trained on the aligned source features; ``None`` is a ``LogisticRegression(max_iter=1000)``.
     method : {"coral", "subspace", "source_only"}, default="coral"
     n_components : int or None, default=None
-        Dimension of the subspaces (``method="subspace"`` only); ``None`` keeps as many as the smaller domain
-        allows (at most 100). A number above what the features and the rows of either domain allow is
-        lowered to that, with a warning.
+        Dimension of the subspaces (``method="subspace"`` only); ``None`` keeps as many as both domains
+        vary along (at most 100): centred rows span at most one dimension fewer than their number, and
+        rank-deficient features fewer still. A number above that is lowered to it, with a warning.
     reg : "auto" or float, default="auto"
         Regularisation of CORAL's covariances: Ledoit-Wolf shrinkage of the correlation matrix (towards the
         diagonal of the variances), or this much added to the diagonal.
@@ -211,10 +252,11 @@ class FeatureAlignmentClassifier(
         -------
         self
         """
+        estimator = self._classifier()
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))
         source, labels, target = X[split.labelled], labelled_rows_of(y, split.labelled), X[split.target]
-        self._warn_about_settings_without_effect(len(source), len(target), X.shape[1])
+        self._warn_about_settings_without_effect(len(target))
         if sample_domain is not None and self.method != "source_only":
             _warn_of_pooled_domains(np.asarray(sample_domain)[split.labelled])
         self.target_mean_ = target.mean(axis=0) if len(target) else source.mean(axis=0)
@@ -225,16 +267,17 @@ class FeatureAlignmentClassifier(
             colour = _matrix_power(_covariance(target, self.reg), 0.5)
             self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
         elif self.method == "subspace" and len(target) > 1:
-            components = _subspace_dimension(self.n_components, len(source), len(target), X.shape[1])
-            source_basis = PCA(components, svd_solver="full").fit(source).components_.T
-            self.target_basis_ = PCA(components, svd_solver="full").fit(target).components_.T
+            (source_axes, source_rank), (target_axes, target_rank) = map(_principal_axes, (source, target))
+            components = _subspace_dimension(self.n_components, source_rank, target_rank)
+            self._warn_of_fewer_components(components, source_rank, target_rank)
+            source_basis, self.target_basis_ = source_axes[:, :components], target_axes[:, :components]
             self.source_map_ = source_basis @ (source_basis.T @ self.target_basis_)
         aligned = source if self.source_map_ is None else (source - self.source_mean_) @ self.source_map_
-        self.estimator_ = clone(self._estimator()).fit(aligned, labels)
+        self.estimator_ = clone(estimator).fit(aligned, labels)
         self.classes_ = self.estimator_.classes_
         return self
 
-    def _warn_about_settings_without_effect(self, n_source, n_target, n_features):
+    def _warn_about_settings_without_effect(self, n_target):
         name = f"FeatureAlignmentClassifier(method={self.method!r})"
         if self.method != "source_only" and n_target == 1:
             needs = "its covariance" if self.method == "coral" else "its principal components"
@@ -251,12 +294,14 @@ class FeatureAlignmentClassifier(
             warn_of_unused_settings(
                 self, ["n_components"], f"with method='subspace', not method={self.method!r}"
             )
-        elif self.n_components > min(n_source, n_target, n_features):
+
+    def _warn_of_fewer_components(self, components, source_rank, target_rank):
+        if self.n_components is not None and self.n_components > components:
             warnings.warn(
-                f"{name} lowers n_components={self.n_components} to "
-                f"{_subspace_dimension(self.n_components, n_source, n_target, n_features)}: a subspace has no "
-                f"more dimensions than the features ({n_features}) or the rows of either domain ({n_source} "
-                f"source, {n_target} target).",
+                f"FeatureAlignmentClassifier(method='subspace') lowers n_components={self.n_components} to "
+                f"{components}: the source rows vary along {source_rank} dimensions and the target rows along "
+                f"{target_rank} (at most one fewer than their rows, and than the features), and an axis "
+                "beyond those has no variance: its direction would be rounding noise.",
                 IgnoredSettingWarning,
                 stacklevel=caller_stacklevel(),
             )
