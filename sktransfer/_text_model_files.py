@@ -58,8 +58,8 @@ def is_text_model(model, image_model_names=()):
     name = os.fspath(model)
     if name in OFFLINE_TEXT_MODEL_NAMES:
         return True
-    if os.path.isdir(name):
-        return (Path(name) / "config.json").is_file()
+    if os.path.isdir(name):  # a model folder, or a sentence-transformers one (its modules.json)
+        return any((Path(name) / file).is_file() for file in ("config.json", "modules.json"))
     if name in image_model_names or os.path.exists(name):
         return False
     if "/" in name and not name.startswith(("/", ".")) and name.count("/") == 1:
@@ -86,8 +86,16 @@ class ModelFiles:
         self.name = str(offline_text_model_folder()) if name in OFFLINE_TEXT_MODEL_NAMES else name
         self.folder = Path(self.name) if os.path.isdir(self.name) else None
         self.missing = set()  # the files found neither in the cache nor online
+        self._read = {}  # each JSON file's content, read (or downloaded) once
 
     def unavailable(self, exc):
+        if self.folder is not None:
+            return TextEncoderUnavailableError(
+                f"model={self.name!r}: the folder lacks files that the encoder needs ({type(exc).__name__}: "
+                f"{exc}). A model folder holds config.json, the weights and the tokenizer files, as "
+                "save_pretrained(folder) writes them for the model and its tokenizer; a sentence-transformers "
+                "folder of the older layout keeps them in a subfolder (0_Transformer, say): pass that one."
+            )
         return TextEncoderUnavailableError(
             f"model={self.name!r}: its files are not in the Hugging Face cache ({hub_cache()}) and could not be "
             f"downloaded ({type(exc).__name__}: {exc}). On a machine with internet access, run "
@@ -100,6 +108,11 @@ class ModelFiles:
 
         A file neither cached nor downloadable is named in ``missing``: the model may well have it.
         """
+        if filename not in self._read:
+            self._read[filename] = self._json(filename)
+        return self._read[filename]
+
+    def _json(self, filename):
         if self.folder is not None:
             path = self.folder / filename
             return json.loads(path.read_text()) if path.is_file() else None
@@ -127,7 +140,25 @@ class ModelFiles:
             f"(`huggingface-cli download {self.name}`), or pass a local model folder."
         )
 
+    def unread_settings(self):
+        """The warning for a sentence-transformers model whose ``sentence_bert_config.json`` could not be read.
+
+        That file declares the maximum length its authors trained at and whether texts are lowercased:
+        without it, texts run to the network's own limit, as they are.
+        """
+        if "sentence_bert_config.json" not in self.missing or self.json("modules.json") is None:
+            return None
+        return IncompleteCacheWarning(
+            f"model={self.name!r} is a sentence-transformers model, and its sentence_bert_config.json is not in "
+            f"the Hugging Face cache ({hub_cache()}) and could not be downloaded: texts are cut at the "
+            "network's own limit instead of the maximum length its authors declare there, and not lowercased "
+            f"if they declare it. Cache the whole model (`huggingface-cli download {self.name}`), or pass a "
+            "local model folder."
+        )
+
     def load(self, loader, *args, **kwargs):
+        if self.folder is not None and not (self.folder / "config.json").is_file():
+            raise self.unavailable(FileNotFoundError(f"no config.json in {self.folder}"))
         try:
             return loader(self.name, *args, **kwargs)
         except OSError as exc:
@@ -169,12 +200,13 @@ def own_pooling(model_files):
     )
 
 
-def declared_max_length(model_files, tokenizer, config):
-    """A sentence-transformers folder's declared ``max_seq_length``, else the smallest of the model's limits."""
+def declared_max_length(model_files, tokenizer, positions):
+    """A sentence-transformers folder's declared ``max_seq_length``, else the smallest of the model's limits:
+    the tokenizer's and ``positions``, the tokens the network has positions for."""
     declared = (model_files.json("sentence_bert_config.json") or {}).get("max_seq_length")
     if declared:
         return int(declared)
-    limits = [getattr(config, "max_position_embeddings", None)]
+    limits = [positions]
     if tokenizer.model_max_length < 1_000_000:  # transformers' stand-in for "no limit" is ~1e30
         limits.append(tokenizer.model_max_length)
     limits = [int(limit) for limit in limits if limit]

@@ -19,6 +19,7 @@ from torch import nn
 
 from ._checkpoints import is_checkpoint, load_checkpoint
 from ._runtime import seeded
+from ._stacklevel import caller_stacklevel
 from ._text_model_files import (  # noqa: F401 (OFFLINE_TEXT_MODEL_NAME to is_text_model re-exported)
     OFFLINE_TEXT_MODEL_NAME,
     TEXT_EXTRA,
@@ -67,16 +68,19 @@ def _transformers():
 class Tokenize:
     """The preprocessing of a text encoder: a list of texts to a :class:`~sktransfer.texts.TokenBatch`.
 
-    Pads to the longest text of the batch (dynamic padding) and truncates at ``max_length`` tokens. With
-    ``lowercase`` (a sentence-transformers folder's ``do_lower_case``), texts are lowercased first, as
-    sentence-transformers does for such a model.
+    Pads to the longest text of the batch (dynamic padding, on the right) and cuts a longer text's end at
+    ``max_length`` tokens, whatever side the tokenizer's settings say. With ``lowercase`` (a
+    sentence-transformers folder's ``do_lower_case``), texts are lowercased first, as sentence-transformers
+    does for such a model.
     """
 
     def __init__(self, tokenizer, max_length, lowercase=False):
         # Padded on the left, every real token's position would shift with the longest text of its batch: an
-        # encoder of absolute positions would embed a text differently beside other texts. Set here, it holds
-        # for a tokenizer unpickled from an older fit too.
+        # encoder of absolute positions would embed a text differently beside other texts. A long text is cut
+        # at its end, as the TruncatedTextsWarning says. Set here, both hold for a tokenizer unpickled from an
+        # older fit too.
         tokenizer.padding_side = "right"
+        tokenizer.truncation_side = "right"
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.lowercase = lowercase
@@ -87,6 +91,7 @@ class Tokenize:
             padding=True,
             truncation=True,
             max_length=self.max_length,
+            return_attention_mask=True,  # pooling reads it, even where the tokenizer's inputs leave it out
             return_tensors="pt",
         )
         return TokenBatch(tokens)
@@ -263,6 +268,34 @@ def _loading_bars(shown):
         (logging.enable_progress_bar if before else logging.disable_progress_bar)()
 
 
+def _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, name):
+    """Raise when the tokenizer knows a small part of the network's vocabulary: a folder without its files.
+
+    transformers builds an empty tokenizer for a folder that ``save_pretrained`` gave the model's files alone:
+    every word would be the unknown token, and every text about the same embedding.
+    """
+    vocabulary = getattr(config, "vocab_size", None)
+    if vocabulary and len(tokenizer) < vocabulary // 2:
+        raise ValueError(
+            f"model={name!r}: its tokenizer ({type(tokenizer).__name__}) knows {len(tokenizer)} tokens where "
+            f"the network embeds {vocabulary}: the tokenizer's files (tokenizer.json, vocab.txt, ...) are "
+            "missing, and every word would read as unknown. Save them beside the model with "
+            "tokenizer.save_pretrained(folder), from the tokenizer the model was trained with."
+        )
+
+
+def _positions(transformer, config):
+    """How many tokens the network has positions for.
+
+    RoBERTa-style embeddings number positions from their padding index on (514 position embeddings hold 512
+    tokens); others from 0, up to ``max_position_embeddings``.
+    """
+    positions = getattr(getattr(transformer, "embeddings", None), "position_embeddings", None)
+    if isinstance(positions, nn.Embedding) and positions.padding_idx is not None:
+        return positions.num_embeddings - positions.padding_idx - 1
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=False):
     """Resolve a text ``model`` and ``weights`` into a :class:`~sktransfer.backbones.Backbone`.
 
@@ -275,6 +308,7 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     model_files = ModelFiles(model)
     config = model_files.load(transformers.AutoConfig.from_pretrained)
     tokenizer = model_files.load(transformers.AutoTokenizer.from_pretrained)
+    _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, model_files.name)
     if weights == "DEFAULT":
         with _loading_bars(progress):
             transformer = model_files.load(transformers.AutoModel.from_pretrained)
@@ -293,14 +327,18 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
         pooling, normalizes = own_pooling(model_files)
     except ValueError as exc:  # raised if pooling="model" asks for it
         pooling, normalizes = exc, False
-    unread = model_files.unread_pooling()  # before the tokenizer's files are read: those have defaults
+    unread = model_files.unread_pooling()  # the files of the pooling, before sentence_bert_config.json
+    tokenize = Tokenize(
+        tokenizer,
+        declared_max_length(model_files, tokenizer, _positions(transformer, config)),
+        bool((model_files.json("sentence_bert_config.json") or {}).get("do_lower_case", False)),
+    )
+    unread_settings = model_files.unread_settings()
+    if unread_settings is not None:
+        warnings.warn(unread_settings, stacklevel=caller_stacklevel())
     return Backbone(
         TextEncoder(transformer),
-        Tokenize(
-            tokenizer,
-            declared_max_length(model_files, tokenizer, config),
-            bool((model_files.json("sentence_bert_config.json") or {}).get("do_lower_case", False)),
-        ),
+        tokenize,
         os.fspath(model),
         kind="text",
         own_pooling=pooling,

@@ -145,8 +145,8 @@ def _is_image_path(text):
 def looks_like_text(X):
     """Whether X is a sequence of strings whose first one is neither a file nor named like an image file."""
     # the first sample alone decides: no copy of X at every call (transform and predict ask too)
-    if is_pandas(X):
-        X = X.iloc[:1].to_numpy().ravel()
+    if is_pandas(X):  # a Series, a DataFrame, an Index
+        X = np.asarray(X.iloc[:1] if hasattr(X, "iloc") else X[:1], dtype=object).ravel()
     if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS" and len(X):
         X = X[:1].tolist()
     if not isinstance(X, list | tuple) or not X or not isinstance(X[0], str):

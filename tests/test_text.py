@@ -66,8 +66,9 @@ def reference_embeddings(folder, texts, pooling="avg"):
         pd.Series,
         lambda t: pd.DataFrame({"text": t}),
         lambda t: pd.DataFrame({"text": t})[["text"]].to_numpy(),  # one column of a 2-D array
+        pd.Index,  # fit took it, and transform failed (it has no .iloc)
     ],
-    ids=["list", "tuple", "str-array", "object-array", "series", "dataframe", "one-column-array"],
+    ids=["list", "tuple", "str-array", "object-array", "series", "dataframe", "one-column-array", "index"],
 )
 def test_every_form_of_text_gives_the_same_embeddings(tiny_text_model, wrap):
     fitted = extractor(tiny_text_model).fit(REVIEWS)
@@ -452,6 +453,110 @@ def test_a_cache_without_the_sentence_transformers_files_warns_offline(
     with warnings.catch_warnings():  # a plain transformer's cache lacks them too: mean pooling reads none
         warnings.simplefilter("error", IncompleteCacheWarning)
         extractor("someone/tiny-encoder").fit(REVIEWS)
+
+
+def test_a_sentence_transformers_cache_without_its_settings_warns_at_any_pooling(
+    tiny_text_model, tmp_path, monkeypatch
+):
+    # A cache with modules.json but without sentence_bert_config.json cut texts at the network's limit (512
+    # for MiniLM) instead of its authors' 256, and dropped their lowercasing, with no word at any pooling.
+    folder = tmp_path / "partial"
+    shutil.copytree(tiny_text_model, folder)
+    (folder / "sentence_bert_config.json").unlink()
+    cache = write_hub_cache(tmp_path / "hub", "someone/tiny-encoder", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    for pooling in ("avg", "model"):
+        with pytest.warns(
+            IncompleteCacheWarning, match=r"sentence_bert_config.json is not in the Hugging Face"
+        ):
+            extractor("someone/tiny-encoder", pooling=pooling).fit(REVIEWS)
+
+
+def _copied(folder, into, **tokenizer_settings):
+    """A copy of the model ``folder`` whose tokenizer_config.json is updated with ``tokenizer_settings``."""
+    shutil.copytree(folder, into)
+    config_path = into / "tokenizer_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **tokenizer_settings}))
+    return into
+
+
+def test_a_folder_without_its_tokenizer_files_is_refused(tiny_text_model, tmp_path):
+    # model.save_pretrained(folder) alone writes no tokenizer: transformers built an empty one, every word
+    # read as unknown, and every text got the same embedding, silently.
+    folder = tmp_path / "no_tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(f"{tiny_text_model}/{name}", folder)
+    with pytest.raises(
+        ValueError, match=r"knows \d+ tokens where the network embeds 74.*tokenizer.save_pretrained"
+    ):
+        extractor(str(folder)).fit(REVIEWS)
+
+
+def test_a_folder_without_weights_or_config_says_what_the_folder_lacks(tiny_text_model, tmp_path):
+    folder = tmp_path / "no_weights"
+    shutil.copytree(tiny_text_model, folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(TextEncoderUnavailableError, match="the folder lacks files that the encoder needs"):
+        extractor(str(folder)).fit(
+            REVIEWS
+        )  # was: "not in the Hugging Face cache ... huggingface-cli download"
+    older = tmp_path / "older_layout"  # sentence-transformers' older layout: the transformer in a subfolder
+    older.mkdir()
+    shutil.copytree(tiny_text_model, older / "0_Transformer")
+    shutil.move(older / "0_Transformer" / "modules.json", older)
+    with pytest.raises(TextEncoderUnavailableError, match="0_Transformer"):
+        extractor(str(older)).fit(REVIEWS)  # was: "X holds text ... but model=... reads images"
+
+
+def test_a_tokenizer_that_leaves_out_the_attention_mask_still_pools_over_real_tokens(
+    tiny_text_model, tmp_path
+):
+    folder = _copied(tiny_text_model, tmp_path / "no_mask", model_input_names=["input_ids", "token_type_ids"])
+    texts = ["good", "a long and dull film"]
+    np.testing.assert_allclose(
+        extractor(str(folder)).fit_transform(texts),
+        extractor(tiny_text_model).fit_transform(texts),
+        atol=1e-6,
+    )  # was: "model could not run on an input ...: 'attention_mask'"
+
+
+def test_a_long_text_is_cut_at_its_end_as_the_warning_says(tiny_text_model, tmp_path):
+    # A tokenizer configured to truncate on the left dropped the start of a long text, while the warning said
+    # that what follows the maximum never reaches the network.
+    folder = _copied(tiny_text_model, tmp_path / "left", truncation_side="left")
+    texts = ["good " + "film " * 40, "bad " + "film " * 40]
+    with pytest.warns(TruncatedTextsWarning, match="what follows never reaches the network"):
+        good, bad = extractor(str(folder)).fit_transform(texts)
+    assert np.abs(good - bad).max() > 1e-3
+
+
+def test_roberta_positions_offset_by_the_padding_index_bound_the_maximum_length(tiny_text_model, tmp_path):
+    # RoBERTa numbers positions from its padding index on: 514 position embeddings hold 512 tokens. Without a
+    # maximum in its tokenizer, texts ran to 514 tokens and the network failed with an IndexError.
+    from transformers import RobertaConfig, RobertaModel
+
+    folder = _copied(tiny_text_model, tmp_path / "roberta")
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings.pop("model_max_length")
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    for name in ("modules.json", "sentence_bert_config.json"):
+        (folder / name).unlink()
+    config = RobertaConfig(
+        vocab_size=74,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=34,
+        pad_token_id=0,
+    )
+    RobertaModel(config).save_pretrained(folder)
+    fitted = extractor(str(folder)).fit(REVIEWS)
+    assert fitted.preprocess_.max_length == 34 - 0 - 1
+    with pytest.warns(TruncatedTextsWarning, match="maximum of 33 tokens"):
+        assert fitted.transform(["good " * 40]).shape == (1, 16)
 
 
 def test_missing_hub_model_names_the_cache_and_the_way_to_provide_it(tmp_path, monkeypatch):
