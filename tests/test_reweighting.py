@@ -388,6 +388,20 @@ def test_an_estimator_without_sample_weight_is_refused(covariate_shift):
         iw(estimator=KNeighborsClassifier()).fit(X, y)
 
 
+def test_a_search_over_an_estimator_that_takes_sample_weight_gets_the_weights(covariate_shift):
+    # GridSearchCV.fit passes sample_weight on to the estimator it tunes, but its own signature does not name
+    # it: the search was refused as an estimator without sample_weight.
+    X, y, _ = covariate_shift
+    search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2)
+    searched = iw(estimator=search, flatten=1.0).fit(X, y)
+    direct = iw(estimator=LogisticRegression(), flatten=1.0).fit(X, y)
+    np.testing.assert_allclose(searched.predict_proba(X), direct.predict_proba(X))
+    with pytest.raises(ValueError, match=r"Pipeline\.fit does not accept a sample_weight"):
+        iw(estimator=GridSearchCV(make_pipeline(LogisticRegression()), {"logisticregression__C": [1.0]})).fit(
+            X, y
+        )
+
+
 def test_no_target_rows_warns_and_uses_weights_of_one(covariate_shift):
     X, y, _ = covariate_shift
     source, labels = X[:200], y[:200]

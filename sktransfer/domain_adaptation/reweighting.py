@@ -6,6 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection._search import BaseSearchCV
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
@@ -28,6 +29,8 @@ class FewEffectiveRowsWarning(UserWarning):
 
 
 def _require_sample_weight(estimator):
+    while isinstance(estimator, BaseSearchCV):  # a search passes sample_weight on to the estimator it tunes
+        estimator = estimator.estimator
     if not has_fit_parameter(estimator, "sample_weight"):
         name = type(estimator).__name__
         raise ValueError(
