@@ -9,6 +9,7 @@ by ``_text_model_files``.
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -52,6 +53,12 @@ def loaded_transformers_model_message(model):
 
 
 def _transformers():
+    if "transformers" in sys.modules:
+        # catch_warnings below swaps the process's filters, which other threads may change meanwhile (and
+        # restore after it): only for the first import. (This import waits for another thread's to finish.)
+        import transformers
+
+        return transformers
     try:
         with warnings.catch_warnings():
             # huggingface_hub imports tqdm.auto, which in a notebook without ipywidgets warns "IProgress not

@@ -4,6 +4,7 @@ import json
 import pickle
 import shutil
 import threading
+import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -22,6 +23,7 @@ from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 from transformers import AutoModel, AutoTokenizer
 
+import sktransfer.text_encoders
 from sktransfer import (
     DomainAdaptedClassifier,
     FeatureAlignmentClassifier,
@@ -947,3 +949,18 @@ def test_cls_pooling_refuses_an_output_shorter_than_a_left_padded_texts_padding(
     )
     with pytest.raises(NetworkOutputError, match="holds none for a text whose padding comes first"):
         FeatureModel(FirstTwoTokens(), pooling="cls")(batch)
+
+
+def test_loading_an_encoder_once_transformers_is_imported_leaves_the_warning_filters_alone(
+    tiny_text_model, monkeypatch
+):
+    # Each load swapped the process's warning filters (catch_warnings) around an import already done:
+    # threads loading encoders at once (Dask's threaded workers) restored each other's filters.
+    extractor(tiny_text_model).fit(REVIEWS)
+
+    def swapped(*args, **kwargs):
+        raise AssertionError("catch_warnings swapped the process's warning filters")
+
+    watched = types.SimpleNamespace(**{**vars(warnings), "catch_warnings": swapped})
+    monkeypatch.setattr(sktransfer.text_encoders, "warnings", watched)
+    extractor(tiny_text_model).fit(REVIEWS)
