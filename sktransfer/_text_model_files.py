@@ -94,7 +94,8 @@ class ModelFiles:
                 f"model={self.name!r}: the folder lacks files that the encoder needs ({type(exc).__name__}: "
                 f"{exc}). A model folder holds config.json, the weights and the tokenizer files, as "
                 "save_pretrained(folder) writes them for the model and its tokenizer; a sentence-transformers "
-                "folder of the older layout keeps them in a subfolder (0_Transformer, say): pass that one."
+                "folder of the older layout keeps them in a subfolder (0_Transformer, say): pass that one, "
+                "with the pooling and normalize that its 1_Pooling/config.json and modules.json declare."
             )
         return TextEncoderUnavailableError(
             f"model={self.name!r}: its files are not in the Hugging Face cache ({hub_cache()}) and could not be "
@@ -116,13 +117,15 @@ class ModelFiles:
         if self.folder is not None:
             path = self.folder / filename
             return json.loads(path.read_text()) if path.is_file() else None
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         try:
             return json.loads(Path(hf_hub_download(self.name, filename)).read_text())
         except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: not cached, and no download
-            self.missing.add(filename)
+            # unless the cache recorded, when it was filled online, that the model has no such file
+            if try_to_load_from_cache(self.name, filename) is not _CACHED_NO_EXIST:
+                self.missing.add(filename)
             return None
         except EntryNotFoundError:  # the model has no such file
             return None

@@ -367,7 +367,8 @@ class TrainingDataMixin:
                 kwargs.setdefault("shuffle", True)
                 # A last batch of one row breaks BatchNorm in training mode; without BatchNorm it is trained on.
                 last_alone = len(dataset) % kwargs["batch_size"] == 1 and len(dataset) > 1
-                kwargs.setdefault("drop_last", last_alone and has_batchnorm(self.module_))
+                module = getattr(self, "module_", None)  # None before initialize: dropped, to be safe
+                kwargs.setdefault("drop_last", last_alone and (module is None or has_batchnorm(module)))
             if self.augment is not None:
                 augment = default_augmentation() if self.augment == "default" else self.augment
                 # drawn here, from the generator a seeded fit seeds: the same in every DataLoader worker

@@ -275,19 +275,26 @@ def _loading_bars(shown):
         (logging.enable_progress_bar if before else logging.disable_progress_bar)()
 
 
-def _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, name):
-    """Raise when the tokenizer knows a small part of the network's vocabulary: a folder without its files.
+def _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, model_files):
+    """Raise when the tokenizer knows a small part of the network's vocabulary: its files are missing.
 
-    transformers builds an empty tokenizer for a folder that ``save_pretrained`` gave the model's files alone:
-    every word would be the unknown token, and every text about the same embedding.
+    transformers builds an empty tokenizer for a folder that ``save_pretrained`` gave the model's files alone
+    (or a cache that ``AutoModel.from_pretrained`` alone filled): every word would be the unknown token, and
+    every text about the same embedding.
     """
     vocabulary = getattr(config, "vocab_size", None)
     if vocabulary and len(tokenizer) < vocabulary // 2:
-        raise ValueError(
-            f"model={name!r}: its tokenizer ({type(tokenizer).__name__}) knows {len(tokenizer)} tokens where "
-            f"the network embeds {vocabulary}: the tokenizer's files (tokenizer.json, vocab.txt, ...) are "
-            "missing, and every word would read as unknown. Save them beside the model with "
-            "tokenizer.save_pretrained(folder), from the tokenizer the model was trained with."
+        if model_files.folder is not None:
+            remedy = (
+                "Save them beside the model with tokenizer.save_pretrained(folder), from the tokenizer the "
+                "model was trained with."
+            )
+        else:
+            remedy = f"Cache the whole model (`huggingface-cli download {model_files.name}`)."
+        raise TextEncoderUnavailableError(
+            f"model={model_files.name!r}: its tokenizer ({type(tokenizer).__name__}) knows {len(tokenizer)} "
+            f"tokens where the network embeds {vocabulary}: the tokenizer's files (tokenizer.json, vocab.txt, "
+            f"...) are missing, and every word would read as unknown. {remedy}"
         )
 
 
@@ -315,7 +322,7 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     model_files = ModelFiles(model)
     config = model_files.load(transformers.AutoConfig.from_pretrained)
     tokenizer = model_files.load(transformers.AutoTokenizer.from_pretrained)
-    _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, model_files.name)
+    _refuse_a_tokenizer_without_its_vocabulary(tokenizer, config, model_files)
     if weights == "DEFAULT":
         with _loading_bars(progress):
             transformer = model_files.load(transformers.AutoModel.from_pretrained)

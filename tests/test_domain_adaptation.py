@@ -354,6 +354,30 @@ def test_coral_aligns_alike_in_any_units():
         assert aligned.std(axis=0)[2] < 1e-9 * scale
 
 
+def test_coral_whitens_only_the_directions_the_source_varies_in():
+    # A column constant in the source (a one-hot feature absent from a fold, say) was whitened with a gain of
+    # about 1e6: a held-out source row that differs there was thrown far off (importance-weighted scorers).
+    rng = np.random.default_rng(0)
+    source = np.c_[rng.normal(size=(200, 3)), np.zeros(200)]
+    target = np.c_[rng.normal(size=(200, 3)) * 2 + 1, rng.random(200) < 0.3]
+    y = np.concatenate([(source[:, 0] > 0).astype(int), np.full(200, -1)])
+    clf = FeatureAlignmentClassifier().fit(np.concatenate([source, target]), y)
+    assert np.abs(clf.source_map_).max() < 10
+
+
+@pytest.mark.parametrize("method", ["coral", "subspace"])
+def test_target_rows_all_alike_align_nothing_and_say_so(shifted_features, method):
+    # Identical target rows have no covariance and no principal axis: CORAL recoloured every source row to the
+    # same point, and subspace alignment kept a rounding-noise axis.
+    X, y, _ = shifted_features
+    alike = X.copy()
+    alike[y == -1] = alike[y == -1][0]
+    with pytest.warns(NoTargetDataWarning, match="got 200 target rows, all alike"):
+        clf = FeatureAlignmentClassifier(method=method).fit(alike, y)
+    assert clf.source_map_ is None
+    assert clf.target_basis_ is None
+
+
 @pytest.mark.parametrize("make", [FeatureAlignmentClassifier, ImportanceWeightingClassifier])
 def test_a_regressor_as_the_estimator_is_refused_before_any_work(shifted_features, make):
     from sklearn.linear_model import LinearRegression

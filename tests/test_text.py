@@ -473,6 +473,13 @@ def test_a_sentence_transformers_cache_without_its_settings_warns_at_any_pooling
             IncompleteCacheWarning, match=r"sentence_bert_config.json is not in the Hugging Face"
         ):
             extractor("someone/tiny-encoder", pooling=pooling).fit(REVIEWS)
+    # filled online, the cache records the files the model does not have: nothing is missing then
+    absent = cache / "models--someone--tiny-encoder" / ".no_exist" / "0123456789abcdef"
+    absent.mkdir(parents=True)
+    (absent / "sentence_bert_config.json").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncompleteCacheWarning)
+        extractor("someone/tiny-encoder").fit(REVIEWS)
 
 
 def _copied(folder, into, **tokenizer_settings):
@@ -491,7 +498,8 @@ def test_a_folder_without_its_tokenizer_files_is_refused(tiny_text_model, tmp_pa
     for name in ("config.json", "model.safetensors"):
         shutil.copy(f"{tiny_text_model}/{name}", folder)
     with pytest.raises(
-        ValueError, match=r"knows \d+ tokens where the network embeds 74.*tokenizer.save_pretrained"
+        TextEncoderUnavailableError,
+        match=r"knows \d+ tokens where the network embeds 74.*tokenizer.save_pretrained",
     ):
         extractor(str(folder)).fit(REVIEWS)
 

@@ -58,11 +58,13 @@ def _subspace_dimension(n_components, source_rank, target_rank):
 
 
 def _matrix_power(matrix, power):
-    """``matrix ** power`` of a covariance; for a negative power, its eigenvalues floored relative to the
-    largest (in any units), and for a positive one at zero (a constant column keeps no variance)."""
+    """``matrix ** power`` of a covariance, over the directions it varies in (a pseudo-inverse for a negative
+    power): an eigenvalue under 1e-12 of the largest, in any units, counts as none (a constant column)."""
     values, vectors = np.linalg.eigh(matrix)
-    floor = max(values.max() * 1e-12, np.finfo(np.float64).tiny) if power < 0 else 0.0
-    return (vectors * np.clip(values, floor, None) ** power) @ vectors.T
+    varying = values > values.max() * 1e-12
+    powered = np.zeros_like(values)
+    powered[varying] = values[varying] ** power
+    return (vectors * powered) @ vectors.T
 
 
 def _estimator_has(method):
@@ -90,8 +92,10 @@ class EstimatorOnTargetFeaturesMixin:
         except AttributeError:  # no scikit-learn tags: taken at its word
             kind = None
         if kind not in (None, "classifier"):
+            kind = kind.replace("_", " ")
             raise ValueError(
-                f"estimator={type(estimator).__name__}(...) is a {kind}, and {type(self).__name__} trains a "
+                f"estimator={type(estimator).__name__}(...) is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
+                f"and {type(self).__name__} trains a "
                 "classifier on the source labels: pass a classifier (LogisticRegression, SVC, ...) or None."
             )
         return estimator
@@ -256,17 +260,18 @@ class FeatureAlignmentClassifier(
         X = validate_data(self, X, dtype=np.float64)
         split = split_domains(y, sample_domain, len(X))
         source, labels, target = X[split.labelled], labelled_rows_of(y, split.labelled), X[split.target]
-        self._warn_about_settings_without_effect(len(target))
+        target_varies = len(target) > 1 and bool(np.ptp(target, axis=0).any())
+        self._warn_about_settings_without_effect(len(target), target_varies)
         if sample_domain is not None and self.method != "source_only":
             _warn_of_pooled_domains(np.asarray(sample_domain)[split.labelled])
         self.target_mean_ = target.mean(axis=0) if len(target) else source.mean(axis=0)
         self.source_mean_ = source.mean(axis=0)
         self.source_map_ = None  # source rows are read as (row - source_mean_) @ source_map_
         self.target_basis_ = None
-        if self.method == "coral" and len(target) > 1:
+        if self.method == "coral" and target_varies:
             colour = _matrix_power(_covariance(target, self.reg), 0.5)
             self.source_map_ = _matrix_power(_covariance(source, self.reg), -0.5) @ colour
-        elif self.method == "subspace" and len(target) > 1:
+        elif self.method == "subspace" and target_varies:
             (source_axes, source_rank), (target_axes, target_rank) = map(_principal_axes, (source, target))
             components = _subspace_dimension(self.n_components, source_rank, target_rank)
             self._warn_of_fewer_components(components, source_rank, target_rank)
@@ -277,18 +282,20 @@ class FeatureAlignmentClassifier(
         self.classes_ = self.estimator_.classes_
         return self
 
-    def _warn_about_settings_without_effect(self, n_target):
+    def _warn_about_settings_without_effect(self, n_target, target_varies):
         name = f"FeatureAlignmentClassifier(method={self.method!r})"
-        if self.method != "source_only" and n_target == 1:
+        if self.method != "source_only" and n_target and not target_varies:
             needs = "its covariance" if self.method == "coral" else "its principal components"
+            got = "a single target row" if n_target == 1 else f"{n_target} target rows, all alike"
             warnings.warn(
-                f"{name} got a single target row, and aligning with the target needs {needs}, which one row "
-                "cannot give: fit aligns nothing and trains on the source alone, as method='source_only'. "
-                "Pass at least two target rows (y == -1 or a negative sample_domain).",
+                f"{name} got {got}, and aligning with the target needs {needs}, which "
+                f"{'one row' if n_target == 1 else 'rows that never vary'} cannot give: fit aligns nothing and "
+                "trains on the source alone, as method='source_only'. Pass at least two different target rows "
+                "(y == -1 or a negative sample_domain).",
                 NoTargetDataWarning,
                 stacklevel=caller_stacklevel(),
             )
-        if self.n_components is None or n_target < 2:
+        if self.n_components is None or not target_varies:
             return
         if self.method != "subspace":
             warn_of_unused_settings(
@@ -300,8 +307,8 @@ class FeatureAlignmentClassifier(
             warnings.warn(
                 f"FeatureAlignmentClassifier(method='subspace') lowers n_components={self.n_components} to "
                 f"{components}: the source rows vary along {source_rank} dimensions and the target rows along "
-                f"{target_rank} (at most one fewer than their rows, and than the features), and an axis "
-                "beyond those has no variance: its direction would be rounding noise.",
+                f"{target_rank} (centred rows span at most their number minus one, and no more than the "
+                "features), and an axis beyond those has no variance: its direction would be rounding noise.",
                 IgnoredSettingWarning,
                 stacklevel=caller_stacklevel(),
             )
