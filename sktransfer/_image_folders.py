@@ -1,20 +1,58 @@
 """Folders of labelled images: one sub-folder per class (ImageFolder layout), read and written."""
 
+import functools
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from torchvision.datasets.folder import make_dataset
+from PIL import Image, ImageFile
 
 from ._labels import label_array, refuse_missing_labels, unlabelled_mask
+from ._stacklevel import caller_stacklevel
 
-# torchvision's ImageFolder suffixes (.ppm, .pgm among them), and other names of formats Pillow reads:
-# .jfif is how browsers save downloaded JPEGs.
-IMAGE_SUFFIXES = (
-    *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
-    *(".ppm", ".pgm", ".pbm", ".pnm"),
-)
+
+def _pillow_reads(suffixes):
+    """Those of ``suffixes`` that name a format this Pillow opens (AVIF, say, only where it is built in)."""
+    Image.init()
+    registered = Image.registered_extensions()
+    return tuple(
+        suffix
+        for suffix in suffixes
+        if registered.get(suffix) in Image.OPEN
+        and not _is_stub(Image.OPEN[registered[suffix]][0])  # HDF5 or GRIB: a handler of one's own needed
+    )
+
+
+def _is_stub(factory):
+    return isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+
+
+@functools.cache
+def image_suffixes():
+    """The suffixes of the image files that :func:`load_image_folder` reads.
+
+    torchvision's ImageFolder suffixes (.ppm, .pgm among them), and other names of photos and pictures that
+    this Pillow reads: .jfif is how browsers save downloaded JPEGs; AVIF, animated PNG, Targa, JPEG 2000, QOI.
+    """
+    return (
+        *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+        *(".ppm", ".pgm", ".pbm", ".pnm"),
+        *_pillow_reads((".avif", ".avifs", ".apng", ".tga", ".jp2", ".j2k", ".jpx", ".jpf", ".qoi")),
+    )
+
+
+@functools.cache
+def _pillow_suffixes():
+    """Every suffix of a format this Pillow opens: files with one that is no image suffix count as left out."""
+    Image.init()
+    return frozenset(_pillow_reads(tuple(Image.registered_extensions())))
+
+
+class SkippedImageFilesWarning(UserWarning):
+    """``load_image_folder`` left out files of formats Pillow reads, whose suffixes are not image suffixes
+    there (icons, Photoshop files, PostScript, ...)."""
 
 
 def load_image_folder(path):
@@ -23,8 +61,10 @@ def load_image_folder(path):
     Parameters
     ----------
     path : str or path-like
-        The folder (``~`` is the home folder); files whose suffix is not an image suffix are ignored, and so
-        are hidden files and folders (their names start with a dot, as ``.ipynb_checkpoints`` does).
+        The folder (``~`` is the home folder); files whose suffix is not an image suffix
+        (:func:`image_suffixes`) are ignored, with a :class:`SkippedImageFilesWarning` for those of other
+        formats Pillow reads (icons, say), and so are hidden files and folders (their names start with a
+        dot, as ``.ipynb_checkpoints`` does). Links to folders are followed, each folder read once.
 
     Returns
     -------
@@ -46,41 +86,81 @@ def load_image_folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"path={str(root)!r} is not a folder.")
-    classes, samples = _class_folder_samples(root)
+    classes, samples, skipped = _class_folder_samples(root)
+    if skipped:
+        listed = ", ".join(f"{suffix}: {count}" for suffix, count in skipped.most_common(5))
+        warnings.warn(
+            f"load_image_folder left out {skipped.total()} file{'s' * (skipped.total() > 1)} of formats Pillow "
+            f"reads ({listed}), which are not among its image suffixes: convert them (to PNG, say), or pass "
+            "their paths to the estimators yourself.",
+            SkippedImageFilesWarning,
+            stacklevel=caller_stacklevel(),
+        )
     if not samples:
         raise ValueError(
             f"path={str(root)!r} holds no images in class sub-folders (expected {root}/<class>/<image>, "
-            f"with suffixes {', '.join(IMAGE_SUFFIXES)})."
+            f"with suffixes {', '.join(image_suffixes())})."
         )
     return [file for file, _ in samples], np.array([classes[index] for _, index in samples])
 
 
 def _class_folder_samples(root):
-    """The class names under the folder ``root`` and its (image file, class index) pairs.
+    """The class names under the folder ``root``, its (image file, class index) pairs, and the count by
+    suffix of the files of other formats that Pillow reads, left out.
 
-    Hidden entries are skipped: Jupyter's ``.ipynb_checkpoints`` holds copies of images opened in it, and
-    macOS writes a ``._<name>`` file of metadata beside each image on a drive it does not own.
+    Files come in torchvision's ``ImageFolder`` order, links to folders followed. Hidden entries are
+    skipped: Jupyter's ``.ipynb_checkpoints`` holds copies of images opened in it, and macOS writes a
+    ``._<name>`` file of metadata beside each image on a drive it does not own.
     """
     classes = sorted(
         entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name)
     )
-    if not classes:
-        return [], []
-    class_to_idx = {name: index for index, name in enumerate(classes)}
-    # a class folder without images is skipped, as an empty folder holds no class
-    return classes, make_dataset(
-        str(root), class_to_idx, is_valid_file=lambda file: _is_visible_image(root, file), allow_empty=True
-    )
+    # Each folder is read once, in the class whose folder holds it: a link back to a folder already read (a
+    # loop, a class folder or the root linked from another class) is not followed, so that no image comes
+    # twice, or under another class. A class folder without images is skipped, as an empty folder holds no
+    # class.
+    seen = {_identity(root), *(_identity(root / name) for name in classes)}
+    samples, skipped = [], Counter()
+    for index, name in enumerate(classes):
+        for file in _files_under(root / name, seen):
+            if _is_hidden_below(root, file):
+                continue
+            suffix = os.path.splitext(file)[1].lower()
+            if suffix in image_suffixes():
+                samples.append((file, index))
+            elif suffix in _pillow_suffixes():
+                skipped[suffix] += 1
+    return classes, samples, skipped
+
+
+def _identity(folder):
+    status = os.stat(folder)
+    return status.st_dev, status.st_ino
+
+
+def _files_under(folder, seen):
+    """The files under ``folder``, sorted as torchvision's ``make_dataset`` lists them; a folder whose
+    identity is in ``seen`` is not entered, and each folder entered joins it."""
+    found = []
+    for current, subfolders, names in os.walk(folder, followlinks=True):
+        kept = []
+        for subfolder in sorted(subfolders):
+            identity = _identity(os.path.join(current, subfolder))
+            if identity not in seen:
+                seen.add(identity)
+                kept.append(subfolder)
+        subfolders[:] = kept
+        found.append((current, sorted(names)))
+    return [os.path.join(current, name) for current, names in sorted(found) for name in names]
 
 
 def _is_hidden(name):
     return name.startswith(".")
 
 
-def _is_visible_image(root, file):
-    """Whether ``file`` has an image suffix and neither it nor a folder between it and ``root`` is hidden."""
-    relative = Path(file).relative_to(root)
-    return file.lower().endswith(IMAGE_SUFFIXES) and not any(_is_hidden(part) for part in relative.parts)
+def _is_hidden_below(root, file):
+    """Whether ``file`` or a folder between it and ``root`` is hidden."""
+    return any(_is_hidden(part) for part in Path(file).relative_to(root).parts)
 
 
 def save_image_folder(images, labels, path):

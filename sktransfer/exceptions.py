@@ -18,6 +18,7 @@ True
 from ._batch_statistics import BatchStatisticsWarning
 from ._changed_settings import SettingsChangedWarning
 from ._embedding_key import UnhashableModuleWarning, UnhashablePreprocessWarning
+from ._image_folders import SkippedImageFilesWarning
 from ._labelled_scoring import UnlabelledScoringWarning
 from ._precision import SlowPrecisionWarning
 from ._runtime import NetworkOutputError
@@ -58,6 +59,7 @@ __all__ = [
     "PseudoLabelCollapseWarning",
     "RenormalizedProbabilitiesWarning",
     "SettingsChangedWarning",
+    "SkippedImageFilesWarning",
     "SlowPrecisionWarning",
     "SlowWorkersWarning",
     "TextEncoderUnavailableError",

@@ -13,6 +13,7 @@ from sktransfer.datasets import (
     load_textures,
     save_image_folder,
 )
+from sktransfer.exceptions import SkippedImageFilesWarning
 
 
 def test_load_image_folder_reads_class_folders_recursively(tmp_path):
@@ -41,6 +42,37 @@ def test_load_image_folder_reads_every_suffix_of_torchvisions_image_folder_and_j
     paths, labels = load_image_folder(tmp_path)
     assert sorted(Path(path).name for path in paths) == sorted(formats)
     assert labels.tolist() == ["cat"] * len(formats)
+
+
+def test_load_image_folder_reads_each_folder_once_through_links(tmp_path):
+    # torchvision's make_dataset followed links without noticing where it had been: a link back to the root
+    # or to its own folder gave 902 samples for 2 images, cat images among them labelled "dog".
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / label / "x.png")
+    (tmp_path / "cat" / "latest").symlink_to(tmp_path / "cat")
+    (tmp_path / "dog" / "up").symlink_to(tmp_path)
+    (tmp_path / "dog" / "more").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "dog" / "more" / "y.png")
+    (tmp_path / "dog" / "again").symlink_to(tmp_path / "dog" / "more")  # one folder reached twice: read once
+    paths, labels = load_image_folder(tmp_path)
+    assert [Path(path).relative_to(tmp_path).as_posix() for path in paths] == [
+        "cat/x.png",
+        "dog/x.png",
+        "dog/again/y.png",
+    ]
+    assert labels.tolist() == ["cat", "dog", "dog"]
+
+
+def test_load_image_folder_reads_more_picture_formats_and_names_those_it_leaves_out(tmp_path):
+    # .tga, .jp2, .qoi (and .avif where Pillow reads it) were left out in silence; formats Pillow reads that
+    # are no picture suffix (an icon, a Photoshop file) are counted in a warning.
+    (tmp_path / "cat").mkdir()
+    for name, image_format in {"a.tga": "TGA", "b.jp2": "JPEG2000", "c.png": "PNG", "d.ico": "ICO"}.items():
+        Image.new("RGB", (16, 16)).save(tmp_path / "cat" / name, image_format)
+    with pytest.warns(SkippedImageFilesWarning, match=r"left out 1 file of formats Pillow reads \(.ico: 1\)"):
+        paths, _ = load_image_folder(tmp_path)
+    assert sorted(Path(path).name for path in paths) == ["a.tga", "b.jp2", "c.png"]
 
 
 def _cut_from(photo, patch):
