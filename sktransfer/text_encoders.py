@@ -349,7 +349,7 @@ def load_text_encoder(model, weights="DEFAULT", *, random_state=None, progress=F
     )
     unread_settings = model_files.unread_settings()
     if unread_settings is not None:
-        warnings.warn(unread_settings, stacklevel=caller_stacklevel())
+        warnings.warn(str(unread_settings), type(unread_settings), stacklevel=caller_stacklevel())
     return Backbone(
         TextEncoder(transformer),
         tokenize,
