@@ -1,6 +1,7 @@
 """Running inside joblib's workers: telling that this is one, and starting DataLoader workers there."""
 
 import multiprocessing
+import sys
 import warnings
 
 from joblib.parallel import get_active_backend
@@ -26,6 +27,24 @@ def in_joblib_worker():
     """
     backend, _ = get_active_backend()
     return bool(backend.nesting_level)
+
+
+def in_dask_worker():
+    """Whether this code runs in a task on a Dask worker (``client.submit``, joblib's "dask" backend).
+
+    Examples
+    --------
+    >>> in_dask_worker()
+    False
+    """
+    distributed = sys.modules.get("distributed")  # not imported here where no one uses Dask
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:  # "No worker found"
+        return False
+    return True
 
 
 def loader_processes(num_workers):

@@ -4,7 +4,7 @@ import sys
 
 from tqdm import tqdm as text_bar
 
-from ._parallel import in_joblib_worker
+from ._parallel import in_dask_worker, in_joblib_worker
 
 
 def notebook_bars():
@@ -30,7 +30,8 @@ def notebook_bars():
 
 
 def shows_progress(verbose):
-    """Whether ``verbose`` asks for progress bars here: from 1 in the main program, from 2 in a joblib worker.
+    """Whether ``verbose`` asks for progress bars here: from 1 in the main program, from 2 in a joblib worker
+    or a Dask task.
 
     Bars drawn by several workers at once (``cross_val_score(..., n_jobs=2)``) garble each other.
 
@@ -39,7 +40,7 @@ def shows_progress(verbose):
     >>> shows_progress(1), shows_progress(0)
     (True, False)
     """
-    return bool(verbose) and verbose >= (2 if in_joblib_worker() else 1)
+    return bool(verbose) and verbose >= (2 if in_joblib_worker() or in_dask_worker() else 1)
 
 
 def progress(iterable, *, verbose, total=None, desc=None):

@@ -16,6 +16,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_params
+from sklearn.utils._set_output import _get_output_config, _wrap_data_with_container
 from torch import nn
 
 from ._feature_model import refuse_text_without_pooling
@@ -76,7 +77,10 @@ def _check_worker_environment(client):
 
 
 def _describe_failures(failures, retries):
-    lines = [f"{len(failures)} partition(s) failed after {retries} retries:"]
+    lines = [
+        f"{len(failures)} partition(s) failed after {retries} retries (a sample number in an error below counts "
+        "from its partition's first item):"
+    ]
     for index, paths, error in failures[:5]:
         if paths is None:
             where = "its paths could not be loaded"
@@ -92,32 +96,38 @@ def _describe_failures(failures, retries):
 def _shipped(extractor):
     """What the workers run: a clone that each fits, unless the clones would draw other random weights.
 
-    Random weights without ``random_state`` differ from one draw to the next: a fitted extractor is sent as
-    it is (its network, which its parameters cannot draw again), an unfitted one with one seed for all.
+    Random weights drawn by a fitted extractor are sent as they are (its network), unless an int
+    ``random_state`` draws them again: without one, or from a RandomState it has already drawn from, a clone
+    would draw others. An unfitted one without ``random_state`` gets one seed for all the workers.
     """
-    if extractor.random_state is not None or not extractor._draws_weights():
+    if not extractor._draws_weights():
         return clone(extractor)
     if hasattr(extractor, "backbone_"):
-        return extractor
-    return clone(extractor).set_params(random_state=int(np.random.SeedSequence().generate_state(1)[0]))
+        return clone(extractor) if isinstance(extractor.random_state, Integral) else extractor
+    if extractor.random_state is None:
+        return clone(extractor).set_params(random_state=int(np.random.SeedSequence().generate_state(1)[0]))
+    return clone(extractor)  # every worker unpickles the same RandomState, and draws the same network
 
 
-def _embed_partition(extractor, paths):
+def _embed_partition(extractor, paths, first):
     """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``.
 
-    Returns the embeddings and, for texts cut at the encoder's maximum length, what the warning would say
-    of them (:func:`~sktransfer.texts.truncations_collected`), else None: the client names them among all
-    of X, where a worker's warning would number them within its partition, or not reach the user at all.
+    Each worker fits on ``first``, X's first item, as a local ``fit(X)`` reads it (None for a Dask
+    collection, whose first item only its partition holds: the partition's own first item then). Returns
+    the embeddings as an array, their number of items and, for texts cut at the encoder's maximum length,
+    what the warning would say of them (:func:`~sktransfer.texts.truncations_collected`), else None: the
+    client names them among all of X, where a worker's warning would number them within its partition, or
+    not reach the user at all.
     """
     paths = list(paths)
     if not paths:
-        return np.empty((0, 0), dtype=np.float32), None
+        return np.empty((0, 0), dtype=np.float32), 0, None
     with _FIT_LOCK:
         if not hasattr(extractor, "backbone_"):
-            extractor.fit(paths[:1])
+            extractor.fit([paths[0] if first is None else first])
     with truncations_collected() as cut:
-        embeddings = extractor.transform(paths)
-    return embeddings, (cut[0] if cut else None)
+        embeddings = np.asarray(extractor.transform(paths))  # a DataFrame with set_output: made on the client
+    return embeddings, len(paths), (cut[0] if cut else None)
 
 
 def _warn_of_cut_texts(results, cuts):
@@ -223,10 +233,10 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     ----------
     extractor : PretrainedFeatureExtractor
         The extractor to run; fitted or not, its parameters are what is used (it is cloned, never fitted
-        here), except where its weights are drawn at random (``weights=None``, a module class) without a
-        ``random_state``: a fitted extractor then runs as fitted, and an unfitted one gets one seed for every
-        worker, so that all rows come from one network. ``device="auto"`` picks each worker's GPU(s) when it
-        has any.
+        here; each worker fits its clone on X's first item, as ``fit(X)`` reads it), except where its weights
+        are drawn at random (``weights=None``, a module class) without an int ``random_state``: a fitted
+        extractor then runs as fitted, and an unfitted one gets one seed for every worker, so that all rows
+        come from one network. ``device="auto"`` picks each worker's GPU(s) when it has any.
     X : sequence of paths, dask.bag.Bag, dask.dataframe.Series or 1-D dask.array.Array
         Image files that every worker can read (shared or object storage), or texts for a text encoder.
         The partitions of a Dask collection are embedded where they are; a sequence is cut into partitions
@@ -246,7 +256,8 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     Returns
     -------
     embeddings : ndarray of shape (n_paths, n_features_out)
-        Row i embeds the i-th path.
+        Row i embeds the i-th path; a DataFrame where ``extractor.set_output(transform="pandas")`` (or
+        ``"polars"``) asks for one, with the columns ``transform`` names.
 
     Notes
     -----
@@ -288,14 +299,18 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     partitions = _partitions(client, X, partition_size, errors)
     _check_worker_environment(client)
     shared = client.scatter(_shipped(extractor), broadcast=True, hash=False)
+    first = next(
+        (partition[0] for partition in partitions if isinstance(partition, list) and partition), None
+    )
     futures = [
-        client.submit(_embed_partition, shared, partition, retries=retries, pure=False)
+        client.submit(_embed_partition, shared, partition, first, retries=retries, pure=False)
         for partition in partitions
     ]
     parts, failures = _gather(futures, partitions)
     results = [part[0] if isinstance(part, tuple) else part for part in parts]
-    cuts = [part[1] if isinstance(part, tuple) else None for part in parts]
+    cuts = [part[2] if isinstance(part, tuple) else None for part in parts]
     width = _embedding_width(results)
+    _refuse_uneven_partitions(parts, width)
     if failures and (errors == "raise" or width is None or any(part is None for part in results)):
         raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
     if width is None:
@@ -305,7 +320,49 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
             _describe_failures(failures, retries), PartitionFailedWarning, stacklevel=caller_stacklevel()
         )
     _warn_of_cut_texts(results, cuts)
-    return _stack(results, width)
+    return _as_configured_output(extractor, _stack(results, width), X)
+
+
+def _refuse_uneven_partitions(parts, width):
+    """Raise when a partition's embeddings are not one row of ``width`` per item (the workers' networks
+    differ: their first images, of other sizes, gave flattened maps of other lengths)."""
+    for index, part in enumerate(parts):
+        if not isinstance(part, tuple) or not part[1]:
+            continue
+        embeddings, items, _ = part
+        if embeddings.shape != (items, width):
+            raise ValueError(
+                f"partition {index} gave embeddings of shape {embeddings.shape} for its {items} items, where "
+                f"the first partition's rows are {width} wide: the workers' networks read images of other "
+                "sizes (pooling=None flattens maps whose size follows the image's). Give images of one size, "
+                "or resize them in preprocess, or pool the maps (pooling='avg')."
+            )
+
+
+def _as_configured_output(extractor, embeddings, X):
+    """The embeddings in the container that ``extractor.set_output(transform=...)`` asks for, named as its
+    ``get_feature_names_out`` names them (whether or not it is fitted here)."""
+    if _get_output_config("transform", extractor)["dense"] == "default":
+        return embeddings
+    prefix = type(extractor).__name__.lower()
+    return _wrap_data_with_container(
+        "transform",
+        embeddings,
+        X if is_pandas(X) else None,
+        _NamedColumns(extractor, prefix, embeddings.shape[1]),
+    )
+
+
+class _NamedColumns:
+    """An estimator's output settings, with the column names of ``width`` embeddings."""
+
+    def __init__(self, extractor, prefix, width):
+        self._sklearn_output_config = getattr(extractor, "_sklearn_output_config", {})
+        self._sklearn_auto_wrap_output_keys = {"transform"}
+        self.names = np.asarray([f"{prefix}{index}" for index in range(width)], dtype=object)
+
+    def get_feature_names_out(self, input_features=None):
+        return self.names
 
 
 def _gather(futures, partitions):
@@ -347,6 +404,7 @@ def _partition_paths(partition):
 
 def _embedding_width(results):
     """The length of an embedding, from the first partition that holds rows (None if none does)."""
+    # each is an array (see _embed_partition), or a failed partition's number of rows
     return next((part.shape[1] for part in results if isinstance(part, np.ndarray) and part.size), None)
 
 

@@ -303,3 +303,44 @@ def test_texts_cut_on_the_workers_are_named_among_all_of_x_in_one_warning(client
     with pytest.warns(TruncatedTextsWarning, match=r"samples \[13, 20\]"):
         here = extractor.fit(texts).transform(texts)
     np.testing.assert_allclose(on_dask, here, atol=1e-6)
+
+
+def test_an_extractor_set_to_pandas_output_gives_the_same_frame_on_dask(client, paths):
+    # Each worker returned a DataFrame, which the client took for no rows: "X is empty".
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu").set_output(transform="pandas")
+    expected = extractor.fit(paths).transform(paths)
+    on_dask = transform_on_dask(extractor, paths, client=client, partition_size=5)
+    pd.testing.assert_frame_equal(on_dask, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_drawn_from_a_random_state_object_run_as_fitted(client, paths):
+    # A clone carried the RandomState as fit had left it, and drew another network on the workers.
+    fitted = PretrainedFeatureExtractor(
+        model=TinyConvNet, weights=None, random_state=np.random.RandomState(0), device="cpu"
+    ).fit(paths)
+    np.testing.assert_allclose(
+        transform_on_dask(fitted, paths, client=client, partition_size=5),
+        fitted.transform(paths),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_workers_fit_on_the_first_item_of_x_as_a_local_fit_does(client, tmp_path):
+    # Each worker fitted on its first partition's first image: flattened maps of images of another size were
+    # cut into rows of the first partition's width, more rows than images, in silence.
+    rng = np.random.default_rng(0)
+    small = save_image_folder(rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8), ["a"] * 3, tmp_path / "s")
+    large = save_image_folder(rng.integers(0, 256, (3, 30, 30, 3), dtype=np.uint8), ["a"] * 3, tmp_path / "l")
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), layer="features", pooling=None, device="cpu")
+    with pytest.raises(PartitionError, match="partition 1"):
+        transform_on_dask(extractor, small + large, client=client, partition_size=3, retries=0)
+
+
+def test_progress_bars_are_left_to_verbose_2_in_dask_tasks(client):
+    # Inside a Dask task (joblib's dask backend, client.submit) every worker drew its bars and epoch tables.
+    from sktransfer._progress import shows_progress
+
+    assert shows_progress(1)  # here, in the main program
+    assert client.submit(shows_progress, 1, pure=False).result() is False
+    assert client.submit(shows_progress, 2, pure=False).result() is True
