@@ -114,8 +114,11 @@ class PreprocessedImages(Dataset):
             if tuple(image.shape) != first:
                 raise sample_error(
                     f"after preprocessing, sample {indices[0]} has shape {first} but sample {index} has shape "
-                    f"{tuple(image.shape)}; images of different sizes need a preprocessing that resizes them, "
-                    "e.g. preprocess=torchvision.transforms.v2.Resize((224, 224))."
+                    f"{tuple(image.shape)}; images of different sizes need a preprocessing that resizes them. "
+                    "preprocess replaces the whole default preprocessing, so give it the scaling and "
+                    "normalisation too: e.g. preprocess=v2.Compose([v2.Resize((224, 224)), "
+                    "v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]), with the mean and std "
+                    "that sktransfer.backbones.input_scaling(model) gives (torchvision.transforms.v2 as v2)."
                 )
         return torch.stack(images)
 

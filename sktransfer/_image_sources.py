@@ -81,14 +81,19 @@ def _read_pil(index, read):
 
 
 def _unreadable_pil(index, exc):
-    # how Pillow meets a closed file: a bare assertion, a missing file pointer, "Operation on closed image"
-    closed_file = isinstance(exc, AssertionError | AttributeError | OSError) or "closed" in str(exc)
-    advice = (
-        " An image opened in a with block is closed at its end, before its pixels are loaded: call image.load() "
-        "(or keep image.copy()) inside the block, or pass the file paths."
-        if closed_file
-        else " Convert it first to a mode that Pillow turns into RGB, such as 'RGB', 'RGBA' or 'LA'."
-    )
+    # how Pillow meets a closed file: a bare assertion, a missing file pointer, "Operation on closed image";
+    # an open file whose data is cut short or damaged raises an OSError of its own ("image file is truncated")
+    damaged = isinstance(exc, OSError) and "closed" not in str(exc) and not isinstance(exc, ValueError)
+    closed_file = not damaged and (isinstance(exc, AssertionError | AttributeError) or "closed" in str(exc))
+    if damaged:
+        advice = " Its file's data is cut short or damaged: check or replace the file."
+    elif closed_file:
+        advice = (
+            " An image opened in a with block is closed at its end, before its pixels are loaded: call "
+            "image.load() (or keep image.copy()) inside the block, or pass the file paths."
+        )
+    else:
+        advice = " Convert it first to a mode that Pillow turns into RGB, such as 'RGB', 'RGBA' or 'LA'."
     return sample_error(
         f"sample {index} is a PIL image whose pixels could not be read ({type(exc).__name__}: {exc}).{advice}"
     )

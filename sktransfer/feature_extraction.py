@@ -49,6 +49,24 @@ _REPLICAS_LOCK = threading.Lock()
 NETWORK_PARAMETERS = ("model", "weights", "layer", "pooling", "normalize", "preprocess", "random_state")
 
 
+def _input_hint(sample, preprocess):
+    """What may have made the network fail on ``sample``: X read as feature vectors, or integer pixels."""
+    if not isinstance(sample, torch.Tensor):
+        return ""
+    if sample.ndim == 2:
+        return (
+            ". 2-D X is read as feature vectors, one per row: for one grayscale image pass X[None], for "
+            "flattened images reshape them to (n_images, height, width)."
+        )
+    if not sample.is_floating_point() and preprocess is not None:
+        return (
+            f". preprocess gave {sample.dtype} pixels: it replaces the whole default preprocessing, so end it "
+            "with v2.ToDtype(torch.float32, scale=True) and v2.Normalize(mean, std), with the mean and std "
+            "that sktransfer.backbones.input_scaling(model) gives."
+        )
+    return ""
+
+
 class PretrainedFeatureExtractor(
     NamedPicklingErrorsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
@@ -349,7 +367,7 @@ class PretrainedFeatureExtractor(
             except Exception as exc:
                 raise ValueError(
                     f"model could not run on an input of shape {tuple(sample.shape)} (one preprocessed "
-                    f"sample): {exc}"
+                    f"sample): {exc}{_input_hint(sample, self.preprocess)}"
                 ) from exc
         return int(out.shape[1])
 

@@ -93,6 +93,11 @@ def as_image_source(X):
     array = np.asarray(X)
     if (array.ndim == 1 and array.dtype.kind in "OUS") or _is_column_of_items(array):
         return _from_sequence(list(array.ravel()))
+    if _is_table_of_strings(array):
+        raise ValueError(
+            f"X is a {array.shape} array of strings; pass the one column that holds the image paths, e.g. "
+            "X[:, [0]] or X[:, 0], and the labels as y."
+        )
     return _from_array(array, channels_first=False)
 
 
@@ -194,8 +199,8 @@ def is_vector_input(X):
             and isinstance(X[0], list | tuple)
             and not any(_is_path(v) or isinstance(v, list | tuple | np.ndarray) for v in X[0])
         )
-    if _is_column_of_items(X):  # paths in one column, as ColumnTransformer passes them
-        return False
+    if _is_column_of_items(X) or _is_table_of_strings(X):  # paths in a column (ColumnTransformer's), or
+        return False  # beside labels: no feature vectors
     shape = getattr(X, "shape", None)
     if shape is None and hasattr(X, "__array__"):
         shape = np.asarray(X).shape
@@ -205,6 +210,13 @@ def is_vector_input(X):
 def _is_column_of_items(X):
     """Whether X is an (n, 1) array of strings or objects: one column of paths, say, not a feature."""
     return isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1 and X.dtype.kind in "OUS"
+
+
+def _is_table_of_strings(X):
+    """Whether X is a 2-D array of strings (paths beside their labels, say), never feature vectors."""
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.size == 0:
+        return False
+    return X.dtype.kind in "US" or (X.dtype.kind == "O" and isinstance(X.flat[0], str))
 
 
 def _from_pandas(X):

@@ -169,8 +169,30 @@ def test_images_of_any_form_and_size(tmp_path, rgb_images):
     assert from_files.shape == (6, 8)
     workers = clone(extractor).set_params(num_workers=2).fit_transform([str(path) for path in paths])
     np.testing.assert_array_equal(from_files, workers)
-    with pytest.raises(ValueError, match="different sizes need a preprocessing that resizes them"):
+    # the advice was a bare Resize, which replaces the scaling and normalisation too
+    with pytest.raises(
+        ValueError, match=r"different sizes need a preprocessing that resizes them.*v2.Normalize"
+    ):
         tiny().fit_transform([str(path) for path in paths])
+
+
+def test_errors_of_the_network_on_its_first_input_say_what_may_have_caused_them(rgb_images):
+    # torch's own message alone: "Expected 3D (unbatched) or 4D (batched) input to conv2d", or "Input type
+    # (unsigned char) and bias type (float) should be the same", for X read as feature vectors or uint8 pixels.
+    with pytest.raises(ValueError, match=r"2-D X is read as feature vectors.*X\[None\]"):
+        tiny().fit(rgb_images[0, :, :, 0])
+    from torchvision.transforms import v2
+
+    with pytest.raises(ValueError, match=r"preprocess gave torch.uint8 pixels.*v2.ToDtype"):
+        tiny(preprocess=v2.Resize((16, 16))).fit(rgb_images)
+
+
+def test_a_table_of_paths_and_labels_names_the_column_to_pass(rgb_images, tmp_path):
+    Image.fromarray(rgb_images[0]).save(tmp_path / "0.png")
+    table = np.array([[str(tmp_path / "0.png"), "cat"], [str(tmp_path / "0.png"), "dog"]])
+    for X in (table, table.astype(object)):
+        with pytest.raises(ValueError, match=r"X is a \(2, 2\) array of strings; pass the one column"):
+            tiny().fit(X)  # was: "could not convert string to float"
 
 
 def test_feature_names_and_pandas_output(rgb_images):

@@ -73,6 +73,17 @@ def test_a_pil_image_closed_before_its_pixels_loaded_is_named(tmp_path, rgb_imag
             source.fingerprints()
 
 
+def test_a_pil_image_of_a_truncated_file_is_not_called_closed(tmp_path, rgb_images):
+    # Every OSError got the advice for a file closed by a with block, though this one is open and cut short.
+    path = tmp_path / "image.png"
+    Image.fromarray(rgb_images[0]).save(path)
+    path.write_bytes(path.read_bytes()[:-40])
+    source = as_image_source([Image.open(path)])
+    with pytest.raises(ValueError, match=r"sample 0 is a PIL image .*cut short or damaged") as caught:
+        source.load(0)
+    assert "with block" not in str(caught.value)
+
+
 def test_a_pil_mode_without_rgb_conversion_is_named_with_advice_for_its_mode():
     source = as_image_source([Image.new("RGB", (4, 4)), Image.new("La", (4, 4))])
     with pytest.raises(ValueError, match=r"sample 1 is a PIL image .*La to L.* Convert it first") as caught:
