@@ -1,5 +1,6 @@
 """Offline data for examples, tests and benchmarks, and (from _image_folders) folders of labelled images."""
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -242,8 +243,14 @@ def _names_sample_image(data, name):
 
 
 def _sample_image(data, name, parameter):
-    """The sample image ``name`` of ``skimage.data`` as uint8 (H, W, 3): gray replicated, alpha dropped."""
-    image = getattr(data, name)()
+    """The sample image ``name`` of ``skimage.data`` as uint8 (H, W, 3): gray replicated, alpha dropped.
+
+    An image that the function draws at random (``binary_blobs``) is drawn from a fixed seed: the same
+    every time, as a photograph is.
+    """
+    function = getattr(data, name)
+    seeded = {"rng": 0} if "rng" in inspect.signature(function).parameters else {}
+    image = function(**seeded)
     if not isinstance(image, np.ndarray) or not (
         image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
     ):

@@ -224,6 +224,16 @@ def test_image_folders_expand_the_home_folder(tmp_path, monkeypatch):
     assert load_image_folder("~/images")[0] == [path]
 
 
+def test_a_sample_image_drawn_at_random_is_the_same_every_time():
+    # binary_blobs drew new blobs at every call, whatever blend_on_photos' random_state.
+    np.testing.assert_array_equal(load_sample_photo("binary_blobs"), load_sample_photo("binary_blobs"))
+    digits = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        blend_on_photos(digits, photos=["binary_blobs"], random_state=0),
+        blend_on_photos(digits, photos=["binary_blobs"], random_state=0),
+    )
+
+
 def test_load_sample_photo_gives_rgb_uint8_and_names_a_wrong_name():
     for name in ("chelsea", "camera", "horse", "logo"):  # colour, gray, black-and-white, RGBA
         photo = load_sample_photo(name)
