@@ -280,7 +280,7 @@ def _files(items):
 
 
 def _image_list(items):
-    images = []
+    images, ambiguous = [], {}  # the samples whose layout reads either way, by whether read channels-first
     for index, item in enumerate(items):
         if not isinstance(item, np.ndarray | torch.Tensor):
             raise sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is an array.")
@@ -290,12 +290,20 @@ def _image_list(items):
             raise sample_error(
                 f"sample {index} has shape {array.shape}; each image must be H×W, H×W×C or C×H×W."
             )
-        array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
+        if array.ndim == 3 and _reads_either_way((1, *array.shape)):
+            ambiguous.setdefault(channels_first, []).append(index)
+        array = (
+            array[None]
+            if array.ndim == 2
+            else _channels_first(array[None], channels_first, index, warn=False)[0]
+        )
         if 0 in array.shape:
             raise sample_error(
                 f"sample {index} has shape {tuple(item.shape)}: images must have at least one pixel."
             )
         images.append(array)
+    for channels_first, indices in ambiguous.items():  # one warning for all of them, not one per sample
+        _warn_of_ambiguous_layout(tuple(items[indices[0]].shape), channels_first, indices)
     check_values(images)
     return ImageList(images)
 
@@ -339,10 +347,17 @@ def _unbatched_colour_layout(shape, channels_first):
     return None
 
 
-def _warn_of_ambiguous_layout(shape, channels_first, index):
-    """Warn that ``shape`` (X's, or sample ``index``'s) reads either way, naming the layout chosen."""
-    where = "X" if index is None else f"X: sample {index}"
-    batched = index is None
+def _warn_of_ambiguous_layout(shape, channels_first, indices):
+    """Warn that ``shape`` (X's, or the shape of the samples at ``indices``, the first one's) reads either
+    way, naming the layout chosen."""
+    batched = indices is None
+    if batched:
+        where = f"X has shape {tuple(shape)}"
+    elif len(indices) == 1:
+        where = f"X: sample {indices[0]} has shape {tuple(shape)}"
+    else:
+        listed = ", ".join(map(str, indices[:10])) + (", ..." if len(indices) > 10 else "")
+        where = f"X: {len(indices)} samples ({listed}) have shapes like sample {indices[0]}'s {tuple(shape)}"
     if channels_first:
         chosen, other = ("N×C×H×W", "N×H×W×C") if batched else ("C×H×W", "H×W×C")
         fix = "X.permute(0, 3, 1, 2)" if batched else "image.permute(2, 0, 1)"
@@ -352,19 +367,27 @@ def _warn_of_ambiguous_layout(shape, channels_first, index):
         fix = "np.moveaxis(X, 1, -1)" if batched else "np.moveaxis(image, 0, -1)"
         kind = "an array is read channels-last"
     warnings.warn(
-        f"{where} has shape {tuple(shape)}, which could be {chosen} or {other}: {kind}, as {chosen}. If it is "
-        f"{other}, pass {fix}.",
+        f"{where}, which could be {chosen} or {other}: {kind}, as {chosen}. If it is {other}, pass {fix}.",
         AmbiguousLayoutWarning,
         stacklevel=caller_stacklevel(),
     )
 
 
-def _channels_first(array, prefer_channels_first, index):
-    """(N, H, W, C) or (N, C, H, W) -> (N, C, H, W) view; tensors read as channels-first, arrays not."""
+def _reads_either_way(shape):
+    """Whether a batch of ``shape`` could hold its colour channels on its second axis or on its last."""
+    return shape[1] in _CHANNEL_COUNTS and shape[-1] in _CHANNEL_COUNTS
+
+
+def _channels_first(array, prefer_channels_first, index, warn=True):
+    """(N, H, W, C) or (N, C, H, W) -> (N, C, H, W) view; tensors read as channels-first, arrays not.
+
+    ``warn``: an AmbiguousLayoutWarning where both readings are possible (the caller warns otherwise)."""
     first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[-1] in _CHANNEL_COUNTS
-    if first and last:
+    if first and last and warn:
         _warn_of_ambiguous_layout(
-            array.shape if index is None else array.shape[1:], prefer_channels_first, index
+            array.shape if index is None else array.shape[1:],
+            prefer_channels_first,
+            None if index is None else [index],
         )
     if first and (prefer_channels_first or not last):
         return array

@@ -404,3 +404,10 @@ def test_images_whose_layout_reads_either_way_warn_naming_the_layout_chosen():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         as_image_source(rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))  # one reading only
+    # one warning for a list of such images, not one per image
+    with pytest.warns(AmbiguousLayoutWarning) as caught:
+        as_image_source([np.zeros((4, 4, 3), np.uint8)] * 12)
+    assert len(caught) == 1
+    assert "12 samples (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...) have shapes like sample 0's (4, 4, 3)" in str(
+        caught[0].message
+    )
