@@ -115,14 +115,17 @@ def _class_folder_samples(root):
     classes = sorted(
         entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name)
     )
-    # Each folder is read once, in the class whose folder holds it: a link back to a folder already read (a
-    # loop, a class folder or the root linked from another class) is not followed, so that no image comes
-    # twice, or under another class. A class folder without images is skipped, as an empty folder holds no
-    # class.
-    seen = {_identity(root), *(_identity(root / name) for name in classes)}
+    # Each folder is read once: through its own path where it lies in a class folder (a link to it is not
+    # followed), else through the first link to it, so that no image comes twice, or under another class than
+    # the one whose folder holds it (a link back to the root, a loop). A class folder without images is
+    # skipped, as an empty folder holds no class.
+    real = {_identity(root)}
+    for name in classes:
+        real |= _folders_within(root / name)
+    entered = set()
     samples, skipped = [], Counter()
     for index, name in enumerate(classes):
-        for file in _files_under(root / name, seen):
+        for file in _files_under(root / name, real, entered):
             if _is_hidden_below(root, file):
                 continue
             suffix = os.path.splitext(file)[1].lower()
@@ -138,17 +141,28 @@ def _identity(folder):
     return status.st_dev, status.st_ino
 
 
-def _files_under(folder, seen):
-    """The files under ``folder``, sorted as torchvision's ``make_dataset`` lists them; a folder whose
-    identity is in ``seen`` is not entered, and each folder entered joins it."""
+def _folders_within(folder):
+    """The identities of ``folder`` and of the visible folders under it, links to folders not followed."""
+    found = set()
+    for current, subfolders, _ in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not _is_hidden(name)]
+        found.add(_identity(current))
+    return found
+
+
+def _files_under(folder, real, entered):
+    """The files under ``folder`` (hidden folders left out), sorted as torchvision's ``make_dataset`` lists
+    them. A link to a folder is followed unless it leads to one of ``real`` (read through its own path) or to
+    one already ``entered`` through a link; each folder entered joins ``entered``."""
     found = []
     for current, subfolders, names in os.walk(folder, followlinks=True):
+        entered.add(_identity(current))
         kept = []
         for subfolder in sorted(subfolders):
-            identity = _identity(os.path.join(current, subfolder))
-            if identity not in seen:
-                seen.add(identity)
-                kept.append(subfolder)
+            path = os.path.join(current, subfolder)
+            if _is_hidden(subfolder) or (os.path.islink(path) and _identity(path) in real | entered):
+                continue
+            kept.append(subfolder)
         subfolders[:] = kept
         found.append((current, sorted(names)))
     return [os.path.join(current, name) for current, names in sorted(found) for name in names]

@@ -8,6 +8,8 @@ worker holds at most ``batch_size`` decoded images plus the partition's embeddin
 bag, series or array of paths are embedded on the workers that hold them.
 """
 
+import copy
+import importlib.util
 import os
 import threading
 import warnings
@@ -101,19 +103,27 @@ def _shipped(extractor):
     would draw others. An unfitted one without ``random_state`` gets one seed for all the workers.
     """
     if not extractor._draws_weights():
-        return clone(extractor)
-    if hasattr(extractor, "backbone_"):
-        return clone(extractor) if isinstance(extractor.random_state, Integral) else extractor
-    if extractor.random_state is None:
-        return clone(extractor).set_params(random_state=int(np.random.SeedSequence().generate_state(1)[0]))
-    return clone(extractor)  # every worker unpickles the same RandomState, and draws the same network
+        shipped = clone(extractor)
+    elif hasattr(extractor, "backbone_"):
+        shipped = clone(extractor) if isinstance(extractor.random_state, Integral) else copy.copy(extractor)
+    elif extractor.random_state is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+        shipped = clone(extractor).set_params(random_state=seed)
+    else:
+        shipped = clone(extractor)  # every worker unpickles the same RandomState, and draws the same network
+    # arrays from the workers: the container set_output asks for is made here (its library checked up front)
+    shipped._sklearn_output_config = {
+        **getattr(extractor, "_sklearn_output_config", {}),
+        "transform": "default",
+    }
+    return shipped
 
 
 def _embed_partition(extractor, paths, first):
     """Worker side: fit the shared extractor once per worker process (under a lock), then embed ``paths``.
 
-    Each worker fits on ``first``, X's first item, as a local ``fit(X)`` reads it (None for a Dask
-    collection, whose first item only its partition holds: the partition's own first item then). Returns
+    Each worker fits on ``first``, X's first item, as a local ``fit(X)`` reads it (or, where that item
+    cannot be read, on its partition's own first item: the partition that holds it reports it). Returns
     the embeddings as an array, their number of items and, for texts cut at the encoder's maximum length,
     what the warning would say of them (:func:`~sktransfer.texts.truncations_collected`), else None: the
     client names them among all of X, where a worker's warning would number them within its partition, or
@@ -124,9 +134,14 @@ def _embed_partition(extractor, paths, first):
         return np.empty((0, 0), dtype=np.float32), 0, None
     with _FIT_LOCK:
         if not hasattr(extractor, "backbone_"):
-            extractor.fit([paths[0] if first is None else first])
+            try:
+                extractor.fit([paths[0] if first is None else first])
+            except Exception:  # X's first item is at fault: its own partition reports it, the others go on
+                if first is None:
+                    raise
+                extractor.fit(paths[:1])
     with truncations_collected() as cut:
-        embeddings = np.asarray(extractor.transform(paths))  # a DataFrame with set_output: made on the client
+        embeddings = extractor.transform(paths)
     return embeddings, len(paths), (cut[0] if cut else None)
 
 
@@ -298,10 +313,9 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     client = _default_client() if client is None else client
     partitions = _partitions(client, X, partition_size, errors)
     _check_worker_environment(client)
+    _check_output_library(extractor)
     shared = client.scatter(_shipped(extractor), broadcast=True, hash=False)
-    first = next(
-        (partition[0] for partition in partitions if isinstance(partition, list) and partition), None
-    )
+    first = client.scatter(_first_item(partitions), broadcast=True, hash=False)  # sent once, a text too
     futures = [
         client.submit(_embed_partition, shared, partition, first, retries=retries, pure=False)
         for partition in partitions
@@ -310,11 +324,11 @@ def transform_on_dask(extractor, X, *, client=None, partition_size=256, retries=
     results = [part[0] if isinstance(part, tuple) else part for part in parts]
     cuts = [part[2] if isinstance(part, tuple) else None for part in parts]
     width = _embedding_width(results)
-    _refuse_uneven_partitions(parts, width)
     if failures and (errors == "raise" or width is None or any(part is None for part in results)):
         raise PartitionError(failures, retries)  # NaN rows need a width and every failed row count
     if width is None:
         raise ValueError("X is empty: its partitions hold 0 paths; at least one is required.")
+    _refuse_uneven_partitions(parts, width)
     if failures:
         warnings.warn(
             _describe_failures(failures, retries), PartitionFailedWarning, stacklevel=caller_stacklevel()
@@ -333,10 +347,36 @@ def _refuse_uneven_partitions(parts, width):
         if embeddings.shape != (items, width):
             raise ValueError(
                 f"partition {index} gave embeddings of shape {embeddings.shape} for its {items} items, where "
-                f"the first partition's rows are {width} wide: the workers' networks read images of other "
+                f"the first partition with rows has them {width} wide: the workers' networks read images of other "
                 "sizes (pooling=None flattens maps whose size follows the image's). Give images of one size, "
                 "or resize them in preprocess, or pool the maps (pooling='avg')."
             )
+
+
+def _first_item(partitions):
+    """X's first item, which every worker fits on, as a local ``fit(X)`` does; None if no partition gives one.
+
+    A Dask collection's first partition that holds items is loaded for it (one partition of paths).
+    """
+    for partition in partitions:
+        if hasattr(partition, "result"):
+            try:
+                partition = list(partition.result())
+            except Exception:  # a partition that cannot be loaded: reported with the others
+                continue
+        if len(partition):
+            return partition[0]
+    return None
+
+
+def _check_output_library(extractor):
+    """Raise, before any work, when the container ``set_output`` asks for needs a library not installed."""
+    container = _get_output_config("transform", extractor)["dense"]
+    if container != "default" and importlib.util.find_spec(container) is None:
+        raise ImportError(
+            f"extractor.set_output(transform={container!r}) asks for a {container} DataFrame, and {container} is "
+            f"not installed: pip install {container}, or set_output(transform='default') for an array."
+        )
 
 
 def _as_configured_output(extractor, embeddings, X):

@@ -56,7 +56,7 @@ def _input_hint(sample, preprocess):
     if sample.ndim == 2:
         return (
             ". 2-D X is read as feature vectors, one per row: for one grayscale image pass X[None], for "
-            "flattened images reshape them to (n_images, height, width)."
+            "flattened images reshape them to (n_images, height, width), or (n_images, height, width, 3) for colour."
         )
     if not sample.is_floating_point() and preprocess is not None:
         return (

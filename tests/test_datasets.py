@@ -55,13 +55,21 @@ def test_load_image_folder_reads_each_folder_once_through_links(tmp_path):
     (tmp_path / "dog" / "more").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "dog" / "more" / "y.png")
     (tmp_path / "dog" / "again").symlink_to(tmp_path / "dog" / "more")  # one folder reached twice: read once
+    (tmp_path / "cat" / "theirs").symlink_to(tmp_path / "dog" / "more")  # a dog folder stays the dogs'
+    (tmp_path / "cat" / ".latest").symlink_to(tmp_path / "dog" / "more")  # hidden: never followed
+    outside = tmp_path.parent / f"{tmp_path.name}_outside"
+    outside.mkdir()
+    Image.new("RGB", (4, 4)).save(outside / "z.png")
+    (tmp_path / "cat" / "external").symlink_to(outside)  # a folder outside the classes: read through its link
+    (tmp_path / "dog" / "external").symlink_to(outside)  # once, in the first class that links it
     paths, labels = load_image_folder(tmp_path)
     assert [Path(path).relative_to(tmp_path).as_posix() for path in paths] == [
         "cat/x.png",
+        "cat/external/z.png",
         "dog/x.png",
-        "dog/again/y.png",
+        "dog/more/y.png",
     ]
-    assert labels.tolist() == ["cat", "dog", "dog"]
+    assert labels.tolist() == ["cat", "cat", "dog", "dog"]
 
 
 def test_load_image_folder_reads_more_picture_formats_and_names_those_it_leaves_out(tmp_path):

@@ -149,6 +149,13 @@ def test_a_failed_partition_is_reported_with_its_paths(client, paths, tmp_path):
             extractor, [*paths[:5], np.nan], client=client, partition_size=5, errors="nan"
         )
     assert np.isnan(gap[5]).all()
+    # every worker fits on X's first item: where that one is broken, only its own partition fails
+    with pytest.warns(PartitionFailedWarning, match="broken.png"):
+        first_broken = transform_on_dask(
+            extractor, [str(broken), *paths], client=client, partition_size=5, errors="nan", retries=0
+        )
+    assert np.isnan(first_broken[:5]).all()
+    np.testing.assert_allclose(first_broken[5:], expected[4:], rtol=1e-5, atol=1e-6)
 
 
 def test_the_current_client_is_the_default(client, paths):
@@ -313,6 +320,17 @@ def test_an_extractor_set_to_pandas_output_gives_the_same_frame_on_dask(client, 
     pd.testing.assert_frame_equal(on_dask, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_an_output_library_that_is_not_installed_is_named_before_any_work(client, paths, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "pandas" else object()
+    )
+    extractor = PretrainedFeatureExtractor(model=TinyConvNet(), device="cpu").set_output(transform="pandas")
+    with pytest.raises(ImportError, match=r"set_output\(transform='pandas'\).*pip install pandas"):
+        transform_on_dask(extractor, paths, client=client)
+
+
 def test_weights_drawn_from_a_random_state_object_run_as_fitted(client, paths):
     # A clone carried the RandomState as fit had left it, and drew another network on the workers.
     fitted = PretrainedFeatureExtractor(
@@ -335,6 +353,10 @@ def test_workers_fit_on_the_first_item_of_x_as_a_local_fit_does(client, tmp_path
     extractor = PretrainedFeatureExtractor(model=TinyConvNet(), layer="features", pooling=None, device="cpu")
     with pytest.raises(PartitionError, match="partition 1"):
         transform_on_dask(extractor, small + large, client=client, partition_size=3, retries=0)
+    with pytest.raises(PartitionError, match="partition 1"):  # a Dask bag's first item, too
+        transform_on_dask(
+            extractor, dask_bag.from_sequence(small + large, npartitions=2), client=client, retries=0
+        )
 
 
 def test_progress_bars_are_left_to_verbose_2_in_dask_tasks(client):
