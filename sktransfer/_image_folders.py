@@ -45,9 +45,17 @@ def image_suffixes():
 
 @functools.cache
 def _pillow_suffixes():
-    """Every suffix of a format this Pillow opens: files with one that is no image suffix count as left out."""
+    """The suffixes of the pictures this Pillow opens: files with one that is no image suffix count as left
+    out. Not videos and documents, whose suffixes Pillow registers too (it reads MPEG's header alone, and
+    PostScript only through Ghostscript)."""
     Image.init()
-    return frozenset(_pillow_reads(tuple(Image.registered_extensions())))
+    registered = Image.registered_extensions()
+    return frozenset(
+        suffix for suffix in _pillow_reads(tuple(registered)) if registered[suffix] not in _NOT_PICTURES
+    )
+
+
+_NOT_PICTURES = frozenset({"MPEG", "EPS"})
 
 
 class SkippedImageFilesWarning(UserWarning):

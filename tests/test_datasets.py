@@ -78,6 +78,7 @@ def test_load_image_folder_reads_more_picture_formats_and_names_those_it_leaves_
     (tmp_path / "cat").mkdir()
     for name, image_format in {"a.tga": "TGA", "b.jp2": "JPEG2000", "c.png": "PNG", "d.ico": "ICO"}.items():
         Image.new("RGB", (16, 16)).save(tmp_path / "cat" / name, image_format)
+    (tmp_path / "cat" / "clip.mpg").write_bytes(b"")  # a video beside them: left out, as no picture
     with pytest.warns(SkippedImageFilesWarning, match=r"left out 1 file of formats Pillow reads \(.ico: 1\)"):
         paths, _ = load_image_folder(tmp_path)
     assert sorted(Path(path).name for path in paths) == ["a.tga", "b.jp2", "c.png"]
