@@ -130,6 +130,8 @@ def _as_tensor(batch):
     """A (N, C, H, W) array we own -> (N, 3, H, W) tensor, uint8 or float in [0, 1]."""
     if batch.dtype.kind in "ui":
         batch = batch.astype(np.uint8, copy=False)  # values were checked to lie in [0, 255]
+    elif batch.dtype == np.longdouble and np.longdouble != np.float64:  # torch has no extended precision
+        batch = batch.astype(np.float64)
     elif not batch.dtype.isnative:  # torch reads native byte order only (big-endian FITS data, say)
         batch = batch.astype(batch.dtype.newbyteorder("="))
     tensor = torch.from_numpy(np.ascontiguousarray(batch))

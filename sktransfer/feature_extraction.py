@@ -34,6 +34,7 @@ from ._runtime import (
     resolve_devices,
     run_inference_parallel,
 )
+from ._training_data import refuse_torch_dataset
 from .backbones import (
     OFFLINE_MODEL_NAME,
     build_feature_model,
@@ -349,6 +350,7 @@ class PretrainedFeatureExtractor(
         return self.n_features_out_
 
     def _image_source(self, X, *, reset):
+        refuse_torch_dataset(X, type(self).__name__)  # torchvision's ImageFolder, say: (image, label) pairs
         return validated_source(self, X, reset=reset)
 
     def _output_size(self, source):

@@ -268,6 +268,11 @@ def _files(items):
         if not _is_path(item):
             raise sample_error(f"sample {index} is a {type(item).__name__}, but sample 0 is a file path.")
         path = os.fspath(item)
+        if os.path.isdir(path):
+            raise sample_error(
+                f"sample {index}, {path!r}, is a folder, not an image file: pass the image files inside it "
+                "(sktransfer.datasets.load_image_folder lists those of a folder with one sub-folder per class)."
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"X: sample {index}: image file {path!r} does not exist.")
         try:

@@ -187,6 +187,19 @@ def test_errors_of_the_network_on_its_first_input_say_what_may_have_caused_them(
         tiny(preprocess=v2.Resize((16, 16))).fit(rgb_images)
 
 
+def test_other_inputs_are_read_or_named(rgb_images, tmp_path):
+    # np.longdouble pixels failed in torch ("can't convert np.ndarray of type numpy.longdouble"); a folder among
+    # the paths was "an image file that does not exist"; a torchvision ImageFolder failed inside numpy.
+    expected = tiny().fit_transform(rgb_images / 255.0)
+    np.testing.assert_allclose(tiny().fit_transform((rgb_images / 255.0).astype(np.longdouble)), expected)
+    with pytest.raises(ValueError, match=r"sample 0, .* is a folder, not an image file"):
+        tiny().fit([str(tmp_path)])
+    from torchvision.datasets import FakeData
+
+    with pytest.raises(TypeError, match=r"X is a torch Dataset \(FakeData\)"):
+        tiny().fit(FakeData(size=2, image_size=(3, 8, 8)))
+
+
 def test_a_table_of_paths_and_labels_names_the_column_to_pass(rgb_images, tmp_path):
     Image.fromarray(rgb_images[0]).save(tmp_path / "0.png")
     table = np.array([[str(tmp_path / "0.png"), "cat"], [str(tmp_path / "0.png"), "dog"]])
