@@ -15,8 +15,7 @@ from ._stacklevel import caller_stacklevel
 
 def _pillow_reads(suffixes):
     """Those of ``suffixes`` that name a format this Pillow opens (AVIF, say, only where it is built in)."""
-    Image.init()
-    registered = Image.registered_extensions()
+    registered = Image.registered_extensions()  # every plugin registered (Image.init) first
     return tuple(
         suffix
         for suffix in suffixes
@@ -48,7 +47,6 @@ def _pillow_suffixes():
     """The suffixes of the pictures this Pillow opens: files with one that is no image suffix count as left
     out. Not videos and documents, whose suffixes Pillow registers too (it reads MPEG's header alone, and
     PostScript only through Ghostscript)."""
-    Image.init()
     registered = Image.registered_extensions()
     return frozenset(
         suffix for suffix in _pillow_reads(tuple(registered)) if registered[suffix] not in _NOT_PICTURES
@@ -168,12 +166,17 @@ def _files_under(folder, real, entered):
         kept = []
         for subfolder in sorted(subfolders):
             path = os.path.join(current, subfolder)
-            if _is_hidden(subfolder) or (os.path.islink(path) and _identity(path) in real | entered):
+            if _is_hidden(subfolder) or (os.path.islink(path) and _is_read_elsewhere(path, real, entered)):
                 continue
             kept.append(subfolder)
         subfolders[:] = kept
         found.append((current, sorted(names)))
     return [os.path.join(current, name) for current, names in sorted(found) for name in names]
+
+
+def _is_read_elsewhere(link, real, entered):
+    identity = _identity(link)
+    return identity in real or identity in entered
 
 
 def _is_hidden(name):

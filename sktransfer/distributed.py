@@ -384,21 +384,19 @@ def _as_configured_output(extractor, embeddings, X):
     ``get_feature_names_out`` names them (whether or not it is fitted here)."""
     if _get_output_config("transform", extractor)["dense"] == "default":
         return embeddings
-    prefix = type(extractor).__name__.lower()
     return _wrap_data_with_container(
-        "transform",
-        embeddings,
-        X if is_pandas(X) else None,
-        _NamedColumns(extractor, prefix, embeddings.shape[1]),
+        "transform", embeddings, X if is_pandas(X) else None, _NamedColumns(extractor, embeddings.shape[1])
     )
 
 
 class _NamedColumns:
-    """An estimator's output settings, with the column names of ``width`` embeddings."""
+    """An extractor's output settings, with the column names its ``get_feature_names_out`` gives ``width``
+    embeddings (scikit-learn's class-name prefix), fitted here or not."""
 
-    def __init__(self, extractor, prefix, width):
+    def __init__(self, extractor, width):
         self._sklearn_output_config = getattr(extractor, "_sklearn_output_config", {})
         self._sklearn_auto_wrap_output_keys = {"transform"}
+        prefix = type(extractor).__name__.lower()
         self.names = np.asarray([f"{prefix}{index}" for index in range(width)], dtype=object)
 
     def get_feature_names_out(self, input_features=None):

@@ -297,11 +297,7 @@ def _image_list(items):
             )
         if array.ndim == 3 and _reads_either_way((1, *array.shape)):
             ambiguous.setdefault(channels_first, []).append(index)
-        array = (
-            array[None]
-            if array.ndim == 2
-            else _channels_first(array[None], channels_first, index, warn=False)[0]
-        )
+        array = array[None] if array.ndim == 2 else _channels_first(array[None], channels_first, index)[0]
         if 0 in array.shape:
             raise sample_error(
                 f"sample {index} has shape {tuple(item.shape)}: images must have at least one pixel."
@@ -383,17 +379,14 @@ def _reads_either_way(shape):
     return shape[1] in _CHANNEL_COUNTS and shape[-1] in _CHANNEL_COUNTS
 
 
-def _channels_first(array, prefer_channels_first, index, warn=True):
+def _channels_first(array, prefer_channels_first, index):
     """(N, H, W, C) or (N, C, H, W) -> (N, C, H, W) view; tensors read as channels-first, arrays not.
 
-    ``warn``: an AmbiguousLayoutWarning where both readings are possible (the caller warns otherwise)."""
+    X whose layout reads either way warns here (``index`` None); a list's samples (``index``, each given a
+    batch axis) are warned of together by :func:`_image_list`."""
     first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[-1] in _CHANNEL_COUNTS
-    if first and last and warn:
-        _warn_of_ambiguous_layout(
-            array.shape if index is None else array.shape[1:],
-            prefer_channels_first,
-            None if index is None else [index],
-        )
+    if index is None and _reads_either_way(array.shape):
+        _warn_of_ambiguous_layout(array.shape, prefer_channels_first, None)
     if first and (prefer_channels_first or not last):
         return array
     if last:
